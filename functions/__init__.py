@@ -1,0 +1,13 @@
+"""Trigger blueprints: one module per trigger family, each thin (parse, validate, one call into
+``shared``, answer)."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+
+def blueprints() -> list[func.Blueprint]:
+    """Every blueprint the app registers, in registration order."""
+    from functions import booking_api
+
+    return [booking_api.bp]

@@ -1,0 +1,114 @@
+"""Settings and secret resolution.
+
+Settings come from app settings / environment variables (``local.settings.json`` in local
+development) and are read once per process (:func:`get_settings`). Secrets are never stored in
+tables: a table holds a *secret reference*, resolved here against Azure Key Vault when
+``CALBRIDGE_KEY_VAULT_URL`` is set, otherwise against environment variables (local development).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import lru_cache
+from typing import Protocol
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+AZURITE_DEVELOPMENT_CONNECTION_STRING = "UseDevelopmentStorage=true"
+
+
+class Settings(BaseSettings):
+    """Process-wide settings, read from the environment once."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    storage_connection_string: str = Field(
+        default=AZURITE_DEVELOPMENT_CONNECTION_STRING,
+        validation_alias=AliasChoices("AzureWebJobsStorage", "CALBRIDGE_STORAGE"),
+    )
+    key_vault_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("CALBRIDGE_KEY_VAULT_URL")
+    )
+    admin_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("CALBRIDGE_ADMIN_KEY")
+    )
+    table_prefix: str = Field(default="", validation_alias=AliasChoices("CALBRIDGE_TABLE_PREFIX"))
+    queue_prefix: str = Field(default="", validation_alias=AliasChoices("CALBRIDGE_QUEUE_PREFIX"))
+    max_request_bytes: int = Field(
+        default=64 * 1024, validation_alias=AliasChoices("CALBRIDGE_MAX_REQUEST_BYTES")
+    )
+    signature_tolerance_seconds: int = Field(
+        default=300, validation_alias=AliasChoices("CALBRIDGE_SIGNATURE_TOLERANCE_SECONDS")
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()
+
+
+class SecretResolver(Protocol):
+    """Turns a secret reference (a name) into the secret's value."""
+
+    def resolve(self, reference: str) -> str: ...
+
+
+class SecretNotFound(LookupError):
+    """A secret reference that names no secret. The message names the reference, never a value."""
+
+
+def environment_variable_for(reference: str) -> str:
+    """``org-dev-signing-secret`` → ``CALBRIDGE_SECRET_ORG_DEV_SIGNING_SECRET``."""
+    return "CALBRIDGE_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", reference).upper()
+
+
+class EnvironmentSecretResolver:
+    """Local development: secrets live in environment variables (see ``environment_variable_for``)."""
+
+    def __init__(self, environ: dict[str, str] | None = None) -> None:
+        self._environ = environ if environ is not None else os.environ
+
+    def resolve(self, reference: str) -> str:
+        value = self._environ.get(environment_variable_for(reference))
+        if value is None:
+            raise SecretNotFound(f"secret {reference!r} is not configured")
+        return value
+
+
+class KeyVaultSecretResolver:
+    """Azure: secrets live in Key Vault, read with the function app's managed identity."""
+
+    def __init__(self, vault_url: str) -> None:
+        from azure.identity import DefaultAzureCredential
+        from azure.keyvault.secrets import SecretClient
+
+        self._client = SecretClient(vault_url=vault_url, credential=DefaultAzureCredential())
+        self._cache: dict[str, str] = {}
+
+    def resolve(self, reference: str) -> str:
+        if reference not in self._cache:
+            from azure.core.exceptions import ResourceNotFoundError
+
+            try:
+                value = self._client.get_secret(reference).value
+            except ResourceNotFoundError as exc:
+                raise SecretNotFound(f"secret {reference!r} is not in the key vault") from exc
+            if value is None:
+                raise SecretNotFound(f"secret {reference!r} has no value")
+            self._cache[reference] = value
+        return self._cache[reference]
+
+
+def secret_resolver(settings: Settings) -> SecretResolver:
+    """The resolver the settings call for."""
+    if settings.key_vault_url:
+        return KeyVaultSecretResolver(settings.key_vault_url)
+    return EnvironmentSecretResolver()
+
+
+def org_signing_secret_reference(org: str) -> str:
+    """The secret reference of an organization's shared HMAC secret (intake and webhooks)."""
+    return f"org-{org}-signing-secret"

@@ -1,0 +1,166 @@
+"""Domain models shared by the engine, the adapters, the store and the triggers (pydantic).
+
+JSON on the wire is camelCase (``organizerStaffId``); Python attributes are snake_case.
+Every model refuses unknown fields, so a typo in a request is an error, not silently dropped data.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+# Ids of organizations, appointments, staff and connections: what a URL path segment and a
+# Table Storage key can both carry without surprises.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._~:@-]{0,127}$"
+Identifier = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+
+MAX_APPOINTMENT_DURATION = timedelta(hours=24)
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _known_time_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {name!r} (expected an IANA name)") from exc
+    return name
+
+
+def _email(value: str) -> str:
+    if not _EMAIL.match(value):
+        raise ValueError(f"{value!r} is not an email address")
+    return value.lower()
+
+
+TimeZoneName = Annotated[str, StringConstraints(max_length=64), AfterValidator(_known_time_zone)]
+EmailAddress = Annotated[str, StringConstraints(max_length=254), AfterValidator(_email)]
+ShortText = Annotated[str, StringConstraints(max_length=255)]
+LongText = Annotated[str, StringConstraints(max_length=4000)]
+
+
+class CamelModel(BaseModel):
+    """Base: camelCase JSON, unknown fields refused, immutable."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class AppointmentStatus(StrEnum):
+    BOOKED = "booked"
+    CANCELLED = "cancelled"
+
+
+class StaffRole(StrEnum):
+    ORGANIZER = "organizer"
+    SECONDARY = "secondary"
+
+
+class StaffAssignment(CamelModel):
+    staff_id: Identifier
+    role: StaffRole
+
+
+class Client(CamelModel):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    email: EmailAddress | None = None
+    phone: Annotated[str, StringConstraints(max_length=40)] | None = None
+
+
+class AppointmentSnapshot(CamelModel):
+    """The booking platform's full current state of one appointment (never a diff)."""
+
+    version: Annotated[int, Field(ge=0, strict=True)]
+    status: AppointmentStatus
+    start: AwareDatetime
+    end: AwareDatetime
+    time_zone: TimeZoneName
+    title: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    location: ShortText | None = None
+    service_name: ShortText | None = None
+    organizer_staff_id: Identifier
+    staff: Annotated[list[StaffAssignment], Field(min_length=1, max_length=50)]
+    clients: Annotated[list[Client], Field(max_length=50)] = []
+    notes: LongText | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AppointmentSnapshot:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        if self.end - self.start > MAX_APPOINTMENT_DURATION:
+            raise ValueError(
+                f"an appointment may last at most {MAX_APPOINTMENT_DURATION}, "
+                f"this one lasts {self.end - self.start}"
+            )
+        organizers = [s.staff_id for s in self.staff if s.role is StaffRole.ORGANIZER]
+        if len(organizers) != 1:
+            raise ValueError(
+                f"staff must list exactly one organizer, found {len(organizers)}"
+            )
+        if organizers[0] != self.organizer_staff_id:
+            raise ValueError(
+                f"organizerStaffId {self.organizer_staff_id!r} is not the staff member "
+                f"with role organizer ({organizers[0]!r})"
+            )
+        ids = [s.staff_id for s in self.staff]
+        if len(set(ids)) != len(ids):
+            raise ValueError("a staff member is listed more than once")
+        return self
+
+    @property
+    def secondary_staff_ids(self) -> list[str]:
+        """Secondary staff in the order the booking platform lists them."""
+        return [s.staff_id for s in self.staff if s.role is StaffRole.SECONDARY]
+
+
+ConnectionKind = Literal["ews", "graph"]
+
+
+class MailboxRef(CamelModel):
+    """Where one staff member's calendar lives: a mailbox on a connection."""
+
+    staff_id: Identifier
+    connection_id: Identifier
+    address: EmailAddress
+    time_zone: TimeZoneName = "UTC"
+
+
+class EventMapping(CamelModel):
+    """What calbridge wrote to Exchange for one appointment (the EventMap table).
+
+    ``item_id``/``change_key`` are the organizer's item as the organizer's connection names it;
+    ``uid`` is the iCalendar UID shared by the attendees' copies. ``applied_version`` is the
+    snapshot version last made true in Exchange; ``cancelled`` says the event was cancelled.
+    """
+
+    organizer_staff_id: Identifier
+    mailbox: EmailAddress
+    connection_id: Identifier
+    item_id: str
+    change_key: str | None = None
+    uid: str | None = None
+    applied_version: int
+    cancelled: bool = False
+    attendee_staff_ids: list[str] = []
+    last_error: str | None = None
+
+
+def utc(value: datetime) -> datetime:
+    """The same instant in UTC."""
+    from datetime import UTC
+
+    return value.astimezone(UTC)
