@@ -145,18 +145,23 @@ class EventMapping(CamelModel):
     ``item_id``/``change_key`` are the organizer's item as the organizer's connection names it;
     ``uid`` is the iCalendar UID shared by the attendees' copies. ``applied_version`` is the
     snapshot version last made true in Exchange; ``cancelled`` says the event was cancelled.
+    ``item_id`` is None only for a cancellation recorded before any event was written (it keeps
+    an older "booked" message from creating one). ``generation`` counts the events calbridge
+    has created for the appointment (a handover or re-booking starts a new one); it is part of
+    the create's transaction id, so a retried create is recognised and a new one is not.
     """
 
     organizer_staff_id: Identifier
     mailbox: EmailAddress
     connection_id: Identifier
-    item_id: str
+    item_id: str | None
     change_key: str | None = None
     uid: str | None = None
     applied_version: int
     cancelled: bool = False
     attendee_staff_ids: list[str] = []
     last_error: str | None = None
+    generation: int = 0
 
 
 def utc(value: datetime) -> datetime:
