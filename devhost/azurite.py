@@ -15,9 +15,7 @@ AZURITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite"
 
 # The well-known development account of the emulator (public, documented by Microsoft).
 DEV_ACCOUNT = "devstoreaccount1"
-DEV_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
+DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
 def free_port() -> int:
@@ -75,7 +73,9 @@ class Azurite:
         self.stop()
 
 
-def start_azurite(location: Path | None = None, queue_port: int = 0, table_port: int = 0) -> Azurite:
+def start_azurite(
+    location: Path | None = None, queue_port: int = 0, table_port: int = 0
+) -> Azurite:
     """Start Azurite with queue and table services; a temporary data folder unless one is given."""
     if not AZURITE_BIN.exists():
         raise RuntimeError(f"{AZURITE_BIN} is missing: run `npm ci` (make setup) first")

@@ -1,0 +1,257 @@
+"""Queue triggers: polling Azure Storage queues (Azurite) with the host's semantics.
+
+For every queueTrigger function, one poller thread (host.json ``extensions.queues``):
+- receives up to ``batchSize`` messages at a time and runs them concurrently; fetches the next
+  batch once no more than ``newBatchThreshold`` are still running;
+- when a queue is empty, waits before polling again, doubling the wait up to
+  ``maxPollingInterval``; any message resets the wait to the minimum;
+- decodes the body from base64 (``messageEncoding``) and calls the function with an
+  ``azure.functions.queue.QueueMessage`` (id, body, dequeue count, times, pop receipt);
+- success → the message is deleted; the function raises → the message becomes visible again
+  after ``visibilityTimeout``; the try that reaches ``maxDequeueCount`` fails → the message goes
+  to ``<queue>-poison`` with its original body and is deleted from the queue. A message found
+  already past ``maxDequeueCount`` (the runner died while running it) goes straight to poison.
+
+While a message runs it stays invisible for the function timeout (host.json
+``functionTimeout``), so a runner that dies mid-message gives it back after that.
+Queue names may use ``%SETTING%`` expressions; the ``connection`` names the setting holding the
+connection string (``AzureWebJobsStorage`` when empty). Queues are created when missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import logging
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+from azure.functions.queue import QueueMessage as FunctionsQueueMessage
+from azure.storage.queue import QueueClient, QueueMessage, TextBase64EncodePolicy
+
+from devhost.hostconfig import HostConfig, QueueOptions
+from devhost.indexing import RegisteredFunction, SettingNotFound, resolve_setting_expressions
+from devhost.invocation import InvocationTimer, Invoker, QueueOutput
+
+log = logging.getLogger("devhost")
+
+DEFAULT_CONNECTION_SETTING = "AzureWebJobsStorage"
+POISON_SUFFIX = "-poison"
+# The host's floor for the idle back-off between polls.
+MIN_POLLING_INTERVAL = 0.1
+
+
+def connection_string_for(setting: str | None, environ: Mapping[str, str]) -> str:
+    """The storage connection string a binding's ``connection`` setting names."""
+    name = setting or DEFAULT_CONNECTION_SETTING
+    value = environ.get(name)
+    if not value:
+        raise SettingNotFound(f"app setting {name!r} (a storage connection string) is not set")
+    return value
+
+
+def _ensure_queue(client: QueueClient) -> None:
+    with contextlib.suppress(ResourceExistsError):
+        client.create_queue()
+
+
+class QueueOutputSender:
+    """Sends what queue output bindings collected, base64-encoded like the host."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        self._clients: dict[tuple[str, str], QueueClient] = {}
+        self._lock = threading.Lock()
+
+    def send(self, outputs: list[QueueOutput]) -> None:
+        for output in outputs:
+            bodies = output.messages()
+            if not bodies:
+                continue
+            queue_name = resolve_setting_expressions(
+                str(output.binding["queueName"]), self._environ
+            )
+            connection = connection_string_for(output.binding.get("connection"), self._environ)
+            client = self._client(connection, queue_name)
+            for body in bodies:
+                client.send_message(body)
+
+    def _client(self, connection: str, queue_name: str) -> QueueClient:
+        with self._lock:
+            key = (connection, queue_name)
+            if key not in self._clients:
+                client = QueueClient.from_connection_string(
+                    connection, queue_name, message_encode_policy=TextBase64EncodePolicy()
+                )
+                _ensure_queue(client)
+                self._clients[key] = client
+            return self._clients[key]
+
+
+class QueuePoller:
+    """Polls one queue for one queueTrigger function until stopped."""
+
+    def __init__(
+        self,
+        function: RegisteredFunction,
+        environ: Mapping[str, str],
+        host_config: HostConfig,
+        invoker: Invoker,
+        output_sender: QueueOutputSender,
+    ) -> None:
+        self.function = function
+        self.options: QueueOptions = host_config.queues
+        self.queue_name = resolve_setting_expressions(str(function.trigger["queueName"]), environ)
+        connection = connection_string_for(function.trigger.get("connection"), environ)
+        # No decode policy: the raw text is what a poison message must carry unchanged.
+        self._queue = QueueClient.from_connection_string(connection, self.queue_name)
+        self._poison = QueueClient.from_connection_string(
+            connection, self.queue_name + POISON_SUFFIX
+        )
+        self._lease_seconds = max(1, int(host_config.function_timeout))
+        self._invoker = invoker
+        self._output_sender = output_sender
+        self._stop = threading.Event()
+        self._in_flight = 0
+        self._slot_freed = threading.Condition()
+        capacity = self.options.batch_size + self.options.effective_new_batch_threshold
+        self._pool = ThreadPoolExecutor(capacity, thread_name_prefix=f"queue-{self.queue_name}")
+        self._thread = threading.Thread(
+            target=self._poll_until_stopped, name=f"devhost-poll-{self.queue_name}", daemon=True
+        )
+
+    def start(self) -> None:
+        _ensure_queue(self._queue)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._slot_freed:
+            self._slot_freed.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        # Running messages finish; unstarted ones reappear after their lease.
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _poll_until_stopped(self) -> None:
+        interval = MIN_POLLING_INTERVAL
+        threshold = self.options.effective_new_batch_threshold
+        while not self._stop.is_set():
+            with self._slot_freed:
+                while self._in_flight > threshold and not self._stop.is_set():
+                    self._slot_freed.wait(0.5)
+            if self._stop.is_set():
+                return
+            try:
+                messages = list(
+                    self._queue.receive_messages(
+                        max_messages=self.options.batch_size,
+                        messages_per_page=self.options.batch_size,
+                        visibility_timeout=self._lease_seconds,
+                    )
+                )
+            except AzureError as exc:
+                log.warning("polling queue %s failed: %s", self.queue_name, type(exc).__name__)
+                messages = []
+            if messages:
+                interval = MIN_POLLING_INTERVAL
+                for message in messages:
+                    with self._slot_freed:
+                        self._in_flight += 1
+                    self._pool.submit(self._run_and_release, message)
+                continue
+            self._stop.wait(interval)
+            interval = min(
+                interval * 2, max(self.options.max_polling_interval, MIN_POLLING_INTERVAL)
+            )
+
+    def _run_and_release(self, message: QueueMessage) -> None:
+        try:
+            self.process(message)
+        except Exception:
+            log.exception("queue %s: message %s could not be settled", self.queue_name, message.id)
+        finally:
+            with self._slot_freed:
+                self._in_flight -= 1
+                self._slot_freed.notify_all()
+
+    def _decode(self, content: str) -> bytes:
+        if self.options.message_encoding == "base64":
+            return base64.b64decode(content, validate=True)
+        return content.encode("utf-8")
+
+    def process(self, message: QueueMessage) -> None:
+        """Run the function on one received message and settle it (delete, retry or poison)."""
+        dequeue_count = int(message.dequeue_count or 1)
+        max_count = self.options.max_dequeue_count
+        raw = str(message.content)
+        if dequeue_count > max_count:
+            self._to_poison(message, raw)
+            InvocationTimer(self.function.name, "queue").finish(
+                f"poisoned before running (dequeued {dequeue_count} times)", logging.ERROR
+            )
+            return
+        timer = InvocationTimer(self.function.name, "queue")
+        try:
+            try:
+                body = self._decode(raw)
+            except (binascii.Error, ValueError) as exc:
+                raise ValueError(
+                    f"message {message.id} is not valid base64 (messageEncoding is base64)"
+                ) from exc
+            outputs = [QueueOutput(binding) for binding in self.function.queue_outputs]
+            self._invoker.call(self.function, self._functions_message(message, body), outputs)
+            self._output_sender.send(outputs)
+        except Exception as exc:
+            if dequeue_count >= max_count:
+                self._to_poison(message, raw)
+                log.error(
+                    "queue %s: message %s failed its last try (%s), moved to %s",
+                    self.queue_name,
+                    message.id,
+                    type(exc).__name__,
+                    self.queue_name + POISON_SUFFIX,
+                )
+                timer.finish(f"poisoned (try {dequeue_count}/{max_count})", logging.ERROR)
+            else:
+                log.warning(
+                    "queue %s: message %s failed try %d/%d: %s",
+                    self.queue_name,
+                    message.id,
+                    dequeue_count,
+                    max_count,
+                    type(exc).__name__,
+                    exc_info=True,
+                )
+                self._queue.update_message(
+                    message.id,
+                    message.pop_receipt,
+                    visibility_timeout=int(self.options.visibility_timeout),
+                )
+                timer.finish(f"failed (try {dequeue_count}/{max_count})", logging.WARNING)
+            return
+        try:
+            self._queue.delete_message(message.id, message.pop_receipt)
+        except ResourceNotFoundError:
+            # The lease ran out and another receive took it: the next run will see it again.
+            log.warning("queue %s: message %s was gone before delete", self.queue_name, message.id)
+        timer.finish("succeeded")
+
+    def _to_poison(self, message: QueueMessage, raw: str) -> None:
+        _ensure_queue(self._poison)
+        self._poison.send_message(raw)
+        self._queue.delete_message(message.id, message.pop_receipt)
+
+    def _functions_message(self, message: QueueMessage, body: bytes) -> FunctionsQueueMessage:
+        return FunctionsQueueMessage(
+            id=message.id,
+            body=body,
+            dequeue_count=int(message.dequeue_count or 1),
+            insertion_time=message.inserted_on,
+            expiration_time=message.expires_on,
+            time_next_visible=message.next_visible_on,
+            pop_receipt=message.pop_receipt,
+        )
