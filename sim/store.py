@@ -12,12 +12,27 @@ Times are aware datetimes in UTC inside the store; protocols convert at the edge
 
 from __future__ import annotations
 
+import base64
+import copy
+import hashlib
+import hmac
+import json
+import logging
+import secrets
 import threading
+import uuid
+import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sim import recurrence
+
+logger = logging.getLogger(__name__)
 
 # --- vocabulary (values are the EWS enumeration spellings; Graph maps them at its edge) ---------
 
@@ -208,11 +223,14 @@ class ExchangeStore:
     """The organization's mailboxes and everything in them.
 
     THE CONTRACT: EWS (sim/ews/) and Graph (sim/graph/) rely on exactly these methods and
-    semantics. Bodies marked ``...`` are to be implemented; signatures may gain optional keyword
-    arguments but must not otherwise change.
+    semantics. Signatures may gain optional keyword arguments but must not otherwise change.
+
+    Change log granularity follows the EWS calendar folder: only singles and recurring masters
+    are folder items, so a change to one occurrence (made an exception, deleted, responded to)
+    is logged as an UPDATE of its master. Sequence numbers are per mailbox, starting at 1.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], datetime] | None = None) -> None:
         self.lock = threading.RLock()
         self.mailboxes: dict[str, Mailbox] = {}
         self.items: dict[str, CalendarItem] = {}
@@ -220,63 +238,479 @@ class ExchangeStore:
         self.faults: list[Fault] = []
         self.counters: Counter[tuple[str, str]] = Counter()  # (operation, mailbox) → requests
         self.listeners: list[ChangeListener] = []
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        # Per-mailbox item index (insertion ordered) so a mailbox's calendar is not a full scan.
+        self._mailbox_items: dict[str, dict[str, CalendarItem]] = {}
+        # Sync tokens are signed with a per-process key; an epoch per mailbox lets a fault
+        # invalidate every token issued so far.
+        self._token_key = secrets.token_bytes(32)
+        self._token_epochs: dict[str, int] = {}
+        self._local = threading.local()
+
+    # --- internal plumbing --------------------------------------------------------------------
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the lock for a write; deliver the changes it logged to listeners after the
+        outermost write releases the lock (listeners may call back into the store)."""
+        with self.lock:
+            depth: int = getattr(self._local, "depth", 0)
+            if depth == 0:
+                self._local.pending = []
+            self._local.depth = depth + 1
+            try:
+                yield
+            finally:
+                self._local.depth = depth
+                pending: list[tuple[str, Change]] = self._local.pending if depth == 0 else []
+        for mailbox, change in pending:
+            for listener in list(self.listeners):
+                try:
+                    listener(mailbox, change)
+                except Exception:  # a broken listener must not undo a committed write
+                    logger.exception("change listener failed for %s", mailbox)
+
+    def _now(self) -> datetime:
+        return self.clock().astimezone(UTC)
+
+    def _touch(self, item: CalendarItem) -> None:
+        item.change_key = _new_change_key()
+        item.last_modified = self._now()
+
+    def _log(self, mailbox: str, item_id: str, kind: ChangeKind) -> None:
+        log = self.changes.setdefault(mailbox, [])
+        change = Change(seq=(log[-1].seq + 1) if log else 1, item_id=item_id, kind=kind)
+        log.append(change)
+        self._local.pending.append((mailbox, change))
+
+    def _commit(self, item: CalendarItem, kind: ChangeKind) -> None:
+        """New change key and a Change for the folder item that carries ``item``."""
+        self._touch(item)
+        folder_item = self.items[item.master_id] if item.master_id else item
+        if folder_item is not item:
+            self._touch(folder_item)
+        self._log(item.mailbox, folder_item.id, kind)
+
+    def _address(self, address: str) -> str:
+        return self.mailbox(address).address
+
+    def _live(self, item_id: str) -> CalendarItem:
+        item = self.items.get(item_id)
+        if item is None or item.deleted:
+            raise SimError("ErrorItemNotFound", "The specified object was not found in the store.")
+        return item
+
+    def _check_owner(self, mailbox: str, item: CalendarItem) -> None:
+        if item.mailbox != self._address(mailbox):
+            # Exchange answers as if the item did not exist in the mailbox asked about.
+            raise SimError("ErrorItemNotFound", "The specified object was not found in the store.")
+
+    def _virtual_occurrence(self, master: CalendarItem, original_start: datetime) -> CalendarItem:
+        assert master.start is not None
+        assert master.end is not None
+        occurrence = copy.copy(master)
+        occurrence.id = self.occurrence_id(master.id, original_start)
+        occurrence.start = original_start
+        occurrence.end = original_start + (master.end - master.start)
+        occurrence.item_type = ItemType.OCCURRENCE
+        occurrence.recurrence = None
+        occurrence.modified_occurrences = {}
+        occurrence.deleted_occurrences = []
+        occurrence.master_id = master.id
+        occurrence.original_start = original_start
+        occurrence.organizer = copy.deepcopy(master.organizer)
+        occurrence.required_attendees = copy.deepcopy(master.required_attendees)
+        occurrence.optional_attendees = copy.deepcopy(master.optional_attendees)
+        occurrence.extended_properties = dict(master.extended_properties)
+        return occurrence
+
+    def _series_starts(self, master: CalendarItem, until: datetime | None) -> Iterator[datetime]:
+        assert master.recurrence is not None
+        assert master.start is not None
+        return recurrence.occurrence_starts(
+            master.recurrence, master.start, master.time_zone, until
+        )
+
+    def _is_pattern_start(self, master: CalendarItem, original_start: datetime) -> bool:
+        until = original_start + timedelta(seconds=1)
+        return any(start == original_start for start in self._series_starts(master, until))
+
+    def _materialize(self, master: CalendarItem, original_start: datetime) -> CalendarItem:
+        """The stored Exception for one occurrence (made from the master if there is none)."""
+        existing = master.modified_occurrences.get(original_start)
+        if existing is not None:
+            return existing
+        exception = self._virtual_occurrence(master, original_start)
+        exception.item_type = ItemType.EXCEPTION
+        exception.change_key = _new_change_key()
+        self.items[exception.id] = exception
+        master.modified_occurrences[original_start] = exception
+        return exception
+
+    def _resolve_for_write(self, mailbox: str, item_id: str) -> CalendarItem:
+        """A stored item to change: occurrence ids become their master's Exception."""
+        parsed = _parse_occurrence_id(item_id)
+        if parsed is not None and item_id not in self.items:
+            master_id, original_start = parsed
+            self.get_item(item_id)  # raises for deleted / non-pattern occurrences
+            master = self._live(master_id)
+            self._check_owner(mailbox, master)
+            return self._materialize(master, original_start)
+        item = self._live(item_id)
+        self._check_owner(mailbox, item)
+        if item.master_id is not None:
+            self._live(item.master_id)
+        return item
+
+    def _clear_exceptions(self, master: CalendarItem) -> None:
+        for exception in master.modified_occurrences.values():
+            exception.deleted = True
+        master.modified_occurrences = {}
+        master.deleted_occurrences = []
+
+    def _prepare_series(self, item: CalendarItem) -> None:
+        """Fill the range start from the item's start and move the item onto its first
+        occurrence, as Exchange does when a series' start is not on a pattern day."""
+        if item.recurrence is None or item.start is None or item.end is None:
+            return
+        try:
+            recurrence.validate(item.recurrence)
+            zone = ZoneInfo(item.time_zone)
+        except (recurrence.RecurrenceError, ZoneInfoNotFoundError, ValueError) as error:
+            raise SimError("ErrorCalendarInvalidRecurrence", str(error)) from error
+        local = item.start.astimezone(zone)
+        if item.recurrence.start_date is None:
+            item.recurrence.start_date = local.date()
+        first_day = next(recurrence.occurrence_dates(item.recurrence, local.date()), None)
+        if first_day is None:
+            raise SimError("ErrorCalendarInvalidRecurrence", "The recurrence has no occurrences.")
+        if first_day != local.date():
+            duration = item.end - item.start
+            item.start = recurrence.local_start(first_day, local.time(), zone)
+            item.end = item.start + duration
+
+    def _attendee_mailboxes(self, item: CalendarItem) -> list[str]:
+        """Attendees of the item that are mailboxes of this store (not the organizer)."""
+        organizer = item.organizer.address if item.organizer else item.mailbox
+        found: list[str] = []
+        for attendee in iter_attendees(item):
+            address = attendee.address.lower()
+            if address in self.mailboxes and address != organizer and address not in found:
+                found.append(address)
+        return found
+
+    def _copy_in(self, mailbox: str, uid: str) -> CalendarItem | None:
+        for item in self._mailbox_items.get(mailbox, {}).values():
+            if item.uid == uid and not item.deleted and item.master_id is None:
+                return item
+        return None
+
+    def _make_copy(self, organizer_item: CalendarItem, mailbox: str) -> CalendarItem:
+        now = self._now()
+        attendee_copy = CalendarItem(
+            id=_new_item_id(),
+            mailbox=mailbox,
+            uid=organizer_item.uid,
+            item_type=organizer_item.item_type,
+            created=now,
+            response_type=ResponseType.NO_RESPONSE,
+            free_busy=FreeBusy.TENTATIVE,
+            is_meeting=True,
+        )
+        self._share_content(organizer_item, attendee_copy)
+        self._store(attendee_copy)
+        self._sync_occurrences(organizer_item, attendee_copy, reset_series=False)
+        self._touch(attendee_copy)
+        attendee_copy.created = attendee_copy.last_modified
+        self._log(mailbox, attendee_copy.id, ChangeKind.CREATE)
+        return attendee_copy
+
+    @staticmethod
+    def _share_content(source: CalendarItem, target: CalendarItem) -> None:
+        for name in _MEETING_FIELDS:
+            setattr(target, name, copy.deepcopy(getattr(source, name)))
+        target.organizer = copy.deepcopy(source.organizer)
+
+    def _sync_occurrences(
+        self, organizer_master: CalendarItem, attendee_master: CalendarItem, *, reset_series: bool
+    ) -> None:
+        """Make an attendee's series match the organizer's exceptions and deleted occurrences."""
+        if reset_series:
+            self._clear_exceptions(attendee_master)
+        attendee_master.deleted_occurrences = list(organizer_master.deleted_occurrences)
+        for original_start, theirs in organizer_master.modified_occurrences.items():
+            if theirs.deleted:
+                continue
+            mine = self._materialize(attendee_master, original_start)
+            time_moved = (mine.start, mine.end) != (theirs.start, theirs.end)
+            self._share_content(theirs, mine)
+            mine.is_cancelled = theirs.is_cancelled
+            if time_moved:
+                mine.response_type = ResponseType.NO_RESPONSE
+                mine.free_busy = FreeBusy.TENTATIVE
+            self._touch(mine)
+        for original_start in list(attendee_master.modified_occurrences):
+            if original_start in attendee_master.deleted_occurrences:
+                attendee_master.modified_occurrences.pop(original_start).deleted = True
+
+    def _cancel_copy(self, attendee_copy: CalendarItem) -> None:
+        if attendee_copy.is_cancelled:
+            return
+        attendee_copy.is_cancelled = True
+        if not attendee_copy.subject.startswith(CANCELED_PREFIX):
+            attendee_copy.subject = CANCELED_PREFIX + attendee_copy.subject
+        attendee_copy.free_busy = FreeBusy.FREE
+        self._commit(attendee_copy, ChangeKind.UPDATE)
+
+    def _send_updates(
+        self,
+        organizer_item: CalendarItem,
+        *,
+        previous: list[str],
+        send: SendMode,
+        content_changed: bool,
+        time_changed: bool,
+        series_reset: bool,
+    ) -> None:
+        """Deliver an organizer's change to the attendees' calendars."""
+        current = self._attendee_mailboxes(organizer_item)
+        for address in previous:
+            if address not in current:
+                removed = self._copy_in(address, organizer_item.uid)
+                if removed is not None:
+                    self._cancel_copy(removed)
+        notify_all = send in (SendMode.ONLY_TO_ALL, SendMode.ALL_AND_SAVE_COPY) or content_changed
+        for address in current:
+            existing = self._copy_in(address, organizer_item.uid)
+            if existing is None:
+                self._make_copy(organizer_item, address)
+            elif notify_all or address not in previous:
+                self._share_content(organizer_item, existing)
+                existing.item_type = organizer_item.item_type
+                existing.is_cancelled = organizer_item.is_cancelled
+                if time_changed:
+                    existing.response_type = ResponseType.NO_RESPONSE
+                    existing.free_busy = FreeBusy.TENTATIVE
+                self._sync_occurrences(organizer_item, existing, reset_series=series_reset)
+                self._commit(existing, ChangeKind.UPDATE)
+        if any(True for _ in iter_attendees(organizer_item)):
+            organizer_item.is_meeting = True
+        organizer_item.meeting_request_was_sent = True
+
+    def _store(self, item: CalendarItem) -> None:
+        self.items[item.id] = item
+        self._mailbox_items.setdefault(item.mailbox, {})[item.id] = item
+
+    def _organizer_item(self, attendee_item: CalendarItem) -> CalendarItem | None:
+        if attendee_item.organizer is None:
+            return None
+        organizer = attendee_item.organizer.address.lower()
+        if organizer not in self.mailboxes:
+            return None
+        return self._copy_in(organizer, attendee_item.uid)
 
     # --- mailboxes ------------------------------------------------------------------------
     def add_mailbox(self, mailbox: Mailbox) -> None:
         """Register a mailbox (address stored lower-case) with an empty calendar."""
-        raise NotImplementedError
+        with self._writing():
+            mailbox.address = mailbox.address.lower()
+            self.mailboxes[mailbox.address] = mailbox
+            self._mailbox_items.setdefault(mailbox.address, {})
+            self.changes.setdefault(mailbox.address, [])
 
     def mailbox(self, address: str) -> Mailbox:
         """The mailbox, case-insensitively; SimError("ErrorNonExistentMailbox") otherwise."""
-        raise NotImplementedError
+        with self.lock:
+            found = self.mailboxes.get(address.lower())
+            if found is None:
+                raise SimError(
+                    "ErrorNonExistentMailbox",
+                    f"No mailbox with such guid or SMTP address: {address}",
+                )
+            return found
 
     # --- reading ----------------------------------------------------------------------------
-    def get_item(self, item_id: str) -> CalendarItem:
+    def get_item(self, item_id: str, *, include_deleted: bool = False) -> CalendarItem:
         """An item by internal id, including occurrence ids (see ``occurrence_id``), which resolve
         to a virtual Occurrence item (or the stored Exception). Deleted items and deleted
-        occurrences: SimError("ErrorItemNotFound")."""
-        raise NotImplementedError
+        occurrences: SimError("ErrorItemNotFound") (unless ``include_deleted``, which returns
+        soft-deleted stored items so a protocol can describe a removal)."""
+        with self.lock:
+            stored = self.items.get(item_id)
+            if stored is not None:
+                if include_deleted:
+                    return stored
+                if stored.master_id is not None:
+                    self._live(stored.master_id)
+                return self._live(item_id)
+            parsed = _parse_occurrence_id(item_id)
+            if parsed is None:
+                raise SimError(
+                    "ErrorItemNotFound", "The specified object was not found in the store."
+                )
+            master_id, original_start = parsed
+            master = self._live(master_id)
+            if (
+                master.recurrence is None
+                or original_start in master.deleted_occurrences
+                or not self._is_pattern_start(master, original_start)
+            ):
+                raise SimError(
+                    "ErrorItemNotFound", "The specified object was not found in the store."
+                )
+            return self._virtual_occurrence(master, original_start)
 
     def calendar_items(self, mailbox: str) -> list[CalendarItem]:
         """Live singles and recurring masters (not occurrences/exceptions) of a mailbox."""
-        raise NotImplementedError
+        with self.lock:
+            address = self._address(mailbox)
+            return [
+                item
+                for item in self._mailbox_items.get(address, {}).values()
+                if not item.deleted and item.master_id is None
+            ]
 
     def calendar_view(self, mailbox: str, start: datetime, end: datetime) -> list[CalendarItem]:
         """What Outlook shows between start and end: singles, occurrences and exceptions that
         overlap the window (recurring masters expanded; deleted occurrences skipped; cancelled
         items included with is_cancelled). Sorted by start."""
-        raise NotImplementedError
+        with self.lock:
+            shown: list[CalendarItem] = []
+            for item in self.calendar_items(mailbox):
+                if item.start is None or item.end is None:
+                    continue
+                if item.recurrence is None:
+                    if _overlaps(item.start, item.end, start, end):
+                        shown.append(item)
+                    continue
+                duration = item.end - item.start
+                for original_start in self._series_starts(item, end):
+                    if not _overlaps(original_start, original_start + duration, start, end):
+                        continue
+                    if original_start in item.deleted_occurrences:
+                        continue
+                    if original_start in item.modified_occurrences:
+                        continue  # exceptions are placed by their own times below
+                    shown.append(self._virtual_occurrence(item, original_start))
+                for original_start, exception in item.modified_occurrences.items():
+                    if exception.deleted or original_start in item.deleted_occurrences:
+                        continue
+                    assert exception.start is not None
+                    assert exception.end is not None
+                    if _overlaps(exception.start, exception.end, start, end):
+                        shown.append(exception)
+            shown.sort(key=lambda shown_item: (shown_item.start, shown_item.id))
+            return shown
 
     @staticmethod
     def occurrence_id(master_id: str, original_start: datetime) -> str:
-        """The internal id of one occurrence of a series (stable, derivable, parseable)."""
-        raise NotImplementedError
+        """The internal id of one occurrence of a series (stable, derivable, parseable):
+        ``<master id>.<original start, UTC, YYYYMMDDTHHMMSSZ>``."""
+        return f"{master_id}{OCCURRENCE_SEPARATOR}{original_start.astimezone(UTC):{_OCC_FORMAT}}"
 
     def occurrence_by_index(self, master_id: str, index: int) -> CalendarItem:
-        """The index-th (1-based) occurrence of a series (EWS OccurrenceItemId)."""
-        raise NotImplementedError
+        """The index-th (1-based) occurrence of a series (EWS OccurrenceItemId). Deleted
+        occurrences keep their number: SimError("ErrorCalendarOccurrenceIsDeletedFromRecurrence");
+        past the end: SimError("ErrorCalendarOccurrenceIndexIsOutOfRecurrenceRange")."""
+        with self.lock:
+            master = self._live(master_id)
+            if master.recurrence is None:
+                raise SimError(
+                    "ErrorCalendarOccurrenceIndexIsOutOfRecurrenceRange",
+                    "The item is not a recurring master.",
+                )
+            if index >= 1:
+                for position, original_start in enumerate(self._series_starts(master, None), 1):
+                    if position < index:
+                        continue
+                    if original_start in master.deleted_occurrences:
+                        raise SimError(
+                            "ErrorCalendarOccurrenceIsDeletedFromRecurrence",
+                            "The occurrence has been deleted from the recurrence.",
+                        )
+                    return self.get_item(self.occurrence_id(master.id, original_start))
+            raise SimError(
+                "ErrorCalendarOccurrenceIndexIsOutOfRecurrenceRange",
+                "The occurrence index is out of the recurrence range.",
+            )
 
     def find_by_extended_property(
         self, mailbox: str, key: ExtendedPropertyKey, value: str | None = None
     ) -> list[CalendarItem]:
-        """Live items of the mailbox that carry the property (with this value if given)."""
-        raise NotImplementedError
+        """Live items of the mailbox (singles and masters) that carry the property (with this
+        value if given)."""
+        with self.lock:
+            return [
+                item
+                for item in self.calendar_items(mailbox)
+                if key in item.extended_properties
+                and (value is None or item.extended_properties[key] == value)
+            ]
 
     def find_by_uid(self, mailbox: str, uid: str) -> list[CalendarItem]:
-        """Live items of the mailbox with this iCalendar UID (master/single first)."""
-        raise NotImplementedError
+        """Live items of the mailbox with this iCalendar UID (master/single first, then its
+        stored exceptions)."""
+        with self.lock:
+            address = self._address(mailbox)
+            found = [
+                item
+                for item in self._mailbox_items.get(address, {}).values()
+                if item.uid == uid and not item.deleted
+            ]
+            found.sort(key=lambda item: item.master_id is not None)
+            return found
 
     # --- writing (every write: new change_key, last_modified, a Change in the log) ---------
     def create_item(self, mailbox: str, item: CalendarItem, send: SendMode) -> CalendarItem:
         """Save a new item. The caller fills the content fields; the store assigns id, uid (if
         empty), change_key, created/last_modified, organizer (the mailbox, if None).
         With attendees and ``send`` not NONE: is_meeting=True, attendee responses on the
-        organizer's item become NoResponseReceived(Unknown), and each attendee that is a mailbox
+        organizer's item become Unknown (no response yet), and each attendee that is a mailbox
         of this store gets a copy (same uid, same content, organizer = this mailbox,
         response_type NoResponseReceived, free_busy Tentative, no extended properties — real
         Exchange does not send named properties to attendees). Attendees outside the store are
-        simply recorded."""
-        raise NotImplementedError
+        simply recorded. A recurrence makes it a RecurringMaster (range start defaults to the
+        start's local date; the start moves onto the first occurrence)."""
+        with self._writing():
+            owner = self.mailbox(mailbox)
+            _check_times(item.start, item.end, item.time_zone)
+            item.id = _new_item_id()
+            item.mailbox = owner.address
+            item.uid = item.uid or _new_uid()
+            item.deleted = False
+            item.master_id = None
+            item.original_start = None
+            item.modified_occurrences = {}
+            item.deleted_occurrences = []
+            if item.organizer is None:
+                item.organizer = Attendee(owner.address, owner.name, ResponseType.ORGANIZER)
+            if item.is_organizer:
+                item.response_type = ResponseType.ORGANIZER
+            item.item_type = ItemType.SINGLE
+            if item.recurrence is not None:
+                item.recurrence = copy.deepcopy(item.recurrence)
+                self._prepare_series(item)
+                item.item_type = ItemType.RECURRING_MASTER
+            has_attendees = any(True for _ in iter_attendees(item))
+            sending = has_attendees and send != SendMode.NONE and item.is_organizer
+            if sending:
+                for attendee in iter_attendees(item):
+                    attendee.response = ResponseType.UNKNOWN
+                    attendee.response_time = None
+            self._store(item)
+            self._touch(item)
+            item.created = item.last_modified
+            self._log(owner.address, item.id, ChangeKind.CREATE)
+            if sending:
+                item.is_meeting = True
+                self._send_updates(
+                    item,
+                    previous=[],
+                    send=send,
+                    content_changed=True,
+                    time_changed=False,
+                    series_reset=False,
+                )
+            return item
 
     def update_item(
         self,
@@ -296,21 +730,143 @@ class ExchangeStore:
         SimError("ErrorIrresolvableConflict"). An occurrence id: the occurrence becomes an
         Exception of its master. Organizer of a meeting with ``send`` not NONE: the copies are
         updated (attendees' responses reset when time changes), added attendees get copies,
-        removed attendees' copies are cancelled (is_cancelled, subject "Canceled: ...")."""
-        raise NotImplementedError
+        removed attendees' copies are cancelled (is_cancelled, subject "Canceled: ...").
+
+        Changing a series' time, time zone or pattern drops its exceptions and deleted
+        occurrences (as Outlook warns it will). Unknown field names:
+        SimError("ErrorInvalidPropertySet"). Returns the changed stored item (for an
+        occurrence: its Exception)."""
+        with self._writing():
+            unknown = sorted(set(changes) - _UPDATABLE_FIELDS)
+            if unknown:
+                raise SimError(
+                    "ErrorInvalidPropertySet", f"Cannot update field(s): {', '.join(unknown)}"
+                )
+            current = self.get_item(item_id)
+            self._check_owner(mailbox, current)
+            if change_key is not None and not always_overwrite and change_key != current.change_key:
+                raise SimError(
+                    "ErrorIrresolvableConflict",
+                    "The send or update operation could not be performed because the change key "
+                    "passed in the request does not match the current change key for the item.",
+                )
+            values = {name: _coerce_field(name, value) for name, value in changes.items()}
+            if "recurrence" in values and current.item_type in (
+                ItemType.OCCURRENCE,
+                ItemType.EXCEPTION,
+            ):
+                raise SimError(
+                    "ErrorCalendarInvalidRecurrence", "An occurrence cannot have a recurrence."
+                )
+            new_start = values.get("start", current.start)
+            new_end = values.get("end", current.end)
+            new_zone = values.get("time_zone", current.time_zone)
+            assert new_start is None or isinstance(new_start, datetime)
+            assert new_end is None or isinstance(new_end, datetime)
+            assert isinstance(new_zone, str)
+            _check_times(new_start, new_end, new_zone)
+
+            item = self._resolve_for_write(mailbox, item_id)
+            was_attendees = self._attendee_mailboxes(item)
+            time_before = (item.start, item.end, item.time_zone, item.is_all_day)
+            series_before = copy.deepcopy(item.recurrence)
+            content_before = {name: copy.deepcopy(getattr(item, name)) for name in _MEETING_FIELDS}
+            for name, value in values.items():
+                setattr(item, name, copy.deepcopy(value))
+            if extended:
+                for key, ext_value in extended.items():
+                    if ext_value is None:
+                        item.extended_properties.pop(key, None)
+                    else:
+                        item.extended_properties[key] = ext_value
+            time_changed = (item.start, item.end, item.time_zone, item.is_all_day) != time_before
+            series_reset = False
+            if item.master_id is None:
+                if item.recurrence is not None:
+                    if "recurrence" not in values and time_changed and item.start is not None:
+                        # Moving a series moves its range start along with it.
+                        local = item.start.astimezone(ZoneInfo(item.time_zone))
+                        item.recurrence.start_date = local.date()
+                    elif "recurrence" in values and item.start is not None:
+                        item.recurrence.start_date = None
+                    self._prepare_series(item)
+                    item.item_type = ItemType.RECURRING_MASTER
+                    series_reset = time_changed or item.recurrence != series_before
+                else:
+                    series_reset = series_before is not None
+                    item.item_type = ItemType.SINGLE
+                if series_reset:
+                    self._clear_exceptions(item)
+            time_changed = time_changed or series_reset
+            content_changed = any(
+                getattr(item, name) != before for name, before in content_before.items()
+            )
+            self._commit(item, ChangeKind.UPDATE)
+            if send != SendMode.NONE and item.is_organizer:
+                master = self.items[item.master_id] if item.master_id else item
+                if item is not master:
+                    was_attendees = self._attendee_mailboxes(master)
+                self._send_updates(
+                    master,
+                    previous=was_attendees if master.meeting_request_was_sent else [],
+                    send=send,
+                    content_changed=content_changed,
+                    time_changed=time_changed and item is master,
+                    series_reset=series_reset,
+                )
+            return item
 
     def delete_item(self, mailbox: str, item_id: str, send: SendMode = SendMode.NONE) -> None:
         """Delete (soft: kept as deleted so sync reports it). Organizer of a meeting with send
         not NONE: each attendee copy is cancelled. An occurrence id: the occurrence is added to
-        the master's deleted_occurrences (master updated). An attendee deleting their copy of a
-        meeting: only their copy goes (no response sent)."""
-        raise NotImplementedError
+        the master's deleted_occurrences (master updated; with send, the attendees' copies lose
+        that occurrence too). An attendee deleting their copy of a meeting: only their copy goes
+        (no response sent)."""
+        with self._writing():
+            current = self.get_item(item_id)
+            self._check_owner(mailbox, current)
+            sending = send != SendMode.NONE and current.is_organizer and current.is_meeting
+            if current.master_id is not None and current.original_start is not None:
+                master = self._live(current.master_id)
+                self._delete_occurrence(master, current.original_start)
+                if sending:
+                    for address in self._attendee_mailboxes(master):
+                        attendee_copy = self._copy_in(address, master.uid)
+                        if attendee_copy is not None and attendee_copy.recurrence is not None:
+                            self._delete_occurrence(attendee_copy, current.original_start)
+                return
+            item = self._live(item_id)
+            item.deleted = True
+            self._clear_exceptions(item)
+            self._touch(item)
+            self._log(item.mailbox, item.id, ChangeKind.DELETE)
+            if sending:
+                for address in self._attendee_mailboxes(item):
+                    attendee_copy = self._copy_in(address, item.uid)
+                    if attendee_copy is not None:
+                        self._cancel_copy(attendee_copy)
+
+    def _delete_occurrence(self, master: CalendarItem, original_start: datetime) -> None:
+        if original_start not in master.deleted_occurrences:
+            master.deleted_occurrences.append(original_start)
+            master.deleted_occurrences.sort()
+        exception = master.modified_occurrences.pop(original_start, None)
+        if exception is not None:
+            exception.deleted = True
+        self._touch(master)
+        self._log(master.mailbox, master.id, ChangeKind.UPDATE)
 
     def cancel_meeting(self, mailbox: str, item_id: str, comment: str = "") -> None:
         """The organizer cancels (EWS CancelCalendarItem, Graph /cancel): the organizer's item is
-        deleted and every attendee copy is cancelled. Not the organizer:
+        deleted and every attendee copy is cancelled (for an occurrence: the occurrence goes
+        from the organizer's and the attendees' series). Not the organizer:
         SimError("ErrorInvalidOperation")."""
-        raise NotImplementedError
+        with self._writing():
+            current = self.get_item(item_id)
+            self._check_owner(mailbox, current)
+            if not current.is_organizer:
+                raise SimError("ErrorInvalidOperation", "Only the organizer can cancel a meeting.")
+            self.delete_item(mailbox, item_id, SendMode.ALL_AND_SAVE_COPY)
 
     def respond(
         self,
@@ -325,59 +881,282 @@ class ExchangeStore:
         response_type and free_busy follow (Accept → Busy, Tentative → Tentative); with
         send_response the organizer's item records the attendee's response and response_time
         (organizer's item gets a new change key and a Change). Decline removes the attendee's
-        copy (deleted) and returns None. The organizer responding: SimError("ErrorInvalidOperation")."""
-        raise NotImplementedError
+        copy (deleted) and returns None. The organizer responding:
+        SimError("ErrorInvalidOperation"). For an occurrence id the response applies to that
+        occurrence only (an Exception on both sides; a decline deletes the occurrence from the
+        attendee's series)."""
+        if response not in (ResponseType.ACCEPT, ResponseType.TENTATIVE, ResponseType.DECLINE):
+            raise SimError("ErrorInvalidRequest", f"Cannot respond with {response}.")
+        with self._writing():
+            current = self.get_item(item_id)
+            self._check_owner(mailbox, current)
+            if current.is_organizer:
+                raise SimError(
+                    "ErrorInvalidOperation", "The organizer cannot respond to their own meeting."
+                )
+            address = current.mailbox
+            now = self._now()
+            result: CalendarItem | None
+            if response == ResponseType.DECLINE:
+                if current.master_id is not None and current.original_start is not None:
+                    self._delete_occurrence(self._live(current.master_id), current.original_start)
+                else:
+                    item = self._live(item_id)
+                    item.deleted = True
+                    self._clear_exceptions(item)
+                    self._touch(item)
+                    self._log(address, item.id, ChangeKind.DELETE)
+                result = None
+            else:
+                item = self._resolve_for_write(mailbox, item_id)
+                item.response_type = response
+                item.free_busy = (
+                    FreeBusy.BUSY if response == ResponseType.ACCEPT else FreeBusy.TENTATIVE
+                )
+                self._commit(item, ChangeKind.UPDATE)
+                result = item
+            if send_response:
+                self._record_response(current, address, response, now)
+            return result
+
+    def _record_response(
+        self, attendee_item: CalendarItem, address: str, response: ResponseType, when: datetime
+    ) -> None:
+        organizer_item = self._organizer_item(attendee_item)
+        if organizer_item is None:
+            return
+        target = organizer_item
+        if attendee_item.original_start is not None and organizer_item.recurrence is not None:
+            if attendee_item.original_start in organizer_item.deleted_occurrences:
+                return
+            target = self._materialize(organizer_item, attendee_item.original_start)
+        for attendee in iter_attendees(target):
+            if attendee.address.lower() == address:
+                attendee.response = response
+                attendee.response_time = when
+        self._commit(target, ChangeKind.UPDATE)
 
     # --- change tracking --------------------------------------------------------------------
     def current_seq(self, mailbox: str) -> int:
         """The sequence number of the mailbox's latest change (0 when none)."""
-        raise NotImplementedError
+        with self.lock:
+            log = self.changes.get(self._address(mailbox), [])
+            return log[-1].seq if log else 0
 
     def changes_since(self, mailbox: str, seq: int) -> list[Change]:
         """The mailbox's changes with seq > the given one, oldest first (not collapsed)."""
-        raise NotImplementedError
+        with self.lock:
+            log = self.changes.get(self._address(mailbox), [])
+            # seq n sits at index n-1: the log is dense per mailbox.
+            return list(log[max(seq, 0) :])
 
     def encode_sync_state(self, mailbox: str, seq: int, **extra: str) -> str:
         """An opaque, tamper-evident token (EWS SyncState, Graph delta/skip token) for a
-        position in a mailbox's change log; ``extra`` carries protocol data (e.g. a delta window)."""
-        raise NotImplementedError
+        position in a mailbox's change log; ``extra`` carries protocol data (e.g. a delta window).
+        URL-safe base64 without padding, so it fits a query string as is."""
+        with self.lock:
+            address = self._address(mailbox)
+            payload = json.dumps(
+                {"m": address, "s": seq, "e": self._token_epochs.get(address, 0), "x": extra},
+                separators=(",", ":"),
+                sort_keys=True,
+            ).encode()
+            packed = zlib.compress(payload)
+            mac = hmac.new(self._token_key, packed, hashlib.sha256).digest()[:_MAC_BYTES]
+            return base64.urlsafe_b64encode(mac + packed).decode().rstrip("=")
 
     def decode_sync_state(self, mailbox: str, token: str) -> tuple[int, dict[str, str]]:
         """Position and extra data of a token. Garbage, another mailbox's token, or a token
         invalidated by ``invalidate_sync_states``: SimError("ErrorInvalidSyncStateData")."""
-        raise NotImplementedError
+        invalid = SimError(
+            "ErrorInvalidSyncStateData",
+            "Synchronization state data is corrupt or otherwise invalid.",
+        )
+        with self.lock:
+            address = self._address(mailbox)
+            try:
+                raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            except (ValueError, TypeError):
+                raise invalid from None
+            mac, packed = raw[:_MAC_BYTES], raw[_MAC_BYTES:]
+            expected = hmac.new(self._token_key, packed, hashlib.sha256).digest()[:_MAC_BYTES]
+            if len(mac) != _MAC_BYTES or not hmac.compare_digest(mac, expected):
+                raise invalid
+            try:
+                payload = json.loads(zlib.decompress(packed))
+            except (zlib.error, ValueError):
+                raise invalid from None
+            if (
+                not isinstance(payload, dict)
+                or payload.get("m") != address
+                or payload.get("e") != self._token_epochs.get(address, 0)
+                or not isinstance(payload.get("s"), int)
+                or payload["s"] > self.current_seq(address)
+            ):
+                raise invalid
+            return payload["s"], {str(k): str(v) for k, v in payload.get("x", {}).items()}
 
     def invalidate_sync_states(self, mailbox: str) -> None:
         """Every token issued so far for this mailbox becomes invalid (fault injection)."""
-        raise NotImplementedError
+        with self.lock:
+            address = self._address(mailbox)
+            self._token_epochs[address] = self._token_epochs.get(address, 0) + 1
 
     def add_listener(self, listener: ChangeListener) -> None:
         """Call ``listener(mailbox, change)`` after each committed change (outside the lock)."""
-        raise NotImplementedError
+        with self.lock:
+            self.listeners.append(listener)
+
+    def remove_listener(self, listener: ChangeListener) -> None:
+        with self.lock:
+            if listener in self.listeners:
+                self.listeners.remove(listener)
 
     # --- faults and counters ----------------------------------------------------------------
     def add_fault(self, fault: Fault) -> None:
-        raise NotImplementedError
+        """Arm a fault (matched in the order added). ``remaining`` None or >= 1."""
+        if fault.remaining is not None and fault.remaining < 1:
+            raise SimError("ErrorInvalidRequest", "A fault must hit at least once.")
+        with self.lock:
+            fault.mailbox = fault.mailbox.lower()
+            self.faults.append(fault)
 
     def clear_faults(self, mailbox: str | None = None) -> None:
-        raise NotImplementedError
+        """Disarm every fault, or only those aimed at one mailbox."""
+        with self.lock:
+            if mailbox is None:
+                self.faults.clear()
+            else:
+                self.faults = [f for f in self.faults if f.mailbox != mailbox.lower()]
 
     def take_fault(self, mailbox: str, operation: str) -> Fault | None:
         """The first active fault matching (mailbox or "*", operation or "*"); consumes one of
-        its ``remaining`` hits. Protocols call this once per request, after parsing it."""
-        raise NotImplementedError
+        its ``remaining`` hits. Protocols call this once per request, after parsing it.
+        A fault's operation also matches without its protocol prefix ("SyncFolderItems" hits
+        "ews:SyncFolderItems")."""
+        with self.lock:
+            address = mailbox.lower()
+            bare = operation.split(":", 1)[-1]
+            for fault in self.faults:
+                if fault.mailbox not in ("*", address):
+                    continue
+                if fault.operation not in ("*", operation, bare):
+                    continue
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self.faults.remove(fault)
+                return fault
+            return None
 
     def count(self, operation: str, mailbox: str) -> None:
         """Count one request (operation as the protocol names it, e.g. "ews:SyncFolderItems",
         "graph:delta")."""
-        raise NotImplementedError
+        with self.lock:
+            self.counters[(operation, mailbox.lower())] += 1
 
     def counter_snapshot(self) -> dict[str, dict[str, int]]:
         """{operation: {mailbox: n}}."""
-        raise NotImplementedError
+        with self.lock:
+            snapshot: dict[str, dict[str, int]] = {}
+            for (operation, mailbox), n in sorted(self.counters.items()):
+                snapshot.setdefault(operation, {})[mailbox] = n
+            return snapshot
 
     def reset_counters(self) -> None:
-        raise NotImplementedError
+        with self.lock:
+            self.counters.clear()
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+CANCELED_PREFIX = "Canceled: "
+OCCURRENCE_SEPARATOR = "."
+_OCC_FORMAT = "%Y%m%dT%H%M%SZ"
+_MAC_BYTES = 16
+# What an organizer's update carries to the attendees' copies (not free/busy, not responses).
+_MEETING_FIELDS = (
+    "subject",
+    "body",
+    "body_type",
+    "start",
+    "end",
+    "time_zone",
+    "is_all_day",
+    "location",
+    "sensitivity",
+    "recurrence",
+    "required_attendees",
+    "optional_attendees",
+)
+_UPDATABLE_FIELDS = frozenset(
+    {
+        *_MEETING_FIELDS,
+        "free_busy",
+        "is_cancelled",
+    }
+)
+_ENUM_FIELDS: dict[str, type[StrEnum]] = {"sensitivity": Sensitivity, "free_busy": FreeBusy}
+
+
+def _new_item_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _new_uid() -> str:
+    # Exchange's iCalendar UIDs are hex global object ids with this fixed prefix.
+    return "040000008200E00074C5B7101A82E00800000000" + uuid.uuid4().hex.upper()
+
+
+def _new_change_key() -> str:
+    # Shaped like Exchange's: base64 of a small binary blob, different on every write.
+    return base64.b64encode(b"\x10\x00\x00\x00" + secrets.token_bytes(14)).decode()
+
+
+def _parse_occurrence_id(item_id: str) -> tuple[str, datetime] | None:
+    master_id, separator, stamp = item_id.rpartition(OCCURRENCE_SEPARATOR)
+    if not separator or not master_id:
+        return None
+    try:
+        original_start = datetime.strptime(stamp, _OCC_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return master_id, original_start
+
+
+def _overlaps(item_start: datetime, item_end: datetime, start: datetime, end: datetime) -> bool:
+    if item_start == item_end:  # a zero-length item shows where it sits
+        return start <= item_start < end
+    return item_start < end and item_end > start
+
+
+def _check_times(start: datetime | None, end: datetime | None, time_zone: str) -> None:
+    for value in (start, end):
+        if value is not None and value.tzinfo is None:
+            raise SimError("ErrorInvalidRequest", "Times in the store must be timezone-aware.")
+    if start is not None and end is not None and end < start:
+        raise SimError(
+            "ErrorCalendarEndDateIsEarlierThanStartDate",
+            "The end date is earlier than the start date.",
+        )
+    try:
+        ZoneInfo(time_zone)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise SimError("ErrorTimeZone", f"Unknown time zone {time_zone!r}.") from error
+
+
+def _coerce_field(name: str, value: object) -> object:
+    enum_type = _ENUM_FIELDS.get(name)
+    if enum_type is not None and value is not None:
+        try:
+            return enum_type(str(value))
+        except ValueError as error:
+            raise SimError("ErrorInvalidPropertySet", f"Invalid {name}: {value!r}") from error
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise SimError("ErrorInvalidRequest", f"{name} must be timezone-aware.")
+        return value.astimezone(UTC)
+    return value
 
 
 class InjectedFault(Exception):

@@ -1,0 +1,1 @@
+"""Tests of the Exchange simulator (sim/): store, protocols, server, booking stand-in."""
