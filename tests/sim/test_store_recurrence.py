@@ -336,6 +336,7 @@ def test_series_meeting_reaches_attendee_with_exceptions(store: ExchangeStore) -
         ("Roof", ItemType.EXCEPTION),
         ("", ItemType.OCCURRENCE),
     ]
+    assert first.original_start is not None
     assert bob_view[0].id == ExchangeStore.occurrence_id(copy.id, first.original_start)
 
     # Bob accepts the series, then declines the second occurrence only.
