@@ -1,0 +1,489 @@
+"""Booking → Exchange: decide what to write so the organizer's calendar shows the appointment.
+
+Pure: no I/O, no SDK, no Azure. The apply worker gathers the inputs, calls
+``reconcile_appointment``, executes the plan's actions in order through the calendar port
+(``shared.sync.executor``), then stores ``mapping_after(plan, results)``.
+
+The algorithm
+-------------
+1. **Observe** (``observation_for``): look the appointment's marker up in the snapshot
+   organizer's mailbox. That list (``observed``) is the truth about that mailbox; the stored
+   mapping only says what we wrote last and where.
+2. **Decide** (``reconcile_appointment``), level-triggered: make Exchange match the snapshot,
+   whatever happened before; never replay a diff.
+   - A snapshot older than the mapping's ``applied_version`` is a stale message: do nothing.
+   - Booked: exactly one live event in the organizer's mailbox. An event already there carrying
+     the marker is adopted (updated), never duplicated: that makes a create retried after a lost
+     answer idempotent (with the deterministic ``transaction_id`` as a second guard, which Graph
+     honours). It is updated when the snapshot is newer than the mapping, when its time differs
+     (moved in Outlook: the booking platform is the system of record and wins), or when the set
+     of attendees we could invite changed; otherwise nothing is written. No live event → create.
+     Extra live events with the marker (two racing creates) are cancelled.
+   - Handover: the organizer changed (removed themselves, or was reassigned, or their mailbox
+     moved to another address): cancel the old event in the old organizer's mailbox first (its
+     copies are cancelled by Exchange), then create (or adopt) the event in the new organizer's
+     mailbox with the remaining staff as attendees. Executing stops at the first failure, so
+     there is never a moment with two live events from a half-done handover.
+   - Cancelled: cancel the mapped event and every live marker event in the organizer's mailbox.
+     A cancellation that arrives before any event was written is still recorded (a tombstone
+     mapping without item id), so an older "booked" message delivered later creates nothing.
+   - Booked at a version the mapping already recorded as cancelled: the organizer cancelled in
+     Outlook and the booking platform has not answered yet; nothing is re-created.
+   - A staff member without a known mailbox: the organizer → nothing can be written, a
+     ``RecordProblem`` says why; a secondary → the event is written without them, and recorded.
+3. **Record** (``mapping_after``): the new mapping comes from what the executor reports, never
+   from what the plan hoped. All actions done → ``applied_version`` advances to the snapshot's.
+   A failure → the previous mapping stays (plus ``last_error``), so the redelivered message
+   re-decides from the same ground; every action is idempotent (cancelling what is gone is
+   quiet, a create finds its earlier attempt by marker or transaction id).
+
+Echo rule: every write's new change key lands in the mapping; the Exchange → booking direction
+treats a change whose change key equals the stored one as our own write, never as a user's.
+
+Errors: action failures are recorded in ``EventMapping.last_error``; which ones are retried is the
+port's business (``CalendarError.retryable``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from shared.exchange.content import attendee_mailboxes, event_draft
+from shared.exchange.marker import marker_for
+from shared.exchange.port import CalendarError, EventDraft, EventRef, ExchangeEvent
+from shared.models import AppointmentSnapshot, AppointmentStatus, EventMapping, MailboxRef
+
+# --- actions -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateEvent:
+    """Create the event in the organizer's mailbox (invitations go to the draft's attendees)."""
+
+    mailbox: MailboxRef
+    draft: EventDraft
+    transaction_id: str
+
+
+@dataclass(frozen=True)
+class UpdateEvent:
+    """Make an existing organizer's item say what the draft says (updates go to attendees)."""
+
+    mailbox: MailboxRef
+    item_id: str
+    change_key: str | None
+    draft: EventDraft
+
+
+@dataclass(frozen=True)
+class CancelEvent:
+    """Cancel (meeting) or delete (no attendees) an item; quiet when it is already gone."""
+
+    mailbox: MailboxRef
+    item_id: str
+
+
+@dataclass(frozen=True)
+class RecordProblem:
+    """Something that keeps the calendar from matching the snapshot fully; no Exchange call."""
+
+    staff_id: str
+    message: str
+
+
+ExchangeAction = CreateEvent | UpdateEvent | CancelEvent
+Action = ExchangeAction | RecordProblem
+
+
+class PlanReason(StrEnum):
+    """Why the plan is what it is (for logs and tests)."""
+
+    STALE = "stale"
+    UP_TO_DATE = "up_to_date"
+    CREATE = "create"
+    RECREATE = "recreate"
+    ADOPT = "adopt"
+    UPDATE = "update"
+    HANDOVER = "handover"
+    CANCEL = "cancel"
+    NOTHING_TO_CANCEL = "nothing_to_cancel"
+    CANCELLED_IN_EXCHANGE = "cancelled_in_exchange"
+    ORGANIZER_UNKNOWN = "organizer_unknown"
+
+
+@dataclass(frozen=True)
+class ReconcilePlan:
+    """An ordered list of actions plus what ``mapping_after`` needs to record their outcome.
+
+    ``organizer`` is the mailbox the appointment's event lives in once the plan is done (None
+    when it is unknown); ``generation`` the mapping generation the plan's event belongs to.
+    """
+
+    org: str
+    appointment_id: str
+    version: int
+    status: AppointmentStatus
+    previous: EventMapping | None
+    reason: PlanReason
+    actions: tuple[Action, ...] = ()
+    organizer: MailboxRef | None = None
+    attendee_staff_ids: tuple[str, ...] = ()
+    generation: int = 0
+
+    @property
+    def exchange_actions(self) -> tuple[ExchangeAction, ...]:
+        return tuple(a for a in self.actions if not isinstance(a, RecordProblem))
+
+    @property
+    def problems(self) -> tuple[RecordProblem, ...]:
+        return tuple(a for a in self.actions if isinstance(a, RecordProblem))
+
+
+@dataclass(frozen=True)
+class MarkerLookup:
+    """The observation the engine needs: the marker's events in this mailbox."""
+
+    mailbox: MailboxRef
+    marker: str
+
+
+# --- executor results ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Written:
+    """A create or update succeeded; the organizer's item is now ``ref``."""
+
+    ref: EventRef
+
+
+@dataclass(frozen=True)
+class Completed:
+    """A cancel succeeded (or found nothing to cancel), or a problem was recorded."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The action raised; the executor stops at the first failure."""
+
+    error: CalendarError
+
+
+ActionResult = Written | Completed | Failed
+
+# --- decisions ---------------------------------------------------------------------------------
+
+_TRANSACTION_NAMESPACE = uuid.UUID("3b0f6a52-9d4e-4f1b-8c27-5e90a1d3c6f8")
+
+
+def transaction_id(org: str, appointment_id: str, organizer_staff_id: str, generation: int) -> str:
+    """The create's idempotency key (Graph ``transactionId``): the same for every retry of one
+    create, different for each new event of the appointment (new organizer or generation)."""
+    name = f"{org}/{appointment_id}/{organizer_staff_id}/{generation}"
+    return str(uuid.uuid5(_TRANSACTION_NAMESPACE, name))
+
+
+def _is_stale(snapshot: AppointmentSnapshot, mapping: EventMapping | None) -> bool:
+    return mapping is not None and snapshot.version < mapping.applied_version
+
+
+def observation_for(
+    org: str,
+    appointment_id: str,
+    snapshot: AppointmentSnapshot,
+    mapping: EventMapping | None,
+    directory: Mapping[str, MailboxRef],
+) -> MarkerLookup | None:
+    """Where to look before deciding: the marker in the snapshot organizer's mailbox. None when
+    there is nothing to look at (stale message, organizer without a known mailbox)."""
+    organizer = directory.get(snapshot.organizer_staff_id)
+    if _is_stale(snapshot, mapping) or organizer is None:
+        return None
+    return MarkerLookup(mailbox=organizer, marker=marker_for(org, appointment_id))
+
+
+def _mapped_mailbox(mapping: EventMapping, directory: Mapping[str, MailboxRef]) -> MailboxRef:
+    """The mailbox the mapped event was written to, on the connection that named its item id."""
+    current = directory.get(mapping.organizer_staff_id)
+    return MailboxRef(
+        staff_id=mapping.organizer_staff_id,
+        connection_id=mapping.connection_id,
+        address=mapping.mailbox,
+        time_zone=current.time_zone if current else "UTC",
+    )
+
+
+def _live_mapped_item(mapping: EventMapping | None) -> str | None:
+    """The mapped item id while the mapping says the event is live."""
+    if mapping is None or mapping.cancelled:
+        return None
+    return mapping.item_id
+
+
+def _unobserved_mapped_item(
+    mapping: EventMapping | None, organizer: MailboxRef | None, live: Sequence[ExchangeEvent]
+) -> str | None:
+    """The live mapped item when the observation did not cover it, so a cancellation must name
+    it blindly (quiet if it is gone): it is in another mailbox, or there was no observation, or
+    the lookup did not list it. None when it was observed, or when the mailbox moved to another
+    connection (the old item id means nothing there; the marker lookup found the event under
+    its new id)."""
+    item_id = _live_mapped_item(mapping)
+    if mapping is None or item_id is None:
+        return None
+    if organizer is not None and mapping.mailbox == organizer.address:
+        if mapping.connection_id != organizer.connection_id:
+            return None
+        if any(event.item_id == item_id for event in live):
+            return None
+    return item_id
+
+
+def reconcile_appointment(
+    org: str,
+    appointment_id: str,
+    snapshot: AppointmentSnapshot,
+    mapping: EventMapping | None,
+    observed: Sequence[ExchangeEvent],
+    directory: Mapping[str, MailboxRef],
+) -> ReconcilePlan:
+    """The actions that make Exchange show ``snapshot`` (see the module docstring for the rules).
+
+    ``observed``: the result of the ``observation_for`` lookup (empty when there was none).
+    ``directory``: staff id → mailbox, for every staff member whose mailbox is known.
+    """
+    if _is_stale(snapshot, mapping):
+        return ReconcilePlan(
+            org, appointment_id, snapshot.version, snapshot.status, mapping, PlanReason.STALE
+        )
+    organizer = directory.get(snapshot.organizer_staff_id)
+    live = [event for event in observed if event.is_live] if organizer else []
+    if snapshot.status is AppointmentStatus.CANCELLED:
+        return _cancellation(org, appointment_id, snapshot, mapping, live, organizer, directory)
+    if organizer is None:
+        problem = RecordProblem(
+            snapshot.organizer_staff_id,
+            f"organizer {snapshot.organizer_staff_id} has no known mailbox: nothing was written",
+        )
+        return ReconcilePlan(
+            org,
+            appointment_id,
+            snapshot.version,
+            snapshot.status,
+            mapping,
+            PlanReason.ORGANIZER_UNKNOWN,
+            (problem,),
+        )
+    return _booking(org, appointment_id, snapshot, mapping, live, organizer, directory)
+
+
+def _cancellation(
+    org: str,
+    appointment_id: str,
+    snapshot: AppointmentSnapshot,
+    mapping: EventMapping | None,
+    live: Sequence[ExchangeEvent],
+    organizer: MailboxRef | None,
+    directory: Mapping[str, MailboxRef],
+) -> ReconcilePlan:
+    actions: list[Action] = []
+    unobserved = _unobserved_mapped_item(mapping, organizer, live)
+    if mapping is not None and unobserved is not None:
+        actions.append(CancelEvent(_mapped_mailbox(mapping, directory), unobserved))
+    if organizer is not None:
+        actions.extend(CancelEvent(organizer, event.item_id) for event in live)
+    return ReconcilePlan(
+        org,
+        appointment_id,
+        snapshot.version,
+        snapshot.status,
+        mapping,
+        PlanReason.CANCEL if actions else PlanReason.NOTHING_TO_CANCEL,
+        tuple(actions),
+        organizer=organizer,
+        generation=mapping.generation if mapping else 1,
+    )
+
+
+def _booking(
+    org: str,
+    appointment_id: str,
+    snapshot: AppointmentSnapshot,
+    mapping: EventMapping | None,
+    live: Sequence[ExchangeEvent],
+    organizer: MailboxRef,
+    directory: Mapping[str, MailboxRef],
+) -> ReconcilePlan:
+    def plan(reason: PlanReason, actions: list[Action], generation: int) -> ReconcilePlan:
+        return ReconcilePlan(
+            org,
+            appointment_id,
+            snapshot.version,
+            snapshot.status,
+            mapping,
+            reason,
+            tuple(actions),
+            organizer=organizer,
+            attendee_staff_ids=attendee_ids,
+            generation=generation,
+        )
+
+    attendee_ids = tuple(ref.staff_id for ref in attendee_mailboxes(snapshot, directory))
+    actions: list[Action] = [
+        RecordProblem(
+            staff_id,
+            f"secondary staff member {staff_id} has no known mailbox: left out of the event",
+        )
+        for staff_id in snapshot.secondary_staff_ids
+        if staff_id not in directory
+    ]
+    if mapping is not None and mapping.cancelled and snapshot.version <= mapping.applied_version:
+        # Cancelled in Outlook at this very version: the booking platform has the next word.
+        actions.extend(CancelEvent(organizer, event.item_id) for event in live)
+        return plan(PlanReason.CANCELLED_IN_EXCHANGE, actions, mapping.generation)
+
+    mapped_id = _live_mapped_item(mapping)
+    # Handover: the live event sits in another mailbox (new organizer, or the organizer's
+    # mailbox moved to another address). Cancel it first; Exchange cancels its copies.
+    handover = (
+        mapping is not None and mapped_id is not None and mapping.mailbox != organizer.address
+    )
+    if mapping is not None and mapped_id is not None and handover:
+        actions.append(CancelEvent(_mapped_mailbox(mapping, directory), mapped_id))
+
+    preferred = None if handover else mapped_id
+    keep = next((e for e in live if e.item_id == preferred), live[0] if live else None)
+    actions.extend(CancelEvent(organizer, e.item_id) for e in live if e is not keep)
+
+    continuing = (
+        mapping is not None
+        and keep is not None
+        and not handover
+        and keep.item_id == mapped_id
+        and mapping.connection_id == organizer.connection_id
+    )
+    if mapping is None:
+        generation = 1
+    else:
+        generation = mapping.generation if continuing else mapping.generation + 1
+    draft = event_draft(org, appointment_id, snapshot, directory)
+
+    if keep is None:
+        create_id = transaction_id(org, appointment_id, organizer.staff_id, generation)
+        actions.append(CreateEvent(organizer, draft, create_id))
+        if handover:
+            reason = PlanReason.HANDOVER
+        elif mapping is not None and not mapping.cancelled:
+            reason = PlanReason.RECREATE
+        else:
+            reason = PlanReason.CREATE
+        return plan(reason, actions, generation)
+
+    needs_update = (
+        not continuing
+        or mapping is None
+        or snapshot.version > mapping.applied_version
+        or keep.start != draft.start
+        or keep.end != draft.end
+        or tuple(mapping.attendee_staff_ids) != attendee_ids
+    )
+    if not needs_update:
+        return plan(PlanReason.UP_TO_DATE, actions, generation)
+    actions.append(UpdateEvent(organizer, keep.item_id, keep.change_key, draft))
+    if handover:
+        reason = PlanReason.HANDOVER
+    elif continuing:
+        reason = PlanReason.UPDATE
+    else:
+        reason = PlanReason.ADOPT
+    return plan(reason, actions, generation)
+
+
+# --- recording ---------------------------------------------------------------------------------
+
+
+def _describe(failure: Failed) -> str:
+    return f"{type(failure.error).__name__}: {failure.error}"
+
+
+def mapping_after(plan: ReconcilePlan, results: Sequence[ActionResult]) -> EventMapping | None:
+    """The mapping to store once the executor has run ``plan`` and reported ``results`` (one per
+    action, in order; fewer when it stopped at a failure). None: nothing to store."""
+    previous = plan.previous
+    if plan.reason is PlanReason.STALE:
+        return previous
+    failure = next((r for r in results if isinstance(r, Failed)), None)
+    complete = failure is None and len(results) == len(plan.actions)
+    problems = "; ".join(p.message for p in plan.problems) or None
+
+    current = previous
+    wrote = False
+    cancelled_item: str | None = None
+    for action, result in zip(plan.actions, results, strict=False):
+        if isinstance(result, Failed):
+            break
+        if isinstance(action, CreateEvent | UpdateEvent) and isinstance(result, Written):
+            wrote = True
+            current = EventMapping(
+                organizer_staff_id=action.mailbox.staff_id,
+                mailbox=action.mailbox.address,
+                connection_id=action.mailbox.connection_id,
+                item_id=result.ref.item_id,
+                change_key=result.ref.change_key,
+                uid=result.ref.uid,
+                applied_version=plan.version if complete else _applied(previous),
+                attendee_staff_ids=list(plan.attendee_staff_ids),
+                generation=plan.generation,
+            )
+        elif isinstance(action, CancelEvent):
+            cancelled_item = action.item_id
+
+    if not complete:
+        assert failure is not None or len(results) < len(plan.actions)
+        if current is None:
+            return None
+        reason = _describe(failure) if failure else "not every action was carried out"
+        return current.model_copy(update={"last_error": reason})
+
+    if plan.status is AppointmentStatus.CANCELLED:
+        if previous is not None:
+            return previous.model_copy(
+                update={
+                    "cancelled": True,
+                    "applied_version": max(previous.applied_version, plan.version),
+                    "last_error": problems,
+                }
+            )
+        if plan.organizer is None:
+            return None
+        return EventMapping(
+            organizer_staff_id=plan.organizer.staff_id,
+            mailbox=plan.organizer.address,
+            connection_id=plan.organizer.connection_id,
+            item_id=cancelled_item,
+            applied_version=plan.version,
+            cancelled=True,
+            generation=plan.generation,
+        )
+
+    if wrote:
+        assert current is not None
+        return current.model_copy(update={"last_error": problems})
+    if previous is None:
+        return None
+    if plan.reason is PlanReason.ORGANIZER_UNKNOWN:
+        # Nothing was written: the snapshot is not applied yet.
+        return previous.model_copy(update={"last_error": problems})
+    return previous.model_copy(
+        update={
+            "applied_version": max(previous.applied_version, plan.version),
+            "last_error": problems,
+        }
+    )
+
+
+def _applied(previous: EventMapping | None) -> int:
+    return previous.applied_version if previous is not None else 0

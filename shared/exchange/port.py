@@ -1,0 +1,279 @@
+"""The calendar port: what calbridge needs from an Exchange connection, and nothing more.
+
+``CalendarGateway`` is implemented once per protocol (EWS with exchangelib, Graph with
+msgraph-sdk) and by the in-memory ``FakeCalendarGateway``; one gateway serves one connection and
+takes the mailbox (an SMTP address) on every call. Its models are plain pydantic models — no SDK
+type crosses this line — and one contract test suite (``tests/contract``) holds every
+implementation to the same behaviour.
+
+Meeting semantics are Exchange's, not ours: creating an event with attendees sends invitations
+(each attendee's calendar gets its own copy with the same iCalendar UID); updating it sends
+updates (added attendees are invited, removed ones get cancellations); cancelling a meeting sends
+cancellations. Calbridge never reads event bodies, so ``ExchangeEvent`` has no body.
+
+Errors are typed, one class per condition, raised the same way by every adapter. How the apply
+worker treats them (``CalendarError.retryable``):
+
+==========================  =========  ==================================================
+error                       retried?   how
+==========================  =========  ==================================================
+``RetryAfter``              yes        re-queue the message after ``seconds`` (EWS
+                                       ErrorServerBusy BackOffMilliseconds, Graph 429
+                                       Retry-After) — never sleep in the worker
+``ExchangeUnavailable``     yes        re-queue with the worker's backoff (5xx, resets,
+                                       timeouts)
+``ChangeKeyConflict``       yes        at once: re-observe and re-decide (someone edited
+                                       the item between our read and our write)
+``EventNotFound``           yes        at once: re-observe; the engine re-creates the event
+``AuthenticationFailed``    no         connection health ``auth_failed``; replayed after
+                                       the administrator fixes the credentials
+``AccessDenied``            no         recorded on the mapping and the mailbox's health
+``MailboxNotFound``         no         recorded; fixed by reassigning the staff member
+==========================  =========  ==================================================
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, ClassVar, Protocol, runtime_checkable
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from shared.models import EmailAddress, TimeZoneName
+
+
+class ResponseType(StrEnum):
+    """An attendee's answer to a meeting request, as the organizer's item records it."""
+
+    NONE = "none"
+    ACCEPTED = "accepted"
+    TENTATIVE = "tentative"
+    DECLINED = "declined"
+
+
+class ShowAs(StrEnum):
+    """Free/busy status of an event (EWS LegacyFreeBusyStatus, Graph showAs)."""
+
+    FREE = "free"
+    TENTATIVE = "tentative"
+    BUSY = "busy"
+    OOF = "oof"
+    WORKING_ELSEWHERE = "working_elsewhere"
+    UNKNOWN = "unknown"
+
+
+class Sensitivity(StrEnum):
+    NORMAL = "normal"
+    PERSONAL = "personal"
+    PRIVATE = "private"
+    CONFIDENTIAL = "confidential"
+
+
+class ItemType(StrEnum):
+    """EWS CalendarItemType / Graph event type, in neutral words."""
+
+    SINGLE = "single"
+    OCCURRENCE = "occurrence"
+    EXCEPTION = "exception"
+    SERIES_MASTER = "series_master"
+
+
+def _lower(value: str) -> str:
+    return value.lower()
+
+
+# Addresses as Exchange reports them: not validated as email (Exchange may report an X500 or an
+# external address), only normalised so comparisons are case-insensitive like SMTP's.
+ReportedAddress = Annotated[str, AfterValidator(_lower)]
+
+
+class PortModel(BaseModel):
+    """Base of the port's models: immutable, unknown fields refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class EventDraft(PortModel):
+    """What calbridge wants an event to say. Built by ``shared.exchange.content``.
+
+    ``body_text`` carries client details: it is left out of ``repr`` so a logged draft or action
+    never leaks it.
+    """
+
+    subject: Annotated[str, Field(min_length=1, max_length=255)]
+    start: AwareDatetime
+    end: AwareDatetime
+    time_zone: TimeZoneName
+    location: str | None = None
+    body_text: str = Field(default="", repr=False)
+    required_attendees: tuple[EmailAddress, ...] = ()
+    show_as: ShowAs = ShowAs.BUSY
+    marker: str
+
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> EventDraft:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class Attendee(PortModel):
+    address: ReportedAddress
+    response: ResponseType = ResponseType.NONE
+
+
+class ExchangeEvent(PortModel):
+    """One calendar item as a mailbox's owner sees it (organizer's item or an attendee's copy).
+
+    No body: calbridge never reads it. Subject and location stay out of ``repr`` because a
+    private event's details must not reach a log line.
+    """
+
+    item_id: str
+    change_key: str | None = None
+    uid: str | None = None
+    subject: str = Field(default="", repr=False)
+    start: AwareDatetime
+    end: AwareDatetime
+    is_all_day: bool = False
+    location: str | None = Field(default=None, repr=False)
+    organizer: ReportedAddress | None = None
+    attendees: tuple[Attendee, ...] = ()
+    is_cancelled: bool = False
+    marker: str | None = None
+    show_as: ShowAs = ShowAs.BUSY
+    sensitivity: Sensitivity = Sensitivity.NORMAL
+    item_type: ItemType = ItemType.SINGLE
+    last_modified: AwareDatetime | None = None
+
+    @property
+    def attendee_addresses(self) -> tuple[str, ...]:
+        return tuple(attendee.address for attendee in self.attendees)
+
+    @property
+    def is_live(self) -> bool:
+        """Still on the calendar as a meeting that takes place."""
+        return not self.is_cancelled
+
+
+class EventRef(PortModel):
+    """What a write returns: the organizer's item as the connection names it now."""
+
+    item_id: str
+    change_key: str | None = None
+    uid: str | None = None
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+class CalendarError(Exception):
+    """A failure of a calendar call. Messages name mailboxes and ids, never event content."""
+
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, mailbox: str | None = None) -> None:
+        super().__init__(message)
+        self.mailbox = mailbox
+
+    @property
+    def retry_after_seconds(self) -> float | None:
+        """How long to wait before retrying, when the server said so."""
+        return None
+
+
+class RetryAfter(CalendarError):
+    """Exchange is throttling: EWS ErrorServerBusy (BackOffMilliseconds), Graph 429 Retry-After."""
+
+    retryable = True
+
+    def __init__(self, seconds: float, *, mailbox: str | None = None, detail: str = "") -> None:
+        text = f"throttled, retry after {seconds:g} s" + (f" ({detail})" if detail else "")
+        super().__init__(text, mailbox=mailbox)
+        self.seconds = seconds
+
+    @property
+    def retry_after_seconds(self) -> float | None:
+        return self.seconds
+
+
+class ExchangeUnavailable(CalendarError):
+    """The server failed or could not be reached (5xx, connection reset, timeout)."""
+
+    retryable = True
+
+
+class ChangeKeyConflict(CalendarError):
+    """The item changed since the change key we hold was read (EWS ErrorIrresolvableConflict,
+    Graph 409/412)."""
+
+    retryable = True
+
+
+class EventNotFound(CalendarError):
+    """The item to change no longer exists (EWS ErrorItemNotFound, Graph 404)."""
+
+    retryable = True
+
+
+class MailboxNotFound(CalendarError):
+    """No such mailbox on this connection (EWS ErrorNonExistentMailbox, Graph 404 on the user)."""
+
+
+class AccessDenied(CalendarError):
+    """The connection may not open this mailbox's calendar (EWS ErrorAccessDenied /
+    ErrorImpersonateUserDenied, Graph 403)."""
+
+
+class AuthenticationFailed(CalendarError):
+    """The connection's credentials were refused (HTTP 401, token endpoint refusal)."""
+
+
+# --- the port -----------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class CalendarGateway(Protocol):
+    """One Exchange connection's calendars. ``mailbox`` is an SMTP address on every call."""
+
+    async def find_by_marker(self, mailbox: str, marker: str) -> list[ExchangeEvent]:
+        """Every event in the mailbox's calendar carrying this marker (normally none or one: the
+        organizer's item calbridge made). Live items first. Attendee copies never match: Exchange
+        does not copy named properties to attendees. A list, not one item, so that a duplicate
+        left by two racing creates is seen and can be cancelled."""
+        ...
+
+    async def get_event(self, mailbox: str, item_id: str) -> ExchangeEvent | None:
+        """The item, or None when it was deleted or never existed."""
+        ...
+
+    async def find_by_uid(self, mailbox: str, uid: str) -> ExchangeEvent | None:
+        """The mailbox's item with this iCalendar UID (an attendee's copy), live first."""
+        ...
+
+    async def create_event(self, mailbox: str, draft: EventDraft, transaction_id: str) -> EventRef:
+        """Create the event in the mailbox (its owner is the organizer) and send invitations to
+        the draft's attendees. A create repeated with the same ``transaction_id`` returns the
+        event made the first time instead of making a second one."""
+        ...
+
+    async def update_event(
+        self, mailbox: str, item_id: str, draft: EventDraft, change_key: str | None
+    ) -> EventRef:
+        """Make the item say what the draft says and send updates to all attendees (added ones are
+        invited, removed ones get cancellations). ``change_key`` None overwrites; a stale one
+        raises ``ChangeKeyConflict``; a missing item raises ``EventNotFound``."""
+        ...
+
+    async def cancel_event(self, mailbox: str, item_id: str) -> None:
+        """A meeting with attendees: cancel it, sending cancellations (copies are cancelled, the
+        organizer's item goes). Without attendees: delete it. Already gone: no error."""
+        ...
+
+    async def list_events(
+        self, mailbox: str, start: datetime, end: datetime
+    ) -> list[ExchangeEvent]:
+        """The calendar view between start and end as the owner sees it (occurrences expanded,
+        cancelled items still on the calendar included), sorted by start."""
+        ...

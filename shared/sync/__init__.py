@@ -1,0 +1,1 @@
+"""Sync services: carry out the engine's decisions through the calendar port."""

@@ -1,0 +1,108 @@
+"""Carry out a ``ReconcilePlan`` through the calendar port; no storage, no queues.
+
+``apply_appointment`` is one pass of the booking → Exchange direction for one appointment:
+observe (marker lookup), decide (``reconcile_appointment``), execute the actions in order, and
+compute the mapping to store (``mapping_after``). The caller — the apply worker, or a test —
+stores the mapping (with its ETag) and decides about redelivery from ``ApplyOutcome.failure``
+(``CalendarError.retryable`` / ``retry_after_seconds``).
+
+Execution stops at the first failed action: actions are ordered so that stopping early never
+leaves two live events (a handover cancels the old event before creating the new one), and every
+action is safe to repeat when the message comes back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from shared.engine.reconcile import (
+    ActionResult,
+    CancelEvent,
+    Completed,
+    CreateEvent,
+    Failed,
+    MarkerLookup,
+    ReconcilePlan,
+    RecordProblem,
+    UpdateEvent,
+    Written,
+    mapping_after,
+    observation_for,
+    reconcile_appointment,
+)
+from shared.exchange.port import CalendarError, CalendarGateway, ExchangeEvent
+from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
+
+GatewayFor = Callable[[MailboxRef], CalendarGateway]
+"""The gateway of the connection a mailbox belongs to (``MailboxRef.connection_id``)."""
+
+
+async def observe(gateway_for: GatewayFor, lookup: MarkerLookup | None) -> list[ExchangeEvent]:
+    """Carry out the engine's observation (nothing to look at → empty)."""
+    if lookup is None:
+        return []
+    gateway = gateway_for(lookup.mailbox)
+    return await gateway.find_by_marker(lookup.mailbox.address, lookup.marker)
+
+
+async def execute_plan(gateway_for: GatewayFor, plan: ReconcilePlan) -> tuple[ActionResult, ...]:
+    """Run the plan's actions in order; one result per action attempted, ending at the first
+    ``Failed``. Errors other than ``CalendarError`` are bugs and propagate."""
+    results: list[ActionResult] = []
+    for action in plan.actions:
+        try:
+            if isinstance(action, RecordProblem):
+                results.append(Completed())
+            elif isinstance(action, CreateEvent):
+                gateway = gateway_for(action.mailbox)
+                ref = await gateway.create_event(
+                    action.mailbox.address, action.draft, action.transaction_id
+                )
+                results.append(Written(ref))
+            elif isinstance(action, UpdateEvent):
+                gateway = gateway_for(action.mailbox)
+                ref = await gateway.update_event(
+                    action.mailbox.address, action.item_id, action.draft, action.change_key
+                )
+                results.append(Written(ref))
+            elif isinstance(action, CancelEvent):
+                gateway = gateway_for(action.mailbox)
+                await gateway.cancel_event(action.mailbox.address, action.item_id)
+                results.append(Completed())
+        except CalendarError as error:
+            results.append(Failed(error))
+            break
+    return tuple(results)
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    """One pass over one appointment: what was decided, what happened, what to store."""
+
+    plan: ReconcilePlan | None  # None when the observation itself failed
+    results: tuple[ActionResult, ...]
+    mapping: EventMapping | None  # the mapping to store (None: nothing to store)
+    failure: CalendarError | None  # the error to retry on (see CalendarError.retryable)
+
+
+async def apply_appointment(
+    gateway_for: GatewayFor,
+    org: str,
+    appointment_id: str,
+    snapshot: AppointmentSnapshot,
+    mapping: EventMapping | None,
+    directory: Mapping[str, MailboxRef],
+) -> ApplyOutcome:
+    """Observe, decide, execute and record for one appointment snapshot."""
+    lookup = observation_for(org, appointment_id, snapshot, mapping, directory)
+    try:
+        observed = await observe(gateway_for, lookup)
+    except CalendarError as error:
+        return ApplyOutcome(plan=None, results=(), mapping=mapping, failure=error)
+    plan = reconcile_appointment(org, appointment_id, snapshot, mapping, observed, directory)
+    results = await execute_plan(gateway_for, plan)
+    failure = next((r.error for r in results if isinstance(r, Failed)), None)
+    return ApplyOutcome(
+        plan=plan, results=results, mapping=mapping_after(plan, results), failure=failure
+    )
