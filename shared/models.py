@@ -169,3 +169,81 @@ def utc(value: datetime) -> datetime:
     from datetime import UTC
 
     return value.astimezone(UTC)
+
+
+AuthType = Literal["basic", "ntlm", "oauth"]
+AccessMode = Literal["impersonation", "delegate"]
+# Key Vault secret names: letters, digits and dashes.
+SecretReference = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{1,127}$")]
+HttpsUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+\S*$", max_length=2048)]
+
+
+class ConnectionConfig(CamelModel):
+    """How calbridge reaches one Exchange organization (the admin API's connection body).
+
+    Holds a secret *reference* (a Key Vault secret name), never a secret. EWS connections use
+    Basic, NTLM or OAuth; Graph connections are app-only OAuth.
+    """
+
+    kind: ConnectionKind
+    ews_url: HttpsUrl | None = None
+    auth_type: AuthType
+    username: ShortText | None = None
+    secret_reference: SecretReference | None = None
+    tenant_id: ShortText | None = None
+    client_id: ShortText | None = None
+    access_mode: AccessMode = "impersonation"
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _complete(self) -> ConnectionConfig:
+        # Messages start with the field they concern: the intake maps them onto that field.
+        if self.kind == "ews" and self.ews_url is None:
+            raise ValueError("ewsUrl is required for an EWS connection")
+        if self.kind == "graph":
+            if self.auth_type != "oauth":
+                raise ValueError("authType must be oauth for a Graph connection")
+            if self.ews_url is not None:
+                raise ValueError("ewsUrl must be absent for a Graph connection")
+        if self.secret_reference is None:
+            raise ValueError("secretReference is required (the Key Vault name of the secret)")
+        if self.auth_type in ("basic", "ntlm") and not self.username:
+            raise ValueError(f"username is required for {self.auth_type} authentication")
+        if self.auth_type == "oauth" and not (self.tenant_id and self.client_id):
+            raise ValueError("tenantId and clientId are required for OAuth")
+        return self
+
+
+class Health(StrEnum):
+    """A connection's or mailbox's health, as the status API and ``connection.health_changed``
+    report it."""
+
+    OK = "ok"
+    AUTH_FAILED = "auth_failed"
+    THROTTLED = "throttled"
+    UNREACHABLE = "unreachable"
+    DISABLED = "disabled"
+
+
+class BusyBlock(CamelModel):
+    """Time a staff member's Exchange calendar blocks (an event calbridge did not write).
+
+    Private events block time but carry no subject: ``subject`` must be None when ``private``.
+    ``occurrence_id`` names one occurrence of a recurring series (None for a single event).
+    """
+
+    start: AwareDatetime
+    end: AwareDatetime
+    all_day: bool = False
+    private: bool = False
+    subject: str | None = None
+    event_id: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    occurrence_id: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BusyBlock:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        if self.private and self.subject is not None:
+            raise ValueError("subject must be null for a private event (it stays in Exchange)")
+        return self

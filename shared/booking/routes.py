@@ -1,0 +1,166 @@
+"""Every HTTP route calbridge serves, in one registry: method, path, auth, parameters, request
+and response models.
+
+The function decorators in ``functions/`` take route, method and auth level from here; the
+OpenAPI document (:mod:`shared.booking.openapi`) is generated from here; and tests check that
+what the app registers equals this registry. Adding a route = one :class:`ApiRoute` appended to
+:data:`ROUTES`, a decorated function using it, and ``python -m shared.booking.openapi >
+docs/openapi.json``.
+
+Auth levels: booking-platform routes are ``ANONYMOUS`` at the Functions level because the
+per-organization HMAC signature is their authentication (a function key would be one secret
+shared by every organization, and a second thing for each platform to hold); admin routes use
+the function key (``FUNCTION``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel
+
+from shared.booking.responses import (
+    ApiError,
+    AppointmentAccepted,
+    AppointmentStale,
+    ValidationFailed,
+)
+from shared.booking.signature import SIGNATURE_HEADER
+from shared.models import AppointmentSnapshot, BusyBlock
+
+ROUTE_PREFIX = "api"  # host.json extensions.http.routePrefix
+
+AuthLevel = Literal["ANONYMOUS", "FUNCTION", "ADMIN"]
+Security = Literal["signature", "functionKey"]
+
+# Descriptions of the path parameters routes use; every one is an id (shared.models.ID_PATTERN).
+PATH_PARAMETERS: dict[str, str] = {
+    "org": "The organization (every route is scoped by it).",
+    "appointmentId": "The booking platform's id of the appointment.",
+    "staffId": "The booking platform's id of the staff member.",
+    "connectionId": "The id of an Exchange connection of the organization.",
+}
+
+_ROUTE_PARAMETER = re.compile(r"\{([A-Za-z]+)\}")
+
+
+@dataclass(frozen=True)
+class QueryParameter:
+    name: str
+    description: str
+    required: bool = True
+    format: str | None = None
+
+
+@dataclass(frozen=True)
+class Response:
+    description: str
+    model: type[BaseModel] | None = None
+    array: bool = False  # a JSON array of ``model``
+    media_type: str = "application/json"
+
+
+@dataclass(frozen=True)
+class ApiRoute:
+    function_name: str
+    method: str
+    route: str  # the Functions route template, without the ``api/`` prefix
+    auth_level: AuthLevel
+    security: Security | None
+    summary: str
+    description: str
+    responses: Mapping[int, Response]
+    request_body: type[BaseModel] | None = None
+    query: tuple[QueryParameter, ...] = ()
+    tags: tuple[str, ...] = field(default=("booking",))
+
+    @property
+    def path(self) -> str:
+        """The URL path as clients call it (``/api/...``)."""
+        return f"/{ROUTE_PREFIX}/{self.route}"
+
+    @property
+    def path_parameters(self) -> list[str]:
+        return _ROUTE_PARAMETER.findall(self.route)
+
+
+def signed_route_errors(*, body: bool) -> dict[int, Response]:
+    """The refusals every signed booking route can answer."""
+    errors = {
+        400: Response("A path id, query parameter or the body is malformed.", ApiError),
+        401: Response(
+            f"The {SIGNATURE_HEADER} header is missing, malformed, expired or does not match "
+            "(an unknown organization gets the same answer).",
+            ApiError,
+        ),
+        404: Response("The organization id is not a valid id.", ApiError),
+        413: Response("The body is larger than the configured limit.", ApiError),
+        503: Response("Storage or the queue is unavailable; retry later.", ApiError),
+    }
+    if body:
+        errors[422] = Response(
+            "The body is not a valid snapshot; every problem is named.", ValidationFailed
+        )
+    return errors
+
+
+PUT_APPOINTMENT = ApiRoute(
+    function_name="put_appointment",
+    method="PUT",
+    route="orgs/{org}/appointments/{appointmentId}",
+    auth_level="ANONYMOUS",
+    security="signature",
+    summary="Send the full current state of an appointment",
+    description=(
+        "A snapshot, not a diff. Idempotent: the same version again is accepted again; an "
+        "older version is ignored; the same version with different content is a conflict."
+    ),
+    request_body=AppointmentSnapshot,
+    responses={
+        202: Response("Stored (or already stored); Exchange will follow.", AppointmentAccepted),
+        200: Response("A newer version is stored; this one was ignored.", AppointmentStale),
+        409: Response("This version is stored with different content.", ApiError),
+        **signed_route_errors(body=True),
+    },
+)
+
+GET_BUSY_TIME = ApiRoute(
+    function_name="get_busy_time",
+    method="GET",
+    route="orgs/{org}/staff/{staffId}/busy",
+    auth_level="ANONYMOUS",
+    security="signature",
+    summary="A staff member's busy time from Exchange",
+    description=(
+        "Blocks overlapping [start, end) from events calbridge did not write, by start time. "
+        "Served from storage (never calls Exchange). Private events carry no subject. The "
+        "signature covers the empty body. The window may span at most 62 days."
+    ),
+    query=(
+        QueryParameter("start", "Window start, RFC 3339 with an offset.", format="date-time"),
+        QueryParameter(
+            "end", "Window end (after start), RFC 3339 with an offset.", format="date-time"
+        ),
+    ),
+    responses={
+        200: Response("Busy blocks overlapping the window, by start.", BusyBlock, array=True),
+        **signed_route_errors(body=False),
+    },
+)
+
+GET_OPENAPI = ApiRoute(
+    function_name="get_openapi_document",
+    method="GET",
+    route="openapi.json",
+    auth_level="ANONYMOUS",
+    security=None,
+    summary="This OpenAPI document",
+    description="The contract of calbridge's HTTP routes.",
+    responses={200: Response("The OpenAPI 3.1 document.")},
+    tags=("meta",),
+)
+
+ROUTES: tuple[ApiRoute, ...] = (PUT_APPOINTMENT, GET_BUSY_TIME, GET_OPENAPI)

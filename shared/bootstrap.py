@@ -1,0 +1,104 @@
+"""Composition root: the one place where real clients are built from settings.
+
+``services()`` builds, once per process, the Azure table service (repositories), the queue
+sender and the secret resolver from :func:`shared.config.get_settings`; triggers call it on each
+invocation (cheap after the first). Tests either point it at Azurite through the environment
+(``AzureWebJobsStorage``, ``CALBRIDGE_TABLE_PREFIX``, ``CALBRIDGE_QUEUE_PREFIX``,
+``CALBRIDGE_SECRET_...``) and call :func:`reset`, or compose their own :class:`Services` with
+:func:`build_services` (in-memory tables, a memory queue) and :func:`install` it.
+
+Azure SDK modules are imported here only when real clients are built, so importing the function
+app stays cheap.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+
+from shared.config import SecretResolver, Settings, get_settings, secret_resolver
+from shared.intake import BookingIntake
+from shared.queues import AzureQueueSender, QueueSender
+from shared.store import Repositories, build_repositories
+from shared.store.tables import TableService
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the triggers need, built once."""
+
+    settings: Settings
+    secrets: SecretResolver
+    repositories: Repositories
+    queue: QueueSender
+    clock: Callable[[], float] = time.time
+
+    @cached_property
+    def intake(self) -> BookingIntake:
+        return BookingIntake(
+            appointments=self.repositories.appointments,
+            busy_blocks=self.repositories.busy_blocks,
+            queue=self.queue,
+            secrets=self.secrets,
+            max_request_bytes=self.settings.max_request_bytes,
+            signature_tolerance_seconds=self.settings.signature_tolerance_seconds,
+            clock=self.clock,
+        )
+
+
+def build_services(
+    settings: Settings | None = None,
+    *,
+    tables: TableService | None = None,
+    queue: QueueSender | None = None,
+    secrets: SecretResolver | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Services:
+    """Services from settings; any part given replaces the real one."""
+    settings = settings or get_settings()
+    if tables is None:
+        from shared.store.azure_tables import AzureTableService
+
+        tables = AzureTableService(settings.storage_connection_string, settings.table_prefix)
+    if queue is None:
+        queue = AzureQueueSender(settings.storage_connection_string, settings.queue_prefix)
+    return Services(
+        settings=settings,
+        secrets=secrets or secret_resolver(settings),
+        repositories=build_repositories(tables),
+        queue=queue,
+        clock=clock,
+    )
+
+
+_current: Services | None = None
+_lock = threading.Lock()
+
+
+def services() -> Services:
+    """The process's services, built on first use."""
+    global _current
+    if _current is None:
+        with _lock:
+            if _current is None:
+                _current = build_services()
+    return _current
+
+
+def install(replacement: Services) -> None:
+    """Use ``replacement`` from now on (tests composing their own services)."""
+    global _current
+    with _lock:
+        _current = replacement
+
+
+def reset() -> None:
+    """Forget the built services and the cached settings: the next call reads the environment
+    again."""
+    global _current
+    with _lock:
+        _current = None
+        get_settings.cache_clear()

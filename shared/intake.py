@@ -1,0 +1,314 @@
+"""The booking platform's inbound routes as a service: appointment snapshots and busy-time
+queries. Framework-free (``functions/booking_api.py`` adapts it to Azure Functions).
+
+Every request passes the same gate, in this order: body size (413), organization id (404: an
+invalid id cannot name an organization), signature with the organization's secret (401; an
+unknown organization is answered exactly like a wrong signature, so answers never tell which
+organizations exist), then path ids (400), then the body or the query (400 for JSON and query
+syntax, 422 for the snapshot's content). A refused request stores and queues nothing.
+
+Accepted snapshots are saved with :meth:`AppointmentRepository.save_snapshot` (ETag-guarded) and
+announced on ``appointment-changes`` with the ids only. Nothing here calls Exchange. Logs carry
+ids, versions and outcomes, never bodies or secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from shared.booking.responses import (
+    ApiError,
+    AppointmentAccepted,
+    AppointmentStale,
+    ValidationFailed,
+    ValidationProblem,
+)
+from shared.booking.signature import (
+    SignatureError,
+    check_digest,
+    check_freshness,
+    parse_header,
+)
+from shared.config import SecretNotFound, SecretResolver, org_signing_secret_reference
+from shared.models import ID_PATTERN, AppointmentSnapshot
+from shared.queues import AppointmentChanged, QueueSender, QueueUnavailable
+from shared.store import (
+    AppointmentRepository,
+    BusyBlockRepository,
+    ConcurrencyConflict,
+    SaveResult,
+    StoreUnavailable,
+    UnstorableEntity,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_BUSY_WINDOW = timedelta(days=62)
+RETRY_AFTER_SECONDS = "5"
+_ID = re.compile(ID_PATTERN)
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})$", re.IGNORECASE
+)
+_OFFSET_LOST_IN_QUERY = re.compile(r"^\d{4}-\d{2}-\d{2}T[\d:.]+ \d{2}:\d{2}$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    """What to answer: status, JSON body, extra headers."""
+
+    status: int
+    body: Any
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def json_text(self) -> str:
+        return json.dumps(self.body, ensure_ascii=False)
+
+
+def _answer(status: int, model: BaseModel, headers: Mapping[str, str] | None = None) -> HttpAnswer:
+    return HttpAnswer(status, model.model_dump(mode="json", by_alias=True), headers or {})
+
+
+class Refusal(Exception):
+    """A request refused with a 4xx/5xx answer (raised by the checks, answered by the routes)."""
+
+    def __init__(
+        self,
+        status: int,
+        body: ApiError | ValidationFailed,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(body.message)
+        self.answer = _answer(status, body, headers)
+
+
+def _refuse(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> Refusal:
+    return Refusal(status, ApiError(error=code, message=message), headers)
+
+
+def _unavailable(what: str) -> Refusal:
+    return _refuse(
+        503,
+        "unavailable",
+        f"{what} is unavailable; retry later",
+        {"Retry-After": RETRY_AFTER_SECONDS},
+    )
+
+
+def _quoted(value: str) -> str:
+    """A client-supplied value for a message, cut short (never reflect big inputs)."""
+    return repr(value if len(value) <= 80 else value[:80] + "…")
+
+
+def _check_id(name: str, value: str) -> None:
+    if not _ID.match(value):
+        raise _refuse(
+            400,
+            "invalid_path",
+            f"{name} {_quoted(value)} is not a valid id: 1-128 letters, digits or . _ ~ : @ -, "
+            "starting with a letter or digit",
+        )
+
+
+def field_path(location: Sequence[int | str]) -> str:
+    """``("staff", 1, "role")`` → ``staff[1].role``."""
+    path = ""
+    for part in location:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def validation_problems(error: ValidationError, model: type[BaseModel]) -> list[ValidationProblem]:
+    """One problem per pydantic error, each naming its field path."""
+    top_level = {info.alias or name for name, info in model.model_fields.items()}
+    problems = []
+    for detail in error.errors(include_url=False, include_input=False):
+        location = detail["loc"]
+        message = detail["msg"].removeprefix("Value error, ")
+        if detail["type"] == "extra_forbidden":
+            message = f"unknown field {str(location[-1])!r}"
+        path = field_path(location)
+        if not location:
+            # Checks across fields report no location; their messages start with the field
+            # they concern ("staff must list exactly one organizer ...").
+            first_word = message.split(" ", 1)[0]
+            path = first_word if first_word in top_level else ""
+        problems.append(ValidationProblem(field=path, message=message))
+    return problems
+
+
+def parse_instant(name: str, value: str | None) -> datetime:
+    """A query parameter as an aware datetime (RFC 3339 with an offset), or a 400 naming it."""
+    if value is None or not value.strip():
+        raise _refuse(400, "invalid_query", f"{name} is required (RFC 3339 with an offset)")
+    if _OFFSET_LOST_IN_QUERY.match(value):
+        raise _refuse(
+            400,
+            "invalid_query",
+            f"{name} {_quoted(value)} has a space before its offset: send '+' as %2B in a "
+            "query string",
+        )
+    if not _RFC3339.match(value):
+        raise _refuse(
+            400,
+            "invalid_query",
+            f"{name} {_quoted(value)} is not RFC 3339 with an offset "
+            "(e.g. 2026-03-02T09:00:00+01:00)",
+        )
+    try:
+        return datetime.fromisoformat(value.upper())
+    except ValueError as exc:
+        raise _refuse(400, "invalid_query", f"{name} {_quoted(value)}: {exc}") from exc
+
+
+class BookingIntake:
+    """The service behind ``PUT .../appointments/{id}`` and ``GET .../staff/{id}/busy``."""
+
+    def __init__(
+        self,
+        *,
+        appointments: AppointmentRepository,
+        busy_blocks: BusyBlockRepository,
+        queue: QueueSender,
+        secrets: SecretResolver,
+        max_request_bytes: int,
+        signature_tolerance_seconds: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._appointments = appointments
+        self._busy_blocks = busy_blocks
+        self._queue = queue
+        self._secrets = secrets
+        self._max_request_bytes = max_request_bytes
+        self._tolerance = signature_tolerance_seconds
+        self._clock = clock
+
+    def _authenticate(self, org: str, body: bytes, signature: str | None) -> None:
+        if len(body) > self._max_request_bytes:
+            raise _refuse(
+                413,
+                "payload_too_large",
+                f"the body is {len(body)} bytes; at most {self._max_request_bytes} are accepted",
+            )
+        if not _ID.match(org):
+            raise _refuse(404, "not_found", "no such organization")
+        try:
+            parsed = parse_header(signature)
+            check_freshness(parsed, self._clock(), self._tolerance)
+            try:
+                secret = self._secrets.resolve(org_signing_secret_reference(org))
+            except SecretNotFound:
+                # Same work and same answer as a wrong signature: existence stays hidden.
+                secret = secrets.token_hex(32)
+            check_digest(secret, parsed, body)
+        except SignatureError as exc:
+            logger.info("refused request for org %s: %s", org, exc.code)
+            raise _refuse(401, exc.code, str(exc)) from exc
+
+    def put_appointment(
+        self, org: str, appointment_id: str, body: bytes, signature: str | None
+    ) -> HttpAnswer:
+        try:
+            self._authenticate(org, body, signature)
+            _check_id("appointmentId", appointment_id)
+            snapshot = self._parse_snapshot(body)
+            return self._store(org, appointment_id, snapshot)
+        except Refusal as refusal:
+            return refusal.answer
+
+    def _parse_snapshot(self, body: bytes) -> AppointmentSnapshot:
+        try:
+            json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _refuse(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+        try:
+            return AppointmentSnapshot.model_validate_json(body)
+        except ValidationError as exc:
+            problems = validation_problems(exc, AppointmentSnapshot)
+            failed = ValidationFailed(
+                message=f"the snapshot is not valid ({len(problems)} problem(s))",
+                problems=problems,
+            )
+            raise Refusal(422, failed) from exc
+
+    def _store(self, org: str, appointment_id: str, snapshot: AppointmentSnapshot) -> HttpAnswer:
+        try:
+            outcome = self._appointments.save_snapshot(org, appointment_id, snapshot)
+        except UnstorableEntity as exc:
+            raise _refuse(413, "payload_too_large", str(exc)) from exc
+        except (StoreUnavailable, ConcurrencyConflict) as exc:
+            logger.warning("appointment %s/%s: storage failed: %s", org, appointment_id, exc)
+            raise _unavailable("storage") from exc
+        logger.info(
+            "appointment %s/%s version %d: %s (stored version %d)",
+            org,
+            appointment_id,
+            snapshot.version,
+            outcome.result,
+            outcome.stored_version,
+        )
+        if outcome.result is SaveResult.STALE:
+            return _answer(200, AppointmentStale(stored_version=outcome.stored_version))
+        if outcome.result is SaveResult.CONFLICT:
+            raise _refuse(
+                409,
+                "version_conflict",
+                f"version {snapshot.version} is already stored with different content; "
+                "send a change as a higher version",
+            )
+        # Stored, or the same version again. "Same" re-enqueues too: the platform retries after
+        # a 503 from a previous attempt that stored the snapshot but failed to queue the message,
+        # and that retry is then the only thing that can still get the change to Exchange. A
+        # duplicate message is harmless (the worker reconciles to the stored state).
+        try:
+            self._queue.send(
+                AppointmentChanged(org=org, appointment_id=appointment_id, version=snapshot.version)
+            )
+        except QueueUnavailable as exc:
+            logger.warning("appointment %s/%s: enqueue failed: %s", org, appointment_id, exc)
+            raise _unavailable("the work queue") from exc
+        return _answer(202, AppointmentAccepted(version=snapshot.version))
+
+    def busy_time(
+        self,
+        org: str,
+        staff_id: str,
+        start: str | None,
+        end: str | None,
+        body: bytes,
+        signature: str | None,
+    ) -> HttpAnswer:
+        try:
+            self._authenticate(org, body, signature)
+            _check_id("staffId", staff_id)
+            window_start = parse_instant("start", start)
+            window_end = parse_instant("end", end)
+            if window_end <= window_start:
+                raise _refuse(400, "invalid_query", "end must be after start")
+            if window_end - window_start > MAX_BUSY_WINDOW:
+                raise _refuse(
+                    400,
+                    "invalid_query",
+                    f"the window may span at most {MAX_BUSY_WINDOW.days} days; this one spans "
+                    f"{window_end - window_start}",
+                )
+            try:
+                blocks = self._busy_blocks.overlapping(org, staff_id, window_start, window_end)
+            except StoreUnavailable as exc:
+                raise _unavailable("storage") from exc
+            return HttpAnswer(
+                200, [block.model_dump(mode="json", by_alias=True) for block in blocks]
+            )
+        except Refusal as refusal:
+            return refusal.answer

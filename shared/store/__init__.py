@@ -1,0 +1,54 @@
+"""Table Storage repositories: calbridge's state, with optimistic concurrency on ETags.
+
+- :mod:`keys` — reversible key escaping (EWS ItemIds contain ``/`` and ``+``).
+- :mod:`entities` — pydantic models ↔ table properties, refusing what would be truncated.
+- :mod:`tables` — the table port; :mod:`azure_tables` (Azure/Azurite) and :mod:`memory`
+  implement it.
+- :mod:`entity_repository` — the generic ETag repository; :mod:`repositories` the state tables.
+- :mod:`records` — row models that are not part of the booking contract.
+- :mod:`errors` — ``ConcurrencyConflict`` and friends.
+
+This package and ``shared.config`` are the only places that import Azure Storage SDKs (here
+only in :mod:`azure_tables`, loaded by ``shared.bootstrap`` when it builds real clients).
+"""
+
+from shared.store.entity_repository import EntityKey, Versioned
+from shared.store.errors import (
+    ConcurrencyConflict,
+    StoreError,
+    StoreUnavailable,
+    UnstorableEntity,
+)
+from shared.store.repositories import (
+    AppointmentRepository,
+    BusyBlockRepository,
+    ConnectionRepository,
+    EventMapRepository,
+    MailboxRepository,
+    OutboxRepository,
+    Repositories,
+    SaveOutcome,
+    SaveResult,
+    SubscriptionRepository,
+    build_repositories,
+)
+
+__all__ = [
+    "AppointmentRepository",
+    "BusyBlockRepository",
+    "ConcurrencyConflict",
+    "ConnectionRepository",
+    "EntityKey",
+    "EventMapRepository",
+    "MailboxRepository",
+    "OutboxRepository",
+    "Repositories",
+    "SaveOutcome",
+    "SaveResult",
+    "StoreError",
+    "StoreUnavailable",
+    "SubscriptionRepository",
+    "UnstorableEntity",
+    "Versioned",
+    "build_repositories",
+]

@@ -1,0 +1,214 @@
+"""The Azure Table Storage backend of the table port (azure-data-tables), for Azure and Azurite.
+
+Tables are created on first use, once per process per table. Azure SDK errors are translated
+into :mod:`shared.store.errors`: 409 on insert, 412 on a stale ETag and 404 on a conditional
+replace become :class:`ConcurrencyConflict`; connection failures and 5xx become
+:class:`StoreUnavailable`. Integers are written as Int64 so large versions survive.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any, TypeVar
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient, UpdateMode
+
+from shared.store.errors import ConcurrencyConflict, StoreError, StoreUnavailable
+from shared.store.tables import Condition, Properties, Scalar, StoredRow
+
+_TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
+_ODATA_OPERATORS = {"eq": "eq", "ne": "ne", "lt": "lt", "le": "le", "gt": "gt", "ge": "ge"}
+
+# Tables known to exist, per storage endpoint, for the life of the process.
+_created_tables: set[tuple[str, str]] = set()
+_created_lock = threading.Lock()
+
+T = TypeVar("T")
+
+
+def table_name(prefix: str, name: str) -> str:
+    """``prefix + name``, checked against Table Storage's naming rules."""
+    full = prefix + name
+    if not _TABLE_NAME.match(full):
+        raise ValueError(
+            f"table name {full!r} is invalid: 3-63 letters or digits, starting with a letter "
+            "(check CALBRIDGE_TABLE_PREFIX)"
+        )
+    return full
+
+
+@contextmanager
+def _translated(table: str, action: str) -> Iterator[None]:
+    try:
+        yield
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        raise StoreUnavailable(f"table {table}: {action} failed: {type(exc).__name__}") from exc
+    except HttpResponseError as exc:
+        if exc.status_code is not None and exc.status_code >= 500:
+            raise StoreUnavailable(f"table {table}: {action} got HTTP {exc.status_code}") from exc
+        raise StoreError(
+            f"table {table}: {action} got HTTP {exc.status_code}: {exc.reason}"
+        ) from exc
+    except AzureError as exc:
+        raise StoreUnavailable(f"table {table}: {action} failed: {type(exc).__name__}") from exc
+
+
+def _to_entity(partition_key: str, row_key: str, properties: Properties) -> dict[str, Any]:
+    entity: dict[str, Any] = {"PartitionKey": partition_key, "RowKey": row_key}
+    for name, value in properties.items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            entity[name] = EntityProperty(value, EdmType.INT64)
+        else:
+            entity[name] = value
+    return entity
+
+
+def _to_row(entity: Any) -> StoredRow:
+    properties: dict[str, Scalar] = {}
+    for name, value in entity.items():
+        if name in ("PartitionKey", "RowKey"):
+            continue
+        properties[name] = value.value if isinstance(value, EntityProperty) else value
+    return StoredRow(entity["PartitionKey"], entity["RowKey"], properties, entity.metadata["etag"])
+
+
+class AzureTable:
+    """One table in a storage account (the table port over azure-data-tables)."""
+
+    def __init__(self, client: TableClient, endpoint: str) -> None:
+        self._client = client
+        self._endpoint = endpoint
+
+    @property
+    def name(self) -> str:
+        return self._client.table_name
+
+    def _ensure_created(self) -> None:
+        marker = (self._endpoint, self.name)
+        if marker in _created_tables:
+            return
+        with _created_lock, _translated(self.name, "create table"):
+            if marker not in _created_tables:
+                with suppress(ResourceExistsError):
+                    self._client.create_table()
+                _created_tables.add(marker)
+
+    def _call(self, action: str, operation: Callable[[], T]) -> T:
+        self._ensure_created()
+        with _translated(self.name, action):
+            return operation()
+
+    def get(self, partition_key: str, row_key: str) -> StoredRow | None:
+        def read() -> StoredRow | None:
+            try:
+                return _to_row(self._client.get_entity(partition_key, row_key))
+            except ResourceNotFoundError:
+                return None
+
+        return self._call("read", read)
+
+    def insert(self, partition_key: str, row_key: str, properties: Properties) -> str:
+        def insert() -> str:
+            try:
+                metadata = self._client.create_entity(
+                    _to_entity(partition_key, row_key, properties)
+                )
+            except ResourceExistsError as exc:
+                raise ConcurrencyConflict(f"table {self.name}: the row already exists") from exc
+            return str(metadata["etag"])
+
+        return self._call("insert", insert)
+
+    def replace(self, partition_key: str, row_key: str, properties: Properties, etag: str) -> str:
+        def replace() -> str:
+            try:
+                metadata = self._client.update_entity(
+                    _to_entity(partition_key, row_key, properties),
+                    mode=UpdateMode.REPLACE,
+                    etag=etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except (ResourceModifiedError, ResourceNotFoundError) as exc:
+                raise ConcurrencyConflict(
+                    f"table {self.name}: the row changed or vanished since it was read"
+                ) from exc
+            return str(metadata["etag"])
+
+        return self._call("replace", replace)
+
+    def upsert(self, partition_key: str, row_key: str, properties: Properties) -> str:
+        def upsert() -> str:
+            entity = _to_entity(partition_key, row_key, properties)
+            return str(self._client.upsert_entity(entity, mode=UpdateMode.REPLACE)["etag"])
+
+        return self._call("upsert", upsert)
+
+    def delete(self, partition_key: str, row_key: str, etag: str | None) -> None:
+        def delete() -> None:
+            try:
+                if etag is None:
+                    self._client.delete_entity(partition_key, row_key)
+                else:
+                    self._client.delete_entity(
+                        partition_key,
+                        row_key,
+                        etag=etag,
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+            except ResourceModifiedError as exc:
+                raise ConcurrencyConflict(
+                    f"table {self.name}: the row changed since it was read"
+                ) from exc
+
+        self._call("delete", delete)
+
+    def query(self, partition_key: str, conditions: Sequence[Condition] = ()) -> list[StoredRow]:
+        clauses = ["PartitionKey eq @pk"]
+        parameters: dict[str, Any] = {"pk": partition_key}
+        for index, condition in enumerate(conditions):
+            clauses.append(
+                f"{condition.property} {_ODATA_OPERATORS[condition.comparison]} @c{index}"
+            )
+            parameters[f"c{index}"] = condition.value
+        query_filter = " and ".join(clauses)
+        return self._call(
+            "query",
+            lambda: [
+                _to_row(entity)
+                for entity in self._client.query_entities(query_filter, parameters=parameters)
+            ],
+        )
+
+
+class AzureTableService:
+    """The tables of one storage account (a connection string), named ``prefix + name``."""
+
+    def __init__(self, connection_string: str, prefix: str = "", **client_options: Any) -> None:
+        self._service = TableServiceClient.from_connection_string(
+            connection_string, **client_options
+        )
+        self._prefix = prefix
+        self._tables: dict[str, AzureTable] = {}
+        self._lock = threading.Lock()
+
+    def table(self, name: str) -> AzureTable:
+        with self._lock:
+            if name not in self._tables:
+                full_name = table_name(self._prefix, name)
+                self._tables[name] = AzureTable(
+                    self._service.get_table_client(full_name), self._service.url
+                )
+            return self._tables[name]

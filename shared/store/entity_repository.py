@@ -1,0 +1,128 @@
+"""The generic repository: one table of one pydantic model, read and written with ETags.
+
+A read returns :class:`Versioned` (the value and the row's ETag). A write takes the ETag that
+was read, or ``None`` to insert a row that must not exist yet; losing a race raises
+:class:`~shared.store.errors.ConcurrencyConflict`, and the caller re-reads and re-decides. Keys
+are given as raw parts (``("acme", "apt-1")``) and encoded here (:mod:`shared.store.keys`); the
+first partition part is always the organization.
+
+Concrete repositories (:mod:`shared.store.repositories`) only add the key shape and domain
+methods: :class:`OrgScopedRepository` covers every table keyed ``org / id``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from shared.store.entities import EntityCodec, check_entity_size
+from shared.store.errors import UnstorableEntity
+from shared.store.keys import MAX_KEY_LENGTH, compose_key, split_key
+from shared.store.tables import Condition, EntityTable, StoredRow, TableService
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Versioned(Generic[M]):
+    """A stored value and the ETag to hand back when writing it again."""
+
+    value: M
+    etag: str
+
+
+@dataclass(frozen=True)
+class EntityKey:
+    """An encoded PartitionKey/RowKey pair."""
+
+    partition_key: str
+    row_key: str
+
+    @classmethod
+    def of(cls, partition: Sequence[str], row: Sequence[str]) -> EntityKey:
+        key = cls(compose_key(*partition), compose_key(*row))
+        for encoded in (key.partition_key, key.row_key):
+            if len(encoded) > MAX_KEY_LENGTH:
+                raise UnstorableEntity(
+                    f"a key encodes to {len(encoded)} characters; Table Storage allows "
+                    f"{MAX_KEY_LENGTH}"
+                )
+        return key
+
+
+class EntityRepository(Generic[M]):
+    """Rows of one table, each holding one ``model``."""
+
+    table_name: ClassVar[str]
+    model: type[M]
+
+    def __init__(self, tables: TableService) -> None:
+        self._table: EntityTable = tables.table(self.table_name)
+        self._codec = EntityCodec(self.model, self.table_name)
+
+    def read(self, key: EntityKey) -> Versioned[M] | None:
+        row = self._table.get(key.partition_key, key.row_key)
+        return None if row is None else self._versioned(row)
+
+    def write(self, key: EntityKey, value: M, etag: str | None) -> str:
+        """Insert (``etag=None``: the row must not exist) or replace the row last read with
+        ``etag``. Returns the new ETag; raises ConcurrencyConflict when the race is lost."""
+        properties = self._properties(key, value)
+        if etag is None:
+            return self._table.insert(key.partition_key, key.row_key, properties)
+        return self._table.replace(key.partition_key, key.row_key, properties, etag)
+
+    def upsert(self, key: EntityKey, value: M) -> str:
+        """Write regardless of what is stored (rows with a single writer, e.g. busy blocks)."""
+        return self._table.upsert(key.partition_key, key.row_key, self._properties(key, value))
+
+    def remove(self, key: EntityKey, etag: str | None = None) -> None:
+        """Delete the row (only if unchanged when an ETag is given); a missing row is fine."""
+        self._table.delete(key.partition_key, key.row_key, etag)
+
+    def read_partition(
+        self, partition: Sequence[str], conditions: Sequence[Condition] = ()
+    ) -> list[tuple[list[str], Versioned[M]]]:
+        """Rows of one partition matching ``conditions``: (raw row-key parts, value) pairs in
+        row-key order."""
+        rows = self._table.query(compose_key(*partition), conditions)
+        return [(split_key(row.row_key), self._versioned(row)) for row in rows]
+
+    def _properties(self, key: EntityKey, value: M) -> dict[str, str | int | float | bool]:
+        properties = self._codec.to_properties(value)
+        check_entity_size(self.table_name, key.partition_key, key.row_key, properties)
+        return properties
+
+    def _versioned(self, row: StoredRow) -> Versioned[M]:
+        return Versioned(self._codec.from_properties(row.properties), row.etag)
+
+
+class OrgScopedRepository(EntityRepository[M]):
+    """A table keyed ``PartitionKey = org``, ``RowKey = id``.
+
+    ``id_field`` names the model field that repeats the row id (if any); a write whose value
+    disagrees with its key is refused rather than stored under the wrong id.
+    """
+
+    id_field: ClassVar[str | None] = None
+
+    def get(self, org: str, row_id: str) -> Versioned[M] | None:
+        return self.read(EntityKey.of((org,), (row_id,)))
+
+    def put(self, org: str, row_id: str, value: M, etag: str | None) -> str:
+        if self.id_field is not None and getattr(value, self.id_field) != row_id:
+            raise ValueError(
+                f"{self.table_name}: {self.id_field} {getattr(value, self.id_field)!r} "
+                f"does not match the row id {row_id!r}"
+            )
+        return self.write(EntityKey.of((org,), (row_id,)), value, etag)
+
+    def delete(self, org: str, row_id: str, etag: str | None = None) -> None:
+        self.remove(EntityKey.of((org,), (row_id,)), etag)
+
+    def list_by_org(self, org: str) -> dict[str, Versioned[M]]:
+        """Every row of the organization, by id, in id order."""
+        return {parts[0]: value for parts, value in self.read_partition((org,))}

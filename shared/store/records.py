@@ -1,0 +1,76 @@
+"""Rows of the state tables that are not booking-platform contract models (those live in
+``shared.models``): what calbridge keeps about connections, mailboxes, Graph subscriptions and
+outbound webhooks. Field names become property names (camelCase); see ``entities``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AwareDatetime, Field, StringConstraints
+
+from shared.models import (
+    CamelModel,
+    ConnectionConfig,
+    EmailAddress,
+    Health,
+    Identifier,
+    MailboxRef,
+)
+
+ErrorText = Annotated[str, StringConstraints(max_length=2000)]
+
+
+class ConnectionRecord(ConnectionConfig):
+    """A row of Connections (org / connectionId): the admin's configuration plus its health."""
+
+    connection_id: Identifier
+    health: Health | None = None
+    health_detail: ErrorText | None = None
+
+
+class MailboxRecord(MailboxRef):
+    """A row of Mailboxes (org / staffId): where the staff member's calendar lives and how far
+    its sync has got.
+
+    ``sync_state`` is the EWS SyncFolderItems state or the Graph delta link: advanced only after
+    the changes it covers are durable. ``sync_pending_since`` is set when a ``mailbox-sync``
+    message is queued and cleared when the sync finishes, so the poll fan-out can skip mailboxes
+    whose last request is still queued.
+    """
+
+    sync_state: str | None = None
+    sync_pending_since: AwareDatetime | None = None
+    last_sync_at: AwareDatetime | None = None
+    health: Health | None = None
+    lag_seconds: Annotated[float, Field(ge=0)] | None = None
+    last_error: ErrorText | None = None
+
+
+class SubscriptionRecord(CamelModel):
+    """A row of Subscriptions (org / subscriptionId): one Graph change-notification
+    subscription. Only a hash of the clientState is kept."""
+
+    subscription_id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    connection_id: Identifier
+    staff_id: Identifier
+    mailbox: EmailAddress
+    expires_at: AwareDatetime
+    client_state_hash: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class OutboxRecord(CamelModel):
+    """A row of Outbox (org / eventId): one outbound webhook and its delivery progress.
+
+    ``payload`` is the exact JSON body to sign and send (the event envelope), so retries send
+    identical bytes.
+    """
+
+    event_id: Identifier
+    event_type: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    payload: str
+    attempts: Annotated[int, Field(ge=0)] = 0
+    next_attempt_at: AwareDatetime | None = None
+    delivered_at: AwareDatetime | None = None
+    dead_lettered: bool = False
+    last_error: ErrorText | None = None

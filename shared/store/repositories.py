@@ -1,0 +1,181 @@
+"""The repositories of calbridge's state tables (architecture.md, "State").
+
+Each is a few lines on top of :mod:`shared.store.entity_repository`: the table, the model, the
+key shape and the domain methods. :func:`build_repositories` puts them together over any
+:class:`~shared.store.tables.TableService` (Azure or in-memory).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from shared.models import AppointmentSnapshot, BusyBlock, EventMapping
+from shared.store.entities import canonical_datetime
+from shared.store.entity_repository import (
+    EntityKey,
+    EntityRepository,
+    OrgScopedRepository,
+    Versioned,
+)
+from shared.store.errors import ConcurrencyConflict
+from shared.store.records import ConnectionRecord, MailboxRecord, OutboxRecord, SubscriptionRecord
+from shared.store.tables import Condition, TableService
+
+# Racing writers of one appointment settle within a few rounds; more means something is wrong.
+MAX_SAVE_ATTEMPTS = 8
+
+
+class SaveResult(StrEnum):
+    STORED = "stored"  # new, or newer than what was stored
+    SAME = "same"  # this version with this content is already stored (a retry)
+    STALE = "stale"  # older than the stored version: ignored
+    CONFLICT = "conflict"  # this version is stored with different content
+
+
+@dataclass(frozen=True)
+class SaveOutcome:
+    result: SaveResult
+    stored_version: int  # the version stored once the call returns
+
+
+class AppointmentRepository(OrgScopedRepository[AppointmentSnapshot]):
+    """Appointments (org / appointmentId): the latest snapshot the booking platform sent."""
+
+    table_name = "Appointments"
+    model = AppointmentSnapshot
+
+    def save_snapshot(
+        self, org: str, appointment_id: str, snapshot: AppointmentSnapshot
+    ) -> SaveOutcome:
+        """Keep ``snapshot`` if it is newer than what is stored. Conditional on the ETag read,
+        so of two racing saves exactly one is decided against what the other stored."""
+        key = EntityKey.of((org,), (appointment_id,))
+        for _ in range(MAX_SAVE_ATTEMPTS):
+            current = self.read(key)
+            if current is None or snapshot.version > current.value.version:
+                try:
+                    self.write(key, snapshot, None if current is None else current.etag)
+                except ConcurrencyConflict:
+                    continue  # someone else wrote first: re-read and decide again
+                return SaveOutcome(SaveResult.STORED, snapshot.version)
+            stored = current.value
+            if snapshot.version < stored.version:
+                return SaveOutcome(SaveResult.STALE, stored.version)
+            # model_dump compares datetimes as instants: the same time sent with another
+            # offset is the same content.
+            same = stored.model_dump() == snapshot.model_dump()
+            return SaveOutcome(SaveResult.SAME if same else SaveResult.CONFLICT, stored.version)
+        raise ConcurrencyConflict(
+            f"appointment {appointment_id!r} kept changing during {MAX_SAVE_ATTEMPTS} attempts"
+        )
+
+
+class EventMapRepository(OrgScopedRepository[EventMapping]):
+    """EventMap (org / appointmentId): what calbridge wrote to Exchange for an appointment."""
+
+    table_name = "EventMap"
+    model = EventMapping
+
+
+class ConnectionRepository(OrgScopedRepository[ConnectionRecord]):
+    """Connections (org / connectionId)."""
+
+    table_name = "Connections"
+    model = ConnectionRecord
+    id_field = "connection_id"
+
+
+class MailboxRepository(OrgScopedRepository[MailboxRecord]):
+    """Mailboxes (org / staffId): which mailbox each staff member lives in, and its sync."""
+
+    table_name = "Mailboxes"
+    model = MailboxRecord
+    id_field = "staff_id"
+
+
+class SubscriptionRepository(OrgScopedRepository[SubscriptionRecord]):
+    """Subscriptions (org / subscriptionId): Graph change-notification subscriptions."""
+
+    table_name = "Subscriptions"
+    model = SubscriptionRecord
+    id_field = "subscription_id"
+
+
+class OutboxRepository(OrgScopedRepository[OutboxRecord]):
+    """Outbox (org / eventId): outbound webhooks and their delivery state."""
+
+    table_name = "Outbox"
+    model = OutboxRecord
+    id_field = "event_id"
+
+
+class BusyBlockRepository(EntityRepository[BusyBlock]):
+    """BusyBlocks (org|staffId / eventId|occurrence): a staff member's busy time from Exchange.
+
+    One writer per mailbox (its sync), so blocks are upserted; the occurrence part of the row key
+    is empty for a single event.
+    """
+
+    table_name = "BusyBlocks"
+    model = BusyBlock
+
+    @staticmethod
+    def key(org: str, staff_id: str, event_id: str, occurrence_id: str | None) -> EntityKey:
+        return EntityKey.of((org, staff_id), (event_id, occurrence_id or ""))
+
+    def put_block(self, org: str, staff_id: str, block: BusyBlock) -> str:
+        return self.upsert(self.key(org, staff_id, block.event_id, block.occurrence_id), block)
+
+    def get_block(
+        self, org: str, staff_id: str, event_id: str, occurrence_id: str | None = None
+    ) -> Versioned[BusyBlock] | None:
+        return self.read(self.key(org, staff_id, event_id, occurrence_id))
+
+    def remove_block(
+        self, org: str, staff_id: str, event_id: str, occurrence_id: str | None = None
+    ) -> None:
+        self.remove(self.key(org, staff_id, event_id, occurrence_id))
+
+    def blocks_of(self, org: str, staff_id: str) -> list[Versioned[BusyBlock]]:
+        return [value for _, value in self.read_partition((org, staff_id))]
+
+    def overlapping(
+        self, org: str, staff_id: str, start: datetime, end: datetime
+    ) -> list[BusyBlock]:
+        """Blocks that overlap ``[start, end)``, by start time. Filtered by the table service:
+        stored times are fixed-width UTC strings, so string order is time order."""
+        conditions = (
+            Condition("start", "lt", canonical_datetime(end)),
+            Condition("end", "gt", canonical_datetime(start)),
+        )
+        blocks = [
+            versioned.value for _, versioned in self.read_partition((org, staff_id), conditions)
+        ]
+        return sorted(blocks, key=lambda block: (block.start, block.end, block.event_id))
+
+
+@dataclass(frozen=True)
+class Repositories:
+    """Every repository, over one table service."""
+
+    connections: ConnectionRepository
+    mailboxes: MailboxRepository
+    appointments: AppointmentRepository
+    event_map: EventMapRepository
+    busy_blocks: BusyBlockRepository
+    subscriptions: SubscriptionRepository
+    outbox: OutboxRepository
+
+
+def build_repositories(tables: TableService) -> Repositories:
+    return Repositories(
+        connections=ConnectionRepository(tables),
+        mailboxes=MailboxRepository(tables),
+        appointments=AppointmentRepository(tables),
+        event_map=EventMapRepository(tables),
+        busy_blocks=BusyBlockRepository(tables),
+        subscriptions=SubscriptionRepository(tables),
+        outbox=OutboxRepository(tables),
+    )

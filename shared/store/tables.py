@@ -1,0 +1,77 @@
+"""The table port: what a repository needs from a table, implemented by the Azure backend
+(:mod:`shared.store.azure_tables`) and the in-memory backend (:mod:`shared.store.memory`).
+
+Rows are flat property dicts of scalars (``str``, ``int``, ``float``, ``bool``) under a
+PartitionKey and RowKey that are already encoded (:mod:`shared.store.keys`). Every write
+returns the row's new ETag; conditional writes raise
+:class:`~shared.store.errors.ConcurrencyConflict` exactly as Table Storage answers 409/412/404.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+Scalar = str | int | float | bool
+Properties = Mapping[str, Scalar]
+Comparison = Literal["eq", "ne", "lt", "le", "gt", "ge"]
+
+
+@dataclass(frozen=True)
+class StoredRow:
+    """One row as read from a table."""
+
+    partition_key: str
+    row_key: str
+    properties: dict[str, Scalar]
+    etag: str
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``property <comparison> value``, evaluated by the table service (OData ``$filter``).
+
+    A row without the property does not match, as in Table Storage; values of different types
+    never match each other.
+    """
+
+    property: str
+    comparison: Comparison
+    value: Scalar
+
+
+class EntityTable(Protocol):
+    """One table. Keys are encoded; properties are scalars."""
+
+    @property
+    def name(self) -> str: ...
+
+    def get(self, partition_key: str, row_key: str) -> StoredRow | None: ...
+
+    def insert(self, partition_key: str, row_key: str, properties: Properties) -> str:
+        """Add a row that must not exist yet (else ConcurrencyConflict); returns its ETag."""
+        ...
+
+    def replace(self, partition_key: str, row_key: str, properties: Properties, etag: str) -> str:
+        """Replace a row whose ETag is still ``etag`` (else ConcurrencyConflict)."""
+        ...
+
+    def upsert(self, partition_key: str, row_key: str, properties: Properties) -> str:
+        """Insert or replace unconditionally (for rows that only one writer owns)."""
+        ...
+
+    def delete(self, partition_key: str, row_key: str, etag: str | None) -> None:
+        """Delete a row; with an ETag only if unchanged (else ConcurrencyConflict). A missing
+        row is not an error without an ETag."""
+        ...
+
+    def query(self, partition_key: str, conditions: Sequence[Condition] = ()) -> list[StoredRow]:
+        """Rows of one partition matching every condition, in RowKey order."""
+        ...
+
+
+class TableService(Protocol):
+    """Hands out the tables of one storage account, names prefixed for isolation."""
+
+    def table(self, name: str) -> EntityTable: ...
