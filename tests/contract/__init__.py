@@ -1,0 +1,1 @@
+"""The calendar port's contract suite: one set of behaviours, every implementation."""

@@ -1,0 +1,24 @@
+"""The ``calendar_world`` fixture: the contract suite runs once per registered world.
+
+Register an implementation with one line in ``WORLDS`` (name → world factory, see
+``tests/contract/worlds.py``), e.g. ``"ews": ews_world,`` once the EWS adapter and the simulator
+world exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.contract.worlds import CalendarWorld, WorldFactory, fake_world
+
+WORLDS: dict[str, WorldFactory] = {
+    "fake": fake_world,
+}
+
+
+@pytest.fixture(params=sorted(WORLDS))
+def calendar_world(request: pytest.FixtureRequest) -> Iterator[CalendarWorld]:
+    with WORLDS[request.param](request) as world:
+        yield world

@@ -1,0 +1,354 @@
+"""Behaviour every ``CalendarGateway`` must show, whatever protocol is behind it.
+
+Each test reads the outcome the way staff would see it — through the world's owner-side view of
+each mailbox, not through the gateway under test.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from shared.exchange.marker import marker_for
+from shared.exchange.port import (
+    ChangeKeyConflict,
+    EventDraft,
+    EventNotFound,
+    EventRef,
+    ExchangeEvent,
+    MailboxNotFound,
+    ShowAs,
+)
+from tests.contract.worlds import CalendarWorld
+
+BERLIN = ZoneInfo("Europe/Berlin")
+START = datetime(2031, 5, 6, 9, 30, tzinfo=BERLIN)
+_appointments = itertools.count(1)
+
+
+def new_marker() -> str:
+    return marker_for("contract", f"appt-{next(_appointments)}")
+
+
+def draft(
+    *,
+    marker: str,
+    attendees: tuple[str, ...] = (),
+    start: datetime = START,
+    minutes: int = 45,
+    subject: str = "Pension review",
+    body: str = "Service: Pensions\nClients:\n- Ada Client, ada@client.example\n",
+) -> EventDraft:
+    return EventDraft(
+        subject=subject,
+        start=start,
+        end=start + timedelta(minutes=minutes),
+        time_zone="Europe/Berlin",
+        location="Branch 7",
+        body_text=body,
+        required_attendees=attendees,
+        show_as=ShowAs.BUSY,
+        marker=marker,
+    )
+
+
+def create(world: CalendarWorld, event: EventDraft, transaction_id: str = "") -> EventRef:
+    tx = transaction_id or f"tx-{event.marker}"
+    return world.run(world.gateway.create_event(world.organizer, event, tx))
+
+
+def live(world: CalendarWorld, mailbox: str) -> list[ExchangeEvent]:
+    return [event for event in world.calendar(mailbox) if not event.is_cancelled]
+
+
+def with_uid(world: CalendarWorld, mailbox: str, uid: str | None) -> list[ExchangeEvent]:
+    return [event for event in world.calendar(mailbox) if event.uid == uid]
+
+
+def test_a_created_event_is_visible_with_subject_time_marker_and_busy(
+    calendar_world: CalendarWorld,
+) -> None:
+    world = calendar_world
+    marker = new_marker()
+
+    ref = create(world, draft(marker=marker))
+
+    [event] = world.calendar(world.organizer)
+    assert event.item_id == ref.item_id
+    assert event.uid == ref.uid
+    assert event.uid
+    assert event.subject == "Pension review"
+    assert event.location == "Branch 7"
+    assert (event.start, event.end) == (START, START + timedelta(minutes=45))
+    assert event.marker == marker
+    assert event.show_as is ShowAs.BUSY
+    assert not event.is_cancelled
+    assert not event.is_all_day
+    assert event.organizer == world.organizer
+    assert "ada@client.example" in world.body_of(world.organizer, ref.item_id)
+    through_port = world.run(world.gateway.get_event(world.organizer, ref.item_id))
+    assert through_port is not None
+    assert (through_port.start, through_port.marker) == (START, marker)
+
+
+def test_a_meeting_puts_a_copy_with_the_same_uid_in_each_attendees_calendar(
+    calendar_world: CalendarWorld,
+) -> None:
+    world = calendar_world
+    ava, bo, _ = world.attendees
+    marker = new_marker()
+
+    ref = create(world, draft(marker=marker, attendees=(ava, bo)))
+
+    [organizers] = live(world, world.organizer)
+    assert set(organizers.attendee_addresses) == {ava, bo}
+    assert "ada@client.example" not in organizers.attendee_addresses
+    for attendee in (ava, bo):
+        [copy] = with_uid(world, attendee, ref.uid)
+        assert not copy.is_cancelled
+        assert (copy.start, copy.end) == (START, START + timedelta(minutes=45))
+        assert copy.organizer == world.organizer
+        assert copy.marker is None  # Exchange does not copy named properties to attendees
+        found = world.run(world.gateway.find_by_uid(attendee, ref.uid or ""))
+        assert found is not None
+        assert found.item_id == copy.item_id
+
+
+def test_moving_the_meeting_moves_the_attendees_copies(calendar_world: CalendarWorld) -> None:
+    world = calendar_world
+    ava, bo, _ = world.attendees
+    marker = new_marker()
+    ref = create(world, draft(marker=marker, attendees=(ava, bo)))
+    later = START + timedelta(days=1, hours=2)
+
+    moved = world.run(
+        world.gateway.update_event(
+            world.organizer,
+            ref.item_id,
+            draft(marker=marker, attendees=(ava, bo), start=later),
+            ref.change_key,
+        )
+    )
+
+    assert moved.item_id == ref.item_id
+    assert moved.uid == ref.uid
+    for mailbox in (world.organizer, ava, bo):
+        [event] = with_uid(world, mailbox, ref.uid)
+        assert (event.start, event.end) == (later, later + timedelta(minutes=45))
+        assert not event.is_cancelled
+
+
+def test_an_added_attendee_is_invited_and_a_removed_one_gets_a_cancellation(
+    calendar_world: CalendarWorld,
+) -> None:
+    world = calendar_world
+    ava, bo, cy = world.attendees
+    marker = new_marker()
+    ref = create(world, draft(marker=marker, attendees=(ava, bo)))
+
+    world.run(
+        world.gateway.update_event(
+            world.organizer, ref.item_id, draft(marker=marker, attendees=(ava, cy)), None
+        )
+    )
+
+    [organizers] = live(world, world.organizer)
+    assert set(organizers.attendee_addresses) == {ava, cy}
+    [ava_copy] = with_uid(world, ava, ref.uid)
+    assert not ava_copy.is_cancelled
+    [cy_copy] = with_uid(world, cy, ref.uid)
+    assert not cy_copy.is_cancelled
+    assert cy_copy.start == START
+    assert all(copy.is_cancelled for copy in with_uid(world, bo, ref.uid))
+
+
+def test_a_re_added_attendee_has_one_live_copy_again(calendar_world: CalendarWorld) -> None:
+    world = calendar_world
+    ava, bo, _ = world.attendees
+    marker = new_marker()
+    ref = create(world, draft(marker=marker, attendees=(ava, bo)))
+    world.run(
+        world.gateway.update_event(
+            world.organizer, ref.item_id, draft(marker=marker, attendees=(ava,)), None
+        )
+    )
+
+    world.run(
+        world.gateway.update_event(
+            world.organizer, ref.item_id, draft(marker=marker, attendees=(ava, bo)), None
+        )
+    )
+
+    assert len([c for c in with_uid(world, bo, ref.uid) if not c.is_cancelled]) == 1
+
+
+def test_cancelling_a_meeting_removes_it_for_the_organizer_and_cancels_the_copies(
+    calendar_world: CalendarWorld,
+) -> None:
+    world = calendar_world
+    ava, bo, _ = world.attendees
+    marker = new_marker()
+    ref = create(world, draft(marker=marker, attendees=(ava, bo)))
+
+    world.run(world.gateway.cancel_event(world.organizer, ref.item_id))
+
+    assert live(world, world.organizer) == []
+    gone = world.run(world.gateway.get_event(world.organizer, ref.item_id))
+    assert gone is None or gone.is_cancelled
+    assert world.run(world.gateway.find_by_marker(world.organizer, marker)) == []
+    for attendee in (ava, bo):
+        copies = with_uid(world, attendee, ref.uid)
+        assert copies
+        assert all(copy.is_cancelled for copy in copies)
+
+
+def test_cancelling_an_event_without_attendees_deletes_it(calendar_world: CalendarWorld) -> None:
+    world = calendar_world
+    ref = create(world, draft(marker=new_marker()))
+
+    world.run(world.gateway.cancel_event(world.organizer, ref.item_id))
+
+    assert live(world, world.organizer) == []
+    assert world.run(world.gateway.get_event(world.organizer, ref.item_id)) is None
+
+
+def test_cancelling_an_event_that_is_already_gone_is_quiet(calendar_world: CalendarWorld) -> None:
+    world = calendar_world
+    ava = world.attendees[0]
+    ref = create(world, draft(marker=new_marker(), attendees=(ava,)))
+    world.run(world.gateway.cancel_event(world.organizer, ref.item_id))
+
+    world.run(world.gateway.cancel_event(world.organizer, ref.item_id))
+
+    assert live(world, world.organizer) == []
+    assert [copy.is_cancelled for copy in with_uid(world, ava, ref.uid)] == [True]
+
+
+def test_find_by_marker_finds_only_calbridge_events_with_that_marker(
+    calendar_world: CalendarWorld,
+) -> None:
+    world = calendar_world
+    ava = world.attendees[0]
+    marker, other_marker = new_marker(), new_marker()
+    world.add_personal_event(world.organizer, "Dentist", START, START + timedelta(hours=1))
+    other = create(world, draft(marker=other_marker, subject="Other appointment"))
+    ref = create(world, draft(marker=marker, attendees=(ava,)))
+
+    found = world.run(world.gateway.find_by_marker(world.organizer, marker))
+
+    assert [event.item_id for event in found] == [ref.item_id]
+    assert found[0].marker == marker
+    others = world.run(world.gateway.find_by_marker(world.organizer, other_marker))
+    assert [event.item_id for event in others] == [other.item_id]
+    # The attendee's copy does not carry the marker; it is found by UID instead.
+    assert world.run(world.gateway.find_by_marker(ava, marker)) == []
+    assert world.run(world.gateway.find_by_marker(world.organizer, new_marker())) == []
+
+
+def test_a_create_retried_with_the_same_transaction_id_makes_no_second_event(
+    calendar_world: CalendarWorld,
+) -> None:
+    world = calendar_world
+    ava = world.attendees[0]
+    marker = new_marker()
+    event = draft(marker=marker, attendees=(ava,))
+
+    first = create(world, event, transaction_id="tx-retry-1")
+    second = create(world, event, transaction_id="tx-retry-1")
+
+    assert second.item_id == first.item_id
+    assert len(live(world, world.organizer)) == 1
+    assert len(with_uid(world, ava, first.uid)) == 1
+
+
+def test_a_stale_change_key_is_refused_and_changes_nothing(calendar_world: CalendarWorld) -> None:
+    world = calendar_world
+    marker = new_marker()
+    ref = create(world, draft(marker=marker))
+    newer = world.run(
+        world.gateway.update_event(
+            world.organizer, ref.item_id, draft(marker=marker, subject="Second"), ref.change_key
+        )
+    )
+    assert newer.change_key != ref.change_key
+
+    with pytest.raises(ChangeKeyConflict):
+        world.run(
+            world.gateway.update_event(
+                world.organizer, ref.item_id, draft(marker=marker, subject="Third"), ref.change_key
+            )
+        )
+
+    [event] = world.calendar(world.organizer)
+    assert event.subject == "Second"
+    assert event.change_key == newer.change_key
+
+
+def test_every_write_gives_a_new_change_key(calendar_world: CalendarWorld) -> None:
+    world = calendar_world
+    marker = new_marker()
+    ref = create(world, draft(marker=marker))
+    keys = [ref.change_key]
+    for minutes in (30, 60):
+        ref = world.run(
+            world.gateway.update_event(
+                world.organizer, ref.item_id, draft(marker=marker, minutes=minutes), ref.change_key
+            )
+        )
+        keys.append(ref.change_key)
+
+    assert len(set(keys)) == 3
+    assert all(keys)
+
+
+def test_updating_a_deleted_event_raises_event_not_found(calendar_world: CalendarWorld) -> None:
+    world = calendar_world
+    marker = new_marker()
+    ref = create(world, draft(marker=marker))
+    world.run(world.gateway.cancel_event(world.organizer, ref.item_id))
+
+    with pytest.raises(EventNotFound):
+        world.run(
+            world.gateway.update_event(world.organizer, ref.item_id, draft(marker=marker), None)
+        )
+
+
+def test_an_unknown_mailbox_raises_mailbox_not_found(calendar_world: CalendarWorld) -> None:
+    world = calendar_world
+
+    with pytest.raises(MailboxNotFound):
+        world.run(world.gateway.find_by_marker(world.missing_mailbox, new_marker()))
+
+
+def test_times_keep_their_instant_across_time_zones(calendar_world: CalendarWorld) -> None:
+    world = calendar_world
+    # The night the clocks change in Berlin, written from a New York wall clock.
+    start = datetime(2031, 3, 30, 1, 30, tzinfo=BERLIN).astimezone(ZoneInfo("America/New_York"))
+
+    ref = create(world, draft(marker=new_marker(), start=start, minutes=90))
+
+    [event] = world.calendar(world.organizer)
+    assert event.item_id == ref.item_id
+    assert event.start == start
+    assert event.end - event.start == timedelta(minutes=90)
+    assert event.start.astimezone(UTC) == datetime(2031, 3, 30, 0, 30, tzinfo=UTC)
+
+
+def test_the_calendar_view_lists_what_overlaps_the_window(calendar_world: CalendarWorld) -> None:
+    world = calendar_world
+    inside = create(world, draft(marker=new_marker()))
+    create(world, draft(marker=new_marker(), start=START + timedelta(days=3)))
+    own = world.add_personal_event(
+        world.organizer, "Gym", START - timedelta(minutes=30), START + timedelta(minutes=15)
+    )
+
+    window = world.run(
+        world.gateway.list_events(
+            world.organizer, START - timedelta(hours=1), START + timedelta(hours=2)
+        )
+    )
+
+    assert [event.item_id for event in window] == [own.item_id, inside.item_id]

@@ -1,0 +1,99 @@
+"""Calendar worlds: an implementation of the port plus a way to read calendars as their owners do.
+
+A world hands the contract suite (a) the ``CalendarGateway`` of the calbridge connection and
+(b) owner-side views of every mailbox, which do not go through the gateway under test: for the
+fake the ``FakeExchange`` itself; for EWS and Graph the simulator's store. Each world runs its
+coroutines on one event loop (``run``) so adapters holding async HTTP clients keep a single loop.
+
+To add an implementation, write a factory like ``fake_world`` (a context manager taking the pytest
+request, so it can use other fixtures such as a running simulator) and register it with one line
+in ``tests/contract/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+import pytest
+
+from shared.exchange.fake import FakeCalendarGateway, FakeExchange
+from shared.exchange.port import CalendarGateway, ExchangeEvent
+
+T = TypeVar("T")
+
+
+class CalendarWorld(Protocol):
+    """What the contract suite needs from an implementation under test."""
+
+    gateway: CalendarGateway
+    organizer: str  # mailbox addresses the gateway may open, fresh for each test
+    attendees: tuple[str, str, str]
+    missing_mailbox: str  # an address with no mailbox behind it
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Await the coroutine on the world's event loop."""
+        ...
+
+    def calendar(self, mailbox: str) -> list[ExchangeEvent]:
+        """Every item on the mailbox's calendar as its owner sees it (cancelled copies too)."""
+        ...
+
+    def body_of(self, mailbox: str, item_id: str) -> str:
+        """An item's body text, as its owner reads it."""
+        ...
+
+    def add_personal_event(
+        self, mailbox: str, subject: str, start: datetime, end: datetime
+    ) -> ExchangeEvent:
+        """The owner adds an event of their own (not calbridge's) in Outlook."""
+        ...
+
+
+WorldFactory = Callable[[pytest.FixtureRequest], AbstractContextManager[CalendarWorld]]
+
+
+@dataclass
+class FakeWorld:
+    """The in-memory implementation: ``FakeCalendarGateway`` over a ``FakeExchange``."""
+
+    exchange: FakeExchange
+    gateway: CalendarGateway
+    organizer: str = "olivia.organizer@bank.example"
+    attendees: tuple[str, str, str] = (
+        "ava.attendee@bank.example",
+        "bo.attendee@bank.example",
+        "cy.attendee@bank.example",
+    )
+    missing_mailbox: str = "nobody@bank.example"
+    runner: asyncio.Runner = field(default_factory=asyncio.Runner)
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return self.runner.run(coroutine)
+
+    def calendar(self, mailbox: str) -> list[ExchangeEvent]:
+        return self.exchange.calendar(mailbox)
+
+    def body_of(self, mailbox: str, item_id: str) -> str:
+        return self.exchange.body_of(mailbox, item_id)
+
+    def add_personal_event(
+        self, mailbox: str, subject: str, start: datetime, end: datetime
+    ) -> ExchangeEvent:
+        return self.exchange.add_personal_event(mailbox, subject, start, end)
+
+
+@contextmanager
+def fake_world(request: pytest.FixtureRequest) -> Iterator[CalendarWorld]:
+    exchange = FakeExchange()
+    world = FakeWorld(exchange=exchange, gateway=FakeCalendarGateway(exchange))
+    for address in (world.organizer, *world.attendees):
+        exchange.add_mailbox(address)
+    try:
+        yield world
+    finally:
+        world.runner.close()

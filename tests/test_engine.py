@@ -1,0 +1,549 @@
+"""Reconcile engine rules, one test per behaviour (pure: no Exchange, no storage).
+
+The builders at the top (staff directory, snapshots, observed events, mappings) are shared with
+the other engine test modules.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from shared.engine.reconcile import (
+    ActionResult,
+    CancelEvent,
+    Completed,
+    CreateEvent,
+    Failed,
+    MarkerLookup,
+    PlanReason,
+    ReconcilePlan,
+    RecordProblem,
+    UpdateEvent,
+    Written,
+    mapping_after,
+    observation_for,
+    reconcile_appointment,
+    transaction_id,
+)
+from shared.exchange.marker import marker_for
+from shared.exchange.port import Attendee, EventRef, ExchangeEvent, ExchangeUnavailable, RetryAfter
+from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
+
+ORG = "acme"
+APPOINTMENT = "appt-1"
+MARKER = marker_for(ORG, APPOINTMENT)
+START = datetime(2030, 3, 4, 9, 0, tzinfo=UTC)
+
+STAFF = ("ana", "ben", "cai", "dee")
+DIRECTORY: dict[str, MailboxRef] = {
+    staff_id: MailboxRef(
+        staff_id=staff_id,
+        connection_id="conn-1",
+        address=f"{staff_id}@bank.example",
+        time_zone="Europe/London",
+    )
+    for staff_id in STAFF
+}
+
+
+def address(staff_id: str) -> str:
+    return f"{staff_id}@bank.example"
+
+
+def snapshot(
+    version: int = 1,
+    *,
+    status: str = "booked",
+    organizer: str = "ana",
+    secondaries: tuple[str, ...] = (),
+    start: datetime = START,
+    minutes: int = 60,
+    title: str = "Mortgage review",
+    location: str | None = "Branch 12",
+    clients: tuple[dict[str, str], ...] = ({"name": "Ada Client", "email": "ada@client.example"},),
+    notes: str | None = None,
+    service: str | None = "Mortgages",
+) -> AppointmentSnapshot:
+    staff = [{"staffId": organizer, "role": "organizer"}] + [
+        {"staffId": s, "role": "secondary"} for s in secondaries
+    ]
+    return AppointmentSnapshot.model_validate(
+        {
+            "version": version,
+            "status": status,
+            "start": start.isoformat(),
+            "end": (start + timedelta(minutes=minutes)).isoformat(),
+            "timeZone": "Europe/London",
+            "title": title,
+            "location": location,
+            "serviceName": service,
+            "organizerStaffId": organizer,
+            "staff": staff,
+            "clients": list(clients),
+            "notes": notes,
+        }
+    )
+
+
+def observed(
+    item_id: str = "item-1",
+    *,
+    organizer: str = "ana",
+    start: datetime = START,
+    minutes: int = 60,
+    attendees: tuple[str, ...] = (),
+    cancelled: bool = False,
+    change_key: str = "ck-1",
+) -> ExchangeEvent:
+    return ExchangeEvent(
+        item_id=item_id,
+        change_key=change_key,
+        uid=f"uid-{item_id}",
+        subject="Mortgage review",
+        start=start,
+        end=start + timedelta(minutes=minutes),
+        organizer=address(organizer),
+        attendees=tuple(Attendee(address=address(a)) for a in attendees),
+        is_cancelled=cancelled,
+        marker=MARKER,
+    )
+
+
+def mapping(
+    *,
+    organizer: str = "ana",
+    item_id: str | None = "item-1",
+    applied_version: int = 1,
+    cancelled: bool = False,
+    attendees: tuple[str, ...] = (),
+    generation: int = 1,
+    connection_id: str = "conn-1",
+) -> EventMapping:
+    return EventMapping(
+        organizer_staff_id=organizer,
+        mailbox=address(organizer),
+        connection_id=connection_id,
+        item_id=item_id,
+        change_key="ck-0",
+        uid=f"uid-{item_id}",
+        applied_version=applied_version,
+        cancelled=cancelled,
+        attendee_staff_ids=list(attendees),
+        generation=generation,
+    )
+
+
+# --- helpers over plans ---------------------------------------------------------------------
+
+
+def plan_for(
+    snap: AppointmentSnapshot,
+    current: EventMapping | None = None,
+    seen: Sequence[ExchangeEvent] = (),
+    directory: Mapping[str, MailboxRef] = DIRECTORY,
+) -> ReconcilePlan:
+    return reconcile_appointment(ORG, APPOINTMENT, snap, current, list(seen), directory)
+
+
+def kinds(plan: ReconcilePlan) -> list[str]:
+    return [type(action).__name__ for action in plan.actions]
+
+
+def succeed(plan: ReconcilePlan, item_id: str = "item-new") -> list[ActionResult]:
+    """What an executor reports when every action works."""
+    ref = EventRef(item_id=item_id, change_key="ck-new", uid=f"uid-{item_id}")
+    return [
+        Written(ref) if isinstance(action, CreateEvent | UpdateEvent) else Completed()
+        for action in plan.actions
+    ]
+
+
+# --- booked ---------------------------------------------------------------------------------
+
+
+def test_first_booking_creates_the_event_in_the_organizers_mailbox() -> None:
+    plan = plan_for(snapshot(secondaries=("ben",)))
+
+    assert plan.reason is PlanReason.CREATE
+    [create] = plan.actions
+    assert isinstance(create, CreateEvent)
+    assert create.mailbox == DIRECTORY["ana"]
+    assert create.draft.subject == "Mortgage review"
+    assert create.draft.marker == MARKER
+    assert create.draft.required_attendees == (address("ben"),)
+
+
+def test_secondaries_are_attendees_in_snapshot_order_and_clients_are_not() -> None:
+    snap = snapshot(
+        secondaries=("dee", "ben", "cai"),
+        clients=({"name": "Ada Client", "email": "ada@client.example"},),
+    )
+
+    [create] = plan_for(snap).actions
+
+    assert isinstance(create, CreateEvent)
+    assert create.draft.required_attendees == (address("dee"), address("ben"), address("cai"))
+    assert "ada@client.example" not in create.draft.required_attendees
+    assert "ada@client.example" in create.draft.body_text
+
+
+def test_a_retried_create_adopts_the_event_found_by_marker_instead_of_creating_another() -> None:
+    # The first attempt created the event but its answer was lost: no mapping, event present.
+    plan = plan_for(snapshot(), None, [observed("item-orphan")])
+
+    assert plan.reason is PlanReason.ADOPT
+    [update] = plan.actions
+    assert isinstance(update, UpdateEvent)
+    assert update.item_id == "item-orphan"
+    assert update.change_key == "ck-1"
+
+
+def test_transaction_id_repeats_for_a_retry_and_differs_for_each_new_event() -> None:
+    first = plan_for(snapshot())
+    retry = plan_for(snapshot())
+    [create], [again] = first.actions, retry.actions
+    assert isinstance(create, CreateEvent)
+    assert isinstance(again, CreateEvent)
+    assert create.transaction_id == again.transaction_id
+
+    assert transaction_id(ORG, APPOINTMENT, "ana", 1) != transaction_id(ORG, APPOINTMENT, "ana", 2)
+    assert transaction_id(ORG, APPOINTMENT, "ana", 1) != transaction_id(ORG, APPOINTMENT, "ben", 1)
+    assert transaction_id(ORG, APPOINTMENT, "ana", 1) != transaction_id(ORG, "appt-2", "ana", 1)
+
+
+def test_a_newer_version_updates_the_mapped_event_with_its_current_change_key() -> None:
+    plan = plan_for(
+        snapshot(2, title="Mortgage review (moved)"),
+        mapping(applied_version=1),
+        [observed(change_key="ck-7")],
+    )
+
+    assert plan.reason is PlanReason.UPDATE
+    [update] = plan.actions
+    assert isinstance(update, UpdateEvent)
+    assert (update.item_id, update.change_key) == ("item-1", "ck-7")
+    assert update.draft.subject == "Mortgage review (moved)"
+    assert plan.generation == 1
+
+
+def test_the_same_version_with_the_event_unchanged_needs_no_action() -> None:
+    plan = plan_for(snapshot(1), mapping(applied_version=1), [observed()])
+
+    assert plan.reason is PlanReason.UP_TO_DATE
+    assert plan.actions == ()
+
+
+def test_an_event_moved_in_outlook_is_moved_back_to_the_booked_time() -> None:
+    plan = plan_for(
+        snapshot(1), mapping(applied_version=1), [observed(start=START + timedelta(hours=2))]
+    )
+
+    [update] = plan.actions
+    assert isinstance(update, UpdateEvent)
+    assert update.draft.start == START
+
+
+def test_a_staff_member_whose_mailbox_became_known_is_invited_without_a_new_version() -> None:
+    # v1 was written without ben (unknown then); the directory now knows him.
+    plan = plan_for(
+        snapshot(1, secondaries=("ben",)), mapping(applied_version=1, attendees=()), [observed()]
+    )
+
+    [update] = plan.actions
+    assert isinstance(update, UpdateEvent)
+    assert update.draft.required_attendees == (address("ben"),)
+
+
+def test_a_missing_event_is_created_again_as_a_new_generation() -> None:
+    plan = plan_for(snapshot(1), mapping(applied_version=1, generation=3), [])
+
+    assert plan.reason is PlanReason.RECREATE
+    [create] = plan.actions
+    assert isinstance(create, CreateEvent)
+    assert plan.generation == 4
+    assert create.transaction_id == transaction_id(ORG, APPOINTMENT, "ana", 4)
+
+
+def test_an_event_observed_cancelled_counts_as_missing() -> None:
+    plan = plan_for(snapshot(2), mapping(applied_version=1), [observed(cancelled=True)])
+
+    assert kinds(plan) == ["CreateEvent"]
+
+
+def test_a_stale_version_is_ignored() -> None:
+    plan = plan_for(snapshot(2, title="old"), mapping(applied_version=3), [observed()])
+
+    assert plan.reason is PlanReason.STALE
+    assert plan.actions == ()
+    assert (
+        observation_for(ORG, APPOINTMENT, snapshot(2), mapping(applied_version=3), DIRECTORY)
+        is None
+    )
+
+
+def test_observation_is_the_marker_in_the_snapshot_organizers_mailbox() -> None:
+    lookup = observation_for(
+        ORG, APPOINTMENT, snapshot(2, organizer="ben"), mapping(organizer="ana"), DIRECTORY
+    )
+
+    assert lookup == MarkerLookup(mailbox=DIRECTORY["ben"], marker=MARKER)
+
+
+def test_organizer_change_cancels_the_old_event_before_creating_the_new_organizers_event() -> None:
+    plan = plan_for(
+        snapshot(2, organizer="ben", secondaries=("cai",)),
+        mapping(organizer="ana", attendees=("ben", "cai"), generation=1),
+        [],
+    )
+
+    assert plan.reason is PlanReason.HANDOVER
+    cancel, create = plan.actions
+    assert isinstance(cancel, CancelEvent)
+    assert (cancel.mailbox.address, cancel.item_id) == (address("ana"), "item-1")
+    assert isinstance(create, CreateEvent)
+    assert create.mailbox == DIRECTORY["ben"]
+    assert create.draft.required_attendees == (address("cai"),)
+    assert create.transaction_id == transaction_id(ORG, APPOINTMENT, "ben", 2)
+
+
+def test_organizer_change_adopts_an_event_already_created_in_the_new_mailbox() -> None:
+    plan = plan_for(
+        snapshot(2, organizer="ben"),
+        mapping(organizer="ana"),
+        [observed("item-b", organizer="ben")],
+    )
+
+    cancel, update = plan.actions
+    assert isinstance(cancel, CancelEvent)
+    assert cancel.item_id == "item-1"
+    assert isinstance(update, UpdateEvent)
+    assert (update.mailbox, update.item_id) == (DIRECTORY["ben"], "item-b")
+
+
+def test_a_mailbox_moved_to_another_connection_adopts_the_event_under_its_new_id() -> None:
+    moved = {**DIRECTORY, "ana": DIRECTORY["ana"].model_copy(update={"connection_id": "conn-2"})}
+
+    plan = plan_for(snapshot(1), mapping(connection_id="conn-1"), [observed("graph-id")], moved)
+
+    assert plan.reason is PlanReason.ADOPT
+    [update] = plan.actions
+    assert isinstance(update, UpdateEvent)
+    assert (update.mailbox.connection_id, update.item_id) == ("conn-2", "graph-id")
+    after = mapping_after(plan, succeed(plan, "graph-id"))
+    assert after is not None
+    assert (after.connection_id, after.item_id) == ("conn-2", "graph-id")
+
+
+def test_extra_live_events_with_the_marker_are_cancelled_keeping_the_mapped_one() -> None:
+    plan = plan_for(snapshot(1), mapping(applied_version=1), [observed("dup"), observed("item-1")])
+
+    assert kinds(plan) == ["CancelEvent"]
+    [cancel] = plan.actions
+    assert isinstance(cancel, CancelEvent)
+    assert cancel.item_id == "dup"
+
+
+def test_an_unknown_organizer_is_recorded_and_nothing_is_written() -> None:
+    plan = plan_for(snapshot(1, organizer="zed", secondaries=("ben",)))
+
+    assert plan.reason is PlanReason.ORGANIZER_UNKNOWN
+    [problem] = plan.actions
+    assert isinstance(problem, RecordProblem)
+    assert problem.staff_id == "zed"
+    assert plan.exchange_actions == ()
+
+
+def test_an_unknown_secondary_is_left_out_of_the_event_and_recorded() -> None:
+    plan = plan_for(snapshot(1, secondaries=("zed", "ben")))
+
+    problem, create = plan.actions
+    assert isinstance(problem, RecordProblem)
+    assert problem.staff_id == "zed"
+    assert isinstance(create, CreateEvent)
+    assert create.draft.required_attendees == (address("ben"),)
+    after = mapping_after(plan, succeed(plan))
+    assert after is not None
+    assert after.last_error is not None
+    assert "zed" in after.last_error
+    assert after.attendee_staff_ids == ["ben"]
+
+
+def test_booked_again_at_a_version_cancelled_in_outlook_does_not_recreate_the_event() -> None:
+    plan = plan_for(snapshot(4), mapping(applied_version=4, cancelled=True), [])
+
+    assert plan.reason is PlanReason.CANCELLED_IN_EXCHANGE
+    assert plan.actions == ()
+
+
+def test_rebooking_after_a_cancellation_creates_a_new_event() -> None:
+    plan = plan_for(snapshot(5), mapping(applied_version=4, cancelled=True, generation=2), [])
+
+    [create] = plan.actions
+    assert isinstance(create, CreateEvent)
+    assert plan.generation == 3
+
+
+# --- cancelled ------------------------------------------------------------------------------
+
+
+def test_cancelling_cancels_the_mapped_event() -> None:
+    plan = plan_for(snapshot(2, status="cancelled"), mapping(), [observed()])
+
+    assert plan.reason is PlanReason.CANCEL
+    [cancel] = plan.actions
+    assert isinstance(cancel, CancelEvent)
+    assert (cancel.mailbox, cancel.item_id) == (DIRECTORY["ana"], "item-1")
+
+
+def test_cancelling_names_the_mapped_event_even_when_the_lookup_missed_it() -> None:
+    plan = plan_for(snapshot(2, status="cancelled"), mapping(), [])
+
+    [cancel] = plan.actions
+    assert isinstance(cancel, CancelEvent)
+    assert cancel.item_id == "item-1"
+
+
+def test_cancelling_with_nothing_written_does_nothing_but_is_recorded() -> None:
+    plan = plan_for(snapshot(2, status="cancelled"), None, [])
+
+    assert plan.reason is PlanReason.NOTHING_TO_CANCEL
+    assert plan.actions == ()
+    tombstone = mapping_after(plan, [])
+    assert tombstone is not None
+    assert tombstone.cancelled
+    assert tombstone.item_id is None
+    assert tombstone.applied_version == 2
+    # An older "booked" message delivered afterwards creates nothing.
+    assert plan_for(snapshot(1), tombstone, []).reason is PlanReason.STALE
+
+
+def test_cancelling_cancels_an_orphan_found_by_marker() -> None:
+    plan = plan_for(snapshot(2, status="cancelled"), None, [observed("orphan")])
+
+    [cancel] = plan.actions
+    assert isinstance(cancel, CancelEvent)
+    assert cancel.item_id == "orphan"
+
+
+def test_cancelling_after_an_unapplied_handover_cancels_both_mailboxes() -> None:
+    # v2 moved the appointment to ben, its create happened but was never recorded; v3 cancels.
+    plan = plan_for(
+        snapshot(3, status="cancelled", organizer="ben"),
+        mapping(organizer="ana"),
+        [observed("item-b", organizer="ben")],
+    )
+
+    targets = [(a.mailbox.address, a.item_id) for a in plan.actions if isinstance(a, CancelEvent)]
+    assert targets == [(address("ana"), "item-1"), (address("ben"), "item-b")]
+
+
+def test_cancelling_an_already_cancelled_appointment_does_nothing() -> None:
+    plan = plan_for(snapshot(3, status="cancelled"), mapping(applied_version=2, cancelled=True))
+
+    assert plan.actions == ()
+    after = mapping_after(plan, [])
+    assert after is not None
+    assert after.cancelled
+    assert after.applied_version == 3
+
+
+# --- recording the outcome ----------------------------------------------------------------
+
+
+def test_a_successful_create_is_recorded_with_the_new_item_and_version() -> None:
+    plan = plan_for(snapshot(1, secondaries=("ben",)))
+
+    after = mapping_after(plan, succeed(plan, "item-9"))
+
+    assert after == EventMapping(
+        organizer_staff_id="ana",
+        mailbox=address("ana"),
+        connection_id="conn-1",
+        item_id="item-9",
+        change_key="ck-new",
+        uid="uid-item-9",
+        applied_version=1,
+        attendee_staff_ids=["ben"],
+        generation=1,
+    )
+
+
+def test_a_failed_action_keeps_the_previous_mapping_and_records_the_error() -> None:
+    previous = mapping(organizer="ana", applied_version=1)
+    plan = plan_for(snapshot(2, organizer="ben"), previous, [])
+
+    # The old event was cancelled, then Exchange throttled the create.
+    after = mapping_after(plan, [Completed(), Failed(RetryAfter(30, mailbox=address("ben")))])
+
+    assert after is not None
+    assert after.model_copy(update={"last_error": None}) == previous
+    assert after.last_error is not None
+    assert "RetryAfter" in after.last_error
+    # The redelivered message decides the same handover again, with the same transaction id.
+    again = plan_for(snapshot(2, organizer="ben"), after, [])
+    assert again.actions == plan.actions
+
+
+def test_a_failed_first_create_leaves_nothing_to_store() -> None:
+    plan = plan_for(snapshot(1))
+
+    assert mapping_after(plan, [Failed(ExchangeUnavailable("503"))]) is None
+
+
+def test_a_stale_plan_leaves_the_mapping_untouched() -> None:
+    previous = mapping(applied_version=3)
+    plan = plan_for(snapshot(2), previous, [])
+
+    assert mapping_after(plan, []) is previous
+
+
+def test_an_unknown_organizer_does_not_advance_the_applied_version() -> None:
+    previous = mapping(applied_version=1)
+    plan = plan_for(snapshot(2, organizer="zed"), previous, [])
+
+    after = mapping_after(plan, succeed(plan))
+
+    assert after is not None
+    assert after.applied_version == 1
+    assert after.last_error is not None
+    assert "zed" in after.last_error
+
+
+def test_a_success_clears_an_earlier_error() -> None:
+    previous = mapping(applied_version=1).model_copy(update={"last_error": "RetryAfter: x"})
+    plan = plan_for(snapshot(2), previous, [observed()])
+
+    after = mapping_after(plan, succeed(plan, "item-1"))
+
+    assert after is not None
+    assert after.last_error is None
+    assert after.applied_version == 2
+
+
+# --- boundaries ---------------------------------------------------------------------------
+
+
+def test_the_engine_imports_no_sdk_and_no_azure_client() -> None:
+    code = (
+        "import sys, shared.engine.reconcile, shared.sync.executor;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('exchangelib', 'msgraph', 'azure', 'kiota_abstractions', 'httpx', 'requests'));"
+        "print(','.join(bad))"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True
+    )
+
+    assert done.stdout.strip() == ""
+
+
+def test_a_logged_plan_shows_no_client_details() -> None:
+    plan = plan_for(snapshot(1, notes="allergic to cats"))
+
+    assert "ada@client.example" not in repr(plan)
+    assert "allergic" not in repr(plan)
