@@ -1,0 +1,136 @@
+"""One apply pass (observe → decide → execute → record) against the in-memory Exchange."""
+
+from __future__ import annotations
+
+import asyncio
+
+from shared.engine.reconcile import Completed, Failed, PlanReason, Written
+from shared.exchange.fake import FakeCalendarGateway, FakeExchange
+from shared.exchange.port import CalendarGateway, ExchangeUnavailable, RetryAfter
+from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
+from shared.sync.executor import ApplyOutcome, apply_appointment
+from tests.test_engine import APPOINTMENT, DIRECTORY, MARKER, ORG, address, snapshot
+
+
+def setup() -> tuple[FakeExchange, FakeCalendarGateway]:
+    exchange = FakeExchange(ref.address for ref in DIRECTORY.values())
+    return exchange, FakeCalendarGateway(exchange, connection_id="conn-1")
+
+
+def apply(
+    gateway: CalendarGateway,
+    snap: AppointmentSnapshot,
+    mapping: EventMapping | None,
+    directory: dict[str, MailboxRef] = DIRECTORY,
+) -> ApplyOutcome:
+    return asyncio.run(
+        apply_appointment(lambda ref: gateway, ORG, APPOINTMENT, snap, mapping, directory)
+    )
+
+
+def test_applying_a_booking_creates_the_meeting_and_returns_the_mapping_to_store() -> None:
+    exchange, gateway = setup()
+
+    outcome = apply(gateway, snapshot(1, secondaries=("ben",)), None)
+
+    assert outcome.failure is None
+    [event] = exchange.calendar(address("ana"))
+    assert event.marker == MARKER
+    assert [c.uid for c in exchange.calendar(address("ben"))] == [event.uid]
+    assert outcome.mapping is not None
+    assert (outcome.mapping.item_id, outcome.mapping.change_key) == (
+        event.item_id,
+        event.change_key,
+    )
+
+
+def test_a_throttled_create_is_reported_and_the_redelivery_makes_one_event() -> None:
+    exchange, gateway = setup()
+    exchange.fail_next("create_event", RetryAfter(7))
+
+    first = apply(gateway, snapshot(1), None)
+
+    assert isinstance(first.failure, RetryAfter)
+    assert first.failure.retry_after_seconds == 7
+    assert first.mapping is None
+    assert exchange.calendar(address("ana")) == []
+    second = apply(gateway, snapshot(1), first.mapping)
+    assert second.failure is None
+    assert len(exchange.calendar(address("ana"))) == 1
+
+
+def test_a_create_whose_answer_was_lost_is_adopted_not_repeated() -> None:
+    exchange, gateway = setup()
+    exchange.fail_next("create_event", ExchangeUnavailable("timeout"), after_effect=True)
+
+    first = apply(gateway, snapshot(1, secondaries=("ben",)), None)
+    second = apply(gateway, snapshot(1, secondaries=("ben",)), first.mapping)
+
+    assert first.failure is not None
+    assert second.plan is not None
+    assert second.plan.reason is PlanReason.ADOPT
+    assert exchange.request_count("create_event") == 1
+    [event] = exchange.calendar(address("ana"))
+    assert second.mapping is not None
+    assert second.mapping.item_id == event.item_id
+    assert len(exchange.calendar(address("ben"))) == 1
+
+
+def test_a_failed_observation_changes_nothing() -> None:
+    exchange, gateway = setup()
+    exchange.fail_next("find_by_marker", RetryAfter(3))
+
+    outcome = apply(gateway, snapshot(1), None)
+
+    assert outcome.plan is None
+    assert isinstance(outcome.failure, RetryAfter)
+    assert exchange.request_count("create_event") == 0
+
+
+def test_execution_stops_at_the_first_failure() -> None:
+    exchange, gateway = setup()
+    booked = apply(gateway, snapshot(1, secondaries=("ben",)), None)
+    exchange.fail_next("cancel_event", ExchangeUnavailable("503"))
+
+    handover = apply(gateway, snapshot(2, organizer="ben"), booked.mapping)
+
+    assert handover.plan is not None
+    assert handover.plan.reason is PlanReason.HANDOVER
+    assert len(handover.results) == 1
+    assert isinstance(handover.results[0], Failed)
+    assert exchange.request_count("create_event") == 1  # the new organizer's create never ran
+    assert handover.mapping is not None
+    assert handover.mapping.organizer_staff_id == "ana"
+    assert handover.mapping.last_error is not None
+
+
+def test_each_mailbox_is_written_through_its_own_connection() -> None:
+    # ana is still on premises (EWS), ben already moved to Exchange Online (Graph).
+    exchange = FakeExchange(ref.address for ref in DIRECTORY.values())
+    onprem = FakeCalendarGateway(exchange, connection_id="conn-1", reachable=[address("ana")])
+    online = FakeCalendarGateway(exchange, connection_id="conn-2", reachable=[address("ben")])
+    directory = {
+        "ana": DIRECTORY["ana"],
+        "ben": DIRECTORY["ben"].model_copy(update={"connection_id": "conn-2"}),
+    }
+    gateways = {"conn-1": onprem, "conn-2": online}
+
+    def gateway_for(ref: MailboxRef) -> CalendarGateway:
+        return gateways[ref.connection_id]
+
+    booked = asyncio.run(
+        apply_appointment(gateway_for, ORG, APPOINTMENT, snapshot(1), None, directory)
+    )
+    handed_over = asyncio.run(
+        apply_appointment(
+            gateway_for, ORG, APPOINTMENT, snapshot(2, organizer="ben"), booked.mapping, directory
+        )
+    )
+
+    assert handed_over.failure is None
+    assert [type(r) for r in handed_over.results] == [Completed, Written]
+    assert exchange.calendar(address("ana")) == []
+    [event] = exchange.calendar(address("ben"))
+    assert event.marker == MARKER
+    assert handed_over.mapping is not None
+    assert handed_over.mapping.connection_id == "conn-2"
