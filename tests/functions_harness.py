@@ -1,0 +1,237 @@
+"""Call the functions that ``function_app.app`` registers, the way the Functions host would.
+
+- :func:`registered_functions` indexes the app ONCE per process (a second
+  ``app.get_functions()`` raises on duplicate names) and returns the functions by name.
+- :func:`http_call` finds the HTTP function whose route template and methods match (404/405
+  like the host otherwise), builds a real ``func.HttpRequest`` with route params, query params,
+  headers and body, and calls the user function (awaited if it is a coroutine function).
+- :func:`queue_call` and :func:`timer_call` call queue- and timer-triggered functions with the
+  real ``azure.functions`` message and timer objects.
+- :func:`signed_headers` signs a request body for an organization; :func:`app_environment`
+  points the app's settings at a storage account (Azurite) with a name prefix and signing
+  secrets, and resets ``shared.bootstrap`` on entry and exit.
+
+Auth levels are not enforced here (the host's job, and the local runner's): calls arrive as if
+the key, where one is required, was right.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import os
+import re
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import cache, lru_cache
+from typing import Any
+
+import azure.functions as func
+from azure.functions.decorators.function_app import Function
+from azure.functions.queue import QueueMessage
+from azure.functions.timer import TimerRequest
+
+from shared import bootstrap
+from shared.booking.routes import ROUTE_PREFIX
+from shared.booking.signature import SIGNATURE_HEADER, sign
+from shared.config import environment_variable_for, org_signing_secret_reference
+from shared.queues import QUEUE_PREFIX_SETTING
+
+__all__ = [
+    "app_environment",
+    "function_bindings",
+    "http_call",
+    "queue_call",
+    "registered_functions",
+    "signed_headers",
+    "timer_call",
+    "trigger_binding",
+]
+
+
+@lru_cache(maxsize=1)
+def registered_functions() -> dict[str, Function]:
+    """The app's functions by name, indexed once per process."""
+    import function_app
+
+    return {str(fn.get_function_name()): fn for fn in function_app.app.get_functions()}
+
+
+def function_bindings(fn: Function) -> list[dict[str, Any]]:
+    """The bindings as the host reads them (function.json)."""
+    bindings: list[dict[str, Any]] = json.loads(fn.get_function_json())["bindings"]
+    return bindings
+
+
+def trigger_binding(fn: Function) -> dict[str, Any]:
+    """The function's trigger binding (``httpTrigger``, ``queueTrigger``, ``timerTrigger``...)."""
+    triggers = [b for b in function_bindings(fn) if b["type"].endswith("Trigger")]
+    if len(triggers) != 1:
+        raise AssertionError(f"{fn.get_function_name()} has {len(triggers)} triggers")
+    return triggers[0]
+
+
+def _invoke(fn: Function, argument: Any) -> Any:
+    """Call the user function with its trigger argument, awaiting a coroutine function."""
+    user_function = fn.get_user_function()
+    kwargs = {trigger_binding(fn)["name"]: argument}
+    if inspect.iscoroutinefunction(user_function):
+        return asyncio.run(user_function(**kwargs))
+    return user_function(**kwargs)
+
+
+_SEGMENT_PARAMETER = re.compile(r"^\{(\*?)([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z]+)[^}?]*)?(\?)?\}$")
+_CONSTRAINT_PATTERNS = {
+    "int": r"-?\d+",
+    "long": r"-?\d+",
+    "alpha": r"[A-Za-z]+",
+    "bool": r"(?i:true|false)",
+}
+
+
+@cache
+def route_pattern(template: str) -> re.Pattern[str]:
+    """A regex for a Functions route template: ``{name}``, ``{name:int}``, ``{name?}``,
+    ``{*rest}``."""
+    pattern = ""
+    for segment in template.strip("/").split("/"):
+        match = _SEGMENT_PARAMETER.match(segment)
+        if match is None:
+            pattern += "/" + re.escape(segment)
+            continue
+        catch_all, name, constraint, optional = match.groups()
+        value = ".*" if catch_all else _CONSTRAINT_PATTERNS.get(constraint or "", "[^/]+")
+        piece = f"/(?P<{name}>{value})"
+        pattern += f"(?:{piece})?" if optional else piece
+    return re.compile(f"^{pattern}/?$")
+
+
+def _http_functions() -> list[tuple[Function, dict[str, Any]]]:
+    return [
+        (fn, trigger_binding(fn))
+        for fn in registered_functions().values()
+        if trigger_binding(fn)["type"] == "httpTrigger"
+    ]
+
+
+def http_call(
+    method: str,
+    path: str,
+    body: bytes | str = b"",
+    headers: Mapping[str, str] | None = None,
+    params: Mapping[str, str] | None = None,
+) -> func.HttpResponse:
+    """Send one request to the app: ``path`` as a client calls it (``/api/orgs/...``, a query
+    string allowed) or relative to the route prefix."""
+    split = urllib.parse.urlsplit(path)
+    route_path = split.path.lstrip("/")
+    if route_path == ROUTE_PREFIX or route_path.startswith(ROUTE_PREFIX + "/"):
+        route_path = route_path[len(ROUTE_PREFIX) :]
+    route_path = "/" + route_path.lstrip("/")
+    query = dict(urllib.parse.parse_qsl(split.query, keep_blank_values=True))
+    query.update(params or {})
+    raw_body = body.encode("utf-8") if isinstance(body, str) else body
+
+    method_allowed = False
+    for fn, trigger in _http_functions():
+        match = route_pattern(trigger.get("route") or fn.get_function_name()).match(route_path)
+        if match is None:
+            continue
+        methods = [m.upper() for m in trigger.get("methods") or []]
+        if methods and method.upper() not in methods:
+            method_allowed = True
+            continue
+        route_params = {
+            name: urllib.parse.unquote(value)
+            for name, value in match.groupdict().items()
+            if value is not None
+        }
+        request = func.HttpRequest(
+            method=method.upper(),
+            url=f"http://localhost/{ROUTE_PREFIX}{route_path}"
+            + (f"?{urllib.parse.urlencode(query)}" if query else ""),
+            headers=dict(headers or {}),
+            params=query,
+            route_params=route_params,
+            body=raw_body,
+        )
+        response = _invoke(fn, request)
+        if not isinstance(response, func.HttpResponse):
+            raise AssertionError(f"{fn.get_function_name()} returned {type(response).__name__}")
+        return response
+    if method_allowed:
+        return func.HttpResponse(status_code=405)
+    return func.HttpResponse(status_code=404)
+
+
+def queue_call(function_name: str, body: str, dequeue_count: int = 1) -> Any:
+    """Deliver one (already base64-decoded) message body to a queue-triggered function."""
+    fn = registered_functions()[function_name]
+    if trigger_binding(fn)["type"] != "queueTrigger":
+        raise AssertionError(f"{function_name} is not queue-triggered")
+    now = datetime.now(UTC)
+    message = QueueMessage(
+        id=str(uuid.uuid4()),
+        body=body.encode("utf-8"),
+        dequeue_count=dequeue_count,
+        insertion_time=now,
+        time_next_visible=now,
+        pop_receipt=str(uuid.uuid4()),
+    )
+    return _invoke(fn, message)
+
+
+def timer_call(function_name: str, past_due: bool = False) -> Any:
+    """Fire a timer-triggered function once."""
+    fn = registered_functions()[function_name]
+    if trigger_binding(fn)["type"] != "timerTrigger":
+        raise AssertionError(f"{function_name} is not timer-triggered")
+    return _invoke(fn, TimerRequest(past_due=past_due))
+
+
+def signed_headers(
+    secret: str, body: bytes | str = b"", timestamp: int | None = None
+) -> dict[str, str]:
+    """The ``X-Calbridge-Signature`` header for ``body`` (now unless a timestamp is given)."""
+    raw = body.encode("utf-8") if isinstance(body, str) else body
+    stamp = int(time.time()) if timestamp is None else timestamp
+    return {SIGNATURE_HEADER: sign(secret, raw, stamp)}
+
+
+@contextmanager
+def app_environment(
+    connection_string: str,
+    prefix: str,
+    signing_secrets: Mapping[str, str],
+    **settings: str,
+) -> Iterator[None]:
+    """Point the app at a storage account, with table and queue names prefixed and the given
+    organizations' signing secrets; the environment and ``shared.bootstrap`` are restored on
+    exit. Extra keyword arguments set further variables (``CALBRIDGE_MAX_REQUEST_BYTES="10"``)."""
+    values = {
+        "AzureWebJobsStorage": connection_string,
+        "CALBRIDGE_TABLE_PREFIX": prefix,
+        QUEUE_PREFIX_SETTING: prefix,
+        **{
+            environment_variable_for(org_signing_secret_reference(org)): secret
+            for org, secret in signing_secrets.items()
+        },
+        **settings,
+    }
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    bootstrap.reset()
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        bootstrap.reset()

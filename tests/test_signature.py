@@ -1,0 +1,131 @@
+"""Request signatures: signing, verification, and each way a signature is refused."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from shared.booking.signature import (
+    SignatureExpired,
+    SignatureMalformed,
+    SignatureMismatch,
+    SignatureMissing,
+    parse_header,
+    sign,
+    verify,
+)
+
+SECRET = "s3cret-for-tests"
+NOW = 1_800_000_000
+
+
+def test_header_is_the_hex_hmac_of_timestamp_dot_body() -> None:
+    body = b'{"version":1}'
+    expected = hmac.new(SECRET.encode(), b"1800000000." + body, hashlib.sha256).hexdigest()
+    assert sign(SECRET, body, NOW) == f"t=1800000000,v1={expected}"
+
+
+def test_a_correct_signature_verifies() -> None:
+    body = b'{"a": 1}'
+    parsed = verify(SECRET, sign(SECRET, body, NOW), body, now=NOW + 10)
+    assert parsed.timestamp == NOW
+
+
+@pytest.mark.parametrize("header", [None, "", "   "])
+def test_missing_header_is_refused(header: str | None) -> None:
+    with pytest.raises(SignatureMissing):
+        verify(SECRET, header, b"", now=NOW)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "garbage",
+        "t=abc,v1=" + "0" * 64,
+        "t=1800000000",
+        "v1=" + "0" * 64,
+        "t=1800000000,v1=xyz",
+        "t=1800000000,v1=" + "0" * 63,
+        "t=1,t=2,v1=" + "0" * 64,
+        "t=-5,v1=" + "0" * 64,
+        "t=1800000000,v1=" + "0" * 64 + "," * 2000,
+    ],
+)
+def test_malformed_header_is_refused(header: str) -> None:
+    with pytest.raises(SignatureMalformed):
+        verify(SECRET, header, b"", now=NOW)
+
+
+@pytest.mark.parametrize("skew", [301, -301, 10_000])
+def test_timestamp_outside_tolerance_is_refused_either_way(skew: int) -> None:
+    header = sign(SECRET, b"x", NOW)
+    with pytest.raises(SignatureExpired):
+        verify(SECRET, header, b"x", now=NOW + skew)
+
+
+@pytest.mark.parametrize("skew", [300, -300, 0])
+def test_timestamp_at_the_tolerance_edge_is_accepted(skew: int) -> None:
+    verify(SECRET, sign(SECRET, b"x", NOW), b"x", now=NOW + skew)
+
+
+def test_other_body_or_secret_or_timestamp_is_a_mismatch() -> None:
+    header = sign(SECRET, b"body", NOW)
+    with pytest.raises(SignatureMismatch):
+        verify(SECRET, header, b"body!", now=NOW)
+    with pytest.raises(SignatureMismatch):
+        verify("another-secret", header, b"body", now=NOW)
+    forged = header.replace("t=1800000000", "t=1800000001")
+    with pytest.raises(SignatureMismatch):
+        verify(SECRET, forged, b"body", now=NOW)
+
+
+def test_any_of_several_v1_digests_may_match_for_secret_rotation() -> None:
+    new = sign("new-secret", b"b", NOW).split(",")[1]
+    old = sign(SECRET, b"b", NOW)
+    verify(SECRET, f"{old},{new}", b"b", now=NOW)
+    verify("new-secret", f"{old},{new}", b"b", now=NOW)
+
+
+def test_upper_case_hex_and_unknown_schemes_are_tolerated() -> None:
+    header = sign(SECRET, b"b", NOW).upper().replace("T=", "t=").replace("V1=", "v1=")
+    verify(SECRET, header + ",v0=whatever", b"b", now=NOW)
+
+
+def test_errors_never_carry_the_secret_or_the_expected_digest() -> None:
+    expected = sign(SECRET, b"b", NOW).split("v1=")[1]
+    with pytest.raises(SignatureMismatch) as caught:
+        verify(SECRET, f"t={NOW},v1={'0' * 64}", b"b", now=NOW)
+    assert SECRET not in str(caught.value)
+    assert expected not in str(caught.value)
+
+
+@given(secret=st.text(min_size=1), body=st.binary(), timestamp=st.integers(0, 2**40))
+def test_property_every_signed_body_verifies(secret: str, body: bytes, timestamp: int) -> None:
+    parsed = verify(secret, sign(secret, body, timestamp), body, now=timestamp)
+    assert parsed.timestamp == timestamp
+
+
+@given(
+    secret=st.text(min_size=1),
+    body=st.binary(),
+    other=st.binary(),
+    timestamp=st.integers(0, 2**40),
+)
+def test_property_a_different_body_never_verifies(
+    secret: str, body: bytes, other: bytes, timestamp: int
+) -> None:
+    assume(other != body)
+    with pytest.raises(SignatureMismatch):
+        verify(secret, sign(secret, body, timestamp), other, now=timestamp)
+
+
+@given(st.text(max_size=200))
+def test_property_any_header_text_parses_or_raises_a_typed_error(header: str) -> None:
+    try:
+        parse_header(header)
+    except (SignatureMissing, SignatureMalformed):
+        pass

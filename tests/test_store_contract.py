@@ -1,0 +1,456 @@
+"""The repository contract, run against both backends: in-memory and Azure (Azurite).
+
+Same suite, same expectations: ETag conflicts, insert-only writes, organization scoping,
+snapshot save outcomes, busy-block windows, and racing writers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from shared.models import AppointmentSnapshot, BusyBlock, ConnectionConfig, EventMapping, Health
+from shared.store import (
+    ConcurrencyConflict,
+    EntityKey,
+    Repositories,
+    SaveResult,
+    UnstorableEntity,
+    build_repositories,
+)
+from shared.store.entity_repository import EntityRepository, OrgScopedRepository
+from shared.store.memory import MemoryTableService
+from shared.store.records import (
+    ConnectionRecord,
+    MailboxRecord,
+    OutboxRecord,
+    SubscriptionRecord,
+)
+from shared.store.tables import TableService
+
+T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
+
+
+@pytest.fixture(params=["memory", "azurite"])
+def tables(request: pytest.FixtureRequest, name_prefix: str) -> TableService:
+    if request.param == "memory":
+        return MemoryTableService()
+    from shared.store.azure_tables import AzureTableService
+
+    azurite = request.getfixturevalue("azurite")
+    return AzureTableService(azurite.connection_string, name_prefix)
+
+
+@pytest.fixture
+def repos(tables: TableService) -> Repositories:
+    return build_repositories(tables)
+
+
+def snapshot(version: int = 1, **changes: Any) -> AppointmentSnapshot:
+    fields: dict[str, Any] = {
+        "version": version,
+        "status": "booked",
+        "start": "2026-03-02T09:00:00+01:00",
+        "end": "2026-03-02T09:30:00+01:00",
+        "timeZone": "Europe/Berlin",
+        "title": "Mortgage advice",
+        "organizerStaffId": "s1",
+        "staff": [{"staffId": "s1", "role": "organizer"}],
+    }
+    fields.update(changes)
+    return AppointmentSnapshot.model_validate(fields)
+
+
+def mapping(version: int = 1, item_id: str = "AAMk/+=") -> EventMapping:
+    return EventMapping(
+        organizer_staff_id="s1",
+        mailbox="s1@example.com",
+        connection_id="c1",
+        item_id=item_id,
+        applied_version=version,
+    )
+
+
+def block(event_id: str, start_hour: float, hours: float, **changes: Any) -> BusyBlock:
+    start = T0 + timedelta(hours=start_hour)
+    return BusyBlock(start=start, end=start + timedelta(hours=hours), event_id=event_id, **changes)
+
+
+# --- ETag semantics, on the generic org-scoped base (EventMap) --------------------------------
+
+
+def test_missing_row_reads_as_none(repos: Repositories) -> None:
+    assert repos.event_map.get("acme", "nope") is None
+
+
+def test_insert_only_write_refuses_an_existing_row(repos: Repositories) -> None:
+    repos.event_map.put("acme", "apt-1", mapping(1), etag=None)
+    with pytest.raises(ConcurrencyConflict):
+        repos.event_map.put("acme", "apt-1", mapping(2), etag=None)
+    stored = repos.event_map.get("acme", "apt-1")
+    assert stored is not None
+    assert stored.value.applied_version == 1
+
+
+def test_write_with_the_etag_read_succeeds_and_changes_the_etag(repos: Repositories) -> None:
+    first = repos.event_map.put("acme", "apt-1", mapping(1), etag=None)
+    read = repos.event_map.get("acme", "apt-1")
+    assert read is not None
+    assert read.etag == first
+    second = repos.event_map.put("acme", "apt-1", mapping(2), etag=read.etag)
+    assert second != first
+    again = repos.event_map.get("acme", "apt-1")
+    assert again is not None
+    assert again.value == mapping(2)
+    assert again.etag == second
+
+
+def test_write_with_a_stale_etag_conflicts_and_changes_nothing(repos: Repositories) -> None:
+    stale = repos.event_map.put("acme", "apt-1", mapping(1), etag=None)
+    repos.event_map.put("acme", "apt-1", mapping(2), etag=stale)
+    with pytest.raises(ConcurrencyConflict):
+        repos.event_map.put("acme", "apt-1", mapping(3), etag=stale)
+    stored = repos.event_map.get("acme", "apt-1")
+    assert stored is not None
+    assert stored.value.applied_version == 2
+
+
+def test_write_with_an_etag_after_the_row_was_deleted_conflicts(repos: Repositories) -> None:
+    etag = repos.event_map.put("acme", "apt-1", mapping(1), etag=None)
+    repos.event_map.delete("acme", "apt-1")
+    with pytest.raises(ConcurrencyConflict):
+        repos.event_map.put("acme", "apt-1", mapping(2), etag=etag)
+    assert repos.event_map.get("acme", "apt-1") is None
+
+
+def test_delete_with_a_stale_etag_conflicts_and_without_one_is_quiet(repos: Repositories) -> None:
+    stale = repos.event_map.put("acme", "apt-1", mapping(1), etag=None)
+    current = repos.event_map.put("acme", "apt-1", mapping(2), etag=stale)
+    with pytest.raises(ConcurrencyConflict):
+        repos.event_map.delete("acme", "apt-1", etag=stale)
+    repos.event_map.delete("acme", "apt-1", etag=current)
+    assert repos.event_map.get("acme", "apt-1") is None
+    repos.event_map.delete("acme", "apt-1")  # already gone: fine
+
+
+def test_rows_are_scoped_by_organization(repos: Repositories) -> None:
+    repos.event_map.put("acme", "apt-1", mapping(1), etag=None)
+    repos.event_map.put("acme|x", "apt-2", mapping(2), etag=None)
+    repos.event_map.put("acm", "apt-3", mapping(3), etag=None)
+    assert repos.event_map.get("other", "apt-1") is None
+    assert list(repos.event_map.list_by_org("acme")) == ["apt-1"]
+    assert list(repos.event_map.list_by_org("acme|x")) == ["apt-2"]
+    assert list(repos.event_map.list_by_org("acm")) == ["apt-3"]
+
+
+def test_list_by_org_gives_every_id_decoded_in_id_order(repos: Repositories) -> None:
+    ids = ["b", "a/1", "a+2", "c#?"]
+    for index, row_id in enumerate(ids):
+        repos.event_map.put("acme", row_id, mapping(index), etag=None)
+    listed = repos.event_map.list_by_org("acme")
+    assert set(listed) == set(ids)
+    assert {row_id: v.value.applied_version for row_id, v in listed.items()} == {
+        row_id: index for index, row_id in enumerate(ids)
+    }
+
+
+def test_a_value_that_does_not_fit_is_refused_and_nothing_is_stored(repos: Repositories) -> None:
+    record = MailboxRecord(
+        staff_id="s1", connection_id="c1", address="s1@example.com", sync_state="x" * 40_000
+    )
+    with pytest.raises(UnstorableEntity):
+        repos.mailboxes.put("acme", "s1", record, etag=None)
+    assert repos.mailboxes.get("acme", "s1") is None
+
+
+def test_a_record_stored_under_another_id_is_refused(repos: Repositories) -> None:
+    record = MailboxRecord(staff_id="s1", connection_id="c1", address="s1@example.com")
+    with pytest.raises(ValueError, match="does not match the row id"):
+        repos.mailboxes.put("acme", "s2", record, etag=None)
+    assert repos.mailboxes.list_by_org("acme") == {}
+
+
+# --- every table stores its model -------------------------------------------------------------
+
+SAMPLES: list[tuple[str, str, BaseModel]] = [
+    (
+        "connections",
+        "ews-onprem",
+        ConnectionRecord(
+            connection_id="ews-onprem",
+            **ConnectionConfig(
+                kind="ews",
+                ews_url="https://mail.example.com/EWS/Exchange.asmx",
+                auth_type="ntlm",
+                username="EXAMPLE\\svc-calbridge",
+                secret_reference="acme-ews-password",
+                access_mode="impersonation",
+            ).model_dump(),
+            health=Health.OK,
+        ),
+    ),
+    (
+        "mailboxes",
+        "s1",
+        MailboxRecord(
+            staff_id="s1",
+            connection_id="ews-onprem",
+            address="s1@example.com",
+            time_zone="Europe/Berlin",
+            sync_state="H4sIAAAAAAAEAO29B2AcSZYlJi9tynt/SvVK1+B0iS==",
+            last_sync_at=T0,
+            health=Health.THROTTLED,
+            lag_seconds=12.5,
+            last_error="ErrorServerBusy",
+        ),
+    ),
+    ("appointments", "apt-1", snapshot(7, notes="Bring ID")),
+    ("event_map", "apt-1", mapping(7)),
+    (
+        "subscriptions",
+        "sub-1",
+        SubscriptionRecord(
+            subscription_id="sub-1",
+            connection_id="graph",
+            staff_id="s1",
+            mailbox="s1@example.com",
+            expires_at=T0 + timedelta(days=6),
+            client_state_hash="9f86d081884c7d659a2feaa0c55ad015",
+        ),
+    ),
+    (
+        "outbox",
+        "evt-1",
+        OutboxRecord(
+            event_id="evt-1",
+            event_type="busy_time.changed",
+            payload='{"id":"evt-1","type":"busy_time.changed"}',
+            attempts=2,
+            next_attempt_at=T0,
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("repository", "row_id", "value"), SAMPLES, ids=[s[0] for s in SAMPLES])
+def test_each_table_round_trips_its_model(
+    repos: Repositories, repository: str, row_id: str, value: BaseModel
+) -> None:
+    repo: OrgScopedRepository[Any] = getattr(repos, repository)
+    etag = repo.put("acme", row_id, value, etag=None)
+    stored = repo.get("acme", row_id)
+    assert stored is not None
+    assert stored.value == value
+    assert stored.etag == etag
+    assert list(repo.list_by_org("acme")) == [row_id]
+
+
+# --- appointments: save_snapshot outcomes ----------------------------------------------------
+
+
+def test_first_snapshot_is_stored(repos: Repositories) -> None:
+    outcome = repos.appointments.save_snapshot("acme", "apt-1", snapshot(3))
+    assert (outcome.result, outcome.stored_version) == (SaveResult.STORED, 3)
+    stored = repos.appointments.get("acme", "apt-1")
+    assert stored is not None
+    assert stored.value == snapshot(3)
+
+
+def test_the_same_snapshot_again_is_same(repos: Repositories) -> None:
+    repos.appointments.save_snapshot("acme", "apt-1", snapshot(3))
+    outcome = repos.appointments.save_snapshot("acme", "apt-1", snapshot(3))
+    assert (outcome.result, outcome.stored_version) == (SaveResult.SAME, 3)
+
+
+def test_the_same_instants_with_other_offsets_are_the_same_content(repos: Repositories) -> None:
+    repos.appointments.save_snapshot("acme", "apt-1", snapshot(3))
+    utc_times = snapshot(3, start="2026-03-02T08:00:00Z", end="2026-03-02T08:30:00Z")
+    assert repos.appointments.save_snapshot("acme", "apt-1", utc_times).result is SaveResult.SAME
+
+
+def test_an_older_snapshot_is_stale_and_changes_nothing(repos: Repositories) -> None:
+    repos.appointments.save_snapshot("acme", "apt-1", snapshot(5))
+    outcome = repos.appointments.save_snapshot("acme", "apt-1", snapshot(4, title="Old"))
+    assert (outcome.result, outcome.stored_version) == (SaveResult.STALE, 5)
+    stored = repos.appointments.get("acme", "apt-1")
+    assert stored is not None
+    assert stored.value.title == "Mortgage advice"
+
+
+def test_same_version_with_other_content_is_a_conflict(repos: Repositories) -> None:
+    repos.appointments.save_snapshot("acme", "apt-1", snapshot(5))
+    outcome = repos.appointments.save_snapshot("acme", "apt-1", snapshot(5, title="Changed"))
+    assert (outcome.result, outcome.stored_version) == (SaveResult.CONFLICT, 5)
+    stored = repos.appointments.get("acme", "apt-1")
+    assert stored is not None
+    assert stored.value.title == "Mortgage advice"
+
+
+def test_a_newer_snapshot_replaces_the_stored_one(repos: Repositories) -> None:
+    repos.appointments.save_snapshot("acme", "apt-1", snapshot(5))
+    outcome = repos.appointments.save_snapshot("acme", "apt-1", snapshot(9, status="cancelled"))
+    assert (outcome.result, outcome.stored_version) == (SaveResult.STORED, 9)
+    stored = repos.appointments.get("acme", "apt-1")
+    assert stored is not None
+    assert stored.value.status == "cancelled"
+
+
+# --- busy blocks ------------------------------------------------------------------------------
+
+
+def test_busy_blocks_overlapping_a_window_come_back_by_start(repos: Repositories) -> None:
+    busy = repos.busy_blocks
+    busy.put_block("acme", "s1", block("late", 5, 1))
+    busy.put_block("acme", "s1", block("early", 0, 1))
+    busy.put_block("acme", "s1", block("spanning", -10, 30))
+    busy.put_block("acme", "s1", block("touches-start", -1, 1))  # ends when the window starts
+    busy.put_block("acme", "s1", block("touches-end", 6, 1))  # starts when the window ends
+    busy.put_block("acme", "s1", block("series", 2, 1, occurrence_id="occ-1"))
+    busy.put_block("acme", "s1", block("series", 3, 1, occurrence_id="occ-2"))
+    busy.put_block("acme", "s2", block("other-staff", 1, 1))
+    busy.put_block("other", "s1", block("other-org", 1, 1))
+    found = busy.overlapping("acme", "s1", T0, T0 + timedelta(hours=6))
+    assert [(b.event_id, b.occurrence_id) for b in found] == [
+        ("spanning", None),
+        ("early", None),
+        ("series", "occ-1"),
+        ("series", "occ-2"),
+        ("late", None),
+    ]
+
+
+def test_putting_a_block_again_replaces_it(repos: Repositories) -> None:
+    repos.busy_blocks.put_block("acme", "s1", block("e1", 0, 1, subject="Before"))
+    repos.busy_blocks.put_block("acme", "s1", block("e1", 2, 1, private=True))
+    [stored] = repos.busy_blocks.blocks_of("acme", "s1")
+    assert stored.value == block("e1", 2, 1, private=True)
+
+
+# --- the generic base and racing writers -----------------------------------------------------
+
+
+class Counter(BaseModel):
+    count: int
+
+
+class CounterRepository(EntityRepository[Counter]):
+    table_name = "Counters"
+    model = Counter
+
+
+def race(writers: int, attempt: Callable[[int], None]) -> list[BaseException | None]:
+    """Run ``attempt(i)`` in ``writers`` threads started together; what each raised."""
+    outcomes: list[BaseException | None] = [None] * writers
+
+    def run(index: int) -> None:
+        try:
+            attempt(index)
+        except BaseException as exc:
+            outcomes[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return outcomes
+
+
+def test_two_writers_with_the_same_etag_exactly_one_wins(tables: TableService) -> None:
+    counters = CounterRepository(tables)
+    key = EntityKey.of(("acme",), ("visits",))
+    counters.write(key, Counter(count=0), etag=None)
+    both_read = threading.Barrier(2)
+
+    def increment_once(_: int) -> None:
+        current = counters.read(key)
+        assert current is not None
+        both_read.wait(timeout=10)
+        counters.write(key, Counter(count=current.value.count + 1), etag=current.etag)
+
+    outcomes = race(2, increment_once)
+    assert sum(o is None for o in outcomes) == 1
+    assert sum(isinstance(o, ConcurrencyConflict) for o in outcomes) == 1
+    stored = counters.read(key)
+    assert stored is not None
+    assert stored.value.count == 1
+
+
+def test_the_loser_re_reads_and_re_decides(tables: TableService) -> None:
+    counters = CounterRepository(tables)
+    key = EntityKey.of(("acme",), ("visits",))
+    counters.write(key, Counter(count=0), etag=None)
+    both_read = threading.Barrier(2)
+    conflicts = [0, 0]
+
+    def increment(index: int) -> None:
+        first = True
+        while True:
+            current = counters.read(key)
+            assert current is not None
+            if first:
+                both_read.wait(timeout=10)
+                first = False
+            try:
+                counters.write(key, Counter(count=current.value.count + 1), etag=current.etag)
+                return
+            except ConcurrencyConflict:
+                conflicts[index] += 1
+
+    assert race(2, increment) == [None, None]
+    assert sorted(conflicts) == [0, 1]  # the winner never conflicts, the loser once
+    stored = counters.read(key)
+    assert stored is not None
+    assert stored.value.count == 2
+
+
+def test_two_inserts_of_the_same_row_exactly_one_wins(tables: TableService) -> None:
+    counters = CounterRepository(tables)
+    key = EntityKey.of(("acme",), ("new",))
+    start = threading.Barrier(2)
+
+    def insert(index: int) -> None:
+        start.wait(timeout=10)
+        counters.write(key, Counter(count=index), etag=None)
+
+    outcomes = race(2, insert)
+    assert sorted(type(o).__name__ for o in outcomes) == ["ConcurrencyConflict", "NoneType"]
+
+
+def test_racing_puts_of_one_version_with_different_content(repos: Repositories) -> None:
+    start = threading.Barrier(2)
+    results: list[SaveResult | None] = [None, None]
+
+    def save(index: int) -> None:
+        start.wait(timeout=10)
+        outcome = repos.appointments.save_snapshot("acme", "apt-1", snapshot(4, title=f"T{index}"))
+        results[index] = outcome.result
+
+    assert race(2, save) == [None, None]
+    assert sorted(str(r) for r in results) == ["conflict", "stored"]
+    stored = repos.appointments.get("acme", "apt-1")
+    assert stored is not None
+    assert stored.value.title == f"T{results.index(SaveResult.STORED)}"
+
+
+def test_racing_puts_of_many_versions_keep_the_newest(repos: Repositories) -> None:
+    start = threading.Barrier(6)
+    results: list[SaveResult | None] = [None] * 6
+
+    def save(index: int) -> None:
+        start.wait(timeout=10)
+        results[index] = repos.appointments.save_snapshot(
+            "acme", "apt-1", snapshot(index + 1)
+        ).result
+
+    assert race(6, save) == [None] * 6
+    assert results[5] is SaveResult.STORED
+    assert set(results) <= {SaveResult.STORED, SaveResult.STALE}
+    stored = repos.appointments.get("acme", "apt-1")
+    assert stored is not None
+    assert stored.value.version == 6

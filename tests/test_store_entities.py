@@ -1,0 +1,145 @@
+"""Models ↔ table properties: what is stored, what comes back, and what is refused."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared.models import AppointmentSnapshot, BusyBlock, EventMapping
+from shared.store.entities import (
+    MAX_STRING_PROPERTY_CHARS,
+    EntityCodec,
+    canonical_datetime,
+    check_entity_size,
+)
+from shared.store.errors import UnstorableEntity
+from shared.store.records import MailboxRecord
+
+
+def snapshot(**changes: object) -> AppointmentSnapshot:
+    fields: dict[str, object] = {
+        "version": 3,
+        "status": "booked",
+        "start": "2026-03-02T09:00:00+01:00",
+        "end": "2026-03-02T09:30:00+01:00",
+        "timeZone": "Europe/Berlin",
+        "title": "Mortgage advice",
+        "organizerStaffId": "s1",
+        "staff": [{"staffId": "s1", "role": "organizer"}, {"staffId": "s2", "role": "secondary"}],
+        "clients": [{"name": "Ada", "email": "ada@example.com"}],
+    }
+    fields.update(changes)
+    return AppointmentSnapshot.model_validate(fields)
+
+
+def test_snapshot_properties_are_camel_case_scalars_and_json() -> None:
+    properties = EntityCodec(AppointmentSnapshot, "Appointments").to_properties(snapshot())
+    assert properties["version"] == 3
+    assert properties["organizerStaffId"] == "s1"
+    assert properties["start"] == "2026-03-02T08:00:00.000000Z"
+    assert properties["staff"] == (
+        '[{"staffId":"s1","role":"organizer"},{"staffId":"s2","role":"secondary"}]'
+    )
+    assert "notes" not in properties  # None is an absent property
+    assert all(isinstance(v, str | int | float | bool) for v in properties.values())
+
+
+def test_snapshot_round_trips_to_an_equal_model() -> None:
+    codec = EntityCodec(AppointmentSnapshot, "Appointments")
+    original = snapshot(notes="Bring ID", location="Branch 4")
+    assert codec.from_properties(codec.to_properties(original)) == original
+
+
+def test_nullable_field_without_default_comes_back_as_none() -> None:
+    codec = EntityCodec(EventMapping, "EventMap")
+    mapping = EventMapping(
+        organizer_staff_id="s1",
+        mailbox="s1@example.com",
+        connection_id="c1",
+        item_id=None,
+        applied_version=2,
+        cancelled=True,
+    )
+    assert codec.from_properties(codec.to_properties(mapping)) == mapping
+
+
+def test_large_versions_survive() -> None:
+    codec = EntityCodec(AppointmentSnapshot, "Appointments")
+    big = snapshot(version=2**53)
+    assert codec.from_properties(codec.to_properties(big)).version == 2**53
+
+
+def test_a_string_over_32k_characters_is_refused_not_truncated() -> None:
+    codec = EntityCodec(MailboxRecord, "Mailboxes")
+    record = MailboxRecord(
+        staff_id="s1",
+        connection_id="c1",
+        address="s1@example.com",
+        sync_state="x" * (MAX_STRING_PROPERTY_CHARS + 1),
+    )
+    with pytest.raises(UnstorableEntity, match=r"Mailboxes property 'syncState'"):
+        codec.to_properties(record)
+    at_limit = record.model_copy(update={"sync_state": "x" * MAX_STRING_PROPERTY_CHARS})
+    assert codec.from_properties(codec.to_properties(at_limit)) == at_limit
+
+
+def test_non_bmp_characters_count_twice_toward_the_limit() -> None:
+    codec = EntityCodec(MailboxRecord, "Mailboxes")
+    record = MailboxRecord(
+        staff_id="s1",
+        connection_id="c1",
+        address="s1@example.com",
+        sync_state="😀" * (MAX_STRING_PROPERTY_CHARS // 2 + 1),
+    )
+    with pytest.raises(UnstorableEntity):
+        codec.to_properties(record)
+
+
+def test_an_entity_over_one_mib_is_refused() -> None:
+    properties = {f"p{i}": "x" * 30_000 for i in range(20)}
+    with pytest.raises(UnstorableEntity, match="1048576"):
+        check_entity_size("Outbox", "acme", "e1", properties)
+    check_entity_size("Outbox", "acme", "e1", {f"p{i}": "x" * 30_000 for i in range(15)})
+
+
+def test_naive_datetimes_are_refused() -> None:
+    with pytest.raises(UnstorableEntity):
+        canonical_datetime(datetime(2026, 1, 1))
+
+
+aware = st.datetimes(
+    min_value=datetime(1, 1, 2),
+    max_value=datetime(9999, 12, 1),
+    timezones=st.sampled_from(
+        [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))]
+    ),
+)
+
+
+@given(aware, aware)
+def test_property_canonical_datetimes_sort_like_the_instants(a: datetime, b: datetime) -> None:
+    assert (canonical_datetime(a) < canonical_datetime(b)) == (a < b)
+    assert (canonical_datetime(a) == canonical_datetime(b)) == (a == b)
+
+
+@given(
+    aware,
+    st.timedeltas(min_value=timedelta(seconds=1), max_value=timedelta(days=3)),
+    st.booleans(),
+    st.text(max_size=50),
+)
+def test_property_busy_blocks_round_trip(
+    start: datetime, length: timedelta, private: bool, subject: str
+) -> None:
+    codec = EntityCodec(BusyBlock, "BusyBlocks")
+    block = BusyBlock(
+        start=start,
+        end=start + length,
+        private=private,
+        subject=None if private else subject,
+        event_id="AAMk+/=",
+    )
+    assert codec.from_properties(codec.to_properties(block)) == block
