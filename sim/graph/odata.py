@@ -1,0 +1,329 @@
+"""The OData query language the Graph service understands: ``Prefer`` preferences, ``$select``,
+``$expand=singleValueExtendedProperties($filter=...)``, and ``$filter`` expressions.
+
+``$filter`` is parsed into a small expression tree evaluated against an event's JSON (with all
+its extended properties present, whether or not they are expanded in the output): comparisons
+(``eq ne gt ge lt le``) of property paths (``start/dateTime``) with literals, ``and``/``or``/
+``not``, parentheses, and the lambda Graph offers for extended properties:
+``singleValueExtendedProperties/any(ep: ep/id eq 'String {guid} Name X' and ep/value eq 'v')``.
+Anything else is a 400 naming the clause.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sim.graph.errors import GraphError, bad_request
+from sim.store import ExtendedPropertyKey
+
+_EXTENDED_ID = re.compile(
+    r"^\s*(String)\s+\{([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+    r"[0-9a-fA-F]{12})\}\s+Name\s+(\S.*?)\s*$",
+    re.IGNORECASE,
+)
+
+
+# --- extended property ids ---------------------------------------------------------------------
+
+
+def parse_extended_id(text: str) -> ExtendedPropertyKey:
+    """``"String {guid} Name X"`` → the store key; 400 for any other form."""
+    match = _EXTENDED_ID.match(text)
+    if match is None:
+        raise bad_request(
+            f"extended property id {text!r} is not supported: use 'String {{guid}} Name <name>'",
+            "ErrorInvalidExtendedPropertyValue",
+        )
+    return ExtendedPropertyKey(match.group(2).lower(), match.group(3), "String")
+
+
+def format_extended_id(key: ExtendedPropertyKey) -> str:
+    return f"{key.type} {{{key.property_set_id.lower()}}} Name {key.name}"
+
+
+def canonical_extended_id(text: str) -> str:
+    """An id compared in a filter, normalised like the ids the service writes (so GUID case and
+    spacing don't matter); other strings are returned unchanged."""
+    match = _EXTENDED_ID.match(text)
+    if match is None:
+        return text
+    return format_extended_id(ExtendedPropertyKey(match.group(2).lower(), match.group(3)))
+
+
+# --- Prefer ----------------------------------------------------------------------------------
+
+
+def parse_prefer(header: str | None) -> dict[str, str]:
+    """``Prefer: outlook.timezone="X", odata.maxpagesize=5`` → {name lower-case: value}."""
+    preferences: dict[str, str] = {}
+    if not header:
+        return preferences
+    for part in re.findall(r'(?:[^,"]|"[^"]*")+', header):
+        name, _, value = part.strip().partition("=")
+        if name:
+            preferences[name.strip().lower()] = value.strip().strip('"')
+    return preferences
+
+
+# --- $select ---------------------------------------------------------------------------------
+
+
+def parse_select(value: str | None) -> set[str] | None:
+    if not value:
+        return None
+    return {name.strip() for name in value.split(",") if name.strip()}
+
+
+def apply_select(event: dict[str, Any], selected: set[str] | None) -> dict[str, Any]:
+    """Keep the selected properties (case-insensitively); Graph always keeps id and the etag."""
+    if selected is None:
+        return event
+    wanted = {name.lower() for name in selected} | {"id", "@odata.etag"}
+    wanted.add("singlevalueextendedproperties")  # expanded properties are asked for separately
+    return {key: value for key, value in event.items() if key.lower() in wanted}
+
+
+# --- $filter ---------------------------------------------------------------------------------
+
+_TOKEN = re.compile(
+    r"\s*(?:(?P<string>'(?:[^']|'')*')"
+    r"|(?P<datetime>\d{4}-\d{2}-\d{2}T[\d:.]+(?:Z|[+-]\d{2}:\d{2})?)"
+    r"|(?P<punct>[(),:])|(?P<word>[A-Za-z0-9_@.$/\-]+))"
+)
+_COMPARISONS = {"eq", "ne", "gt", "ge", "lt", "le"}
+
+Predicate = Callable[[Mapping[str, Any]], bool]
+
+
+@dataclass
+class _Token:
+    kind: str  # "string" | "datetime" | "punct" | "word"
+    text: str
+
+
+def _tokenize(text: str) -> list[_Token]:
+    tokens: list[_Token] = []
+    position = 0
+    text = text.rstrip()
+    while position < len(text):
+        match = _TOKEN.match(text, position)
+        if match is None or match.end() == position:
+            raise bad_request(f"Invalid filter clause: cannot read {text[position:]!r}")
+        kind = match.lastgroup or "word"
+        value = match.group(kind)
+        if kind == "string":
+            value = value[1:-1].replace("''", "'")
+        tokens.append(_Token(kind, value))
+        position = match.end()
+    return tokens
+
+
+def _literal(token: _Token) -> object:
+    if token.kind == "string":
+        return canonical_extended_id(token.text)
+    lowered = token.text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "null":
+        return None
+    if re.fullmatch(r"-?\d+", token.text):
+        return int(token.text)
+    if token.kind == "datetime":
+        return token.text  # an unquoted DateTimeOffset compares as its ISO text
+    raise bad_request(f"Invalid filter clause: {token.text!r} is not a literal")
+
+
+def _lookup(document: Mapping[str, Any], path: list[str]) -> object:
+    value: object = document
+    for step in path:
+        if not isinstance(value, Mapping):
+            return None
+        found = None
+        for key, item in value.items():
+            if key.lower() == step.lower():
+                found = item
+                break
+        value = found
+    return value
+
+
+def _compare(left: object, operator: str, right: object) -> bool:
+    if isinstance(left, str) and isinstance(right, str):
+        left, right = left.lower(), right.lower()
+    if operator == "eq":
+        return left == right
+    if operator == "ne":
+        return left != right
+    if left is None or right is None:
+        return False
+    try:
+        if operator == "gt":
+            return left > right  # type: ignore[operator]
+        if operator == "ge":
+            return left >= right  # type: ignore[operator]
+        if operator == "lt":
+            return left < right  # type: ignore[operator]
+        return left <= right  # type: ignore[operator]
+    except TypeError:
+        return False
+
+
+class _FilterParser:
+    """Recursive descent over: or-expr := and-expr ('or' and-expr)*; and-expr := unary ('and'
+    unary)*; unary := 'not' unary | '(' or-expr ')' | path/any(var: or-expr) | path op literal."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens = _tokenize(text)
+        self.position = 0
+        self.scopes: list[str] = []
+
+    def parse(self) -> Predicate:
+        if not self.tokens:
+            raise bad_request("Invalid filter clause: empty")
+        predicate = self._or()
+        if self.position != len(self.tokens):
+            raise bad_request(
+                f"Invalid filter clause: unexpected {self.tokens[self.position].text!r} "
+                f"in {self.text!r}"
+            )
+        return predicate
+
+    def _peek(self) -> _Token | None:
+        return self.tokens[self.position] if self.position < len(self.tokens) else None
+
+    def _take(self) -> _Token:
+        token = self._peek()
+        if token is None:
+            raise bad_request(f"Invalid filter clause: {self.text!r} ends too early")
+        self.position += 1
+        return token
+
+    def _expect(self, text: str) -> None:
+        token = self._take()
+        if token.text.lower() != text:
+            raise bad_request(f"Invalid filter clause: expected {text!r}, found {token.text!r}")
+
+    def _is_word(self, word: str) -> bool:
+        token = self._peek()
+        return token is not None and token.kind == "word" and token.text.lower() == word
+
+    def _or(self) -> Predicate:
+        parts = [self._and()]
+        while self._is_word("or"):
+            self.position += 1
+            parts.append(self._and())
+        if len(parts) == 1:
+            return parts[0]
+        return lambda document: any(part(document) for part in parts)
+
+    def _and(self) -> Predicate:
+        parts = [self._unary()]
+        while self._is_word("and"):
+            self.position += 1
+            parts.append(self._unary())
+        if len(parts) == 1:
+            return parts[0]
+        return lambda document: all(part(document) for part in parts)
+
+    def _unary(self) -> Predicate:
+        token = self._take()
+        if token.kind == "word" and token.text.lower() == "not":
+            inner = self._unary()
+            return lambda document: not inner(document)
+        if token.kind == "punct" and token.text == "(":
+            inner = self._or()
+            self._expect(")")
+            return inner
+        if token.kind != "word":
+            raise bad_request(f"Invalid filter clause: unexpected {token.text!r}")
+        path = token.text.split("/")
+        if path[-1].lower() == "any" and self._peek() is not None and self._peek_text() == "(":
+            return self._any(path[:-1])
+        if self.scopes and path[0] == self.scopes[-1]:
+            path = path[1:]
+        elif self.scopes:
+            raise bad_request(
+                f"Invalid filter clause: {token.text!r} must start with {self.scopes[-1]}/"
+            )
+        operator = self._take().text.lower()
+        if operator not in _COMPARISONS:
+            raise bad_request(f"Invalid filter clause: {operator!r} is not a supported operator")
+        literal = _literal(self._take())
+        return lambda document: _compare(_lookup(document, path), operator, literal)
+
+    def _peek_text(self) -> str:
+        token = self._peek()
+        return token.text if token else ""
+
+    def _any(self, collection: list[str]) -> Predicate:
+        self._expect("(")
+        variable = self._take()
+        if variable.kind != "word":
+            raise bad_request("Invalid filter clause: any() needs a lambda variable")
+        self._expect(":")
+        self.scopes.append(variable.text)
+        inner = self._or()
+        self.scopes.pop()
+        self._expect(")")
+
+        def matches(document: Mapping[str, Any]) -> bool:
+            members = _lookup(document, collection)
+            if not isinstance(members, list):
+                return False
+            return any(isinstance(member, Mapping) and inner(member) for member in members)
+
+        return matches
+
+
+def parse_filter(text: str | None) -> Predicate | None:
+    if not text or not text.strip():
+        return None
+    return _FilterParser(text).parse()
+
+
+# --- $expand ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ExtendedExpansion:
+    """``$expand=singleValueExtendedProperties(...)``: which properties to include."""
+
+    predicate: Predicate | None  # None: all of them
+
+    def wants(self, property_json: Mapping[str, Any]) -> bool:
+        return self.predicate is None or self.predicate(property_json)
+
+
+def parse_expand(text: str | None) -> ExtendedExpansion | None:
+    """Only singleValueExtendedProperties can be expanded on events here."""
+    if not text or not text.strip():
+        return None
+    match = re.fullmatch(
+        r"\s*singleValueExtendedProperties\s*(?:\(\s*\$filter\s*=\s*(.*)\))?\s*",
+        text,
+        re.IGNORECASE | re.DOTALL,
+    )
+    if match is None:
+        raise GraphError(
+            400,
+            "BadRequest",
+            f"$expand={text!r} is not supported here: only "
+            "singleValueExtendedProperties($filter=id eq '...') can be expanded on events",
+        )
+    return ExtendedExpansion(parse_filter(match.group(1)) if match.group(1) else None)
+
+
+def parse_int(name: str, value: str | None, *, minimum: int = 0) -> int | None:
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise bad_request(f"{name} must be an integer, not {value!r}") from None
+    if number < minimum:
+        raise bad_request(f"{name} must be at least {minimum}, not {number}")
+    return number
