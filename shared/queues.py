@@ -175,8 +175,10 @@ class AzureQueueSender:
         from azure.storage.queue import QueueServiceClient, TextBase64EncodePolicy
 
         self._service = QueueServiceClient.from_connection_string(
-            connection_string, message_encode_policy=TextBase64EncodePolicy(), **client_options
+            connection_string, **client_options
         )
+        # Per queue client: the service client does not pass its encode policy on to them.
+        self._encode_policy = TextBase64EncodePolicy()
         self._prefix = prefix
 
     def send(self, message: BaseModel, *, visibility_delay: timedelta | None = None) -> None:
@@ -184,7 +186,7 @@ class AzureQueueSender:
 
         name = queue_name(self._prefix, queue_of(message))
         delay = _delay_seconds(visibility_delay)
-        client = self._service.get_queue_client(name)
+        client = self._service.get_queue_client(name, message_encode_policy=self._encode_policy)
         marker = (self._service.url, name)
         try:
             if marker not in _created_queues:
@@ -226,4 +228,3 @@ class MemoryQueueSender:
         """The JSON bodies sent to one queue (by base name), oldest first."""
         name = queue_name(self._prefix, base_name)
         return [json.loads(sent.body) for sent in self.sent if sent.queue == name]
-
