@@ -58,6 +58,23 @@ def _ensure_queue(client: QueueClient) -> None:
         client.create_queue()
 
 
+class PollingBackoff:
+    """Waits between polls of an empty queue: doubling from 100 ms up to the maximum."""
+
+    def __init__(self, max_interval: float) -> None:
+        self.max_interval = max(max_interval, MIN_POLLING_INTERVAL)
+        self._next = MIN_POLLING_INTERVAL
+
+    def next_idle_wait(self) -> float:
+        wait = self._next
+        self._next = min(self._next * 2, self.max_interval)
+        return wait
+
+    def reset(self) -> None:
+        """A message arrived: poll again at once, and quickly after that."""
+        self._next = MIN_POLLING_INTERVAL
+
+
 class QueueOutputSender:
     """Sends what queue output bindings collected, base64-encoded like the host."""
 
@@ -137,7 +154,7 @@ class QueuePoller:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _poll_until_stopped(self) -> None:
-        interval = MIN_POLLING_INTERVAL
+        backoff = PollingBackoff(self.options.max_polling_interval)
         threshold = self.options.effective_new_batch_threshold
         while not self._stop.is_set():
             with self._slot_freed:
@@ -157,16 +174,13 @@ class QueuePoller:
                 log.warning("polling queue %s failed: %s", self.queue_name, type(exc).__name__)
                 messages = []
             if messages:
-                interval = MIN_POLLING_INTERVAL
+                backoff.reset()
                 for message in messages:
                     with self._slot_freed:
                         self._in_flight += 1
                     self._pool.submit(self._run_and_release, message)
                 continue
-            self._stop.wait(interval)
-            interval = min(
-                interval * 2, max(self.options.max_polling_interval, MIN_POLLING_INTERVAL)
-            )
+            self._stop.wait(backoff.next_idle_wait())
 
     def _run_and_release(self, message: QueueMessage) -> None:
         try:

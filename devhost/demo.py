@@ -1,0 +1,114 @@
+"""``python -m devhost.demo``: send one signed appointment to a running ``make run`` and print the
+answer.
+
+Reads ``.calbridge/local.json`` (or ``--local-json``), builds an example appointment snapshot
+(tomorrow 10:00-10:45 in Europe/Berlin, version = the current unix time so each run is a newer
+version), signs it as the booking platform does (``X-Calbridge-Signature: t=<unix>,v1=<hex
+HMAC-SHA256 of "{t}.{body}">`` with the org's secret) and PUTs it to
+``{functionsUrl}/orgs/{org}/appointments/{appointmentId}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from devhost.runner import REPO_ROOT
+
+SIGNATURE_HEADER = "X-Calbridge-Signature"
+EXAMPLE_APPOINTMENT_ID = "demo-appointment-1"
+
+
+def default_local_json() -> Path:
+    data_dir = os.environ.get("CALBRIDGE_DEVHOST_DIR")
+    return (Path(data_dir) if data_dir else REPO_ROOT / ".calbridge") / "local.json"
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The signature header value; the app's own signer when it exists, so both agree."""
+    try:
+        from shared.booking.signature import sign as app_sign
+    except ImportError:
+        message = f"{timestamp}.".encode() + body
+        digest = hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
+        return f"t={timestamp},v1={digest}"
+    return str(app_sign(secret, body, timestamp))
+
+
+def example_appointment(version: int, now: datetime | None = None) -> dict[str, Any]:
+    zone = ZoneInfo("Europe/Berlin")
+    today = (now or datetime.now(zone)).astimezone(zone)
+    start = (today + timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
+    return {
+        "version": version,
+        "status": "booked",
+        "start": start.isoformat(),
+        "end": (start + timedelta(minutes=45)).isoformat(),
+        "timeZone": "Europe/Berlin",
+        "title": "Initial consultation",
+        "location": "Room 2",
+        "serviceName": "Consultation",
+        "organizerStaffId": "ann",
+        "staff": [
+            {"staffId": "ann", "role": "organizer"},
+            {"staffId": "bob", "role": "secondary"},
+        ],
+        "clients": [{"name": "Sam Client", "email": "sam@example.com", "phone": "+49 30 1234"}],
+        "notes": "First visit.",
+    }
+
+
+def send(local: dict[str, Any], appointment_id: str, document: dict[str, Any]) -> tuple[int, str]:
+    body = json.dumps(document).encode()
+    url = f"{local['functionsUrl']}/orgs/{local['org']}/appointments/{appointment_id}"
+    request = urllib.request.Request(  # noqa: S310 (a loopback http URL from local.json)
+        url,
+        data=body,
+        method="PUT",
+        headers={
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(local["signingSecret"], body, int(time.time())),
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310
+            return response.status, response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode("utf-8", "replace")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devhost.demo", description=__doc__)
+    parser.add_argument("--local-json", type=Path, default=default_local_json())
+    parser.add_argument("--appointment-id", default=EXAMPLE_APPOINTMENT_ID)
+    arguments = parser.parse_args(argv)
+    if not arguments.local_json.is_file():
+        print(f"{arguments.local_json} not found: start calbridge with `make run` first")
+        return 2
+    local = json.loads(arguments.local_json.read_text(encoding="utf-8"))
+    document = example_appointment(version=int(time.time()))
+    print(
+        f"PUT {local['functionsUrl']}/orgs/{local['org']}/appointments/{arguments.appointment_id}"
+    )
+    try:
+        status, answer = send(local, arguments.appointment_id, document)
+    except urllib.error.URLError as error:
+        print(f"cannot reach {local['functionsUrl']} ({error.reason}): is `make run` running?")
+        return 1
+    print(f"{status} {answer}")
+    return 0 if status < 400 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

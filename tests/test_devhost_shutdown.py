@@ -1,0 +1,192 @@
+"""Clean shutdown: the runner releases its port and stops polling and firing; ``python -m
+devhost`` as a subprocess writes local.json, serves, and on SIGINT or SIGTERM stops everything it
+started (Azurite, the simulator) and removes local.json.
+
+The subprocess test runs the real ``function_app`` when it imports (whatever
+``functions.blueprints()`` registers today), and a synthetic app otherwise, so it works before
+and after the intake functions exist.
+"""
+
+from __future__ import annotations
+
+import http.client
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import azure.functions as func
+import pytest
+from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+
+from devhost.azurite import free_port
+from devhost.hostconfig import HostConfig, QueueOptions
+from devhost.runner import REPO_ROOT, FunctionsRunner
+
+SYNTHETIC_APP = textwrap.dedent(
+    """
+    import azure.functions as func
+
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+    @app.route(route="ping", auth_level=func.AuthLevel.ANONYMOUS)
+    def ping(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse("pong")
+    """
+)
+
+
+def real_app_importable() -> bool:
+    """True when every blueprint module that ``functions.blueprints()`` imports exists."""
+    return importlib.util.find_spec("functions.booking_api") is not None
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_runner_stop_releases_the_port_and_stops_pollers_and_timers(
+    storage_connection_string: str, name_prefix: str
+) -> None:
+    calls: list[str] = []
+    lock = threading.Lock()
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+    @app.route(route="ping")
+    def ping(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse("pong")
+
+    @app.queue_trigger(arg_name="message", queue_name=f"{name_prefix}-q", connection="Storage")
+    def work(message: func.QueueMessage) -> None:
+        with lock:
+            calls.append("queue")
+
+    @app.timer_trigger(schedule="* * * * * *", arg_name="timer")
+    def tick(timer: func.TimerRequest) -> None:
+        with lock:
+            calls.append("timer")
+
+    config = HostConfig(queues=QueueOptions(max_polling_interval=0.1))
+    runner = FunctionsRunner(app, config, environ={"Storage": storage_connection_string})
+    runner.start()
+    port = runner.http.port
+    assert port_open(port)
+    runner.stop()
+    assert not port_open(port)
+    threads = {t.name for t in threading.enumerate()}
+    assert not any(name.startswith(("devhost-poll", "devhost-timer")) for name in threads)
+    with lock:
+        calls.clear()
+    sender = QueueClient.from_connection_string(
+        storage_connection_string,
+        f"{name_prefix}-q",
+        message_encode_policy=TextBase64EncodePolicy(),
+    )
+    sender.send_message("after stop")
+    time.sleep(1.2)
+    assert calls == []
+    assert sender.get_queue_properties().approximate_message_count == 1
+
+
+def wait_for_file(
+    path: Path, process: subprocess.Popen[bytes], timeout: float
+) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"python -m devhost exited early with {process.returncode}")
+        if path.exists():
+            document = json.loads(path.read_text())
+            assert isinstance(document, dict)
+            return document
+        time.sleep(0.05)
+    raise AssertionError(f"{path} did not appear within {timeout} s")
+
+
+@pytest.mark.parametrize(
+    ("stop_signal", "use_real_app"),
+    [
+        pytest.param(signal.SIGINT, True, id="sigint-function_app"),
+        pytest.param(signal.SIGTERM, False, id="sigterm-synthetic-app"),
+    ],
+)
+def test_python_m_devhost_starts_serves_and_stops_everything_on_a_signal(
+    tmp_path: Path, stop_signal: signal.Signals, use_real_app: bool
+) -> None:
+    (tmp_path / "synthetic_app.py").write_text(SYNTHETIC_APP)
+    real = use_real_app and real_app_importable()
+    data_dir = tmp_path / "calbridge"
+    environ = {
+        **os.environ,
+        "CALBRIDGE_DEVHOST_DIR": str(data_dir),
+        "CALBRIDGE_QUEUE_PORT": str(free_port()),
+        "CALBRIDGE_TABLE_PORT": str(free_port()),
+        "CALBRIDGE_HTTP_PORT": str(free_port()),
+        "PYTHONPATH": str(tmp_path),
+    }
+    command = [sys.executable, "-m", "devhost"]
+    if not real:
+        command += ["--app", "synthetic_app:app"]
+    with (tmp_path / "out.txt").open("wb") as out, (tmp_path / "err.txt").open("wb") as err:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=environ, stdout=out, stderr=err)
+        try:
+            local = wait_for_file(data_dir / "local.json", process, timeout=60)
+            for key in ("functionsUrl", "org", "signingSecret", "adminKey", "functionsKey"):
+                assert local[key], key
+            assert local["org"] == "dev"
+            assert local["storage"] == (
+                "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+                "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
+                "K1SZFPTOtr/KBHBeksoGMGw==;"
+                f"QueueEndpoint=http://127.0.0.1:{environ['CALBRIDGE_QUEUE_PORT']}/devstoreaccount1;"
+                f"TableEndpoint=http://127.0.0.1:{environ['CALBRIDGE_TABLE_PORT']}/devstoreaccount1;"
+            )
+            url = urlsplit(str(local["functionsUrl"]))
+            assert url.port == int(environ["CALBRIDGE_HTTP_PORT"])
+            assert url.path == "/api"
+            connection = http.client.HTTPConnection("127.0.0.1", url.port, timeout=10)
+            connection.request("GET", "/api/ping" if not real else "/api/no-such-route")
+            status = connection.getresponse().status
+            connection.close()
+            assert status == (200 if not real else 404)
+            pids = local["processes"]
+            assert isinstance(pids, dict)
+            children = [int(pids["azurite"])] + ([int(pids["sim"])] if "sim" in pids else [])
+            assert all(process_alive(pid) for pid in children)
+            assert (data_dir / "azurite").is_dir()
+
+            process.send_signal(stop_signal)
+            assert process.wait(timeout=30) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    output = (tmp_path / "out.txt").read_text()
+    assert "calbridge is running" in output
+    assert "calbridge stopped" in output
+    assert not any(process_alive(pid) for pid in children)
+    assert not port_open(int(environ["CALBRIDGE_QUEUE_PORT"]))
+    assert not port_open(int(environ["CALBRIDGE_HTTP_PORT"]))
+    assert not (data_dir / "local.json").exists()
+    assert (data_dir / "secrets.json").exists()
+    log = (tmp_path / "err.txt").read_text()
+    assert str(local["signingSecret"]) not in log + output
+    assert str(local["functionsKey"]) not in log + output

@@ -1,0 +1,275 @@
+"""The local stack behind ``make run``, in process: Azurite with a data folder, environment set
+before the app is imported, seeds, local.json, kept secrets, the simulator launcher (with a
+stand-in ``python -m`` module that prints URLs the way the simulator does), and the demo's
+signature."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import json
+import socket
+import stat
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import azure.functions as func
+import pytest
+
+from devhost.demo import example_appointment, sign
+from devhost.dev_secrets import load_or_create
+from devhost.local_stack import LocalStack, StackOptions, port_or_free
+from devhost.seed import SeedContext
+from devhost.simulator import SimulatorUnavailable, prepare_config, start_simulator
+from shared.models import AppointmentSnapshot
+
+FAKE_SIM_MAIN = textwrap.dedent(
+    """
+    import argparse, json, sys, time
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config"); parser.add_argument("--host"); parser.add_argument("--port")
+    arguments = parser.parse_args()
+    config = json.load(open(arguments.config))
+    base = "http://127.0.0.1:1"
+    print(json.dumps({"ews": base + "/EWS/Exchange.asmx", "graph": base + "/v1.0",
+                      "token": base, "control": base + "/control", "booking": base + "/booking",
+                      "secrets": sorted(config["bookingPlatform"]["secrets"])}), flush=True)
+    while True:
+        time.sleep(1)
+    """
+)
+FAKE_SIM_CONFIG = textwrap.dedent(
+    """
+    def demo_config():
+        return {"mailboxes": [], "bookingPlatform": {"secrets": {"demo-org": "s3"}}}
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def fake_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A ``fakesim`` package (entry point + config factory) importable here and in children."""
+    package = tmp_path_factory.mktemp("modules") / "fakesim"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text(FAKE_SIM_MAIN)
+    (package / "config.py").write_text(FAKE_SIM_CONFIG)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(package.parent))
+        yield str(package.parent)
+
+
+def sample_app(seen_at_import: dict[str, str], environ: dict[str, str]) -> func.FunctionApp:
+    # What the real function_app would read at import time must already be there.
+    seen_at_import.update(environ)
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+    @app.route(route="ping")
+    def ping(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse("pong")
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def stack_environ(fake_sim: str) -> dict[str, str]:
+    return {
+        "PYTHONPATH": fake_sim,
+        "CALBRIDGE_SIM_CONFIG_FACTORY": "fakesim.config:demo_config",
+    }
+
+
+def make_stack(
+    tmp_path: Path,
+    environ: dict[str, str],
+    seen_at_import: dict[str, str],
+    seeded: list[SeedContext],
+) -> LocalStack:
+    settings = tmp_path / "local.settings.json"
+    settings.write_text(
+        json.dumps({"IsEncrypted": False, "Values": {"CALBRIDGE_TABLE_PREFIX": "dev"}})
+    )
+    return LocalStack(
+        app_factory=lambda: sample_app(seen_at_import, environ),
+        options=StackOptions(
+            data_dir=tmp_path / "data",
+            queue_port=0,
+            table_port=0,
+            http_port=0,
+            local_settings=settings,
+            sim_module="fakesim",
+        ),
+        environ=environ,
+        seeds=[seeded.append],
+    )
+
+
+@pytest.fixture(scope="module")
+def started(
+    tmp_path_factory: pytest.TempPathFactory, stack_environ: dict[str, str]
+) -> Iterator[tuple[LocalStack, dict[str, object], dict[str, str], list[SeedContext]]]:
+    seen_at_import: dict[str, str] = {}
+    seeded: list[SeedContext] = []
+    stack = make_stack(
+        tmp_path_factory.mktemp("stack"), dict(stack_environ), seen_at_import, seeded
+    )
+    try:
+        document = stack.start()
+        yield stack, document, seen_at_import, seeded
+    finally:
+        stack.stop()
+
+
+def test_stack_writes_local_json_and_sets_the_environment_before_importing_the_app(
+    started: tuple[LocalStack, dict[str, object], dict[str, str], list[SeedContext]],
+) -> None:
+    stack, document, seen_at_import, seeded = started
+    local_json = stack.options.local_json
+    assert json.loads(local_json.read_text()) == document
+    assert stat.S_IMODE(local_json.stat().st_mode) == 0o600
+    assert document["org"] == "dev"
+    assert str(document["functionsUrl"]).startswith("http://127.0.0.1:")
+    assert str(document["functionsUrl"]).endswith("/api")
+    assert stack.azurite is not None
+    assert document["storage"] == stack.azurite.connection_string
+    assert seen_at_import["AzureWebJobsStorage"] == document["storage"]
+    assert seen_at_import["CALBRIDGE_SECRET_ORG_DEV_SIGNING_SECRET"] == document["signingSecret"]
+    assert seen_at_import["CALBRIDGE_ADMIN_KEY"] == document["adminKey"]
+    assert seen_at_import["CALBRIDGE_FUNCTIONS_KEY"] == document["functionsKey"]
+    assert seen_at_import["CALBRIDGE_TABLE_PREFIX"] == "dev"  # from local.settings.json
+    assert [context.functions_url for context in seeded] == [document["functionsUrl"]]
+    assert seeded[0].signing_secret == document["signingSecret"]
+    assert stack.options.data_dir / "azurite" == stack.azurite.location
+
+
+def test_stack_starts_the_simulator_and_records_its_urls(
+    started: tuple[LocalStack, dict[str, object], dict[str, str], list[SeedContext]],
+) -> None:
+    stack, document, _, seeded = started
+    sim = document["sim"]
+    assert isinstance(sim, dict)
+    assert sim["ews"] == "http://127.0.0.1:1/EWS/Exchange.asmx"
+    assert sim["config"] == str(stack.options.sim_config)
+    # The booking-platform stand-in learns the dev org's secret, next to its own orgs.
+    assert sim["secrets"] == ["demo-org", "dev"]
+    config = json.loads(stack.options.sim_config.read_text())
+    assert config["bookingPlatform"]["secrets"]["dev"] == document["signingSecret"]
+    assert seeded[0].sim == sim
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=5)
+    try:
+        connection.request("GET", parts.path, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_runner_answers_with_the_key_from_local_json(
+    started: tuple[LocalStack, dict[str, object], dict[str, str], list[SeedContext]],
+) -> None:
+    _, document, _, _ = started
+    url = f"{document['functionsUrl']}/ping"
+    assert get(url)[0] == 401
+    assert get(url, {"x-functions-key": str(document["functionsKey"])}) == (200, b"pong")
+
+
+def test_stop_ends_every_process_and_removes_local_json_and_restart_keeps_secrets(
+    tmp_path: Path, stack_environ: dict[str, str]
+) -> None:
+    stack = make_stack(tmp_path, dict(stack_environ), {}, [])
+    first = stack.start()
+    assert stack.azurite is not None
+    assert stack.simulator is not None
+    azurite, simulator = stack.azurite.process, stack.simulator.process
+    stack.stop()
+    assert azurite.poll() is not None
+    assert simulator.poll() is not None
+    assert not stack.options.local_json.exists()
+    assert (tmp_path / "data" / "secrets.json").exists()
+
+    again = make_stack(tmp_path, dict(stack_environ), {}, [])
+    try:
+        second = again.start()
+    finally:
+        again.stop()
+    for key in ("signingSecret", "adminKey", "functionsKey"):
+        assert second[key] == first[key]
+
+
+def test_secrets_are_generated_once_and_the_environment_overrides_them(tmp_path: Path) -> None:
+    path = tmp_path / "secrets.json"
+    first = load_or_create(path, {})
+    assert load_or_create(path, {}) == first
+    assert len({first.signing_secret, first.admin_key, first.functions_key}) == 3
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    overridden = load_or_create(
+        path,
+        {"CALBRIDGE_ADMIN_KEY": "given", "CALBRIDGE_SECRET_ORG_DEV_SIGNING_SECRET": "signed"},
+    )
+    assert overridden.admin_key == "given"
+    assert overridden.signing_secret == "signed"
+    assert overridden.functions_key == first.functions_key
+    assert json.loads(path.read_text())["admin_key"] == first.admin_key  # not overwritten
+
+
+def test_simulator_that_prints_no_url_line_is_skipped_with_a_reason(
+    tmp_path: Path, fake_sim: str
+) -> None:
+    broken = Path(fake_sim) / "brokensim"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("")
+    (broken / "__main__.py").write_text("print('starting up...', flush=True)\n")
+    config = tmp_path / "c.json"
+    config.write_text("{}")
+    with pytest.raises(SimulatorUnavailable, match=r"JSON URL line|did not start"):
+        start_simulator(config, tmp_path, "brokensim", environ={"PYTHONPATH": fake_sim})
+
+
+def test_missing_simulator_config_factory_is_a_reason_not_a_crash(tmp_path: Path) -> None:
+    environ = {"CALBRIDGE_SIM_CONFIG_FACTORY": "no_such_module_here:config"}
+    with pytest.raises(SimulatorUnavailable, match="no config factory"):
+        prepare_config(tmp_path / "c.json", environ, {})
+
+
+def test_taken_port_is_replaced_by_a_free_one() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        chosen = port_or_free(taken)
+        assert chosen != taken
+    assert port_or_free(chosen) == chosen
+
+
+def test_demo_appointment_is_valid_and_signed_as_the_platform_signs() -> None:
+    document = example_appointment(version=7)
+    assert AppointmentSnapshot.model_validate(document).version == 7
+    body = json.dumps(document).encode()
+    expected = hmac.new(b"secret", b"1700000000." + body, hashlib.sha256).hexdigest()
+    assert sign("secret", body, 1700000000) == f"t=1700000000,v1={expected}"
+
+
+def test_stack_options_read_ports_and_folder_from_the_environment(tmp_path: Path) -> None:
+    options = StackOptions.from_environ(
+        {
+            "CALBRIDGE_DEVHOST_DIR": str(tmp_path),
+            "CALBRIDGE_QUEUE_PORT": "20001",
+            "CALBRIDGE_TABLE_PORT": "20002",
+            "CALBRIDGE_HTTP_PORT": "20071",
+            "CALBRIDGE_DEVHOST_SIM": "off",
+        }
+    )
+    assert (options.queue_port, options.table_port, options.http_port) == (20001, 20002, 20071)
+    assert options.local_json == tmp_path / "local.json"
+    assert not options.start_simulator
+    defaults = StackOptions.from_environ({})
+    assert (defaults.queue_port, defaults.table_port, defaults.http_port) == (10001, 10002, 7071)
+    with pytest.raises(ValueError, match="CALBRIDGE_HTTP_PORT"):
+        StackOptions.from_environ({"CALBRIDGE_HTTP_PORT": "seventy"})
