@@ -1,0 +1,245 @@
+"""The simulator's configuration: which mailboxes exist, who may sign in, which OAuth clients
+exist, and the booking platform's webhook secrets — parsed from the JSON shape the issue fixes,
+plus ``demo_config()``, the organization ``make run`` starts with.
+
+```json
+{"mailboxes": [{"address": "ann@contoso.test", "name": "Ann Lee",
+                "timeZone": "America/Toronto", "password": "..."}],
+ "serviceAccounts": [{"username": "svc@contoso.test", "password": "...",
+                      "impersonate": ["ann@contoso.test"], "delegateFor": ["bob@contoso.test"]}],
+ "oauthClients": [{"tenantId": "...", "clientId": "...", "clientSecret": "...",
+                   "mailboxes": ["*"]}],
+ "bookingPlatform": {"secrets": {"org-1": "..."}},
+ "tokenLifetimeSeconds": 3600}
+```
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sim.store import ExchangeStore, Mailbox
+
+DEFAULT_TOKEN_LIFETIME_S = 3600
+
+
+class ConfigError(ValueError):
+    """The configuration is not usable; the message names the offending key."""
+
+
+@dataclass(frozen=True)
+class MailboxConfig:
+    address: str
+    name: str
+    time_zone: str
+    password: str | None
+
+
+@dataclass(frozen=True)
+class ServiceAccount:
+    username: str
+    password: str
+    impersonate: frozenset[str]
+    delegate_for: frozenset[str]
+
+
+@dataclass(frozen=True)
+class OAuthClient:
+    tenant_id: str
+    client_id: str
+    client_secret: str
+    mailboxes: frozenset[str]
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    mailboxes: tuple[MailboxConfig, ...]
+    service_accounts: tuple[ServiceAccount, ...] = ()
+    oauth_clients: tuple[OAuthClient, ...] = ()
+    booking_secrets: dict[str, str] = field(default_factory=dict)
+    token_lifetime_s: int = DEFAULT_TOKEN_LIFETIME_S
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def mailbox(self, address: str) -> MailboxConfig | None:
+        address = address.lower()
+        return next((m for m in self.mailboxes if m.address == address), None)
+
+    def service_account(self, username: str) -> ServiceAccount | None:
+        username = username.lower()
+        return next((s for s in self.service_accounts if s.username == username), None)
+
+    def oauth_client(self, client_id: str) -> OAuthClient | None:
+        return next((c for c in self.oauth_clients if c.client_id == client_id), None)
+
+
+def _require(entry: dict[str, Any], key: str, where: str) -> Any:
+    if key not in entry or entry[key] in (None, ""):
+        raise ConfigError(f"{where}: missing {key!r}")
+    return entry[key]
+
+
+def _addresses(values: Any, where: str) -> frozenset[str]:
+    if values is None:
+        return frozenset()
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ConfigError(f"{where}: expected a list of addresses")
+    return frozenset(v.lower() for v in values)
+
+
+def _entries(raw: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    entries = raw.get(key, [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(f"{key}: expected a list of objects")
+    return entries
+
+
+def parse_config(raw: dict[str, Any]) -> SimConfig:
+    """Validate and convert the JSON shape; ConfigError names what is wrong."""
+    if not isinstance(raw, dict):
+        raise ConfigError("the configuration must be a JSON object")
+    mailboxes: list[MailboxConfig] = []
+    for index, entry in enumerate(_entries(raw, "mailboxes")):
+        where = f"mailboxes[{index}]"
+        address = str(_require(entry, "address", where)).lower()
+        if "@" not in address:
+            raise ConfigError(f"{where}: {address!r} is not an SMTP address")
+        time_zone = str(entry.get("timeZone") or "UTC")
+        try:
+            ZoneInfo(time_zone)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ConfigError(f"{where}: unknown timeZone {time_zone!r}") from error
+        if any(m.address == address for m in mailboxes):
+            raise ConfigError(f"{where}: duplicate address {address!r}")
+        mailboxes.append(
+            MailboxConfig(
+                address=address,
+                name=str(entry.get("name") or address.split("@")[0]),
+                time_zone=time_zone,
+                password=entry.get("password"),
+            )
+        )
+    known = {m.address for m in mailboxes}
+
+    def check_known(addresses: frozenset[str], where: str) -> frozenset[str]:
+        unknown = sorted(addresses - known - {"*"})
+        if unknown:
+            raise ConfigError(f"{where}: unknown mailbox(es) {', '.join(unknown)}")
+        return addresses
+
+    accounts: list[ServiceAccount] = []
+    for index, entry in enumerate(_entries(raw, "serviceAccounts")):
+        where = f"serviceAccounts[{index}]"
+        accounts.append(
+            ServiceAccount(
+                username=str(_require(entry, "username", where)).lower(),
+                password=str(_require(entry, "password", where)),
+                impersonate=check_known(
+                    _addresses(entry.get("impersonate"), f"{where}.impersonate"),
+                    f"{where}.impersonate",
+                ),
+                delegate_for=check_known(
+                    _addresses(entry.get("delegateFor"), f"{where}.delegateFor"),
+                    f"{where}.delegateFor",
+                ),
+            )
+        )
+    clients: list[OAuthClient] = []
+    for index, entry in enumerate(_entries(raw, "oauthClients")):
+        where = f"oauthClients[{index}]"
+        clients.append(
+            OAuthClient(
+                tenant_id=str(_require(entry, "tenantId", where)),
+                client_id=str(_require(entry, "clientId", where)),
+                client_secret=str(_require(entry, "clientSecret", where)),
+                mailboxes=check_known(
+                    _addresses(entry.get("mailboxes", ["*"]), f"{where}.mailboxes"),
+                    f"{where}.mailboxes",
+                ),
+            )
+        )
+    booking = raw.get("bookingPlatform") or {}
+    secrets = booking.get("secrets", {}) if isinstance(booking, dict) else None
+    if not isinstance(secrets, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in secrets.items()
+    ):
+        raise ConfigError("bookingPlatform.secrets: expected an object of org → secret")
+    lifetime = raw.get("tokenLifetimeSeconds", DEFAULT_TOKEN_LIFETIME_S)
+    if not isinstance(lifetime, int) or lifetime < 1:
+        raise ConfigError("tokenLifetimeSeconds: expected a positive integer")
+    return SimConfig(
+        mailboxes=tuple(mailboxes),
+        service_accounts=tuple(accounts),
+        oauth_clients=tuple(clients),
+        booking_secrets=dict(secrets),
+        token_lifetime_s=lifetime,
+        raw=raw,
+    )
+
+
+def load_config(source: str | Path | dict[str, Any]) -> SimConfig:
+    """A config from a JSON file path or an already-parsed dict."""
+    if isinstance(source, dict):
+        return parse_config(source)
+    path = Path(source)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror}") from error
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path} is not valid JSON: {error}") from error
+    return parse_config(raw)
+
+
+def build_store(config: SimConfig) -> ExchangeStore:
+    """An empty store with the configured mailboxes."""
+    store = ExchangeStore()
+    for mailbox in config.mailboxes:
+        store.add_mailbox(
+            Mailbox(mailbox.address, mailbox.name, mailbox.time_zone, mailbox.password)
+        )
+    return store
+
+
+DEMO_TENANT = "7d3c1a52-3f8e-4a53-9a55-c0b1a5e0d0a1"
+DEMO_CLIENT = "5b0f6c8e-6f0c-4d1e-8f55-2a9b7d1e4c33"
+
+
+def demo_config() -> dict[str, Any]:
+    """The demo organization ``make run`` starts: contoso.test with a few staff mailboxes in
+    different time zones, an EWS service account with impersonation rights, an OAuth client
+    for Graph, and a booking-platform secret for the demo org."""
+    staff = [
+        ("ann@contoso.test", "Ann Lee", "America/Toronto"),
+        ("bob@contoso.test", "Bob Ray", "America/Toronto"),
+        ("cara@contoso.test", "Cara Diaz", "Europe/London"),
+        ("dev@contoso.test", "Dev Patel", "Asia/Kolkata"),
+        ("eve@contoso.test", "Eve Moreau", "Europe/Paris"),
+    ]
+    return {
+        "mailboxes": [
+            {"address": address, "name": name, "timeZone": zone, "password": "Outlook!2026"}
+            for address, name, zone in staff
+        ],
+        "serviceAccounts": [
+            {
+                "username": "svc-calbridge@contoso.test",
+                "password": "Impersonate!2026",
+                "impersonate": [address for address, _, _ in staff],
+                "delegateFor": [],
+            }
+        ],
+        "oauthClients": [
+            {
+                "tenantId": DEMO_TENANT,
+                "clientId": DEMO_CLIENT,
+                "clientSecret": "graph-demo-secret",
+                "mailboxes": ["*"],
+            }
+        ],
+        "bookingPlatform": {"secrets": {"demo-org": "demo-webhook-secret"}},
+        "tokenLifetimeSeconds": DEFAULT_TOKEN_LIFETIME_S,
+    }
