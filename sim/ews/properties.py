@@ -1,0 +1,122 @@
+"""Property paths in EWS requests: ``FieldURI``, ``ExtendedFieldURI`` and the ``ItemShape`` /
+``FolderShape`` that lists them.
+
+An ``ExtendedFieldURI`` (PropertySetId or DistinguishedPropertySetId + PropertyName/PropertyId,
+or PropertyTag) maps to the store's ``ExtendedPropertyKey``; the property set id is lower-cased
+there so Graph's ``"String {guid} Name X"`` finds the same property. Responses echo the URI
+exactly as the client wrote it, because exchangelib matches returned properties to its
+registered classes attribute by attribute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sim.ews.errors import EwsError
+from sim.ews.soap import t, text_of
+from sim.store import ExtendedPropertyKey
+
+# The GUIDs behind DistinguishedPropertySetId names (MS-OXPROPS), so a property set through EWS
+# with a distinguished set name is the same property Graph names by GUID.
+DISTINGUISHED_PROPERTY_SETS = {
+    "Meeting": "6ed8da90-450b-101b-98da-00aa003f1305",
+    "Appointment": "00062002-0000-0000-c000-000000000046",
+    "Common": "00062008-0000-0000-c000-000000000046",
+    "PublicStrings": "00020329-0000-0000-c000-000000000046",
+    "Address": "00062004-0000-0000-c000-000000000046",
+    "InternetHeaders": "00020386-0000-0000-c000-000000000046",
+    "CalendarAssistant": "11000e07-b51b-40d6-af21-caa85edab1d0",
+    "UnifiedMessaging": "4442858e-a9e3-4e80-b900-317a210cc15b",
+    "Task": "00062003-0000-0000-c000-000000000046",
+    "Sharing": "00062040-0000-0000-c000-000000000046",
+}
+
+_URI_ATTRIBUTES = (
+    "DistinguishedPropertySetId",
+    "PropertySetId",
+    "PropertyTag",
+    "PropertyName",
+    "PropertyId",
+    "PropertyType",
+)
+
+
+@dataclass(frozen=True)
+class ExtendedUri:
+    """One ExtendedFieldURI as the client wrote it, and the store key it names."""
+
+    key: ExtendedPropertyKey
+    attributes: tuple[tuple[str, str], ...]  # to echo back, in schema attribute order
+
+
+def read_extended_uri(element: Any) -> ExtendedUri:
+    attributes = {name: element.get(name) for name in _URI_ATTRIBUTES if element.get(name)}
+    property_type = attributes.get("PropertyType")
+    if not property_type:
+        raise EwsError("ErrorInvalidExtendedProperty", "ExtendedFieldURI needs a PropertyType.")
+    if "PropertyTag" in attributes:
+        tag = attributes["PropertyTag"].lower()
+        key = ExtendedPropertyKey("", tag if tag.startswith("0x") else hex(int(tag)), property_type)
+    else:
+        set_id = attributes.get("PropertySetId")
+        distinguished = attributes.get("DistinguishedPropertySetId")
+        if distinguished:
+            if distinguished not in DISTINGUISHED_PROPERTY_SETS:
+                raise EwsError(
+                    "ErrorInvalidExtendedProperty",
+                    f"DistinguishedPropertySetId {distinguished!r} is unknown.",
+                )
+            set_id = DISTINGUISHED_PROPERTY_SETS[distinguished]
+        if not set_id:
+            raise EwsError(
+                "ErrorInvalidExtendedProperty",
+                "ExtendedFieldURI needs PropertySetId, DistinguishedPropertySetId or PropertyTag.",
+            )
+        if "PropertyName" in attributes:
+            name = attributes["PropertyName"]
+        elif "PropertyId" in attributes:
+            name = "0x%04x" % int(attributes["PropertyId"])  # noqa: UP031 - MAPI id spelling
+        else:
+            raise EwsError(
+                "ErrorInvalidExtendedProperty", "ExtendedFieldURI needs PropertyName or PropertyId."
+            )
+        key = ExtendedPropertyKey(set_id.strip("{}").lower(), name, property_type)
+    return ExtendedUri(key=key, attributes=tuple(attributes.items()))
+
+
+@dataclass
+class Shape:
+    """What an ItemShape asks for: base shape, body type, and the extra property paths."""
+
+    base: str = "IdOnly"  # IdOnly | Default | AllProperties
+    body_type: str = "Best"  # Best | HTML | Text
+    field_uris: set[str] = field(default_factory=set)
+    extended: list[ExtendedUri] = field(default_factory=list)
+
+    def wants(self, field_uri: str, *, in_default: bool = False) -> bool:
+        if field_uri in self.field_uris:
+            return True
+        if self.base == "AllProperties":
+            return True
+        return self.base == "Default" and in_default
+
+
+def read_shape(element: Any | None) -> Shape:
+    """An ItemShape/FolderShape element; absent means IdOnly."""
+    if element is None:
+        return Shape()
+    base = text_of(element, t("BaseShape")) or "IdOnly"
+    if base not in ("IdOnly", "Default", "AllProperties"):
+        raise EwsError("ErrorInvalidRequest", f"BaseShape {base!r} is not supported.")
+    body_type = text_of(element, t("BodyType")) or "Best"
+    shape = Shape(base=base, body_type=body_type)
+    additional = element.find(t("AdditionalProperties"))
+    if additional is not None:
+        for path in additional:
+            if path.tag == t("FieldURI"):
+                shape.field_uris.add(path.get("FieldURI", ""))
+            elif path.tag == t("ExtendedFieldURI"):
+                shape.extended.append(read_extended_uri(path))
+            # IndexedFieldURI paths name contact/message fields a calendar item does not have.
+    return shape

@@ -1,0 +1,196 @@
+"""FindItem restrictions (``m:Restriction``) and sort orders, evaluated against store items.
+
+Supported: And, Or, Not, IsEqualTo, IsNotEqualTo, IsGreaterThan(OrEqualTo), IsLessThan(OrEqualTo),
+Exists, Contains — on the calendar FieldURIs below and on ExtendedFieldURI properties. String
+comparisons ignore case, as Exchange's do. A property the item does not have never matches a
+comparison (and fails Exists). An unsupported path is ``ErrorUnsupportedPathForQuery``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, tzinfo
+from typing import Any
+
+from sim.ews.errors import EwsError
+from sim.ews.properties import read_extended_uri
+from sim.ews.soap import parse_bool, parse_datetime, t
+from sim.store import CalendarItem
+
+Value = str | datetime | bool | int | None
+Getter = Callable[[CalendarItem], Value]
+Predicate = Callable[[CalendarItem], bool]
+
+FIELD_GETTERS: dict[str, Getter] = {
+    "item:Subject": lambda i: i.subject,
+    "item:Body": lambda i: i.body,
+    "item:Sensitivity": lambda i: i.sensitivity.value,
+    "item:ItemClass": lambda i: "IPM.Appointment",
+    "item:DateTimeCreated": lambda i: i.created,
+    "item:DateTimeReceived": lambda i: i.created,
+    "item:LastModifiedTime": lambda i: i.last_modified,
+    "item:HasAttachments": lambda i: False,
+    "calendar:Start": lambda i: i.start,
+    "calendar:End": lambda i: i.end,
+    "calendar:UID": lambda i: i.uid or None,
+    "calendar:IsAllDayEvent": lambda i: i.is_all_day,
+    "calendar:Location": lambda i: i.location,
+    "calendar:LegacyFreeBusyStatus": lambda i: i.free_busy.value,
+    "calendar:IsCancelled": lambda i: i.is_cancelled,
+    "calendar:IsMeeting": lambda i: i.is_meeting,
+    "calendar:IsRecurring": lambda i: i.master_id is not None,
+    "calendar:CalendarItemType": lambda i: i.item_type.value,
+    "calendar:MyResponseType": lambda i: i.response_type.value,
+    "calendar:Organizer": lambda i: i.organizer.address if i.organizer else None,
+}
+
+_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    "IsEqualTo": lambda a, b: a == b,
+    "IsNotEqualTo": lambda a, b: a != b,
+    "IsGreaterThan": lambda a, b: a > b,
+    "IsGreaterThanOrEqualTo": lambda a, b: a >= b,
+    "IsLessThan": lambda a, b: a < b,
+    "IsLessThanOrEqualTo": lambda a, b: a <= b,
+}
+
+
+def _getter(path: Any) -> Getter:
+    if path.tag == t("FieldURI"):
+        uri = path.get("FieldURI", "")
+        getter = FIELD_GETTERS.get(uri)
+        if getter is None:
+            raise EwsError(
+                "ErrorUnsupportedPathForQuery", f"The property {uri!r} can't be used in a query."
+            )
+        return getter
+    if path.tag == t("ExtendedFieldURI"):
+        key = read_extended_uri(path).key
+        return lambda item: item.extended_properties.get(key)
+    raise EwsError(
+        "ErrorUnsupportedPathForQuery",
+        f"The path {path.tag.split('}')[-1]} can't be used in a query on a calendar.",
+    )
+
+
+def _coerce(constant: str, sample: Value, zone: tzinfo) -> Value:
+    """The constant in the type of the item's value (EWS constants are all strings)."""
+    if isinstance(sample, bool):
+        return parse_bool(constant, "Constant")
+    if isinstance(sample, datetime):
+        return parse_datetime(constant, "Constant", zone)
+    if isinstance(sample, int):
+        return int(constant)
+    return constant.casefold()
+
+
+def _normalize(value: Value) -> Value:
+    return value.casefold() if isinstance(value, str) else value
+
+
+def _comparison(element: Any, operator: Callable[[Any, Any], bool], zone: tzinfo) -> Predicate:
+    if len(element) != 2 or element[1].tag != t("FieldURIOrConstant"):
+        raise EwsError(
+            "ErrorInvalidRestriction",
+            f"{element.tag.split('}')[-1]} needs a property path and a FieldURIOrConstant.",
+        )
+    getter = _getter(element[0])
+    operand = element[1][0] if len(element[1]) else None
+    if operand is not None and operand.tag == t("Constant"):
+        constant = operand.get("Value", "")
+
+        def compare_constant(item: CalendarItem) -> bool:
+            value = getter(item)
+            if value is None:
+                return False
+            try:
+                return operator(_normalize(value), _coerce(constant, value, zone))
+            except (ValueError, TypeError):
+                return False
+
+        return compare_constant
+    if operand is not None:
+        other = _getter(operand)
+
+        def compare_fields(item: CalendarItem) -> bool:
+            left, right = getter(item), other(item)
+            if left is None or right is None:
+                return False
+            try:
+                return operator(_normalize(left), _normalize(right))
+            except TypeError:
+                return False
+
+        return compare_fields
+    raise EwsError("ErrorInvalidRestriction", "FieldURIOrConstant is empty.")
+
+
+def _contains(element: Any) -> Predicate:
+    getter = _getter(element[0])
+    constant_elem = element.find(t("Constant"))
+    if constant_elem is None:
+        raise EwsError("ErrorInvalidRestriction", "Contains needs a Constant.")
+    needle = constant_elem.get("Value", "")
+    mode = element.get("ContainmentMode", "Substring")
+    ignore_case = element.get("ContainmentComparison", "Exact") != "Exact"
+
+    def contains(item: CalendarItem) -> bool:
+        value = getter(item)
+        if not isinstance(value, str):
+            return False
+        hay, probe = (value.casefold(), needle.casefold()) if ignore_case else (value, needle)
+        if mode == "FullString":
+            return hay == probe
+        if mode == "Prefixed":
+            return hay.startswith(probe)
+        if mode == "PrefixOnWords":
+            return any(word.startswith(probe) for word in hay.split())
+        return probe in hay
+
+    return contains
+
+
+def compile_restriction(element: Any, zone: tzinfo) -> Predicate:
+    """A predicate for one search expression element (the child of m:Restriction)."""
+    name = element.tag.split("}")[-1]
+    if name == "And":
+        parts = [compile_restriction(child, zone) for child in element]
+        return lambda item: all(part(item) for part in parts)
+    if name == "Or":
+        parts = [compile_restriction(child, zone) for child in element]
+        return lambda item: any(part(item) for part in parts)
+    if name == "Not":
+        if len(element) != 1:
+            raise EwsError("ErrorInvalidRestriction", "Not takes exactly one expression.")
+        inner = compile_restriction(element[0], zone)
+        return lambda item: not inner(item)
+    if name in _COMPARISONS:
+        return _comparison(element, _COMPARISONS[name], zone)
+    if name == "Exists":
+        getter = _getter(element[0])
+        return lambda item: getter(item) not in (None, "")
+    if name == "Contains":
+        return _contains(element)
+    raise EwsError("ErrorInvalidRestriction", f"The search expression {name!r} is not supported.")
+
+
+def sort_key_functions(sort_order: Any) -> list[tuple[Getter, bool]]:
+    """(getter, descending) per FieldOrder, most significant first."""
+    orders = []
+    for field_order in sort_order.findall(t("FieldOrder")):
+        if len(field_order) != 1:
+            raise EwsError("ErrorInvalidRequest", "FieldOrder needs one property path.")
+        orders.append((_getter(field_order[0]), field_order.get("Order") == "Descending"))
+    return orders
+
+
+def sort_items(items: list[CalendarItem], orders: list[tuple[Getter, bool]]) -> list[CalendarItem]:
+    result = list(items)
+    # Stable sorts from the least significant key up; items missing the value sort first.
+    for getter, descending in reversed(orders):
+
+        def key(item: CalendarItem, getter: Getter = getter) -> tuple[int, Any]:
+            value = getter(item)
+            return (0, "") if value is None else (1, _normalize(value))
+
+        result.sort(key=key, reverse=descending)
+    return result
