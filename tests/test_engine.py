@@ -19,6 +19,7 @@ from shared.engine.reconcile import (
     CreateEvent,
     Failed,
     MarkerLookup,
+    Observation,
     PlanReason,
     ReconcilePlan,
     RecordProblem,
@@ -26,6 +27,7 @@ from shared.engine.reconcile import (
     Written,
     mapping_after,
     observation_for,
+    pending_create,
     reconcile_appointment,
     transaction_id,
 )
@@ -143,10 +145,17 @@ def mapping(
 def plan_for(
     snap: AppointmentSnapshot,
     current: EventMapping | None = None,
-    seen: Sequence[ExchangeEvent] = (),
+    seen: Sequence[ExchangeEvent] | Observation = (),
     directory: Mapping[str, MailboxRef] = DIRECTORY,
 ) -> ReconcilePlan:
-    return reconcile_appointment(ORG, APPOINTMENT, snap, current, list(seen), directory)
+    """Plan with ``seen`` as what the lookup found in the snapshot organizer's mailbox (a list),
+    or as the whole observation (address → events)."""
+    if isinstance(seen, Mapping):
+        observed: Observation = seen
+    else:
+        organizer = directory.get(snap.organizer_staff_id)
+        observed = {organizer.address: list(seen)} if organizer else {}
+    return reconcile_appointment(ORG, APPOINTMENT, snap, current, observed, directory)
 
 
 def kinds(plan: ReconcilePlan) -> list[str]:
@@ -280,17 +289,33 @@ def test_a_stale_version_is_ignored() -> None:
     assert plan.reason is PlanReason.STALE
     assert plan.actions == ()
     assert (
-        observation_for(ORG, APPOINTMENT, snapshot(2), mapping(applied_version=3), DIRECTORY)
-        is None
+        observation_for(ORG, APPOINTMENT, snapshot(2), mapping(applied_version=3), DIRECTORY) == ()
     )
 
 
 def test_observation_is_the_marker_in_the_snapshot_organizers_mailbox() -> None:
-    lookup = observation_for(
+    lookups = observation_for(ORG, APPOINTMENT, snapshot(2), mapping(organizer="ana"), DIRECTORY)
+
+    assert lookups == (MarkerLookup(mailbox=DIRECTORY["ana"], marker=MARKER),)
+
+
+def test_observation_also_covers_the_mapped_mailbox_while_its_event_may_live_there() -> None:
+    handover = observation_for(
         ORG, APPOINTMENT, snapshot(2, organizer="ben"), mapping(organizer="ana"), DIRECTORY
     )
+    after_cancel = observation_for(
+        ORG,
+        APPOINTMENT,
+        snapshot(3, organizer="ben"),
+        mapping(organizer="ana", applied_version=2, cancelled=True),
+        DIRECTORY,
+    )
 
-    assert lookup == MarkerLookup(mailbox=DIRECTORY["ben"], marker=MARKER)
+    assert handover == (
+        MarkerLookup(DIRECTORY["ben"], MARKER),
+        MarkerLookup(DIRECTORY["ana"], MARKER),
+    )
+    assert after_cancel == (MarkerLookup(DIRECTORY["ben"], MARKER),)
 
 
 def test_organizer_change_cancels_the_old_event_before_creating_the_new_organizers_event() -> None:
@@ -441,6 +466,17 @@ def test_cancelling_after_an_unapplied_handover_cancels_both_mailboxes() -> None
     assert targets == [(address("ana"), "item-1"), (address("ben"), "item-b")]
 
 
+def test_cancelling_cancels_what_the_lookup_found_in_the_old_organizers_mailbox() -> None:
+    plan = plan_for(
+        snapshot(3, status="cancelled", organizer="ben"),
+        mapping(organizer="ana", item_id=None),
+        {address("ben"): [], address("ana"): [observed("made-after-all")]},
+    )
+
+    targets = [(a.mailbox.address, a.item_id) for a in plan.actions if isinstance(a, CancelEvent)]
+    assert targets == [(address("ana"), "made-after-all")]
+
+
 def test_cancelling_an_already_cancelled_appointment_does_nothing() -> None:
     plan = plan_for(snapshot(3, status="cancelled"), mapping(applied_version=2, cancelled=True))
 
@@ -474,22 +510,81 @@ def test_a_successful_create_is_recorded_with_the_new_item_and_version() -> None
 
 def test_a_failed_action_keeps_the_previous_mapping_and_records_the_error() -> None:
     previous = mapping(organizer="ana", applied_version=1)
-    plan = plan_for(snapshot(2, organizer="ben"), previous, [])
+    plan = plan_for(
+        snapshot(2, organizer="ben"), previous, {address("ben"): [], address("ana"): []}
+    )
 
-    # The old event was cancelled, then Exchange throttled the create.
-    after = mapping_after(plan, [Completed(), Failed(RetryAfter(30, mailbox=address("ben")))])
+    # Exchange throttled the cancellation of the old event: nothing else was tried.
+    after = mapping_after(plan, [Failed(RetryAfter(30, mailbox=address("ana")))])
 
     assert after is not None
     assert after.model_copy(update={"last_error": None}) == previous
     assert after.last_error is not None
     assert "RetryAfter" in after.last_error
-    # The redelivered message decides the same handover again, with the same transaction id.
-    again = plan_for(snapshot(2, organizer="ben"), after, [])
+    again = plan_for(snapshot(2, organizer="ben"), after, {address("ben"): [], address("ana"): []})
     assert again.actions == plan.actions
 
 
-def test_a_failed_first_create_leaves_nothing_to_store() -> None:
+def test_a_failed_create_leaves_a_pending_mapping_where_the_event_may_now_be() -> None:
+    previous = mapping(organizer="ana", applied_version=1, generation=1)
+    plan = plan_for(
+        snapshot(2, organizer="ben"), previous, {address("ben"): [], address("ana"): []}
+    )
+    _, create = plan.actions
+    assert isinstance(create, CreateEvent)
+
+    # The old event was cancelled; the create's answer was lost.
+    after = mapping_after(plan, [Completed(), Failed(ExchangeUnavailable("timeout"))])
+
+    assert after is not None
+    assert (after.mailbox, after.item_id, after.cancelled) == (address("ben"), None, False)
+    assert after.generation == 2
+    assert after == pending_create(plan, create).model_copy(update={"last_error": after.last_error})
+    # Nothing there yet: the same create again, with the same transaction id.
+    retry = plan_for(snapshot(2, organizer="ben"), after, [])
+    assert retry.actions == (create,)
+
+
+def test_a_pending_create_is_adopted_in_its_mailbox() -> None:
+    pending = mapping(item_id=None, applied_version=1, generation=4)
+
+    plan = plan_for(snapshot(1), pending, [observed("made-after-all")])
+
+    assert plan.reason is PlanReason.ADOPT
+    [update] = plan.actions
+    assert isinstance(update, UpdateEvent)
+    assert update.item_id == "made-after-all"
+    assert plan.generation == 4
+
+
+def test_a_pending_create_is_cancelled_when_the_organizer_changed_meanwhile() -> None:
+    pending = mapping(organizer="ana", item_id=None, applied_version=1, generation=1)
+
+    plan = plan_for(
+        snapshot(2, organizer="ben"),
+        pending,
+        {address("ben"): [], address("ana"): [observed("orphan")]},
+    )
+
+    cancel, create = plan.actions
+    assert isinstance(cancel, CancelEvent)
+    assert (cancel.mailbox.address, cancel.item_id) == (address("ana"), "orphan")
+    assert isinstance(create, CreateEvent)
+    assert create.mailbox == DIRECTORY["ben"]
+    assert plan.generation == 2
+
+
+def test_a_failed_first_create_still_points_at_the_organizers_mailbox() -> None:
     plan = plan_for(snapshot(1))
+
+    after = mapping_after(plan, [Failed(ExchangeUnavailable("503"))])
+
+    assert after is not None
+    assert (after.mailbox, after.item_id, after.applied_version) == (address("ana"), None, 1)
+
+
+def test_a_plan_failing_before_any_write_without_a_mapping_stores_nothing() -> None:
+    plan = plan_for(snapshot(2, status="cancelled"), None, [observed("orphan")])
 
     assert mapping_after(plan, [Failed(ExchangeUnavailable("503"))]) is None
 

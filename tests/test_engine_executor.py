@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from shared.engine.reconcile import Completed, Failed, PlanReason, Written
 from shared.exchange.fake import FakeCalendarGateway, FakeExchange
 from shared.exchange.port import CalendarGateway, ExchangeUnavailable, RetryAfter
@@ -52,7 +54,8 @@ def test_a_throttled_create_is_reported_and_the_redelivery_makes_one_event() -> 
 
     assert isinstance(first.failure, RetryAfter)
     assert first.failure.retry_after_seconds == 7
-    assert first.mapping is None
+    assert first.mapping is not None
+    assert (first.mapping.mailbox, first.mapping.item_id) == (address("ana"), None)
     assert exchange.calendar(address("ana")) == []
     second = apply(gateway, snapshot(1), first.mapping)
     assert second.failure is None
@@ -134,3 +137,52 @@ def test_each_mailbox_is_written_through_its_own_connection() -> None:
     assert event.marker == MARKER
     assert handed_over.mapping is not None
     assert handed_over.mapping.connection_id == "conn-2"
+
+
+def test_a_worker_dying_right_after_a_create_leaves_a_mapping_that_finds_the_event() -> None:
+    exchange, gateway = setup()
+    stored: list[EventMapping] = []
+
+    async def store(pending: EventMapping) -> None:
+        stored.append(pending)
+
+    # The create happens; the worker dies before it can store the outcome.
+    exchange.fail_next("create_event", ExchangeUnavailable("worker killed"), after_effect=True)
+    asyncio.run(
+        apply_appointment(
+            lambda ref: gateway,
+            ORG,
+            APPOINTMENT,
+            snapshot(1, secondaries=("cai",)),
+            None,
+            DIRECTORY,
+            before_create=store,
+        )
+    )
+    [pending] = stored
+    assert (pending.mailbox, pending.item_id) == (address("ana"), None)
+
+    # Before the redelivery, the booking platform moved the appointment to ben.
+    later = apply(gateway, snapshot(2, organizer="ben", secondaries=("cai",)), pending)
+
+    assert later.failure is None
+    assert [e for e in exchange.calendar(address("ana")) if e.is_live] == []
+    assert [e.organizer for e in exchange.calendar(address("cai")) if e.is_live] == [address("ben")]
+    [event] = exchange.calendar(address("ben"))
+    assert later.mapping is not None
+    assert later.mapping.item_id == event.item_id
+
+
+def test_a_failing_store_before_a_create_stops_the_pass_before_anything_is_created() -> None:
+    exchange, gateway = setup()
+
+    async def store(pending: EventMapping) -> None:
+        raise RuntimeError("etag conflict")
+
+    with pytest.raises(RuntimeError, match="etag conflict"):
+        asyncio.run(
+            apply_appointment(
+                lambda ref: gateway, ORG, APPOINTMENT, snapshot(1), None, DIRECTORY, store
+            )
+        )
+    assert exchange.request_count("create_event") == 0

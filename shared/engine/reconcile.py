@@ -7,8 +7,9 @@ Pure: no I/O, no SDK, no Azure. The apply worker gathers the inputs, calls
 The algorithm
 -------------
 1. **Observe** (``observation_for``): look the appointment's marker up in the snapshot
-   organizer's mailbox. That list (``observed``) is the truth about that mailbox; the stored
-   mapping only says what we wrote last and where.
+   organizer's mailbox, and in the mapping's mailbox when the mapping's event may still be live
+   somewhere else. What is found there (``observed``: address → events) is the truth about those
+   mailboxes; the stored mapping only says what we wrote last and where.
 2. **Decide** (``reconcile_appointment``), level-triggered: make Exchange match the snapshot,
    whatever happened before; never replay a diff.
    - A snapshot older than the mapping's ``applied_version`` is a stale message: do nothing.
@@ -20,22 +21,27 @@ The algorithm
      of attendees we could invite changed; otherwise nothing is written. No live event → create.
      Extra live events with the marker (two racing creates) are cancelled.
    - Handover: the organizer changed (removed themselves, or was reassigned, or their mailbox
-     moved to another address): cancel the old event in the old organizer's mailbox first (its
-     copies are cancelled by Exchange), then create (or adopt) the event in the new organizer's
-     mailbox with the remaining staff as attendees. Executing stops at the first failure, so
-     there is never a moment with two live events from a half-done handover.
-   - Cancelled: cancel the mapped event and every live marker event in the organizer's mailbox.
+     moved to another address): cancel the old event in the old mailbox first (Exchange cancels
+     its copies), then create (or adopt) the event in the new organizer's mailbox with the
+     remaining staff as attendees. Executing stops at the first failure, so a half-done
+     handover never leaves two live events.
+   - Cancelled: cancel the mapped event and every live marker event in the mailboxes observed.
      A cancellation that arrives before any event was written is still recorded (a tombstone
      mapping without item id), so an older "booked" message delivered later creates nothing.
    - Booked at a version the mapping already recorded as cancelled: the organizer cancelled in
      Outlook and the booking platform has not answered yet; nothing is re-created.
    - A staff member without a known mailbox: the organizer → nothing can be written, a
      ``RecordProblem`` says why; a secondary → the event is written without them, and recorded.
-3. **Record** (``mapping_after``): the new mapping comes from what the executor reports, never
-   from what the plan hoped. All actions done → ``applied_version`` advances to the snapshot's.
+3. **Record**: the new mapping comes from what the executor reports, never from what the plan
+   hoped (``mapping_after``). All actions done → ``applied_version`` advances to the snapshot's.
    A failure → the previous mapping stays (plus ``last_error``), so the redelivered message
    re-decides from the same ground; every action is idempotent (cancelling what is gone is
    quiet, a create finds its earlier attempt by marker or transaction id).
+   A create may take effect even when its answer is lost (timeout, crash). So before a create
+   the executor stores ``pending_create(plan, action)`` — the mapping pointing at the target
+   mailbox with no item id yet — and a failed create leaves that same pending mapping. The
+   next pass then looks in that mailbox: it adopts the event there, or, if the organizer has
+   changed meanwhile, cancels it. No event is ever written where the mapping does not point.
 
 Echo rule: every write's new change key lands in the mapping; the Exchange → booking direction
 treats a change whose change key equals the stored one as our own write, never as a user's.
@@ -178,6 +184,10 @@ ActionResult = Written | Completed | Failed
 
 _TRANSACTION_NAMESPACE = uuid.UUID("3b0f6a52-9d4e-4f1b-8c27-5e90a1d3c6f8")
 
+Observation = Mapping[str, Sequence[ExchangeEvent]]
+"""What the ``observation_for`` lookups found: mailbox address → marker events there. A mailbox
+that was not looked at is absent (an empty list means: looked, found nothing)."""
+
 
 def transaction_id(org: str, appointment_id: str, organizer_staff_id: str, generation: int) -> str:
     """The create's idempotency key (Graph ``transactionId``): the same for every retry of one
@@ -190,24 +200,13 @@ def _is_stale(snapshot: AppointmentSnapshot, mapping: EventMapping | None) -> bo
     return mapping is not None and snapshot.version < mapping.applied_version
 
 
-def observation_for(
-    org: str,
-    appointment_id: str,
-    snapshot: AppointmentSnapshot,
-    mapping: EventMapping | None,
-    directory: Mapping[str, MailboxRef],
-) -> MarkerLookup | None:
-    """Where to look before deciding: the marker in the snapshot organizer's mailbox. None when
-    there is nothing to look at (stale message, organizer without a known mailbox)."""
-    organizer = directory.get(snapshot.organizer_staff_id)
-    if _is_stale(snapshot, mapping) or organizer is None:
-        return None
-    return MarkerLookup(mailbox=organizer, marker=marker_for(org, appointment_id))
-
-
-def _mapped_mailbox(mapping: EventMapping, directory: Mapping[str, MailboxRef]) -> MailboxRef:
-    """The mailbox the mapped event was written to, on the connection that named its item id."""
+def _mapping_mailbox(mapping: EventMapping, directory: Mapping[str, MailboxRef]) -> MailboxRef:
+    """The mailbox the mapping's event was written to. The staff member's current connection
+    when they still live at that address (a mailbox that moved connections keeps its events),
+    otherwise the connection the mapping recorded."""
     current = directory.get(mapping.organizer_staff_id)
+    if current is not None and current.address == mapping.mailbox:
+        return current
     return MailboxRef(
         staff_id=mapping.organizer_staff_id,
         connection_id=mapping.connection_id,
@@ -216,30 +215,53 @@ def _mapped_mailbox(mapping: EventMapping, directory: Mapping[str, MailboxRef]) 
     )
 
 
-def _live_mapped_item(mapping: EventMapping | None) -> str | None:
-    """The mapped item id while the mapping says the event is live."""
-    if mapping is None or mapping.cancelled:
-        return None
-    return mapping.item_id
+def _elsewhere(mapping: EventMapping | None, organizer: MailboxRef | None) -> bool:
+    """The mapping's event may be live in a mailbox other than the snapshot organizer's."""
+    return (
+        mapping is not None
+        and not mapping.cancelled
+        and (organizer is None or mapping.mailbox != organizer.address)
+    )
 
 
-def _unobserved_mapped_item(
-    mapping: EventMapping | None, organizer: MailboxRef | None, live: Sequence[ExchangeEvent]
-) -> str | None:
-    """The live mapped item when the observation did not cover it, so a cancellation must name
-    it blindly (quiet if it is gone): it is in another mailbox, or there was no observation, or
-    the lookup did not list it. None when it was observed, or when the mailbox moved to another
-    connection (the old item id means nothing there; the marker lookup found the event under
-    its new id)."""
-    item_id = _live_mapped_item(mapping)
-    if mapping is None or item_id is None:
-        return None
-    if organizer is not None and mapping.mailbox == organizer.address:
-        if mapping.connection_id != organizer.connection_id:
-            return None
-        if any(event.item_id == item_id for event in live):
-            return None
-    return item_id
+def observation_for(
+    org: str,
+    appointment_id: str,
+    snapshot: AppointmentSnapshot,
+    mapping: EventMapping | None,
+    directory: Mapping[str, MailboxRef],
+) -> tuple[MarkerLookup, ...]:
+    """Where to look before deciding: the marker in the snapshot organizer's mailbox, and in the
+    mapping's mailbox while its event may be live there. Nothing for a stale message."""
+    if _is_stale(snapshot, mapping):
+        return ()
+    marker = marker_for(org, appointment_id)
+    organizer = directory.get(snapshot.organizer_staff_id)
+    lookups = [MarkerLookup(organizer, marker)] if organizer else []
+    if mapping is not None and _elsewhere(mapping, organizer):
+        lookups.append(MarkerLookup(_mapping_mailbox(mapping, directory), marker))
+    return tuple(lookups)
+
+
+def _live(observed: Observation, address: str) -> list[ExchangeEvent]:
+    return [event for event in observed.get(address, ()) if event.is_live]
+
+
+def _cancel_mapped_and_found(
+    mapping: EventMapping, where: MailboxRef, observed: Observation
+) -> list[Action]:
+    """Cancel everything of ours in the mapping's mailbox: each live marker event found there,
+    and the mapped item itself if the lookup did not list it (quiet if it is gone). The mapped
+    id is only named on the connection that issued it."""
+    found = _live(observed, where.address)
+    actions: list[Action] = [CancelEvent(where, event.item_id) for event in found]
+    if (
+        mapping.item_id is not None
+        and where.connection_id == mapping.connection_id
+        and all(event.item_id != mapping.item_id for event in found)
+    ):
+        actions.insert(0, CancelEvent(where, mapping.item_id))
+    return actions
 
 
 def reconcile_appointment(
@@ -247,12 +269,12 @@ def reconcile_appointment(
     appointment_id: str,
     snapshot: AppointmentSnapshot,
     mapping: EventMapping | None,
-    observed: Sequence[ExchangeEvent],
+    observed: Observation,
     directory: Mapping[str, MailboxRef],
 ) -> ReconcilePlan:
     """The actions that make Exchange show ``snapshot`` (see the module docstring for the rules).
 
-    ``observed``: the result of the ``observation_for`` lookup (empty when there was none).
+    ``observed``: what the ``observation_for`` lookups found.
     ``directory``: staff id → mailbox, for every staff member whose mailbox is known.
     """
     if _is_stale(snapshot, mapping):
@@ -260,9 +282,8 @@ def reconcile_appointment(
             org, appointment_id, snapshot.version, snapshot.status, mapping, PlanReason.STALE
         )
     organizer = directory.get(snapshot.organizer_staff_id)
-    live = [event for event in observed if event.is_live] if organizer else []
     if snapshot.status is AppointmentStatus.CANCELLED:
-        return _cancellation(org, appointment_id, snapshot, mapping, live, organizer, directory)
+        return _cancellation(org, appointment_id, snapshot, mapping, observed, organizer, directory)
     if organizer is None:
         problem = RecordProblem(
             snapshot.organizer_staff_id,
@@ -277,7 +298,7 @@ def reconcile_appointment(
             PlanReason.ORGANIZER_UNKNOWN,
             (problem,),
         )
-    return _booking(org, appointment_id, snapshot, mapping, live, organizer, directory)
+    return _booking(org, appointment_id, snapshot, mapping, observed, organizer, directory)
 
 
 def _cancellation(
@@ -285,16 +306,19 @@ def _cancellation(
     appointment_id: str,
     snapshot: AppointmentSnapshot,
     mapping: EventMapping | None,
-    live: Sequence[ExchangeEvent],
+    observed: Observation,
     organizer: MailboxRef | None,
     directory: Mapping[str, MailboxRef],
 ) -> ReconcilePlan:
     actions: list[Action] = []
-    unobserved = _unobserved_mapped_item(mapping, organizer, live)
-    if mapping is not None and unobserved is not None:
-        actions.append(CancelEvent(_mapped_mailbox(mapping, directory), unobserved))
-    if organizer is not None:
-        actions.extend(CancelEvent(organizer, event.item_id) for event in live)
+    if mapping is not None and not mapping.cancelled:
+        actions.extend(
+            _cancel_mapped_and_found(mapping, _mapping_mailbox(mapping, directory), observed)
+        )
+    if organizer is not None and not _same_mailbox_live(mapping, organizer):
+        actions.extend(
+            CancelEvent(organizer, e.item_id) for e in _live(observed, organizer.address)
+        )
     return ReconcilePlan(
         org,
         appointment_id,
@@ -308,12 +332,17 @@ def _cancellation(
     )
 
 
+def _same_mailbox_live(mapping: EventMapping | None, organizer: MailboxRef) -> bool:
+    """The mapping's (possibly live) event is in the organizer's own mailbox."""
+    return mapping is not None and not mapping.cancelled and mapping.mailbox == organizer.address
+
+
 def _booking(
     org: str,
     appointment_id: str,
     snapshot: AppointmentSnapshot,
     mapping: EventMapping | None,
-    live: Sequence[ExchangeEvent],
+    observed: Observation,
     organizer: MailboxRef,
     directory: Mapping[str, MailboxRef],
 ) -> ReconcilePlan:
@@ -340,35 +369,37 @@ def _booking(
         for staff_id in snapshot.secondary_staff_ids
         if staff_id not in directory
     ]
+    here = _live(observed, organizer.address)
     if mapping is not None and mapping.cancelled and snapshot.version <= mapping.applied_version:
         # Cancelled in Outlook at this very version: the booking platform has the next word.
-        actions.extend(CancelEvent(organizer, event.item_id) for event in live)
+        actions.extend(CancelEvent(organizer, event.item_id) for event in here)
         return plan(PlanReason.CANCELLED_IN_EXCHANGE, actions, mapping.generation)
 
-    mapped_id = _live_mapped_item(mapping)
-    # Handover: the live event sits in another mailbox (new organizer, or the organizer's
-    # mailbox moved to another address). Cancel it first; Exchange cancels its copies.
-    handover = (
-        mapping is not None and mapped_id is not None and mapping.mailbox != organizer.address
-    )
-    if mapping is not None and mapped_id is not None and handover:
-        actions.append(CancelEvent(_mapped_mailbox(mapping, directory), mapped_id))
+    handover = mapping is not None and _elsewhere(mapping, organizer)
+    if mapping is not None and handover:
+        actions.extend(
+            _cancel_mapped_and_found(mapping, _mapping_mailbox(mapping, directory), observed)
+        )
 
-    preferred = None if handover else mapped_id
-    keep = next((e for e in live if e.item_id == preferred), live[0] if live else None)
-    actions.extend(CancelEvent(organizer, e.item_id) for e in live if e is not keep)
-
-    continuing = (
+    # The mapping's own event in this mailbox, under an id this connection issued; or a create
+    # in this mailbox whose outcome is unknown (pending: no item id yet).
+    ours = (
         mapping is not None
-        and keep is not None
-        and not handover
-        and keep.item_id == mapped_id
+        and _same_mailbox_live(mapping, organizer)
         and mapping.connection_id == organizer.connection_id
     )
+    mapped_id = mapping.item_id if mapping is not None and ours else None
+    pending = mapping is not None and ours and mapping.item_id is None
+    keep = next((e for e in here if e.item_id == mapped_id), here[0] if here else None)
+    actions.extend(CancelEvent(organizer, e.item_id) for e in here if e is not keep)
+    continuing = keep is not None and mapped_id is not None and keep.item_id == mapped_id
+
     if mapping is None:
         generation = 1
+    elif continuing or pending:
+        generation = mapping.generation
     else:
-        generation = mapping.generation if continuing else mapping.generation + 1
+        generation = mapping.generation + 1
     draft = event_draft(org, appointment_id, snapshot, directory)
 
     if keep is None:
@@ -376,7 +407,7 @@ def _booking(
         actions.append(CreateEvent(organizer, draft, create_id))
         if handover:
             reason = PlanReason.HANDOVER
-        elif mapping is not None and not mapping.cancelled:
+        elif mapped_id is not None:
             reason = PlanReason.RECREATE
         else:
             reason = PlanReason.CREATE
@@ -409,21 +440,42 @@ def _describe(failure: Failed) -> str:
     return f"{type(failure.error).__name__}: {failure.error}"
 
 
+def pending_create(plan: ReconcilePlan, action: CreateEvent) -> EventMapping:
+    """The mapping to store right before ``action`` runs: it points at the mailbox the event is
+    about to be created in, without an item id. Should the answer be lost (or the worker die),
+    the next pass looks there and adopts or cancels what it finds."""
+    previous = plan.previous
+    return EventMapping(
+        organizer_staff_id=action.mailbox.staff_id,
+        mailbox=action.mailbox.address,
+        connection_id=action.mailbox.connection_id,
+        item_id=None,
+        applied_version=max(plan.version, previous.applied_version if previous else 0),
+        attendee_staff_ids=list(plan.attendee_staff_ids),
+        generation=plan.generation,
+        last_error=previous.last_error if previous else None,
+    )
+
+
 def mapping_after(plan: ReconcilePlan, results: Sequence[ActionResult]) -> EventMapping | None:
     """The mapping to store once the executor has run ``plan`` and reported ``results`` (one per
     action, in order; fewer when it stopped at a failure). None: nothing to store."""
     previous = plan.previous
     if plan.reason is PlanReason.STALE:
         return previous
-    failure = next((r for r in results if isinstance(r, Failed)), None)
-    complete = failure is None and len(results) == len(plan.actions)
+    complete = len(results) == len(plan.actions) and not any(isinstance(r, Failed) for r in results)
     problems = "; ".join(p.message for p in plan.problems) or None
 
     current = previous
     wrote = False
     cancelled_item: str | None = None
+    failure: Failed | None = None
     for action, result in zip(plan.actions, results, strict=False):
         if isinstance(result, Failed):
+            failure = result
+            if isinstance(action, CreateEvent):
+                # The create may have happened even though it failed: remember where.
+                current = pending_create(plan, action)
             break
         if isinstance(action, CreateEvent | UpdateEvent) and isinstance(result, Written):
             wrote = True
@@ -442,7 +494,6 @@ def mapping_after(plan: ReconcilePlan, results: Sequence[ActionResult]) -> Event
             cancelled_item = action.item_id
 
     if not complete:
-        assert failure is not None or len(results) < len(plan.actions)
         if current is None:
             return None
         reason = _describe(failure) if failure else "not every action was carried out"

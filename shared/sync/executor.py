@@ -1,10 +1,15 @@
 """Carry out a ``ReconcilePlan`` through the calendar port; no storage, no queues.
 
 ``apply_appointment`` is one pass of the booking → Exchange direction for one appointment:
-observe (marker lookup), decide (``reconcile_appointment``), execute the actions in order, and
+observe (marker lookups), decide (``reconcile_appointment``), execute the actions in order, and
 compute the mapping to store (``mapping_after``). The caller — the apply worker, or a test —
 stores the mapping (with its ETag) and decides about redelivery from ``ApplyOutcome.failure``
 (``CalendarError.retryable`` / ``retry_after_seconds``).
+
+``before_create`` is how the caller makes creates crash-safe: it is awaited with
+``pending_create(plan, action)`` right before each create and must store that mapping durably
+(an exception from it aborts the pass before anything is created). A worker that dies after the
+create but before storing the outcome then leaves a mapping that points where the event is.
 
 Execution stops at the first failed action: actions are ordered so that stopping early never
 leaves two live events (a handover cancels the old event before creating the new one), and every
@@ -13,7 +18,7 @@ action is safe to repeat when the message comes back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from shared.engine.reconcile import (
@@ -23,12 +28,14 @@ from shared.engine.reconcile import (
     CreateEvent,
     Failed,
     MarkerLookup,
+    Observation,
     ReconcilePlan,
     RecordProblem,
     UpdateEvent,
     Written,
     mapping_after,
     observation_for,
+    pending_create,
     reconcile_appointment,
 )
 from shared.exchange.port import CalendarError, CalendarGateway, ExchangeEvent
@@ -37,20 +44,30 @@ from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
 GatewayFor = Callable[[MailboxRef], CalendarGateway]
 """The gateway of the connection a mailbox belongs to (``MailboxRef.connection_id``)."""
 
-
-async def observe(gateway_for: GatewayFor, lookup: MarkerLookup | None) -> list[ExchangeEvent]:
-    """Carry out the engine's observation (nothing to look at → empty)."""
-    if lookup is None:
-        return []
-    gateway = gateway_for(lookup.mailbox)
-    return await gateway.find_by_marker(lookup.mailbox.address, lookup.marker)
+BeforeCreate = Callable[[EventMapping], Awaitable[None]]
+"""Stores the pending mapping durably before a create (see the module docstring)."""
 
 
-async def execute_plan(gateway_for: GatewayFor, plan: ReconcilePlan) -> tuple[ActionResult, ...]:
+async def observe(gateway_for: GatewayFor, lookups: tuple[MarkerLookup, ...]) -> Observation:
+    """Carry out the engine's lookups: mailbox address → marker events found there."""
+    found: dict[str, list[ExchangeEvent]] = {}
+    for lookup in lookups:
+        gateway = gateway_for(lookup.mailbox)
+        events = await gateway.find_by_marker(lookup.mailbox.address, lookup.marker)
+        found[lookup.mailbox.address] = events
+    return found
+
+
+async def execute_plan(
+    gateway_for: GatewayFor, plan: ReconcilePlan, before_create: BeforeCreate | None = None
+) -> tuple[ActionResult, ...]:
     """Run the plan's actions in order; one result per action attempted, ending at the first
-    ``Failed``. Errors other than ``CalendarError`` are bugs and propagate."""
+    ``Failed``. Errors other than ``CalendarError`` (bugs, a failing ``before_create``)
+    propagate."""
     results: list[ActionResult] = []
     for action in plan.actions:
+        if isinstance(action, CreateEvent) and before_create is not None:
+            await before_create(pending_create(plan, action))
         try:
             if isinstance(action, RecordProblem):
                 results.append(Completed())
@@ -93,15 +110,16 @@ async def apply_appointment(
     snapshot: AppointmentSnapshot,
     mapping: EventMapping | None,
     directory: Mapping[str, MailboxRef],
+    before_create: BeforeCreate | None = None,
 ) -> ApplyOutcome:
     """Observe, decide, execute and record for one appointment snapshot."""
-    lookup = observation_for(org, appointment_id, snapshot, mapping, directory)
+    lookups = observation_for(org, appointment_id, snapshot, mapping, directory)
     try:
-        observed = await observe(gateway_for, lookup)
+        observed = await observe(gateway_for, lookups)
     except CalendarError as error:
         return ApplyOutcome(plan=None, results=(), mapping=mapping, failure=error)
     plan = reconcile_appointment(org, appointment_id, snapshot, mapping, observed, directory)
-    results = await execute_plan(gateway_for, plan)
+    results = await execute_plan(gateway_for, plan, before_create)
     failure = next((r.error for r in results if isinstance(r, Failed)), None)
     return ApplyOutcome(
         plan=plan, results=results, mapping=mapping_after(plan, results), failure=failure
