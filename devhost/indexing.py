@@ -50,12 +50,13 @@ class SettingNotFound(LookupError):
 
 
 def resolve_setting_expressions(value: str, environ: Mapping[str, str]) -> str:
-    """``"%PREFIX%work"`` with ``PREFIX=t1`` → ``"t1work"``; a missing setting raises."""
+    """``"%PREFIX%work"`` with ``PREFIX=t1`` → ``"t1work"``; a missing or empty setting raises."""
 
     def setting(match: re.Match[str]) -> str:
         name = match.group(1)
-        if name not in environ:
-            raise SettingNotFound(f"app setting {name!r} (used as %{name}%) is not set")
+        # Like the host, an empty value is as good as none ("does not resolve to a value").
+        if not environ.get(name):
+            raise SettingNotFound(f"app setting {name!r} (used as %{name}%) is not set or empty")
         return environ[name]
 
     return _SETTING_EXPRESSION.sub(setting, value)

@@ -50,6 +50,8 @@ DEFAULT_QUEUE_PORT = 10001
 DEFAULT_TABLE_PORT = 10002
 DEFAULT_HTTP_PORT = 7071
 STORAGE_SETTING = "AzureWebJobsStorage"
+QUEUE_PREFIX_SETTING = "CALBRIDGE_QUEUE_PREFIX"
+DEFAULT_QUEUE_PREFIX = "calbridge-"
 
 
 def port_or_free(preferred: int) -> int:
@@ -151,6 +153,10 @@ class LocalStack:
             table_port=port_or_free(options.table_port),
         )
         self.environ[STORAGE_SETTING] = self.azurite.connection_string
+        # Queue-trigger bindings name their queues "%CALBRIDGE_QUEUE_PREFIX%...", which must
+        # resolve to a non-empty value (as in Azure); senders read the same setting.
+        if not self.environ.get(QUEUE_PREFIX_SETTING):
+            self.environ[QUEUE_PREFIX_SETTING] = DEFAULT_QUEUE_PREFIX
         self.environ[signing_secret_variable()] = secrets.signing_secret
         self.environ[ADMIN_KEY_VARIABLE] = secrets.admin_key
         self.environ[FUNCTIONS_KEY_VARIABLE] = secrets.functions_key

@@ -16,6 +16,7 @@ from azure.functions.queue import QueueMessage as FunctionsQueueMessage
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from devhost.hostconfig import HostConfig, QueueOptions
+from devhost.indexing import SettingNotFound, resolve_setting_expressions
 from devhost.queue_triggers import PollingBackoff
 from devhost.runner import FunctionsRunner
 
@@ -303,3 +304,13 @@ def test_idle_backoff_doubles_up_to_the_maximum_and_resets_on_activity() -> None
     assert waits == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
     backoff.reset()
     assert backoff.next_idle_wait() == 0.1
+
+
+def test_setting_expressions_resolve_from_the_environment_and_empty_counts_as_missing() -> None:
+    environ = {"PREFIX": "calbridge-", "EMPTY": ""}
+    assert resolve_setting_expressions("%PREFIX%mailbox-sync", environ) == "calbridge-mailbox-sync"
+    assert resolve_setting_expressions("plain-name", environ) == "plain-name"
+    with pytest.raises(SettingNotFound, match="EMPTY"):
+        resolve_setting_expressions("%EMPTY%work", environ)
+    with pytest.raises(SettingNotFound, match="ABSENT"):
+        resolve_setting_expressions("%ABSENT%work", environ)

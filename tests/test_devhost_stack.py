@@ -22,8 +22,10 @@ import pytest
 from devhost.demo import example_appointment, sign
 from devhost.dev_secrets import load_or_create
 from devhost.local_stack import LocalStack, StackOptions, port_or_free
+from devhost.runner import REPO_ROOT
 from devhost.seed import SeedContext
 from devhost.simulator import SimulatorUnavailable, prepare_config, start_simulator
+from shared.config import Settings
 from shared.models import AppointmentSnapshot
 
 FAKE_SIM_MAIN = textwrap.dedent(
@@ -140,6 +142,7 @@ def test_stack_writes_local_json_and_sets_the_environment_before_importing_the_a
     assert seen_at_import["CALBRIDGE_ADMIN_KEY"] == document["adminKey"]
     assert seen_at_import["CALBRIDGE_FUNCTIONS_KEY"] == document["functionsKey"]
     assert seen_at_import["CALBRIDGE_TABLE_PREFIX"] == "dev"  # from local.settings.json
+    assert seen_at_import["CALBRIDGE_QUEUE_PREFIX"] == "calbridge-"  # bindings need a value
     assert [context.functions_url for context in seeded] == [document["functionsUrl"]]
     assert seeded[0].signing_secret == document["signingSecret"]
     assert stack.options.data_dir / "azurite" == stack.azurite.location
@@ -273,3 +276,15 @@ def test_stack_options_read_ports_and_folder_from_the_environment(tmp_path: Path
     assert (defaults.queue_port, defaults.table_port, defaults.http_port) == (10001, 10002, 7071)
     with pytest.raises(ValueError, match="CALBRIDGE_HTTP_PORT"):
         StackOptions.from_environ({"CALBRIDGE_HTTP_PORT": "seventy"})
+
+
+def test_local_settings_example_is_core_tools_format_and_valid_settings() -> None:
+    example = json.loads((REPO_ROOT / "local.settings.json.example").read_text())
+    assert example["IsEncrypted"] is False
+    values = example["Values"]
+    assert values["FUNCTIONS_WORKER_RUNTIME"] == "python"
+    assert values["CALBRIDGE_QUEUE_PREFIX"]  # queue-trigger bindings need a non-empty prefix
+    settings = Settings(**{k: v for k, v in values.items() if v != ""})
+    assert settings.storage_connection_string == values["AzureWebJobsStorage"]
+    assert settings.max_request_bytes == int(values["CALBRIDGE_MAX_REQUEST_BYTES"])
+    assert settings.queue_prefix == values["CALBRIDGE_QUEUE_PREFIX"]
