@@ -1,0 +1,468 @@
+"""The booking-platform routes, called through the registered functions against Azurite.
+
+Every refusal is checked to store nothing and queue nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import azure.functions as func
+import pytest
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import TableClient
+from azure.storage.queue import QueueClient
+
+from devhost.azurite import Azurite, free_port
+from shared import bootstrap
+from shared.models import BusyBlock
+from shared.queues import APPOINTMENT_CHANGES, AzureQueueSender
+from shared.store.azure_tables import AzureTableService
+from tests.functions_harness import app_environment, http_call, signed_headers
+
+ORG = "acme"
+SECRET = "acme-shared-secret-for-tests"
+PATH = f"/api/orgs/{ORG}/appointments/apt-1"
+
+
+@dataclass
+class App:
+    azurite: Azurite
+    prefix: str
+
+    def stored_appointments(self) -> list[dict[str, Any]]:
+        table = TableClient.from_connection_string(
+            self.azurite.connection_string, self.prefix + "Appointments"
+        )
+        try:
+            return [dict(entity) for entity in table.list_entities()]
+        except ResourceNotFoundError:
+            return []
+
+    def queued(self) -> list[dict[str, Any]]:
+        queue = QueueClient.from_connection_string(
+            self.azurite.connection_string, self.prefix + APPOINTMENT_CHANGES
+        )
+        try:
+            messages = queue.peek_messages(max_messages=32)
+        except ResourceNotFoundError:
+            return []
+        return [json.loads(base64.b64decode(m.content)) for m in messages]
+
+    def assert_untouched(self) -> None:
+        assert self.stored_appointments() == []
+        assert self.queued() == []
+
+
+@pytest.fixture
+def app(azurite: Azurite, name_prefix: str) -> Iterator[App]:
+    with app_environment(azurite.connection_string, name_prefix, {ORG: SECRET}):
+        yield App(azurite, name_prefix)
+
+
+def snapshot_body(version: int = 3, **changes: Any) -> bytes:
+    body: dict[str, Any] = {
+        "version": version,
+        "status": "booked",
+        "start": "2026-03-02T09:00:00+01:00",
+        "end": "2026-03-02T09:30:00+01:00",
+        "timeZone": "Europe/Berlin",
+        "title": "Mortgage advice",
+        "location": "Branch 4",
+        "serviceName": "Advice",
+        "organizerStaffId": "s1",
+        "staff": [{"staffId": "s1", "role": "organizer"}, {"staffId": "s2", "role": "secondary"}],
+        "clients": [{"name": "Ada Lovelace", "email": "ada@example.com", "phone": "+44 1"}],
+        "notes": "Bring proof of income",
+    }
+    body.update(changes)
+    return json.dumps(body).encode()
+
+
+def put(
+    body: bytes, path: str = PATH, secret: str = SECRET, **header_args: Any
+) -> func.HttpResponse:
+    return http_call("PUT", path, body=body, headers=signed_headers(secret, body, **header_args))
+
+
+def answer(response: func.HttpResponse) -> Any:
+    assert response.mimetype == "application/json"
+    return json.loads(response.get_body())
+
+
+# --- accepted snapshots -----------------------------------------------------------------------
+
+
+def test_a_new_snapshot_is_stored_and_announced(app: App) -> None:
+    response = put(snapshot_body(3))
+    assert response.status_code == 202
+    assert answer(response) == {"accepted": True, "version": 3}
+    [row] = app.stored_appointments()
+    assert (row["PartitionKey"], row["RowKey"], row["title"]) == (ORG, "apt-1", "Mortgage advice")
+    assert app.queued() == [{"org": ORG, "appointmentId": "apt-1", "version": 3}]
+
+
+def test_the_same_snapshot_again_is_accepted_and_announced_again(app: App) -> None:
+    put(snapshot_body(3))
+    response = put(snapshot_body(3))
+    assert response.status_code == 202
+    assert answer(response) == {"accepted": True, "version": 3}
+    assert len(app.stored_appointments()) == 1
+    assert [m["version"] for m in app.queued()] == [3, 3]
+
+
+def test_an_older_snapshot_is_ignored_as_stale(app: App) -> None:
+    put(snapshot_body(5))
+    response = put(snapshot_body(4, title="Older"))
+    assert response.status_code == 200
+    assert answer(response) == {"accepted": False, "reason": "stale", "storedVersion": 5}
+    [row] = app.stored_appointments()
+    assert row["title"] == "Mortgage advice"
+    assert [m["version"] for m in app.queued()] == [5]
+
+
+def test_same_version_with_different_content_is_a_409_naming_it(app: App) -> None:
+    put(snapshot_body(5))
+    response = put(snapshot_body(5, title="Changed"))
+    assert response.status_code == 409
+    body = answer(response)
+    assert body["error"] == "version_conflict"
+    assert "version 5" in body["message"]
+    [row] = app.stored_appointments()
+    assert row["title"] == "Mortgage advice"
+    assert len(app.queued()) == 1
+
+
+def test_a_newer_snapshot_replaces_and_is_announced(app: App) -> None:
+    put(snapshot_body(5))
+    response = put(snapshot_body(6, status="cancelled"))
+    assert response.status_code == 202
+    [row] = app.stored_appointments()
+    assert (row["version"].value, row["status"]) == (6, "cancelled")
+    assert [m["version"] for m in app.queued()] == [5, 6]
+
+
+def test_a_failed_enqueue_answers_503_and_the_retry_gets_the_message_out(
+    app: App, azurite: Azurite, name_prefix: str
+) -> None:
+    dead_queue = AzureQueueSender(
+        azurite.connection_string.replace(
+            f"QueueEndpoint=http://127.0.0.1:{azurite.queue_port}",
+            f"QueueEndpoint=http://127.0.0.1:{free_port()}",
+        ),
+        name_prefix,
+        retry_total=0,
+    )
+    tables = AzureTableService(azurite.connection_string, name_prefix)
+    bootstrap.install(bootstrap.build_services(tables=tables, queue=dead_queue))
+    response = put(snapshot_body(3))
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert answer(response)["error"] == "unavailable"
+    assert len(app.stored_appointments()) == 1  # stored, but not announced
+    assert app.queued() == []
+
+    bootstrap.reset()  # the queue is back
+    response = put(snapshot_body(3))
+    assert response.status_code == 202
+    assert app.queued() == [{"org": ORG, "appointmentId": "apt-1", "version": 3}]
+
+
+def test_logs_carry_ids_and_outcomes_never_bodies_or_secrets(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        put(snapshot_body(3, notes="PRIVATE-NOTE-TEXT"))
+        put(snapshot_body(3), secret="wrong-secret")
+    assert "apt-1" in caplog.text
+    assert "PRIVATE-NOTE-TEXT" not in caplog.text
+    assert "Ada Lovelace" not in caplog.text
+    assert SECRET not in caplog.text
+
+
+# --- refusals ---------------------------------------------------------------------------------
+
+
+def test_a_body_over_the_size_limit_is_413_before_anything_else(
+    azurite: Azurite, name_prefix: str
+) -> None:
+    with app_environment(
+        azurite.connection_string, name_prefix, {ORG: SECRET}, CALBRIDGE_MAX_REQUEST_BYTES="100"
+    ):
+        response = http_call("PUT", PATH, body=snapshot_body(3))  # not even signed
+        assert response.status_code == 413
+        assert answer(response)["error"] == "payload_too_large"
+        App(azurite, name_prefix).assert_untouched()
+
+
+def test_missing_signature_is_401_naming_it(app: App) -> None:
+    response = http_call("PUT", PATH, body=snapshot_body(3))
+    assert response.status_code == 401
+    assert answer(response)["error"] == "signature_missing"
+    app.assert_untouched()
+
+
+def test_malformed_signature_is_401_naming_it(app: App) -> None:
+    response = http_call(
+        "PUT", PATH, body=snapshot_body(3), headers={"X-Calbridge-Signature": "v1=abc"}
+    )
+    assert response.status_code == 401
+    assert answer(response)["error"] == "signature_malformed"
+    app.assert_untouched()
+
+
+def test_an_old_signature_is_refused_as_expired(app: App) -> None:
+    response = put(snapshot_body(3), timestamp=int(time.time()) - 301)
+    assert response.status_code == 401
+    assert answer(response)["error"] == "signature_expired"
+    app.assert_untouched()
+
+
+def test_a_signature_with_the_wrong_secret_is_a_mismatch(app: App) -> None:
+    response = put(snapshot_body(3), secret="not-the-secret")
+    assert response.status_code == 401
+    assert answer(response)["error"] == "signature_mismatch"
+    assert "not-the-secret" not in response.get_body().decode()
+    app.assert_untouched()
+
+
+def test_a_signature_over_another_body_is_a_mismatch(app: App) -> None:
+    headers = signed_headers(SECRET, snapshot_body(3))
+    response = http_call("PUT", PATH, body=snapshot_body(4), headers=headers)
+    assert response.status_code == 401
+    assert answer(response)["error"] == "signature_mismatch"
+    app.assert_untouched()
+
+
+def test_an_unknown_org_is_answered_exactly_like_a_wrong_signature(app: App) -> None:
+    unknown = put(snapshot_body(3), path="/api/orgs/nobody/appointments/apt-1")
+    wrong = put(snapshot_body(3), secret="not-the-secret")
+    assert unknown.status_code == wrong.status_code == 401
+    assert unknown.get_body() == wrong.get_body()
+
+
+def test_an_org_that_is_not_an_id_is_404(app: App) -> None:
+    response = put(snapshot_body(3), path="/api/orgs/a%20b/appointments/apt-1")
+    assert response.status_code == 404
+    assert answer(response)["error"] == "not_found"
+    app.assert_untouched()
+
+
+def test_an_appointment_id_that_is_not_an_id_is_400_naming_it(app: App) -> None:
+    response = put(snapshot_body(3), path=f"/api/orgs/{ORG}/appointments/a%2Cb")
+    assert response.status_code == 400
+    body = answer(response)
+    assert body["error"] == "invalid_path"
+    assert "appointmentId 'a,b'" in body["message"]
+    app.assert_untouched()
+
+
+def test_invalid_json_is_400(app: App) -> None:
+    response = put(b'{"version": 3,')
+    assert response.status_code == 400
+    assert answer(response)["error"] == "invalid_json"
+    app.assert_untouched()
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        (
+            {
+                "staff": [
+                    {"staffId": "s1", "role": "organizer"},
+                    {"staffId": "s2", "role": "organizer"},
+                ]
+            },
+            {"field": "staff", "message": "staff must list exactly one organizer, found 2"},
+        ),
+        ({"colour": "blue"}, {"field": "colour", "message": "unknown field 'colour'"}),
+        (
+            {"staff": [{"staffId": "s1", "role": "organizer", "extra": 1}]},
+            {"field": "staff[0].extra", "message": "unknown field 'extra'"},
+        ),
+        (
+            {"end": "2026-03-02T08:00:00+01:00"},
+            {"field": "end", "message": "end must be after start"},
+        ),
+        (
+            {"start": "2026-03-02T09:00:00"},
+            {"field": "start", "message": "Input should have timezone info"},
+        ),
+        ({"version": "3"}, {"field": "version", "message": "Input should be a valid integer"}),
+        (
+            {"timeZone": "Mars/Olympus"},
+            {
+                "field": "timeZone",
+                "message": "unknown time zone 'Mars/Olympus' (expected an IANA name)",
+            },
+        ),
+    ],
+)
+def test_an_invalid_snapshot_is_422_naming_each_problem(
+    app: App, changes: dict[str, Any], problem: dict[str, str]
+) -> None:
+    body = {**json.loads(snapshot_body(3)), **changes}
+    response = put(json.dumps(body).encode())
+    assert response.status_code == 422
+    refusal = answer(response)
+    assert refusal["error"] == "validation_failed"
+    assert problem in refusal["problems"]
+    app.assert_untouched()
+
+
+def test_every_problem_is_listed(app: App) -> None:
+    body = json.loads(snapshot_body(3))
+    del body["title"]
+    body["status"] = "maybe"
+    body["clients"] = [{"name": "Ada", "email": "not-an-email"}]
+    response = put(json.dumps(body).encode())
+    assert response.status_code == 422
+    fields = {p["field"] for p in answer(response)["problems"]}
+    assert fields == {"title", "status", "clients[0].email"}
+    app.assert_untouched()
+
+
+def test_wrong_method_is_405_and_unknown_route_404(app: App) -> None:
+    assert http_call("POST", PATH, body=snapshot_body(3)).status_code == 405
+    assert http_call("PUT", f"/api/orgs/{ORG}/appointment/apt-1").status_code == 404
+    app.assert_untouched()
+
+
+# --- busy time --------------------------------------------------------------------------------
+
+T0 = datetime(2026, 3, 2, 8, tzinfo=UTC)
+
+
+def seed_busy(*blocks: tuple[str, BusyBlock]) -> None:
+    repository = bootstrap.services().repositories.busy_blocks
+    for staff_id, block in blocks:
+        repository.put_block(ORG, staff_id, block)
+
+
+def busy(staff_id: str = "s1", secret: str = SECRET, **params: str) -> func.HttpResponse:
+    return http_call(
+        "GET",
+        f"/api/orgs/{ORG}/staff/{staff_id}/busy",
+        headers=signed_headers(secret, b""),
+        params=params,
+    )
+
+
+def hours(n: float) -> datetime:
+    return T0 + timedelta(hours=n)
+
+
+def test_busy_time_returns_overlapping_blocks_by_start_in_the_contract_shape(app: App) -> None:
+    seed_busy(
+        ("s1", BusyBlock(start=hours(3), end=hours(4), subject="Dentist", event_id="AAMk/+b=")),
+        ("s1", BusyBlock(start=hours(1), end=hours(2), private=True, event_id="AAMk/+a=")),
+        (
+            "s1",
+            BusyBlock(
+                start=hours(-24),
+                end=hours(0.5),
+                all_day=True,
+                subject="Training",
+                event_id="series",
+                occurrence_id="occ-1",
+            ),
+        ),
+        ("s1", BusyBlock(start=hours(30), end=hours(31), subject="Later", event_id="later")),
+        ("s2", BusyBlock(start=hours(1), end=hours(2), subject="Other", event_id="other")),
+    )
+    response = busy(start="2026-03-02T09:00:00+01:00", end="2026-03-02T14:00:00+01:00")
+    assert response.status_code == 200
+    assert answer(response) == [
+        {
+            "start": "2026-03-01T08:00:00Z",
+            "end": "2026-03-02T08:30:00Z",
+            "allDay": True,
+            "private": False,
+            "subject": "Training",
+            "eventId": "series",
+            "occurrenceId": "occ-1",
+        },
+        {
+            "start": "2026-03-02T09:00:00Z",
+            "end": "2026-03-02T10:00:00Z",
+            "allDay": False,
+            "private": True,
+            "subject": None,
+            "eventId": "AAMk/+a=",
+            "occurrenceId": None,
+        },
+        {
+            "start": "2026-03-02T11:00:00Z",
+            "end": "2026-03-02T12:00:00Z",
+            "allDay": False,
+            "private": False,
+            "subject": "Dentist",
+            "eventId": "AAMk/+b=",
+            "occurrenceId": None,
+        },
+    ]
+
+
+def test_busy_time_of_a_staff_member_without_blocks_is_empty(app: App) -> None:
+    response = busy("nobody", start="2026-03-02T00:00:00Z", end="2026-03-03T00:00:00Z")
+    assert response.status_code == 200
+    assert answer(response) == []
+
+
+def test_a_62_day_window_is_accepted(app: App) -> None:
+    response = busy(start="2026-03-01T00:00:00Z", end="2026-05-02T00:00:00Z")
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"end": "2026-03-03T00:00:00Z"}, "start is required"),
+        ({"start": "2026-03-03T00:00:00Z"}, "end is required"),
+        (
+            {"start": "2026-03-02T00:00:00", "end": "2026-03-03T00:00:00Z"},
+            "start '2026-03-02T00:00:00' is not RFC 3339",
+        ),
+        ({"start": "2026-03-02T00:00:00 01:00", "end": "2026-03-03T00:00:00Z"}, "%2B"),
+        (
+            {"start": "2026-02-30T00:00:00Z", "end": "2026-03-03T00:00:00Z"},
+            "start '2026-02-30T00:00:00Z'",
+        ),
+        (
+            {"start": "2026-03-03T00:00:00Z", "end": "2026-03-03T00:00:00Z"},
+            "end must be after start",
+        ),
+        ({"start": "2026-03-01T00:00:00Z", "end": "2026-05-02T00:00:01Z"}, "at most 62 days"),
+    ],
+)
+def test_a_bad_window_is_400_naming_the_problem(
+    app: App, params: dict[str, str], named: str
+) -> None:
+    response = busy(**params)
+    assert response.status_code == 400
+    body = answer(response)
+    assert body["error"] == "invalid_query"
+    assert named in body["message"]
+
+
+def test_busy_time_needs_a_signature_over_the_empty_body(app: App) -> None:
+    path = f"/api/orgs/{ORG}/staff/s1/busy?start=2026-03-02T00:00:00Z&end=2026-03-03T00:00:00Z"
+    assert http_call("GET", path).status_code == 401
+    response = http_call("GET", path, headers=signed_headers(SECRET, b"something"))
+    assert response.status_code == 401
+    assert answer(response)["error"] == "signature_mismatch"
+    assert http_call("GET", path, headers=signed_headers(SECRET, b"")).status_code == 200
+
+
+def test_busy_time_with_a_bad_staff_id_is_400(app: App) -> None:
+    response = busy("a%2Cb", start="2026-03-02T00:00:00Z", end="2026-03-03T00:00:00Z")
+    assert response.status_code == 400
+    assert "staffId" in answer(response)["message"]

@@ -1,0 +1,117 @@
+"""What the Functions host would index: every registered function's name, trigger, route,
+methods, auth level, queue, connection setting and schedule equal the code's constants.
+
+The table below is built from those constants. A new function must be added to it (the test
+names any function the app registers that the table does not list, and vice versa).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from shared.booking.routes import ROUTES
+from shared.queues import (
+    APPOINTMENT_CHANGES,
+    MAILBOX_SYNC,
+    STORAGE_CONNECTION_SETTING,
+    WEBHOOK_DELIVERIES,
+    binding_queue_name,
+)
+from tests.functions_harness import registered_functions, trigger_binding
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """One function as the host sees it (None: the binding has no such field)."""
+
+    name: str
+    trigger: str
+    route: str | None = None
+    methods: tuple[str, ...] | None = None
+    auth_level: str | None = None
+    queue_name: str | None = None
+    connection: str | None = None
+    schedule: str | None = None
+
+
+def http(route_name: str) -> Indexed:
+    [route] = [r for r in ROUTES if r.function_name == route_name]
+    return Indexed(
+        route.function_name,
+        "httpTrigger",
+        route=route.route,
+        methods=(route.method,),
+        auth_level=route.auth_level,
+    )
+
+
+def queue(name: str, queue_base_name: str) -> Indexed:
+    return Indexed(
+        name,
+        "queueTrigger",
+        queue_name=binding_queue_name(queue_base_name),
+        connection=STORAGE_CONNECTION_SETTING,
+    )
+
+
+def timer(name: str, schedule: str) -> Indexed:
+    return Indexed(name, "timerTrigger", schedule=schedule)
+
+
+# Add every new function here, built from the constants its decorator uses, e.g.
+#   queue("apply_appointment", APPOINTMENT_CHANGES)
+#   timer("poll_ews_mailboxes", POLL_SCHEDULE)
+EXPECTED: list[Indexed] = [http(route.function_name) for route in ROUTES]
+
+KNOWN_QUEUES = {APPOINTMENT_CHANGES, MAILBOX_SYNC, WEBHOOK_DELIVERIES}
+
+
+def indexed(name: str, trigger: dict[str, Any]) -> Indexed:
+    methods = trigger.get("methods")
+    return Indexed(
+        name,
+        trigger["type"],
+        route=trigger.get("route"),
+        methods=tuple(m.upper() for m in methods) if methods is not None else None,
+        auth_level=trigger.get("authLevel"),
+        queue_name=trigger.get("queueName"),
+        connection=trigger.get("connection"),
+        schedule=trigger.get("schedule"),
+    )
+
+
+def test_the_app_registers_exactly_the_listed_functions() -> None:
+    registered = set(registered_functions())
+    listed = {expected.name for expected in EXPECTED}
+    assert registered - listed == set(), "registered but not listed in EXPECTED: add them"
+    assert listed - registered == set(), "listed in EXPECTED but not registered"
+
+
+@pytest.mark.parametrize("expected", EXPECTED, ids=[e.name for e in EXPECTED])
+def test_each_function_is_indexed_as_its_constants_say(expected: Indexed) -> None:
+    fn = registered_functions()[expected.name]
+    assert indexed(expected.name, trigger_binding(fn)) == expected
+
+
+def test_queue_triggers_use_a_known_queue_through_the_prefix_setting() -> None:
+    for name, fn in registered_functions().items():
+        trigger = trigger_binding(fn)
+        if trigger["type"] != "queueTrigger":
+            continue
+        assert trigger["connection"] == STORAGE_CONNECTION_SETTING, name
+        assert trigger["queueName"] in {binding_queue_name(q) for q in KNOWN_QUEUES}, name
+
+
+def test_http_functions_each_have_one_trigger_and_an_http_output() -> None:
+    for name, fn in registered_functions().items():
+        if trigger_binding(fn)["type"] != "httpTrigger":
+            continue
+        outputs = [b for b in fn.get_bindings() if b.type == "http"]
+        assert len(outputs) == 1, name
+
+
+def test_indexing_happens_once_per_process() -> None:
+    assert registered_functions() is registered_functions()
