@@ -431,7 +431,10 @@ def _not_available(protocol: str) -> SimResponse:
 
 
 def _serve(server: SimHTTPServer, name: str) -> threading.Thread:
-    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+    # A short poll interval keeps stop() quick (shutdown waits for the next poll).
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name=name, daemon=True
+    )
     thread.start()
     return thread
 
