@@ -66,7 +66,8 @@ def environment_variable_for(reference: str) -> str:
 
 
 class EnvironmentSecretResolver:
-    """Local development: secrets live in environment variables (see ``environment_variable_for``)."""
+    """Local development: secrets live in environment variables
+    (see ``environment_variable_for``)."""
 
     def __init__(self, environ: dict[str, str] | None = None) -> None:
         self._environ = environ if environ is not None else os.environ

@@ -108,9 +108,7 @@ class AppointmentSnapshot(CamelModel):
             )
         organizers = [s.staff_id for s in self.staff if s.role is StaffRole.ORGANIZER]
         if len(organizers) != 1:
-            raise ValueError(
-                f"staff must list exactly one organizer, found {len(organizers)}"
-            )
+            raise ValueError(f"staff must list exactly one organizer, found {len(organizers)}")
         if organizers[0] != self.organizer_staff_id:
             raise ValueError(
                 f"organizerStaffId {self.organizer_staff_id!r} is not the staff member "
