@@ -126,6 +126,9 @@ def test_property_a_different_body_never_verifies(
 @given(st.text(max_size=200))
 def test_property_any_header_text_parses_or_raises_a_typed_error(header: str) -> None:
     try:
-        parse_header(header)
+        parsed = parse_header(header)
     except (SignatureMissing, SignatureMalformed):
-        pass
+        return
+    assert parsed.timestamp >= 0
+    assert parsed.digests
+    assert all(len(d) == 64 and int(d, 16) >= 0 for d in parsed.digests)
