@@ -23,7 +23,12 @@ if TYPE_CHECKING:
     from sim.graph.service import Call, GraphService
 
 MAX_REQUESTS = 20
-_INJECTED_STATUS = {"http_500": 500, "http_503": 503, "unauthorized": 401}
+# What an injected fault looks like inside a batch (the same codes the server sends alone).
+_INJECTED = {
+    "http_500": (500, "generalException", "Injected fault: http_500"),
+    "http_503": (503, "serviceNotAvailable", "Injected fault: http_503"),
+    "unauthorized": (401, "InvalidAuthenticationToken", "Access token has expired."),
+}
 
 
 def _parse_requests(body: object) -> list[dict[str, Any]]:
@@ -125,6 +130,19 @@ def _inner_response(entry_id: str, response: SimResponse) -> dict[str, Any]:
     return result
 
 
+def _injected_response(injected: InjectedFault) -> SimResponse:
+    from sim.graph.service import JSON_TYPE
+
+    known = _INJECTED.get(injected.fault.kind)
+    if known is None:
+        raise injected  # a reset drops the whole connection, as it would for one request
+    status, code, message = known
+    headers = {"Retry-After": str(injected.fault.retry_after)} if status == 503 else {}
+    return SimResponse(
+        status, error_body(GraphError(status, code, message), "", ""), headers, JSON_TYPE
+    )
+
+
 def run_batch(service: GraphService, call: Call) -> SimResponse:
     from sim.graph.service import JSON_TYPE, json_response
 
@@ -145,19 +163,7 @@ def run_batch(service: GraphService, call: Call) -> SimResponse:
             try:
                 response = service.handle_inner(_inner_request(call, entry))
             except InjectedFault as fault:
-                status = _INJECTED_STATUS.get(fault.fault.kind)
-                if status is None:
-                    raise
-                error = GraphError(
-                    status,
-                    "ServiceUnavailable" if status == 503 else "InternalServerError",
-                    "Injected fault.",
-                )
-                if status == 401:
-                    error = GraphError(
-                        401, "InvalidAuthenticationToken", "Access token validation failure."
-                    )
-                response = SimResponse(status, error_body(error, "", ""), {}, JSON_TYPE)
+                response = _injected_response(fault)
         statuses[entry["id"]] = response.status
         answers[entry["id"]] = _inner_response(entry["id"], response)
     return json_response(200, {"responses": [answers[entry["id"]] for entry in requests]})

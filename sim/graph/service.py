@@ -19,6 +19,8 @@ PATCH [updateEvent], DELETE [deleteEvent]; ``events/{id}/cancel`` [cancel];
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import threading
@@ -160,8 +162,8 @@ class GraphService:
     def send_lifecycle(self, subscription_id: str, event: str) -> None:
         """Send a lifecycle notification (``reauthorizationRequired``, ``subscriptionRemoved``,
         ``missed``) to the subscription's lifecycleNotificationUrl; ``subscriptionRemoved`` also
-        removes the subscription. KeyError for an unknown subscription, ValueError for an
-        unknown event."""
+        removes the subscription. SimError("ErrorItemNotFound") for an unknown subscription,
+        ValueError for an unknown event."""
         self.subscriptions.send_lifecycle(subscription_id, event)
 
     # --- entry point --------------------------------------------------------------------------
@@ -819,9 +821,24 @@ class GraphService:
             mailbox=call.mailbox,
             creator=principal.name,
             application_id=application_id,
-            tenant_id=self.client_tenants.get(principal.name, DEFAULT_TENANT),
+            tenant_id=self._tenant_of(call),
         )
         return json_response(201, subscription.json(self.base_url))
+
+    def _tenant_of(self, call: Call) -> str:
+        """The caller's tenant, as Graph knows it: the ``tid`` claim of the (already verified)
+        bearer token, else the configured tenant of the client."""
+        authorization = call.request.header("authorization") or ""
+        scheme, _, token = authorization.partition(" ")
+        parts = token.strip().split(".")
+        if scheme.lower() == "bearer" and len(parts) == 3:
+            try:
+                claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+                if isinstance(claims, dict) and isinstance(claims.get("tid"), str):
+                    return str(claims["tid"])
+            except (ValueError, binascii.Error):
+                pass
+        return self.client_tenants.get(call.principal.name, DEFAULT_TENANT)
 
     def _list_subscriptions(self, call: Call) -> SimResponse:
         listed = [s.json(self.base_url) for s in self.subscriptions.list(call.principal.name)]

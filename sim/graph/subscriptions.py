@@ -453,7 +453,7 @@ class SubscriptionBook:
         with self._lock:
             subscription = self._subscriptions.get(subscription_id)
             if subscription is None:
-                raise KeyError(f"no subscription {subscription_id}")
+                raise SimError("ErrorItemNotFound", f"There is no subscription {subscription_id}.")
             if event == "subscriptionRemoved":
                 del self._subscriptions[subscription_id]
         self._send_lifecycle(subscription, event)
