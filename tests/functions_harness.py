@@ -44,10 +44,13 @@ from shared.queues import QUEUE_PREFIX_SETTING
 
 __all__ = [
     "app_environment",
+    "call_queue_function",
+    "call_timer_function",
     "function_bindings",
     "http_call",
     "queue_call",
     "registered_functions",
+    "route_pattern",
     "signed_headers",
     "timer_call",
     "trigger_binding",
@@ -171,9 +174,13 @@ def http_call(
 
 def queue_call(function_name: str, body: str, dequeue_count: int = 1) -> Any:
     """Deliver one (already base64-decoded) message body to a queue-triggered function."""
-    fn = registered_functions()[function_name]
+    return call_queue_function(registered_functions()[function_name], body, dequeue_count)
+
+
+def call_queue_function(fn: Function, body: str, dequeue_count: int = 1) -> Any:
+    """Call a queue-triggered function with a host-like ``QueueMessage``."""
     if trigger_binding(fn)["type"] != "queueTrigger":
-        raise AssertionError(f"{function_name} is not queue-triggered")
+        raise AssertionError(f"{fn.get_function_name()} is not queue-triggered")
     now = datetime.now(UTC)
     message = QueueMessage(
         id=str(uuid.uuid4()),
@@ -188,9 +195,13 @@ def queue_call(function_name: str, body: str, dequeue_count: int = 1) -> Any:
 
 def timer_call(function_name: str, past_due: bool = False) -> Any:
     """Fire a timer-triggered function once."""
-    fn = registered_functions()[function_name]
+    return call_timer_function(registered_functions()[function_name], past_due)
+
+
+def call_timer_function(fn: Function, past_due: bool = False) -> Any:
+    """Call a timer-triggered function with a ``TimerRequest``."""
     if trigger_binding(fn)["type"] != "timerTrigger":
-        raise AssertionError(f"{function_name} is not timer-triggered")
+        raise AssertionError(f"{fn.get_function_name()} is not timer-triggered")
     return _invoke(fn, TimerRequest(past_due=past_due))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import azure.functions as func
 import pytest
 
 from shared.booking.routes import ROUTES
@@ -20,7 +21,13 @@ from shared.queues import (
     WEBHOOK_DELIVERIES,
     binding_queue_name,
 )
-from tests.functions_harness import registered_functions, trigger_binding
+from tests.functions_harness import (
+    call_queue_function,
+    call_timer_function,
+    registered_functions,
+    route_pattern,
+    trigger_binding,
+)
 
 
 @dataclass(frozen=True)
@@ -115,3 +122,51 @@ def test_http_functions_each_have_one_trigger_and_an_http_output() -> None:
 
 def test_indexing_happens_once_per_process() -> None:
     assert registered_functions() is registered_functions()
+
+
+# --- the harness itself, on a small synthetic app --------------------------------------------
+
+
+def test_route_templates_match_like_the_host() -> None:
+    assert route_pattern("orgs/{org}/appointments/{appointmentId}").match(
+        "/orgs/acme/appointments/apt-1"
+    )
+    assert not route_pattern("orgs/{org}/appointments/{appointmentId}").match("/orgs/acme/x/apt-1")
+    numbered = route_pattern("items/{id:int}")
+    assert numbered.match("/items/42")
+    assert not numbered.match("/items/abc")
+    optional = route_pattern("files/{name?}")
+    assert optional.match("/files")
+    assert optional.match("/files/a.txt")
+    rest = route_pattern("proxy/{*rest}").match("/proxy/a/b/c")
+    assert rest is not None
+    assert rest.group("rest") == "a/b/c"
+
+
+def test_queue_and_timer_functions_get_the_host_objects() -> None:
+    seen: dict[str, Any] = {}
+    app = func.FunctionApp()
+
+    @app.function_name("take_message")
+    @app.queue_trigger(
+        arg_name="message",
+        queue_name=binding_queue_name(MAILBOX_SYNC),
+        connection=STORAGE_CONNECTION_SETTING,
+    )
+    def take_message(message: func.QueueMessage) -> None:
+        seen["body"] = message.get_body()
+        seen["dequeue_count"] = message.dequeue_count
+
+    @app.function_name("tick")
+    @app.timer_trigger(arg_name="timer", schedule="0 */5 * * * *")
+    async def tick(timer: func.TimerRequest) -> str:
+        seen["past_due"] = timer.past_due
+        return "ticked"
+
+    functions = {fn.get_function_name(): fn for fn in app.get_functions()}
+    call_queue_function(functions["take_message"], '{"org":"acme"}', dequeue_count=3)
+    assert seen == {"body": b'{"org":"acme"}', "dequeue_count": 3}
+    assert call_timer_function(functions["tick"], past_due=True) == "ticked"
+    assert seen["past_due"] is True
+    with pytest.raises(AssertionError, match="not timer-triggered"):
+        call_timer_function(functions["take_message"])
