@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from shared.models import AppointmentSnapshot, BusyBlock, EventMapping
+from shared.models import AppointmentSnapshot, BusyBlock, ConnectionConfig, EventMapping
 from shared.store.entities import (
     MAX_STRING_PROPERTY_CHARS,
     EntityCodec,
@@ -143,3 +144,64 @@ def test_property_busy_blocks_round_trip(
         event_id="AAMk+/=",
     )
     assert codec.from_properties(codec.to_properties(block)) == block
+
+
+# --- models stored in the state tables ---------------------------------------------------------
+
+
+def ews(**changes: object) -> dict[str, object]:
+    fields: dict[str, object] = {
+        "kind": "ews",
+        "ewsUrl": "https://mail.example.com/EWS/Exchange.asmx",
+        "authType": "ntlm",
+        "username": "EXAMPLE\\svc",
+        "secretReference": "acme-ews-password",
+    }
+    fields.update(changes)
+    return fields
+
+
+def test_connection_configs_that_are_complete_validate() -> None:
+    assert ConnectionConfig.model_validate(ews()).access_mode == "impersonation"
+    graph = ConnectionConfig.model_validate(
+        {
+            "kind": "graph",
+            "authType": "oauth",
+            "tenantId": "tenant",
+            "clientId": "client",
+            "secretReference": "acme-graph-secret",
+            "accessMode": "delegate",
+        }
+    )
+    assert graph.enabled
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"ewsUrl": None}, "ewsUrl is required"),
+        ({"kind": "graph", "authType": "basic"}, "authType must be oauth"),
+        ({"username": None}, "username is required for ntlm"),
+        ({"authType": "oauth"}, "tenantId and clientId are required"),
+        ({"secretReference": None}, "secretReference is required"),
+        ({"secretReference": "has spaces"}, "secretReference"),
+        ({"ewsUrl": "ftp://x"}, "ewsUrl"),
+        ({"password": "hunter2"}, "password"),
+    ],
+)
+def test_incomplete_connection_configs_are_refused_naming_the_field(
+    changes: dict[str, object], named: str
+) -> None:
+    with pytest.raises(ValidationError, match=named):
+        ConnectionConfig.model_validate(ews(**changes))
+
+
+def test_a_private_busy_block_cannot_carry_a_subject() -> None:
+    with pytest.raises(ValidationError, match="subject must be null for a private event"):
+        BusyBlock(
+            start=datetime(2026, 1, 1, tzinfo=UTC),
+            end=datetime(2026, 1, 1, 1, tzinfo=UTC),
+            private=True,
+            subject="Therapy",
+            event_id="e1",
+        )
