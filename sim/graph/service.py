@@ -718,23 +718,23 @@ class GraphService:
                 )
         delta_token = call.option("$deltatoken")
         skip_token = call.option("$skiptoken")
+        token = skip_token or delta_token
+        # The first request's options (page size, $select) travel in the tokens, as in Graph;
+        # a Prefer on a later request wins.
+        options = self.delta.options(call.mailbox, token) if token else {}
+        size = int(options.get("pagesize") or DEFAULT_PAGE)
         preferred = call.prefer.get("odata.maxpagesize")
-        size = DEFAULT_PAGE
         if preferred is not None:
-            size = min(
-                parse_int("odata.maxpagesize", preferred, minimum=1) or DEFAULT_PAGE, MAX_PAGE
-            )
+            size = min(parse_int("odata.maxpagesize", preferred, minimum=1) or size, MAX_PAGE)
             call.applied.append(f"odata.maxpagesize={size}")
         page: DeltaPage
         if skip_token:
-            options = self.delta.options(call.mailbox, skip_token)
             page = self.delta.continue_from_skip(call.mailbox, skip_token, size)
         elif delta_token:
-            options = self.delta.options(call.mailbox, delta_token)
             page = self.delta.continue_from_delta(call.mailbox, delta_token, size)
         else:
             start, end = self._window(call)
-            options = {"select": call.option("$select") or ""}
+            options = {"select": call.option("$select") or "", "pagesize": str(size)}
             page = self.delta.start_round(call.mailbox, start, end, size, options)
         selected = parse_select(options.get("select") or None)
         values: list[dict[str, Any]] = []
