@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import inspect
 import ipaddress
 import json
 import logging
@@ -502,7 +503,15 @@ def start_simulator(
         if ews is not None:
             closers.append(ews.close)
         graph_class = _load_protocol("sim.graph", "GraphService")
-        graph = graph_class(store, public_url=urls["graph"]) if graph_class else None
+        graph = None
+        if graph_class is not None:
+            graph_options: dict[str, Any] = {"public_url": urls["graph"]}
+            if "client_tenants" in inspect.signature(graph_class).parameters:
+                # Notifications carry the subscribing app's tenant id.
+                graph_options["client_tenants"] = {
+                    c.client_id: c.tenant_id for c in sim_config.oauth_clients
+                }
+            graph = graph_class(store, **graph_options)
         if graph is not None:
             closers.append(graph.close)
         lifecycle = getattr(graph, "send_lifecycle", None)

@@ -412,6 +412,13 @@ def test_faults_and_counters_through_the_control_api(simulator: RunningSimulator
     assert control(simulator, "GET", "/counters").json() == {}
 
 
+def test_lifecycle_for_an_unknown_subscription_is_a_404(simulator: RunningSimulator) -> None:
+    response = control(
+        simulator, "POST", "/lifecycle", json={"subscriptionId": "nope", "event": "missed"}
+    )
+    assert response.status_code == 404
+
+
 def test_invalidate_sync_state_through_the_control_api(simulator: RunningSimulator) -> None:
     token = simulator.store.encode_sync_state(BOB, 0)
     response = control(simulator, "POST", f"/mailboxes/{BOB}/invalidate-sync-state")
