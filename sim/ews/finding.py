@@ -18,7 +18,7 @@ from sim.ews.calendar_items import render_calendar_item
 from sim.ews.context import EwsContext
 from sim.ews.errors import EwsError
 from sim.ews.properties import read_shape
-from sim.ews.responses import answer_each, messages_container
+from sim.ews.responses import answer_each, empty_items, messages_container
 from sim.ews.restrictions import compile_restriction, sort_items, sort_key_functions
 from sim.ews.soap import add, format_bool, m, parse_datetime, t
 from sim.store import CalendarItem
@@ -134,4 +134,4 @@ def get_item(ctx: EwsContext, operation: Any, body: Any) -> None:
         item = ctx.item(element)
         render_calendar_item(add(message, m("Items")), item, shape, ctx)
 
-    answer_each(messages, "GetItem", targets, answer)
+    answer_each(messages, "GetItem", targets, answer, empty_items)

@@ -59,3 +59,8 @@ def answer_each(
             failed = error_message(messages, operation, error)
             if on_error is not None:
                 on_error(failed)
+
+
+def empty_items(failed: Any) -> None:
+    """ItemInfoResponseMessageType requires Items even in an error message (as Exchange sends)."""
+    add(failed, m("Items"))

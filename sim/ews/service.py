@@ -28,7 +28,7 @@ from typing import Any
 from sim.ews import conversion, finding, folders, sync, writing
 from sim.ews.context import EwsContext
 from sim.ews.errors import EwsFault
-from sim.ews.schema import load_schema, response_problems
+from sim.ews.schema import load_schema, record_failure, response_problems
 from sim.ews.soap import fault_envelope, new_envelope, parse_envelope, serialize
 from sim.store import ExchangeStore, Fault, InjectedFault
 from sim.wire import SimRequest, SimResponse
@@ -152,3 +152,4 @@ class EwsService:
                 # Only the count: a schema message can quote item content (subjects, bodies).
                 logger.error("invalid EWS %s response (%d problems)", operation, len(problems))
                 self.schema_failures.append(SchemaFailure(operation, tuple(problems), response_xml))
+                record_failure(operation, tuple(problems))

@@ -25,7 +25,7 @@ from sim.ews.context import EwsContext, FolderRef
 from sim.ews.errors import EwsError, EwsFault
 from sim.ews.ids import decode_change_key
 from sim.ews.properties import read_extended_uri
-from sim.ews.responses import answer_each, messages_container
+from sim.ews.responses import answer_each, empty_items, messages_container
 from sim.ews.soap import add, m, t, text_of
 from sim.store import (
     CalendarItem,
@@ -158,7 +158,7 @@ def create_item(ctx: EwsContext, operation: Any, body: Any) -> None:
                 f"A calendar-only mailbox cannot create a {name}.",
             )
 
-    answer_each(messages, "CreateItem", list(items), answer)
+    answer_each(messages, "CreateItem", list(items), answer, empty_items)
 
 
 def _target_folder(ctx: EwsContext, saved_folder: Any | None) -> FolderRef:
@@ -281,7 +281,7 @@ def update_item(ctx: EwsContext, operation: Any, body: Any) -> None:
         add_item_id(add(add(message, m("Items")), t("CalendarItem")), updated)
         add(add(message, m("ConflictResults")), t("Count"), "0")
 
-    answer_each(messages, "UpdateItem", list(changes), answer)
+    answer_each(messages, "UpdateItem", list(changes), answer, empty_items)
 
 
 def _read_updates(
