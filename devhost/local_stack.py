@@ -40,8 +40,8 @@ from devhost.simulator import (
     RunningSimulator,
     SimulatorUnavailable,
     check_simulator_present,
+    launch_simulator,
     prepare_config,
-    start_simulator,
 )
 
 log = logging.getLogger("devhost")
@@ -147,6 +147,8 @@ class LocalStack:
         self._read_local_settings()
         secrets = self.secrets = load_or_create(options.secrets_json, self.environ)
 
+        # The simulator starts in parallel with Azurite; its URLs are read once Azurite is up.
+        self._launch_simulator(secrets)
         self.azurite = start_azurite(
             options.data_dir / "azurite",
             queue_port=port_or_free(options.queue_port),
@@ -161,7 +163,7 @@ class LocalStack:
         self.environ[ADMIN_KEY_VARIABLE] = secrets.admin_key
         self.environ[FUNCTIONS_KEY_VARIABLE] = secrets.functions_key
 
-        self._start_simulator(secrets)
+        self._await_simulator()
 
         app = self.app_factory()  # only now: the app reads its settings when imported
         self.runner = FunctionsRunner(
@@ -225,7 +227,7 @@ class LocalStack:
                 self.environ[name] = str(value)
         log.info("read app settings from %s", path)
 
-    def _start_simulator(self, secrets: DevSecrets) -> None:
+    def _launch_simulator(self, secrets: DevSecrets) -> None:
         if not self.options.start_simulator:
             self.simulator_note = "off (CALBRIDGE_DEVHOST_SIM)"
             return
@@ -234,12 +236,24 @@ class LocalStack:
             config = prepare_config(
                 self.options.sim_config, self.environ, {DEV_ORG: secrets.signing_secret}
             )
-            self.simulator = start_simulator(
+            self.simulator = launch_simulator(
                 config, REPO_ROOT, self.options.sim_module, environ=self.environ
             )
         except SimulatorUnavailable as reason:
-            self.simulator_note = f"not started: {reason}"
-            log.warning("simulator %s", self.simulator_note)
+            self._skip_simulator(reason)
+
+    def _await_simulator(self) -> None:
+        if self.simulator is None:
+            return
+        try:
+            self.simulator.wait_for_urls()
+        except SimulatorUnavailable as reason:
+            self.simulator = None
+            self._skip_simulator(reason)
+
+    def _skip_simulator(self, reason: SimulatorUnavailable) -> None:
+        self.simulator_note = f"not started: {reason}"
+        log.warning("simulator %s", self.simulator_note)
 
     def stop(self) -> None:
         """Stop in reverse order; safe to call twice and after a failed start."""

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -115,11 +115,43 @@ def _plain(value: object) -> object:
 
 @dataclass
 class RunningSimulator:
-    """A simulator process and the URLs it printed."""
+    """A simulator process and the URLs it printed (empty until :meth:`wait_for_urls`)."""
 
     process: subprocess.Popen[str]
     urls: dict[str, Any]
     config_path: Path
+    _lines: queue.Queue[str] = field(default_factory=queue.Queue, repr=False)
+
+    def wait_for_urls(self, timeout: float = STARTUP_TIMEOUT_SECONDS) -> RunningSimulator:
+        """Read the JSON URL line; stops the process and raises SimulatorUnavailable if none."""
+        try:
+            first = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            self.stop()
+            raise SimulatorUnavailable(
+                f"the simulator printed no URLs within {timeout:.0f} s"
+            ) from None
+        try:
+            urls = json.loads(first)
+        except json.JSONDecodeError:
+            urls = None
+        if not isinstance(urls, dict):
+            self.stop()
+            code = self.process.poll()
+            raise SimulatorUnavailable(
+                f"the simulator did not start (exit code {code})"
+                if code is not None and not first
+                else "the simulator's first output line was not its JSON URL line"
+            )
+        self.urls = urls
+        missing = [key for key in URL_KEYS if key not in urls]
+        if missing:
+            log.warning("the simulator did not report %s", ", ".join(missing))
+        # Later output keeps being drained so the pipe never fills.
+        threading.Thread(
+            target=_log_lines, args=(self._lines,), name="sim-log", daemon=True
+        ).start()
+        return self
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -139,13 +171,13 @@ def check_simulator_present(module: str = "sim") -> None:
         )
 
 
-def start_simulator(
+def launch_simulator(
     config_path: Path,
     cwd: Path,
     module: str = "sim",
     environ: Mapping[str, str] | None = None,
 ) -> RunningSimulator:
-    """Start ``python -m sim`` and read its URL line; raises SimulatorUnavailable."""
+    """Start ``python -m sim`` without waiting for it (other services start meanwhile)."""
     check_simulator_present(module)
     process = subprocess.Popen(
         [
@@ -166,44 +198,30 @@ def start_simulator(
         # Own process group: Ctrl-C reaches devhost only, which stops the simulator in order.
         start_new_session=True,
     )
-    assert process.stdout is not None
-    lines: queue.Queue[str] = queue.Queue()
+    running = RunningSimulator(process, {}, config_path)
 
-    def forward_output(stream: Any) -> None:
+    def forward_output(stream: Any, lines: queue.Queue[str]) -> None:
         for line in stream:
             lines.put(line)
         lines.put("")
 
     threading.Thread(
-        target=forward_output, args=(process.stdout,), name="sim-stdout", daemon=True
+        target=forward_output,
+        args=(process.stdout, running._lines),
+        name="sim-stdout",
+        daemon=True,
     ).start()
-    running = RunningSimulator(process, {}, config_path)
-    try:
-        first = lines.get(timeout=STARTUP_TIMEOUT_SECONDS)
-    except queue.Empty:
-        running.stop()
-        raise SimulatorUnavailable(
-            f"the simulator printed no URLs within {STARTUP_TIMEOUT_SECONDS:.0f} s"
-        ) from None
-    try:
-        urls = json.loads(first)
-    except json.JSONDecodeError:
-        urls = None
-    if not isinstance(urls, dict):
-        running.stop()
-        code = process.poll()
-        raise SimulatorUnavailable(
-            f"the simulator did not start (exit code {code})"
-            if code is not None
-            else "the simulator's first output line was not its JSON URL line"
-        )
-    running.urls = urls
-    missing = [key for key in URL_KEYS if key not in urls]
-    if missing:
-        log.warning("the simulator did not report %s", ", ".join(missing))
-    # Later output (if any) keeps being drained by the reader thread so the pipe never fills.
-    threading.Thread(target=_log_lines, args=(lines,), name="sim-log", daemon=True).start()
     return running
+
+
+def start_simulator(
+    config_path: Path,
+    cwd: Path,
+    module: str = "sim",
+    environ: Mapping[str, str] | None = None,
+) -> RunningSimulator:
+    """Start ``python -m sim`` and read its URL line; raises SimulatorUnavailable."""
+    return launch_simulator(config_path, cwd, module, environ).wait_for_urls()
 
 
 def _log_lines(lines: queue.Queue[str]) -> None:

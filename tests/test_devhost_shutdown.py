@@ -3,8 +3,9 @@ devhost`` as a subprocess writes local.json, serves, and on SIGINT or SIGTERM st
 started (Azurite, the simulator) and removes local.json.
 
 The subprocess test runs the real ``function_app`` when it imports (whatever
-``functions.blueprints()`` registers today), and a synthetic app otherwise, so it works before
-and after the intake functions exist.
+``functions.blueprints()`` registers today; then ``python -m devhost.demo`` must get a 202 from
+the intake route), and a synthetic app otherwise, so it works before and after the intake
+functions exist.
 """
 
 from __future__ import annotations
@@ -141,6 +142,8 @@ def test_python_m_devhost_starts_serves_and_stops_everything_on_a_signal(
         "CALBRIDGE_TABLE_PORT": str(free_port()),
         "CALBRIDGE_HTTP_PORT": str(free_port()),
         "PYTHONPATH": str(tmp_path),
+        # The simulator (when the sim package has one) runs along with the real app only.
+        "CALBRIDGE_DEVHOST_SIM": "auto" if use_real_app else "off",
     }
     command = [sys.executable, "-m", "devhost"]
     if not real:
@@ -172,6 +175,18 @@ def test_python_m_devhost_starts_serves_and_stops_everything_on_a_signal(
             children = [int(pids["azurite"])] + ([int(pids["sim"])] if "sim" in pids else [])
             assert all(process_alive(pid) for pid in children)
             assert (data_dir / "azurite").is_dir()
+            if real:
+                # The README's "try it": a signed appointment through the real intake route.
+                demo = subprocess.run(
+                    [sys.executable, "-m", "devhost.demo"],
+                    cwd=REPO_ROOT,
+                    env=environ,
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+                assert demo.returncode == 0, demo.stdout + demo.stderr
+                assert '202 {"accepted": true' in demo.stdout
 
             process.send_signal(stop_signal)
             assert process.wait(timeout=30) == 0
