@@ -236,12 +236,15 @@ def test_token_endpoint_refusals(
 
 
 def test_tokens_expire(start_sim: Any) -> None:
-    sim = start_sim(sample_config(tokenLifetimeSeconds=1))
-    token = SimTokenCredential(sim).get_token(GRAPH_SCOPE).token
+    sim = start_sim(sample_config(tokenLifetimeSeconds=120))
+    token = SimTokenCredential(sim).get_token(GRAPH_SCOPE)
+    assert 100 < token.expires_on - time.time() <= 120
     url = f"{sim.urls['graph']}/users/{ANN}/events"
-    assert httpx.get(url, headers={"Authorization": f"Bearer {token}"}).status_code == 200
-    time.sleep(1.1)
-    assert httpx.get(url, headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    headers = {"Authorization": f"Bearer {token.token}"}
+    assert httpx.get(url, headers=headers).status_code == 200
+    # Two minutes later (the issuer's clock moves; no sleeping).
+    sim.issuer.clock = lambda: time.time() + 121
+    assert httpx.get(url, headers=headers).status_code == 401
 
 
 def test_app_access_is_limited_to_its_mailboxes(simulator: RunningSimulator) -> None:
