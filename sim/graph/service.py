@@ -159,6 +159,10 @@ class GraphService:
     def close(self) -> None:
         self.subscriptions.close()
 
+    def configure_delivery(self, policy: DeliveryPolicy) -> None:
+        """Change how notifications are retried (tests use short delays)."""
+        self.subscriptions.configure(policy)
+
     def send_lifecycle(self, subscription_id: str, event: str) -> None:
         """Send a lifecycle notification (``reauthorizationRequired``, ``subscriptionRemoved``,
         ``missed``) to the subscription's lifecycleNotificationUrl; ``subscriptionRemoved`` also

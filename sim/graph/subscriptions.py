@@ -322,6 +322,10 @@ class SubscriptionBook:
         self._sender = NotificationSender(policy)
         store.add_listener(self._on_change)
 
+    def configure(self, policy: DeliveryPolicy) -> None:
+        self.policy = policy
+        self._sender.policy = policy
+
     def close(self) -> None:
         self.store.remove_listener(self._on_change)
         self._sender.close()
