@@ -42,6 +42,19 @@ class Settings(BaseSettings):
     signature_tolerance_seconds: int = Field(
         default=300, validation_alias=AliasChoices("CALBRIDGE_SIGNATURE_TOLERANCE_SECONDS")
     )
+    # Microsoft Graph endpoints: the real cloud by default; the simulator stands in locally.
+    graph_url: str = Field(
+        default="https://graph.microsoft.com/v1.0",
+        validation_alias=AliasChoices("CALBRIDGE_GRAPH_URL"),
+    )
+    graph_authority: str = Field(
+        default="login.microsoftonline.com",
+        validation_alias=AliasChoices("CALBRIDGE_GRAPH_AUTHORITY"),
+    )
+    # A PEM bundle to trust for the token endpoint (the simulator's own CA); None: system trust.
+    graph_ca_bundle: str | None = Field(
+        default=None, validation_alias=AliasChoices("CALBRIDGE_GRAPH_CA_BUNDLE")
+    )
 
 
 @lru_cache(maxsize=1)

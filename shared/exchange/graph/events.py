@@ -1,0 +1,245 @@
+"""Graph's ``event`` JSON, both ways: what calbridge sends (create and update bodies) and what it
+reads back (an ``ExchangeEvent``), parsed by hand so that no msgraph-sdk model module is loaded.
+
+Reading asks for ``EVENT_FIELDS`` only — never ``body`` or ``bodyPreview`` — with times in UTC
+(``Prefer: outlook.timezone="UTC"``) and the marker expanded (``MARKER_EXPANSION``). Writing
+sends times as wall-clock ``dateTimeTimeZone`` in the draft's own zone (IANA name, which Graph
+accepts alongside Windows names), so Outlook shows the appointment in the zone it was booked in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from shared.exchange.common import (
+    attendee_response,
+    event_item_type,
+    event_sensitivity,
+    event_show_as,
+    wall_clock,
+)
+from shared.exchange.marker import MARKER_GRAPH_ID
+from shared.exchange.port import Attendee, CalendarError, EventDraft, ExchangeEvent, ShowAs
+
+# Everything ExchangeEvent needs, and nothing else (no body, no bodyPreview).
+EVENT_FIELDS: Final = (
+    "id",
+    "changeKey",
+    "iCalUId",
+    "uid",
+    "subject",
+    "start",
+    "end",
+    "isAllDay",
+    "location",
+    "organizer",
+    "attendees",
+    "isCancelled",
+    "isOrganizer",
+    "showAs",
+    "sensitivity",
+    "type",
+    "lastModifiedDateTime",
+)
+MARKER_EXPANSION: Final = f"singleValueExtendedProperties($filter=id eq '{MARKER_GRAPH_ID}')"
+PREFER_UTC: Final = 'outlook.timezone="UTC"'
+
+_SHOW_AS_OUT: Final = {
+    ShowAs.FREE: "free",
+    ShowAs.TENTATIVE: "tentative",
+    ShowAs.BUSY: "busy",
+    ShowAs.OOF: "oof",
+    ShowAs.WORKING_ELSEWHERE: "workingElsewhere",
+    ShowAs.UNKNOWN: "unknown",
+}
+_UTC_NAMES: Final = frozenset({"utc", "etc/utc", "gmt", "z", "coordinated universal time"})
+# Graph documents no alphabet for transactionId; ids made of these characters and no longer than
+# this are sent as they are (the engine's are UUIDs), anything else as a digest of itself.
+_SAFE_TRANSACTION_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class UnreadableEvent(CalendarError):
+    """Graph answered with an event calbridge cannot read (missing id or times, unknown zone)."""
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+
+def graph_transaction_id(transaction_id: str) -> str:
+    """The port's transaction id as Graph's ``transactionId``: unchanged when it is short and
+    plain, otherwise a stable digest (so a retry still sends the same value)."""
+    if _SAFE_TRANSACTION_ID.match(transaction_id):
+        return transaction_id
+    return "cb-" + hashlib.sha256(transaction_id.encode()).hexdigest()[:40]
+
+
+def _date_time_zone(instant: datetime, zone: str) -> dict[str, str]:
+    return {"dateTime": wall_clock(instant, zone).isoformat(), "timeZone": zone}
+
+
+def _attendees(draft: EventDraft, mailbox: str) -> list[dict[str, Any]]:
+    """Staff attendees as required attendees, in draft order, never the organizer themself."""
+    owner = mailbox.lower()
+    addresses = [a for a in dict.fromkeys(a.lower() for a in draft.required_attendees)]
+    return [
+        {"emailAddress": {"address": address}, "type": "required"}
+        for address in addresses
+        if address != owner
+    ]
+
+
+def draft_fields(draft: EventDraft, mailbox: str) -> dict[str, Any]:
+    """Every property the draft governs, as Graph JSON (the body of a full overwrite)."""
+    return {
+        "subject": draft.subject,
+        "body": {"contentType": "text", "content": draft.body_text},
+        "start": _date_time_zone(draft.start, draft.time_zone),
+        "end": _date_time_zone(draft.end, draft.time_zone),
+        "location": {"displayName": draft.location or ""},
+        "attendees": _attendees(draft, mailbox),
+        "showAs": _SHOW_AS_OUT[draft.show_as],
+        "singleValueExtendedProperties": [{"id": MARKER_GRAPH_ID, "value": draft.marker}],
+    }
+
+
+def create_body(draft: EventDraft, mailbox: str, transaction_id: str) -> dict[str, Any]:
+    """The POST body that creates the draft's event, idempotent through ``transactionId``."""
+    body = draft_fields(draft, mailbox)
+    if not draft.location:
+        del body["location"]
+    body["transactionId"] = graph_transaction_id(transaction_id)
+    return body
+
+
+def update_body(draft: EventDraft, mailbox: str, current: ExchangeEvent | None) -> dict[str, Any]:
+    """The PATCH body that makes the item say what the draft says.
+
+    With the current item at hand only what differs is sent (an unchanged attendee list is left
+    alone, so Exchange sends no needless re-invitations); the body is always sent, since calbridge
+    never reads it back to compare. Without it, every governed property is sent.
+    """
+    fields = draft_fields(draft, mailbox)
+    if current is None:
+        return fields
+    wanted_attendees = {a["emailAddress"]["address"] for a in fields["attendees"]}
+    unchanged = {
+        "subject": current.subject == draft.subject,
+        "start": current.start == draft.start,
+        "end": current.end == draft.end,
+        "location": (current.location or "") == (draft.location or ""),
+        "attendees": set(current.attendee_addresses) == wanted_attendees,
+        "showAs": current.show_as is draft.show_as,
+        "singleValueExtendedProperties": current.marker == draft.marker,
+    }
+    for name, same in unchanged.items():
+        if same:
+            del fields[name]
+    if "start" in fields or "end" in fields:
+        # Graph validates start against end: a move sends both, so neither is checked against
+        # the other's old value.
+        fields["start"] = _date_time_zone(draft.start, draft.time_zone)
+        fields["end"] = _date_time_zone(draft.end, draft.time_zone)
+    return fields
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def _zone(name: str) -> ZoneInfo:
+    if name.strip().lower() in _UTC_NAMES:
+        return ZoneInfo("UTC")
+    try:
+        return ZoneInfo(name.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        # Only reached when Graph ignored Prefer: outlook.timezone; Windows names are not mapped
+        # here (the table lives in exchangelib, which this adapter must not import).
+        raise UnreadableEvent(f"Graph answered in an unexpected time zone {name!r}") from None
+
+
+def _instant(value: object, label: str) -> datetime:
+    if not isinstance(value, Mapping) or not isinstance(value.get("dateTime"), str):
+        raise UnreadableEvent(f"Graph event without a readable {label}")
+    try:
+        moment = datetime.fromisoformat(value["dateTime"])
+    except ValueError:
+        raise UnreadableEvent(f"Graph event {label} is not a date-time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_zone(str(value.get("timeZone") or "UTC")))
+    return moment.astimezone(UTC)
+
+
+def _timestamp(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _address(value: object) -> str | None:
+    if isinstance(value, Mapping):
+        email = value.get("emailAddress")
+        if isinstance(email, Mapping) and isinstance(email.get("address"), str):
+            return str(email["address"]) or None
+    return None
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def marker_of(document: Mapping[str, Any]) -> str | None:
+    """The marker value among the event's expanded extended properties (ids compared without
+    regard to case, as Graph may spell the GUID either way)."""
+    properties = document.get("singleValueExtendedProperties")
+    if not isinstance(properties, Sequence):
+        return None
+    wanted = MARKER_GRAPH_ID.lower()
+    for entry in properties:
+        if isinstance(entry, Mapping) and str(entry.get("id", "")).lower() == wanted:
+            value = entry.get("value")
+            return value if isinstance(value, str) else None
+    return None
+
+
+def event_from_graph(document: Mapping[str, Any]) -> ExchangeEvent:
+    """An ``ExchangeEvent`` from Graph event JSON (as selected by ``EVENT_FIELDS``)."""
+    item_id = document.get("id")
+    if not isinstance(item_id, str) or not item_id:
+        raise UnreadableEvent("Graph event without an id")
+    attendees = []
+    for entry in document.get("attendees") or ():
+        address = _address(entry)
+        if address is None:
+            continue
+        status = entry.get("status") if isinstance(entry, Mapping) else None
+        response = status.get("response") if isinstance(status, Mapping) else None
+        attendees.append(Attendee(address=address, response=attendee_response(response)))
+    location = document.get("location")
+    location_name = location.get("displayName") if isinstance(location, Mapping) else None
+    uid = document.get("uid") or document.get("iCalUId")
+    return ExchangeEvent(
+        item_id=item_id,
+        change_key=document.get("changeKey") or None,
+        uid=uid if isinstance(uid, str) and uid else None,
+        subject=_text(document.get("subject")),
+        start=_instant(document.get("start"), "start"),
+        end=_instant(document.get("end"), "end"),
+        is_all_day=bool(document.get("isAllDay")),
+        location=location_name if isinstance(location_name, str) and location_name else None,
+        organizer=_address(document.get("organizer")),
+        attendees=tuple(attendees),
+        is_cancelled=bool(document.get("isCancelled")),
+        marker=marker_of(document),
+        show_as=event_show_as(document.get("showAs")),
+        sensitivity=event_sensitivity(document.get("sensitivity")),
+        item_type=event_item_type(document.get("type")),
+        last_modified=_timestamp(document.get("lastModifiedDateTime")),
+    )
