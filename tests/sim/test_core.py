@@ -26,10 +26,12 @@ from tests.sim.conftest import (
     CLIENT_SECRET,
     GRAPH_SCOPE,
     LIMITED_CLIENT_ID,
+    PASSWORDS,
     TENANT_ID,
     SimTokenCredential,
     sample_config,
 )
+from tests.sim.test_auth import ntlm_handshake
 
 REPO = Path(__file__).resolve().parents[2]
 URL_KEYS = {"ews", "graph", "token", "control", "booking", "caBundle"}
@@ -484,5 +486,16 @@ def test_two_simulators_in_one_process_keep_their_own_users(start_sim: Any) -> N
     try:
         assert second.store.mailbox("zoe@fabrikam.test").name == "Zoe"
         assert first.issuer.check_password("zoe@fabrikam.test", "zoe-pw", scheme="basic") is None
+        for sim, expected in ((second, True), (first, False)):
+            with httpx.Client() as client:
+                answer = ntlm_handshake(client, sim.urls["ews"], "zoe@fabrikam.test", "zoe-pw")
+                assert (answer.status_code != 401) is expected
+        with httpx.Client() as client:
+            answer = ntlm_handshake(client, first.urls["ews"], ANN, PASSWORDS[ANN])
+            assert answer.status_code != 401
     finally:
         second.stop()
+    # Zoe's NTLM credentials left the shared user file with her simulator.
+    user_file = Path(os.environ["NTLM_USER_FILE"]).read_text()
+    assert "zoe@fabrikam.test" not in user_file
+    assert ANN in user_file
