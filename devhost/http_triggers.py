@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import azure.functions as func
 
 from devhost.indexing import RegisteredFunction
-from devhost.invocation import InvocationTimer, Invoker
+from devhost.invocation import InvocationTimer, Invoker, failure_summary
 from devhost.routes import RouteTemplate
 
 log = logging.getLogger("devhost")
@@ -178,8 +178,8 @@ class HttpDispatcher:
         timer = InvocationTimer(function.name, "http")
         try:
             result = self._invoker.call(function, request)
-        except Exception:
-            log.exception("function %s raised", function.name)
+        except Exception as error:
+            log.error("function %s raised %s", function.name, failure_summary(error))
             timer.finish("500 (exception)", logging.ERROR)
             return HttpAnswer(500, [("Content-Length", "0")], b"")
         answer = self._answer_from(function.name, result)

@@ -34,7 +34,7 @@ from azure.storage.queue import QueueClient, QueueMessage, TextBase64EncodePolic
 
 from devhost.hostconfig import HostConfig, QueueOptions
 from devhost.indexing import RegisteredFunction, SettingNotFound, resolve_setting_expressions
-from devhost.invocation import InvocationTimer, Invoker, QueueOutput
+from devhost.invocation import InvocationTimer, Invoker, QueueOutput, failure_summary
 
 log = logging.getLogger("devhost")
 
@@ -185,8 +185,13 @@ class QueuePoller:
     def _run_and_release(self, message: QueueMessage) -> None:
         try:
             self.process(message)
-        except Exception:
-            log.exception("queue %s: message %s could not be settled", self.queue_name, message.id)
+        except Exception as error:
+            log.error(
+                "queue %s: message %s could not be settled: %s",
+                self.queue_name,
+                message.id,
+                failure_summary(error),
+            )
         finally:
             with self._slot_freed:
                 self._in_flight -= 1
@@ -219,14 +224,14 @@ class QueuePoller:
             outputs = [QueueOutput(binding) for binding in self.function.queue_outputs]
             self._invoker.call(self.function, self._functions_message(message, body), outputs)
             self._output_sender.send(outputs)
-        except Exception as exc:
+        except Exception as error:
             if dequeue_count >= max_count:
                 self._to_poison(message, raw)
                 log.error(
                     "queue %s: message %s failed its last try (%s), moved to %s",
                     self.queue_name,
                     message.id,
-                    type(exc).__name__,
+                    failure_summary(error),
                     self.queue_name + POISON_SUFFIX,
                 )
                 timer.finish(f"poisoned (try {dequeue_count}/{max_count})", logging.ERROR)
@@ -237,8 +242,7 @@ class QueuePoller:
                     message.id,
                     dequeue_count,
                     max_count,
-                    type(exc).__name__,
-                    exc_info=True,
+                    failure_summary(error),
                 )
                 self._queue.update_message(
                     message.id,

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from azure.functions.timer import TimerRequest
 
 from devhost.indexing import RegisteredFunction, resolve_setting_expressions
-from devhost.invocation import InvocationTimer, Invoker
+from devhost.invocation import InvocationTimer, Invoker, failure_summary
 from devhost.ncrontab import CronSchedule, next_occurrence
 
 log = logging.getLogger("devhost")
@@ -83,8 +83,8 @@ class TimerSchedule:
         )
         try:
             self._invoker.call(self.function, request)
-        except Exception:
-            log.exception("timer function %s raised", self.function.name)
+        except Exception as error:
+            log.error("function %s raised %s", self.function.name, failure_summary(error))
             timer.finish("failed", logging.ERROR)
             return
         timer.finish("succeeded (past due)" if past_due else "succeeded")

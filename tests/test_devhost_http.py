@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -71,6 +72,10 @@ def synthetic_app() -> func.FunctionApp:
     @app.route(route="broken", auth_level=func.AuthLevel.ANONYMOUS)
     def broken(req: func.HttpRequest) -> func.HttpResponse:
         raise RuntimeError("this function always fails")
+
+    @app.route(route="leaky", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+    def leaky(req: func.HttpRequest) -> func.HttpResponse:
+        raise ValueError(f"cannot use {req.get_body().decode()}")
 
     @app.route(auth_level=func.AuthLevel.ANONYMOUS)
     def unrouted(req: func.HttpRequest) -> func.HttpResponse:
@@ -296,3 +301,20 @@ def test_route_template_matching(template: str, path: str, expected: dict[str, s
 def test_unreadable_route_templates_are_refused(template: str) -> None:
     with pytest.raises(RouteTemplateError):
         RouteTemplate.parse(template)
+
+
+def test_log_has_one_line_per_invocation_and_never_the_body_or_exception_text(
+    runner: FunctionsRunner, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="devhost")
+    secret_body = b"private-subject-and-secret-42"
+    assert call(runner, "POST", "/api/leaky", body=secret_body).status == 500
+    assert call(runner, "PUT", "/api/items/5", body=secret_body, headers=keyed()).status == 200
+    lines = [record.getMessage() for record in caplog.records if record.name == "devhost"]
+    invocations = [line for line in lines if line.startswith("invocation ")]
+    assert len(invocations) == 2
+    assert invocations[0].startswith("invocation function=leaky trigger=http outcome=500")
+    assert "duration_ms=" in invocations[0]
+    assert invocations[1].startswith("invocation function=item_by_number trigger=http outcome=200")
+    assert any("ValueError at " in line and "in leaky" in line for line in lines)
+    assert not any("private-subject" in line for line in lines)

@@ -4,6 +4,7 @@ dequeue count, poison after maxDequeueCount, batches, output bindings, idle back
 from __future__ import annotations
 
 import base64
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -153,9 +154,12 @@ def test_failing_function_is_retried_then_the_message_goes_to_poison_with_its_bo
     sender: QueueClient,
     storage_connection_string: str,
     queue_name: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="devhost")
+
     def always_fail(message: func.QueueMessage) -> None:
-        raise RuntimeError("downstream unavailable")
+        raise RuntimeError(f"downstream refused {message.get_body().decode()}")
 
     seen = Seen()
     run_app(queue_app(seen, always_fail))
@@ -164,6 +168,13 @@ def test_failing_function_is_retried_then_the_message_goes_to_poison_with_its_bo
     poison = raw_client(storage_connection_string, f"{queue_name}-poison")
     wait_until(lambda: queue_exists(poison) and not queue_is_empty(poison))
     assert seen.counts_for(body.encode()) == [1, 2, 3]
+    outcomes = [
+        r.getMessage().split("outcome=")[1].split(" duration")[0]
+        for r in caplog.records
+        if r.getMessage().startswith("invocation function=work")
+    ]
+    assert outcomes == ["failed (try 1/3)", "failed (try 2/3)", "poisoned (try 3/3)"]
+    assert not any("appointmentId" in r.getMessage() for r in caplog.records)  # no body in logs
     poisoned = list(poison.receive_messages())
     assert len(poisoned) == 1
     assert base64.b64decode(poisoned[0].content).decode() == body
