@@ -480,10 +480,13 @@ class ExchangeStore:
                     self._cancel_copy(removed)
         notify_all = send in (SendMode.ONLY_TO_ALL, SendMode.ALL_AND_SAVE_COPY) or content_changed
         for address in current:
+            if not (notify_all or address not in previous):
+                continue  # SendOnlyToChanged: this attendee is not affected
             existing = self._copy_in(address, organizer_item.uid)
             if existing is None:
+                # New attendee, or one who declined: the update arrives as a fresh request.
                 self._make_copy(organizer_item, address)
-            elif notify_all or address not in previous:
+            else:
                 self._share_content(organizer_item, existing)
                 existing.item_type = organizer_item.item_type
                 existing.is_cancelled = organizer_item.is_cancelled

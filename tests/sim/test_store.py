@@ -457,3 +457,32 @@ def test_store_is_safe_under_concurrent_writers(store: ExchangeStore) -> None:
         thread.join()
     assert len(store.calendar_items(ANN)) == 100
     assert [c.seq for c in store.changes_since(ANN, 0)] == list(range(1, 101))
+
+
+def test_update_re_invites_a_decliner_only_when_it_concerns_them(store: ExchangeStore) -> None:
+    organizer_item = store.create_item(ANN, meeting(BOB), SendMode.ALL_AND_SAVE_COPY)
+    [copy] = store.calendar_items(BOB)
+    store.respond(BOB, copy.id, ResponseType.DECLINE)
+    # Adding an attendee with SendOnlyToChanged concerns only the new attendee.
+    store.update_item(
+        ANN,
+        organizer_item.id,
+        {"optional_attendees": [Attendee(CARA)]},
+        send=SendMode.ONLY_TO_CHANGED,
+    )
+    assert len(store.calendar_items(CARA)) == 1
+    # Optional attendees are shown content, so this was a content change for Bob too.
+    [again] = store.calendar_items(BOB)
+    assert again.response_type == ResponseType.NO_RESPONSE
+    store.respond(BOB, again.id, ResponseType.DECLINE)
+    store.update_item(
+        ANN,
+        organizer_item.id,
+        {"required_attendees": [Attendee(BOB), Attendee(OUTSIDER)]},
+        send=SendMode.ONLY_TO_CHANGED,
+    )
+    assert len(store.calendar_items(BOB)) == 1  # the attendee list changed: Bob hears of it
+    [bob_copy] = store.calendar_items(BOB)
+    store.respond(BOB, bob_copy.id, ResponseType.DECLINE)
+    store.update_item(ANN, organizer_item.id, {"free_busy": "OOF"}, send=SendMode.ONLY_TO_CHANGED)
+    assert store.calendar_items(BOB) == []  # free/busy is the organizer's own business
