@@ -246,3 +246,14 @@ def exchangelib_account(
         autodiscover=False,
         access_type=access or default_access,
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ews_responses_are_schema_valid() -> Iterator[None]:
+    """At the end of the session (per test process): no EWS response any simulator produced
+    broke Microsoft's schema (validating EWS services record each invalid one)."""
+    yield
+    from sim.ews.schema import recorded_failures
+
+    failures = recorded_failures()
+    assert not failures, f"{len(failures)} EWS responses broke the schema, first: {failures[0]}"
