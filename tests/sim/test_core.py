@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ from tests.sim.conftest import (
     PASSWORDS,
     TENANT_ID,
     SimTokenCredential,
+    graph_client,
+    run_async,
     sample_config,
 )
 from tests.sim.test_auth import ntlm_handshake
@@ -183,6 +186,23 @@ def test_azure_identity_client_secret_credential_gets_a_working_token(
         headers={"Authorization": f"Bearer {token.token}"},
     )
     assert response.status_code == 200
+
+
+def test_msgraph_sdk_with_azure_identity_reads_events(
+    simulator: RunningSimulator, trust_simulator_ca: str
+) -> None:
+    from azure.identity import ClientSecretCredential
+
+    simulator.person(BOB).create_event(
+        "Seen through Graph", datetime(2026, 8, 3, 9), datetime(2026, 8, 3, 10)
+    )
+    authority = simulator.urls["token"].removeprefix("https://")
+    credential = ClientSecretCredential(
+        TENANT_ID, CLIENT_ID, CLIENT_SECRET, authority=authority, disable_instance_discovery=True
+    )
+    client = graph_client(simulator, credential)
+    events = run_async(client.users.by_user_id(BOB).events.get())
+    assert "Seen through Graph" in [event.subject for event in events.value]
 
 
 def test_azure_identity_wrong_secret_is_refused(
