@@ -11,10 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.contract.ews_world import ews_world
 from tests.contract.graph_world import graph_world
 from tests.contract.worlds import CalendarWorld, WorldFactory, fake_world
 
 WORLDS: dict[str, WorldFactory] = {
+    "ews": ews_world,
     "fake": fake_world,
     "graph": graph_world,
 }

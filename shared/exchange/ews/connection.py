@@ -1,0 +1,152 @@
+"""One EWS connection's exchangelib objects, built once and reused: the ``Protocol`` (HTTP session
+pool, credentials, retry policy, server version), one ``Account`` per mailbox and each mailbox's
+calendar folder.
+
+Why each choice (see ../shared/spec/platform-notes.md, exchangelib):
+- The server version is given (``Version(build=…)``), so exchangelib never probes the server
+  with ConvertId before the first real request.
+- Retry policy ``FailFast``: throttling comes back at once as ``ErrorServerBusy`` with the
+  server's back-off, which the gateway turns into ``RetryAfter``; the worker re-queues instead of
+  sleeping.
+- exchangelib caches protocols per (endpoint, credentials): a second ``Configuration`` with the
+  same pair silently reuses the first one's retry policy, version and auth type. The protocol
+  built here is pinned on every account, and if the cache handed back someone else's, it is
+  replaced by one built from this connection's own configuration.
+- The calendar is addressed as the distinguished folder ``calendar`` of the mailbox
+  (``DistinguishedFolderId`` with a ``Mailbox``), built locally: no GetFolder round trips at all
+  — ``account.calendar`` would cost two (root, then calendar) for every new Account.
+- Access: impersonation sends ``ExchangeImpersonation`` (each mailbox's own throttling budget);
+  delegate access names the mailbox in the folder id and relies on the service account's
+  folder permissions (its own, shared budget).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from exchangelib import (
+    BASIC,
+    DELEGATE,
+    IMPERSONATION,
+    NTLM,
+    UTC,
+    Account,
+    Build,
+    Configuration,
+    Credentials,
+    FailFast,
+    Mailbox,
+    Version,
+)
+from exchangelib.folders import Calendar, Root
+from exchangelib.properties import DistinguishedFolderId
+from exchangelib.protocol import Protocol
+
+# Exchange Server 2016 CU23. Its EWS schema (Exchange2016) is what 2016, 2019 and Subscription
+# Edition all serve, so one build fits every supported on-premises server.
+DEFAULT_SERVER_BUILD: Final = (15, 1, 2507, 6)
+DEFAULT_MAX_CONNECTIONS: Final = 4
+
+AuthKind = Literal["basic", "ntlm"]
+AccessKind = Literal["impersonation", "delegate"]
+_AUTH_TYPES: Final = {"basic": BASIC, "ntlm": NTLM}
+_ACCESS_TYPES: Final = {"impersonation": IMPERSONATION, "delegate": DELEGATE}
+
+
+@dataclass(frozen=True)
+class EwsEndpoint:
+    """How to reach one EWS service as one service account. ``password`` is the resolved secret:
+    kept out of ``repr`` so a logged endpoint never shows it."""
+
+    url: str
+    username: str
+    password: str = field(repr=False)
+    auth: AuthKind = "ntlm"
+    access: AccessKind = "impersonation"
+    server_build: tuple[int, ...] = DEFAULT_SERVER_BUILD
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+
+    def __post_init__(self) -> None:
+        if self.auth not in _AUTH_TYPES:
+            raise ValueError(f"unsupported EWS authentication {self.auth!r}")
+        if self.access not in _ACCESS_TYPES:
+            raise ValueError(f"unsupported EWS access mode {self.access!r}")
+        if not 2 <= len(self.server_build) <= 4:
+            raise ValueError("server_build needs 2 to 4 numbers (major, minor, build, revision)")
+
+
+class EwsConnection:
+    """exchangelib's objects for one ``EwsEndpoint``; thread-safe (calls run in worker threads)."""
+
+    def __init__(self, endpoint: EwsEndpoint) -> None:
+        self.endpoint = endpoint
+        self._lock = threading.Lock()
+        self._accounts: dict[str, Account] = {}
+        self._calendars: dict[str, Calendar] = {}
+        self._config = Configuration(
+            service_endpoint=endpoint.url,
+            credentials=Credentials(endpoint.username, endpoint.password),
+            auth_type=_AUTH_TYPES[endpoint.auth],
+            version=Version(build=Build(*endpoint.server_build)),
+            retry_policy=FailFast(),
+            max_connections=endpoint.max_connections,
+        )
+        self.protocol = self._own_protocol()
+
+    def _own_protocol(self) -> Any:
+        protocol = Protocol(config=self._config)
+        if protocol.config is not self._config:
+            # A protocol for the same endpoint and credentials was cached earlier in this process,
+            # with that caller's retry policy and version: replace it with ours.
+            del Protocol[self._config]
+            protocol = Protocol(config=self._config)
+        return protocol
+
+    def account(self, mailbox: str) -> Account:
+        """The mailbox's Account (made once; building it sends nothing)."""
+        address = mailbox.strip().lower()
+        with self._lock:
+            account = self._accounts.get(address)
+            if account is None:
+                account = Account(
+                    primary_smtp_address=address,
+                    config=self._config,
+                    autodiscover=False,
+                    access_type=_ACCESS_TYPES[self.endpoint.access],
+                    default_timezone=UTC,
+                )
+                account.protocol = self.protocol
+                self._accounts[address] = account
+            return account
+
+    def calendar(self, mailbox: str) -> Calendar:
+        """The mailbox's calendar folder, addressed by distinguished id (no GetFolder)."""
+        address = mailbox.strip().lower()
+        account = self.account(address)
+        with self._lock:
+            calendar = self._calendars.get(address)
+            if calendar is None:
+                calendar = Calendar(
+                    root=Root(account=account),
+                    _distinguished_id=DistinguishedFolderId(
+                        id=Calendar.DISTINGUISHED_FOLDER_ID,
+                        mailbox=Mailbox(email_address=address),
+                    ),
+                )
+                self._calendars[address] = calendar
+            return calendar
+
+    def close(self) -> None:
+        """Close the HTTP sessions and forget the cached protocol (if it is still ours)."""
+        with self._lock:
+            self._accounts.clear()
+            self._calendars.clear()
+        try:
+            cached = Protocol[self._config]
+        except KeyError:
+            cached = None
+        if cached is not None and cached[0] is self.protocol:
+            del Protocol[self._config]
+        self.protocol.close()

@@ -1,0 +1,305 @@
+"""``EwsCalendarGateway``: the calendar port over EWS (exchangelib 5.6), one per EWS connection.
+
+exchangelib is synchronous: each port call runs its EWS request(s) in a worker thread
+(``asyncio.to_thread``) so the port stays async; the exchangelib objects behind it
+(``EwsConnection``) are built once and shared by those threads.
+
+Requests per port call (the fewest that give the port what it promises):
+
+==================  ===========================================================================
+find_by_marker      1 FindItem, restricted to the marker (Exchange searches, not calbridge)
+find_by_uid         1 FindItem, restricted to the meeting's clean global object id (EWS cannot
+                    restrict on ``calendar:UID``; see ``properties``)
+get_event           1 GetItem (the only read with attendees and organizer address)
+list_events         1 FindItem with a CalendarView (occurrences expanded, no GetItem)
+create_event        1 FindItem (marker: a create repeated after a lost answer returns the first
+                    event) + 1 CreateItem. The UID is set by calbridge (``calbridge_uid``), so
+                    CreateItem's answer (id, change key) completes the ``EventRef``.
+update_event        1 UpdateItem; + 1 GetItem for the UID only when this gateway has not seen
+                    the item before (UIDs never change, so they are remembered per item id)
+cancel_event        1 DeleteItem (SendMeetingCancellations=SendToAllAndSaveCopy: a meeting's
+                    attendees get cancellations, an appointment without attendees just goes;
+                    MoveToDeletedItems, as Outlook does when an organizer cancels)
+==================  ===========================================================================
+
+Change keys: an update with a change key is sent with ``ConflictResolution=NeverOverwrite``, so
+any change since that key was read makes Exchange refuse it (``ErrorIrresolvableConflict`` →
+``ChangeKeyConflict``); without one it overwrites (``AlwaysOverwrite``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, Final, TypeVar
+from zoneinfo import ZoneInfo
+
+from exchangelib import SHALLOW, CalendarItem, EWSDateTime, ItemId, Q
+from exchangelib.errors import ErrorItemNotFound
+from exchangelib.items import (
+    ALL_OCCURRENCES,
+    ALWAYS_OVERWRITE,
+    ID_ONLY,
+    MOVE_TO_DELETED_ITEMS,
+    NEVER_OVERWRITE,
+    SAVE_ONLY,
+    SEND_TO_ALL_AND_SAVE_COPY,
+    SEND_TO_NONE,
+)
+from exchangelib.properties import CalendarView
+from exchangelib.restriction import Restriction
+from exchangelib.services import CreateItem, DeleteItem, FindItem, GetItem, UpdateItem
+
+from shared.exchange.ews.connection import EwsConnection, EwsEndpoint
+from shared.exchange.ews.errors import calendar_error
+from shared.exchange.ews.items import (
+    DRAFT_FIELDS,
+    FIND_FIELDS,
+    GET_FIELDS,
+    draft_values,
+    event_from_item,
+)
+from shared.exchange.ews.properties import (
+    CLEAN_GLOBAL_OBJECT_ID_FIELD,
+    MARKER_FIELD,
+    calbridge_uid,
+    clean_global_object_id,
+)
+from shared.exchange.port import (
+    EventDraft,
+    EventNotFound,
+    EventRef,
+    ExchangeEvent,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# exchangelib logs every request and response XML (event bodies included) at DEBUG: whatever the
+# application's log level, those loggers stay at INFO so no body ever reaches a log line.
+for _name in ("exchangelib", "exchangelib.util.xml"):
+    logging.getLogger(_name).setLevel(logging.INFO)
+
+# How many item ids → UID this gateway remembers (UIDs are immutable; this only saves GetItems).
+UID_MEMORY: Final = 4096
+
+
+def _live_first(events: Iterable[ExchangeEvent]) -> list[ExchangeEvent]:
+    return sorted(events, key=lambda event: (event.is_cancelled, event.start))
+
+
+class EwsCalendarGateway:
+    """The ``CalendarGateway`` port for one EWS connection (see the module docstring)."""
+
+    def __init__(self, connection: EwsConnection, *, connection_id: str = "ews") -> None:
+        self.connection = connection
+        self.connection_id = connection_id
+        self._uids: OrderedDict[str, str] = OrderedDict()
+
+    @classmethod
+    def for_endpoint(
+        cls, endpoint: EwsEndpoint, *, connection_id: str = "ews"
+    ) -> EwsCalendarGateway:
+        return cls(EwsConnection(endpoint), connection_id=connection_id)
+
+    def close(self) -> None:
+        """Release the HTTP sessions (the gateway is unusable afterwards)."""
+        self.connection.close()
+
+    # --- plumbing ---------------------------------------------------------------------------
+    async def _call(self, operation: str, mailbox: str, work: Callable[[], T]) -> T:
+        """Run ``work`` (blocking exchangelib calls) in a thread; failures become port errors."""
+        try:
+            return await asyncio.to_thread(work)
+        except Exception as error:
+            mapped = calendar_error(error, operation=operation, mailbox=mailbox)
+            if mapped is None:
+                raise
+            logger.info("EWS %s for %s failed: %s", operation, mailbox, type(mapped).__name__)
+            raise mapped from None
+
+    def _remember_uid(self, item_id: str, uid: str | None) -> None:
+        if not uid:
+            return
+        self._uids[item_id] = uid
+        self._uids.move_to_end(item_id)
+        while len(self._uids) > UID_MEMORY:
+            self._uids.popitem(last=False)
+
+    def _remember(self, events: list[ExchangeEvent]) -> list[ExchangeEvent]:
+        for event in events:
+            self._remember_uid(event.item_id, event.uid)
+        return events
+
+    @staticmethod
+    def _results(results: Iterable[Any]) -> list[Any]:
+        """exchangelib's service generators yield per-item errors as values: raise the first."""
+        collected = list(results)
+        for result in collected:
+            if isinstance(result, Exception):
+                raise result
+        return collected
+
+    def _find(
+        self,
+        mailbox: str,
+        *,
+        query: Q | None = None,
+        view: CalendarView | None = None,
+    ) -> list[ExchangeEvent]:
+        """One FindItem on the mailbox's calendar with ``FIND_FIELDS``."""
+        calendar = self.connection.calendar(mailbox)
+        account = self.connection.account(mailbox)
+        restriction = (
+            Restriction(query, folders=[calendar], applies_to=Restriction.ITEMS)
+            if query is not None
+            else None
+        )
+        items = FindItem(account=account).call(
+            folders=[calendar],
+            additional_fields=FIND_FIELDS,
+            restriction=restriction,
+            order_fields=None,
+            shape=ID_ONLY,
+            query_string=None,
+            depth=SHALLOW,
+            calendar_view=view,
+            max_items=None,
+            offset=0,
+        )
+        return [event_from_item(item, mailbox) for item in self._results(items)]
+
+    def _get(self, mailbox: str, item_id: str) -> ExchangeEvent | None:
+        """One GetItem with ``GET_FIELDS``; None when the item does not exist."""
+        account = self.connection.account(mailbox)
+        try:
+            [item] = self._results(
+                GetItem(account=account).call(
+                    items=[ItemId(id=item_id)], additional_fields=GET_FIELDS, shape=ID_ONLY
+                )
+            )
+        except ErrorItemNotFound:
+            return None
+        return event_from_item(item, mailbox)
+
+    # --- reading ------------------------------------------------------------------------------
+    async def find_by_marker(self, mailbox: str, marker: str) -> list[ExchangeEvent]:
+        def work() -> list[ExchangeEvent]:
+            found = self._find(mailbox, query=Q(**{MARKER_FIELD: marker}))
+            # Exchange compares strings without regard to case; markers are exact.
+            return _live_first(event for event in found if event.marker == marker)
+
+        return self._remember(await self._call("FindItem", mailbox, work))
+
+    async def get_event(self, mailbox: str, item_id: str) -> ExchangeEvent | None:
+        event = await self._call("GetItem", mailbox, lambda: self._get(mailbox, item_id))
+        if event is not None:
+            self._remember_uid(event.item_id, event.uid)
+        return event
+
+    async def find_by_uid(self, mailbox: str, uid: str) -> ExchangeEvent | None:
+        goid = clean_global_object_id(uid)
+
+        def work() -> list[ExchangeEvent]:
+            found = self._find(mailbox, query=Q(**{CLEAN_GLOBAL_OBJECT_ID_FIELD: goid}))
+            return _live_first(event for event in found if event.uid in (None, uid))
+
+        found = self._remember(await self._call("FindItem", mailbox, work))
+        return found[0] if found else None
+
+    async def list_events(
+        self, mailbox: str, start: datetime, end: datetime
+    ) -> list[ExchangeEvent]:
+        utc = ZoneInfo("UTC")
+        view = CalendarView(
+            start=EWSDateTime.from_datetime(start.astimezone(utc)),
+            end=EWSDateTime.from_datetime(end.astimezone(utc)),
+        )
+        found = await self._call("FindItem", mailbox, lambda: self._find(mailbox, view=view))
+        return sorted(found, key=lambda event: event.start)
+
+    # --- writing ------------------------------------------------------------------------------
+    async def create_event(self, mailbox: str, draft: EventDraft, transaction_id: str) -> EventRef:
+        earlier = [
+            event for event in await self.find_by_marker(mailbox, draft.marker) if event.is_live
+        ]
+        if earlier:
+            first = earlier[0]
+            return EventRef(item_id=first.item_id, change_key=first.change_key, uid=first.uid)
+        uid = calbridge_uid(mailbox, transaction_id)
+
+        def work() -> EventRef:
+            calendar = self.connection.calendar(mailbox)
+            account = self.connection.account(mailbox)
+            item = CalendarItem(
+                account=account, folder=calendar, uid=uid, **draft_values(draft, mailbox)
+            )
+            invitations = SEND_TO_ALL_AND_SAVE_COPY if item.required_attendees else SEND_TO_NONE
+            created = CreateItem(account=account).get(
+                items=[item],
+                folder=calendar,
+                message_disposition=SAVE_ONLY,
+                send_meeting_invitations=invitations,
+            )
+            return EventRef(item_id=created.id, change_key=created.changekey, uid=uid)
+
+        ref = await self._call("CreateItem", mailbox, work)
+        self._remember_uid(ref.item_id, ref.uid)
+        return ref
+
+    async def update_event(
+        self, mailbox: str, item_id: str, draft: EventDraft, change_key: str | None
+    ) -> EventRef:
+        def work() -> tuple[str, str | None]:
+            calendar = self.connection.calendar(mailbox)
+            account = self.connection.account(mailbox)
+            item = CalendarItem(
+                account=account,
+                folder=calendar,
+                id=item_id,
+                changekey=change_key,
+                **draft_values(draft, mailbox),
+            )
+            new_id, new_change_key = UpdateItem(account=account).get(
+                items=[(item, list(DRAFT_FIELDS))],
+                conflict_resolution=NEVER_OVERWRITE if change_key else ALWAYS_OVERWRITE,
+                message_disposition=SAVE_ONLY,
+                send_meeting_invitations_or_cancellations=SEND_TO_ALL_AND_SAVE_COPY,
+                suppress_read_receipts=True,
+            )
+            return new_id, new_change_key
+
+        new_id, new_change_key = await self._call("UpdateItem", mailbox, work)
+        uid = self._uids.get(item_id) or self._uids.get(new_id)
+        if uid is None:
+            current = await self.get_event(mailbox, new_id)
+            if current is None:
+                raise EventNotFound(
+                    f"EWS GetItem for {mailbox}: item {new_id} vanished after its update",
+                    mailbox=mailbox,
+                )
+            uid = current.uid
+        self._remember_uid(new_id, uid)
+        return EventRef(item_id=new_id, change_key=new_change_key, uid=uid)
+
+    async def cancel_event(self, mailbox: str, item_id: str) -> None:
+        def work() -> None:
+            account = self.connection.account(mailbox)
+            try:
+                DeleteItem(account=account).get(
+                    items=[ItemId(id=item_id)],
+                    delete_type=MOVE_TO_DELETED_ITEMS,
+                    send_meeting_cancellations=SEND_TO_ALL_AND_SAVE_COPY,
+                    affected_task_occurrences=ALL_OCCURRENCES,
+                    suppress_read_receipts=True,
+                    expect_result=None,
+                )
+            except ErrorItemNotFound:
+                return  # already gone: cancelling is idempotent
+
+        await self._call("DeleteItem", mailbox, work)
+        self._uids.pop(item_id, None)

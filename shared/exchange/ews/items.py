@@ -1,0 +1,201 @@
+"""Calendar items on the EWS side of the port: which properties each request asks for, an
+``EventDraft`` as exchangelib ``CalendarItem`` fields, and a returned item as an ``ExchangeEvent``.
+
+Two read shapes, both without the body (calbridge never reads it):
+- ``FIND_FIELDS``: what FindItem returns. Exchange leaves attendee lists out of FindItem answers
+  and gives the organizer as a name without an address, so events read this way (find_by_marker,
+  find_by_uid, list_events) have no attendees, and their organizer is known only when the
+  mailbox's owner is it (``MyResponseType`` Organizer). UID, Location and the marker are simple
+  values Exchange does return from FindItem; exchangelib refuses them there only because it
+  counts all text fields as "complex" (FindItem truncates text at 255 characters: a UID,
+  location or marker value is far shorter).
+- ``GET_FIELDS``: everything, for GetItem (get_event): the same plus organizer and attendees.
+
+Times: exchangelib returns aware datetimes; all-day items come back as dates in the item's own
+zone, so the zone fields are always requested with start and end and the dates turned back into
+midnights there. Events leave here in UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+from exchangelib import Attendee as EwsAttendee
+from exchangelib import Body, CalendarItem, EWSDateTime, EWSTimeZone, Mailbox
+from exchangelib.fields import FieldPath
+
+from shared.exchange.common import (
+    EWS_FREE_BUSY,
+    attendee_response,
+    event_item_type,
+    event_sensitivity,
+    event_show_as,
+    utc,
+)
+from shared.exchange.ews.properties import MARKER_FIELD
+from shared.exchange.port import Attendee, EventDraft, ExchangeEvent
+
+_FIND_FIELD_NAMES: Final = (
+    "subject",
+    "start",
+    "end",
+    "_start_timezone",
+    "_end_timezone",
+    "is_all_day",
+    "is_cancelled",
+    "legacy_free_busy_status",
+    "sensitivity",
+    "type",
+    "last_modified_time",
+    "my_response_type",
+    "uid",
+    "location",
+    MARKER_FIELD,
+)
+_GET_ONLY_FIELD_NAMES: Final = ("organizer", "required_attendees", "optional_attendees")
+
+# What a draft governs on the organizer's item: the fields an update sets (or clears).
+DRAFT_FIELDS: Final = (
+    "subject",
+    "body",
+    "start",
+    "end",
+    "is_all_day",
+    "location",
+    "legacy_free_busy_status",
+    "required_attendees",
+    MARKER_FIELD,
+)
+
+
+def _paths(names: Iterable[str]) -> frozenset[FieldPath]:
+    return frozenset(FieldPath(field=CalendarItem.get_field_by_fieldname(name)) for name in names)
+
+
+FIND_FIELDS: Final = _paths(_FIND_FIELD_NAMES)
+GET_FIELDS: Final = _paths(_FIND_FIELD_NAMES + _GET_ONLY_FIELD_NAMES)
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+
+def _ews_time(instant: datetime, zone: EWSTimeZone) -> EWSDateTime:
+    # Through UTC, so the local time keeps its fold (the repeated hour when clocks go back).
+    as_utc = EWSDateTime.from_datetime(instant.astimezone(ZoneInfo("UTC")))
+    return as_utc.astimezone(zone)
+
+
+def staff_attendees(draft: EventDraft, mailbox: str) -> list[EwsAttendee]:
+    """The draft's attendees as required attendees, in draft order, once each, never the
+    organizer themself (clients are in the body, never here)."""
+    owner = mailbox.strip().lower()
+    addresses = dict.fromkeys(address.lower() for address in draft.required_attendees)
+    return [
+        EwsAttendee(mailbox=Mailbox(email_address=address), response_type="Unknown")
+        for address in addresses
+        if address != owner
+    ]
+
+
+def draft_values(draft: EventDraft, mailbox: str) -> dict[str, Any]:
+    """The ``DRAFT_FIELDS`` values that make an item say what the draft says. Start and end are
+    in the draft's own zone, so Outlook shows the appointment in the zone it was booked in."""
+    zone = EWSTimeZone(draft.time_zone)
+    return {
+        "subject": draft.subject,
+        "body": Body(draft.body_text),
+        "start": _ews_time(draft.start, zone),
+        "end": _ews_time(draft.end, zone),
+        "is_all_day": False,
+        "location": draft.location or None,
+        "legacy_free_busy_status": EWS_FREE_BUSY[draft.show_as],
+        "required_attendees": staff_attendees(draft, mailbox) or None,
+        MARKER_FIELD: draft.marker,
+    }
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def _plain_utc(value: datetime) -> datetime:
+    """A plain ``datetime`` in UTC from an exchangelib ``EWSDateTime`` (whose ``astimezone``
+    accepts only exchangelib's own zones): rebuilt field by field in the same zone first."""
+    zone = getattr(value.tzinfo, "key", None)
+    plain = datetime(
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond,
+        tzinfo=ZoneInfo(zone) if zone else value.tzinfo,
+        fold=value.fold,
+    )
+    return utc(plain)
+
+
+def _instant(value: object, zone: object, *, is_end: bool) -> datetime:
+    """An aware UTC datetime from what exchangelib parsed (a datetime, or for all-day items a
+    date in the item's zone — exchangelib takes a day off an all-day end; put it back)."""
+    if isinstance(value, datetime):
+        return _plain_utc(value)
+    if isinstance(value, date):
+        key = getattr(zone, "key", None) or "UTC"
+        day = value + timedelta(days=1) if is_end else value
+        midnight = datetime.combine(day, time(0), tzinfo=ZoneInfo(key))
+        return midnight.astimezone(UTC)
+    raise ValueError("EWS item without a start or end")
+
+
+def _address(mailbox: object) -> str | None:
+    address = getattr(mailbox, "email_address", None)
+    return address.lower() if isinstance(address, str) and address else None
+
+
+def _attendees(item: CalendarItem) -> tuple[Attendee, ...]:
+    found: list[Attendee] = []
+    for entry in [*(item.required_attendees or ()), *(item.optional_attendees or ())]:
+        address = _address(entry.mailbox)
+        if address is not None:
+            found.append(Attendee(address=address, response=attendee_response(entry.response_type)))
+    return tuple(found)
+
+
+def _organizer(item: CalendarItem, mailbox: str) -> str | None:
+    address = _address(item.organizer)
+    if address is not None:
+        return address
+    if item.my_response_type == "Organizer":
+        return mailbox.strip().lower()
+    return None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def event_from_item(item: CalendarItem, mailbox: str) -> ExchangeEvent:
+    """The port's view of an item read with ``FIND_FIELDS`` or ``GET_FIELDS``."""
+    last_modified = item.last_modified_time
+    return ExchangeEvent(
+        item_id=item.id,
+        change_key=item.changekey or None,
+        uid=_text(item.uid),
+        subject=item.subject or "",
+        start=_instant(item.start, item._start_timezone, is_end=False),
+        end=_instant(item.end, item._end_timezone or item._start_timezone, is_end=True),
+        is_all_day=bool(item.is_all_day),
+        location=_text(item.location),
+        organizer=_organizer(item, mailbox),
+        attendees=_attendees(item),
+        is_cancelled=bool(item.is_cancelled),
+        marker=_text(getattr(item, MARKER_FIELD, None)),
+        show_as=event_show_as(item.legacy_free_busy_status),
+        sensitivity=event_sensitivity(item.sensitivity),
+        item_type=event_item_type(item.type),
+        last_modified=_plain_utc(last_modified) if isinstance(last_modified, datetime) else None,
+    )

@@ -1,0 +1,170 @@
+"""The EWS calendar world: ``EwsCalendarGateway`` (exchangelib) against the Exchange simulator.
+
+Each test gets a simulator of its own (in-process, free ports, ≈ 0.3 s) holding the world's
+mailboxes, so calendars start empty. The gateway signs in as a service account — with
+impersonation rights on every mailbox (``ews_world``), or as their delegate
+(``ews_delegate_world``) — exactly as calbridge would in production. Owner-side reads go to the
+simulator's store, not through the gateway under test: ``SimulatorWorld`` turns store items into
+``ExchangeEvent`` with the protocol's own item ids (given as ``ids``, so a Graph world can reuse
+it with Graph's ids).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+
+import pytest
+
+from shared.exchange.common import (
+    attendee_response,
+    event_item_type,
+    event_sensitivity,
+    event_show_as,
+)
+from shared.exchange.ews import EwsCalendarGateway, EwsEndpoint
+from shared.exchange.marker import MARKER_PROPERTY_NAME, MARKER_PROPERTY_SET_ID
+from shared.exchange.port import Attendee, CalendarGateway, ExchangeEvent
+from sim.ews.calendar_items import ews_item_id
+from sim.ews.ids import decode_item_id, encode_change_key
+from sim.people import Outlook
+from sim.server import RunningSimulator, start_simulator
+from sim.store import CalendarItem, ExtendedPropertyKey, iter_attendees
+
+T = TypeVar("T")
+
+SERVICE_ACCOUNT = "svc-calbridge@bank.example"
+SERVICE_PASSWORD = "Svc:calbridge#1"
+ORGANIZER = "olivia.organizer@bank.example"
+ATTENDEES = ("ava.attendee@bank.example", "bo.attendee@bank.example", "cy.attendee@bank.example")
+MISSING_MAILBOX = "nobody@bank.example"
+MARKER_KEY = ExtendedPropertyKey(MARKER_PROPERTY_SET_ID.lower(), MARKER_PROPERTY_NAME, "String")
+
+AccessMode = Literal["impersonation", "delegate"]
+
+
+def world_config(access: AccessMode) -> dict[str, Any]:
+    """A simulator organization with the world's mailboxes and calbridge's service account."""
+    mailboxes = (ORGANIZER, *ATTENDEES)
+    return {
+        "mailboxes": [
+            {"address": address, "timeZone": "Europe/Berlin", "password": f"Pw!{index}"}
+            for index, address in enumerate(mailboxes)
+        ],
+        "serviceAccounts": [
+            {
+                "username": SERVICE_ACCOUNT,
+                "password": SERVICE_PASSWORD,
+                "impersonate": ["*"] if access == "impersonation" else [],
+                "delegateFor": list(mailboxes) if access == "delegate" else [],
+            }
+        ],
+    }
+
+
+def event_from_store(item: CalendarItem, ids: Callable[[CalendarItem], str]) -> ExchangeEvent:
+    """A store item as its owner sees it, in the port's terms (ids as the protocol spells them)."""
+    assert item.start is not None
+    assert item.end is not None
+    return ExchangeEvent(
+        item_id=ids(item),
+        change_key=encode_change_key(item.change_key),
+        uid=item.uid or None,
+        subject=item.subject,
+        start=item.start.astimezone(UTC),
+        end=item.end.astimezone(UTC),
+        is_all_day=item.is_all_day,
+        location=item.location or None,
+        organizer=item.organizer.address if item.organizer else None,
+        attendees=tuple(
+            Attendee(address=a.address, response=attendee_response(a.response.value))
+            for a in iter_attendees(item)
+        ),
+        is_cancelled=item.is_cancelled,
+        marker=item.extended_properties.get(MARKER_KEY),
+        show_as=event_show_as(item.free_busy.value),
+        sensitivity=event_sensitivity(item.sensitivity.value),
+        item_type=event_item_type(item.item_type.value),
+        last_modified=item.last_modified,
+    )
+
+
+@dataclass
+class SimulatorWorld:
+    """A gateway under test plus owner-side views of the simulator's mailboxes."""
+
+    sim: RunningSimulator
+    gateway: CalendarGateway
+    ids: Callable[[CalendarItem], str]
+    internal_id: Callable[[str], str]
+    organizer: str = ORGANIZER
+    attendees: tuple[str, str, str] = ATTENDEES
+    missing_mailbox: str = MISSING_MAILBOX
+    runner: asyncio.Runner = field(default_factory=asyncio.Runner)
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return self.runner.run(coroutine)
+
+    def calendar(self, mailbox: str) -> list[ExchangeEvent]:
+        items = sorted(
+            self.sim.store.calendar_items(mailbox),
+            key=lambda item: (item.start or datetime.min.replace(tzinfo=UTC), item.created),
+        )
+        return [event_from_store(item, self.ids) for item in items]
+
+    def body_of(self, mailbox: str, item_id: str) -> str:
+        item = self.sim.store.get_item(self.internal_id(item_id))
+        assert item.mailbox == mailbox.lower()
+        return item.body
+
+    def add_personal_event(
+        self, mailbox: str, subject: str, start: datetime, end: datetime
+    ) -> ExchangeEvent:
+        item = Outlook(self.sim.store, mailbox).create_event(subject, start, end)
+        return event_from_store(item, self.ids)
+
+
+def ews_gateway(sim: RunningSimulator, access: AccessMode) -> EwsCalendarGateway:
+    """calbridge's gateway for the simulator's EWS endpoint, signed in as the service account."""
+    return EwsCalendarGateway.for_endpoint(
+        EwsEndpoint(
+            url=sim.urls["ews"],
+            username=SERVICE_ACCOUNT,
+            password=SERVICE_PASSWORD,
+            auth="ntlm",
+            access=access,
+        ),
+        connection_id=f"ews-{access}",
+    )
+
+
+@contextmanager
+def simulated_ews_world(access: AccessMode) -> Iterator[SimulatorWorld]:
+    with start_simulator(world_config(access), validate_ews=False) as sim:
+        gateway = ews_gateway(sim, access)
+        world = SimulatorWorld(
+            sim=sim, gateway=gateway, ids=ews_item_id, internal_id=decode_item_id
+        )
+        try:
+            yield world
+        finally:
+            world.runner.close()
+            gateway.close()
+
+
+@contextmanager
+def ews_world(request: pytest.FixtureRequest) -> Iterator[SimulatorWorld]:
+    """The contract world: a service account with impersonation rights."""
+    with simulated_ews_world("impersonation") as world:
+        yield world
+
+
+@contextmanager
+def ews_delegate_world(request: pytest.FixtureRequest) -> Iterator[SimulatorWorld]:
+    """The same with a service account that has delegate access to every mailbox."""
+    with simulated_ews_world("delegate") as world:
+        yield world
