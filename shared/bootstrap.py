@@ -13,17 +13,40 @@ app stays cheap.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
+from pathlib import Path
 
 from shared.config import SecretResolver, Settings, get_settings, secret_resolver
 from shared.intake import BookingIntake
 from shared.queues import AzureQueueSender, QueueSender
 from shared.store import Repositories, build_repositories
 from shared.store.tables import TableService
+from shared.sync.appointments import AppointmentApplier
+from shared.sync.gateways import ConnectionGateways
+
+HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
+
+
+@dataclass(frozen=True)
+class HostQueueSettings:
+    """The queue semantics the Functions host applies (host.json ``extensions.queues``)."""
+
+    max_dequeue_count: int = 5
+
+
+@lru_cache(maxsize=1)
+def host_queue_settings() -> HostQueueSettings:
+    """Read once from host.json, the file the host itself reads, so the two never disagree."""
+    try:
+        queues = json.loads(HOST_JSON.read_text())["extensions"]["queues"]
+    except (OSError, KeyError, ValueError):
+        return HostQueueSettings()
+    return HostQueueSettings(max_dequeue_count=int(queues.get("maxDequeueCount", 5)))
 
 
 @dataclass(frozen=True)
@@ -35,6 +58,19 @@ class Services:
     repositories: Repositories
     queue: QueueSender
     clock: Callable[[], float] = time.time
+
+    @cached_property
+    def gateways(self) -> ConnectionGateways:
+        return ConnectionGateways(self.settings, self.secrets)
+
+    @cached_property
+    def appointment_applier(self) -> AppointmentApplier:
+        return AppointmentApplier(
+            self.repositories,
+            self.queue,
+            self.gateways,
+            max_dequeue_count=host_queue_settings().max_dequeue_count,
+        )
 
     @cached_property
     def intake(self) -> BookingIntake:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -62,6 +62,9 @@ _RFC3339 = re.compile(
 _OFFSET_LOST_IN_QUERY = re.compile(r"^\d{4}-\d{2}-\d{2}T[\d:.]+ \d{2}:\d{2}$", re.IGNORECASE)
 
 
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
 @dataclass(frozen=True)
 class HttpAnswer:
     """What to answer: status, JSON body, extra headers."""
@@ -74,7 +77,9 @@ class HttpAnswer:
         return json.dumps(self.body, ensure_ascii=False)
 
 
-def _answer(status: int, model: BaseModel, headers: Mapping[str, str] | None = None) -> HttpAnswer:
+def json_answer(
+    status: int, model: BaseModel, headers: Mapping[str, str] | None = None
+) -> HttpAnswer:
     return HttpAnswer(status, model.model_dump(mode="json", by_alias=True), headers or {})
 
 
@@ -88,17 +93,17 @@ class Refusal(Exception):
         headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(body.message)
-        self.answer = _answer(status, body, headers)
+        self.answer = json_answer(status, body, headers)
 
 
-def _refuse(
+def refuse(
     status: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> Refusal:
     return Refusal(status, ApiError(error=code, message=message), headers)
 
 
-def _unavailable(what: str) -> Refusal:
-    return _refuse(
+def unavailable(what: str) -> Refusal:
+    return refuse(
         503,
         "unavailable",
         f"{what} is unavailable; retry later",
@@ -106,17 +111,17 @@ def _unavailable(what: str) -> Refusal:
     )
 
 
-def _quoted(value: str) -> str:
+def quoted(value: str) -> str:
     """A client-supplied value for a message, cut short (never reflect big inputs)."""
     return repr(value if len(value) <= 80 else value[:80] + "…")
 
 
-def _check_id(name: str, value: str) -> None:
+def check_id(name: str, value: str) -> None:
     if not _ID.match(value):
-        raise _refuse(
+        raise refuse(
             400,
             "invalid_path",
-            f"{name} {_quoted(value)} is not a valid id: 1-128 letters, digits or . _ ~ : @ -, "
+            f"{name} {quoted(value)} is not a valid id: 1-128 letters, digits or . _ ~ : @ -, "
             "starting with a letter or digit",
         )
 
@@ -148,28 +153,45 @@ def validation_problems(error: ValidationError, model: type[BaseModel]) -> list[
     return problems
 
 
+def parse_json_body(body: bytes, model: type[ModelT], what: str) -> ModelT:
+    """A JSON body as ``model``: 400 when it is not JSON, 422 naming every problem otherwise."""
+    try:
+        json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise refuse(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        problems = validation_problems(exc, model)
+        failed = ValidationFailed(
+            message=f"{what} is not valid ({len(problems)} problem(s))",
+            problems=problems,
+        )
+        raise Refusal(422, failed) from exc
+
+
 def parse_instant(name: str, value: str | None) -> datetime:
     """A query parameter as an aware datetime (RFC 3339 with an offset), or a 400 naming it."""
     if value is None or not value.strip():
-        raise _refuse(400, "invalid_query", f"{name} is required (RFC 3339 with an offset)")
+        raise refuse(400, "invalid_query", f"{name} is required (RFC 3339 with an offset)")
     if _OFFSET_LOST_IN_QUERY.match(value):
-        raise _refuse(
+        raise refuse(
             400,
             "invalid_query",
-            f"{name} {_quoted(value)} has a space before its offset: send '+' as %2B in a "
+            f"{name} {quoted(value)} has a space before its offset: send '+' as %2B in a "
             "query string",
         )
     if not _RFC3339.match(value):
-        raise _refuse(
+        raise refuse(
             400,
             "invalid_query",
-            f"{name} {_quoted(value)} is not RFC 3339 with an offset "
+            f"{name} {quoted(value)} is not RFC 3339 with an offset "
             "(e.g. 2026-03-02T09:00:00+01:00)",
         )
     try:
         return datetime.fromisoformat(value.upper())
     except ValueError as exc:
-        raise _refuse(400, "invalid_query", f"{name} {_quoted(value)}: {exc}") from exc
+        raise refuse(400, "invalid_query", f"{name} {quoted(value)}: {exc}") from exc
 
 
 class BookingIntake:
@@ -196,13 +218,13 @@ class BookingIntake:
 
     def _authenticate(self, org: str, body: bytes, signature: str | None) -> None:
         if len(body) > self._max_request_bytes:
-            raise _refuse(
+            raise refuse(
                 413,
                 "payload_too_large",
                 f"the body is {len(body)} bytes; at most {self._max_request_bytes} are accepted",
             )
         if not _ID.match(org):
-            raise _refuse(404, "not_found", "no such organization")
+            raise refuse(404, "not_found", "no such organization")
         try:
             parsed = parse_header(signature)
             check_freshness(parsed, self._clock(), self._tolerance)
@@ -214,42 +236,30 @@ class BookingIntake:
             check_digest(secret, parsed, body)
         except SignatureError as exc:
             logger.info("refused request for org %s: %s", org, exc.code)
-            raise _refuse(401, exc.code, str(exc)) from exc
+            raise refuse(401, exc.code, str(exc)) from exc
 
     def put_appointment(
         self, org: str, appointment_id: str, body: bytes, signature: str | None
     ) -> HttpAnswer:
         try:
             self._authenticate(org, body, signature)
-            _check_id("appointmentId", appointment_id)
+            check_id("appointmentId", appointment_id)
             snapshot = self._parse_snapshot(body)
             return self._store(org, appointment_id, snapshot)
         except Refusal as refusal:
             return refusal.answer
 
     def _parse_snapshot(self, body: bytes) -> AppointmentSnapshot:
-        try:
-            json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise _refuse(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
-        try:
-            return AppointmentSnapshot.model_validate_json(body)
-        except ValidationError as exc:
-            problems = validation_problems(exc, AppointmentSnapshot)
-            failed = ValidationFailed(
-                message=f"the snapshot is not valid ({len(problems)} problem(s))",
-                problems=problems,
-            )
-            raise Refusal(422, failed) from exc
+        return parse_json_body(body, AppointmentSnapshot, "the snapshot")
 
     def _store(self, org: str, appointment_id: str, snapshot: AppointmentSnapshot) -> HttpAnswer:
         try:
             outcome = self._appointments.save_snapshot(org, appointment_id, snapshot)
         except UnstorableEntity as exc:
-            raise _refuse(413, "payload_too_large", str(exc)) from exc
+            raise refuse(413, "payload_too_large", str(exc)) from exc
         except (StoreUnavailable, ConcurrencyConflict) as exc:
             logger.warning("appointment %s/%s: storage failed: %s", org, appointment_id, exc)
-            raise _unavailable("storage") from exc
+            raise unavailable("storage") from exc
         logger.info(
             "appointment %s/%s version %d: %s (stored version %d)",
             org,
@@ -259,9 +269,9 @@ class BookingIntake:
             outcome.stored_version,
         )
         if outcome.result is SaveResult.STALE:
-            return _answer(200, AppointmentStale(stored_version=outcome.stored_version))
+            return json_answer(200, AppointmentStale(stored_version=outcome.stored_version))
         if outcome.result is SaveResult.CONFLICT:
-            raise _refuse(
+            raise refuse(
                 409,
                 "version_conflict",
                 f"version {snapshot.version} is already stored with different content; "
@@ -277,8 +287,8 @@ class BookingIntake:
             )
         except QueueUnavailable as exc:
             logger.warning("appointment %s/%s: enqueue failed: %s", org, appointment_id, exc)
-            raise _unavailable("the work queue") from exc
-        return _answer(202, AppointmentAccepted(version=snapshot.version))
+            raise unavailable("the work queue") from exc
+        return json_answer(202, AppointmentAccepted(version=snapshot.version))
 
     def busy_time(
         self,
@@ -291,13 +301,13 @@ class BookingIntake:
     ) -> HttpAnswer:
         try:
             self._authenticate(org, body, signature)
-            _check_id("staffId", staff_id)
+            check_id("staffId", staff_id)
             window_start = parse_instant("start", start)
             window_end = parse_instant("end", end)
             if window_end <= window_start:
-                raise _refuse(400, "invalid_query", "end must be after start")
+                raise refuse(400, "invalid_query", "end must be after start")
             if window_end - window_start > MAX_BUSY_WINDOW:
-                raise _refuse(
+                raise refuse(
                     400,
                     "invalid_query",
                     f"the window may span at most {MAX_BUSY_WINDOW.days} days; this one spans "
@@ -306,7 +316,7 @@ class BookingIntake:
             try:
                 blocks = self._busy_blocks.overlapping(org, staff_id, window_start, window_end)
             except StoreUnavailable as exc:
-                raise _unavailable("storage") from exc
+                raise unavailable("storage") from exc
             return HttpAnswer(
                 200, [block.model_dump(mode="json", by_alias=True) for block in blocks]
             )

@@ -13,6 +13,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 
+from functions.appointment_worker import APPLY_APPOINTMENT_FUNCTION
 from shared.booking.routes import ROUTES
 from shared.queues import (
     APPOINTMENT_CHANGES,
@@ -71,7 +72,9 @@ def timer(name: str, schedule: str) -> Indexed:
 # Add every new function here, built from the constants its decorator uses, e.g.
 #   queue("apply_appointment", APPOINTMENT_CHANGES)
 #   timer("poll_ews_mailboxes", POLL_SCHEDULE)
-EXPECTED: list[Indexed] = [http(route.function_name) for route in ROUTES]
+EXPECTED: list[Indexed] = [http(route.function_name) for route in ROUTES] + [
+    queue(APPLY_APPOINTMENT_FUNCTION, APPOINTMENT_CHANGES),
+]
 
 KNOWN_QUEUES = {APPOINTMENT_CHANGES, MAILBOX_SYNC, WEBHOOK_DELIVERIES}
 

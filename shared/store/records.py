@@ -74,3 +74,24 @@ class OutboxRecord(CamelModel):
     delivered_at: AwareDatetime | None = None
     dead_lettered: bool = False
     last_error: ErrorText | None = None
+
+
+class ParkedChangeRecord(CamelModel):
+    """A row of ParkedChanges (org / appointmentId): an appointment change held back because a
+    connection it needs is disabled for maintenance; re-queued when the connection is enabled."""
+
+    appointment_id: Identifier
+    connection_id: Identifier
+    parked_at: AwareDatetime
+
+
+class DeadLetterRecord(CamelModel):
+    """A row of DeadLetters (org / queue|subjectId): work that failed on its last try and went
+    to the poison queue, with the reason (ids and error text only, never content)."""
+
+    queue: Annotated[str, StringConstraints(min_length=1, max_length=63)]
+    subject_id: Identifier
+    message: dict[str, str | int]
+    reason: ErrorText
+    dequeue_count: Annotated[int, Field(ge=0)]
+    failed_at: AwareDatetime

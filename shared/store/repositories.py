@@ -20,7 +20,14 @@ from shared.store.entity_repository import (
     Versioned,
 )
 from shared.store.errors import ConcurrencyConflict
-from shared.store.records import ConnectionRecord, MailboxRecord, OutboxRecord, SubscriptionRecord
+from shared.store.records import (
+    ConnectionRecord,
+    DeadLetterRecord,
+    MailboxRecord,
+    OutboxRecord,
+    ParkedChangeRecord,
+    SubscriptionRecord,
+)
 from shared.store.tables import Condition, TableService
 
 # Racing writers of one appointment settle within a few rounds; more means something is wrong.
@@ -111,6 +118,42 @@ class OutboxRepository(OrgScopedRepository[OutboxRecord]):
     id_field = "event_id"
 
 
+class ParkedChangeRepository(OrgScopedRepository[ParkedChangeRecord]):
+    """ParkedChanges (org / appointmentId): changes waiting for a disabled connection."""
+
+    table_name = "ParkedChanges"
+    model = ParkedChangeRecord
+    id_field = "appointment_id"
+
+    def park(self, org: str, record: ParkedChangeRecord) -> None:
+        self.upsert(EntityKey.of((org,), (record.appointment_id,)), record)
+
+    def unpark(self, org: str, appointment_id: str) -> None:
+        """Forget a parked change (a missing row is fine)."""
+        self.delete(org, appointment_id)
+
+    def parked_on(self, org: str, connection_id: str) -> list[ParkedChangeRecord]:
+        return [
+            v.value
+            for v in self.list_by_org(org).values()
+            if v.value.connection_id == connection_id
+        ]
+
+
+class DeadLetterRepository(EntityRepository[DeadLetterRecord]):
+    """DeadLetters (org / queue|subjectId): the last failure of work that went to a poison
+    queue, shown by the status API and used to replay it."""
+
+    table_name = "DeadLetters"
+    model = DeadLetterRecord
+
+    def record(self, org: str, letter: DeadLetterRecord) -> None:
+        self.upsert(EntityKey.of((org,), (letter.queue, letter.subject_id)), letter)
+
+    def of_org(self, org: str) -> list[DeadLetterRecord]:
+        return [value.value for _, value in self.read_partition((org,))]
+
+
 class BusyBlockRepository(EntityRepository[BusyBlock]):
     """BusyBlocks (org|staffId / eventId|occurrence): a staff member's busy time from Exchange.
 
@@ -167,6 +210,8 @@ class Repositories:
     busy_blocks: BusyBlockRepository
     subscriptions: SubscriptionRepository
     outbox: OutboxRepository
+    parked: ParkedChangeRepository
+    dead_letters: DeadLetterRepository
 
 
 def build_repositories(tables: TableService) -> Repositories:
@@ -178,4 +223,6 @@ def build_repositories(tables: TableService) -> Repositories:
         busy_blocks=BusyBlockRepository(tables),
         subscriptions=SubscriptionRepository(tables),
         outbox=OutboxRepository(tables),
+        parked=ParkedChangeRepository(tables),
+        dead_letters=DeadLetterRepository(tables),
     )

@@ -1,0 +1,275 @@
+"""The apply worker's service: make Exchange show an appointment's latest stored snapshot.
+
+One call per ``appointment-changes`` message. The message carries ids only: the service reads
+the newest snapshot and the mapping, resolves the staff members' mailboxes and connections, runs
+one pass of the engine through the calendar port (``shared.sync.executor.apply_appointment``)
+and stores the resulting mapping with its ETag. Duplicate and out-of-order messages are harmless:
+every pass reconciles to the newest stored snapshot.
+
+What happens to the message (``ApplyDisposition``):
+
+- ``done`` — Exchange matches the snapshot (or nothing was to be done); the message is deleted.
+- ``requeued`` — Exchange throttled us (``RetryAfter``): a fresh message is queued with that
+  visibility delay and this one completes. The worker never sleeps.
+- ``parked`` — a connection the pass needs is disabled for maintenance: no call is made, the
+  appointment is recorded in ``ParkedChanges`` and re-queued when the connection is enabled.
+- ``problem`` — a staff member has no known mailbox or connection: recorded on the mapping
+  (``last_error``); the next snapshot or an admin fix re-triggers it. Nothing to retry.
+- Anything else raises ``AppointmentApplyFailed``: the host makes the message visible again
+  after its visibility timeout and, after ``maxDequeueCount`` tries, moves it to the poison queue.
+  The reason is recorded on the mapping at every failure and in ``DeadLetters`` on the last try.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Protocol
+
+from shared.exchange.port import (
+    CalendarError,
+    CalendarGateway,
+    ChangeKeyConflict,
+    EventNotFound,
+    RetryAfter,
+)
+from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
+from shared.queues import APPOINTMENT_CHANGES, AppointmentChanged, QueueSender
+from shared.store import ConcurrencyConflict, Repositories, Versioned
+from shared.store.records import ConnectionRecord, DeadLetterRecord, ParkedChangeRecord
+from shared.sync.executor import apply_appointment
+
+log = logging.getLogger(__name__)
+
+# A change-key conflict or a vanished item means someone edited the calendar between our read
+# and our write; so does an ETag conflict on the mapping. Re-observing at once settles it; more
+# rounds than this means something keeps interfering, and the host's retry takes over.
+MAX_PASSES = 3
+
+
+class GatewayProvider(Protocol):
+    """The calendar gateway of one organization's connection (built and cached by bootstrap)."""
+
+    def gateway(self, org: str, connection: ConnectionRecord) -> CalendarGateway: ...
+
+
+class ApplyDisposition(StrEnum):
+    DONE = "done"
+    REQUEUED = "requeued"
+    PARKED = "parked"
+    PROBLEM = "problem"
+    MISSING = "missing"  # no snapshot stored (never accepted): nothing to do
+
+
+@dataclass(frozen=True)
+class ApplyReport:
+    disposition: ApplyDisposition
+    detail: str = ""
+    retry_after: float | None = None
+
+
+class AppointmentApplyFailed(Exception):
+    """A pass failed in a way the host's redelivery should retry; the message names no content."""
+
+
+class ConnectionUnavailable(Exception):
+    """A connection the pass needs is disabled or missing."""
+
+    def __init__(self, connection_id: str, *, disabled: bool) -> None:
+        state = "disabled" if disabled else "not configured"
+        super().__init__(f"connection {connection_id!r} is {state}")
+        self.connection_id = connection_id
+        self.disabled = disabled
+
+
+class AppointmentApplier:
+    """Applies stored appointment snapshots to Exchange (the ``appointment-changes`` worker)."""
+
+    def __init__(
+        self,
+        repositories: Repositories,
+        queue: QueueSender,
+        gateways: GatewayProvider,
+        *,
+        max_dequeue_count: int = 5,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._repos = repositories
+        self._queue = queue
+        self._gateways = gateways
+        self._max_dequeue_count = max_dequeue_count
+        self._now = now
+
+    async def apply(self, message: AppointmentChanged, *, dequeue_count: int = 1) -> ApplyReport:
+        """One delivery of one message (see the module docstring for the outcomes)."""
+        org, appointment_id = message.org, message.appointment_id
+        try:
+            report = await self._apply_latest(org, appointment_id)
+        except AppointmentApplyFailed as failure:
+            if dequeue_count >= self._max_dequeue_count:
+                self._record_dead_letter(message, str(failure), dequeue_count)
+            raise
+        log.info(
+            "appointment applied",
+            extra={"org": org, "appointment": appointment_id, "outcome": report.disposition},
+        )
+        return report
+
+    async def _apply_latest(self, org: str, appointment_id: str) -> ApplyReport:
+        for _ in range(MAX_PASSES):
+            stored = self._repos.appointments.get(org, appointment_id)
+            if stored is None:
+                return ApplyReport(ApplyDisposition.MISSING, "no snapshot stored")
+            current = self._repos.event_map.get(org, appointment_id)
+            try:
+                report = await self._one_pass(org, appointment_id, stored.value, current)
+            except (ConcurrencyConflict, _Reobserve):
+                continue
+            return report
+        raise AppointmentApplyFailed(
+            f"appointment {appointment_id!r} kept changing during {MAX_PASSES} passes"
+        )
+
+    async def _one_pass(
+        self,
+        org: str,
+        appointment_id: str,
+        snapshot: AppointmentSnapshot,
+        current: Versioned[EventMapping] | None,
+    ) -> ApplyReport:
+        mapping = current.value if current else None
+        etag = current.etag if current else None
+        directory = self._directory(org, snapshot, mapping)
+        try:
+            connections = self._connections_needed(org, snapshot, mapping, directory)
+        except ConnectionUnavailable as unavailable:
+            if unavailable.disabled:
+                self._park(org, appointment_id, unavailable.connection_id)
+                return ApplyReport(ApplyDisposition.PARKED, str(unavailable))
+            return self._record_problem(org, appointment_id, mapping, etag, str(unavailable))
+
+        def gateway_for(mailbox: MailboxRef) -> CalendarGateway:
+            return self._gateways.gateway(org, connections[mailbox.connection_id])
+
+        etag_box = [etag]
+
+        async def before_create(pending: EventMapping) -> None:
+            etag_box[0] = self._repos.event_map.put(org, appointment_id, pending, etag_box[0])
+
+        outcome = await apply_appointment(
+            gateway_for, org, appointment_id, snapshot, mapping, directory, before_create
+        )
+        if outcome.mapping is not None and outcome.mapping != mapping:
+            self._repos.event_map.put(org, appointment_id, outcome.mapping, etag_box[0])
+        self._repos.parked.unpark(org, appointment_id)
+        failure = outcome.failure
+        if failure is None:
+            problems = outcome.plan.problems if outcome.plan is not None else ()
+            if problems:
+                return ApplyReport(ApplyDisposition.PROBLEM, "; ".join(p.message for p in problems))
+            return ApplyReport(ApplyDisposition.DONE)
+        return self._after_failure(org, appointment_id, snapshot, failure)
+
+    def _after_failure(
+        self, org: str, appointment_id: str, snapshot: AppointmentSnapshot, failure: CalendarError
+    ) -> ApplyReport:
+        if isinstance(failure, RetryAfter):
+            self._queue.send(
+                AppointmentChanged(
+                    org=org, appointment_id=appointment_id, version=snapshot.version
+                ),
+                visibility_delay=timedelta(seconds=max(1.0, failure.seconds)),
+            )
+            return ApplyReport(ApplyDisposition.REQUEUED, str(failure), failure.seconds)
+        if isinstance(failure, ChangeKeyConflict | EventNotFound):
+            raise _Reobserve
+        raise AppointmentApplyFailed(f"{type(failure).__name__}: {failure}")
+
+    def _directory(
+        self, org: str, snapshot: AppointmentSnapshot, mapping: EventMapping | None
+    ) -> dict[str, MailboxRef]:
+        """Staff id → mailbox for everyone the snapshot names, and the mapping's organizer."""
+        wanted = [s.staff_id for s in snapshot.staff]
+        if mapping is not None and mapping.organizer_staff_id not in wanted:
+            wanted.append(mapping.organizer_staff_id)
+        directory: dict[str, MailboxRef] = {}
+        for staff_id in wanted:
+            record = self._repos.mailboxes.get(org, staff_id)
+            if record is not None:
+                value = record.value
+                directory[staff_id] = MailboxRef(
+                    staff_id=value.staff_id,
+                    connection_id=value.connection_id,
+                    address=value.address,
+                    time_zone=value.time_zone,
+                )
+        return directory
+
+    def _connections_needed(
+        self,
+        org: str,
+        snapshot: AppointmentSnapshot,
+        mapping: EventMapping | None,
+        directory: Mapping[str, MailboxRef],
+    ) -> dict[str, ConnectionRecord]:
+        """The connections this pass may call: the organizer's and, for a handover, the
+        previous organizer's. Attendees are only addresses on the organizer's event."""
+        needed: list[str] = []
+        organizer = directory.get(snapshot.organizer_staff_id)
+        if organizer is not None:
+            needed.append(organizer.connection_id)
+        if mapping is not None and mapping.connection_id not in needed:
+            needed.append(mapping.connection_id)
+        connections: dict[str, ConnectionRecord] = {}
+        for connection_id in needed:
+            record = self._repos.connections.get(org, connection_id)
+            if record is None:
+                raise ConnectionUnavailable(connection_id, disabled=False)
+            if not record.value.enabled:
+                raise ConnectionUnavailable(connection_id, disabled=True)
+            connections[connection_id] = record.value
+        return connections
+
+    def _park(self, org: str, appointment_id: str, connection_id: str) -> None:
+        self._repos.parked.park(
+            org,
+            ParkedChangeRecord(
+                appointment_id=appointment_id, connection_id=connection_id, parked_at=self._now()
+            ),
+        )
+
+    def _record_problem(
+        self,
+        org: str,
+        appointment_id: str,
+        mapping: EventMapping | None,
+        etag: str | None,
+        problem: str,
+    ) -> ApplyReport:
+        if mapping is not None:
+            self._repos.event_map.put(
+                org, appointment_id, mapping.model_copy(update={"last_error": problem}), etag
+            )
+        return ApplyReport(ApplyDisposition.PROBLEM, problem)
+
+    def _record_dead_letter(
+        self, message: AppointmentChanged, reason: str, dequeue_count: int
+    ) -> None:
+        self._repos.dead_letters.record(
+            message.org,
+            DeadLetterRecord(
+                queue=APPOINTMENT_CHANGES,
+                subject_id=message.appointment_id,
+                message=message.model_dump(mode="json", by_alias=True),
+                reason=reason[:2000],
+                dequeue_count=dequeue_count,
+                failed_at=self._now(),
+            ),
+        )
+
+
+class _Reobserve(Exception):
+    """Internal: the calendar changed under us; run the pass again from fresh reads."""

@@ -1,0 +1,68 @@
+"""The calendar gateways of the organizations' connections, built once per process.
+
+A gateway holds what is costly to make again (exchangelib protocol and accounts, msgraph-sdk
+clients and tokens), so workers share one per connection. The cache key includes the
+connection's configuration and its secret's fingerprint: editing a connection, or rotating its
+secret, builds a fresh gateway on the next call instead of reusing stale credentials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+
+from shared.config import SecretResolver, Settings
+from shared.exchange.port import CalendarGateway
+from shared.models import ConnectionConfig
+from shared.store.records import ConnectionRecord
+
+GatewayBuilder = Callable[[ConnectionConfig, str, Settings, str], CalendarGateway]
+
+
+def _build_with_factory(
+    connection: ConnectionConfig, secret: str, settings: Settings, connection_id: str
+) -> CalendarGateway:
+    from shared.exchange.factory import build_gateway
+
+    return build_gateway(connection, secret, settings, connection_id=connection_id)
+
+
+class MissingSecret(Exception):
+    """A connection's secret reference names no secret (the message names the reference)."""
+
+
+class ConnectionGateways:
+    """``GatewayProvider`` for the apply and sync workers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        secrets: SecretResolver,
+        builder: GatewayBuilder = _build_with_factory,
+    ) -> None:
+        self._settings = settings
+        self._secrets = secrets
+        self._builder = builder
+        self._gateways: dict[tuple[str, str], tuple[str, CalendarGateway]] = {}
+        self._lock = threading.Lock()
+
+    def gateway(self, org: str, connection: ConnectionRecord) -> CalendarGateway:
+        reference = connection.secret_reference
+        if reference is None:
+            raise MissingSecret(f"connection {connection.connection_id!r} has no secret reference")
+        secret = self._secrets.resolve(reference)
+        config = ConnectionConfig.model_validate(
+            connection.model_dump(include=set(ConnectionConfig.model_fields))
+        )
+        fingerprint = hashlib.sha256(
+            (config.model_dump_json() + "\0" + secret).encode()
+        ).hexdigest()
+        key = (org, connection.connection_id)
+        with self._lock:
+            cached = self._gateways.get(key)
+            if cached is not None and cached[0] == fingerprint:
+                return cached[1]
+            gateway = self._builder(config, secret, self._settings, connection.connection_id)
+            self._gateways[key] = (fingerprint, gateway)
+            return gateway
