@@ -537,3 +537,29 @@ def test_timestamps_move_forward(graph: GraphSession) -> None:
 
     assert created.created_date_time <= patched.last_modified_date_time
     assert patched.last_modified_date_time - created.created_date_time < timedelta(minutes=1)
+
+
+def test_calendar_events_path_and_series_instances(
+    graph: GraphSession, simulator: RunningSimulator
+) -> None:
+    daily = Recurrence(pattern="daily", interval=2, count=3)
+    master = Outlook(simulator.store, BOB).create_series(
+        "Every other day", datetime(2027, 6, 1, 8), datetime(2027, 6, 1, 9), daily
+    )
+    calendar_events = graph.app.users.by_user_id(BOB).calendar.events
+    listed = graph.run(calendar_events.get())
+    (series,) = [e for e in listed.value if e.subject == "Every other day"]
+    instances = graph.app.users.by_user_id(BOB).events.by_event_id(series.id).instances
+    window = RequestConfiguration(
+        query_parameters=instances.InstancesRequestBuilderGetQueryParameters(
+            start_date_time="2027-06-01T00:00:00Z", end_date_time="2027-06-04T00:00:00Z"
+        )
+    )
+
+    occurrences = graph.run(instances.get(request_configuration=window))
+
+    assert series.type == EventType.SeriesMaster
+    assert master.uid == series.i_cal_u_id
+    assert [o.start.date_time[:10] for o in occurrences.value] == ["2027-06-01", "2027-06-03"]
+    assert {o.series_master_id for o in occurrences.value} == {series.id}
+    assert len({o.i_cal_u_id for o in occurrences.value}) == 2  # one per occurrence
