@@ -10,47 +10,20 @@ The OpenAPI document is public.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import azure.functions as func
 
+from functions.http_responses import http_function, to_http_response
 from shared import bootstrap
 from shared.booking.openapi import document_json
-from shared.booking.routes import GET_BUSY_TIME, GET_OPENAPI, PUT_APPOINTMENT, ApiRoute
+from shared.booking.routes import GET_BUSY_TIME, GET_OPENAPI, PUT_APPOINTMENT
 from shared.booking.signature import SIGNATURE_HEADER
-from shared.intake import HttpAnswer
 
 bp = func.Blueprint()
 
 
-def _http_function(route: ApiRoute) -> Callable[[Callable[..., Any]], Any]:
-    """Register a function under the registry's name, route, method and auth level."""
-
-    def register(function: Callable[..., Any]) -> Any:
-        routed = bp.route(
-            route=route.route,
-            methods=[route.method],
-            auth_level=func.AuthLevel[route.auth_level],
-        )(function)
-        return bp.function_name(route.function_name)(routed)
-
-    return register
-
-
-def _response(answer: HttpAnswer) -> func.HttpResponse:
-    return func.HttpResponse(
-        answer.json_text(),
-        status_code=answer.status,
-        headers=dict(answer.headers),
-        mimetype="application/json",
-        charset="utf-8",
-    )
-
-
-@_http_function(PUT_APPOINTMENT)
+@http_function(bp, PUT_APPOINTMENT)
 def put_appointment(req: func.HttpRequest) -> func.HttpResponse:
-    return _response(
+    return to_http_response(
         bootstrap.services().intake.put_appointment(
             org=req.route_params.get("org", ""),
             appointment_id=req.route_params.get("appointmentId", ""),
@@ -60,9 +33,9 @@ def put_appointment(req: func.HttpRequest) -> func.HttpResponse:
     )
 
 
-@_http_function(GET_BUSY_TIME)
+@http_function(bp, GET_BUSY_TIME)
 def get_busy_time(req: func.HttpRequest) -> func.HttpResponse:
-    return _response(
+    return to_http_response(
         bootstrap.services().intake.busy_time(
             org=req.route_params.get("org", ""),
             staff_id=req.route_params.get("staffId", ""),
@@ -74,6 +47,6 @@ def get_busy_time(req: func.HttpRequest) -> func.HttpResponse:
     )
 
 
-@_http_function(GET_OPENAPI)
+@http_function(bp, GET_OPENAPI)
 def get_openapi_document(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(document_json(), mimetype="application/json", charset="utf-8")

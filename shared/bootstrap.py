@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
 
+from shared.admin import AdminApi
 from shared.config import SecretResolver, Settings, get_settings, secret_resolver
 from shared.intake import BookingIntake
 from shared.queues import AzureQueueSender, QueueSender
@@ -58,6 +59,17 @@ class Services:
     repositories: Repositories
     queue: QueueSender
     clock: Callable[[], float] = time.time
+
+    @cached_property
+    def admin(self) -> AdminApi:
+        admin_key = self.settings.admin_key
+        return AdminApi(
+            self.repositories,
+            self.queue,
+            self.secrets,
+            operator_key=admin_key.get_secret_value() if admin_key else None,
+            max_request_bytes=self.settings.max_request_bytes,
+        )
 
     @cached_property
     def gateways(self) -> ConnectionGateways:

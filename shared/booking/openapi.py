@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from shared.admin import ADMIN_KEY_HEADER
 from shared.booking.routes import PATH_PARAMETERS, ROUTES, ApiRoute, Response
 from shared.booking.signature import SIGNATURE_HEADER
 from shared.models import ID_PATTERN
@@ -33,6 +34,18 @@ SECURITY_SCHEMES: dict[str, dict[str, str]] = {
         ),
     },
     "functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"},
+    "adminKey": {
+        "type": "apiKey",
+        "in": "header",
+        "name": ADMIN_KEY_HEADER,
+        "description": "The organization's admin key (or the operator's).",
+    },
+}
+# A route's security → the schemes it requires together.
+SECURITY_REQUIREMENTS: dict[str, tuple[str, ...]] = {
+    "signature": ("signature",),
+    "functionKey": ("functionKey",),
+    "admin": ("functionKey", "adminKey"),
 }
 
 ModelUse = tuple[type[BaseModel], Literal["validation", "serialization"]]
@@ -91,7 +104,11 @@ def _operation(route: ApiRoute, refs: SchemaRefs) -> dict[str, Any]:
         "summary": route.summary,
         "description": route.description,
         "tags": list(route.tags),
-        "security": [{route.security: []}] if route.security else [],
+        "security": (
+            [{scheme: [] for scheme in SECURITY_REQUIREMENTS[route.security]}]
+            if route.security
+            else []
+        ),
     }
     if parameters:
         operation["parameters"] = parameters
@@ -124,7 +141,14 @@ def build_document(routes: tuple[ApiRoute, ...] = ROUTES) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, refs)
-    used_schemes = sorted({route.security for route in routes if route.security})
+    used_schemes = sorted(
+        {
+            scheme
+            for route in routes
+            if route.security
+            for scheme in SECURITY_REQUIREMENTS[route.security]
+        }
+    )
     return {
         "openapi": "3.1.0",
         "info": {

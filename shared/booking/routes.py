@@ -22,6 +22,12 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from shared.admin import (
+    ADMIN_KEY_HEADER,
+    ConnectionSaved,
+    StaffMailboxAssignment,
+    StaffSaved,
+)
 from shared.booking.responses import (
     ApiError,
     AppointmentAccepted,
@@ -29,12 +35,14 @@ from shared.booking.responses import (
     ValidationFailed,
 )
 from shared.booking.signature import SIGNATURE_HEADER
-from shared.models import AppointmentSnapshot, BusyBlock
+from shared.models import AppointmentSnapshot, BusyBlock, ConnectionConfig
 
 ROUTE_PREFIX = "api"  # host.json extensions.http.routePrefix
 
 AuthLevel = Literal["ANONYMOUS", "FUNCTION", "ADMIN"]
-Security = Literal["signature", "functionKey"]
+# "admin": the function key (checked by the host) and the organization's admin key (checked by
+# shared.admin), both required.
+Security = Literal["signature", "functionKey", "admin"]
 
 # Descriptions of the path parameters routes use; every one is an id (shared.models.ID_PATTERN).
 PATH_PARAMETERS: dict[str, str] = {
@@ -163,4 +171,69 @@ GET_OPENAPI = ApiRoute(
     tags=("meta",),
 )
 
-ROUTES: tuple[ApiRoute, ...] = (PUT_APPOINTMENT, GET_BUSY_TIME, GET_OPENAPI)
+
+def admin_route_errors() -> dict[int, Response]:
+    """The refusals every admin route with a body can answer."""
+    return {
+        400: Response("A path id is malformed or the body is not JSON.", ApiError),
+        401: Response(
+            f"The {ADMIN_KEY_HEADER} header is missing or does not match "
+            "(an unknown organization gets the same answer).",
+            ApiError,
+        ),
+        409: Response("The row changed during the request; send it again.", ApiError),
+        413: Response("The body is larger than the configured limit.", ApiError),
+        422: Response("The body is not valid; every problem is named.", ValidationFailed),
+        503: Response("Storage is unavailable; retry later.", ApiError),
+    }
+
+
+PUT_CONNECTION = ApiRoute(
+    function_name="put_connection",
+    method="PUT",
+    route="orgs/{org}/connections/{connectionId}",
+    auth_level="FUNCTION",
+    security="admin",
+    summary="Create or replace an Exchange connection",
+    description=(
+        "An EWS connection (on-premises Exchange: URL, Basic/NTLM/OAuth, impersonation or "
+        "delegate access) or a Graph connection (Exchange Online, app-only OAuth). The secret "
+        "is named by reference (a Key Vault secret name), never sent. Enabling a connection "
+        "re-queues the changes held back while it was disabled."
+    ),
+    request_body=ConnectionConfig,
+    responses={
+        201: Response("Created.", ConnectionSaved),
+        200: Response("Replaced.", ConnectionSaved),
+        **admin_route_errors(),
+    },
+    tags=("admin",),
+)
+
+PUT_STAFF = ApiRoute(
+    function_name="put_staff",
+    method="PUT",
+    route="orgs/{org}/staff/{staffId}",
+    auth_level="FUNCTION",
+    security="admin",
+    summary="Assign a staff member's mailbox to a connection",
+    description=(
+        "Which mailbox (SMTP address, time zone) the staff member has, on which connection of "
+        "the organization. A different mailbox or connection starts its sync afresh."
+    ),
+    request_body=StaffMailboxAssignment,
+    responses={
+        201: Response("Assigned.", StaffSaved),
+        200: Response("Re-assigned.", StaffSaved),
+        **admin_route_errors(),
+    },
+    tags=("admin",),
+)
+
+ROUTES: tuple[ApiRoute, ...] = (
+    PUT_APPOINTMENT,
+    GET_BUSY_TIME,
+    GET_OPENAPI,
+    PUT_CONNECTION,
+    PUT_STAFF,
+)

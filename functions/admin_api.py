@@ -1,0 +1,40 @@
+"""HTTP triggers of the administrator's API: Exchange connections and staff mailboxes.
+
+Function key at the host (``FUNCTION``), then the organization's admin key checked by
+``shared.admin.AdminApi``, which does the work.
+"""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from functions.http_responses import http_function, to_http_response
+from shared import bootstrap
+from shared.admin import ADMIN_KEY_HEADER
+from shared.booking.routes import PUT_CONNECTION, PUT_STAFF
+
+bp = func.Blueprint()
+
+
+@http_function(bp, PUT_CONNECTION)
+def put_connection(req: func.HttpRequest) -> func.HttpResponse:
+    return to_http_response(
+        bootstrap.services().admin.put_connection(
+            org=req.route_params.get("org", ""),
+            connection_id=req.route_params.get("connectionId", ""),
+            body=req.get_body(),
+            admin_key=req.headers.get(ADMIN_KEY_HEADER),
+        )
+    )
+
+
+@http_function(bp, PUT_STAFF)
+def put_staff(req: func.HttpRequest) -> func.HttpResponse:
+    return to_http_response(
+        bootstrap.services().admin.put_staff(
+            org=req.route_params.get("org", ""),
+            staff_id=req.route_params.get("staffId", ""),
+            body=req.get_body(),
+            admin_key=req.headers.get(ADMIN_KEY_HEADER),
+        )
+    )

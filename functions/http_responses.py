@@ -1,0 +1,36 @@
+"""What every HTTP blueprint shares: registering a function from the route registry, and turning
+a service's ``HttpAnswer`` into a ``func.HttpResponse``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import azure.functions as func
+
+from shared.booking.routes import ApiRoute
+from shared.intake import HttpAnswer
+
+
+def http_function(bp: func.Blueprint, route: ApiRoute) -> Callable[[Callable[..., Any]], Any]:
+    """Register a function under the registry's name, route, method and auth level."""
+
+    def register(function: Callable[..., Any]) -> Any:
+        routed = bp.route(
+            route=route.route,
+            methods=[route.method],
+            auth_level=func.AuthLevel[route.auth_level],
+        )(function)
+        return bp.function_name(route.function_name)(routed)
+
+    return register
+
+
+def to_http_response(answer: HttpAnswer) -> func.HttpResponse:
+    return func.HttpResponse(
+        answer.json_text(),
+        status_code=answer.status,
+        headers=dict(answer.headers),
+        mimetype="application/json",
+        charset="utf-8",
+    )

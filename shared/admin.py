@@ -1,0 +1,226 @@
+"""The organization administrator's API: connections to Exchange and where each staff member's
+mailbox lives.
+
+Authentication: the Functions host checks the function key (deployment gate); this service
+then checks the administrator's key in ``X-Calbridge-Admin-Key`` in constant time against the
+organization's own admin key (secret ``org-{org}-admin-key``) or the operator's key
+(``CALBRIDGE_ADMIN_KEY``). An organization's key opens only that organization's rows: every read
+and write below is keyed by the ``org`` of the path. An unknown organization and a wrong key get
+the same 401.
+
+Secrets never pass through here: a connection names a *secret reference* (a Key Vault secret
+name); the secret itself is set in Key Vault by the operator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from pydantic import ConfigDict
+
+from shared.booking.responses import ApiError
+from shared.config import SecretNotFound, SecretResolver
+from shared.intake import HttpAnswer, Refusal, check_id, json_answer, parse_json_body, refuse
+from shared.models import CamelModel, ConnectionConfig, EmailAddress, Identifier, TimeZoneName
+from shared.queues import AppointmentChanged, QueueSender
+from shared.store import ConcurrencyConflict, Repositories, StoreUnavailable
+from shared.store.records import ConnectionRecord, MailboxRecord
+
+log = logging.getLogger(__name__)
+
+ADMIN_KEY_HEADER = "X-Calbridge-Admin-Key"
+
+
+def org_admin_key_reference(org: str) -> str:
+    """The secret reference of an organization's own admin key."""
+    return f"org-{org}-admin-key"
+
+
+class StaffMailboxAssignment(CamelModel):
+    """``PUT .../staff/{staffId}``: a staff member's mailbox and the connection reaching it."""
+
+    connection_id: Identifier
+    mailbox: EmailAddress
+    time_zone: TimeZoneName
+
+
+class ConnectionSaved(CamelModel):
+    connection_id: str
+    created: bool
+    requeued_parked_changes: int = 0
+
+
+class StaffSaved(CamelModel):
+    model_config = ConfigDict(frozen=True)
+
+    staff_id: str
+    connection_id: str
+    mailbox: str
+    created: bool
+    sync_reset: bool
+
+
+class AdminApi:
+    """The service behind the admin routes."""
+
+    def __init__(
+        self,
+        repositories: Repositories,
+        queue: QueueSender,
+        secrets: SecretResolver,
+        *,
+        operator_key: str | None,
+        max_request_bytes: int,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._repos = repositories
+        self._queue = queue
+        self._secrets = secrets
+        self._operator_key = operator_key
+        self._max_request_bytes = max_request_bytes
+        self._now = now
+
+    # --- authentication -----------------------------------------------------------------------
+
+    def _authenticate(self, org: str, presented: str | None, body: bytes) -> None:
+        check_id("org", org)
+        if len(body) > self._max_request_bytes:
+            raise refuse(
+                413,
+                "payload_too_large",
+                f"the body has {len(body)} bytes; the limit is {self._max_request_bytes}",
+            )
+        if not presented:
+            raise refuse(401, "unauthorized", f"the {ADMIN_KEY_HEADER} header is missing")
+        candidates = [self._operator_key] if self._operator_key else []
+        with contextlib.suppress(SecretNotFound):
+            candidates.append(self._secrets.resolve(org_admin_key_reference(org)))
+        # Compare against every candidate so the time taken says nothing about which exists.
+        matched = False
+        for key in candidates:
+            matched |= hmac.compare_digest(presented.encode(), key.encode())
+        if not matched:
+            raise refuse(401, "unauthorized", f"the {ADMIN_KEY_HEADER} header does not match")
+
+    # --- connections --------------------------------------------------------------------------
+
+    def put_connection(
+        self, *, org: str, connection_id: str, body: bytes, admin_key: str | None
+    ) -> HttpAnswer:
+        try:
+            self._authenticate(org, admin_key, body)
+            check_id("connectionId", connection_id)
+            config = parse_json_body(body, ConnectionConfig, "the connection")
+            return self._save_connection(org, connection_id, config)
+        except Refusal as refusal:
+            return refusal.answer
+
+    def _save_connection(
+        self, org: str, connection_id: str, config: ConnectionConfig
+    ) -> HttpAnswer:
+        try:
+            current = self._repos.connections.get(org, connection_id)
+            kept = (
+                {"health": current.value.health, "health_detail": current.value.health_detail}
+                if current is not None
+                else {}
+            )
+            record = ConnectionRecord(connection_id=connection_id, **config.model_dump(), **kept)
+            self._repos.connections.put(
+                org, connection_id, record, current.etag if current else None
+            )
+            requeued = self._requeue_parked(org, connection_id) if config.enabled else 0
+        except ConcurrencyConflict:
+            raise refuse(
+                409, "conflict", f"connection {connection_id!r} changed meanwhile; send it again"
+            ) from None
+        except StoreUnavailable as exc:
+            raise refuse(503, "unavailable", "storage is unavailable; retry later") from exc
+        log.info("connection %s/%s saved (kind %s)", org, connection_id, config.kind)
+        saved = ConnectionSaved(
+            connection_id=connection_id,
+            created=current is None,
+            requeued_parked_changes=requeued,
+        )
+        return json_answer(201 if current is None else 200, saved)
+
+    def _requeue_parked(self, org: str, connection_id: str) -> int:
+        """Changes held back while the connection was disabled go back to the queue."""
+        parked = self._repos.parked.parked_on(org, connection_id)
+        for change in parked:
+            stored = self._repos.appointments.get(org, change.appointment_id)
+            if stored is not None:
+                self._queue.send(
+                    AppointmentChanged(
+                        org=org,
+                        appointment_id=change.appointment_id,
+                        version=stored.value.version,
+                    )
+                )
+        return len(parked)
+
+    # --- staff --------------------------------------------------------------------------------
+
+    def put_staff(
+        self, *, org: str, staff_id: str, body: bytes, admin_key: str | None
+    ) -> HttpAnswer:
+        try:
+            self._authenticate(org, admin_key, body)
+            check_id("staffId", staff_id)
+            assignment = parse_json_body(body, StaffMailboxAssignment, "the staff assignment")
+            return self._save_staff(org, staff_id, assignment)
+        except Refusal as refusal:
+            return refusal.answer
+
+    def _save_staff(
+        self, org: str, staff_id: str, assignment: StaffMailboxAssignment
+    ) -> HttpAnswer:
+        try:
+            if self._repos.connections.get(org, assignment.connection_id) is None:
+                raise Refusal(
+                    422,
+                    ApiError(
+                        error="unknown_connection",
+                        message=(
+                            f"connectionId {assignment.connection_id!r} is not a connection of "
+                            f"organization {org!r}"
+                        ),
+                    ),
+                )
+            current = self._repos.mailboxes.get(org, staff_id)
+            same_mailbox = current is not None and (
+                current.value.connection_id == assignment.connection_id
+                and current.value.address == assignment.mailbox
+            )
+            base = current.value.model_dump() if current is not None and same_mailbox else {}
+            record = MailboxRecord(
+                **{
+                    **base,
+                    "staff_id": staff_id,
+                    "connection_id": assignment.connection_id,
+                    "address": assignment.mailbox,
+                    "time_zone": assignment.time_zone,
+                }
+            )
+            self._repos.mailboxes.put(org, staff_id, record, current.etag if current else None)
+        except ConcurrencyConflict:
+            raise refuse(
+                409, "conflict", f"staff member {staff_id!r} changed meanwhile; send it again"
+            ) from None
+        except StoreUnavailable as exc:
+            raise refuse(503, "unavailable", "storage is unavailable; retry later") from exc
+        log.info("staff %s/%s assigned to connection %s", org, staff_id, assignment.connection_id)
+        saved = StaffSaved(
+            staff_id=staff_id,
+            connection_id=assignment.connection_id,
+            mailbox=assignment.mailbox,
+            created=current is None,
+            # A new mailbox or connection starts its sync afresh: a sync state belongs to one
+            # mailbox on one server.
+            sync_reset=current is not None and not same_mailbox,
+        )
+        return json_answer(201 if current is None else 200, saved)

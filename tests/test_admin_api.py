@@ -1,0 +1,213 @@
+"""The administrator's routes (connections, staff mailboxes), through the registered functions
+against Azurite. Every refusal is checked to change nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from devhost.azurite import Azurite
+from shared import bootstrap
+from shared.admin import ADMIN_KEY_HEADER, org_admin_key_reference
+from shared.config import environment_variable_for
+from shared.queues import APPOINTMENT_CHANGES, MemoryQueueSender
+from shared.store.records import ParkedChangeRecord
+from tests.functions_harness import app_environment, http_call
+
+ORG = "acme"
+OTHER_ORG = "globex"
+ORG_KEY = "acme-admin-key-for-tests"
+OTHER_KEY = "globex-admin-key-for-tests"
+OPERATOR_KEY = "operator-key-for-tests"
+
+EWS_CONNECTION = {
+    "kind": "ews",
+    "ewsUrl": "https://mail.acme.test/EWS/Exchange.asmx",
+    "authType": "ntlm",
+    "username": "svc-calbridge@acme.test",
+    "secretReference": "acme-ews-password",
+    "accessMode": "impersonation",
+    "enabled": True,
+}
+GRAPH_CONNECTION = {
+    "kind": "graph",
+    "authType": "oauth",
+    "tenantId": "tenant-1",
+    "clientId": "client-1",
+    "secretReference": "acme-graph-secret",
+}
+
+
+@pytest.fixture
+def app(azurite: Azurite, name_prefix: str) -> Iterator[None]:
+    keys = {
+        environment_variable_for(org_admin_key_reference(ORG)): ORG_KEY,
+        environment_variable_for(org_admin_key_reference(OTHER_ORG)): OTHER_KEY,
+        "CALBRIDGE_ADMIN_KEY": OPERATOR_KEY,
+    }
+    with app_environment(azurite.connection_string, name_prefix, {}, **keys):
+        yield
+
+
+def admin_put(path: str, body: Any, key: str | None = ORG_KEY) -> func.HttpResponse:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {ADMIN_KEY_HEADER: key} if key is not None else {}
+    return http_call("PUT", f"/api/orgs/{path}", body=raw, headers=headers)
+
+
+def answer(response: func.HttpResponse) -> Any:
+    return json.loads(response.get_body())
+
+
+def connections(org: str = ORG) -> dict[str, Any]:
+    repos = bootstrap.services().repositories
+    return {k: v.value for k, v in repos.connections.list_by_org(org).items()}
+
+
+def mailboxes(org: str = ORG) -> dict[str, Any]:
+    repos = bootstrap.services().repositories
+    return {k: v.value for k, v in repos.mailboxes.list_by_org(org).items()}
+
+
+def test_a_connection_is_created_then_replaced(app: None) -> None:
+    created = admin_put(f"{ORG}/connections/onprem", EWS_CONNECTION)
+    assert created.status_code == 201, created.get_body()
+    assert answer(created)["created"] is True
+    replaced = admin_put(f"{ORG}/connections/onprem", {**EWS_CONNECTION, "accessMode": "delegate"})
+    assert replaced.status_code == 200
+    stored = connections()["onprem"]
+    assert (stored.kind, stored.access_mode, stored.secret_reference) == (
+        "ews",
+        "delegate",
+        "acme-ews-password",
+    )
+
+
+def test_the_operator_key_works_for_any_organization(app: None) -> None:
+    response = admin_put(f"{OTHER_ORG}/connections/cloud", GRAPH_CONNECTION, key=OPERATOR_KEY)
+    assert response.status_code == 201
+    assert list(connections(OTHER_ORG)) == ["cloud"]
+
+
+@pytest.mark.parametrize(
+    ("org", "key", "why"),
+    [
+        (ORG, None, "missing"),
+        (ORG, "wrong", "does not match"),
+        (ORG, OTHER_KEY, "does not match"),  # another organization's key
+        ("nobody", ORG_KEY, "does not match"),
+    ],
+)
+def test_a_wrong_admin_key_is_refused_and_changes_nothing(
+    app: None, org: str, key: str | None, why: str
+) -> None:
+    response = admin_put(f"{org}/connections/onprem", EWS_CONNECTION, key=key)
+    assert response.status_code == 401
+    assert why in answer(response)["message"]
+    assert connections(org) == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({**EWS_CONNECTION, "password": "hunter2"}, "password", "unknown field"),
+        ({**EWS_CONNECTION, "kind": "imap"}, "kind", ""),
+        ({k: v for k, v in EWS_CONNECTION.items() if k != "ewsUrl"}, "ewsUrl", "required"),
+        ({**GRAPH_CONNECTION, "authType": "basic"}, "authType", "oauth"),
+        ({**EWS_CONNECTION, "secretReference": "no/slashes"}, "secretReference", ""),
+    ],
+)
+def test_an_invalid_connection_is_refused_naming_the_field(
+    app: None, body: dict[str, Any], field: str, message: str
+) -> None:
+    response = admin_put(f"{ORG}/connections/onprem", body)
+    assert response.status_code == 422
+    problems = answer(response)["problems"]
+    assert any(p["field"] == field and message in p["message"] for p in problems), problems
+    assert connections() == {}
+    assert "hunter2" not in response.get_body().decode()
+
+
+def test_malformed_json_and_bad_ids_are_refused(app: None) -> None:
+    assert admin_put(f"{ORG}/connections/onprem", b"{not json").status_code == 400
+    assert admin_put(f"{ORG}/connections/bad%2Fid", EWS_CONNECTION).status_code in (400, 404)
+    assert connections() == {}
+
+
+def test_staff_are_assigned_to_a_connection_of_their_organization(app: None) -> None:
+    admin_put(f"{ORG}/connections/onprem", EWS_CONNECTION)
+    body = {"connectionId": "onprem", "mailbox": "Ann@Acme.test", "timeZone": "America/Toronto"}
+    response = admin_put(f"{ORG}/staff/ann", body)
+    assert response.status_code == 201, response.get_body()
+    stored = mailboxes()["ann"]
+    assert (stored.connection_id, stored.address, stored.time_zone) == (
+        "onprem",
+        "ann@acme.test",
+        "America/Toronto",
+    )
+
+
+def test_staff_on_an_unknown_or_foreign_connection_are_refused(app: None) -> None:
+    admin_put(f"{OTHER_ORG}/connections/cloud", GRAPH_CONNECTION, key=OTHER_KEY)
+    body = {"connectionId": "cloud", "mailbox": "ann@acme.test", "timeZone": "UTC"}
+    response = admin_put(f"{ORG}/staff/ann", body)
+    assert response.status_code == 422
+    assert "connectionId 'cloud'" in answer(response)["message"]
+    assert mailboxes() == {}
+
+
+def test_an_unknown_time_zone_is_refused(app: None) -> None:
+    admin_put(f"{ORG}/connections/onprem", EWS_CONNECTION)
+    body = {"connectionId": "onprem", "mailbox": "ann@acme.test", "timeZone": "Mars/Olympus"}
+    response = admin_put(f"{ORG}/staff/ann", body)
+    assert response.status_code == 422
+    assert "Mars/Olympus" in json.dumps(answer(response))
+    assert mailboxes() == {}
+
+
+def test_moving_a_mailbox_resets_its_sync_state(app: None) -> None:
+    admin_put(f"{ORG}/connections/onprem", EWS_CONNECTION)
+    admin_put(f"{ORG}/connections/cloud", GRAPH_CONNECTION)
+    body = {"connectionId": "onprem", "mailbox": "ann@acme.test", "timeZone": "UTC"}
+    admin_put(f"{ORG}/staff/ann", body)
+    repos = bootstrap.services().repositories
+    current = repos.mailboxes.get(ORG, "ann")
+    assert current is not None
+    repos.mailboxes.put(
+        ORG, "ann", current.value.model_copy(update={"sync_state": "S1"}), current.etag
+    )
+    same = admin_put(f"{ORG}/staff/ann", body)
+    assert answer(same)["syncReset"] is False
+    assert mailboxes()["ann"].sync_state == "S1"
+    moved = admin_put(f"{ORG}/staff/ann", {**body, "connectionId": "cloud"})
+    assert answer(moved)["syncReset"] is True
+    assert mailboxes()["ann"].sync_state is None
+
+
+def test_enabling_a_connection_requeues_its_parked_changes(app: None) -> None:
+    admin_put(f"{ORG}/connections/onprem", {**EWS_CONNECTION, "enabled": False})
+    services = bootstrap.services()
+    queue = MemoryQueueSender()
+    bootstrap.install(bootstrap.build_services(services.settings, queue=queue))
+    repos = bootstrap.services().repositories
+    from shared.models import AppointmentSnapshot
+    from tests.test_booking_api import snapshot_body
+
+    snapshot = AppointmentSnapshot.model_validate_json(snapshot_body(7))
+    repos.appointments.save_snapshot(ORG, "apt-9", snapshot)
+    repos.parked.park(
+        ORG,
+        ParkedChangeRecord(
+            appointment_id="apt-9", connection_id="onprem", parked_at=datetime.now(UTC)
+        ),
+    )
+    response = admin_put(f"{ORG}/connections/onprem", EWS_CONNECTION)
+    assert answer(response)["requeuedParkedChanges"] == 1
+    assert queue.bodies(APPOINTMENT_CHANGES) == [
+        {"org": ORG, "appointmentId": "apt-9", "version": 7}
+    ]
