@@ -168,12 +168,16 @@ def test_failing_function_is_retried_then_the_message_goes_to_poison_with_its_bo
     poison = raw_client(storage_connection_string, f"{queue_name}-poison")
     wait_until(lambda: queue_exists(poison) and not queue_is_empty(poison))
     assert seen.counts_for(body.encode()) == [1, 2, 3]
-    outcomes = [
-        r.getMessage().split("outcome=")[1].split(" duration")[0]
-        for r in caplog.records
-        if r.getMessage().startswith("invocation function=work")
-    ]
-    assert outcomes == ["failed (try 1/3)", "failed (try 2/3)", "poisoned (try 3/3)"]
+
+    def outcomes() -> list[str]:
+        return [
+            r.getMessage().split("outcome=")[1].split(" duration")[0]
+            for r in caplog.records
+            if r.getMessage().startswith("invocation function=work")
+        ]
+
+    wait_until(lambda: len(outcomes()) == 3)  # the last line follows the move to poison
+    assert outcomes() == ["failed (try 1/3)", "failed (try 2/3)", "poisoned (try 3/3)"]
     assert not any("appointmentId" in r.getMessage() for r in caplog.records)  # no body in logs
     poisoned = list(poison.receive_messages())
     assert len(poisoned) == 1

@@ -109,60 +109,6 @@ def make_stack(
     )
 
 
-@pytest.fixture(scope="module")
-def started(
-    tmp_path_factory: pytest.TempPathFactory, stack_environ: dict[str, str]
-) -> Iterator[tuple[LocalStack, dict[str, object], dict[str, str], list[SeedContext]]]:
-    seen_at_import: dict[str, str] = {}
-    seeded: list[SeedContext] = []
-    stack = make_stack(
-        tmp_path_factory.mktemp("stack"), dict(stack_environ), seen_at_import, seeded
-    )
-    try:
-        document = stack.start()
-        yield stack, document, seen_at_import, seeded
-    finally:
-        stack.stop()
-
-
-def test_stack_writes_local_json_and_sets_the_environment_before_importing_the_app(
-    started: tuple[LocalStack, dict[str, object], dict[str, str], list[SeedContext]],
-) -> None:
-    stack, document, seen_at_import, seeded = started
-    local_json = stack.options.local_json
-    assert json.loads(local_json.read_text()) == document
-    assert stat.S_IMODE(local_json.stat().st_mode) == 0o600
-    assert document["org"] == "dev"
-    assert str(document["functionsUrl"]).startswith("http://127.0.0.1:")
-    assert str(document["functionsUrl"]).endswith("/api")
-    assert stack.azurite is not None
-    assert document["storage"] == stack.azurite.connection_string
-    assert seen_at_import["AzureWebJobsStorage"] == document["storage"]
-    assert seen_at_import["CALBRIDGE_SECRET_ORG_DEV_SIGNING_SECRET"] == document["signingSecret"]
-    assert seen_at_import["CALBRIDGE_ADMIN_KEY"] == document["adminKey"]
-    assert seen_at_import["CALBRIDGE_FUNCTIONS_KEY"] == document["functionsKey"]
-    assert seen_at_import["CALBRIDGE_TABLE_PREFIX"] == "dev"  # from local.settings.json
-    assert seen_at_import["CALBRIDGE_QUEUE_PREFIX"] == "calbridge-"  # bindings need a value
-    assert [context.functions_url for context in seeded] == [document["functionsUrl"]]
-    assert seeded[0].signing_secret == document["signingSecret"]
-    assert stack.options.data_dir / "azurite" == stack.azurite.location
-
-
-def test_stack_starts_the_simulator_and_records_its_urls(
-    started: tuple[LocalStack, dict[str, object], dict[str, str], list[SeedContext]],
-) -> None:
-    stack, document, _, seeded = started
-    sim = document["sim"]
-    assert isinstance(sim, dict)
-    assert sim["ews"] == "http://127.0.0.1:1/EWS/Exchange.asmx"
-    assert sim["config"] == str(stack.options.sim_config)
-    # The booking-platform stand-in learns the dev org's secret, next to its own orgs.
-    assert sim["secrets"] == ["demo-org", "dev"]
-    config = json.loads(stack.options.sim_config.read_text())
-    assert config["bookingPlatform"]["secrets"]["dev"] == document["signingSecret"]
-    assert seeded[0].sim == sim
-
-
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=5)
@@ -174,24 +120,62 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         connection.close()
 
 
-def test_runner_answers_with_the_key_from_local_json(
-    started: tuple[LocalStack, dict[str, object], dict[str, str], list[SeedContext]],
+def check_local_json_and_environment(
+    stack: LocalStack,
+    document: dict[str, object],
+    seen_at_import: dict[str, str],
+    seeded: list[SeedContext],
 ) -> None:
-    _, document, _, _ = started
-    url = f"{document['functionsUrl']}/ping"
-    assert get(url)[0] == 401
-    assert get(url, {"x-functions-key": str(document["functionsKey"])}) == (200, b"pong")
+    local_json = stack.options.local_json
+    assert json.loads(local_json.read_text()) == document
+    assert stat.S_IMODE(local_json.stat().st_mode) == 0o600
+    assert document["org"] == "dev"
+    assert str(document["functionsUrl"]).startswith("http://127.0.0.1:")
+    assert str(document["functionsUrl"]).endswith("/api")
+    assert stack.azurite is not None
+    assert stack.options.data_dir / "azurite" == stack.azurite.location
+    assert document["storage"] == stack.azurite.connection_string
+    # Everything the app reads at import time was set before the app was built.
+    assert seen_at_import["AzureWebJobsStorage"] == document["storage"]
+    assert seen_at_import["CALBRIDGE_SECRET_ORG_DEV_SIGNING_SECRET"] == document["signingSecret"]
+    assert seen_at_import["CALBRIDGE_ADMIN_KEY"] == document["adminKey"]
+    assert seen_at_import["CALBRIDGE_FUNCTIONS_KEY"] == document["functionsKey"]
+    assert seen_at_import["CALBRIDGE_TABLE_PREFIX"] == "dev"  # from local.settings.json
+    assert seen_at_import["CALBRIDGE_QUEUE_PREFIX"] == "calbridge-"  # bindings need a value
+    assert [context.functions_url for context in seeded] == [document["functionsUrl"]]
+    assert seeded[0].signing_secret == document["signingSecret"]
 
 
-def test_stop_ends_every_process_and_removes_local_json_but_keeps_secrets(
+def check_simulator(stack: LocalStack, document: dict[str, object], sim_seen: object) -> None:
+    sim = document["sim"]
+    assert isinstance(sim, dict)
+    assert sim["ews"] == "http://127.0.0.1:1/EWS/Exchange.asmx"
+    assert sim["config"] == str(stack.options.sim_config)
+    # The booking-platform stand-in learns the dev org's secret, next to its own orgs.
+    assert sim["secrets"] == ["demo-org", "dev"]
+    config = json.loads(stack.options.sim_config.read_text())
+    assert config["bookingPlatform"]["secrets"]["dev"] == document["signingSecret"]
+    assert sim_seen == sim
+
+
+def test_stack_starts_everything_writes_local_json_and_stops_every_process(
     tmp_path: Path, stack_environ: dict[str, str]
 ) -> None:
-    stack = make_stack(tmp_path, dict(stack_environ), {}, [])
-    document = stack.start()
-    assert stack.azurite is not None
-    assert stack.simulator is not None
-    azurite, simulator = stack.azurite.process, stack.simulator.process
-    stack.stop()
+    seen_at_import: dict[str, str] = {}
+    seeded: list[SeedContext] = []
+    stack = make_stack(tmp_path, dict(stack_environ), seen_at_import, seeded)
+    try:
+        document = stack.start()
+        check_local_json_and_environment(stack, document, seen_at_import, seeded)
+        check_simulator(stack, document, seeded[0].sim)
+        url = f"{document['functionsUrl']}/ping"
+        assert get(url)[0] == 401
+        assert get(url, {"x-functions-key": str(document["functionsKey"])}) == (200, b"pong")
+        assert stack.azurite is not None
+        assert stack.simulator is not None
+        azurite, simulator = stack.azurite.process, stack.simulator.process
+    finally:
+        stack.stop()
     assert azurite.poll() is not None
     assert simulator.poll() is not None
     assert not stack.options.local_json.exists()

@@ -144,7 +144,7 @@ def _first_match_between(
     return None
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(schedule=schedules, after=moments)
 def test_next_occurrence_is_the_first_matching_second_after(schedule: str, after: datetime) -> None:
     parsed = CronSchedule.parse(schedule)
