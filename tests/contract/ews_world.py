@@ -66,13 +66,18 @@ def world_config(access: AccessMode) -> dict[str, Any]:
     }
 
 
-def event_from_store(item: CalendarItem, ids: Callable[[CalendarItem], str]) -> ExchangeEvent:
-    """A store item as its owner sees it, in the port's terms (ids as the protocol spells them)."""
+def event_from_store(
+    item: CalendarItem,
+    ids: Callable[[CalendarItem], str],
+    change_keys: Callable[[str], str] = encode_change_key,
+) -> ExchangeEvent:
+    """A store item as its owner sees it, in the port's terms (ids and change keys as the
+    protocol spells them: EWS's by default; Graph passes its own)."""
     assert item.start is not None
     assert item.end is not None
     return ExchangeEvent(
         item_id=ids(item),
-        change_key=encode_change_key(item.change_key),
+        change_key=change_keys(item.change_key),
         uid=item.uid or None,
         subject=item.subject,
         start=item.start.astimezone(UTC),
@@ -104,6 +109,7 @@ class SimulatorWorld:
     organizer: str = ORGANIZER
     attendees: tuple[str, str, str] = ATTENDEES
     missing_mailbox: str = MISSING_MAILBOX
+    change_keys: Callable[[str], str] = encode_change_key
     runner: asyncio.Runner = field(default_factory=asyncio.Runner)
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
@@ -114,7 +120,7 @@ class SimulatorWorld:
             self.sim.store.calendar_items(mailbox),
             key=lambda item: (item.start or datetime.min.replace(tzinfo=UTC), item.created),
         )
-        return [event_from_store(item, self.ids) for item in items]
+        return [event_from_store(item, self.ids, self.change_keys) for item in items]
 
     def body_of(self, mailbox: str, item_id: str) -> str:
         item = self.sim.store.get_item(self.internal_id(item_id))
@@ -125,7 +131,7 @@ class SimulatorWorld:
         self, mailbox: str, subject: str, start: datetime, end: datetime
     ) -> ExchangeEvent:
         item = Outlook(self.sim.store, mailbox).create_event(subject, start, end)
-        return event_from_store(item, self.ids)
+        return event_from_store(item, self.ids, self.change_keys)
 
 
 def ews_gateway(sim: RunningSimulator, access: AccessMode) -> EwsCalendarGateway:

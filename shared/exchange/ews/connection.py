@@ -48,6 +48,9 @@ from exchangelib.protocol import Protocol
 # Edition all serve, so one build fits every supported on-premises server.
 DEFAULT_SERVER_BUILD: Final = (15, 1, 2507, 6)
 DEFAULT_MAX_CONNECTIONS: Final = 4
+# exchangelib waits 120 s for an answer by default; a queue worker should give up sooner and let
+# the message come back (ExchangeUnavailable) rather than hold its slot.
+DEFAULT_TIMEOUT_S: Final = 30.0
 
 AuthKind = Literal["basic", "ntlm"]
 AccessKind = Literal["impersonation", "delegate"]
@@ -67,6 +70,7 @@ class EwsEndpoint:
     access: AccessKind = "impersonation"
     server_build: tuple[int, ...] = DEFAULT_SERVER_BUILD
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    timeout_s: float = DEFAULT_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if self.auth not in _AUTH_TYPES:
@@ -94,6 +98,7 @@ class EwsConnection:
             max_connections=endpoint.max_connections,
         )
         self.protocol = self._own_protocol()
+        self.protocol.TIMEOUT = endpoint.timeout_s
 
     def _own_protocol(self) -> Any:
         protocol = Protocol(config=self._config)

@@ -78,6 +78,16 @@ _TRANSIENT: Final = frozenset(
 )
 
 
+def throttled_by_exchange(error: ErrorServerBusy) -> bool:
+    """Exchange itself said ErrorServerBusy, with its BackOffMilliseconds.
+
+    exchangelib also raises ErrorServerBusy for HTTP failures it deems worth retrying (a 503, a
+    connection closed mid-answer, "Reraised from …"/"Caused by …") and fills in its own default
+    back-off of 10 s. Those are outages, not throttling: the worker's backoff applies."""
+    text = str(error.value) if hasattr(error, "value") else str(error)
+    return error.back_off is not None and not text.startswith(("Reraised from", "Caused by"))
+
+
 def ews_code(error: BaseException) -> str:
     """The EWS response code an exchangelib exception stands for (its class name)."""
     return type(error).__name__
@@ -90,13 +100,10 @@ def calendar_error(error: BaseException, *, operation: str, mailbox: str) -> Cal
     if isinstance(error, CalendarError):
         return error
     if isinstance(error, ErrorServerBusy):
-        if error.back_off is None:
-            # exchangelib also raises ErrorServerBusy for a 5xx that closed the connection:
-            # no BackOffMilliseconds means Exchange did not throttle us, it failed.
-            return ExchangeUnavailable(f"{where}: connection closed by the server", mailbox=mailbox)
-        return RetryAfter(
-            float(error.back_off), mailbox=mailbox, detail=f"{where}: ErrorServerBusy"
-        )
+        if not throttled_by_exchange(error):
+            return ExchangeUnavailable(f"{where}: the server failed (HTTP)", mailbox=mailbox)
+        seconds = float(error.back_off)
+        return RetryAfter(seconds, mailbox=mailbox, detail=f"{where}: ErrorServerBusy")
     if isinstance(error, RateLimitError):
         return RetryAfter(float(error.wait), mailbox=mailbox, detail=f"{where}: throttled")
     if isinstance(error, ResponseMessageError):

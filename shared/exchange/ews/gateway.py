@@ -62,6 +62,7 @@ from shared.exchange.ews.items import (
     draft_values,
     event_from_item,
 )
+from shared.exchange.ews.logs import quieten_exchangelib
 from shared.exchange.ews.properties import (
     CLEAN_GLOBAL_OBJECT_ID_FIELD,
     MARKER_FIELD,
@@ -79,10 +80,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# exchangelib logs every request and response XML (event bodies included) at DEBUG: whatever the
-# application's log level, those loggers stay at INFO so no body ever reaches a log line.
-for _name in ("exchangelib", "exchangelib.util.xml"):
-    logging.getLogger(_name).setLevel(logging.INFO)
+quieten_exchangelib()
 
 # How many item ids → UID this gateway remembers (UIDs are immutable; this only saves GetItems).
 UID_MEMORY: Final = 4096
