@@ -12,7 +12,7 @@ adapter; a value neither protocol documents maps to the safe default named in ea
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Final, Literal
@@ -24,6 +24,7 @@ from shared.exchange.port import (
     CalendarError,
     ChangeKeyConflict,
     EventNotFound,
+    ExchangeEvent,
     ExchangeUnavailable,
     ItemType,
     MailboxNotFound,
@@ -205,3 +206,13 @@ def error_for_http_status(
     if status == 408 or status >= 500:
         return ExchangeUnavailable(detail, mailbox=mailbox)
     return CalendarError(detail, mailbox=mailbox)
+
+
+# --- ordering -----------------------------------------------------------------------------------
+
+
+def live_first(events: Iterable[ExchangeEvent]) -> list[ExchangeEvent]:
+    """Events with live ones before cancelled ones, each group in the order given (the port's
+    ``find_by_marker`` / ``find_by_uid`` order)."""
+    ordered = list(events)
+    return [e for e in ordered if not e.is_cancelled] + [e for e in ordered if e.is_cancelled]

@@ -32,4 +32,14 @@ def build_gateway(
         from shared.exchange.ews import build_gateway as build_ews_gateway
 
         return build_ews_gateway(connection, secret, connection_id=connection_id)
+    if connection.kind == "graph":
+        from shared.exchange.graph import GraphEndpoints
+        from shared.exchange.graph import build_gateway as build_graph_gateway
+
+        return build_graph_gateway(
+            connection,
+            secret,
+            GraphEndpoints.from_settings(settings),
+            connection_id=connection_id,
+        )
     raise UnknownConnectionKind(f"kind: no calendar adapter for {connection.kind!r} connections")

@@ -37,6 +37,7 @@ from shared.exchange.graph.events import (
     update_body,
 )
 from shared.exchange.graph.session import (
+    DEFAULT_TIMEOUT_S,
     GraphClientPool,
     GraphCredentials,
     GraphEndpoints,
@@ -74,7 +75,8 @@ class GraphCalendarGateway:
     """One Graph connection (app-only OAuth) as a ``CalendarGateway``.
 
     Use it from one event loop and ``await aclose()`` it there when done (see
-    ``graph.session`` on loops). ``page_size`` is the ``odata.maxpagesize`` asked for.
+    ``graph.session`` on loops). ``page_size`` is the ``odata.maxpagesize`` asked for;
+    ``timeout_s`` bounds each request (a timeout is ``ExchangeUnavailable``).
     """
 
     def __init__(
@@ -82,13 +84,18 @@ class GraphCalendarGateway:
         credentials: GraphCredentials,
         endpoints: GraphEndpoints | None = None,
         *,
+        connection_id: str = "graph",
         page_size: int = DEFAULT_PAGE_SIZE,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        self.connection_id = connection_id
         self.endpoints = endpoints or GraphEndpoints()
         self.page_size = page_size
-        self._pool = GraphClientPool(credentials, self.endpoints)
+        self._pool = GraphClientPool(credentials, self.endpoints, timeout_s=timeout_s)
 
     async def aclose(self) -> None:
         await self._pool.close()
@@ -315,12 +322,16 @@ def build_gateway(
     secret: str,
     endpoints: GraphEndpoints | None = None,
     *,
+    connection_id: str = "graph",
     page_size: int = DEFAULT_PAGE_SIZE,
 ) -> GraphCalendarGateway:
-    """The gateway of a Graph connection; ``secret`` is the resolved client secret."""
+    """The gateway of a Graph connection; ``secret`` is the resolved client secret and
+    ``endpoints`` where Graph is (``GraphEndpoints.from_settings``; default: Microsoft's)."""
     if connection.kind != "graph":
         raise ValueError(f"not a Graph connection (kind {connection.kind!r})")
     if not (connection.tenant_id and connection.client_id):
         raise ValueError("a Graph connection needs tenantId and clientId")
     credentials = GraphCredentials(connection.tenant_id, connection.client_id, secret)
-    return GraphCalendarGateway(credentials, endpoints, page_size=page_size)
+    return GraphCalendarGateway(
+        credentials, endpoints, connection_id=connection_id, page_size=page_size
+    )

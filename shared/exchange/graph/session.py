@@ -44,7 +44,7 @@ _KNOWN_AUTHORITIES: Final = frozenset(
     }
 )
 _CONNECT_TIMEOUT_S: Final = 10.0
-_REQUEST_TIMEOUT_S: Final = 60.0
+DEFAULT_TIMEOUT_S: Final = 60.0
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,13 @@ class GraphReply:
 class GraphSession:
     """Credential, HTTP client and request adapter for one connection on one event loop."""
 
-    def __init__(self, credentials: GraphCredentials, endpoints: GraphEndpoints) -> None:
+    def __init__(
+        self,
+        credentials: GraphCredentials,
+        endpoints: GraphEndpoints,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
         # Imported here, not at module level: importing this package must stay cheap.
         import httpx
         from azure.identity.aio import ClientSecretCredential
@@ -121,7 +127,9 @@ class GraphSession:
         from msgraph_core import GraphClientFactory
 
         self.loop = asyncio.get_running_loop()
-        identity_options: dict[str, Any] = {}
+        # No retries of the token request either: an unreachable authority comes back at once as
+        # ExchangeUnavailable and the worker re-queues, instead of backing off in here.
+        identity_options: dict[str, Any] = {"retry_total": 0}
         if endpoints.ca_bundle:
             identity_options["connection_verify"] = endpoints.ca_bundle
         self.credential = ClientSecretCredential(
@@ -136,7 +144,7 @@ class GraphSession:
         if endpoints.ca_bundle:
             verify = ssl.create_default_context(cafile=endpoints.ca_bundle)
         http = httpx.AsyncClient(
-            timeout=httpx.Timeout(_REQUEST_TIMEOUT_S, connect=_CONNECT_TIMEOUT_S),
+            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, _CONNECT_TIMEOUT_S)),
             verify=verify,
             http2=True,
         )
@@ -176,15 +184,22 @@ class GraphSession:
 class GraphClientPool:
     """The connection's session for the running loop, built on first use (see module notes)."""
 
-    def __init__(self, credentials: GraphCredentials, endpoints: GraphEndpoints) -> None:
+    def __init__(
+        self,
+        credentials: GraphCredentials,
+        endpoints: GraphEndpoints,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
         self.credentials = credentials
         self.endpoints = endpoints
+        self.timeout_s = timeout_s
         self._session: GraphSession | None = None
 
     def session(self) -> GraphSession:
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.loop is not loop:
-            self._session = GraphSession(self.credentials, self.endpoints)
+            self._session = GraphSession(self.credentials, self.endpoints, timeout_s=self.timeout_s)
         return self._session
 
     async def close(self) -> None:

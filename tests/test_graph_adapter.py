@@ -1,0 +1,553 @@
+"""The Graph adapter against the Exchange simulator, for what the port contract suite does not
+cover: failures mapped to the port's errors (throttling, 401, 403, unknown mailbox, 5xx, resets,
+timeouts, an unreachable token endpoint), request counts per write (read from the simulator's
+counters), paging, series expansion, ids from another protocol, event loops, and construction
+from a connection and settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable, Coroutine, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from shared.config import Settings
+from shared.exchange.factory import build_gateway as build_connection_gateway
+from shared.exchange.graph import (
+    GraphCalendarGateway,
+    GraphCredentials,
+    GraphEndpoints,
+    build_gateway,
+)
+from shared.exchange.graph.events import EVENT_FIELDS, graph_transaction_id
+from shared.exchange.marker import marker_for
+from shared.exchange.port import (
+    AccessDenied,
+    AuthenticationFailed,
+    EventDraft,
+    EventNotFound,
+    ExchangeUnavailable,
+    ItemType,
+    MailboxNotFound,
+    RetryAfter,
+    Sensitivity,
+    ShowAs,
+)
+from shared.models import ConnectionConfig
+from sim.graph.ids import internal_event_id
+from sim.people import Outlook
+from sim.server import RunningSimulator, start_simulator
+from sim.store import Fault, Recurrence
+from tests.contract.graph_world import simulator_endpoints
+
+T = TypeVar("T")
+
+ANN = "ann@contoso.test"
+BOB = "bob@contoso.test"
+CARA = "cara@contoso.test"
+TENANT_ID = "0c4e9a7e-2a35-4c0e-9d6f-6a1c6f3b2d10"
+CLIENT_ID = "9a3f1a40-7c8e-4b1b-a0f5-3e2d1c0b9a87"
+CLIENT_SECRET = "s3cr3t~graph:client"
+LIMITED_CLIENT_ID = "1b2c3d4e-5f60-4718-8293-a4b5c6d7e8f9"
+LIMITED_CLIENT_SECRET = "limited~secret"
+TORONTO = ZoneInfo("America/Toronto")
+START = datetime(2031, 9, 2, 10, 0, tzinfo=TORONTO)
+BODY = "Service: Mortgages\nClients:\n- Zed Client, zed@client.example\n"
+_appointments = iter(range(1, 10_000))
+
+
+def simulator_config() -> dict[str, Any]:
+    return {
+        "mailboxes": [
+            {"address": ANN, "name": "Ann Lee", "timeZone": "America/Toronto"},
+            {"address": BOB, "name": "Bob Ray", "timeZone": "America/Toronto"},
+            {"address": CARA, "name": "Cara Diaz", "timeZone": "Europe/London"},
+        ],
+        "oauthClients": [
+            {
+                "tenantId": TENANT_ID,
+                "clientId": CLIENT_ID,
+                "clientSecret": CLIENT_SECRET,
+                "mailboxes": ["*"],
+            },
+            {
+                "tenantId": TENANT_ID,
+                "clientId": LIMITED_CLIENT_ID,
+                "clientSecret": LIMITED_CLIENT_SECRET,
+                "mailboxes": [ANN],
+            },
+        ],
+    }
+
+
+@pytest.fixture
+def simulator() -> Iterator[RunningSimulator]:
+    """A fresh simulator per test: empty calendars, no faults, zeroed counters."""
+    with start_simulator(simulator_config()) as running:
+        yield running
+
+
+Runner = Callable[[Coroutine[Any, Any, Any]], Any]
+
+
+@pytest.fixture
+def run() -> Iterator[Runner]:
+    """Run coroutines on one event loop for the whole test (as the worker would)."""
+    with asyncio.Runner() as runner:
+        yield runner.run
+
+
+def gateway_for(
+    simulator: RunningSimulator,
+    *,
+    client_id: str = CLIENT_ID,
+    secret: str = CLIENT_SECRET,
+    endpoints: GraphEndpoints | None = None,
+    **options: Any,
+) -> GraphCalendarGateway:
+    return GraphCalendarGateway(
+        GraphCredentials(TENANT_ID, client_id, secret),
+        endpoints or simulator_endpoints(simulator),
+        **options,
+    )
+
+
+@pytest.fixture
+def gateway(simulator: RunningSimulator, run: Runner) -> Iterator[GraphCalendarGateway]:
+    made = gateway_for(simulator)
+    yield made
+    run(made.aclose())
+
+
+def new_marker() -> str:
+    return marker_for("graph-tests", f"appt-{next(_appointments)}")
+
+
+def draft(
+    *,
+    attendees: tuple[str, ...] = (),
+    start: datetime = START,
+    subject: str = "Mortgage advice",
+    marker: str | None = None,
+    time_zone: str = "America/Toronto",
+) -> EventDraft:
+    return EventDraft(
+        subject=subject,
+        start=start,
+        end=start + timedelta(minutes=30),
+        time_zone=time_zone,
+        location="Branch 3",
+        body_text=BODY,
+        required_attendees=attendees,
+        marker=marker or new_marker(),
+    )
+
+
+def counts(simulator: RunningSimulator, mailbox: str = ANN) -> dict[str, int]:
+    """Graph requests per operation on one mailbox since the counters were last reset."""
+    snapshot = simulator.store.counter_snapshot()
+    return {
+        operation: per_mailbox[mailbox]
+        for operation, per_mailbox in snapshot.items()
+        if operation.startswith("graph:") and mailbox in per_mailbox
+    }
+
+
+def add_fault(simulator: RunningSimulator, kind: str, operation: str = "*", **options: Any) -> None:
+    simulator.store.add_fault(Fault(kind=kind, operation=operation, mailbox=ANN, **options))
+
+
+# --- request counts -------------------------------------------------------------------------
+
+
+def test_a_create_is_one_post(
+    simulator: RunningSimulator, gateway: GraphCalendarGateway, run: Runner
+) -> None:
+    ref = run(gateway.create_event(ANN, draft(attendees=(BOB,)), "tx-count-create"))
+
+    assert counts(simulator) == {"graph:createEvent": 1}
+    assert ref.change_key
+    assert ref.uid
+    item = simulator.store.get_item(internal_event_id(ref.item_id))
+    assert (item.change_key, item.uid) == (ref.change_key, ref.uid)
+
+
+def test_an_update_is_one_patch_or_a_read_and_a_patch_with_a_change_key(
+    simulator: RunningSimulator, gateway: GraphCalendarGateway, run: Runner
+) -> None:
+    marker = new_marker()
+    ref = run(gateway.create_event(ANN, draft(marker=marker, attendees=(BOB,)), "tx-count-up"))
+    simulator.store.reset_counters()
+
+    blind = run(
+        gateway.update_event(ANN, ref.item_id, draft(marker=marker, subject="Second"), None)
+    )
+    assert counts(simulator) == {"graph:updateEvent": 1}
+
+    simulator.store.reset_counters()
+    checked = run(
+        gateway.update_event(
+            ANN, ref.item_id, draft(marker=marker, subject="Third"), blind.change_key
+        )
+    )
+    assert counts(simulator) == {"graph:getEvent": 1, "graph:updateEvent": 1}
+    assert checked.change_key not in (None, blind.change_key)
+    assert simulator.store.get_item(internal_event_id(ref.item_id)).subject == "Third"
+
+
+def test_cancelling_reads_once_then_cancels_a_meeting_or_deletes_an_appointment(
+    simulator: RunningSimulator, gateway: GraphCalendarGateway, run: Runner
+) -> None:
+    meeting = run(gateway.create_event(ANN, draft(attendees=(BOB,)), "tx-count-cancel-1"))
+    alone = run(gateway.create_event(ANN, draft(), "tx-count-cancel-2"))
+    simulator.store.reset_counters()
+
+    run(gateway.cancel_event(ANN, meeting.item_id))
+    assert counts(simulator) == {"graph:getEvent": 1, "graph:cancel": 1}
+    [copy] = Outlook(simulator.store, BOB).find(uid=meeting.uid)
+    assert copy.is_cancelled
+
+    simulator.store.reset_counters()
+    run(gateway.cancel_event(ANN, alone.item_id))
+    assert counts(simulator) == {"graph:getEvent": 1, "graph:deleteEvent": 1}
+
+    simulator.store.reset_counters()
+    run(gateway.cancel_event(ANN, alone.item_id))  # already gone: quiet, one read
+    assert counts(simulator) == {"graph:getEvent": 1}
+    assert Outlook(simulator.store, ANN).items() == []
+
+
+def test_the_calendar_view_follows_pages(simulator: RunningSimulator, run: Runner) -> None:
+    gateway = gateway_for(simulator, page_size=2)
+    refs = [
+        run(gateway.create_event(ANN, draft(start=START + timedelta(hours=h)), f"tx-page-{h}"))
+        for h in range(5)
+    ]
+    simulator.store.reset_counters()
+
+    listed = run(gateway.list_events(ANN, START - timedelta(hours=1), START + timedelta(hours=6)))
+
+    assert [event.item_id for event in listed] == [ref.item_id for ref in refs]
+    assert counts(simulator) == {"graph:calendarView": 3}
+    run(gateway.aclose())
+
+
+# --- failures as the port's errors -------------------------------------------------------------
+
+
+def test_throttling_raises_retry_after_with_the_servers_seconds_and_is_not_retried(
+    simulator: RunningSimulator, gateway: GraphCalendarGateway, run: Runner
+) -> None:
+    add_fault(simulator, "throttle", "graph:createEvent", retry_after=7)
+    event = draft(subject="Sensitive subject")
+
+    with pytest.raises(RetryAfter) as raised:
+        run(gateway.create_event(ANN, event, "tx-throttled"))
+
+    assert raised.value.seconds == 7
+    assert raised.value.retryable
+    assert raised.value.mailbox == ANN
+    assert counts(simulator) == {"graph:createEvent": 1}  # the SDK did not retry or sleep
+    assert Outlook(simulator.store, ANN).items() == []
+    assert "Sensitive subject" not in str(raised.value)
+    assert "zed@client.example" not in str(raised.value)
+    # Once the fault is gone the same create goes through.
+    run(gateway.create_event(ANN, event, "tx-throttled"))
+    assert len(Outlook(simulator.store, ANN).items()) == 1
+
+
+def test_the_mailbox_concurrency_limit_is_throttling_too(
+    simulator: RunningSimulator, gateway: GraphCalendarGateway, run: Runner
+) -> None:
+    # Graph allows 4 concurrent requests per app and mailbox: the 5th gets 429 + Retry-After.
+    run(gateway.find_by_marker(ANN, new_marker()))  # the token is in hand before the race
+    add_fault(simulator, "slow", "graph:listEvents", delay_s=1.0, remaining=4)
+
+    async def six_at_once() -> list[Any]:
+        lookups = [gateway.find_by_marker(ANN, new_marker()) for _ in range(6)]
+        return await asyncio.gather(*lookups, return_exceptions=True)
+
+    outcomes = run(six_at_once())
+
+    throttled = [o for o in outcomes if isinstance(o, RetryAfter)]
+    assert throttled
+    assert all(o.seconds == 1 for o in throttled)
+    assert all(o == [] for o in outcomes if not isinstance(o, BaseException))
+
+
+def test_a_refused_client_secret_is_authentication_failed_without_the_secret(
+    simulator: RunningSimulator, run: Runner
+) -> None:
+    gateway = gateway_for(simulator, secret="not-the-secret")
+
+    with pytest.raises(AuthenticationFailed) as raised:
+        run(gateway.find_by_marker(ANN, new_marker()))
+
+    assert "not-the-secret" not in str(raised.value)
+    assert not raised.value.retryable
+    assert counts(simulator) == {}  # refused before Graph was called
+    run(gateway.aclose())
+
+
+def test_a_revoked_token_is_authentication_failed(simulator: RunningSimulator, run: Runner) -> None:
+    gateway = gateway_for(simulator)
+    run(gateway.find_by_marker(ANN, new_marker()))  # a token is issued and cached
+    simulator.issuer.revoke(CLIENT_ID, block=False)  # that token now gets 401 from Graph
+
+    with pytest.raises(AuthenticationFailed) as raised:
+        run(gateway.find_by_marker(ANN, new_marker()))
+
+    assert "401" in str(raised.value)
+    run(gateway.aclose())
+
+
+def test_an_injected_401_is_authentication_failed(
+    simulator: RunningSimulator, gateway: GraphCalendarGateway, run: Runner
+) -> None:
+    add_fault(simulator, "unauthorized", "graph:getEvent")
+    ref = run(gateway.create_event(ANN, draft(), "tx-401"))
+
+    with pytest.raises(AuthenticationFailed):
+        run(gateway.get_event(ANN, ref.item_id))
+
+
+def test_a_mailbox_outside_the_apps_reach_is_access_denied(
+    simulator: RunningSimulator, run: Runner
+) -> None:
+    gateway = gateway_for(simulator, client_id=LIMITED_CLIENT_ID, secret=LIMITED_CLIENT_SECRET)
+
+    assert run(gateway.find_by_marker(ANN, new_marker())) == []
+    with pytest.raises(AccessDenied) as raised:
+        run(gateway.create_event(BOB, draft(), "tx-denied"))
+
+    assert raised.value.mailbox == BOB
+    assert Outlook(simulator.store, BOB).items() == []
+    run(gateway.aclose())
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda g: g.find_by_marker("nobody@contoso.test", new_marker()),
+        lambda g: g.get_event("nobody@contoso.test", "AAMkADk0bm90LWFuLWlk"),
+        lambda g: g.find_by_uid("nobody@contoso.test", "040000008200E00074C5B7101A82E008"),
+        lambda g: g.create_event("nobody@contoso.test", draft(), "tx-nobody"),
+        lambda g: g.cancel_event("nobody@contoso.test", "AAMkADk0bm90LWFuLWlk"),
+        lambda g: g.list_events("nobody@contoso.test", START, START + timedelta(days=1)),
+    ],
+    ids=["find_by_marker", "get_event", "find_by_uid", "create", "cancel", "list"],
+)
+def test_an_unknown_mailbox_is_mailbox_not_found_on_every_call(
+    gateway: GraphCalendarGateway, run: Runner, call: Callable[[GraphCalendarGateway], Any]
+) -> None:
+    with pytest.raises(MailboxNotFound) as raised:
+        run(call(gateway))
+    assert raised.value.mailbox == "nobody@contoso.test"
+
+
+@pytest.mark.parametrize("kind", ["http_500", "http_503", "reset"])
+def test_server_failures_and_resets_are_exchange_unavailable(
+    simulator: RunningSimulator, gateway: GraphCalendarGateway, run: Runner, kind: str
+) -> None:
+    add_fault(simulator, kind, "graph:createEvent")
+
+    with pytest.raises(ExchangeUnavailable) as raised:
+        run(gateway.create_event(ANN, draft(), f"tx-{kind}"))
+
+    assert raised.value.retryable
+    assert counts(simulator) == {"graph:createEvent": 1}  # not retried by the SDK
+
+
+def test_a_request_that_takes_too_long_is_exchange_unavailable(
+    simulator: RunningSimulator, run: Runner
+) -> None:
+    gateway = gateway_for(simulator, timeout_s=0.3)
+    run(gateway.find_by_marker(ANN, new_marker()))  # token fetched before the clock matters
+    add_fault(simulator, "slow", "graph:listEvents", delay_s=1.5)
+
+    with pytest.raises(ExchangeUnavailable, match="timed out"):
+        run(gateway.find_by_marker(ANN, new_marker()))
+    run(gateway.aclose())
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_an_unreachable_graph_is_exchange_unavailable(
+    simulator: RunningSimulator, run: Runner
+) -> None:
+    endpoints = GraphEndpoints(
+        graph_url=f"http://127.0.0.1:{closed_port()}/v1.0",
+        authority=simulator.urls["token"],
+        ca_bundle=simulator.ca_bundle,
+    )
+    gateway = gateway_for(simulator, endpoints=endpoints)
+
+    with pytest.raises(ExchangeUnavailable, match="connection failed"):
+        run(gateway.get_event(ANN, "AAMkADk0bm90LWFuLWlk"))
+    run(gateway.aclose())
+
+
+def test_an_unreachable_token_endpoint_is_exchange_unavailable(
+    simulator: RunningSimulator, run: Runner
+) -> None:
+    endpoints = GraphEndpoints(
+        graph_url=simulator.urls["graph"],
+        authority=f"127.0.0.1:{closed_port()}",
+        ca_bundle=simulator.ca_bundle,
+    )
+    gateway = gateway_for(simulator, endpoints=endpoints)
+
+    with pytest.raises(ExchangeUnavailable, match="token endpoint"):
+        run(gateway.find_by_marker(ANN, new_marker()))
+    run(gateway.aclose())
+
+
+# --- ids, items and reading --------------------------------------------------------------------
+
+
+def test_an_id_from_another_protocol_is_a_missing_item(
+    gateway: GraphCalendarGateway, run: Runner
+) -> None:
+    # What an EWS ItemId kept from before a mailbox moved to Graph looks like.
+    ews_id = "AAMkADk0ZjM5/Y2QtNjg5Yi00+MmU2LTk3ZjgtMTM1ZDEwYzNhNjI2AEYAAAAAAAA="
+
+    assert run(gateway.get_event(ANN, ews_id)) is None
+    with pytest.raises(EventNotFound):
+        run(gateway.update_event(ANN, ews_id, draft(), None))
+    run(gateway.cancel_event(ANN, ews_id))  # quiet
+
+
+def test_the_event_keeps_the_drafts_time_zone(
+    simulator: RunningSimulator, gateway: GraphCalendarGateway, run: Runner
+) -> None:
+    start = datetime(2031, 3, 9, 1, 30, tzinfo=ZoneInfo("America/New_York"))
+    ref = run(gateway.create_event(ANN, draft(start=start, time_zone="America/New_York"), "tx-tz"))
+
+    item = simulator.store.get_item(internal_event_id(ref.item_id))
+    assert item.time_zone == "America/New_York"
+    assert item.start == start
+    read = run(gateway.get_event(ANN, ref.item_id))
+    assert read is not None
+    assert read.start == start
+    assert read.start.tzinfo == UTC
+
+
+def test_a_transaction_id_graph_would_not_take_is_sent_as_a_stable_digest(
+    simulator: RunningSimulator, gateway: GraphCalendarGateway, run: Runner
+) -> None:
+    awkward = "org/appt 17/" + "x" * 200
+    first = run(gateway.create_event(ANN, draft(), awkward))
+    second = run(gateway.create_event(ANN, draft(), awkward))
+
+    assert second.item_id == first.item_id
+    assert len(Outlook(simulator.store, ANN).items()) == 1
+    assert graph_transaction_id(awkward) == graph_transaction_id(awkward) != awkward
+    assert graph_transaction_id("3f2b8c1e-0a4d-5b6e-8f90-1a2b3c4d5e6f") == (
+        "3f2b8c1e-0a4d-5b6e-8f90-1a2b3c4d5e6f"
+    )
+
+
+def test_outlook_events_read_with_their_type_sensitivity_and_show_as(
+    simulator: RunningSimulator, gateway: GraphCalendarGateway, run: Runner
+) -> None:
+    ann = Outlook(simulator.store, ANN)
+    day = START.date() + timedelta(days=1)
+    series = ann.create_series(
+        "Team stand-up",
+        datetime.combine(day, datetime.min.time()).replace(hour=9),
+        datetime.combine(day, datetime.min.time()).replace(hour=9, minute=15),
+        Recurrence(pattern="daily", count=3),
+    )
+    ann.create_event("Doctor", START - timedelta(hours=3), START - timedelta(hours=2), private=True)
+    ann.create_event("Holiday", day + timedelta(days=5), day + timedelta(days=6), is_all_day=True)
+
+    window_start = START - timedelta(hours=4)
+    listed = run(gateway.list_events(ANN, window_start, window_start + timedelta(days=10)))
+
+    occurrences = [e for e in listed if e.uid == series.uid]
+    assert [e.item_type for e in occurrences] == [ItemType.OCCURRENCE] * 3
+    assert len({e.item_id for e in occurrences}) == 3
+    [doctor] = [e for e in listed if e.subject == "Doctor"]
+    assert doctor.sensitivity is Sensitivity.PRIVATE
+    assert doctor.show_as is ShowAs.BUSY
+    assert doctor.marker is None
+    [all_day] = [e for e in listed if e.subject == "Holiday"]
+    assert all_day.is_all_day
+    assert [e.start for e in listed] == sorted(e.start for e in listed)
+
+
+def test_reads_never_select_the_body() -> None:
+    assert not {"body", "bodyPreview", "uniqueBody"} & set(EVENT_FIELDS)
+
+
+def test_a_gateway_can_be_used_from_successive_event_loops(simulator: RunningSimulator) -> None:
+    gateway = gateway_for(simulator)
+    marker = new_marker()
+
+    ref = asyncio.run(gateway.create_event(ANN, draft(marker=marker), "tx-loops"))
+    # A new loop: the gateway rebuilds its HTTP client and credential for it.
+    found = asyncio.run(gateway.find_by_marker(ANN, marker))
+
+    assert [event.item_id for event in found] == [ref.item_id]
+
+    async def finish() -> None:
+        await gateway.find_by_marker(ANN, marker)
+        await gateway.aclose()
+
+    asyncio.run(finish())
+
+
+# --- construction ---------------------------------------------------------------------------
+
+
+def test_build_gateway_from_a_graph_connection_and_settings(
+    simulator: RunningSimulator, run: Runner
+) -> None:
+    settings = Settings(
+        CALBRIDGE_GRAPH_URL=simulator.urls["graph"],
+        CALBRIDGE_GRAPH_AUTHORITY=simulator.urls["token"],
+        CALBRIDGE_GRAPH_CA_BUNDLE=simulator.ca_bundle,
+    )
+    connection = ConnectionConfig(
+        kind="graph",
+        auth_type="oauth",
+        tenant_id=TENANT_ID,
+        client_id=CLIENT_ID,
+        secret_reference="graph-client-secret",
+    )
+
+    gateway = build_gateway(connection, CLIENT_SECRET, GraphEndpoints.from_settings(settings))
+    ref = run(gateway.create_event(ANN, draft(), "tx-built"))
+    chosen = build_connection_gateway(connection, CLIENT_SECRET, settings, connection_id="g-1")
+    assert isinstance(chosen, GraphCalendarGateway)
+    assert chosen.connection_id == "g-1"
+    assert run(chosen.get_event(ANN, ref.item_id)) is not None
+    run(chosen.aclose())
+
+    assert run(gateway.get_event(ANN, ref.item_id)) is not None
+    assert gateway.endpoints.authority_host == simulator.urls["token"].split("://")[1]
+    assert not gateway.endpoints.is_known_authority
+    assert GraphEndpoints().is_known_authority
+    assert "s3cr3t" not in repr(GraphCredentials(TENANT_ID, CLIENT_ID, CLIENT_SECRET))
+    run(gateway.aclose())
+
+
+def test_build_gateway_refuses_an_ews_connection() -> None:
+    connection = ConnectionConfig(
+        kind="ews",
+        ews_url="https://mail.contoso.test/EWS/Exchange.asmx",
+        auth_type="ntlm",
+        username="svc@contoso.test",
+        secret_reference="ews-secret",
+    )
+    with pytest.raises(ValueError, match="not a Graph connection"):
+        build_gateway(connection, "secret")
