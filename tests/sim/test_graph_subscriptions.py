@@ -18,7 +18,7 @@ from sim.graph.receiver import NotificationReceiver
 from sim.people import Outlook
 from sim.server import RunningSimulator
 from sim.store import Fault
-from tests.sim.conftest import ANN, BOB, CARA
+from tests.sim.conftest import ANN, BOB, CARA, TENANT_ID
 from tests.sim.graph_clients import GraphSession, graph_session, graph_simulator
 
 FAST = DeliveryPolicy(retry_delays_s=(0.1, 0.2, 0.3), timeout_s=2.0, validation_timeout_s=5.0)
@@ -102,7 +102,7 @@ def test_validation_handshake_then_notifications_with_client_state(
     assert notification["subscriptionId"] == created.id
     assert notification["clientState"] == "state-3f9a"
     assert notification["changeType"] == "created"
-    assert notification["tenantId"]
+    assert notification["tenantId"] == TENANT_ID  # the tenant of the app's token
     event_id = notification["resourceData"]["id"]
     assert notification["resource"].endswith(f"/Events/{event_id}")
     fetched = graph.run(graph.app.users.by_user_id(ANN).events.by_event_id(event_id).get())
