@@ -150,8 +150,8 @@ class QueuePoller:
             self._slot_freed.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
-        # Running messages finish; unstarted ones reappear after their lease.
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        # Running messages finish; unstarted ones are handed back (see _run_and_release).
+        self._pool.shutdown(wait=True)
 
     def _poll_until_stopped(self) -> None:
         backoff = PollingBackoff(self.options.max_polling_interval)
@@ -184,6 +184,11 @@ class QueuePoller:
 
     def _run_and_release(self, message: QueueMessage) -> None:
         try:
+            if self._stop.is_set():
+                # Received but not started before the runner stopped: hand it back at once
+                # instead of leaving it invisible for the whole lease.
+                self._queue.update_message(message.id, message.pop_receipt, visibility_timeout=0)
+                return
             self.process(message)
         except Exception as error:
             log.error(
