@@ -89,6 +89,8 @@ def _execution_order(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _inner_request(call: Call, entry: dict[str, Any]) -> SimRequest:
     url = entry["url"]
+    if "://" in url:
+        raise bad_request(f"request {entry['id']!r}: url must be relative, like /me/events")
     parts = urlsplit(url if url.startswith("/") else "/" + url)
     headers = {str(k).lower(): str(v) for k, v in (entry.get("headers") or {}).items()}
     for name in ("prefer", "client-request-id"):

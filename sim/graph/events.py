@@ -558,9 +558,8 @@ def parse_event(body: object, *, creating: bool, current: CalendarItem | None = 
         location = payload.get("location")
         if location is None and payload.get("locations"):
             location = _expect(payload["locations"], list, "locations")[0]
-        fields["location"] = _expect(
-            (location or {}).get("displayName") or "", str, "location.displayName"
-        )
+        location = _expect(location or {}, dict, "location")
+        fields["location"] = _expect(location.get("displayName") or "", str, "location.displayName")
     if "sensitivity" in payload:
         fields["sensitivity"] = SENSITIVITY_IN[
             _enum(payload["sensitivity"], "sensitivity", tuple(SENSITIVITY_IN))
@@ -616,11 +615,8 @@ def parse_event(body: object, *, creating: bool, current: CalendarItem | None = 
             if value is not None:
                 value = _expect(value, str, f"singleValueExtendedProperties[{index}].value")
             result.extended[key] = value
-    if "transactionId" in payload and payload["transactionId"] is not None:
-        if not creating:
-            raise bad_request(
-                "transactionId can only be set when an event is created", "ErrorInvalidRequest"
-            )
+    if creating and payload.get("transactionId") is not None:
+        # Only a create uses it; a PATCH that echoes an event's JSON back is not refused for it.
         result.transaction_id = _expect(payload["transactionId"], str, "transactionId")
     return result
 

@@ -191,6 +191,14 @@ class GraphService:
                 dict(error.headers),
                 JSON_TYPE,
             )
+        except SimError as refusal:
+            translated = GraphError.from_store(refusal)
+            response = SimResponse(
+                translated.status,
+                error_body(translated, request_id, client_request_id),
+                {},
+                JSON_TYPE,
+            )
         except InjectedFault:
             raise
         except Exception:
