@@ -14,8 +14,9 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sim import recurrence as recurrence_rules
 from sim.ews.context import EwsContext
@@ -209,21 +210,34 @@ def _add_recurrence(parent: Any, item: CalendarItem, rec: Recurrence) -> None:
     start_date = rec.start_date or _local_date(item)
     if rec.count is not None:
         range_elem = add(element, t("NumberedRecurrence"))
-        add(range_elem, t("StartDate"), start_date.isoformat())
+        add(range_elem, t("StartDate"), _zoned_date(start_date, item.time_zone))
         add(range_elem, t("NumberOfOccurrences"), str(rec.count))
     elif rec.end_date is not None:
         range_elem = add(element, t("EndDateRecurrence"))
-        add(range_elem, t("StartDate"), start_date.isoformat())
-        add(range_elem, t("EndDate"), rec.end_date.isoformat())
+        add(range_elem, t("StartDate"), _zoned_date(start_date, item.time_zone))
+        add(range_elem, t("EndDate"), _zoned_date(rec.end_date, item.time_zone))
     else:
-        add(add(element, t("NoEndRecurrence")), t("StartDate"), start_date.isoformat())
+        add(
+            add(element, t("NoEndRecurrence")),
+            t("StartDate"),
+            _zoned_date(start_date, item.time_zone),
+        )
 
 
 def _local_date(item: CalendarItem) -> date:
-    from zoneinfo import ZoneInfo
-
     start = item.start or datetime.now(UTC)
     return start.astimezone(ZoneInfo(item.time_zone)).date()
+
+
+def _zoned_date(day: date, time_zone: str) -> str:
+    """An xs:date with the series' UTC offset, as Exchange writes recurrence dates
+    ("2027-07-05-04:00"); clients read the date part as the local date."""
+    offset = datetime.combine(day, time(0), tzinfo=ZoneInfo(time_zone)).utcoffset()
+    minutes = int(offset.total_seconds() // 60) if offset is not None else 0
+    if minutes == 0:
+        return f"{day.isoformat()}Z"
+    sign = "+" if minutes > 0 else "-"
+    return f"{day.isoformat()}{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
 @dataclass

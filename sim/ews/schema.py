@@ -111,10 +111,14 @@ def _element_problems(schema: Any, element: Any) -> list[str]:
     namespace = etree.QName(element).namespace
     if namespace not in (M_NS, T_NS):
         return [f"unexpected element {element.tag}"]
-    return [
-        f"{etree.QName(element).localname}: {error.reason} at {error.path}"
-        for error in schema.iter_errors(element)
-    ]
+    name = etree.QName(element).localname
+    try:
+        # xsi:type values ("t:AlternateIdType") name prefixes declared on the envelope, above
+        # the element being validated.
+        errors = list(schema.iter_errors(element, namespaces={"m": M_NS, "t": T_NS}))
+    except Exception as error:  # the validator itself failing counts as a problem, not a crash
+        return [f"{name}: could not be validated ({type(error).__name__}: {error})"]
+    return [f"{name}: {error.reason} at {error.path}" for error in errors]
 
 
 def _fault_problems(fault: Any) -> list[str]:

@@ -27,6 +27,7 @@ from sim.ews.ids import decode_change_key
 from sim.ews.properties import read_extended_uri
 from sim.ews.responses import answer_each, empty_items, messages_container
 from sim.ews.soap import add, m, t, text_of
+from sim.ews.timezones import ms_id_for_iana
 from sim.store import (
     CalendarItem,
     ExtendedPropertyKey,
@@ -116,6 +117,21 @@ def _send_mode(operation: Any, attribute: str, modes: dict[str, SendMode]) -> Se
     return mode
 
 
+def _keep_equivalent_zone(values: dict[str, object], *known_zones: str) -> None:
+    """Windows zone ids are coarser than IANA zones (Toronto and New York are both "Eastern
+    Standard Time"): when a client names the Windows equivalent of the zone the item or the
+    mailbox already has, keep that zone — otherwise every full save would look like a time
+    zone change (which resets a series' exceptions)."""
+    sent = values.get("time_zone")
+    if not isinstance(sent, str):
+        return
+    sent_windows_id = ms_id_for_iana(sent)
+    for zone in known_zones:
+        if ms_id_for_iana(zone) == sent_windows_id:
+            values["time_zone"] = zone
+            return
+
+
 def _store_error(error: SimError, organizer_code: str | None = None) -> EwsError:
     if error.code == "ErrorInvalidOperation" and organizer_code is not None:
         return EwsError(organizer_code, error.message)
@@ -185,9 +201,10 @@ def _create_calendar_item(
             "ErrorCalendarInvalidPropertyValue", "A calendar item needs both Start and End."
         )
     check_times(values)
+    mailbox_zone = ctx.store.mailbox(folder.mailbox).time_zone
     if "time_zone" not in values:
-        zone_key = getattr(ctx.time_zone, "key", None)
-        values["time_zone"] = zone_key or ctx.store.mailbox(folder.mailbox).time_zone
+        values["time_zone"] = getattr(ctx.time_zone, "key", None) or mailbox_zone
+    _keep_equivalent_zone(values, mailbox_zone)
     item = CalendarItem(id="", mailbox=folder.mailbox)
     for name, value in values.items():
         setattr(item, name, value)
@@ -265,6 +282,7 @@ def update_item(ctx: EwsContext, operation: Any, body: Any) -> None:
         raw_change_key = target.get("ChangeKey")
         change_key = decode_change_key(raw_change_key) if raw_change_key else None
         values, extended = _read_updates(ctx, item, updates)
+        _keep_equivalent_zone(values, item.time_zone, ctx.store.mailbox(item.mailbox).time_zone)
         check_times(values, item)
         try:
             updated = ctx.store.update_item(

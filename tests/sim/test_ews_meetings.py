@@ -351,6 +351,12 @@ def test_recurring_series_with_an_edited_and_a_deleted_occurrence(ann: Any) -> N
     assert series.first_occurrence.start == at(15, 9)
     assert series.last_occurrence.start == at(24, 9)
     assert series.recurrence.boundary.number == 4
+    series.location = "Huddle room"
+    series.save()  # a full save sends the unchanged recurrence, times and zones back
+    kept = ann.calendar.get(id=master.id)
+    assert kept.location == "Huddle room"
+    assert [o.start for o in kept.modified_occurrences] == [at(17, 11)]
+    assert [d.start for d in kept.deleted_occurrences] == [at(22, 9)]
     third = ann.calendar.get(id=master.id).occurrence(4)
     third.refresh()
     assert third.start == at(24, 9)
