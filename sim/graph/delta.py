@@ -125,7 +125,15 @@ class DeltaTracker:
         if self.store.current_seq(mailbox) == seq:
             return DeltaPage([], None, token)  # idle poll: nothing can have changed
         options = {k[4:]: v for k, v in extra.items() if k.startswith("opt_")}
-        return self._compute(mailbox, extra["start"], extra["end"], snapshot, page_size, options)
+        return self._compute(
+            mailbox,
+            extra["start"],
+            extra["end"],
+            snapshot,
+            page_size,
+            options,
+            previous_id=extra["snap"],
+        )
 
     def continue_from_skip(self, mailbox: str, token: str, page_size: int) -> DeltaPage:
         """A nextLink followed: the next page of a round in progress."""
@@ -154,6 +162,8 @@ class DeltaTracker:
         previous: dict[str, Fingerprint],
         page_size: int,
         options: dict[str, str],
+        *,
+        previous_id: str | None = None,
     ) -> DeltaPage:
         start = datetime.fromisoformat(start_text)
         end = datetime.fromisoformat(end_text)
@@ -168,10 +178,13 @@ class DeltaTracker:
         ]
         gone = [DeltaEntry(item_id, removed=True) for item_id in previous if item_id not in current]
         with self._lock:
-            snapshot_id = str(next(self._ids))
-            self._snapshots[snapshot_id] = current
-            while len(self._snapshots) > self._max_snapshots:
-                self._snapshots.popitem(last=False)
+            if previous_id is not None and not changed and not gone:
+                snapshot_id = previous_id  # changes elsewhere in the mailbox: same snapshot
+            else:
+                snapshot_id = str(next(self._ids))
+                self._snapshots[snapshot_id] = current
+                while len(self._snapshots) > self._max_snapshots:
+                    self._snapshots.popitem(last=False)
             round_id = str(next(self._ids))
             round_ = DeltaRound(
                 mailbox, start_text, end_text, seq, changed + gone, snapshot_id, options
