@@ -59,10 +59,12 @@ __all__ = [
 
 @lru_cache(maxsize=1)
 def registered_functions() -> dict[str, Function]:
-    """The app's functions by name, indexed once per process."""
+    """The app's functions by name, indexed once per process (the index is shared with the
+    local runner, since ``get_functions()`` may run only once per app object)."""
     import function_app
+    from devhost.indexing import indexed_functions
 
-    return {str(fn.get_function_name()): fn for fn in function_app.app.get_functions()}
+    return {str(fn.get_function_name()): fn for fn in indexed_functions(function_app.app)}
 
 
 def function_bindings(fn: Function) -> list[dict[str, Any]]:

@@ -95,3 +95,14 @@ class DeadLetterRecord(CamelModel):
     reason: ErrorText
     dequeue_count: Annotated[int, Field(ge=0)]
     failed_at: AwareDatetime
+
+
+class ApplyProblemRecord(CamelModel):
+    """A row of ApplyProblems (org / appointmentId): why Exchange cannot fully show the
+    appointment's latest snapshot (a staff member without a mailbox, a missing connection).
+    Cleared by the next pass that has no problem; shown by the status API."""
+
+    appointment_id: Identifier
+    version: Annotated[int, Field(ge=0)]
+    problem: ErrorText
+    recorded_at: AwareDatetime

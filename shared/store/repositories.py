@@ -21,6 +21,7 @@ from shared.store.entity_repository import (
 )
 from shared.store.errors import ConcurrencyConflict
 from shared.store.records import (
+    ApplyProblemRecord,
     ConnectionRecord,
     DeadLetterRecord,
     MailboxRecord,
@@ -140,6 +141,20 @@ class ParkedChangeRepository(OrgScopedRepository[ParkedChangeRecord]):
         ]
 
 
+class ApplyProblemRepository(OrgScopedRepository[ApplyProblemRecord]):
+    """ApplyProblems (org / appointmentId): why an appointment is not (fully) in Exchange."""
+
+    table_name = "ApplyProblems"
+    model = ApplyProblemRecord
+    id_field = "appointment_id"
+
+    def record(self, org: str, problem: ApplyProblemRecord) -> None:
+        self.upsert(EntityKey.of((org,), (problem.appointment_id,)), problem)
+
+    def clear(self, org: str, appointment_id: str) -> None:
+        self.delete(org, appointment_id)
+
+
 class DeadLetterRepository(EntityRepository[DeadLetterRecord]):
     """DeadLetters (org / queue|subjectId): the last failure of work that went to a poison
     queue, shown by the status API and used to replay it."""
@@ -212,6 +227,7 @@ class Repositories:
     outbox: OutboxRepository
     parked: ParkedChangeRepository
     dead_letters: DeadLetterRepository
+    problems: ApplyProblemRepository
 
 
 def build_repositories(tables: TableService) -> Repositories:
@@ -225,4 +241,5 @@ def build_repositories(tables: TableService) -> Repositories:
         outbox=OutboxRepository(tables),
         parked=ParkedChangeRepository(tables),
         dead_letters=DeadLetterRepository(tables),
+        problems=ApplyProblemRepository(tables),
     )

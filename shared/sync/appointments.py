@@ -39,7 +39,12 @@ from shared.exchange.port import (
 from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
 from shared.queues import APPOINTMENT_CHANGES, AppointmentChanged, QueueSender
 from shared.store import ConcurrencyConflict, Repositories, Versioned
-from shared.store.records import ConnectionRecord, DeadLetterRecord, ParkedChangeRecord
+from shared.store.records import (
+    ApplyProblemRecord,
+    ConnectionRecord,
+    DeadLetterRecord,
+    ParkedChangeRecord,
+)
 from shared.sync.executor import apply_appointment
 
 log = logging.getLogger(__name__)
@@ -149,7 +154,9 @@ class AppointmentApplier:
             if unavailable.disabled:
                 self._park(org, appointment_id, unavailable.connection_id)
                 return ApplyReport(ApplyDisposition.PARKED, str(unavailable))
-            return self._record_problem(org, appointment_id, mapping, etag, str(unavailable))
+            return self._record_problem(
+                org, appointment_id, snapshot.version, mapping, etag, str(unavailable)
+            )
 
         def gateway_for(mailbox: MailboxRef) -> CalendarGateway:
             return self._gateways.gateway(org, connections[mailbox.connection_id])
@@ -169,9 +176,23 @@ class AppointmentApplier:
         if failure is None:
             problems = outcome.plan.problems if outcome.plan is not None else ()
             if problems:
-                return ApplyReport(ApplyDisposition.PROBLEM, "; ".join(p.message for p in problems))
+                text = "; ".join(p.message for p in problems)
+                self._note_problem(org, appointment_id, snapshot.version, text)
+                return ApplyReport(ApplyDisposition.PROBLEM, text)
+            self._repos.problems.clear(org, appointment_id)
             return ApplyReport(ApplyDisposition.DONE)
         return self._after_failure(org, appointment_id, snapshot, failure)
+
+    def _note_problem(self, org: str, appointment_id: str, version: int, problem: str) -> None:
+        self._repos.problems.record(
+            org,
+            ApplyProblemRecord(
+                appointment_id=appointment_id,
+                version=version,
+                problem=problem[:2000],
+                recorded_at=self._now(),
+            ),
+        )
 
     def _after_failure(
         self, org: str, appointment_id: str, snapshot: AppointmentSnapshot, failure: CalendarError
@@ -245,10 +266,12 @@ class AppointmentApplier:
         self,
         org: str,
         appointment_id: str,
+        version: int,
         mapping: EventMapping | None,
         etag: str | None,
         problem: str,
     ) -> ApplyReport:
+        self._note_problem(org, appointment_id, version, problem)
         if mapping is not None:
             self._repos.event_map.put(
                 org, appointment_id, mapping.model_copy(update={"last_error": problem}), etag

@@ -1,0 +1,235 @@
+"""End-to-end world: Azurite, the Exchange simulator and the real function app driven by the
+local runner (HTTP on loopback, queue triggers polling Azurite), set up as an administrator
+would: an EWS connection (service account with impersonation) and a Graph connection (app-only
+OAuth), with staff on both.
+
+Nothing of calbridge is replaced: requests go through the registered functions, messages through
+Azurite's queues, Exchange writes through exchangelib and msgraph-sdk to the simulator.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from devhost.azurite import Azurite
+from devhost.hostconfig import HostConfig
+from devhost.runner import FunctionsRunner
+from shared import bootstrap
+from shared.admin import ADMIN_KEY_HEADER
+from shared.booking.signature import SIGNATURE_HEADER, sign
+from shared.config import environment_variable_for
+from shared.models import EventMapping
+from shared.queues import APPOINTMENT_CHANGES
+from sim.server import RunningSimulator, start_simulator
+from sim.store import CalendarItem
+from tests.functions_harness import app_environment
+
+T = TypeVar("T")
+
+ORG = "e2e"
+SIGNING_SECRET = "e2e-signing-secret"
+OPERATOR_KEY = "e2e-operator-key"
+SERVICE = "svc@bank.test"
+SERVICE_PASSWORD = "Svc-pass:1"
+TENANT_ID = "7d0e0a55-41b4-4a0e-9f3c-0d1b2c3d4e5f"
+CLIENT_ID = "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e5f"
+CLIENT_SECRET = "graph~client~secret"
+
+# staff id → mailbox; the "ews" staff live on the on-premises connection, "graph" staff online.
+STAFF = {
+    "ews": {"ann": "ann@bank.test", "bob": "bob@bank.test", "cara": "cara@bank.test"},
+    "graph": {"dan": "dan@bank.test", "eve": "eve@bank.test", "fay": "fay@bank.test"},
+}
+CONNECTION_OF = {"ews": "onprem", "graph": "cloud"}
+
+
+def simulator_config() -> dict[str, Any]:
+    mailboxes = [
+        {
+            "address": address,
+            "name": staff_id.title(),
+            "timeZone": "America/Toronto",
+            "password": f"{staff_id}-pw",
+        }
+        for side in STAFF.values()
+        for staff_id, address in side.items()
+    ]
+    return {
+        "mailboxes": mailboxes,
+        "serviceAccounts": [
+            {
+                "username": SERVICE,
+                "password": SERVICE_PASSWORD,
+                "impersonate": list(STAFF["ews"].values()),
+                "delegateFor": [],
+            }
+        ],
+        "oauthClients": [
+            {
+                "tenantId": TENANT_ID,
+                "clientId": CLIENT_ID,
+                "clientSecret": CLIENT_SECRET,
+                "mailboxes": list(STAFF["graph"].values()),
+            }
+        ],
+        "bookingPlatform": {"secrets": {ORG: SIGNING_SECRET}},
+    }
+
+
+def wait_until(probe: Callable[[], T | None], timeout: float = 30.0, what: str = "") -> T:
+    """Poll until ``probe`` returns something truthy; fail naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class World:
+    """The running system plus ways to act as the booking platform and look as staff do."""
+
+    sim: RunningSimulator
+    runner: FunctionsRunner
+    http: httpx.Client
+    storage: str
+    queue_prefix: str
+
+    def put_appointment(self, appointment_id: str, snapshot: dict[str, Any]) -> httpx.Response:
+        body = json.dumps(snapshot).encode()
+        headers = {
+            SIGNATURE_HEADER: sign(SIGNING_SECRET, body, int(time.time())),
+            "Content-Type": "application/json",
+        }
+        return self.http.put(
+            f"{self.runner.base_url}/orgs/{ORG}/appointments/{appointment_id}",
+            content=body,
+            headers=headers,
+        )
+
+    def admin_put(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        return self.http.put(
+            f"{self.runner.base_url}/orgs/{ORG}/{path}",
+            json=body,
+            headers={ADMIN_KEY_HEADER: OPERATOR_KEY, "x-functions-key": self.runner.functions_key},
+        )
+
+    def queue_drained(self) -> bool:
+        """No message waiting or in flight on ``appointment-changes``."""
+        from azure.storage.queue import QueueClient
+
+        client = QueueClient.from_connection_string(
+            self.storage, self.queue_prefix + APPOINTMENT_CHANGES
+        )
+        return client.get_queue_properties().approximate_message_count == 0
+
+    def calendar(self, address: str) -> list[CalendarItem]:
+        """The mailbox's items as its owner sees them in Outlook (cancelled ones included)."""
+        return self.sim.store.calendar_items(address)
+
+    def live(self, address: str, subject_part: str) -> list[CalendarItem]:
+        return [
+            item
+            for item in self.calendar(address)
+            if subject_part in item.subject and not item.is_cancelled
+        ]
+
+    def mapping(self, appointment_id: str) -> EventMapping | None:
+        found = bootstrap.services().repositories.event_map.get(ORG, appointment_id)
+        return found.value if found else None
+
+    def applied(self, appointment_id: str, version: int, timeout: float = 30.0) -> EventMapping:
+        """Wait until the worker recorded ``version`` as applied."""
+
+        def probe() -> EventMapping | None:
+            mapping = self.mapping(appointment_id)
+            # A mapping without an item id is the worker's note before a create: not done yet.
+            settled = mapping is not None and (
+                mapping.item_id is not None or mapping.cancelled or mapping.last_error is not None
+            )
+            if mapping is not None and settled and mapping.applied_version >= version:
+                return mapping
+            return None
+
+        return wait_until(probe, timeout, f"{appointment_id} v{version} applied")
+
+
+@pytest.fixture(scope="module")
+def world(azurite: Azurite) -> Iterator[World]:
+    sim = start_simulator(simulator_config())
+    prefix = "e2e" + str(int(time.time() * 1000) % 10**8)
+    secrets = {
+        environment_variable_for("e2e-ews-password"): SERVICE_PASSWORD,
+        environment_variable_for("e2e-graph-secret"): CLIENT_SECRET,
+    }
+    try:
+        with app_environment(
+            azurite.connection_string,
+            prefix,
+            {ORG: SIGNING_SECRET},
+            CALBRIDGE_ADMIN_KEY=OPERATOR_KEY,
+            CALBRIDGE_GRAPH_URL=sim.urls["graph"],
+            CALBRIDGE_GRAPH_AUTHORITY=sim.urls["token"],
+            CALBRIDGE_GRAPH_CA_BUNDLE=sim.urls["caBundle"],
+            **secrets,
+        ):
+            import function_app
+
+            host = HostConfig.load()
+            # Poll often and retry soon: the scenarios wait on the worker.
+            config = replace(
+                host,
+                queues=replace(host.queues, max_polling_interval=0.2, visibility_timeout=0.5),
+            )
+            with (
+                FunctionsRunner(function_app.app, config) as runner,
+                httpx.Client(timeout=30) as client,
+            ):
+                world = World(sim, runner, client, azurite.connection_string, prefix)
+                _administer(world, sim)
+                yield world
+    finally:
+        sim.stop()
+
+
+def _administer(world: World, sim: RunningSimulator) -> None:
+    """What the organization's administrator sets up: two connections, six staff."""
+    connections = {
+        "onprem": {
+            "kind": "ews",
+            "ewsUrl": sim.urls["ews"],
+            "authType": "ntlm",
+            "username": SERVICE,
+            "secretReference": "e2e-ews-password",
+            "accessMode": "impersonation",
+        },
+        "cloud": {
+            "kind": "graph",
+            "authType": "oauth",
+            "tenantId": TENANT_ID,
+            "clientId": CLIENT_ID,
+            "secretReference": "e2e-graph-secret",
+        },
+    }
+    for connection_id, body in connections.items():
+        response = world.admin_put(f"connections/{connection_id}", body)
+        assert response.status_code in (200, 201), response.text
+    for side, staff in STAFF.items():
+        for staff_id, address in staff.items():
+            body = {
+                "connectionId": CONNECTION_OF[side],
+                "mailbox": address,
+                "timeZone": "America/Toronto",
+            }
+            response = world.admin_put(f"staff/{staff_id}", body)
+            assert response.status_code in (200, 201), response.text
