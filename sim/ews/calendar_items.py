@@ -166,6 +166,13 @@ def _body_for_shape(item: CalendarItem, wanted: str) -> tuple[str, str]:
     return "HTML", _text_to_html(item.body)
 
 
+def _display_name(store: ExchangeStore, address: str) -> str:
+    try:
+        return store.mailbox(address).name
+    except SimError:
+        return address
+
+
 def _add_mailbox(parent: Any, store: ExchangeStore, address: str, name: str) -> None:
     mailbox = add(parent, t("Mailbox"))
     try:
@@ -332,9 +339,8 @@ def render_calendar_item(parent: Any, item: CalendarItem, shape: Shape, ctx: Ews
     if wants("item:ReminderMinutesBeforeStart"):
         add(element, t("ReminderMinutesBeforeStart"), "15")
     if wants("item:DisplayTo") and item.required_attendees:
-        add(
-            element, t("DisplayTo"), "; ".join(a.name or a.address for a in item.required_attendees)
-        )
+        names = (a.name or _display_name(store, a.address) for a in item.required_attendees)
+        add(element, t("DisplayTo"), "; ".join(names))
     if wants("item:HasAttachments"):
         add(element, t("HasAttachments"), format_bool(False))
     for uri in shape.extended:

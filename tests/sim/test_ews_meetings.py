@@ -201,6 +201,7 @@ def test_full_save_round_trips_every_field(ann: Any) -> None:
         location="Lab",
         sensitivity="Private",
         legacy_free_busy_status="OOF",
+        uid="calbridge-round-trip-1",
     )
     item.save()
     fetched = ann.calendar.get(id=item.id)
@@ -218,6 +219,7 @@ def test_full_save_round_trips_every_field(ann: Any) -> None:
     assert again.datetime_created is not None
     assert again.last_modified_time >= again.datetime_created
     assert again.type == "Single"
+    assert again.uid == "calbridge-round-trip-1"
 
 
 def test_all_day_event_keeps_its_dates(ann: Any) -> None:
