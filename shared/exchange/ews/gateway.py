@@ -204,7 +204,13 @@ class EwsCalendarGateway:
 
         def work() -> list[ExchangeEvent]:
             found = self._find(mailbox, query=Q(**{CLEAN_GLOBAL_OBJECT_ID_FIELD: goid}))
-            return _live_first(event for event in found if event.uid in (None, uid))
+            # The restriction is Exchange's; the check keeps a server that matched loosely from
+            # handing over another meeting (hex UIDs compare by their bytes, not their case).
+            return _live_first(
+                event
+                for event in found
+                if event.uid is None or clean_global_object_id(event.uid) == goid
+            )
 
         found = self._remember(await self._call("FindItem", mailbox, work))
         return found[0] if found else None
