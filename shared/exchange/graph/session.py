@@ -9,11 +9,13 @@ modules (≈ 1,200 of them, ≈ 1.5 s on first use) are never loaded. The answer
 The SDK's retry handler is switched off: a throttled request must come back to the worker as
 ``RetryAfter`` (re-queue with the server's delay), never sleep inside the adapter.
 
-Event loops: an ``httpx.AsyncClient`` and azure-identity's async credential (aiohttp) belong to
-the loop they were first used on. ``GraphClientPool`` therefore keeps one session per gateway and
-rebuilds it when called from a different running loop (the old loop's clients are abandoned,
-not closed: that loop may be gone). Use one gateway per loop — the worker's loop — and
-``aclose()`` it on that loop; a new loop per call works but costs a token request each time.
+Event loops: an ``httpx.AsyncClient`` belongs to the loop it was first used on (its pooled
+connections do). ``GraphClientPool`` therefore keeps one ``GraphSession`` per gateway and
+rebuilds it when called from a different running loop; the old loop's client is abandoned, not
+closed, since that loop may be gone (its sockets are freed by the garbage collector, with a
+ResourceWarning). The credential is not loop-bound (see ``token_credential``) and is kept, so
+tokens survive. Intended use: one gateway per process, used from one loop — the Functions
+worker's — and ``aclose()``-d there; a new loop per call works, at the price of new connections.
 """
 
 from __future__ import annotations
@@ -105,19 +107,44 @@ class GraphReply:
         return ""
 
 
+def token_credential(credentials: GraphCredentials, endpoints: GraphEndpoints) -> Any:
+    """azure-identity's async ``ClientSecretCredential`` for the connection.
+
+    Its token requests go through ``requests`` (which MSAL loads anyway) on a worker thread
+    instead of aiohttp: importing aiohttp costs ≈ 0.35 s of a cold start, and a requests session
+    belongs to no event loop, so one credential — and its token cache — serves every loop. No
+    retries either: an unreachable authority comes back at once as ``ExchangeUnavailable`` and
+    the worker re-queues, instead of backing off in here.
+    """
+    from azure.core.pipeline.transport import AsyncioRequestsTransport
+    from azure.identity.aio import ClientSecretCredential
+
+    transport_options: dict[str, Any] = {}
+    if endpoints.ca_bundle:
+        transport_options["connection_verify"] = endpoints.ca_bundle
+    return ClientSecretCredential(
+        credentials.tenant_id,
+        credentials.client_id,
+        credentials.client_secret,
+        authority=endpoints.authority_host,
+        disable_instance_discovery=not endpoints.is_known_authority,
+        retry_total=0,
+        transport=AsyncioRequestsTransport(**transport_options),
+    )
+
+
 class GraphSession:
-    """Credential, HTTP client and request adapter for one connection on one event loop."""
+    """HTTP client and msgraph-sdk request adapter of one connection on one event loop."""
 
     def __init__(
         self,
-        credentials: GraphCredentials,
+        credential: Any,
         endpoints: GraphEndpoints,
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         # Imported here, not at module level: importing this package must stay cheap.
         import httpx
-        from azure.identity.aio import ClientSecretCredential
         from kiota_authentication_azure.azure_identity_authentication_provider import (
             AzureIdentityAuthenticationProvider,
         )
@@ -127,19 +154,6 @@ class GraphSession:
         from msgraph_core import GraphClientFactory
 
         self.loop = asyncio.get_running_loop()
-        # No retries of the token request either: an unreachable authority comes back at once as
-        # ExchangeUnavailable and the worker re-queues, instead of backing off in here.
-        identity_options: dict[str, Any] = {"retry_total": 0}
-        if endpoints.ca_bundle:
-            identity_options["connection_verify"] = endpoints.ca_bundle
-        self.credential = ClientSecretCredential(
-            credentials.tenant_id,
-            credentials.client_id,
-            credentials.client_secret,
-            authority=endpoints.authority_host,
-            disable_instance_discovery=not endpoints.is_known_authority,
-            **identity_options,
-        )
         verify: ssl.SSLContext | bool = True
         if endpoints.ca_bundle:
             verify = ssl.create_default_context(cafile=endpoints.ca_bundle)
@@ -155,7 +169,7 @@ class GraphSession:
         self.http = GraphClientFactory.create_with_default_middleware(
             client=http, options=middleware_options
         )
-        provider = AzureIdentityAuthenticationProvider(self.credential, scopes=[GRAPH_SCOPE])
+        provider = AzureIdentityAuthenticationProvider(credential, scopes=[GRAPH_SCOPE])
         self.adapter = GraphRequestAdapter(provider, client=self.http)
         self.adapter.base_url = endpoints.graph_url.rstrip("/")
         self.users = UsersRequestBuilder(self.adapter, {"baseurl": self.adapter.base_url})
@@ -178,11 +192,11 @@ class GraphSession:
 
     async def close(self) -> None:
         await self.http.aclose()
-        await self.credential.close()
 
 
 class GraphClientPool:
-    """The connection's session for the running loop, built on first use (see module notes)."""
+    """The connection's credential (one) and HTTP session (one per running loop), built on first
+    use (see the module notes on event loops)."""
 
     def __init__(
         self,
@@ -194,15 +208,21 @@ class GraphClientPool:
         self.credentials = credentials
         self.endpoints = endpoints
         self.timeout_s = timeout_s
+        self._credential: Any = None
         self._session: GraphSession | None = None
 
     def session(self) -> GraphSession:
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.loop is not loop:
-            self._session = GraphSession(self.credentials, self.endpoints, timeout_s=self.timeout_s)
+            if self._credential is None:
+                self._credential = token_credential(self.credentials, self.endpoints)
+            self._session = GraphSession(self._credential, self.endpoints, timeout_s=self.timeout_s)
         return self._session
 
     async def close(self) -> None:
         session, self._session = self._session, None
+        credential, self._credential = self._credential, None
         if session is not None and session.loop is asyncio.get_running_loop():
             await session.close()
+        if credential is not None:
+            await credential.close()
