@@ -88,26 +88,80 @@ def send(local: dict[str, Any], appointment_id: str, document: dict[str, Any]) -
         return error.code, error.read().decode("utf-8", "replace")
 
 
+def demo_staff(local: dict[str, Any], kind: str) -> list[str]:
+    """Staff ids of the dev organization on one kind of connection (from local.json)."""
+    return [m["staffId"] for m in local.get("staff", []) if m.get("kind") == kind]
+
+
+def calendar_lines(local: dict[str, Any], title: str) -> list[str]:
+    """How each staff member's calendar in the simulator shows the demo event."""
+    control = local.get("sim", {}).get("control")
+    if not control:
+        return []
+    lines = []
+    for member in local.get("staff", []):
+        url = f"{control.rstrip('/')}/mailboxes/{member['mailbox']}/items"
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (loopback)
+            items = json.loads(response.read())
+        items = items.get("items", items) if isinstance(items, dict) else items
+        for item in items:
+            if item.get("subject") == title and not item.get("isCancelled"):
+                organizer = (item.get("organizer") or {}).get("address", "?")
+                role = "organizer" if organizer == member["mailbox"] else f"invited by {organizer}"
+                lines.append(
+                    f"  {member['mailbox']:<24} {member['kind']:<5} {item['start']}  {role}"
+                )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devhost.demo", description=__doc__)
     parser.add_argument("--local-json", type=Path, default=default_local_json())
     parser.add_argument("--appointment-id", default=EXAMPLE_APPOINTMENT_ID)
+    parser.add_argument(
+        "--wait", type=float, default=20.0, help="seconds to wait for the calendars (0: no wait)"
+    )
     arguments = parser.parse_args(argv)
     if not arguments.local_json.is_file():
         print(f"{arguments.local_json} not found: start calbridge with `make run` first")
         return 2
     local = json.loads(arguments.local_json.read_text(encoding="utf-8"))
-    document = example_appointment(version=int(time.time()))
-    print(
-        f"PUT {local['functionsUrl']}/orgs/{local['org']}/appointments/{arguments.appointment_id}"
-    )
-    try:
-        status, answer = send(local, arguments.appointment_id, document)
-    except urllib.error.URLError as error:
-        print(f"cannot reach {local['functionsUrl']} ({error.reason}): is `make run` running?")
-        return 1
-    print(f"{status} {answer}")
-    return 0 if status < 400 else 1
+    # One multi-staff appointment per kind of connection when make run seeded staff on both,
+    # otherwise the example's staff.
+    plans: list[tuple[str, list[str]]] = [
+        (kind, staff) for kind in ("ews", "graph") if len(staff := demo_staff(local, kind)) >= 2
+    ] or [("example", ["ann", "bob"])]
+    version = int(time.time())
+    failed = False
+    titles = []
+    for kind, staff in plans:
+        appointment_id = f"{arguments.appointment_id}-{kind}"
+        document = example_appointment(version=version)
+        document["title"] = f"Initial consultation ({kind})"
+        document["organizerStaffId"] = staff[0]
+        document["staff"] = [{"staffId": staff[0], "role": "organizer"}] + [
+            {"staffId": other, "role": "secondary"} for other in staff[1:3]
+        ]
+        print(f"PUT {local['functionsUrl']}/orgs/{local['org']}/appointments/{appointment_id}")
+        try:
+            status, answer = send(local, appointment_id, document)
+        except urllib.error.URLError as error:
+            print(f"cannot reach {local['functionsUrl']} ({error.reason}): is `make run` running?")
+            return 1
+        print(f"{status} {answer}")
+        failed |= status >= 400
+        titles.append((document["title"], len(document["staff"])))
+    if failed or arguments.wait <= 0 or "sim" not in local:
+        return 1 if failed else 0
+    for title, expected in titles:
+        deadline = time.monotonic() + arguments.wait
+        lines = calendar_lines(local, title)
+        while len(lines) < expected and time.monotonic() < deadline:
+            time.sleep(0.5)
+            lines = calendar_lines(local, title)
+        print(f"{title!r} in the simulator's calendars:")
+        print("\n".join(lines) if lines else "  (not there yet)")
+    return 0
 
 
 if __name__ == "__main__":

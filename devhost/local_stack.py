@@ -35,7 +35,14 @@ from devhost.dev_secrets import (
 )
 from devhost.hostconfig import REPO_HOST_JSON, HostConfig
 from devhost.runner import REPO_ROOT, FunctionsRunner
-from devhost.seed import DEFAULT_SEEDS, Seed, SeedContext, run_seeds
+from devhost.seed import (
+    DEFAULT_SEEDS,
+    Seed,
+    SeedContext,
+    dev_staff,
+    run_seeds,
+    simulator_environment,
+)
 from devhost.simulator import (
     RunningSimulator,
     SimulatorUnavailable,
@@ -164,6 +171,13 @@ class LocalStack:
         self.environ[FUNCTIONS_KEY_VARIABLE] = secrets.functions_key
 
         self._await_simulator()
+        sim_section = (
+            {**self.simulator.urls, "config": str(self.simulator.config_path)}
+            if self.simulator
+            else None
+        )
+        if sim_section is not None:
+            self.environ.update(simulator_environment(sim_section))
 
         app = self.app_factory()  # only now: the app reads its settings when imported
         self.runner = FunctionsRunner(
@@ -174,11 +188,6 @@ class LocalStack:
             http_port=port_or_free(options.http_port),
         ).start()
 
-        sim_section = (
-            {**self.simulator.urls, "config": str(self.simulator.config_path)}
-            if self.simulator
-            else None
-        )
         context = SeedContext(
             org=DEV_ORG,
             functions_url=self.runner.base_url,
@@ -214,6 +223,7 @@ class LocalStack:
         }
         if sim_section is not None:
             document["sim"] = sim_section
+            document["staff"] = [member.as_json() for member in dev_staff(sim_section)]
         write_private_json(options.local_json, document)
         return document
 

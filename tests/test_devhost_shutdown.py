@@ -187,6 +187,15 @@ def test_python_m_devhost_starts_serves_and_stops_everything_on_a_signal(
                 )
                 assert demo.returncode == 0, demo.stdout + demo.stderr
                 assert '202 {"accepted": true' in demo.stdout
+                # make run seeded staff on an EWS and a Graph connection; the demo's
+                # multi-staff appointments reached every staff member's calendar on both.
+                kinds = {member["kind"] for member in local["staff"]}
+                assert kinds == {"ews", "graph"}
+                for member in local["staff"]:
+                    role = "organizer" if member["staffId"] in ("ann", "dev") else "invited by"
+                    assert f"{member['mailbox']:<24} {member['kind']:<5}" in demo.stdout
+                    line = next(x for x in demo.stdout.splitlines() if member["mailbox"] in x)
+                    assert role in line, demo.stdout
 
             process.send_signal(stop_signal)
             assert process.wait(timeout=30) == 0
