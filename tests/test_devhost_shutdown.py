@@ -22,6 +22,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlsplit
 
 import azure.functions as func
@@ -189,9 +190,9 @@ def test_python_m_devhost_starts_serves_and_stops_everything_on_a_signal(
                 assert '202 {"accepted": true' in demo.stdout
                 # make run seeded staff on an EWS and a Graph connection; the demo's
                 # multi-staff appointments reached every staff member's calendar on both.
-                kinds = {member["kind"] for member in local["staff"]}
-                assert kinds == {"ews", "graph"}
-                for member in local["staff"]:
+                staff = cast(list[dict[str, str]], local["staff"])
+                assert {member["kind"] for member in staff} == {"ews", "graph"}
+                for member in staff:
                     role = "organizer" if member["staffId"] in ("ann", "dev") else "invited by"
                     assert f"{member['mailbox']:<24} {member['kind']:<5}" in demo.stdout
                     line = next(x for x in demo.stdout.splitlines() if member["mailbox"] in x)
