@@ -16,7 +16,7 @@ import logging
 import subprocess
 import sys
 from collections.abc import Callable, Coroutine, Iterator
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -43,8 +43,9 @@ from shared.exchange.port import (
     RetryAfter,
 )
 from shared.models import ConnectionConfig
+from sim.people import Outlook
 from sim.server import RunningSimulator, start_simulator
-from sim.store import Fault
+from sim.store import Fault, Recurrence
 from tests.contract import test_calendar_port as contract
 from tests.contract.ews_world import MARKER_KEY, ews_delegate_world
 from tests.contract.worlds import CalendarWorld
@@ -243,6 +244,46 @@ def test_reads_cost_one_request_each(
     assert found.organizer == ANN
     assert full.attendee_addresses == (BOB,)
     assert (full.marker, full.uid, full.location) == (marker, ref.uid, "Branch 3")
+
+
+def test_the_calendar_view_shows_owners_all_day_private_and_recurring_events(
+    simulator: RunningSimulator, gateway: EwsCalendarGateway
+) -> None:
+    bob = Outlook(simulator.store, BOB)  # America/Toronto
+    holiday = bob.create_event("Holiday", date(2032, 4, 5), date(2032, 4, 7), is_all_day=True)
+    dentist = bob.create_event(
+        "Dentist", datetime(2032, 4, 8, 9, 0), datetime(2032, 4, 8, 10, 0), private=True
+    )
+    bob.create_series(
+        "Stand-up",
+        datetime(2032, 4, 5, 8, 30),
+        datetime(2032, 4, 5, 8, 45),
+        Recurrence(pattern="daily", interval=1, count=3),
+    )
+    toronto = ZoneInfo("America/Toronto")
+
+    window = run(
+        gateway.list_events(
+            BOB, datetime(2032, 4, 5, tzinfo=toronto), datetime(2032, 4, 9, tzinfo=toronto)
+        )
+    )
+
+    assert requests_made(simulator) == {"FindItem": 1}
+    by_subject: dict[str, list[Any]] = {}
+    for event in window:
+        by_subject.setdefault(event.subject, []).append(event)
+    [all_day] = by_subject["Holiday"]
+    assert all_day.is_all_day
+    assert all_day.start == datetime(2032, 4, 5, tzinfo=toronto)
+    assert all_day.end == datetime(2032, 4, 7, tzinfo=toronto)
+    [private] = by_subject["Dentist"]
+    assert private.sensitivity.value == "private"
+    assert private.uid == dentist.uid
+    occurrences = by_subject["Stand-up"]
+    assert [o.item_type.value for o in occurrences] == ["occurrence"] * 3
+    assert [o.start.astimezone(toronto).day for o in occurrences] == [5, 6, 7]
+    assert [e.start for e in window] == sorted(e.start for e in window)
+    assert holiday.uid in {e.uid for e in window}
 
 
 # --- failures as typed errors ----------------------------------------------------------------
