@@ -22,7 +22,12 @@ from sim import recurrence as recurrence_rules
 from sim.ews.context import EwsContext
 from sim.ews.errors import EwsError
 from sim.ews.ids import encode_change_key, encode_folder_id, encode_item_id
-from sim.ews.properties import Shape, read_extended_uri
+from sim.ews.properties import (
+    COMPUTED_PROPERTIES,
+    Shape,
+    extended_value,
+    read_extended_uri,
+)
 from sim.ews.soap import (
     add,
     format_bool,
@@ -344,7 +349,7 @@ def render_calendar_item(parent: Any, item: CalendarItem, shape: Shape, ctx: Ews
     if wants("item:HasAttachments"):
         add(element, t("HasAttachments"), format_bool(False))
     for uri in shape.extended:
-        value = item.extended_properties.get(uri.key)
+        value = extended_value(item, uri.key)
         if value is None:
             continue
         prop = add(element, t("ExtendedProperty"))
@@ -622,7 +627,8 @@ def read_calendar_item(element: Any, ctx: EwsContext) -> CalendarFields:
                     "ErrorInvalidExtendedPropertyValue",
                     "Only single-valued extended properties (Value) are supported.",
                 )
-            fields.extended[uri.key] = value
+            if uri.key not in COMPUTED_PROPERTIES:  # derived from the UID; writes are ignored
+                fields.extended[uri.key] = value
         elif name == "UID":
             values["uid"] = text.strip()
         elif name == "Start":

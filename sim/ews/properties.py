@@ -6,16 +6,25 @@ or PropertyTag) maps to the store's ``ExtendedPropertyKey``; the property set id
 there so Graph's ``"String {guid} Name X"`` finds the same property. Responses echo the URI
 exactly as the client wrote it, because exchangelib matches returned properties to its
 registered classes attribute by attribute.
+
+Two named properties are not stored but computed from the item's UID, as Exchange maintains
+them on every meeting (MS-OXOCAL 2.2.1.27/28): PidLidGlobalObjectId (Meeting, 0x3) and
+PidLidCleanGlobalObjectId (Meeting, 0x23), the binary meeting ids clients search by because
+``calendar:UID`` cannot be used in a restriction. Writes to them are ignored.
 """
 
 from __future__ import annotations
 
+import base64
+import struct
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sim.ews.errors import EwsError
 from sim.ews.soap import t, text_of
-from sim.store import ExtendedPropertyKey
+from sim.store import CalendarItem, ExtendedPropertyKey, ItemType
 
 # The GUIDs behind DistinguishedPropertySetId names (MS-OXPROPS), so a property set through EWS
 # with a distinguished set name is the same property Graph names by GUID.
@@ -31,6 +40,15 @@ DISTINGUISHED_PROPERTY_SETS = {
     "Task": "00062003-0000-0000-c000-000000000046",
     "Sharing": "00062040-0000-0000-c000-000000000046",
 }
+
+MEETING_SET = DISTINGUISHED_PROPERTY_SETS["Meeting"]
+GLOBAL_OBJECT_ID = ExtendedPropertyKey(MEETING_SET, "0x0003", "Binary")
+CLEAN_GLOBAL_OBJECT_ID = ExtendedPropertyKey(MEETING_SET, "0x0023", "Binary")
+COMPUTED_PROPERTIES = frozenset({GLOBAL_OBJECT_ID, CLEAN_GLOBAL_OBJECT_ID})
+# The class id every global object id starts with, and the wrapper for UIDs that are not
+# Exchange's own hex ids (MS-OXCICAL 2.1.3.1.1.20.26).
+_GOID_CLASS = bytes.fromhex("040000008200E00074C5B7101A82E008")
+_VCAL_UID_TAG = b"vCal-Uid" + struct.pack("<I", 1)
 
 _URI_ATTRIBUTES = (
     "DistinguishedPropertySetId",
@@ -83,6 +101,54 @@ def read_extended_uri(element: Any) -> ExtendedUri:
             )
         key = ExtendedPropertyKey(set_id.strip("{}").lower(), name, property_type)
     return ExtendedUri(key=key, attributes=tuple(attributes.items()))
+
+
+def global_object_id(item: CalendarItem, *, clean: bool) -> bytes:
+    """The meeting's global object id from its UID; the non-clean id of an occurrence or
+    exception carries the original start date (year big-endian, month, day)."""
+    text = item.uid.strip()
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if not (len(raw) > 20 and raw.startswith(_GOID_CLASS)):
+        data = _VCAL_UID_TAG + text.encode("utf-8") + b"\x00"
+        raw = _GOID_CLASS + bytes(4 + 8 + 8) + struct.pack("<I", len(data)) + data
+    instance = b"\x00\x00\x00\x00"
+    if (
+        not clean
+        and item.item_type in (ItemType.OCCURRENCE, ItemType.EXCEPTION)
+        and item.original_start is not None
+    ):
+        day = item.original_start.astimezone(ZoneInfo(item.time_zone)).date()
+        instance = struct.pack(">HBB", day.year, day.month, day.day)
+    return raw[:16] + instance + raw[20:]
+
+
+def extended_value(item: CalendarItem, key: ExtendedPropertyKey) -> str | None:
+    """An extended property's value as EWS writes it (Binary as base64), stored or computed."""
+    if key in COMPUTED_PROPERTIES:
+        if not item.uid:
+            return None
+        raw = global_object_id(item, clean=key == CLEAN_GLOBAL_OBJECT_ID)
+        return base64.b64encode(raw).decode("ascii")
+    return item.extended_properties.get(key)
+
+
+def typed_value(raw: str, property_type: str) -> str | bytes | int | float | bool | datetime:
+    """An extended property's text as the value its PropertyType means (for comparisons)."""
+    kind = property_type.lower()
+    if kind == "binary":
+        return base64.b64decode(raw)
+    if kind in ("integer", "long", "short"):
+        return int(raw)
+    if kind in ("double", "float", "currency"):
+        return float(raw)
+    if kind == "boolean":
+        return raw.strip().lower() in ("true", "1")
+    if kind == "systemtime":
+        return datetime.fromisoformat(raw.strip())
+    return raw
 
 
 @dataclass

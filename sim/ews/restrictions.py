@@ -8,16 +8,18 @@ comparison (and fails Exists). An unsupported path is ``ErrorUnsupportedPathForQ
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Callable
 from datetime import datetime, tzinfo
 from typing import Any
 
 from sim.ews.errors import EwsError
-from sim.ews.properties import read_extended_uri
+from sim.ews.properties import extended_value, read_extended_uri, typed_value
 from sim.ews.soap import parse_bool, parse_datetime, t
 from sim.store import CalendarItem
 
-Value = str | datetime | bool | int | None
+Value = str | bytes | datetime | bool | int | float | None
 Getter = Callable[[CalendarItem], Value]
 Predicate = Callable[[CalendarItem], bool]
 
@@ -65,7 +67,17 @@ def _getter(path: Any) -> Getter:
         return getter
     if path.tag == t("ExtendedFieldURI"):
         key = read_extended_uri(path).key
-        return lambda item: item.extended_properties.get(key)
+
+        def extended(item: CalendarItem) -> Value:
+            raw = extended_value(item, key)
+            if raw is None:
+                return None
+            try:
+                return typed_value(raw, key.type)
+            except ValueError:
+                return raw
+
+        return extended
     raise EwsError(
         "ErrorUnsupportedPathForQuery",
         f"The path {path.tag.split('}')[-1]} can't be used in a query on a calendar.",
@@ -76,6 +88,10 @@ def _coerce(constant: str, sample: Value, zone: tzinfo) -> Value:
     """The constant in the type of the item's value (EWS constants are all strings)."""
     if isinstance(sample, bool):
         return parse_bool(constant, "Constant")
+    if isinstance(sample, bytes):
+        return base64.b64decode(constant)
+    if isinstance(sample, float):
+        return float(constant)
     if isinstance(sample, datetime):
         return parse_datetime(constant, "Constant", zone)
     if isinstance(sample, int):
@@ -104,7 +120,7 @@ def _comparison(element: Any, operator: Callable[[Any, Any], bool], zone: tzinfo
                 return False
             try:
                 return operator(_normalize(value), _coerce(constant, value, zone))
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, binascii.Error):
                 return False
 
         return compare_constant

@@ -24,7 +24,7 @@ from sim.ews.calendar_items import (
 from sim.ews.context import EwsContext, FolderRef
 from sim.ews.errors import EwsError, EwsFault
 from sim.ews.ids import decode_change_key
-from sim.ews.properties import read_extended_uri
+from sim.ews.properties import COMPUTED_PROPERTIES, read_extended_uri
 from sim.ews.responses import answer_each, empty_items, messages_container
 from sim.ews.soap import add, m, t, text_of
 from sim.ews.timezones import ms_id_for_iana
@@ -314,6 +314,8 @@ def _read_updates(
         path = update[0]
         if path.tag == t("ExtendedFieldURI"):
             key = read_extended_uri(path).key
+            if key in COMPUTED_PROPERTIES:
+                continue  # derived from the UID, as Exchange maintains it
             if kind == "DeleteItemField":
                 extended[key] = None
                 continue

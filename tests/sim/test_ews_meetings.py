@@ -45,6 +45,20 @@ class Marker(ExtendedProperty):
     property_type = "String"
 
 
+class CleanGlobalObjectId(ExtendedProperty):
+    """PidLidCleanGlobalObjectId: how clients find a meeting's copies (UID is not searchable)."""
+
+    distinguished_property_set_id = "Meeting"
+    property_id = 0x23
+    property_type = "Binary"
+
+
+class GlobalObjectId(ExtendedProperty):
+    distinguished_property_set_id = "Meeting"
+    property_id = 0x3
+    property_type = "Binary"
+
+
 @pytest.fixture(autouse=True)
 def fresh_exchangelib_protocols() -> Iterator[None]:
     yield
@@ -54,7 +68,11 @@ def fresh_exchangelib_protocols() -> Iterator[None]:
 @pytest.fixture(scope="module", autouse=True)
 def marker_field() -> Iterator[None]:
     CalendarItem.register("marker", Marker)
+    CalendarItem.register("clean_goid", CleanGlobalObjectId)
+    CalendarItem.register("goid", GlobalObjectId)
     yield
+    CalendarItem.deregister("goid")
+    CalendarItem.deregister("clean_goid")
     CalendarItem.deregister("marker")
 
 
@@ -362,3 +380,41 @@ def test_recurring_series_with_an_edited_and_a_deleted_occurrence(ann: Any) -> N
     third = ann.calendar.get(id=master.id).occurrence(4)
     third.refresh()
     assert third.start == at(24, 9)
+
+
+def test_attendee_copy_is_found_by_the_clean_global_object_id(ann: Any, bob: Any) -> None:
+    sent = invite(ann, "Find my copy", [BOB], day=14)
+    sent.refresh()
+    assert isinstance(sent.clean_goid, bytes)
+    assert sent.clean_goid.startswith(bytes.fromhex("040000008200E00074C5B7101A82E008"))
+
+    [found] = bob.calendar.filter(clean_goid=sent.clean_goid)
+
+    assert found.uid == sent.uid
+    assert found.organizer.email_address == ANN
+    assert list(bob.calendar.filter(clean_goid=sent.clean_goid[:-1] + b"\x00")) == []
+
+
+def test_an_occurrence_global_object_id_carries_its_date(ann: Any) -> None:
+    master = CalendarItem(
+        account=ann,
+        folder=ann.calendar,
+        subject="Dated instances",
+        start=at(29, 9),
+        end=at(29, 10),
+        uid="dated-instances@calbridge.test",
+        recurrence=Recurrence(
+            pattern=WeeklyPattern(interval=1, weekdays=[1]),
+            boundary=NumberedPattern(start=datetime.date(2027, 3, 29), number=2),
+        ),
+    )
+    master.save()
+    [series] = ann.calendar.filter(clean_goid=ann.calendar.get(id=master.id).clean_goid)
+    [first, second] = ann.calendar.view(start=at(29, 0), end=EWSDateTime(2027, 4, 6, tzinfo=TZ))
+
+    assert series.id == master.id
+    assert series.goid == series.clean_goid  # a master has no instance date
+    assert b"vCal-Uid" in series.clean_goid  # a non-Exchange UID is wrapped
+    assert second.goid[16:20] == bytes([0x07, 0xEB, 4, 5])  # 2027-04-05
+    assert second.clean_goid == series.clean_goid
+    assert first.goid != second.goid
