@@ -15,7 +15,8 @@ benchmarks use to arrange and inspect the simulated organization without a proto
   ``POST /control/mailboxes/<address>/invalidate-sync-state``.
 - ``GET|POST|DELETE /control/faults`` (POST {kind, operation?, mailbox?, remaining?,
   backOffMs?, retryAfter?, delaySeconds?}; DELETE ``?mailbox=``).
-- ``GET|DELETE /control/counters``.
+- ``GET|DELETE /control/counters``; ``GET /control/timing`` (seconds the protocols spent serving
+  requests since the counters were reset).
 - ``POST /control/tokens/revoke`` {subject, block?}; ``POST /control/tokens/restore`` {subject}.
 - ``POST /control/lifecycle`` {subscriptionId, event}: a Graph lifecycle notification.
 """
@@ -244,6 +245,8 @@ class ControlApi:
             return self._person(parts[1], parts[2], self._body(request))
         if parts == ["faults"]:
             return self._faults(method, request)
+        if parts == ["timing"] and method == "GET":
+            return self.store.service_time()
         if parts == ["counters"]:
             if method == "GET":
                 return self.store.counter_snapshot()

@@ -237,6 +237,8 @@ class ExchangeStore:
         self.changes: dict[str, list[Change]] = {}  # mailbox → its calendar's change log
         self.faults: list[Fault] = []
         self.counters: Counter[tuple[str, str]] = Counter()  # (operation, mailbox) → requests
+        self.service_seconds = 0.0  # time the protocols spent serving requests
+        self.service_requests = 0
         self.listeners: list[ChangeListener] = []
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         # Per-mailbox item index (insertion ordered) so a mailbox's calendar is not a full scan.
@@ -1069,6 +1071,21 @@ class ExchangeStore:
     def reset_counters(self) -> None:
         with self.lock:
             self.counters.clear()
+            self.service_seconds = 0.0
+            self.service_requests = 0
+
+    def add_service_time(self, seconds: float) -> None:
+        """Time the protocols spent serving one request (read by benchmarks)."""
+        with self.lock:
+            self.service_seconds += seconds
+            self.service_requests += 1
+
+    def service_time(self) -> dict[str, float]:
+        with self.lock:
+            return {
+                "seconds": self.service_seconds,
+                "requests": self.service_requests,
+            }
 
 
 # --- helpers -------------------------------------------------------------------------------------
