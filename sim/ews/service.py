@@ -93,6 +93,17 @@ class EwsService:
         except EwsFault as fault:
             response_xml = serialize(fault_envelope(fault))
             status = 500
+        except InjectedFault:
+            raise  # the HTTP server carries these out
+        except Exception:
+            # A simulator bug: answer as Exchange does when it breaks, so clients see EWS.
+            logger.exception("EWS %s failed inside the simulator", operation_name)
+            internal = EwsFault(
+                "ErrorInternalServerError",
+                "An internal server error occurred. The operation failed.",
+            )
+            response_xml = serialize(fault_envelope(internal))
+            status = 500
         if self.validate_responses:
             self._validate(operation_name, response_xml)
         return SimResponse(status=status, body=response_xml, content_type=CONTENT_TYPE)
@@ -108,7 +119,7 @@ class EwsService:
         self.store.count(f"ews:{name}", mailbox)
         if operation is None:
             raise EwsFault(
-                "ErrorInvalidRequest" if name.endswith("Response") else "ErrorInvalidOperation",
+                "ErrorInvalidOperation",
                 f"The operation {name!r} is not available on this calendar-only server.",
             )
         ctx.check_impersonation()
