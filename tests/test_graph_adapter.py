@@ -24,7 +24,13 @@ from shared.exchange.graph import (
     GraphEndpoints,
     build_gateway,
 )
-from shared.exchange.graph.events import EVENT_FIELDS, graph_transaction_id
+from shared.exchange.graph.events import (
+    EVENT_FIELDS,
+    create_body,
+    event_from_graph,
+    graph_transaction_id,
+)
+from shared.exchange.graph.zones import iana_zone_name, windows_zone_name
 from shared.exchange.marker import marker_for
 from shared.exchange.port import (
     AccessDenied,
@@ -426,19 +432,38 @@ def test_an_id_from_another_protocol_is_a_missing_item(
     run(gateway.cancel_event(ANN, ews_id))  # quiet
 
 
-def test_the_event_keeps_the_drafts_time_zone(
+def test_the_event_is_written_in_the_drafts_zone_by_its_windows_name(
     simulator: RunningSimulator, gateway: GraphCalendarGateway, run: Runner
 ) -> None:
-    start = datetime(2031, 3, 9, 1, 30, tzinfo=ZoneInfo("America/New_York"))
-    ref = run(gateway.create_event(ANN, draft(start=start, time_zone="America/New_York"), "tx-tz"))
+    # Toronto is not among the IANA names Graph's writes accept; its Windows zone is.
+    start = datetime(2031, 3, 9, 1, 30, tzinfo=TORONTO)  # the night the clocks change
+    event = draft(start=start, time_zone="America/Toronto")
 
+    body = create_body(event, ANN, "tx-tz")
+    ref = run(gateway.create_event(ANN, event, "tx-tz"))
+
+    assert body["start"] == {"dateTime": "2031-03-09T01:30:00", "timeZone": "Eastern Standard Time"}
     item = simulator.store.get_item(internal_event_id(ref.item_id))
-    assert item.time_zone == "America/New_York"
+    assert item.time_zone == "America/New_York"  # the simulator keeps the canonical IANA zone
     assert item.start == start
     read = run(gateway.get_event(ANN, ref.item_id))
     assert read is not None
     assert read.start == start
     assert read.start.tzinfo == UTC
+
+
+def test_an_answer_in_a_windows_zone_is_read_at_the_right_instant() -> None:
+    document = {
+        "id": "AAMkADk0eA==",
+        "start": {"dateTime": "2031-07-01T09:00:00.0000000", "timeZone": "Pacific Standard Time"},
+        "end": {"dateTime": "2031-07-01T09:30:00.0000000", "timeZone": "Pacific Standard Time"},
+    }
+
+    event = event_from_graph(document)
+
+    assert event.start == datetime(2031, 7, 1, 16, 0, tzinfo=UTC)
+    assert windows_zone_name("Europe/Zurich") == "W. Europe Standard Time"
+    assert iana_zone_name("W. Europe Standard Time") == "Europe/Berlin"
 
 
 def test_a_transaction_id_graph_would_not_take_is_sent_as_a_stable_digest(

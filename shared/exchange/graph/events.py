@@ -3,8 +3,9 @@ reads back (an ``ExchangeEvent``), parsed by hand so that no msgraph-sdk model m
 
 Reading asks for ``EVENT_FIELDS`` only — never ``body`` or ``bodyPreview`` — with times in UTC
 (``Prefer: outlook.timezone="UTC"``) and the marker expanded (``MARKER_EXPANSION``). Writing
-sends times as wall-clock ``dateTimeTimeZone`` in the draft's own zone (IANA name, which Graph
-accepts alongside Windows names), so Outlook shows the appointment in the zone it was booked in.
+sends times as wall-clock ``dateTimeTimeZone`` in the draft's own zone, named the Windows way
+(``graph.zones``: Graph's writes take only one IANA name per Windows zone), so Outlook shows the
+appointment in the zone it was booked in; a zone CLDR does not map is written in UTC.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from shared.exchange.common import (
     event_show_as,
     wall_clock,
 )
+from shared.exchange.graph.zones import iana_zone_name, windows_zone_name
 from shared.exchange.marker import MARKER_GRAPH_ID
 from shared.exchange.port import Attendee, CalendarError, EventDraft, ExchangeEvent, ShowAs
 
@@ -79,7 +81,10 @@ def graph_transaction_id(transaction_id: str) -> str:
 
 
 def _date_time_zone(instant: datetime, zone: str) -> dict[str, str]:
-    return {"dateTime": wall_clock(instant, zone).isoformat(), "timeZone": zone}
+    windows = windows_zone_name(zone)
+    if windows is None:
+        return {"dateTime": wall_clock(instant, "UTC").isoformat(), "timeZone": "UTC"}
+    return {"dateTime": wall_clock(instant, zone).isoformat(), "timeZone": windows}
 
 
 def _attendees(draft: EventDraft, mailbox: str) -> list[dict[str, Any]]:
@@ -151,14 +156,16 @@ def update_body(draft: EventDraft, mailbox: str, current: ExchangeEvent | None) 
 
 
 def _zone(name: str) -> ZoneInfo:
-    if name.strip().lower() in _UTC_NAMES:
+    """The zone of a ``dateTimeTimeZone`` read back: UTC as asked for, or — should Graph ignore
+    ``Prefer: outlook.timezone`` — whatever IANA or Windows name it used."""
+    cleaned = name.strip()
+    if cleaned.lower() in _UTC_NAMES:
         return ZoneInfo("UTC")
+    iana = iana_zone_name(cleaned) or cleaned
     try:
-        return ZoneInfo(name.strip())
+        return ZoneInfo(iana)
     except (ZoneInfoNotFoundError, ValueError):
-        # Only reached when Graph ignored Prefer: outlook.timezone; Windows names are not mapped
-        # here (the table lives in exchangelib, which this adapter must not import).
-        raise UnreadableEvent(f"Graph answered in an unexpected time zone {name!r}") from None
+        raise UnreadableEvent(f"Graph answered in an unknown time zone {name!r}") from None
 
 
 def _instant(value: object, label: str) -> datetime:
