@@ -12,8 +12,9 @@ simulator started in this process (demo organization, one calendar seeded with e
 
 Each is run with the EWS schema validation off and on (tests run with it on).
 ``--tcp-nodelay`` turns Nagle's algorithm off on the simulator's connections for the run (in
-this process only), to show how much of a request's time is the 40 ms Nagle / delayed-ACK stall
-of a response written in two pieces rather than the simulator's own work.
+this process only). A server that writes a response in two pieces (headers, then body) stalls
+each request ~40 ms on Nagle + delayed ACK; the simulator writes each response in one piece,
+and this option checks that it stays that way (the numbers should not change).
 
 Usage: .venv/bin/python bench/sim_throughput.py [--seconds 3] [--items 50] [--clients 4]
        [--tcp-nodelay]
