@@ -161,6 +161,8 @@ class AdminApi:
                         version=stored.value.version,
                     )
                 )
+            # Queued again: the worker takes it from here (parked again if need be).
+            self._repos.parked.unpark(org, change.appointment_id)
         return len(parked)
 
     # --- staff --------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ What happens to the message (``ApplyDisposition``):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -125,10 +126,13 @@ class AppointmentApplier:
 
     async def _apply_latest(self, org: str, appointment_id: str) -> ApplyReport:
         for _ in range(MAX_PASSES):
-            stored = self._repos.appointments.get(org, appointment_id)
+            # The two reads are independent: one storage round trip, not two.
+            stored, current = await asyncio.gather(
+                asyncio.to_thread(self._repos.appointments.get, org, appointment_id),
+                asyncio.to_thread(self._repos.event_map.get, org, appointment_id),
+            )
             if stored is None:
                 return ApplyReport(ApplyDisposition.MISSING, "no snapshot stored")
-            current = self._repos.event_map.get(org, appointment_id)
             try:
                 report = await self._one_pass(org, appointment_id, stored.value, current)
             except (ConcurrencyConflict, _Reobserve):
@@ -147,15 +151,27 @@ class AppointmentApplier:
     ) -> ApplyReport:
         mapping = current.value if current else None
         etag = current.etag if current else None
-        directory = self._directory(org, snapshot, mapping)
+        # Staff mailboxes and the organization's connections (a handful of rows) in one round.
+        directory, all_connections = await asyncio.gather(
+            self._directory(org, snapshot, mapping),
+            asyncio.to_thread(self._repos.connections.list_by_org, org),
+        )
         try:
-            connections = self._connections_needed(org, snapshot, mapping, directory)
+            connections = self._connections_needed(
+                snapshot, mapping, directory, {k: v.value for k, v in all_connections.items()}
+            )
         except ConnectionUnavailable as unavailable:
             if unavailable.disabled:
-                self._park(org, appointment_id, unavailable.connection_id)
+                await asyncio.to_thread(self._park, org, appointment_id, unavailable.connection_id)
                 return ApplyReport(ApplyDisposition.PARKED, str(unavailable))
-            return self._record_problem(
-                org, appointment_id, snapshot.version, mapping, etag, str(unavailable)
+            return await asyncio.to_thread(
+                self._record_problem,
+                org,
+                appointment_id,
+                snapshot.version,
+                mapping,
+                etag,
+                str(unavailable),
             )
 
         def gateway_for(mailbox: MailboxRef) -> CalendarGateway:
@@ -164,22 +180,30 @@ class AppointmentApplier:
         etag_box = [etag]
 
         async def before_create(pending: EventMapping) -> None:
-            etag_box[0] = self._repos.event_map.put(org, appointment_id, pending, etag_box[0])
+            etag_box[0] = await asyncio.to_thread(
+                self._repos.event_map.put, org, appointment_id, pending, etag_box[0]
+            )
 
         outcome = await apply_appointment(
             gateway_for, org, appointment_id, snapshot, mapping, directory, before_create
         )
         if outcome.mapping is not None and outcome.mapping != mapping:
-            self._repos.event_map.put(org, appointment_id, outcome.mapping, etag_box[0])
-        self._repos.parked.unpark(org, appointment_id)
+            await asyncio.to_thread(
+                self._repos.event_map.put, org, appointment_id, outcome.mapping, etag_box[0]
+            )
         failure = outcome.failure
         if failure is None:
             problems = outcome.plan.problems if outcome.plan is not None else ()
             if problems:
                 text = "; ".join(p.message for p in problems)
-                self._note_problem(org, appointment_id, snapshot.version, text)
+                await asyncio.to_thread(
+                    self._note_problem, org, appointment_id, snapshot.version, text
+                )
                 return ApplyReport(ApplyDisposition.PROBLEM, text)
-            self._repos.problems.clear(org, appointment_id)
+            # A problem row can only exist when the last pass had one: a pass that recorded a
+            # problem either left no mapping or put the problem on it.
+            if mapping is None or mapping.last_error is not None:
+                await asyncio.to_thread(self._repos.problems.clear, org, appointment_id)
             return ApplyReport(ApplyDisposition.DONE)
         return self._after_failure(org, appointment_id, snapshot, failure)
 
@@ -209,32 +233,34 @@ class AppointmentApplier:
             raise _Reobserve
         raise AppointmentApplyFailed(f"{type(failure).__name__}: {failure}")
 
-    def _directory(
+    async def _directory(
         self, org: str, snapshot: AppointmentSnapshot, mapping: EventMapping | None
     ) -> dict[str, MailboxRef]:
-        """Staff id → mailbox for everyone the snapshot names, and the mapping's organizer."""
+        """Staff id → mailbox for everyone the snapshot names, and the mapping's organizer
+        (read in parallel)."""
         wanted = [s.staff_id for s in snapshot.staff]
         if mapping is not None and mapping.organizer_staff_id not in wanted:
             wanted.append(mapping.organizer_staff_id)
-        directory: dict[str, MailboxRef] = {}
-        for staff_id in wanted:
-            record = self._repos.mailboxes.get(org, staff_id)
-            if record is not None:
-                value = record.value
-                directory[staff_id] = MailboxRef(
-                    staff_id=value.staff_id,
-                    connection_id=value.connection_id,
-                    address=value.address,
-                    time_zone=value.time_zone,
-                )
-        return directory
+        records = await asyncio.gather(
+            *(asyncio.to_thread(self._repos.mailboxes.get, org, staff_id) for staff_id in wanted)
+        )
+        return {
+            record.value.staff_id: MailboxRef(
+                staff_id=record.value.staff_id,
+                connection_id=record.value.connection_id,
+                address=record.value.address,
+                time_zone=record.value.time_zone,
+            )
+            for record in records
+            if record is not None
+        }
 
+    @staticmethod
     def _connections_needed(
-        self,
-        org: str,
         snapshot: AppointmentSnapshot,
         mapping: EventMapping | None,
         directory: Mapping[str, MailboxRef],
+        connections: Mapping[str, ConnectionRecord],
     ) -> dict[str, ConnectionRecord]:
         """The connections this pass may call: the organizer's and, for a handover, the
         previous organizer's. Attendees are only addresses on the organizer's event."""
@@ -244,15 +270,15 @@ class AppointmentApplier:
             needed.append(organizer.connection_id)
         if mapping is not None and mapping.connection_id not in needed:
             needed.append(mapping.connection_id)
-        connections: dict[str, ConnectionRecord] = {}
+        found: dict[str, ConnectionRecord] = {}
         for connection_id in needed:
-            record = self._repos.connections.get(org, connection_id)
+            record = connections.get(connection_id)
             if record is None:
                 raise ConnectionUnavailable(connection_id, disabled=False)
-            if not record.value.enabled:
+            if not record.enabled:
                 raise ConnectionUnavailable(connection_id, disabled=True)
-            connections[connection_id] = record.value
-        return connections
+            found[connection_id] = record
+        return found
 
     def _park(self, org: str, appointment_id: str, connection_id: str) -> None:
         self._repos.parked.park(
