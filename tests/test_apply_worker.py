@@ -1,0 +1,230 @@
+"""The apply worker's service (``AppointmentApplier``) on in-memory storage and the in-memory
+Exchange: what happens to a message in each situation — done, re-queued after throttling, parked
+for a disabled connection, a problem recorded, retried by the host, dead-lettered on the last
+try — and that nothing is written twice."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from shared.exchange.fake import FakeCalendarGateway, FakeExchange
+from shared.exchange.port import (
+    AuthenticationFailed,
+    CalendarGateway,
+    ChangeKeyConflict,
+    ExchangeUnavailable,
+    RetryAfter,
+)
+from shared.models import AppointmentSnapshot, ConnectionConfig
+from shared.queues import APPOINTMENT_CHANGES, AppointmentChanged, MemoryQueueSender
+from shared.store import Repositories
+from shared.store.memory import memory_repositories
+from shared.store.records import ConnectionRecord, MailboxRecord
+from shared.sync.appointments import (
+    ApplyDisposition,
+    AppointmentApplier,
+    AppointmentApplyFailed,
+)
+
+ORG = "acme"
+ORGANIZER = "olga@bank.test"
+SECONDARY = "sam@bank.test"
+
+
+class FakeGateways:
+    """The gateway provider over one in-memory Exchange; counts gateways asked for."""
+
+    def __init__(self, exchange: FakeExchange) -> None:
+        self.exchange = exchange
+        self.calls = 0
+
+    def gateway(self, org: str, connection: ConnectionRecord) -> CalendarGateway:
+        self.calls += 1
+        return FakeCalendarGateway(self.exchange, connection_id=connection.connection_id)
+
+
+class Setup:
+    def __init__(self) -> None:
+        self.repos: Repositories = memory_repositories()
+        self.queue = MemoryQueueSender()
+        self.exchange = FakeExchange([ORGANIZER, SECONDARY])
+        self.gateways = FakeGateways(self.exchange)
+        self.applier = AppointmentApplier(
+            self.repos, self.queue, self.gateways, max_dequeue_count=3
+        )
+        self.put_connection(enabled=True)
+        for staff_id, address in (("olga", ORGANIZER), ("sam", SECONDARY)):
+            self.repos.mailboxes.put(
+                ORG,
+                staff_id,
+                MailboxRecord(staff_id=staff_id, connection_id="onprem", address=address),
+                None,
+            )
+
+    def put_connection(self, *, enabled: bool) -> None:
+        config = ConnectionConfig(
+            kind="ews",
+            ews_url="https://mail.bank.test/EWS/Exchange.asmx",
+            auth_type="ntlm",
+            username="svc@bank.test",
+            secret_reference="svc-password",
+            enabled=enabled,
+        )
+        current = self.repos.connections.get(ORG, "onprem")
+        self.repos.connections.put(
+            ORG,
+            "onprem",
+            ConnectionRecord(connection_id="onprem", **config.model_dump()),
+            current.etag if current else None,
+        )
+
+    def store(self, version: int, **changes: Any) -> AppointmentChanged:
+        start = datetime(2027, 1, 4, 9, tzinfo=UTC)
+        body: dict[str, Any] = {
+            "version": version,
+            "status": "booked",
+            "start": start,
+            "end": start + timedelta(minutes=30),
+            "time_zone": "UTC",
+            "title": "Advice",
+            "organizer_staff_id": "olga",
+            "staff": [
+                {"staff_id": "olga", "role": "organizer"},
+                {"staff_id": "sam", "role": "secondary"},
+            ],
+        }
+        body.update(changes)
+        snapshot = AppointmentSnapshot.model_validate(body)
+        self.repos.appointments.save_snapshot(ORG, "apt-1", snapshot)
+        return AppointmentChanged(org=ORG, appointment_id="apt-1", version=version)
+
+    def apply(self, message: AppointmentChanged, dequeue_count: int = 1) -> Any:
+        return asyncio.run(self.applier.apply(message, dequeue_count=dequeue_count))
+
+    def live(self, mailbox: str) -> list[Any]:
+        return [e for e in self.exchange.calendar(mailbox) if e.is_live]
+
+
+@pytest.fixture
+def setup() -> Setup:
+    return Setup()
+
+
+def test_a_booking_is_written_once_however_often_the_message_comes(setup: Setup) -> None:
+    message = setup.store(1)
+    for _ in range(3):
+        assert setup.apply(message).disposition is ApplyDisposition.DONE
+    [event] = setup.live(ORGANIZER)
+    assert event.attendee_addresses == (SECONDARY,)
+    assert len(setup.live(SECONDARY)) == 1
+    assert setup.exchange.request_count("create_event") == 1
+    mapping = setup.repos.event_map.get(ORG, "apt-1")
+    assert mapping is not None
+    assert (mapping.value.item_id, mapping.value.applied_version) == (event.item_id, 1)
+
+
+def test_an_old_message_applies_the_newest_snapshot(setup: Setup) -> None:
+    old = setup.store(1)
+    setup.store(2, title="Advice (moved)")
+    setup.apply(old)
+    [event] = setup.live(ORGANIZER)
+    assert event.subject == "Advice (moved)"
+
+
+def test_throttling_requeues_with_the_servers_delay_and_never_sleeps(setup: Setup) -> None:
+    message = setup.store(1)
+    setup.exchange.fail_next("create_event", RetryAfter(7.5))
+    report = setup.apply(message)
+    assert report.disposition is ApplyDisposition.REQUEUED
+    assert report.retry_after == 7.5
+    [sent] = setup.queue.sent
+    assert sent.queue == APPOINTMENT_CHANGES
+    assert sent.visibility_delay == timedelta(seconds=7.5)
+    assert setup.live(ORGANIZER) == []
+    assert setup.apply(message).disposition is ApplyDisposition.DONE
+    assert len(setup.live(ORGANIZER)) == 1
+
+
+def test_a_disabled_connection_is_not_called_and_the_change_is_parked(setup: Setup) -> None:
+    setup.put_connection(enabled=False)
+    report = setup.apply(setup.store(1))
+    assert report.disposition is ApplyDisposition.PARKED
+    assert setup.gateways.calls == 0
+    assert setup.exchange.request_count() == 0
+    [parked] = setup.repos.parked.parked_on(ORG, "onprem")
+    assert parked.appointment_id == "apt-1"
+
+
+def test_a_change_key_conflict_is_settled_by_observing_again(setup: Setup) -> None:
+    setup.apply(setup.store(1))
+    setup.exchange.fail_next("update_event", ChangeKeyConflict("changed meanwhile"))
+    report = setup.apply(setup.store(2, title="Advice v2"))
+    assert report.disposition is ApplyDisposition.DONE
+    [event] = setup.live(ORGANIZER)
+    assert event.subject == "Advice v2"
+
+
+def test_an_outage_is_left_to_the_hosts_retry_and_recorded(setup: Setup) -> None:
+    message = setup.store(1)
+    setup.exchange.fail_next("create_event", ExchangeUnavailable("503 from the server"))
+    with pytest.raises(AppointmentApplyFailed, match="ExchangeUnavailable"):
+        setup.apply(message, dequeue_count=1)
+    assert setup.repos.dead_letters.of_org(ORG) == []  # not the last try yet
+    assert setup.apply(message, dequeue_count=2).disposition is ApplyDisposition.DONE
+    assert len(setup.live(ORGANIZER)) == 1
+
+
+def test_a_persistent_failure_is_dead_lettered_with_its_reason_on_the_last_try(
+    setup: Setup,
+) -> None:
+    message = setup.store(1)
+    setup.exchange.fail_next("create_event", AuthenticationFailed("credentials refused"), times=3)
+    for attempt in (1, 2, 3):
+        with pytest.raises(AppointmentApplyFailed):
+            setup.apply(message, dequeue_count=attempt)
+    [letter] = setup.repos.dead_letters.of_org(ORG)
+    assert letter.queue == APPOINTMENT_CHANGES
+    assert letter.subject_id == "apt-1"
+    assert "AuthenticationFailed" in letter.reason
+    assert letter.dequeue_count == 3
+    assert letter.message == {"org": ORG, "appointmentId": "apt-1", "version": 1}
+
+
+def test_an_unknown_organizer_is_a_recorded_problem_cleared_once_fixed(setup: Setup) -> None:
+    message = setup.store(
+        1,
+        organizer_staff_id="nobody",
+        staff=[{"staff_id": "nobody", "role": "organizer"}],
+    )
+    report = setup.apply(message)
+    assert report.disposition is ApplyDisposition.PROBLEM
+    problem = setup.repos.problems.get(ORG, "apt-1")
+    assert problem is not None
+    assert "nobody" in problem.value.problem
+    assert setup.exchange.request_count() == 0
+    setup.repos.mailboxes.put(
+        ORG,
+        "nobody",
+        MailboxRecord(staff_id="nobody", connection_id="onprem", address=SECONDARY),
+        None,
+    )
+    assert setup.apply(message).disposition is ApplyDisposition.DONE
+    assert setup.repos.problems.get(ORG, "apt-1") is None
+
+
+def test_a_missing_connection_is_a_recorded_problem(setup: Setup) -> None:
+    setup.repos.connections.delete(ORG, "onprem")
+    report = setup.apply(setup.store(1))
+    assert report.disposition is ApplyDisposition.PROBLEM
+    assert "onprem" in report.detail
+    assert setup.repos.problems.get(ORG, "apt-1") is not None
+
+
+def test_a_message_for_an_appointment_never_stored_does_nothing(setup: Setup) -> None:
+    message = AppointmentChanged(org=ORG, appointment_id="apt-unknown", version=1)
+    assert setup.apply(message).disposition is ApplyDisposition.MISSING
+    assert setup.exchange.request_count() == 0
