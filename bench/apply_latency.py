@@ -284,7 +284,7 @@ def run(urls: dict[str, str], appointments: int) -> dict[tuple[str, str, str], l
                 profiler.enable()
                 one_pass(services.appointment_applier, f"profile-{n}", make(staff, day))
                 profiler.disable()
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(45)
+        pstats.Stats(profiler).sort_stats(os.environ.get("BENCH_SORT", "cumulative")).print_stats(45)
         raise SystemExit(0)
     for mode, applier in appliers.items():
         for side, (_, staff) in SIDES.items():
@@ -305,7 +305,8 @@ def print_report(results: dict[tuple[str, str, str], list[Sample]], appointments
     )
     print("p50/p99: whole path; intake and apply: medians of the two halves (queue hop apart)")
     header = (
-        f"{'side':<6} {'mode':<36} {'op':<7} {'p50':>7} {'p99':>7} {'wall p50':>9} {'requests':>9}"
+        f"{'side':<6} {'mode':<36} {'op':<7} {'p50':>7} {'p99':>7} {'intake':>7} "
+        f"{'apply':>7} {'wall p50':>9} {'requests':>9}"
     )
     print(header)
     print("-" * len(header))

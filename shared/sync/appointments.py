@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -187,23 +187,29 @@ class AppointmentApplier:
         outcome = await apply_appointment(
             gateway_for, org, appointment_id, snapshot, mapping, directory, before_create
         )
+        writes: list[Awaitable[object]] = []
         if outcome.mapping is not None and outcome.mapping != mapping:
-            await asyncio.to_thread(
-                self._repos.event_map.put, org, appointment_id, outcome.mapping, etag_box[0]
+            writes.append(
+                asyncio.to_thread(
+                    self._repos.event_map.put, org, appointment_id, outcome.mapping, etag_box[0]
+                )
             )
         failure = outcome.failure
-        if failure is None:
-            problems = outcome.plan.problems if outcome.plan is not None else ()
-            if problems:
-                text = "; ".join(p.message for p in problems)
-                await asyncio.to_thread(
-                    self._note_problem, org, appointment_id, snapshot.version, text
-                )
-                return ApplyReport(ApplyDisposition.PROBLEM, text)
+        problems = outcome.plan.problems if outcome.plan is not None else ()
+        text = "; ".join(p.message for p in problems)
+        if failure is None and problems:
+            writes.append(
+                asyncio.to_thread(self._note_problem, org, appointment_id, snapshot.version, text)
+            )
+        elif failure is None and (mapping is None or mapping.last_error is not None):
             # A problem row can only exist when the last pass had one: a pass that recorded a
             # problem either left no mapping or put the problem on it.
-            if mapping is None or mapping.last_error is not None:
-                await asyncio.to_thread(self._repos.problems.clear, org, appointment_id)
+            writes.append(asyncio.to_thread(self._repos.problems.clear, org, appointment_id))
+        # Independent rows: written in one round.
+        await asyncio.gather(*writes)
+        if failure is None:
+            if problems:
+                return ApplyReport(ApplyDisposition.PROBLEM, text)
             return ApplyReport(ApplyDisposition.DONE)
         return self._after_failure(org, appointment_id, snapshot, failure)
 
