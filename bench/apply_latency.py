@@ -284,7 +284,9 @@ def run(urls: dict[str, str], appointments: int) -> dict[tuple[str, str, str], l
                 profiler.enable()
                 one_pass(services.appointment_applier, f"profile-{n}", make(staff, day))
                 profiler.disable()
-        pstats.Stats(profiler).sort_stats(os.environ.get("BENCH_SORT", "cumulative")).print_stats(45)
+        pstats.Stats(profiler).sort_stats(os.environ.get("BENCH_SORT", "cumulative")).print_stats(
+            45
+        )
         raise SystemExit(0)
     for mode, applier in appliers.items():
         for side, (_, staff) in SIDES.items():
