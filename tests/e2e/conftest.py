@@ -154,9 +154,8 @@ class World:
         def probe() -> EventMapping | None:
             mapping = self.mapping(appointment_id)
             # A mapping without an item id is the worker's note before a create: not done yet.
-            settled = mapping is not None and (
-                mapping.item_id is not None or mapping.cancelled or mapping.last_error is not None
-            )
+            # (A failed pass keeps that note and records last_error: still not done.)
+            settled = mapping is not None and (mapping.item_id is not None or mapping.cancelled)
             if mapping is not None and settled and mapping.applied_version >= version:
                 return mapping
             return None

@@ -5,6 +5,8 @@ members see their calendars."""
 from __future__ import annotations
 
 import itertools
+import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,7 +14,7 @@ import pytest
 
 from shared import bootstrap
 from shared.exchange.marker import MARKER_PROPERTY_NAME, MARKER_PROPERTY_SET_ID, marker_for
-from sim.store import CalendarItem, ExtendedPropertyKey
+from sim.store import CalendarItem, ExtendedPropertyKey, Fault
 from tests.e2e.conftest import ORG, STAFF, World, wait_until
 
 MARKER_KEY = ExtendedPropertyKey(MARKER_PROPERTY_SET_ID.lower(), MARKER_PROPERTY_NAME, "String")
@@ -235,3 +237,35 @@ def test_duplicate_and_out_of_order_deliveries_leave_one_event(world: World, sid
     item = only_live(world, mailbox, title)
     assert item.start is not None
     assert item.start.hour == 15
+
+
+THROTTLE = {
+    # EWS ErrorServerBusy with BackOffMilliseconds; Graph 429 with Retry-After.
+    "ews": Fault(kind="server_busy", operation="ews:CreateItem", back_off_ms=1000),
+    "graph": Fault(kind="throttle", operation="graph:createEvent", retry_after=1),
+}
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_throttling_requeues_the_change_and_it_lands_once_later(world: World, side: str) -> None:
+    (organizer, mailbox), (s1, m1), _ = staff(side)
+    appointment_id, title, day = unique("Throttled")
+    fault = THROTTLE[side]
+    world.sim.store.add_fault(replace(fault, mailbox=mailbox, remaining=1))
+    started = time.monotonic()
+    response = world.put_appointment(
+        appointment_id, snapshot(1, organizer, [s1], title=title, day=day)
+    )
+    assert response.status_code == 202
+
+    def throttled_then_written() -> str | None:
+        mapping = world.mapping(appointment_id)
+        return mapping.last_error if mapping is not None else None
+
+    assert "RetryAfter" in wait_until(throttled_then_written, what="the throttled first try")
+    world.applied(appointment_id, 1)
+    # The message came back after the server's delay (the worker re-queued it, never slept).
+    assert time.monotonic() - started >= 1.0
+    assert only_live(world, mailbox, title)
+    assert only_live(world, m1, title)
+    assert world.sim.store.take_fault(mailbox, fault.operation) is None  # the fault was used
