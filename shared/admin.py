@@ -24,7 +24,15 @@ from pydantic import ConfigDict
 
 from shared.booking.responses import ApiError
 from shared.config import SecretNotFound, SecretResolver
-from shared.intake import HttpAnswer, Refusal, check_id, json_answer, parse_json_body, refuse
+from shared.intake import (
+    HttpAnswer,
+    Refusal,
+    check_id,
+    check_org,
+    json_answer,
+    parse_json_body,
+    refuse,
+)
 from shared.models import CamelModel, ConnectionConfig, EmailAddress, Identifier, TimeZoneName
 from shared.queues import AppointmentChanged, QueueSender
 from shared.store import ConcurrencyConflict, Repositories, StoreUnavailable
@@ -87,7 +95,7 @@ class AdminApi:
     # --- authentication -----------------------------------------------------------------------
 
     def _authenticate(self, org: str, presented: str | None, body: bytes) -> None:
-        check_id("org", org)
+        check_org(org)
         if len(body) > self._max_request_bytes:
             raise refuse(
                 413,

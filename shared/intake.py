@@ -40,7 +40,7 @@ from shared.booking.signature import (
     parse_header,
 )
 from shared.config import SecretNotFound, SecretResolver, org_signing_secret_reference
-from shared.models import ID_PATTERN, AppointmentSnapshot
+from shared.models import ID_PATTERN, ORG_ID_PATTERN, AppointmentSnapshot
 from shared.queues import AppointmentChanged, QueueSender, QueueUnavailable
 from shared.store import (
     AppointmentRepository,
@@ -56,6 +56,7 @@ logger = logging.getLogger(__name__)
 MAX_BUSY_WINDOW = timedelta(days=62)
 RETRY_AFTER_SECONDS = "5"
 _ID = re.compile(ID_PATTERN)
+_ORG_ID = re.compile(ORG_ID_PATTERN)
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})$", re.IGNORECASE
 )
@@ -114,6 +115,12 @@ def unavailable(what: str) -> Refusal:
 def quoted(value: str) -> str:
     """A client-supplied value for a message, cut short (never reflect big inputs)."""
     return repr(value if len(value) <= 80 else value[:80] + "…")
+
+
+def check_org(org: str) -> None:
+    """An organization id in a path: 404 when it cannot name an organization."""
+    if not _ORG_ID.match(org):
+        raise refuse(404, "not_found", "no such organization")
 
 
 def check_id(name: str, value: str) -> None:
@@ -223,8 +230,7 @@ class BookingIntake:
                 "payload_too_large",
                 f"the body is {len(body)} bytes; at most {self._max_request_bytes} are accepted",
             )
-        if not _ID.match(org):
-            raise refuse(404, "not_found", "no such organization")
+        check_org(org)
         try:
             parsed = parse_header(signature)
             check_freshness(parsed, self._clock(), self._tolerance)

@@ -27,6 +27,11 @@ from pydantic.alias_generators import to_camel
 # Table Storage key can both carry without surprises.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._~:@-]{0,127}$"
 Identifier = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+# Organization ids are stricter: they name Key Vault secrets (``org-{org}-signing-secret``),
+# whose names allow only letters, digits and hyphens and ignore case; lower case keeps two
+# organizations from ever sharing a secret name or an environment variable.
+ORG_ID_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+OrgId = Annotated[str, StringConstraints(pattern=ORG_ID_PATTERN)]
 
 MAX_APPOINTMENT_DURATION = timedelta(hours=24)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

@@ -34,7 +34,7 @@ from typing import Annotated, Any, Protocol, TypeVar
 
 from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
-from shared.models import CamelModel, Identifier
+from shared.models import CamelModel, Identifier, OrgId
 
 APPOINTMENT_CHANGES = "appointment-changes"
 MAILBOX_SYNC = "mailbox-sync"
@@ -69,7 +69,7 @@ def queue_name(prefix: str, name: str) -> str:
 class AppointmentChanged(CamelModel):
     """``appointment-changes``: an appointment's snapshot was stored; make Exchange match it."""
 
-    org: Identifier
+    org: OrgId
     appointment_id: Identifier
     version: Annotated[int, Field(ge=0)]
 
@@ -77,7 +77,7 @@ class AppointmentChanged(CamelModel):
 class MailboxSyncRequested(CamelModel):
     """``mailbox-sync``: read what changed in one staff member's mailbox."""
 
-    org: Identifier
+    org: OrgId
     staff_id: Identifier
     reason: Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
@@ -85,7 +85,7 @@ class MailboxSyncRequested(CamelModel):
 class WebhookDeliveryDue(CamelModel):
     """``webhook-deliveries``: deliver (or retry) one outbox row."""
 
-    org: Identifier
+    org: OrgId
     event_id: Identifier
 
 

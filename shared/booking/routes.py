@@ -46,7 +46,10 @@ Security = Literal["signature", "functionKey", "admin"]
 
 # Descriptions of the path parameters routes use; every one is an id (shared.models.ID_PATTERN).
 PATH_PARAMETERS: dict[str, str] = {
-    "org": "The organization (every route is scoped by it).",
+    "org": (
+        "The organization (every route is scoped by it): lower-case letters, digits and "
+        "hyphens, as it also names the organization's secrets."
+    ),
     "appointmentId": "The booking platform's id of the appointment.",
     "staffId": "The booking platform's id of the staff member.",
     "connectionId": "The id of an Exchange connection of the organization.",
