@@ -212,7 +212,8 @@ def exchangelib_account(
     signer = as_user or address
     if version is None:
         version = Version(build=Build(15, 1, 2507, 6))
-    elif version == "probe":
+    elif isinstance(version, str) and version == "probe":
+        # (exchangelib's Version refuses comparison with a str, hence the isinstance.)
         version = None
     if auth == "oauth":
 
