@@ -228,3 +228,19 @@ def test_a_message_for_an_appointment_never_stored_does_nothing(setup: Setup) ->
     message = AppointmentChanged(org=ORG, appointment_id="apt-unknown", version=1)
     assert setup.apply(message).disposition is ApplyDisposition.MISSING
     assert setup.exchange.request_count() == 0
+
+
+def test_any_failure_on_the_last_try_is_dead_lettered(setup: Setup) -> None:
+    class BrokenGateways:
+        def gateway(self, org: str, connection: ConnectionRecord) -> CalendarGateway:
+            raise LookupError("secret 'svc-password' is not configured")
+
+    applier = AppointmentApplier(setup.repos, setup.queue, BrokenGateways(), max_dequeue_count=2)
+    message = setup.store(1)
+    with pytest.raises(LookupError):
+        asyncio.run(applier.apply(message, dequeue_count=1))
+    assert setup.repos.dead_letters.of_org(ORG) == []
+    with pytest.raises(LookupError):
+        asyncio.run(applier.apply(message, dequeue_count=2))
+    [letter] = setup.repos.dead_letters.of_org(ORG)
+    assert letter.reason == "LookupError: secret 'svc-password' is not configured"

@@ -13,11 +13,13 @@ What happens to the message (``ApplyDisposition``):
   visibility delay and this one completes. The worker never sleeps.
 - ``parked`` — a connection the pass needs is disabled for maintenance: no call is made, the
   appointment is recorded in ``ParkedChanges`` and re-queued when the connection is enabled.
-- ``problem`` — a staff member has no known mailbox or connection: recorded on the mapping
-  (``last_error``); the next snapshot or an admin fix re-triggers it. Nothing to retry.
-- Anything else raises ``AppointmentApplyFailed``: the host makes the message visible again
-  after its visibility timeout and, after ``maxDequeueCount`` tries, moves it to the poison queue.
-  The reason is recorded on the mapping at every failure and in ``DeadLetters`` on the last try.
+- ``problem`` — a staff member has no known mailbox, or a connection is missing: recorded in
+  ``ApplyProblems`` (and on the mapping's ``last_error`` when there is a mapping); the next
+  snapshot or an admin fix re-triggers it. Nothing to retry.
+- Anything else raises (``AppointmentApplyFailed`` for Exchange's refusals): the host makes the
+  message visible again after its visibility timeout and, after ``maxDequeueCount`` tries,
+  moves it to the poison queue. A calendar failure is recorded on the mapping at every try; every
+  failure's reason is recorded in ``DeadLetters`` on the last try.
 """
 
 from __future__ import annotations
@@ -114,9 +116,16 @@ class AppointmentApplier:
         org, appointment_id = message.org, message.appointment_id
         try:
             report = await self._apply_latest(org, appointment_id)
-        except AppointmentApplyFailed as failure:
+        except Exception as failure:
+            # Whatever the cause (Exchange, storage, a secret that cannot be read), the last try
+            # leaves its reason where the status API and a replay can find it.
             if dequeue_count >= self._max_dequeue_count:
-                self._record_dead_letter(message, str(failure), dequeue_count)
+                reason = (
+                    str(failure)
+                    if isinstance(failure, AppointmentApplyFailed)
+                    else f"{type(failure).__name__}: {failure}"
+                )
+                self._record_dead_letter(message, reason, dequeue_count)
             raise
         log.info(
             "appointment applied",
