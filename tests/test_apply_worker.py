@@ -244,3 +244,51 @@ def test_any_failure_on_the_last_try_is_dead_lettered(setup: Setup) -> None:
         asyncio.run(applier.apply(message, dequeue_count=2))
     [letter] = setup.repos.dead_letters.of_org(ORG)
     assert letter.reason == "LookupError: secret 'svc-password' is not configured"
+
+
+def _move_olga_to_cloud(setup: Setup, *, onprem_enabled: bool) -> None:
+    """Olga's mailbox migrates (same address) from ``onprem`` to a ``cloud`` connection."""
+    cloud = ConnectionConfig(
+        kind="graph", auth_type="oauth", tenant_id="t-1", client_id="c-1", secret_reference="s"
+    )
+    setup.repos.connections.put(
+        ORG, "cloud", ConnectionRecord(connection_id="cloud", **cloud.model_dump()), None
+    )
+    current = setup.repos.mailboxes.get(ORG, "olga")
+    assert current is not None
+    setup.repos.mailboxes.put(
+        ORG,
+        "olga",
+        MailboxRecord(staff_id="olga", connection_id="cloud", address=ORGANIZER),
+        current.etag,
+    )
+    setup.put_connection(enabled=onprem_enabled)
+
+
+def test_a_migrated_mailbox_is_served_by_its_new_connection_once_the_old_one_is_disabled(
+    setup: Setup,
+) -> None:
+    setup.apply(setup.store(1))
+    _move_olga_to_cloud(setup, onprem_enabled=False)
+    report = setup.apply(setup.store(2, title="Advice v2"))
+    assert report.disposition is ApplyDisposition.DONE
+    [event] = setup.live(ORGANIZER)
+    assert event.subject == "Advice v2"
+    assert setup.repos.parked.parked_on(ORG, "onprem") == []
+    mapping = setup.repos.event_map.get(ORG, "apt-1")
+    assert mapping is not None
+    assert mapping.value.connection_id == "cloud"
+
+
+def test_a_handover_from_a_migrated_organizer_cancels_through_the_new_connection(
+    setup: Setup,
+) -> None:
+    setup.apply(setup.store(1))
+    _move_olga_to_cloud(setup, onprem_enabled=True)
+    report = setup.apply(
+        setup.store(2, organizer_staff_id="sam", staff=[{"staff_id": "sam", "role": "organizer"}])
+    )
+    assert report.disposition is ApplyDisposition.DONE
+    assert setup.live(ORGANIZER) == []
+    [event] = setup.live(SECONDARY)
+    assert event.organizer == SECONDARY

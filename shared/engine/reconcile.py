@@ -243,6 +243,26 @@ def observation_for(
     return tuple(lookups)
 
 
+def mailboxes_called(
+    snapshot: AppointmentSnapshot,
+    mapping: EventMapping | None,
+    directory: Mapping[str, MailboxRef],
+) -> tuple[MailboxRef, ...]:
+    """Every mailbox (on the connection it is reached through) that a pass over ``snapshot``
+    may look at or write to: the snapshot organizer's, and the mapping's while its event may be
+    live. A mailbox that moved connections is reached through its current one, so the
+    connection it left is not needed any more."""
+    if _is_stale(snapshot, mapping):
+        return ()
+    organizer = directory.get(snapshot.organizer_staff_id)
+    if organizer is None and snapshot.status is AppointmentStatus.BOOKED:
+        return ()  # nothing can be written: only the problem is recorded
+    mailboxes = [organizer] if organizer is not None else []
+    if mapping is not None and not mapping.cancelled:
+        mailboxes.append(_mapping_mailbox(mapping, directory))
+    return tuple(mailboxes)
+
+
 def _live(observed: Observation, address: str) -> list[ExchangeEvent]:
     return [event for event in observed.get(address, ()) if event.is_live]
 

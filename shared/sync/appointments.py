@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
+from shared.engine.reconcile import mailboxes_called
 from shared.exchange.port import (
     CalendarError,
     CalendarGateway,
@@ -277,14 +278,14 @@ class AppointmentApplier:
         directory: Mapping[str, MailboxRef],
         connections: Mapping[str, ConnectionRecord],
     ) -> dict[str, ConnectionRecord]:
-        """The connections this pass may call: the organizer's and, for a handover, the
-        previous organizer's. Attendees are only addresses on the organizer's event."""
+        """The connections this pass may call: those of the mailboxes the engine may reach (the
+        organizer's and, for a handover or a cancellation, the mapped event's, through the
+        connection that mailbox is on now). Attendees are only addresses on the organizer's
+        event."""
         needed: list[str] = []
-        organizer = directory.get(snapshot.organizer_staff_id)
-        if organizer is not None:
-            needed.append(organizer.connection_id)
-        if mapping is not None and mapping.connection_id not in needed:
-            needed.append(mapping.connection_id)
+        for mailbox in mailboxes_called(snapshot, mapping, directory):
+            if mailbox.connection_id not in needed:
+                needed.append(mailbox.connection_id)
         found: dict[str, ConnectionRecord] = {}
         for connection_id in needed:
             record = connections.get(connection_id)
