@@ -20,7 +20,12 @@ from shared.exchange.port import (
     RetryAfter,
 )
 from shared.models import AppointmentSnapshot, ConnectionConfig
-from shared.queues import APPOINTMENT_CHANGES, AppointmentChanged, MemoryQueueSender
+from shared.queues import (
+    APPOINTMENT_CHANGES,
+    MAX_VISIBILITY_DELAY,
+    AppointmentChanged,
+    MemoryQueueSender,
+)
 from shared.store import Repositories
 from shared.store.memory import memory_repositories
 from shared.store.records import ConnectionRecord, MailboxRecord
@@ -292,3 +297,14 @@ def test_a_handover_from_a_migrated_organizer_cancels_through_the_new_connection
     assert setup.live(ORGANIZER) == []
     [event] = setup.live(SECONDARY)
     assert event.organizer == SECONDARY
+
+
+def test_a_throttling_delay_longer_than_a_queue_allows_is_capped_not_a_crash(
+    setup: Setup,
+) -> None:
+    message = setup.store(1)
+    setup.exchange.fail_next("create_event", RetryAfter(30 * 24 * 3600.0))
+    report = setup.apply(message)
+    assert report.disposition is ApplyDisposition.REQUEUED
+    [sent] = setup.queue.sent
+    assert sent.visibility_delay == MAX_VISIBILITY_DELAY

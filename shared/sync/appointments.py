@@ -41,7 +41,12 @@ from shared.exchange.port import (
     RetryAfter,
 )
 from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
-from shared.queues import APPOINTMENT_CHANGES, AppointmentChanged, QueueSender
+from shared.queues import (
+    APPOINTMENT_CHANGES,
+    MAX_VISIBILITY_DELAY,
+    AppointmentChanged,
+    QueueSender,
+)
 from shared.store import ConcurrencyConflict, Repositories, Versioned
 from shared.store.records import (
     ApplyProblemRecord,
@@ -57,6 +62,7 @@ log = logging.getLogger(__name__)
 # and our write; so does an ETag conflict on the mapping. Re-observing at once settles it; more
 # rounds than this means something keeps interfering, and the host's retry takes over.
 MAX_PASSES = 3
+_MAX_DELAY_SECONDS = MAX_VISIBILITY_DELAY.total_seconds()
 
 
 class GatewayProvider(Protocol):
@@ -242,7 +248,10 @@ class AppointmentApplier:
                 AppointmentChanged(
                     org=org, appointment_id=appointment_id, version=snapshot.version
                 ),
-                visibility_delay=timedelta(seconds=max(1.0, failure.seconds)),
+                # A queue cannot hide a message longer than MAX_VISIBILITY_DELAY.
+                visibility_delay=timedelta(
+                    seconds=max(1.0, min(failure.seconds, _MAX_DELAY_SECONDS))
+                ),
             )
             return ApplyReport(ApplyDisposition.REQUEUED, str(failure), failure.seconds)
         if isinstance(failure, ChangeKeyConflict | EventNotFound):
