@@ -576,3 +576,48 @@ def test_build_gateway_refuses_an_ews_connection() -> None:
     )
     with pytest.raises(ValueError, match="not a Graph connection"):
         build_gateway(connection, "secret")
+
+
+def test_a_token_endpoint_that_drops_the_connection_is_exchange_unavailable(
+    simulator: RunningSimulator, run: Runner, tmp_path: Any
+) -> None:
+    # The token request reaches the server, which closes the connection without answering:
+    # azure-core raises ServiceResponseError (not ServiceRequestError) for that.
+    import ssl
+    import threading
+
+    from sim.server import make_certificate
+
+    certificate, key = make_certificate(tmp_path, "127.0.0.1")
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(certificate, key)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = int(listener.getsockname()[1])
+
+    def drop_each_request() -> None:
+        while True:
+            try:
+                raw, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                with tls.wrap_socket(raw, server_side=True) as connection:
+                    connection.recv(65536)
+            except OSError:
+                pass
+
+    threading.Thread(target=drop_each_request, daemon=True).start()
+    endpoints = GraphEndpoints(
+        graph_url=simulator.urls["graph"],
+        authority=f"127.0.0.1:{port}",
+        ca_bundle=str(certificate),
+    )
+    gateway = gateway_for(simulator, endpoints=endpoints)
+    try:
+        with pytest.raises(ExchangeUnavailable, match="token endpoint"):
+            run(gateway.find_by_marker(ANN, new_marker()))
+    finally:
+        run(gateway.aclose())
+        listener.close()

@@ -59,7 +59,7 @@ def exception_error(error: BaseException, *, operation: str, mailbox: str) -> Ca
     credentials are wrong or revoked; no answer at all, or a 5xx, means it is unreachable.
     """
     import httpx
-    from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
+    from azure.core.exceptions import AzureError, ClientAuthenticationError
 
     where = f"Graph {operation} for {mailbox}"
     if isinstance(error, ClientAuthenticationError):
@@ -70,7 +70,10 @@ def exception_error(error: BaseException, *, operation: str, mailbox: str) -> Ca
                 mailbox=mailbox,
             )
         return ExchangeUnavailable(f"{where}: the token endpoint is unreachable", mailbox=mailbox)
-    if isinstance(error, ServiceRequestError):
+    if isinstance(error, AzureError):
+        # No usable answer from the token endpoint: not reached (ServiceRequestError), the
+        # connection dropped or timed out after the request went (ServiceResponseError), or an
+        # answer cut short (HttpResponseError / IncompleteReadError).
         return ExchangeUnavailable(f"{where}: the token endpoint is unreachable", mailbox=mailbox)
     if isinstance(error, httpx.TimeoutException):
         return ExchangeUnavailable(f"{where}: timed out", mailbox=mailbox)
