@@ -67,6 +67,13 @@ def test_timestamp_outside_tolerance_is_refused_either_way(skew: int) -> None:
         verify(SECRET, header, b"x", now=NOW + skew)
 
 
+def test_a_timestamp_too_large_for_a_float_is_refused_as_expired() -> None:
+    # 400 digits: subtracting it from a float clock overflows; it must still be a 401, not a crash.
+    header = f"t={'9' * 400},v1={'0' * 64}"
+    with pytest.raises(SignatureExpired):
+        verify(SECRET, header, b"", now=NOW + 0.5)  # the clock is a float (time.time())
+
+
 @pytest.mark.parametrize("skew", [300, -300, 0])
 def test_timestamp_at_the_tolerance_edge_is_accepted(skew: int) -> None:
     verify(SECRET, sign(SECRET, b"x", NOW), b"x", now=NOW + skew)

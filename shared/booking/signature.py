@@ -94,7 +94,9 @@ def check_freshness(
     parsed: SignatureHeader, now: float, tolerance: int = DEFAULT_TOLERANCE_SECONDS
 ) -> None:
     """Refuse timestamps more than ``tolerance`` seconds away from ``now``."""
-    if abs(now - parsed.timestamp) > tolerance:
+    # Compared, not subtracted: ``now`` is a float, and a float minus a huge integer (a header
+    # may carry hundreds of digits) raises OverflowError instead of refusing.
+    if not now - tolerance <= parsed.timestamp <= now + tolerance:
         raise SignatureExpired(
             f"the signature's timestamp is more than {tolerance} s from the server's clock "
             "(expired or replayed request)"
