@@ -21,7 +21,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -54,6 +54,8 @@ from shared.store import (
 logger = logging.getLogger(__name__)
 
 MAX_BUSY_WINDOW = timedelta(days=62)
+# Versions are stored as Table Storage Int64.
+MAX_VERSION = 2**63 - 1
 RETRY_AFTER_SECONDS = "5"
 _ID = re.compile(ID_PATTERN)
 _ORG_ID = re.compile(ORG_ID_PATTERN)
@@ -119,12 +121,13 @@ def quoted(value: str) -> str:
 
 def check_org(org: str) -> None:
     """An organization id in a path: 404 when it cannot name an organization."""
-    if not _ORG_ID.match(org):
+    # fullmatch: ``$`` in the patterns also matches before a trailing line break ("%0A").
+    if not _ORG_ID.fullmatch(org):
         raise refuse(404, "not_found", "no such organization")
 
 
 def check_id(name: str, value: str) -> None:
-    if not _ID.match(value):
+    if not _ID.fullmatch(value):
         raise refuse(
             400,
             "invalid_path",
@@ -196,9 +199,41 @@ def parse_instant(name: str, value: str | None) -> datetime:
             "(e.g. 2026-03-02T09:00:00+01:00)",
         )
     try:
-        return datetime.fromisoformat(value.upper())
+        instant = datetime.fromisoformat(value.upper())
     except ValueError as exc:
         raise refuse(400, "invalid_query", f"{name} {quoted(value)}: {exc}") from exc
+    if not representable_in_utc(instant):
+        raise refuse(
+            400, "invalid_query", f"{name} {quoted(value)} is outside the years 1 to 9999 in UTC"
+        )
+    return instant
+
+
+def representable_in_utc(instant: datetime) -> bool:
+    """Whether the instant has a UTC form (storage keeps times in UTC; near year 1 or 9999 an
+    offset can push it out of range)."""
+    try:
+        instant.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
+
+
+def unstorable_snapshot_problems(snapshot: AppointmentSnapshot) -> list[ValidationProblem]:
+    """What a valid snapshot may still hold that storage cannot represent."""
+    problems = []
+    if snapshot.version > MAX_VERSION:
+        problems.append(
+            ValidationProblem(field="version", message=f"version may be at most {MAX_VERSION}")
+        )
+    for name, instant in (("start", snapshot.start), ("end", snapshot.end)):
+        if not representable_in_utc(instant):
+            problems.append(
+                ValidationProblem(
+                    field=name, message=f"{name} is outside the years 1 to 9999 in UTC"
+                )
+            )
+    return problems
 
 
 class BookingIntake:
@@ -256,7 +291,17 @@ class BookingIntake:
             return refusal.answer
 
     def _parse_snapshot(self, body: bytes) -> AppointmentSnapshot:
-        return parse_json_body(body, AppointmentSnapshot, "the snapshot")
+        snapshot = parse_json_body(body, AppointmentSnapshot, "the snapshot")
+        problems = unstorable_snapshot_problems(snapshot)
+        if problems:
+            raise Refusal(
+                422,
+                ValidationFailed(
+                    message=f"the snapshot is not valid ({len(problems)} problem(s))",
+                    problems=problems,
+                ),
+            )
+        return snapshot
 
     def _store(self, org: str, appointment_id: str, snapshot: AppointmentSnapshot) -> HttpAnswer:
         try:

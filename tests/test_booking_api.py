@@ -264,6 +264,54 @@ def test_an_appointment_id_that_is_not_an_id_is_400_naming_it(app: App) -> None:
     app.assert_untouched()
 
 
+def test_a_timestamp_too_large_for_the_clock_is_401_expired(app: App) -> None:
+    response = put(snapshot_body(3), timestamp=10**400)
+    assert response.status_code == 401
+    assert answer(response)["error"] == "signature_expired"
+    app.assert_untouched()
+
+
+@pytest.mark.parametrize("path_id", ["apt-1%0A", "apt-1%0D%0A"])
+def test_an_appointment_id_with_a_trailing_line_break_is_400(app: App, path_id: str) -> None:
+    response = put(snapshot_body(3), path=f"/api/orgs/{ORG}/appointments/{path_id}")
+    assert response.status_code == 400
+    assert answer(response)["error"] == "invalid_path"
+    app.assert_untouched()
+
+
+def test_an_org_with_a_trailing_line_break_is_404(app: App) -> None:
+    response = put(snapshot_body(3), path=f"/api/orgs/{ORG}%0A/appointments/apt-1")
+    assert response.status_code == 404
+    assert answer(response)["error"] == "not_found"
+    app.assert_untouched()
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"version": 2**63}, "version"),
+        (
+            {"start": "9999-12-31T20:00:00-05:00", "end": "9999-12-31T21:00:00-05:00"},
+            "start",
+        ),
+        (
+            {"start": "0001-01-01T00:10:00+01:00", "end": "0001-01-01T00:40:00+01:00"},
+            "start",
+        ),
+    ],
+)
+def test_a_snapshot_storage_cannot_represent_is_422_naming_the_field(
+    app: App, changes: dict[str, Any], field: str
+) -> None:
+    body = {**json.loads(snapshot_body(3)), **changes}
+    response = put(json.dumps(body).encode())
+    assert response.status_code == 422
+    refusal = answer(response)
+    assert refusal["error"] == "validation_failed"
+    assert field in {problem["field"] for problem in refusal["problems"]}
+    app.assert_untouched()
+
+
 def test_invalid_json_is_400(app: App) -> None:
     response = put(b'{"version": 3,')
     assert response.status_code == 400
@@ -451,6 +499,23 @@ def test_a_bad_window_is_400_naming_the_problem(
     body = answer(response)
     assert body["error"] == "invalid_query"
     assert named in body["message"]
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"start": "9999-12-30T00:00:00Z", "end": "9999-12-31T23:00:00-05:00"}, "end"),
+        ({"start": "0001-01-01T00:00:00+01:00", "end": "0001-01-02T00:00:00Z"}, "start"),
+    ],
+)
+def test_a_window_beyond_the_representable_years_is_400_naming_it(
+    app: App, params: dict[str, str], named: str
+) -> None:
+    response = busy(**params)
+    assert response.status_code == 400
+    body = answer(response)
+    assert body["error"] == "invalid_query"
+    assert body["message"].startswith(named)
 
 
 def test_busy_time_needs_a_signature_over_the_empty_body(app: App) -> None:

@@ -73,6 +73,24 @@ def test_large_versions_survive() -> None:
     assert codec.from_properties(codec.to_properties(big)).version == 2**53
 
 
+def test_a_version_beyond_int64_is_refused_not_sent() -> None:
+    # Table Storage holds Int64: the SDK would raise a TypeError mid-request instead.
+    codec = EntityCodec(AppointmentSnapshot, "Appointments")
+    with pytest.raises(UnstorableEntity, match=r"Appointments property 'version'"):
+        codec.to_properties(snapshot(version=2**63))
+    assert codec.from_properties(codec.to_properties(snapshot(version=2**63 - 1))).version == (
+        2**63 - 1
+    )
+
+
+def test_a_datetime_without_a_utc_form_is_refused() -> None:
+    late = datetime(9999, 12, 31, 23, tzinfo=timezone(-timedelta(hours=5)))
+    early = datetime(1, 1, 1, 0, 10, tzinfo=timezone(timedelta(hours=1)))
+    for instant in (late, early):
+        with pytest.raises(UnstorableEntity, match="UTC"):
+            canonical_datetime(instant)
+
+
 def test_a_string_over_32k_characters_is_refused_not_truncated() -> None:
     codec = EntityCodec(MailboxRecord, "Mailboxes")
     record = MailboxRecord(

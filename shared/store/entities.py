@@ -29,6 +29,9 @@ from shared.store.tables import Properties, Scalar
 
 MAX_STRING_PROPERTY_CHARS = 32 * 1024
 MAX_ENTITY_BYTES = 1024 * 1024
+# Integers are stored as Edm.Int64.
+MIN_INT64 = -(2**63)
+MAX_INT64 = 2**63 - 1
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -39,7 +42,13 @@ def canonical_datetime(value: datetime) -> str:
     """The fixed-width UTC form stored for every datetime (sorts as time does)."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise UnstorableEntity(f"refusing to store a datetime without a UTC offset ({value!r})")
-    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    try:
+        in_utc = value.astimezone(UTC)
+    except OverflowError as exc:
+        raise UnstorableEntity(
+            f"refusing to store a datetime with no UTC form in years 1 to 9999 ({value!r})"
+        ) from exc
+    return in_utc.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def utf16_length(text: str) -> int:
@@ -109,6 +118,15 @@ class EntityCodec(Generic[M]):
                         f"{self.table_name}.{name}: {type(native).__name__} is not a scalar; "
                         "declare the field as a list, dict or model to store it as JSON"
                     )
+            if (
+                isinstance(stored, int)
+                and not isinstance(stored, bool)
+                and not MIN_INT64 <= stored <= MAX_INT64
+            ):
+                raise UnstorableEntity(
+                    f"{self.table_name} property {name!r} is outside the Int64 range Table "
+                    "Storage holds"
+                )
             if isinstance(stored, str) and utf16_length(stored) > MAX_STRING_PROPERTY_CHARS:
                 raise UnstorableEntity(
                     f"{self.table_name} property {name!r} is {utf16_length(stored)} characters "
