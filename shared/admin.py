@@ -17,14 +17,16 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from pydantic import ConfigDict
 
-from shared.booking.responses import ApiError
+from shared.booking.responses import ApiError, ValidationFailed, ValidationProblem
 from shared.config import SecretNotFound, SecretResolver
 from shared.intake import (
+    RETRY_AFTER_SECONDS,
     HttpAnswer,
     Refusal,
     check_id,
@@ -34,18 +36,42 @@ from shared.intake import (
     refuse,
 )
 from shared.models import CamelModel, ConnectionConfig, EmailAddress, Identifier, TimeZoneName
-from shared.queues import AppointmentChanged, QueueSender
+from shared.queues import AppointmentChanged, QueueSender, QueueUnavailable
 from shared.store import ConcurrencyConflict, Repositories, StoreUnavailable
 from shared.store.records import ConnectionRecord, MailboxRecord
 
 log = logging.getLogger(__name__)
 
 ADMIN_KEY_HEADER = "X-Calbridge-Admin-Key"
+# The names of calbridge's own per-organization keys (``org_admin_key_reference``,
+# ``shared.config.org_signing_secret_reference``), in any case: Key Vault names ignore case.
+_CALBRIDGE_KEY_REFERENCE = re.compile(r"org-.+-(?:admin-key|signing-secret)", re.IGNORECASE)
 
 
 def org_admin_key_reference(org: str) -> str:
     """The secret reference of an organization's own admin key."""
     return f"org-{org}-admin-key"
+
+
+def check_exchange_secret_reference(config: ConnectionConfig) -> None:
+    """Refuse a connection whose secret reference names one of calbridge's own keys (any
+    organization's admin key or signing secret): the workers send a connection's secret to the
+    Exchange URL the administrator chose, so such a reference would hand that key out."""
+    reference = config.secret_reference or ""
+    if _CALBRIDGE_KEY_REFERENCE.fullmatch(reference):
+        problem = ValidationProblem(
+            field="secretReference",
+            message=(
+                f"secretReference {reference!r} names a calbridge key (an admin key or a signing "
+                "secret), not an Exchange credential"
+            ),
+        )
+        raise Refusal(
+            422,
+            ValidationFailed(
+                message="the connection is not valid (1 problem(s))", problems=[problem]
+            ),
+        )
 
 
 class StaffMailboxAssignment(CamelModel):
@@ -123,6 +149,7 @@ class AdminApi:
             self._authenticate(org, admin_key, body)
             check_id("connectionId", connection_id)
             config = parse_json_body(body, ConnectionConfig, "the connection")
+            check_exchange_secret_reference(config)
             return self._save_connection(org, connection_id, config)
         except Refusal as refusal:
             return refusal.answer
@@ -148,6 +175,16 @@ class AdminApi:
             ) from None
         except StoreUnavailable as exc:
             raise refuse(503, "unavailable", "storage is unavailable; retry later") from exc
+        except QueueUnavailable as exc:
+            # Saved, but parked changes stay parked (they are unparked only once queued): the
+            # same request again requeues them.
+            log.warning("connection %s/%s: requeue failed: %s", org, connection_id, exc)
+            raise refuse(
+                503,
+                "unavailable",
+                "the work queue is unavailable; send the request again",
+                {"Retry-After": RETRY_AFTER_SECONDS},
+            ) from exc
         log.info("connection %s/%s saved (kind %s)", org, connection_id, config.kind)
         saved = ConnectionSaved(
             connection_id=connection_id,

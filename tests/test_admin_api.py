@@ -15,7 +15,7 @@ from devhost.azurite import Azurite
 from shared import bootstrap
 from shared.admin import ADMIN_KEY_HEADER, org_admin_key_reference
 from shared.config import environment_variable_for
-from shared.queues import APPOINTMENT_CHANGES, MemoryQueueSender
+from shared.queues import APPOINTMENT_CHANGES, MemoryQueueSender, QueueUnavailable
 from shared.store.records import ParkedChangeRecord
 from tests.functions_harness import app_environment, http_call
 
@@ -211,3 +211,71 @@ def test_enabling_a_connection_requeues_its_parked_changes(app: None) -> None:
     assert queue.bodies(APPOINTMENT_CHANGES) == [
         {"org": ORG, "appointmentId": "apt-9", "version": 7}
     ]
+
+
+def test_a_queue_failure_while_requeueing_parked_changes_is_503_and_the_retry_requeues(
+    app: None,
+) -> None:
+    admin_put(f"{ORG}/connections/onprem", {**EWS_CONNECTION, "enabled": False})
+    services = bootstrap.services()
+    queue = MemoryQueueSender()
+    queue.failure = QueueUnavailable("queue appointment-changes: ServiceRequestError")
+    bootstrap.install(bootstrap.build_services(services.settings, queue=queue))
+    repos = bootstrap.services().repositories
+    from shared.models import AppointmentSnapshot
+    from tests.test_booking_api import snapshot_body
+
+    repos.appointments.save_snapshot(
+        ORG, "apt-9", AppointmentSnapshot.model_validate_json(snapshot_body(7))
+    )
+    repos.parked.park(
+        ORG,
+        ParkedChangeRecord(
+            appointment_id="apt-9", connection_id="onprem", parked_at=datetime.now(UTC)
+        ),
+    )
+    response = admin_put(f"{ORG}/connections/onprem", EWS_CONNECTION)
+    assert response.status_code == 503
+    assert answer(response)["error"] == "unavailable"
+    assert [c.appointment_id for c in repos.parked.parked_on(ORG, "onprem")] == ["apt-9"]
+
+    queue.failure = None
+    retried = admin_put(f"{ORG}/connections/onprem", EWS_CONNECTION)
+    assert retried.status_code == 200
+    assert answer(retried)["requeuedParkedChanges"] == 1
+    assert queue.bodies(APPOINTMENT_CHANGES) == [
+        {"org": ORG, "appointmentId": "apt-9", "version": 7}
+    ]
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        f"org-{OTHER_ORG}-admin-key",
+        f"org-{OTHER_ORG}-signing-secret",
+        f"ORG-{OTHER_ORG.upper()}-Admin-Key",  # Key Vault names ignore case
+        f"org-{ORG}-signing-secret",
+        f"org-{ORG}-admin-key",
+    ],
+)
+def test_a_connection_cannot_use_calbridge_keys_as_its_exchange_secret(
+    app: None, reference: str
+) -> None:
+    # The worker would send the named secret to the connection's (admin-chosen) EWS URL.
+    response = admin_put(
+        f"{ORG}/connections/onprem", {**EWS_CONNECTION, "secretReference": reference}
+    )
+    assert response.status_code == 422
+    problems = answer(response)["problems"]
+    assert [p["field"] for p in problems] == ["secretReference"]
+    assert connections() == {}
+
+
+def test_an_org_that_is_not_an_id_is_a_documented_404(app: None) -> None:
+    from shared.booking.routes import PUT_CONNECTION, PUT_STAFF
+
+    response = admin_put("Not%20An%20Org/connections/onprem", EWS_CONNECTION, key=OPERATOR_KEY)
+    assert response.status_code == 404
+    assert answer(response)["error"] == "not_found"
+    assert 404 in PUT_CONNECTION.responses
+    assert 404 in PUT_STAFF.responses

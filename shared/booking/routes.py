@@ -184,10 +184,11 @@ def admin_route_errors() -> dict[int, Response]:
             "(an unknown organization gets the same answer).",
             ApiError,
         ),
+        404: Response("The organization id is not a valid id.", ApiError),
         409: Response("The row changed during the request; send it again.", ApiError),
         413: Response("The body is larger than the configured limit.", ApiError),
         422: Response("The body is not valid; every problem is named.", ValidationFailed),
-        503: Response("Storage is unavailable; retry later.", ApiError),
+        503: Response("Storage or the queue is unavailable; retry later.", ApiError),
     }
 
 
