@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pydantic import ConfigDict
 
 from shared.booking.responses import ApiError, ValidationFailed, ValidationProblem
-from shared.config import SecretNotFound, SecretResolver
+from shared.config import SecretNotFound, SecretResolver, SecretUnavailable
 from shared.intake import (
     RETRY_AFTER_SECONDS,
     HttpAnswer,
@@ -34,6 +34,7 @@ from shared.intake import (
     json_answer,
     parse_json_body,
     refuse,
+    unavailable,
 )
 from shared.models import CamelModel, ConnectionConfig, EmailAddress, Identifier, TimeZoneName
 from shared.queues import AppointmentChanged, QueueSender, QueueUnavailable
@@ -131,8 +132,12 @@ class AdminApi:
         if not presented:
             raise refuse(401, "unauthorized", f"the {ADMIN_KEY_HEADER} header is missing")
         candidates = [self._operator_key] if self._operator_key else []
-        with contextlib.suppress(SecretNotFound):
-            candidates.append(self._secrets.resolve(org_admin_key_reference(org)))
+        try:
+            with contextlib.suppress(SecretNotFound):
+                candidates.append(self._secrets.resolve(org_admin_key_reference(org)))
+        except SecretUnavailable as exc:
+            log.warning("org %s: %s", org, exc)
+            raise unavailable("the secret store") from exc
         # Compare against every candidate so the time taken says nothing about which exists.
         matched = False
         for key in candidates:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,6 +73,11 @@ class SecretNotFound(LookupError):
     """A secret reference that names no secret. The message names the reference, never a value."""
 
 
+class SecretUnavailable(Exception):
+    """The secret store could not be read (unreachable, throttled, refused the app's identity):
+    a transient failure to answer with 503, not a missing secret. Names the reference only."""
+
+
 def environment_variable_for(reference: str) -> str:
     """``org-dev-signing-secret`` → ``CALBRIDGE_SECRET_ORG_DEV_SIGNING_SECRET``."""
     return "CALBRIDGE_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", reference).upper()
@@ -95,21 +100,27 @@ class EnvironmentSecretResolver:
 class KeyVaultSecretResolver:
     """Azure: secrets live in Key Vault, read with the function app's managed identity."""
 
-    def __init__(self, vault_url: str) -> None:
+    def __init__(self, vault_url: str, **client_options: Any) -> None:
         from azure.identity import DefaultAzureCredential
         from azure.keyvault.secrets import SecretClient
 
-        self._client = SecretClient(vault_url=vault_url, credential=DefaultAzureCredential())
+        self._client = SecretClient(
+            vault_url=vault_url, credential=DefaultAzureCredential(), **client_options
+        )
         self._cache: dict[str, str] = {}
 
     def resolve(self, reference: str) -> str:
         if reference not in self._cache:
-            from azure.core.exceptions import ResourceNotFoundError
+            from azure.core.exceptions import AzureError, ResourceNotFoundError
 
             try:
                 value = self._client.get_secret(reference).value
             except ResourceNotFoundError as exc:
                 raise SecretNotFound(f"secret {reference!r} is not in the key vault") from exc
+            except AzureError as exc:
+                raise SecretUnavailable(
+                    f"secret {reference!r}: the key vault failed: {type(exc).__name__}"
+                ) from exc
             if value is None:
                 raise SecretNotFound(f"secret {reference!r} has no value")
             self._cache[reference] = value

@@ -39,7 +39,12 @@ from shared.booking.signature import (
     check_freshness,
     parse_header,
 )
-from shared.config import SecretNotFound, SecretResolver, org_signing_secret_reference
+from shared.config import (
+    SecretNotFound,
+    SecretResolver,
+    SecretUnavailable,
+    org_signing_secret_reference,
+)
 from shared.models import ID_PATTERN, ORG_ID_PATTERN, AppointmentSnapshot
 from shared.queues import AppointmentChanged, QueueSender, QueueUnavailable
 from shared.store import (
@@ -278,6 +283,9 @@ class BookingIntake:
         except SignatureError as exc:
             logger.info("refused request for org %s: %s", org, exc.code)
             raise refuse(401, exc.code, str(exc)) from exc
+        except SecretUnavailable as exc:
+            logger.warning("org %s: %s", org, exc)
+            raise unavailable("the secret store") from exc
 
     def put_appointment(
         self, org: str, appointment_id: str, body: bytes, signature: str | None

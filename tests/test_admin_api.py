@@ -11,10 +11,10 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from devhost.azurite import Azurite
+from devhost.azurite import Azurite, free_port
 from shared import bootstrap
 from shared.admin import ADMIN_KEY_HEADER, org_admin_key_reference
-from shared.config import environment_variable_for
+from shared.config import KeyVaultSecretResolver, environment_variable_for
 from shared.queues import APPOINTMENT_CHANGES, MemoryQueueSender, QueueUnavailable
 from shared.store.records import ParkedChangeRecord
 from tests.functions_harness import app_environment, http_call
@@ -279,3 +279,17 @@ def test_an_org_that_is_not_an_id_is_a_documented_404(app: None) -> None:
     assert answer(response)["error"] == "not_found"
     assert 404 in PUT_CONNECTION.responses
     assert 404 in PUT_STAFF.responses
+
+
+def test_an_unreachable_key_vault_is_503_and_changes_nothing(app: None) -> None:
+    services = bootstrap.services()
+    vault = KeyVaultSecretResolver(f"https://127.0.0.1:{free_port()}", retry_total=0)
+    bootstrap.install(
+        bootstrap.build_services(
+            services.settings.model_copy(update={"admin_key": None}), secrets=vault
+        )
+    )
+    response = admin_put(f"{ORG}/connections/onprem", EWS_CONNECTION)
+    assert response.status_code == 503
+    assert answer(response)["error"] == "unavailable"
+    assert connections() == {}

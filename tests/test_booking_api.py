@@ -22,6 +22,7 @@ from azure.storage.queue import QueueClient
 
 from devhost.azurite import Azurite, free_port
 from shared import bootstrap
+from shared.config import KeyVaultSecretResolver
 from shared.models import BusyBlock
 from shared.queues import APPOINTMENT_CHANGES, AzureQueueSender
 from shared.store.azure_tables import AzureTableService
@@ -173,6 +174,20 @@ def test_a_failed_enqueue_answers_503_and_the_retry_gets_the_message_out(
     response = put(snapshot_body(3))
     assert response.status_code == 202
     assert app.queued() == [{"org": ORG, "appointmentId": "apt-1", "version": 3}]
+
+
+def test_an_unreachable_key_vault_is_503_and_changes_nothing(
+    app: App, azurite: Azurite, name_prefix: str
+) -> None:
+    vault = KeyVaultSecretResolver(f"https://127.0.0.1:{free_port()}", retry_total=0)
+    tables = AzureTableService(azurite.connection_string, name_prefix)
+    queue = AzureQueueSender(azurite.connection_string, name_prefix)
+    bootstrap.install(bootstrap.build_services(tables=tables, queue=queue, secrets=vault))
+    response = put(snapshot_body(3))
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert answer(response)["error"] == "unavailable"
+    app.assert_untouched()
 
 
 def test_logs_carry_ids_and_outcomes_never_bodies_or_secrets(
