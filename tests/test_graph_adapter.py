@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable, Coroutine, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -621,3 +621,27 @@ def test_a_token_endpoint_that_drops_the_connection_is_exchange_unavailable(
     finally:
         run(gateway.aclose())
         listener.close()
+
+
+def test_an_all_day_event_is_read_as_whole_days_in_its_own_zone(
+    simulator: RunningSimulator, gateway: GraphCalendarGateway, run: Runner
+) -> None:
+    # Graph gives an all-day event's days as midnights labelled with the zone asked for (UTC),
+    # not as instants: they are days in the event's own zone (originalStartTimeZone), as EWS
+    # reads them, so the day blocked is the staff member's day, not a UTC one.
+    ann = Outlook(simulator.store, ANN)  # America/Toronto
+    holiday = ann.create_event("Holiday", date(2031, 9, 8), date(2031, 9, 10), is_all_day=True)
+
+    listed = run(
+        gateway.list_events(
+            ANN, datetime(2031, 9, 7, tzinfo=TORONTO), datetime(2031, 9, 11, tzinfo=TORONTO)
+        )
+    )
+    [event] = [e for e in listed if e.uid == holiday.uid]
+    read = run(gateway.get_event(ANN, event.item_id))
+
+    for seen in (event, read):
+        assert seen is not None
+        assert seen.is_all_day
+        assert seen.start == datetime(2031, 9, 8, tzinfo=TORONTO)
+        assert seen.end == datetime(2031, 9, 10, tzinfo=TORONTO)

@@ -47,6 +47,9 @@ EVENT_FIELDS: Final = (
     "sensitivity",
     "type",
     "lastModifiedDateTime",
+    # An all-day event's days are in this zone (see ``_all_day_instant``).
+    "originalStartTimeZone",
+    "originalEndTimeZone",
 )
 MARKER_EXPANSION: Final = f"singleValueExtendedProperties($filter=id eq '{MARKER_GRAPH_ID}')"
 PREFER_UTC: Final = 'outlook.timezone="UTC"'
@@ -180,6 +183,26 @@ def _instant(value: object, label: str) -> datetime:
     return moment.astimezone(UTC)
 
 
+def _all_day_instant(value: object, original_zone: object, label: str) -> datetime:
+    """The midnight that starts (or ends) an all-day event, in the event's own zone.
+
+    Graph gives an all-day event's start and end as midnights labelled with the zone asked for
+    (UTC here), not as instants: they are calendar days in the zone the event was made in
+    (``originalStartTimeZone``/``originalEndTimeZone``), as EWS reads them. A zone name calbridge
+    cannot resolve falls back to the label Graph gave."""
+    labelled = _instant(value, label)
+    if not isinstance(value, Mapping) or not isinstance(original_zone, str):
+        return labelled
+    try:
+        zone = _zone(original_zone) if original_zone.strip() else None
+    except UnreadableEvent:
+        zone = None
+    if zone is None:
+        return labelled
+    day = datetime.fromisoformat(value["dateTime"]).date()
+    return datetime.combine(day, datetime.min.time(), tzinfo=zone).astimezone(UTC)
+
+
 def _timestamp(value: object) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
@@ -232,14 +255,23 @@ def event_from_graph(document: Mapping[str, Any]) -> ExchangeEvent:
     location = document.get("location")
     location_name = location.get("displayName") if isinstance(location, Mapping) else None
     uid = document.get("uid") or document.get("iCalUId")
+    is_all_day = bool(document.get("isAllDay"))
+    if is_all_day:
+        start = _all_day_instant(
+            document.get("start"), document.get("originalStartTimeZone"), "start"
+        )
+        end = _all_day_instant(document.get("end"), document.get("originalEndTimeZone"), "end")
+    else:
+        start = _instant(document.get("start"), "start")
+        end = _instant(document.get("end"), "end")
     return ExchangeEvent(
         item_id=item_id,
         change_key=document.get("changeKey") or None,
         uid=uid if isinstance(uid, str) and uid else None,
         subject=_text(document.get("subject")),
-        start=_instant(document.get("start"), "start"),
-        end=_instant(document.get("end"), "end"),
-        is_all_day=bool(document.get("isAllDay")),
+        start=start,
+        end=end,
+        is_all_day=is_all_day,
         location=location_name if isinstance(location_name, str) and location_name else None,
         organizer=_address(document.get("organizer")),
         attendees=tuple(attendees),
