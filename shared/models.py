@@ -46,7 +46,7 @@ def _known_time_zone(name: str) -> str:
 
 
 def _email(value: str) -> str:
-    if not _EMAIL.match(value):
+    if not _EMAIL.fullmatch(value):  # `$` alone also matches before a final "\n"
         raise ValueError(f"{value!r} is not an email address")
     return value.lower()
 

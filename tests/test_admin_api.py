@@ -293,3 +293,12 @@ def test_an_unreachable_key_vault_is_503_and_changes_nothing(app: None) -> None:
     assert response.status_code == 503
     assert answer(response)["error"] == "unavailable"
     assert connections() == {}
+
+
+def test_a_mailbox_with_a_trailing_line_break_is_refused(app: None) -> None:
+    admin_put(f"{ORG}/connections/onprem", EWS_CONNECTION)
+    body = {"connectionId": "onprem", "mailbox": "ann@acme.test\n", "timeZone": "UTC"}
+    response = admin_put(f"{ORG}/staff/ann", body)
+    assert response.status_code == 422
+    assert [p["field"] for p in answer(response)["problems"]] == ["mailbox"]
+    assert mailboxes() == {}
