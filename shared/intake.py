@@ -174,6 +174,8 @@ def parse_json_body(body: bytes, model: type[ModelT], what: str) -> ModelT:
         json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise refuse(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise refuse(400, "invalid_json", "the body's JSON is nested too deeply") from exc
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:

@@ -327,6 +327,18 @@ def test_a_snapshot_storage_cannot_represent_is_422_naming_the_field(
     app.assert_untouched()
 
 
+@pytest.mark.parametrize(
+    "body", [b"[" * 30_000 + b"]" * 30_000, b'{"a":' * 10_000 + b"1" + b"}" * 10_000]
+)
+def test_json_nested_too_deeply_is_400(app: App, body: bytes) -> None:
+    response = put(body)
+    assert response.status_code == 400
+    refusal = answer(response)
+    assert refusal["error"] == "invalid_json"
+    assert "nested" in refusal["message"]
+    app.assert_untouched()
+
+
 def test_invalid_json_is_400(app: App) -> None:
     response = put(b'{"version": 3,')
     assert response.status_code == 400
