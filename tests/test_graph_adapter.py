@@ -645,3 +645,54 @@ def test_an_all_day_event_is_read_as_whole_days_in_its_own_zone(
         assert seen.is_all_day
         assert seen.start == datetime(2031, 9, 8, tzinfo=TORONTO)
         assert seen.end == datetime(2031, 9, 10, tzinfo=TORONTO)
+
+
+def test_a_throttled_token_endpoint_is_retry_after_not_refused_credentials(
+    simulator: RunningSimulator, run: Runner, tmp_path: Any
+) -> None:
+    # Entra ID throttles token requests with 429 + Retry-After: the credentials are fine, the
+    # connection must not be marked auth_failed.
+    import json
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from sim.server import make_certificate
+
+    class Throttling(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = json.dumps(
+                {"error": "temporarily_unavailable", "error_description": "AADSTS50196"}
+            ).encode()
+            self.send_response(429)
+            self.send_header("Retry-After", "7")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    certificate, key = make_certificate(tmp_path, "127.0.0.1")
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(certificate, key)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Throttling)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoints = GraphEndpoints(
+        graph_url=simulator.urls["graph"],
+        authority=f"127.0.0.1:{server.server_address[1]}",
+        ca_bundle=str(certificate),
+    )
+    gateway = gateway_for(simulator, endpoints=endpoints)
+    try:
+        with pytest.raises(RetryAfter) as raised:
+            run(gateway.find_by_marker(ANN, new_marker()))
+    finally:
+        run(gateway.aclose())
+        server.shutdown()
+        server.server_close()
+    assert raised.value.seconds == 7
+    assert CLIENT_SECRET not in str(raised.value)
