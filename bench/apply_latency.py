@@ -37,7 +37,11 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from devhost.azurite import start_azurite
-from shared.config import environment_variable_for, org_signing_secret_reference
+from shared.config import (
+    connection_secret_name,
+    environment_variable_for,
+    org_signing_secret_reference,
+)
 
 ORG = "bench"
 SIGNING_SECRET = "bench-signing-secret"
@@ -50,6 +54,11 @@ SIDES = {
     "ews": ("onprem", ["ann", "bob"]),
     "graph": ("cloud", ["dan", "eve"]),
 }
+
+
+def secret_variable(reference: str) -> str:
+    """The environment variable holding the bench organization's connection secret."""
+    return environment_variable_for(connection_secret_name(ORG, reference))
 
 
 def sim_config() -> dict[str, Any]:
@@ -147,8 +156,12 @@ def main(argv: list[str] | None = None) -> int:
             "CALBRIDGE_GRAPH_AUTHORITY": urls["token"],
             "CALBRIDGE_GRAPH_CA_BUNDLE": urls["caBundle"],
             environment_variable_for(org_signing_secret_reference(ORG)): SIGNING_SECRET,
-            environment_variable_for("bench-ews-password"): SERVICE_PASSWORD,
-            environment_variable_for("bench-graph-secret"): CLIENT_SECRET,
+            environment_variable_for(
+                connection_secret_name(ORG, "bench-ews-password")
+            ): SERVICE_PASSWORD,
+            environment_variable_for(
+                connection_secret_name(ORG, "bench-graph-secret")
+            ): CLIENT_SECRET,
             "CALBRIDGE_ADMIN_KEY": "bench-admin",
         }
     )

@@ -177,7 +177,7 @@ class LocalStack:
             else None
         )
         if sim_section is not None:
-            self.environ.update(simulator_environment(sim_section))
+            self.environ.update(simulator_environment(sim_section, DEV_ORG))
 
         app = self.app_factory()  # only now: the app reads its settings when imported
         self.runner = FunctionsRunner(

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.admin import ADMIN_KEY_HEADER
-from shared.config import environment_variable_for
+from shared.config import connection_secret_name, environment_variable_for
 
 log = logging.getLogger("devhost")
 
@@ -97,7 +97,7 @@ def dev_staff(sim: Mapping[str, Any] | None) -> list[DevStaff]:
     return staff
 
 
-def simulator_environment(sim: Mapping[str, Any]) -> dict[str, str]:
+def simulator_environment(sim: Mapping[str, Any], org: str) -> dict[str, str]:
     """App settings that point calbridge at the simulator: Graph endpoints and the connection
     secrets (what Key Vault holds in Azure)."""
     config = _sim_config(sim)
@@ -111,9 +111,13 @@ def simulator_environment(sim: Mapping[str, Any]) -> dict[str, str]:
         if key in sim
     }
     for service in config.get("serviceAccounts", [])[:1]:
-        environment[environment_variable_for(EWS_SECRET_REFERENCE)] = str(service["password"])
+        environment[environment_variable_for(connection_secret_name(org, EWS_SECRET_REFERENCE))] = (
+            str(service["password"])
+        )
     for client in config.get("oauthClients", [])[:1]:
-        environment[environment_variable_for(GRAPH_SECRET_REFERENCE)] = str(client["clientSecret"])
+        environment[
+            environment_variable_for(connection_secret_name(org, GRAPH_SECRET_REFERENCE))
+        ] = str(client["clientSecret"])
     return environment
 
 

@@ -137,3 +137,14 @@ def secret_resolver(settings: Settings) -> SecretResolver:
 def org_signing_secret_reference(org: str) -> str:
     """The secret reference of an organization's shared HMAC secret (intake and webhooks)."""
     return f"org-{org}-signing-secret"
+
+
+def connection_secret_name(org: str, reference: str) -> str:
+    """Where a connection's secret lives: ``org-<org>--<reference>``.
+
+    A connection names its secret relative to its own organization, so an administrator can
+    never point a connection at another organization's secret (or at calbridge's own keys) and
+    have it sent to a server of their choosing. Organization ids contain no ``--``, so the name
+    says unambiguously whose secret it is.
+    """
+    return f"org-{org}--{reference}"

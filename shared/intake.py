@@ -45,7 +45,7 @@ from shared.config import (
     SecretUnavailable,
     org_signing_secret_reference,
 )
-from shared.models import ID_PATTERN, ORG_ID_PATTERN, AppointmentSnapshot
+from shared.models import ID_PATTERN, ORG_ID_MAX_LENGTH, ORG_ID_PATTERN, AppointmentSnapshot
 from shared.queues import AppointmentChanged, QueueSender, QueueUnavailable
 from shared.store import (
     AppointmentRepository,
@@ -127,7 +127,7 @@ def quoted(value: str) -> str:
 def check_org(org: str) -> None:
     """An organization id in a path: 404 when it cannot name an organization."""
     # fullmatch: ``$`` in the patterns also matches before a trailing line break ("%0A").
-    if not _ORG_ID.fullmatch(org):
+    if len(org) > ORG_ID_MAX_LENGTH or not _ORG_ID.fullmatch(org):
         raise refuse(404, "not_found", "no such organization")
 
 

@@ -30,8 +30,11 @@ Identifier = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 # Organization ids are stricter: they name Key Vault secrets (``org-{org}-signing-secret``),
 # whose names allow only letters, digits and hyphens and ignore case; lower case keeps two
 # organizations from ever sharing a secret name or an environment variable.
-ORG_ID_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
-OrgId = Annotated[str, StringConstraints(pattern=ORG_ID_PATTERN)]
+# No "--" in an organization id: it separates the organization from the name in the Key Vault
+# names of its connections' secrets (``shared.config.connection_secret_name``).
+ORG_ID_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
+ORG_ID_MAX_LENGTH = 63
+OrgId = Annotated[str, StringConstraints(pattern=ORG_ID_PATTERN, max_length=ORG_ID_MAX_LENGTH)]
 
 MAX_APPOINTMENT_DURATION = timedelta(hours=24)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -177,7 +180,11 @@ def utc(value: datetime) -> datetime:
 AuthType = Literal["basic", "ntlm", "oauth"]
 AccessMode = Literal["impersonation", "delegate"]
 # Key Vault secret names: letters, digits and dashes.
-SecretReference = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{1,127}$")]
+# A connection's secret, named within its organization: stored in Key Vault as
+# ``org-<org>--<reference>`` (see ``shared.config.connection_secret_name``), so an organization
+# can only ever name its own secrets. 56 characters leave room for the longest org id within
+# Key Vault's 127.
+SecretReference = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{1,56}$")]
 HttpsUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+\S*$", max_length=2048)]
 
 

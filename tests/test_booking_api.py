@@ -558,3 +558,11 @@ def test_busy_time_with_a_bad_staff_id_is_400(app: App) -> None:
     response = busy("a%2Cb", start="2026-03-02T00:00:00Z", end="2026-03-03T00:00:00Z")
     assert response.status_code == 400
     assert "staffId" in answer(response)["message"]
+
+
+@pytest.mark.parametrize("org", ["Acme", "acme--x", "-acme", "acme-", "a" * 64])
+def test_an_org_id_that_cannot_name_its_secrets_is_404(app: App, org: str) -> None:
+    body = snapshot_body(1)
+    response = put(body, path=f"/api/orgs/{org}/appointments/apt-1")
+    assert response.status_code == 404
+    app.assert_untouched()

@@ -20,7 +20,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from shared.admin import ADMIN_KEY_HEADER
 from shared.booking.routes import PATH_PARAMETERS, ROUTES, ApiRoute, Response
 from shared.booking.signature import SIGNATURE_HEADER
-from shared.models import ID_PATTERN, ORG_ID_PATTERN
+from shared.models import ID_PATTERN, ORG_ID_MAX_LENGTH, ORG_ID_PATTERN
 
 SCHEMA_REF_TEMPLATE = "#/components/schemas/{model}"
 SECURITY_SCHEMES: dict[str, dict[str, str]] = {
@@ -86,6 +86,7 @@ def _operation(route: ApiRoute, refs: SchemaRefs) -> dict[str, Any]:
                 "schema": {
                     "type": "string",
                     "pattern": ORG_ID_PATTERN if name == "org" else ID_PATTERN,
+                    **({"maxLength": ORG_ID_MAX_LENGTH} if name == "org" else {}),
                 },
             }
         )

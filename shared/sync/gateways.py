@@ -12,7 +12,7 @@ import hashlib
 import threading
 from collections.abc import Callable
 
-from shared.config import SecretResolver, Settings
+from shared.config import SecretResolver, Settings, connection_secret_name
 from shared.exchange.port import CalendarGateway
 from shared.models import ConnectionConfig
 from shared.store.records import ConnectionRecord
@@ -51,7 +51,7 @@ class ConnectionGateways:
         reference = connection.secret_reference
         if reference is None:
             raise MissingSecret(f"connection {connection.connection_id!r} has no secret reference")
-        secret = self._secrets.resolve(reference)
+        secret = self._secrets.resolve(connection_secret_name(org, reference))
         config = ConnectionConfig.model_validate(
             connection.model_dump(include=set(ConnectionConfig.model_fields))
         )

@@ -24,7 +24,7 @@ from devhost.runner import FunctionsRunner
 from shared import bootstrap
 from shared.admin import ADMIN_KEY_HEADER
 from shared.booking.signature import SIGNATURE_HEADER, sign
-from shared.config import environment_variable_for
+from shared.config import connection_secret_name, environment_variable_for
 from shared.models import EventMapping
 from shared.queues import APPOINTMENT_CHANGES
 from sim.server import RunningSimulator, start_simulator
@@ -168,8 +168,8 @@ def world(azurite: Azurite) -> Iterator[World]:
     sim = start_simulator(simulator_config())
     prefix = "e2e" + str(int(time.time() * 1000) % 10**8)
     secrets = {
-        environment_variable_for("e2e-ews-password"): SERVICE_PASSWORD,
-        environment_variable_for("e2e-graph-secret"): CLIENT_SECRET,
+        environment_variable_for(connection_secret_name(ORG, "e2e-ews-password")): SERVICE_PASSWORD,
+        environment_variable_for(connection_secret_name(ORG, "e2e-graph-secret")): CLIENT_SECRET,
     }
     try:
         with app_environment(

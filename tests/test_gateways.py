@@ -1,0 +1,83 @@
+"""The gateway cache of the workers: one gateway per connection, rebuilt when the connection or
+its secret changes, and a connection's secret always looked up within its own organization."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shared.config import SecretNotFound, Settings
+from shared.exchange.fake import FakeCalendarGateway, FakeExchange
+from shared.exchange.port import CalendarGateway
+from shared.models import ConnectionConfig
+from shared.store.records import ConnectionRecord
+from shared.sync.gateways import ConnectionGateways
+
+
+class DictSecrets:
+    def __init__(self, secrets: dict[str, str]) -> None:
+        self.secrets = secrets
+        self.asked: list[str] = []
+
+    def resolve(self, reference: str) -> str:
+        self.asked.append(reference)
+        if reference not in self.secrets:
+            raise SecretNotFound(f"secret {reference!r} is not configured")
+        return self.secrets[reference]
+
+
+def connection(reference: str = "ews-password", **changes: Any) -> ConnectionRecord:
+    config = ConnectionConfig(
+        kind="ews",
+        ews_url="https://mail.acme.test/EWS/Exchange.asmx",
+        auth_type="ntlm",
+        username="svc@acme.test",
+        secret_reference=reference,
+    )
+    return ConnectionRecord(connection_id="onprem", **{**config.model_dump(), **changes})
+
+
+class Builds:
+    def __init__(self) -> None:
+        self.secrets: list[str] = []
+
+    def __call__(
+        self, config: ConnectionConfig, secret: str, settings: Settings, connection_id: str
+    ) -> CalendarGateway:
+        self.secrets.append(secret)
+        return FakeCalendarGateway(FakeExchange(), connection_id=connection_id)
+
+
+def test_a_connections_secret_is_named_within_its_organization() -> None:
+    secrets = DictSecrets({"org-acme--ews-password": "acme's password"})
+    builds = Builds()
+    gateways = ConnectionGateways(Settings(), secrets, builds)
+    gateways.gateway("acme", connection())
+    assert secrets.asked == ["org-acme--ews-password"]
+    assert builds.secrets == ["acme's password"]
+
+
+def test_an_organization_cannot_reach_another_organizations_secret() -> None:
+    # globex names acme's secret by its plain name: it is looked up under globex only.
+    secrets = DictSecrets({"org-acme--ews-password": "acme's password"})
+    gateways = ConnectionGateways(Settings(), secrets, Builds())
+    with pytest.raises(SecretNotFound):
+        gateways.gateway("globex", connection("ews-password"))
+    with pytest.raises(SecretNotFound):
+        gateways.gateway("globex", connection("org-acme--ews-password"))
+    assert secrets.asked == ["org-globex--ews-password", "org-globex--org-acme--ews-password"]
+
+
+def test_a_gateway_is_reused_until_the_connection_or_its_secret_changes() -> None:
+    secrets = DictSecrets({"org-acme--ews-password": "one"})
+    builds = Builds()
+    gateways = ConnectionGateways(Settings(), secrets, builds)
+    first = gateways.gateway("acme", connection())
+    assert gateways.gateway("acme", connection()) is first
+    secrets.secrets["org-acme--ews-password"] = "two"  # rotated
+    rotated = gateways.gateway("acme", connection())
+    assert rotated is not first
+    moved = gateways.gateway("acme", connection(access_mode="delegate"))
+    assert moved is not rotated
+    assert builds.secrets == ["one", "two", "two"]
