@@ -119,7 +119,12 @@ def token_credential(credentials: GraphCredentials, endpoints: GraphEndpoints) -
     from azure.core.pipeline.transport import AsyncioRequestsTransport
     from azure.identity.aio import ClientSecretCredential
 
-    transport_options: dict[str, Any] = {}
+    # The same limits as Graph requests: azure-core's own default read timeout is 300 s, long
+    # enough for a hanging authority to hold a worker for five minutes.
+    transport_options: dict[str, Any] = {
+        "connection_timeout": _CONNECT_TIMEOUT_S,
+        "read_timeout": DEFAULT_TIMEOUT_S,
+    }
     if endpoints.ca_bundle:
         transport_options["connection_verify"] = endpoints.ca_bundle
     return ClientSecretCredential(
