@@ -308,3 +308,28 @@ def test_a_throttling_delay_longer_than_a_queue_allows_is_capped_not_a_crash(
     assert report.disposition is ApplyDisposition.REQUEUED
     [sent] = setup.queue.sent
     assert sent.visibility_delay == MAX_VISIBILITY_DELAY
+
+
+def test_a_problem_is_cleared_even_after_a_pass_that_died_before_its_create(
+    setup: Setup,
+) -> None:
+    message = setup.store(
+        1, organizer_staff_id="nobody", staff=[{"staff_id": "nobody", "role": "organizer"}]
+    )
+    assert setup.apply(message).disposition is ApplyDisposition.PROBLEM
+    setup.repos.mailboxes.put(
+        ORG,
+        "nobody",
+        MailboxRecord(staff_id="nobody", connection_id="onprem", address=SECONDARY),
+        None,
+    )
+    # A worker stores its pending-create note, then dies before creating anything.
+    setup.exchange.fail_next("create_event", RuntimeError("worker killed"))  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError):
+        setup.apply(message)
+    pending = setup.repos.event_map.get(ORG, "apt-1")
+    assert pending is not None
+    assert pending.value.item_id is None
+    assert setup.repos.problems.get(ORG, "apt-1") is not None
+    assert setup.apply(message).disposition is ApplyDisposition.DONE
+    assert setup.repos.problems.get(ORG, "apt-1") is None

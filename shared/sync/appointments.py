@@ -217,9 +217,12 @@ class AppointmentApplier:
             writes.append(
                 asyncio.to_thread(self._note_problem, org, appointment_id, snapshot.version, text)
             )
-        elif failure is None and (mapping is None or mapping.last_error is not None):
+        elif failure is None and (
+            mapping is None or mapping.last_error is not None or mapping.item_id is None
+        ):
             # A problem row can only exist when the last pass had one: a pass that recorded a
-            # problem either left no mapping or put the problem on it.
+            # problem either left no mapping or put the problem on it — or died after its
+            # pending-create note (no item id yet), which carries no error.
             writes.append(asyncio.to_thread(self._repos.problems.clear, org, appointment_id))
         # Independent rows: written in one round.
         await asyncio.gather(*writes)
