@@ -18,7 +18,8 @@ import contextlib
 import hmac
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from pydantic import ConfigDict
@@ -47,6 +48,18 @@ ADMIN_KEY_HEADER = "X-Calbridge-Admin-Key"
 # The names of calbridge's own per-organization keys (``org_admin_key_reference``,
 # ``shared.config.org_signing_secret_reference``), in any case: Key Vault names ignore case.
 _CALBRIDGE_KEY_REFERENCE = re.compile(r"org-.+-(?:admin-key|signing-secret)", re.IGNORECASE)
+
+
+@contextmanager
+def storage_refusals(row: str) -> Iterator[None]:
+    """Storage failures of an admin write as the answers the API documents: a row changed by
+    someone else meanwhile is a 409 (send it again), storage that cannot be reached a 503."""
+    try:
+        yield
+    except ConcurrencyConflict:
+        raise refuse(409, "conflict", f"{row} changed meanwhile; send it again") from None
+    except StoreUnavailable as exc:
+        raise refuse(503, "unavailable", "storage is unavailable; retry later") from exc
 
 
 def org_admin_key_reference(org: str) -> str:
@@ -163,23 +176,20 @@ class AdminApi:
         self, org: str, connection_id: str, config: ConnectionConfig
     ) -> HttpAnswer:
         try:
-            current = self._repos.connections.get(org, connection_id)
-            kept = (
-                {"health": current.value.health, "health_detail": current.value.health_detail}
-                if current is not None
-                else {}
-            )
-            record = ConnectionRecord(connection_id=connection_id, **config.model_dump(), **kept)
-            self._repos.connections.put(
-                org, connection_id, record, current.etag if current else None
-            )
-            requeued = self._requeue_parked(org, connection_id) if config.enabled else 0
-        except ConcurrencyConflict:
-            raise refuse(
-                409, "conflict", f"connection {connection_id!r} changed meanwhile; send it again"
-            ) from None
-        except StoreUnavailable as exc:
-            raise refuse(503, "unavailable", "storage is unavailable; retry later") from exc
+            with storage_refusals(f"connection {connection_id!r}"):
+                current = self._repos.connections.get(org, connection_id)
+                kept = (
+                    {"health": current.value.health, "health_detail": current.value.health_detail}
+                    if current is not None
+                    else {}
+                )
+                record = ConnectionRecord(
+                    connection_id=connection_id, **config.model_dump(), **kept
+                )
+                self._repos.connections.put(
+                    org, connection_id, record, current.etag if current else None
+                )
+                requeued = self._requeue_parked(org, connection_id) if config.enabled else 0
         except QueueUnavailable as exc:
             # Saved, but parked changes stay parked (they are unparked only once queued): the
             # same request again requeues them.
@@ -231,7 +241,7 @@ class AdminApi:
     def _save_staff(
         self, org: str, staff_id: str, assignment: StaffMailboxAssignment
     ) -> HttpAnswer:
-        try:
+        with storage_refusals(f"staff member {staff_id!r}"):
             if self._repos.connections.get(org, assignment.connection_id) is None:
                 raise Refusal(
                     422,
@@ -259,12 +269,6 @@ class AdminApi:
                 }
             )
             self._repos.mailboxes.put(org, staff_id, record, current.etag if current else None)
-        except ConcurrencyConflict:
-            raise refuse(
-                409, "conflict", f"staff member {staff_id!r} changed meanwhile; send it again"
-            ) from None
-        except StoreUnavailable as exc:
-            raise refuse(503, "unavailable", "storage is unavailable; retry later") from exc
         log.info("staff %s/%s assigned to connection %s", org, staff_id, assignment.connection_id)
         saved = StaffSaved(
             staff_id=staff_id,
