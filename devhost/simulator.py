@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from devhost.azurite import stop_process
 from devhost.dev_secrets import write_private_json
 
 log = logging.getLogger("devhost")
@@ -154,13 +155,7 @@ class RunningSimulator:
         return self
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def check_simulator_present(module: str = "sim") -> None:
