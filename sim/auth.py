@@ -31,7 +31,7 @@ from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1
 
 from sim.config import SimConfig
 from sim.token import EWS_AUDIENCE, GRAPH_AUDIENCE, TokenIssuer
-from sim.wire import Principal
+from sim.wire import AuthScheme, Principal
 
 logger = logging.getLogger(__name__)
 
@@ -207,19 +207,11 @@ class Authenticator:
         connection.ntlm_context = None
         return self._ews_refusal("unexpected NTLM message")
 
-    def _principal_for(self, address: str, scheme: str) -> Principal | None:
+    def _principal_for(self, address: str, scheme: AuthScheme) -> Principal | None:
         if self.config.mailbox(address) is not None:
-            return Principal(kind="user", name=address, auth_scheme=scheme)  # type: ignore[arg-type]
+            return Principal(kind="user", name=address, auth_scheme=scheme)
         account = self.config.service_account(address)
-        if account is None:
-            return None
-        return Principal(
-            kind="service",
-            name=account.username,
-            auth_scheme=scheme,  # type: ignore[arg-type]
-            impersonate=account.impersonate,
-            delegate_for=account.delegate_for,
-        )
+        return None if account is None else account.principal(scheme)
 
     # --- Graph ----------------------------------------------------------------------------
     def authenticate_graph(self, header: str | None) -> AuthOutcome:

@@ -23,6 +23,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sim.store import ExchangeStore, Mailbox
+from sim.wire import AuthScheme, Principal
 
 DEFAULT_TOKEN_LIFETIME_S = 3600
 
@@ -45,6 +46,16 @@ class ServiceAccount:
     password: str
     impersonate: frozenset[str]
     delegate_for: frozenset[str]
+
+    def principal(self, scheme: AuthScheme) -> Principal:
+        """The account signed in (by password or token) with its configured rights."""
+        return Principal(
+            kind="service",
+            name=self.username,
+            auth_scheme=scheme,
+            impersonate=self.impersonate,
+            delegate_for=self.delegate_for,
+        )
 
 
 @dataclass(frozen=True)

@@ -228,15 +228,7 @@ class TokenIssuer:
             )
         if claims.get("kind") == "service":
             account = self.config.service_account(name)
-            if account is None:
-                return None
-            return Principal(
-                kind="service",
-                name=account.username,
-                auth_scheme="bearer",
-                impersonate=account.impersonate,
-                delegate_for=account.delegate_for,
-            )
+            return None if account is None else account.principal("bearer")
         if self.config.mailbox(name) is None:
             return None
         return Principal(kind="user", name=name.lower(), auth_scheme="bearer")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+AuthScheme = Literal["basic", "ntlm", "bearer"]
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -23,7 +25,7 @@ class Principal:
 
     kind: Literal["user", "service", "app"]
     name: str  # user/service address or client id
-    auth_scheme: Literal["basic", "ntlm", "bearer"]
+    auth_scheme: AuthScheme
     impersonate: frozenset[str] = frozenset()
     delegate_for: frozenset[str] = frozenset()
     app_mailboxes: frozenset[str] = frozenset()
