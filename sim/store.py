@@ -20,6 +20,7 @@ import json
 import logging
 import secrets
 import threading
+import time
 import uuid
 import zlib
 from collections import Counter
@@ -1186,6 +1187,20 @@ class InjectedFault(Exception):
     def __init__(self, fault: Fault) -> None:
         super().__init__(fault.kind)
         self.fault = fault
+
+
+# Faults whose wire behaviour is the same for every protocol (the HTTP layer carries them out).
+TRANSPORT_FAULTS = frozenset({"http_500", "http_503", "reset", "unauthorized"})
+
+
+def carry_out_common_fault(fault: Fault) -> None:
+    """What every protocol does with a fault that is not its own: a slow one delays the answer,
+    a transport one is raised as ``InjectedFault`` for the server; any other kind (the other
+    protocol's) leaves the request alone."""
+    if fault.kind == "slow":
+        time.sleep(fault.delay_s)
+    elif fault.kind in TRANSPORT_FAULTS:
+        raise InjectedFault(fault)
 
 
 def iter_attendees(item: CalendarItem) -> Iterable[Attendee]:

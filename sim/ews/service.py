@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +29,7 @@ from sim.ews.context import EwsContext
 from sim.ews.errors import EwsFault
 from sim.ews.schema import load_schema, record_failure, response_problems
 from sim.ews.soap import fault_envelope, new_envelope, parse_envelope, serialize
-from sim.store import ExchangeStore, Fault, InjectedFault
+from sim.store import ExchangeStore, Fault, InjectedFault, carry_out_common_fault
 from sim.wire import SimRequest, SimResponse
 
 logger = logging.getLogger(__name__)
@@ -148,12 +147,7 @@ class EwsService:
         if fault.kind in ("invalid_sync_state", "expired_delta"):
             ctx.forced_errors["SyncState"] = "ErrorInvalidSyncStateData"
             return
-        if fault.kind == "slow":
-            time.sleep(fault.delay_s)
-            return
-        if fault.kind in ("http_500", "http_503", "reset", "unauthorized"):
-            raise InjectedFault(fault)
-        # Graph-only kinds (drop_notifications...) have no EWS meaning: answer normally.
+        carry_out_common_fault(fault)
 
     def _validate(self, operation: str, response_xml: bytes) -> None:
         problems = response_problems(response_xml)

@@ -24,7 +24,6 @@ import binascii
 import json
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +54,7 @@ from sim.store import (
     ResponseType,
     SendMode,
     SimError,
+    carry_out_common_fault,
 )
 from sim.wire import Principal, SimRequest, SimResponse
 
@@ -459,12 +459,8 @@ class GraphService:
             if operation == "graph:delta":
                 raise sync_state_gone("the delta token has expired")
             return
-        if fault.kind == "slow":
-            time.sleep(fault.delay_s)
-            return
-        if fault.kind in ("http_500", "http_503", "reset", "unauthorized"):
-            raise InjectedFault(fault)
-        # drop_notifications and EWS-only kinds do not change a Graph request.
+        # drop_notifications acts on deliveries, not on requests.
+        carry_out_common_fault(fault)
 
     # --- events ---------------------------------------------------------------------------------
 
