@@ -132,7 +132,7 @@ class AppointmentApplier:
                     if isinstance(failure, AppointmentApplyFailed)
                     else f"{type(failure).__name__}: {failure}"
                 )
-                self._record_dead_letter(message, reason, dequeue_count)
+                await asyncio.to_thread(self._record_dead_letter, message, reason, dequeue_count)
             raise
         log.info(
             "appointment applied",
@@ -230,7 +230,7 @@ class AppointmentApplier:
             if problems:
                 return ApplyReport(ApplyDisposition.PROBLEM, text)
             return ApplyReport(ApplyDisposition.DONE)
-        return self._after_failure(org, appointment_id, snapshot, failure)
+        return await self._after_failure(org, appointment_id, snapshot, failure)
 
     def _note_problem(self, org: str, appointment_id: str, version: int, problem: str) -> None:
         self._repos.problems.record(
@@ -243,11 +243,13 @@ class AppointmentApplier:
             ),
         )
 
-    def _after_failure(
+    async def _after_failure(
         self, org: str, appointment_id: str, snapshot: AppointmentSnapshot, failure: CalendarError
     ) -> ApplyReport:
         if isinstance(failure, RetryAfter):
-            self._queue.send(
+            # Off the event loop, like every other storage call: other invocations share it.
+            await asyncio.to_thread(
+                self._queue.send,
                 AppointmentChanged(
                     org=org, appointment_id=appointment_id, version=snapshot.version
                 ),
