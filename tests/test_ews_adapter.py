@@ -99,6 +99,7 @@ def gateway_for(
     auth: str = "ntlm",
     password: str | None = None,
     timeout_s: float = 30.0,
+    **options: Any,
 ) -> EwsCalendarGateway:
     return EwsCalendarGateway.for_endpoint(
         EwsEndpoint(
@@ -108,6 +109,7 @@ def gateway_for(
             auth=auth,  # type: ignore[arg-type]
             access=access,  # type: ignore[arg-type]
             timeout_s=timeout_s,
+            **options,
         )
     )
 
@@ -329,6 +331,61 @@ def test_throttling_never_sleeps_even_when_another_configuration_was_cached_firs
     finally:
         made.close()
     assert raised.value.seconds == 60
+
+
+def test_concurrent_throttled_calls_never_shrink_the_session_pool_nor_wedge_it(
+    simulator: RunningSimulator,
+) -> None:
+    # exchangelib 5.6 answers ErrorServerBusy by shrinking its session pool, under a lock that
+    # its own get_session may then wait for: concurrent throttled calls wedged every thread.
+    made = gateway_for(simulator, max_connections=4)
+
+    async def burst(count: int) -> list[object]:
+        calls = [made.find_by_marker(mailbox, new_marker()) for mailbox in [ANN, BOB] * count]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    try:
+        assert all(result == [] for result in run(burst(4)))
+        pool = made.connection.protocol.session_pool_size
+        arm(simulator, "server_busy", "FindItem", mailbox="*", remaining=None, back_off_ms=100)
+        for _ in range(3):
+            results = run(asyncio.wait_for(burst(6), timeout=60))
+            assert all(isinstance(result, RetryAfter) for result in results), results
+        assert made.connection.protocol.session_pool_size == pool
+        simulator.store.clear_faults()
+        assert all(result == [] for result in run(asyncio.wait_for(burst(6), timeout=60)))
+    finally:
+        made.close()
+
+
+def test_a_call_ends_at_its_deadline_and_a_held_connection_never_holds_storage(
+    simulator: RunningSimulator,
+) -> None:
+    from shared.store.threads import in_storage_thread
+
+    made = gateway_for(simulator, max_connections=1, timeout_s=10, call_deadline_s=0.5)
+    arm(simulator, "slow", "FindItem", mailbox="*", remaining=None, delay_s=3.0)
+
+    async def scenario() -> tuple[list[Any], float]:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        calls = asyncio.gather(
+            *(made.find_by_marker(ANN, new_marker()) for _ in range(4)), return_exceptions=True
+        )
+        await asyncio.sleep(0.1)  # the connection's one thread is now held by the slow server
+        assert await in_storage_thread(lambda: "stored") == "stored"
+        stored_after = loop.time() - began
+        return await calls, stored_after
+
+    try:
+        results, stored_after = run(scenario())
+    finally:
+        simulator.store.clear_faults()
+        made.close()
+    assert stored_after < 0.45, "a storage call waited for the Exchange connection's threads"
+    for result in results:
+        assert isinstance(result, ExchangeUnavailable), result
+        assert "no answer within 0.5 s" in str(result)
 
 
 @pytest.mark.parametrize("kind", ["http_500", "http_503", "reset"])

@@ -37,6 +37,7 @@ from shared.exchange.port import (
     AuthenticationFailed,
     EventDraft,
     EventNotFound,
+    ExchangeEvent,
     ExchangeUnavailable,
     ItemType,
     MailboxNotFound,
@@ -379,6 +380,46 @@ def test_a_request_that_takes_too_long_is_exchange_unavailable(
     with pytest.raises(ExchangeUnavailable, match="timed out"):
         run(gateway.find_by_marker(ANN, new_marker()))
     run(gateway.aclose())
+
+
+def test_a_request_ends_at_the_call_deadline_even_while_the_server_keeps_sending(
+    simulator: RunningSimulator, run: Runner
+) -> None:
+    # The read timeout bounds each wait for bytes; the call deadline bounds the request as a
+    # whole (token included), so no Graph call can hold a worker longer than that.
+    gateway = gateway_for(simulator, timeout_s=30, call_deadline_s=0.4)
+    run(gateway.find_by_marker(ANN, new_marker()))
+    add_fault(simulator, "slow", "graph:listEvents", delay_s=2.0)
+
+    with pytest.raises(ExchangeUnavailable, match=r"no answer within 0\.4 s"):
+        run(gateway.find_by_marker(ANN, new_marker()))
+    run(gateway.aclose())
+
+
+def test_token_requests_run_on_the_adapters_own_threads_not_the_default_executor(
+    simulator: RunningSimulator,
+) -> None:
+    # Anything in the process may fill the event loop's default executor; a token request
+    # queued behind it would stall every Graph call of every connection.
+    import threading
+
+    gateway = gateway_for(simulator)
+    release = threading.Event()
+
+    async def scenario() -> list[ExchangeEvent]:
+        loop = asyncio.get_running_loop()
+        from concurrent.futures import ThreadPoolExecutor
+
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
+        held = loop.run_in_executor(None, release.wait, 30)
+        try:
+            return await asyncio.wait_for(gateway.find_by_marker(ANN, new_marker()), 20)
+        finally:
+            release.set()
+            await held
+            await gateway.aclose()
+
+    assert asyncio.run(scenario()) == []
 
 
 def closed_port() -> int:

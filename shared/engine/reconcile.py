@@ -456,8 +456,14 @@ def _booking(
 # --- recording ---------------------------------------------------------------------------------
 
 
+def describe_error(error: CalendarError) -> str:
+    """How a failure is recorded on the mapping (``last_error``): its kind and its message,
+    which names mailboxes and ids, never content."""
+    return f"{type(error).__name__}: {error}"
+
+
 def _describe(failure: Failed) -> str:
-    return f"{type(failure.error).__name__}: {failure.error}"
+    return describe_error(failure.error)
 
 
 def pending_create(plan: ReconcilePlan, action: CreateEvent) -> EventMapping:

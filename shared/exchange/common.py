@@ -1,5 +1,6 @@
 """What the EWS and Graph adapters share, written once: protocol spellings → the port's enums,
-HTTP statuses → the port's typed errors, ``Retry-After`` parsing and time-zone helpers.
+HTTP statuses → the port's typed errors, ``Retry-After`` parsing, the deadline every port call
+runs under, and time-zone helpers.
 
 No SDK is imported here (exchangelib lives under ``ews/``, msgraph-sdk under ``graph/``), so both
 adapters — and their tests — can use it without paying for the other's imports.
@@ -12,10 +13,11 @@ adapter; a value neither protocol documents maps to the safe default named in ea
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import asyncio
+from collections.abc import Awaitable, Iterable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 from shared.exchange.port import (
@@ -206,6 +208,33 @@ def error_for_http_status(
     if status == 408 or status >= 500:
         return ExchangeUnavailable(detail, mailbox=mailbox)
     return CalendarError(detail, mailbox=mailbox)
+
+
+T = TypeVar("T")
+
+# One port call (its requests, an NTLM handshake or a token request, the wait for a thread) ends
+# by then, whatever the server does: ``ExchangeUnavailable``, and the host's redelivery takes over.
+DEFAULT_CALL_DEADLINE_S: Final = 90.0
+
+
+async def within_deadline(
+    call: Awaitable[T], seconds: float, *, protocol: str, operation: str, mailbox: str
+) -> T:
+    """Await one port call's work, giving up after ``seconds``: a server that never answers (or
+    a pool of threads all held by one) becomes ``ExchangeUnavailable``, which the host's
+    redelivery retries, instead of an invocation that never ends. Both adapters use it, so no
+    Exchange call is unbounded."""
+    deadline = asyncio.timeout(seconds)
+    try:
+        async with deadline:
+            return await call
+    except TimeoutError:
+        if not deadline.expired():
+            raise
+        raise ExchangeUnavailable(
+            f"{protocol} {operation} for {mailbox}: no answer within {seconds:g} s",
+            mailbox=mailbox,
+        ) from None
 
 
 # --- ordering -----------------------------------------------------------------------------------

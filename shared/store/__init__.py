@@ -7,6 +7,7 @@
 - :mod:`entity_repository` — the generic ETag repository; :mod:`repositories` the state tables.
 - :mod:`records` — row models that are not part of the booking contract.
 - :mod:`errors` — ``ConcurrencyConflict`` and friends.
+- :mod:`threads` — the thread pool async services run storage calls on.
 
 This package and ``shared.config`` are the only places that import Azure Storage SDKs (here
 only in :mod:`azure_tables`, loaded by ``shared.bootstrap`` when it builds real clients).

@@ -98,11 +98,19 @@ class DeadLetterRecord(CamelModel):
 
 
 class ApplyProblemRecord(CamelModel):
-    """A row of ApplyProblems (org / appointmentId): why Exchange cannot fully show the
-    appointment's latest snapshot (a staff member without a mailbox, a missing connection).
-    Cleared by the next pass that has no problem; shown by the status API."""
+    """A row of ApplyProblems (org / appointmentId): why Exchange does not show the
+    appointment's latest snapshot yet (a staff member without a mailbox, a missing connection,
+    Exchange throttling every try). Cleared by the next pass that has no problem; shown by the
+    status API.
+
+    Throttling is recorded too, so an appointment that Exchange keeps refusing is visible:
+    ``throttled_since`` is the first throttled try of the current run of them and
+    ``throttled_tries`` how many tries have been throttled since (None / 0 otherwise).
+    """
 
     appointment_id: Identifier
     version: Annotated[int, Field(ge=0)]
     problem: ErrorText
     recorded_at: AwareDatetime
+    throttled_since: AwareDatetime | None = None
+    throttled_tries: Annotated[int, Field(ge=0)] = 0

@@ -10,7 +10,9 @@ What happens to the message (``ApplyDisposition``):
 
 - ``done`` — Exchange matches the snapshot (or nothing was to be done); the message is deleted.
 - ``requeued`` — Exchange throttled us (``RetryAfter``): a fresh message is queued with that
-  visibility delay and this one completes. The worker never sleeps.
+  visibility delay and this one completes. The worker never sleeps. Each throttled try is
+  counted in ``ApplyProblems`` (since when, how many tries) and logged as a warning, so an
+  appointment that Exchange throttles without end shows in the status and the logs.
 - ``parked`` — a connection the pass needs is disabled for maintenance: no call is made, the
   appointment is recorded in ``ParkedChanges`` and re-queued when the connection is enabled.
 - ``problem`` — a staff member has no known mailbox, or a connection is missing: recorded in
@@ -54,6 +56,7 @@ from shared.store.records import (
     DeadLetterRecord,
     ParkedChangeRecord,
 )
+from shared.store.threads import in_storage_thread
 from shared.sync.executor import apply_appointment
 
 log = logging.getLogger(__name__)
@@ -84,6 +87,16 @@ class ApplyReport:
     disposition: ApplyDisposition
     detail: str = ""
     retry_after: float | None = None
+
+
+# How each outcome is logged: a re-queued (throttled) or problem outcome is not a success.
+_OUTCOME_LOG: dict[ApplyDisposition, tuple[int, str]] = {
+    ApplyDisposition.DONE: (logging.INFO, "appointment applied"),
+    ApplyDisposition.REQUEUED: (logging.WARNING, "appointment throttled by Exchange; re-queued"),
+    ApplyDisposition.PARKED: (logging.INFO, "appointment parked: its connection is disabled"),
+    ApplyDisposition.PROBLEM: (logging.WARNING, "appointment not fully applied: problem recorded"),
+    ApplyDisposition.MISSING: (logging.INFO, "appointment not applied: no snapshot stored"),
+}
 
 
 class AppointmentApplyFailed(Exception):
@@ -132,11 +145,18 @@ class AppointmentApplier:
                     if isinstance(failure, AppointmentApplyFailed)
                     else f"{type(failure).__name__}: {failure}"
                 )
-                await asyncio.to_thread(self._record_dead_letter, message, reason, dequeue_count)
+                await in_storage_thread(self._record_dead_letter, message, reason, dequeue_count)
             raise
-        log.info(
-            "appointment applied",
-            extra={"org": org, "appointment": appointment_id, "outcome": report.disposition},
+        level, text = _OUTCOME_LOG[report.disposition]
+        log.log(
+            level,
+            text,
+            extra={
+                "org": org,
+                "appointment": appointment_id,
+                "outcome": report.disposition,
+                "detail": report.detail,
+            },
         )
         return report
 
@@ -144,8 +164,8 @@ class AppointmentApplier:
         for _ in range(MAX_PASSES):
             # The two reads are independent: one storage round trip, not two.
             stored, current = await asyncio.gather(
-                asyncio.to_thread(self._repos.appointments.get, org, appointment_id),
-                asyncio.to_thread(self._repos.event_map.get, org, appointment_id),
+                in_storage_thread(self._repos.appointments.get, org, appointment_id),
+                in_storage_thread(self._repos.event_map.get, org, appointment_id),
             )
             if stored is None:
                 return ApplyReport(ApplyDisposition.MISSING, "no snapshot stored")
@@ -170,7 +190,7 @@ class AppointmentApplier:
         # Staff mailboxes and the organization's connections (a handful of rows) in one round.
         directory, all_connections = await asyncio.gather(
             self._directory(org, snapshot, mapping),
-            asyncio.to_thread(self._repos.connections.list_by_org, org),
+            in_storage_thread(self._repos.connections.list_by_org, org),
         )
         try:
             connections = self._connections_needed(
@@ -178,9 +198,9 @@ class AppointmentApplier:
             )
         except ConnectionUnavailable as unavailable:
             if unavailable.disabled:
-                await asyncio.to_thread(self._park, org, appointment_id, unavailable.connection_id)
+                await in_storage_thread(self._park, org, appointment_id, unavailable.connection_id)
                 return ApplyReport(ApplyDisposition.PARKED, str(unavailable))
-            return await asyncio.to_thread(
+            return await in_storage_thread(
                 self._record_problem,
                 org,
                 appointment_id,
@@ -196,7 +216,7 @@ class AppointmentApplier:
         etag_box = [etag]
 
         async def before_create(pending: EventMapping) -> None:
-            etag_box[0] = await asyncio.to_thread(
+            etag_box[0] = await in_storage_thread(
                 self._repos.event_map.put, org, appointment_id, pending, etag_box[0]
             )
 
@@ -206,7 +226,7 @@ class AppointmentApplier:
         writes: list[Awaitable[object]] = []
         if outcome.mapping is not None and outcome.mapping != mapping:
             writes.append(
-                asyncio.to_thread(
+                in_storage_thread(
                     self._repos.event_map.put, org, appointment_id, outcome.mapping, etag_box[0]
                 )
             )
@@ -215,7 +235,7 @@ class AppointmentApplier:
         text = "; ".join(p.message for p in problems)
         if failure is None and problems:
             writes.append(
-                asyncio.to_thread(self._note_problem, org, appointment_id, snapshot.version, text)
+                in_storage_thread(self._note_problem, org, appointment_id, snapshot.version, text)
             )
         elif failure is None and (
             mapping is None or mapping.last_error is not None or mapping.item_id is None
@@ -223,7 +243,7 @@ class AppointmentApplier:
             # A problem row can only exist when the last pass had one: a pass that recorded a
             # problem either left no mapping or put the problem on it — or died after its
             # pending-create note (no item id yet), which carries no error.
-            writes.append(asyncio.to_thread(self._repos.problems.clear, org, appointment_id))
+            writes.append(in_storage_thread(self._repos.problems.clear, org, appointment_id))
         # Independent rows: written in one round.
         await asyncio.gather(*writes)
         if failure is None:
@@ -243,12 +263,34 @@ class AppointmentApplier:
             ),
         )
 
+    def _note_throttled(
+        self, org: str, appointment_id: str, version: int, failure: RetryAfter
+    ) -> ApplyProblemRecord:
+        """Count one throttled try in ApplyProblems, keeping when the throttling began."""
+        now = self._now()
+        earlier = self._repos.problems.get(org, appointment_id)
+        since = earlier.value.throttled_since if earlier is not None else None
+        record = ApplyProblemRecord(
+            appointment_id=appointment_id,
+            version=version,
+            problem=str(failure)[:2000],
+            recorded_at=now,
+            throttled_since=since or now,
+            throttled_tries=(earlier.value.throttled_tries if since and earlier else 0) + 1,
+        )
+        self._repos.problems.record(org, record)
+        return record
+
     async def _after_failure(
         self, org: str, appointment_id: str, snapshot: AppointmentSnapshot, failure: CalendarError
     ) -> ApplyReport:
         if isinstance(failure, RetryAfter):
-            # Off the event loop, like every other storage call: other invocations share it.
-            await asyncio.to_thread(
+            # The throttled try is counted before the message is re-queued: a crash in between
+            # leaves the host's redelivery, and never a re-queued change nobody can see.
+            throttled = await in_storage_thread(
+                self._note_throttled, org, appointment_id, snapshot.version, failure
+            )
+            await in_storage_thread(
                 self._queue.send,
                 AppointmentChanged(
                     org=org, appointment_id=appointment_id, version=snapshot.version
@@ -258,7 +300,11 @@ class AppointmentApplier:
                     seconds=max(1.0, min(failure.seconds, _MAX_DELAY_SECONDS))
                 ),
             )
-            return ApplyReport(ApplyDisposition.REQUEUED, str(failure), failure.seconds)
+            detail = (
+                f"{failure}; throttled {throttled.throttled_tries} time(s) since "
+                f"{throttled.throttled_since:%Y-%m-%dT%H:%M:%SZ}"
+            )
+            return ApplyReport(ApplyDisposition.REQUEUED, detail, failure.seconds)
         if isinstance(failure, ChangeKeyConflict | EventNotFound):
             raise _Reobserve
         raise AppointmentApplyFailed(f"{type(failure).__name__}: {failure}")
@@ -272,7 +318,7 @@ class AppointmentApplier:
         if mapping is not None and mapping.organizer_staff_id not in wanted:
             wanted.append(mapping.organizer_staff_id)
         records = await asyncio.gather(
-            *(asyncio.to_thread(self._repos.mailboxes.get, org, staff_id) for staff_id in wanted)
+            *(in_storage_thread(self._repos.mailboxes.get, org, staff_id) for staff_id in wanted)
         )
         return {
             record.value.staff_id: MailboxRef(

@@ -33,6 +33,7 @@ from shared.engine.reconcile import (
     RecordProblem,
     UpdateEvent,
     Written,
+    describe_error,
     mapping_after,
     observation_for,
     pending_create,
@@ -117,7 +118,11 @@ async def apply_appointment(
     try:
         observed = await observe(gateway_for, lookups)
     except CalendarError as error:
-        return ApplyOutcome(plan=None, results=(), mapping=mapping, failure=error)
+        # Nothing was decided or written; the mapping stays, noting why (as after a failed action).
+        noted = None
+        if mapping is not None:
+            noted = mapping.model_copy(update={"last_error": describe_error(error)})
+        return ApplyOutcome(plan=None, results=(), mapping=noted, failure=error)
     plan = reconcile_appointment(org, appointment_id, snapshot, mapping, observed, directory)
     results = await execute_plan(gateway_for, plan, before_create)
     failure = next((r.error for r in results if isinstance(r, Failed)), None)

@@ -27,6 +27,7 @@ from shared.booking.signature import SIGNATURE_HEADER, sign
 from shared.config import connection_secret_name, environment_variable_for
 from shared.models import EventMapping
 from shared.queues import APPOINTMENT_CHANGES
+from shared.store.records import ApplyProblemRecord
 from sim.server import RunningSimulator, start_simulator
 from sim.store import CalendarItem
 from tests.functions_harness import app_environment
@@ -146,6 +147,10 @@ class World:
 
     def mapping(self, appointment_id: str) -> EventMapping | None:
         found = bootstrap.services().repositories.event_map.get(ORG, appointment_id)
+        return found.value if found else None
+
+    def problem(self, appointment_id: str) -> ApplyProblemRecord | None:
+        found = bootstrap.services().repositories.problems.get(ORG, appointment_id)
         return found.value if found else None
 
     def applied(self, appointment_id: str, version: int, timeout: float = 30.0) -> EventMapping:

@@ -18,11 +18,20 @@ Why each choice (see ../shared/spec/platform-notes.md, exchangelib):
 - Access: impersonation sends ``ExchangeImpersonation`` (each mailbox's own throttling budget);
   delegate access names the mailbox in the folder id and relies on the service account's
   folder permissions (its own, shared budget).
+- The session pool never shrinks (``SteadyPoolProtocol``). exchangelib answers ErrorServerBusy
+  by dropping a session: ``decrease_poolsize`` takes the pool lock and then waits for a free
+  session, whose ``get_session`` may try to grow the pool under that same lock — a thread that
+  waits on itself, then every thread behind it. calbridge re-queues a throttled change instead of
+  retrying in place, so a smaller pool would buy nothing.
+- Calls run on the connection's own threads (``executor``), as many as the pool has sessions: a
+  stuck or throttled Exchange holds only its own connection's threads, never the storage calls
+  or another connection, and no thread ever waits inside exchangelib for a session.
 """
 
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -40,9 +49,12 @@ from exchangelib import (
     Mailbox,
     Version,
 )
+from exchangelib.errors import SessionPoolMinSizeReached
 from exchangelib.folders import Calendar, Root
 from exchangelib.properties import DistinguishedFolderId
 from exchangelib.protocol import Protocol
+
+from shared.exchange.common import DEFAULT_CALL_DEADLINE_S
 
 # Exchange Server 2016 CU23. Its EWS schema (Exchange2016) is what 2016, 2019 and Subscription
 # Edition all serve, so one build fits every supported on-premises server.
@@ -71,6 +83,7 @@ class EwsEndpoint:
     server_build: tuple[int, ...] = DEFAULT_SERVER_BUILD
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     timeout_s: float = DEFAULT_TIMEOUT_S
+    call_deadline_s: float = DEFAULT_CALL_DEADLINE_S
 
     def __post_init__(self) -> None:
         if self.auth not in _AUTH_TYPES:
@@ -79,6 +92,22 @@ class EwsEndpoint:
             raise ValueError(f"unsupported EWS access mode {self.access!r}")
         if not 2 <= len(self.server_build) <= 4:
             raise ValueError("server_build needs 2 to 4 numbers (major, minor, build, revision)")
+        if self.max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        if self.timeout_s <= 0 or self.call_deadline_s <= 0:
+            raise ValueError("timeouts must be positive")
+
+
+class SteadyPoolProtocol(Protocol):
+    """exchangelib's ``Protocol`` whose session pool never shrinks (see the module notes).
+
+    Both callers of ``decrease_poolsize`` (ErrorServerBusy, ErrorExceededConnectionCount) treat
+    ``SessionPoolMinSizeReached`` as "cannot shrink further": throttling is then raised to the
+    gateway at once, and a connection-count refusal surfaces as an error instead of looping.
+    """
+
+    def decrease_poolsize(self) -> None:
+        raise SessionPoolMinSizeReached("calbridge keeps its session pool at its size")
 
 
 class EwsConnection:
@@ -99,14 +128,17 @@ class EwsConnection:
         )
         self.protocol = self._own_protocol()
         self.protocol.TIMEOUT = endpoint.timeout_s
+        self.executor = ThreadPoolExecutor(
+            max_workers=endpoint.max_connections, thread_name_prefix="ews"
+        )
 
     def _own_protocol(self) -> Any:
-        protocol = Protocol(config=self._config)
-        if protocol.config is not self._config:
+        protocol = SteadyPoolProtocol(config=self._config)
+        if protocol.config is not self._config or not isinstance(protocol, SteadyPoolProtocol):
             # A protocol for the same endpoint and credentials was cached earlier in this process,
             # with that caller's retry policy and version: replace it with ours.
             del Protocol[self._config]
-            protocol = Protocol(config=self._config)
+            protocol = SteadyPoolProtocol(config=self._config)
         return protocol
 
     def account(self, mailbox: str) -> Account:
@@ -144,7 +176,9 @@ class EwsConnection:
             return calendar
 
     def close(self) -> None:
-        """Close the HTTP sessions and forget the cached protocol (if it is still ours)."""
+        """Close the HTTP sessions and forget the cached protocol (if it is still ours). Calls
+        still queued for a thread are dropped; running ones end with their HTTP timeout."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             self._accounts.clear()
             self._calendars.clear()

@@ -1,8 +1,9 @@
 """``EwsCalendarGateway``: the calendar port over EWS (exchangelib 5.6), one per EWS connection.
 
-exchangelib is synchronous: each port call runs its EWS request(s) in a worker thread
-(``asyncio.to_thread``) so the port stays async; the exchangelib objects behind it
-(``EwsConnection``) are built once and shared by those threads.
+exchangelib is synchronous: each port call runs its EWS request(s) on one of the connection's
+own threads (``EwsConnection.executor``) so the port stays async, and under the connection's
+call deadline (``within_deadline``); the exchangelib objects behind it (``EwsConnection``) are
+built once and shared by those threads.
 
 Requests per port call (the fewest that give the port what it promises):
 
@@ -53,6 +54,7 @@ from exchangelib.properties import CalendarView
 from exchangelib.restriction import Restriction
 from exchangelib.services import CreateItem, DeleteItem, FindItem, GetItem, UpdateItem
 
+from shared.exchange.common import within_deadline
 from shared.exchange.ews.connection import EwsConnection, EwsEndpoint
 from shared.exchange.ews.errors import calendar_error
 from shared.exchange.ews.items import (
@@ -110,9 +112,17 @@ class EwsCalendarGateway:
 
     # --- plumbing ---------------------------------------------------------------------------
     async def _call(self, operation: str, mailbox: str, work: Callable[[], T]) -> T:
-        """Run ``work`` (blocking exchangelib calls) in a thread; failures become port errors."""
+        """Run ``work`` (blocking exchangelib calls) on the connection's threads, within its
+        deadline; failures become port errors."""
+        loop = asyncio.get_running_loop()
         try:
-            return await asyncio.to_thread(work)
+            return await within_deadline(
+                loop.run_in_executor(self.connection.executor, work),
+                self.connection.endpoint.call_deadline_s,
+                protocol="EWS",
+                operation=operation,
+                mailbox=mailbox,
+            )
         except Exception as error:
             mapped = calendar_error(error, operation=operation, mailbox=mailbox)
             if mapped is None:

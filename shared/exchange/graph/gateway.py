@@ -25,7 +25,7 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from shared.exchange.common import live_first
+from shared.exchange.common import DEFAULT_CALL_DEADLINE_S, live_first, within_deadline
 from shared.exchange.graph.errors import exception_error, is_missing_item, reply_error
 from shared.exchange.graph.events import (
     EVENT_FIELDS,
@@ -46,6 +46,7 @@ from shared.exchange.graph.session import (
 )
 from shared.exchange.marker import graph_marker_filter
 from shared.exchange.port import (
+    CalendarError,
     ChangeKeyConflict,
     EventDraft,
     EventNotFound,
@@ -76,7 +77,8 @@ class GraphCalendarGateway:
 
     Use it from one event loop and ``await aclose()`` it there when done (see
     ``graph.session`` on loops). ``page_size`` is the ``odata.maxpagesize`` asked for;
-    ``timeout_s`` bounds each request (a timeout is ``ExchangeUnavailable``).
+    ``timeout_s`` bounds each network read, ``call_deadline_s`` each request as a whole, token
+    included (either running out is ``ExchangeUnavailable``).
     """
 
     def __init__(
@@ -87,11 +89,13 @@ class GraphCalendarGateway:
         connection_id: str = "graph",
         page_size: int = DEFAULT_PAGE_SIZE,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        call_deadline_s: float = DEFAULT_CALL_DEADLINE_S,
     ) -> None:
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
-        if timeout_s <= 0:
-            raise ValueError("timeout_s must be positive")
+        if timeout_s <= 0 or call_deadline_s <= 0:
+            raise ValueError("timeouts must be positive")
+        self.call_deadline_s = call_deadline_s
         self.connection_id = connection_id
         self.endpoints = endpoints or GraphEndpoints()
         self.page_size = page_size
@@ -106,7 +110,15 @@ class GraphCalendarGateway:
         self, session: GraphSession, info: RequestInformation, *, operation: str, mailbox: str
     ) -> GraphReply:
         try:
-            return await session.send(info)
+            return await within_deadline(
+                session.send(info),
+                self.call_deadline_s,
+                protocol="Graph",
+                operation=operation,
+                mailbox=mailbox,
+            )
+        except CalendarError:
+            raise
         except Exception as error:
             translated = exception_error(error, operation=operation, mailbox=mailbox)
             if translated is None:

@@ -13,9 +13,10 @@ Event loops: an ``httpx.AsyncClient`` belongs to the loop it was first used on (
 connections do). ``GraphClientPool`` therefore keeps one ``GraphSession`` per gateway and
 rebuilds it when called from a different running loop; the old loop's client is abandoned, not
 closed, since that loop may be gone (its sockets are freed by the garbage collector, with a
-ResourceWarning). The credential is not loop-bound (see ``token_credential``) and is kept, so
-tokens survive. Intended use: one gateway per process, used from one loop — the Functions
-worker's — and ``aclose()``-d there; a new loop per call works, at the price of new connections.
+ResourceWarning). The credential is not loop-bound: it runs on a loop of its own
+(``IsolatedTokenCredential``) and is kept, so tokens survive. Intended use: one gateway per
+process, used from one loop — the Functions worker's — and ``aclose()``-d there; a new loop per
+call works, at the price of new connections.
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import threading
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
@@ -47,6 +51,9 @@ _KNOWN_AUTHORITIES: Final = frozenset(
 )
 _CONNECT_TIMEOUT_S: Final = 10.0
 DEFAULT_TIMEOUT_S: Final = 60.0
+T = TypeVar("T")
+# Token requests are rare (once per token lifetime per connection): a few threads serve them all.
+TOKEN_THREADS: Final = 4
 
 
 @dataclass(frozen=True)
@@ -107,14 +114,61 @@ class GraphReply:
         return ""
 
 
-def token_credential(credentials: GraphCredentials, endpoints: GraphEndpoints) -> Any:
-    """azure-identity's async ``ClientSecretCredential`` for the connection.
+class _TokenLoop:
+    """One event loop on a daemon thread where every Graph connection's token credential runs,
+    with a small thread pool of its own as that loop's default executor."""
+
+    _running: ClassVar[_TokenLoop | None] = None
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.loop.set_default_executor(
+            ThreadPoolExecutor(max_workers=TOKEN_THREADS, thread_name_prefix="graph-token")
+        )
+        threading.Thread(target=self.loop.run_forever, name="graph-token", daemon=True).start()
+
+    @classmethod
+    def shared(cls) -> _TokenLoop:
+        with cls._lock:
+            if cls._running is None:
+                cls._running = cls()
+            return cls._running
+
+    async def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Await ``coroutine`` on the token loop from any other loop (cancellation included)."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self.loop))
+
+
+class IsolatedTokenCredential:
+    """azure-identity's async credential, run on the token loop (``_TokenLoop``).
+
+    Its requests transport runs ``requests`` on its loop's *default executor*. Left on the
+    caller's loop, that executor is shared with anything else in the process, and a token
+    request queued behind other work would stall every Graph call; on the token loop, the
+    executor is the Graph tokens' own. The credential then also belongs to no caller's loop, so
+    one credential, and its token cache, serves every loop. kiota awaits ``get_token``.
+    """
+
+    def __init__(self, credential: Any) -> None:
+        self._credential = credential
+
+    async def get_token(self, *scopes: str, **options: Any) -> Any:
+        return await _TokenLoop.shared().run(self._credential.get_token(*scopes, **options))
+
+    async def close(self) -> None:
+        await _TokenLoop.shared().run(self._credential.close())
+
+
+def token_credential(
+    credentials: GraphCredentials, endpoints: GraphEndpoints
+) -> IsolatedTokenCredential:
+    """azure-identity's async ``ClientSecretCredential`` for the connection, on the token loop.
 
     Its token requests go through ``requests`` (which MSAL loads anyway) on a worker thread
-    instead of aiohttp: importing aiohttp costs ≈ 0.35 s of a cold start, and a requests session
-    belongs to no event loop, so one credential — and its token cache — serves every loop. No
-    retries either: an unreachable authority comes back at once as ``ExchangeUnavailable`` and
-    the worker re-queues, instead of backing off in here.
+    instead of aiohttp: importing aiohttp costs ≈ 0.35 s of a cold start. No retries either: an
+    unreachable authority comes back at once as ``ExchangeUnavailable`` and the worker
+    re-queues, instead of backing off in here.
     """
     from azure.core.pipeline.transport import AsyncioRequestsTransport
     from azure.identity.aio import ClientSecretCredential
@@ -127,14 +181,16 @@ def token_credential(credentials: GraphCredentials, endpoints: GraphEndpoints) -
     }
     if endpoints.ca_bundle:
         transport_options["connection_verify"] = endpoints.ca_bundle
-    return ClientSecretCredential(
-        credentials.tenant_id,
-        credentials.client_id,
-        credentials.client_secret,
-        authority=endpoints.authority_host,
-        disable_instance_discovery=not endpoints.is_known_authority,
-        retry_total=0,
-        transport=AsyncioRequestsTransport(**transport_options),
+    return IsolatedTokenCredential(
+        ClientSecretCredential(
+            credentials.tenant_id,
+            credentials.client_id,
+            credentials.client_secret,
+            authority=endpoints.authority_host,
+            disable_instance_discovery=not endpoints.is_known_authority,
+            retry_total=0,
+            transport=AsyncioRequestsTransport(**transport_options),
+        )
     )
 
 
