@@ -154,6 +154,52 @@ def test_throttling_requeues_with_the_servers_delay_and_never_sleeps(setup: Setu
     assert len(setup.live(ORGANIZER)) == 1
 
 
+@pytest.mark.parametrize(
+    ("operation", "mapped"),
+    [
+        ("find_by_marker", False),
+        ("find_by_marker", True),
+        ("create_event", False),
+        ("update_event", True),
+    ],
+)
+def test_endless_throttling_is_counted_where_status_and_logs_show_it_then_cleared(
+    setup: Setup, operation: str, mapped: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = [datetime(2027, 1, 1, 8, tzinfo=UTC)]
+    setup.applier = AppointmentApplier(
+        setup.repos, setup.queue, setup.gateways, max_dequeue_count=3, now=lambda: clock[0]
+    )
+    if mapped:
+        assert setup.apply(setup.store(1)).disposition is ApplyDisposition.DONE
+    message = setup.store(2, title="Advice (moved)")
+    setup.exchange.fail_next(operation, RetryAfter(5.0), times=4)
+    began = clock[0]
+    for tries in range(1, 5):
+        with caplog.at_level("INFO", logger="shared.sync.appointments"):
+            report = setup.apply(message)
+        assert report.disposition is ApplyDisposition.REQUEUED
+        assert f"throttled {tries} time(s) since 2027-01-01T08:00:00Z" in report.detail
+        problem = setup.repos.problems.get(ORG, "apt-1")
+        assert problem is not None
+        assert problem.value.throttled_since == began
+        assert problem.value.throttled_tries == tries
+        assert "throttled, retry after 5 s" in problem.value.problem
+        clock[0] += timedelta(seconds=5)
+    throttled_lines = [r for r in caplog.records if "throttled" in r.getMessage()]
+    assert len(throttled_lines) == 4
+    assert all(r.levelname == "WARNING" for r in throttled_lines)
+    assert not any(r.getMessage() == "appointment applied" for r in caplog.records)
+    assert len(setup.queue.sent) == 4  # nothing lost: each try re-queued the change
+
+    assert setup.apply(message).disposition is ApplyDisposition.DONE
+    assert setup.repos.problems.get(ORG, "apt-1") is None
+    mapping = setup.repos.event_map.get(ORG, "apt-1")
+    assert mapping is not None
+    assert mapping.value.last_error is None
+    assert mapping.value.applied_version == 2
+
+
 def test_a_disabled_connection_is_not_called_and_the_change_is_parked(setup: Setup) -> None:
     setup.put_connection(enabled=False)
     report = setup.apply(setup.store(1))
