@@ -346,6 +346,43 @@ def test_invalid_json_is_400(app: App) -> None:
     app.assert_untouched()
 
 
+def test_a_snake_case_body_is_refused_however_complete(app: App) -> None:
+    body = json.loads(snapshot_body(3))
+    snake = {"time_zone" if key == "timeZone" else key: value for key, value in body.items()}
+    response = put(json.dumps(snake).encode())
+    assert response.status_code == 422
+    problems = answer(response)["problems"]
+    assert {"field": "time_zone", "message": "unknown field 'time_zone'"} in problems
+    assert {"field": "timeZone", "message": "Field required"} in problems
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (b'{"version": 3, "version": 4}', "version"),
+        (b'{"staff": [{"staffId": "s1", "staffId": "s2", "role": "organizer"}]}', "staffId"),
+    ],
+)
+def test_a_key_named_twice_is_400_naming_it(app: App, text: bytes, key: str) -> None:
+    response = put(text)
+    assert response.status_code == 400
+    refusal = answer(response)
+    assert refusal["error"] == "invalid_json"
+    assert refusal["message"] == f"the body names the key {key!r} more than once"
+    app.assert_untouched()
+    app.assert_untouched()
+
+
+RFC3339_RULE = "must be an RFC 3339 date-time with an offset, e.g. 2026-03-02T09:00:00+01:00"
+RFC3339_STRING_RULE = (
+    "must be an RFC 3339 date-time string with an offset, e.g. 2026-03-02T09:00:00+01:00"
+)
+
+
+def unknown_zone(name: str) -> str:
+    return f"unknown time zone {name!r} (expected an IANA name such as 'America/Toronto')"
+
+
 @pytest.mark.parametrize(
     ("changes", "problem"),
     [
@@ -367,17 +404,47 @@ def test_invalid_json_is_400(app: App) -> None:
             {"end": "2026-03-02T08:00:00+01:00"},
             {"field": "end", "message": "end must be after start"},
         ),
-        (
-            {"start": "2026-03-02T09:00:00"},
-            {"field": "start", "message": "Input should have timezone info"},
-        ),
+        ({"start": "2026-03-02T09:00:00"}, {"field": "start", "message": RFC3339_RULE}),
+        # The contract's instants are RFC 3339 strings, nothing else.
+        ({"start": 1772438400}, {"field": "start", "message": RFC3339_STRING_RULE}),
+        ({"start": 1772438400.5}, {"field": "start", "message": RFC3339_STRING_RULE}),
+        ({"end": "1772442000"}, {"field": "end", "message": RFC3339_RULE}),
+        ({"start": "2026-03-02T09:00:00+0100"}, {"field": "start", "message": RFC3339_RULE}),
+        ({"start": "2026-03-02 09:00:00+01:00"}, {"field": "start", "message": RFC3339_RULE}),
+        ({"start": "2026-03-02"}, {"field": "start", "message": RFC3339_RULE}),
+        ({"end": "2026-03-02T10:00:00+01:00\n"}, {"field": "end", "message": RFC3339_RULE}),
         ({"version": "3"}, {"field": "version", "message": "Input should be a valid integer"}),
         (
             {"timeZone": "Mars/Olympus"},
+            {"field": "timeZone", "message": unknown_zone("Mars/Olympus")},
+        ),
+        # Names a host's zoneinfo folder offers but that are not IANA zones.
+        *(
+            ({"timeZone": name}, {"field": "timeZone", "message": unknown_zone(name)})
+            for name in (
+                "posix/America/Toronto",
+                "right/Europe/Berlin",
+                "localtime",
+                "america/toronto",
+            )
+        ),
+        # An IANA zone Exchange has no Windows name for cannot be written to either protocol.
+        (
+            {"timeZone": "Factory"},
             {
                 "field": "timeZone",
-                "message": "unknown time zone 'Mars/Olympus' (expected an IANA name)",
+                "message": "time zone 'Factory' has no Exchange (Windows) equivalent; "
+                "use a city zone",
             },
+        ),
+        # Field names are the documented camelCase ones only.
+        (
+            {"organizer_staff_id": "s1"},
+            {"field": "organizer_staff_id", "message": "unknown field 'organizer_staff_id'"},
+        ),
+        (
+            {"staff": [{"staff_id": "s1", "role": "organizer"}]},
+            {"field": "staff[0].staff_id", "message": "unknown field 'staff_id'"},
         ),
     ],
 )
@@ -504,7 +571,7 @@ def test_a_62_day_window_is_accepted(app: App) -> None:
         ({"start": "2026-03-03T00:00:00Z"}, "end is required"),
         (
             {"start": "2026-03-02T00:00:00", "end": "2026-03-03T00:00:00Z"},
-            "start '2026-03-02T00:00:00' is not RFC 3339",
+            "start '2026-03-02T00:00:00' must be an RFC 3339 date-time with an offset",
         ),
         ({"start": "2026-03-02T00:00:00 01:00", "end": "2026-03-03T00:00:00Z"}, "%2B"),
         (

@@ -30,7 +30,6 @@ from shared.exchange.graph.events import (
     event_from_graph,
     graph_transaction_id,
 )
-from shared.exchange.graph.zones import iana_zone_name, windows_zone_name
 from shared.exchange.marker import marker_for
 from shared.exchange.port import (
     AccessDenied,
@@ -46,6 +45,7 @@ from shared.exchange.port import (
     ShowAs,
 )
 from shared.models import ConnectionConfig
+from shared.timezones import iana_zone_name, windows_zone_name
 from sim.graph.ids import internal_event_id
 from sim.people import Outlook
 from sim.server import RunningSimulator, start_simulator

@@ -4,8 +4,8 @@ reads back (an ``ExchangeEvent``), parsed by hand so that no msgraph-sdk model m
 Reading asks for ``EVENT_FIELDS`` only — never ``body`` or ``bodyPreview`` — with times in UTC
 (``Prefer: outlook.timezone="UTC"``) and the marker expanded (``MARKER_EXPANSION``). Writing
 sends times as wall-clock ``dateTimeTimeZone`` in the draft's own zone, named the Windows way
-(``graph.zones``: Graph's writes take only one IANA name per Windows zone), so Outlook shows the
-appointment in the zone it was booked in; a zone CLDR does not map is written in UTC.
+(``shared.timezones``: Graph's writes take only one IANA name per Windows zone), so Outlook shows
+the appointment in the zone it was booked in; a zone CLDR does not map is written in UTC.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from shared.exchange.common import (
     event_show_as,
     wall_clock,
 )
-from shared.exchange.graph.zones import iana_zone_name, windows_zone_name
 from shared.exchange.marker import MARKER_GRAPH_ID
 from shared.exchange.port import Attendee, CalendarError, EventDraft, ExchangeEvent, ShowAs
+from shared.timezones import iana_zone_name, windows_zone_name
 
 # Everything ExchangeEvent needs, and nothing else (no body, no bodyPreview).
 EVENT_FIELDS: Final = (
