@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             "CALBRIDGE_QUEUE_PREFIX": "bench-",
             "CALBRIDGE_GRAPH_URL": urls["graph"],
             "CALBRIDGE_GRAPH_AUTHORITY": urls["token"],
+            "CALBRIDGE_ALLOW_LOOPBACK_EXCHANGE": "true",
             "CALBRIDGE_GRAPH_CA_BUNDLE": urls["caBundle"],
             environment_variable_for(org_signing_secret_reference(ORG)): SIGNING_SECRET,
             environment_variable_for(

@@ -98,10 +98,14 @@ def dev_staff(sim: Mapping[str, Any] | None) -> list[DevStaff]:
 
 
 def simulator_environment(sim: Mapping[str, Any], org: str) -> dict[str, str]:
-    """App settings that point calbridge at the simulator: Graph endpoints and the connection
-    secrets (what Key Vault holds in Azure)."""
+    """App settings that point calbridge at the simulator: Graph endpoints, the connection
+    secrets (what Key Vault holds in Azure), and loopback Exchange URLs allowed (the simulator's
+    EWS endpoint is plain http on this machine; never set in Azure)."""
     config = _sim_config(sim)
     environment = {
+        "CALBRIDGE_ALLOW_LOOPBACK_EXCHANGE": "true",
+    }
+    environment |= {
         name: str(sim[key])
         for name, key in (
             ("CALBRIDGE_GRAPH_URL", "graph"),

@@ -26,6 +26,12 @@ from pydantic import ConfigDict
 
 from shared.booking.responses import ApiError, ValidationFailed, ValidationProblem
 from shared.config import SecretNotFound, SecretResolver, SecretUnavailable
+from shared.exchange.endpoint_policy import (
+    EndpointRefused,
+    ExchangeEndpointPolicy,
+    Resolver,
+    resolve_host,
+)
 from shared.intake import (
     RETRY_AFTER_SECONDS,
     HttpAnswer,
@@ -123,8 +129,12 @@ class AdminApi:
         *,
         operator_key: str | None,
         max_request_bytes: int,
+        endpoints: ExchangeEndpointPolicy | None = None,
+        resolve: Resolver = resolve_host,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self._endpoints = endpoints or ExchangeEndpointPolicy()
+        self._resolve = resolve
         self._repos = repositories
         self._queue = queue
         self._secrets = secrets
@@ -168,9 +178,24 @@ class AdminApi:
             check_id("connectionId", connection_id)
             config = parse_json_body(body, ConnectionConfig, "the connection")
             check_exchange_secret_reference(config)
+            self._check_endpoint(config)
             return self._save_connection(org, connection_id, config)
         except Refusal as refusal:
             return refusal.answer
+
+    def _check_endpoint(self, config: ConnectionConfig) -> None:
+        if config.ews_url is None:
+            return
+        try:
+            self._endpoints.check(config.ews_url, resolve=self._resolve)
+        except EndpointRefused as refused:
+            problem = ValidationProblem(field="ewsUrl", message=f"ewsUrl {refused}")
+            raise Refusal(
+                422,
+                ValidationFailed(
+                    message="the connection is not valid (1 problem(s))", problems=[problem]
+                ),
+            ) from None
 
     def _save_connection(
         self, org: str, connection_id: str, config: ConnectionConfig

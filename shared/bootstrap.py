@@ -23,6 +23,7 @@ from pathlib import Path
 
 from shared.admin import AdminApi
 from shared.config import SecretResolver, Settings, get_settings, secret_resolver
+from shared.exchange.endpoint_policy import ExchangeEndpointPolicy
 from shared.intake import BookingIntake
 from shared.queues import AzureQueueSender, QueueSender
 from shared.store import Repositories, build_repositories
@@ -69,6 +70,7 @@ class Services:
             self.secrets,
             operator_key=admin_key.get_secret_value() if admin_key else None,
             max_request_bytes=self.settings.max_request_bytes,
+            endpoints=ExchangeEndpointPolicy.from_settings(self.settings),
         )
 
     @cached_property

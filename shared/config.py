@@ -42,6 +42,16 @@ class Settings(BaseSettings):
     signature_tolerance_seconds: int = Field(
         default=300, validation_alias=AliasChoices("CALBRIDGE_SIGNATURE_TOLERANCE_SECONDS")
     )
+    # Which Exchange URLs administrators may set (``shared.exchange.endpoint_policy``): loopback
+    # only for local runs against the simulator; private networks for an on-premises Exchange
+    # reached through a virtual network. Both off unless the operator turns them on.
+    allow_loopback_exchange: bool = Field(
+        default=False, validation_alias=AliasChoices("CALBRIDGE_ALLOW_LOOPBACK_EXCHANGE")
+    )
+    allow_private_exchange_networks: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("CALBRIDGE_ALLOW_PRIVATE_EXCHANGE_NETWORKS"),
+    )
     # Microsoft Graph endpoints: the real cloud by default; the simulator stands in locally.
     graph_url: str = Field(
         default="https://graph.microsoft.com/v1.0",

@@ -10,6 +10,7 @@ import re
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -218,7 +219,22 @@ AccessMode = Literal["impersonation", "delegate"]
 # can only ever name its own secrets. 56 characters leave room for the longest org id within
 # Key Vault's 127.
 SecretReference = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{1,56}$")]
-HttpsUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+\S*$", max_length=2048)]
+
+
+def _no_credentials_in_url(url: str) -> str:
+    # Refused, never stored; the message does not repeat the URL, which holds a password.
+    if "@" in urlsplit(url).netloc:
+        raise ValueError(
+            "must not carry a user name or password (use username and secretReference)"
+        )
+    return url
+
+
+HttpsUrl = Annotated[
+    str,
+    StringConstraints(pattern=r"^https?://[^\s/]+\S*$", max_length=2048),
+    AfterValidator(_no_credentials_in_url),
+]
 
 
 class ConnectionConfig(CamelModel):

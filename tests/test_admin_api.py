@@ -113,6 +113,73 @@ def test_a_wrong_admin_key_is_refused_and_changes_nothing(
 
 
 @pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://mail.acme.test/EWS/Exchange.asmx", "must use https"),
+        ("https://169.254.169.254/metadata/identity", "link-local or cloud metadata"),
+        ("https://[fd00:ec2::254]/latest/meta-data", "link-local or cloud metadata"),
+        ("https://168.63.129.16/machine", "link-local or cloud metadata"),
+        ("https://[::ffff:169.254.169.254]/", "link-local or cloud metadata"),
+        ("https://10.1.2.3/EWS/Exchange.asmx", "private address 10.1.2.3"),
+        ("https://192.168.0.10/EWS/Exchange.asmx", "private address"),
+        ("https://127.0.0.1:8443/EWS/Exchange.asmx", "loopback"),
+        ("https://localhost/EWS/Exchange.asmx", "loopback"),
+        ("http://127.0.0.1:8080/EWS/Exchange.asmx", "must use https"),
+        ("https://0.0.0.0/EWS/Exchange.asmx", "not a server's address"),
+    ],
+)
+def test_an_exchange_url_calbridge_must_not_call_is_refused(app: None, url: str, why: str) -> None:
+    response = admin_put(f"{ORG}/connections/onprem", {**EWS_CONNECTION, "ewsUrl": url})
+    assert response.status_code == 422, response.get_body()
+    [problem] = answer(response)["problems"]
+    assert problem["field"] == "ewsUrl"
+    assert why in problem["message"]
+    assert connections() == {}
+
+
+def test_credentials_inside_an_exchange_url_are_refused_and_never_repeated(app: None) -> None:
+    url = "https://svc:hunter2@mail.acme.test/EWS/Exchange.asmx"
+    response = admin_put(f"{ORG}/connections/onprem", {**EWS_CONNECTION, "ewsUrl": url})
+    assert response.status_code == 422
+    [problem] = answer(response)["problems"]
+    assert problem["field"] == "ewsUrl"
+    assert "user name or password" in problem["message"]
+    assert "hunter2" not in response.get_body().decode()
+    assert connections() == {}
+
+
+def test_the_operator_may_allow_private_networks_and_loopback(
+    azurite: Azurite, name_prefix: str
+) -> None:
+    with app_environment(
+        azurite.connection_string,
+        name_prefix,
+        {},
+        CALBRIDGE_ADMIN_KEY=OPERATOR_KEY,
+        CALBRIDGE_ALLOW_PRIVATE_EXCHANGE_NETWORKS="true",
+        CALBRIDGE_ALLOW_LOOPBACK_EXCHANGE="true",
+    ):
+        for connection_id, url in (
+            ("vnet", "https://10.1.2.3/EWS/Exchange.asmx"),
+            ("local", "http://127.0.0.1:8080/EWS/Exchange.asmx"),
+        ):
+            response = admin_put(
+                f"{ORG}/connections/{connection_id}",
+                {**EWS_CONNECTION, "ewsUrl": url},
+                key=OPERATOR_KEY,
+            )
+            assert response.status_code == 201, response.get_body()
+        # Never the metadata endpoint, whatever the operator allows.
+        response = admin_put(
+            f"{ORG}/connections/imds",
+            {**EWS_CONNECTION, "ewsUrl": "http://169.254.169.254/metadata"},
+            key=OPERATOR_KEY,
+        )
+        assert response.status_code == 422
+        assert sorted(connections()) == ["local", "vnet"]
+
+
+@pytest.mark.parametrize(
     ("body", "field", "message"),
     [
         ({**EWS_CONNECTION, "password": "hunter2"}, "password", "unknown field"),

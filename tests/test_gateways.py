@@ -9,7 +9,7 @@ import pytest
 
 from shared.config import SecretNotFound, Settings
 from shared.exchange.fake import FakeCalendarGateway, FakeExchange
-from shared.exchange.port import CalendarGateway
+from shared.exchange.port import CalendarError, CalendarGateway
 from shared.models import ConnectionConfig
 from shared.store.records import ConnectionRecord
 from shared.sync.gateways import ConnectionGateways
@@ -81,3 +81,36 @@ def test_a_gateway_is_reused_until_the_connection_or_its_secret_changes() -> Non
     moved = gateways.gateway("acme", connection(access_mode="delegate"))
     assert moved is not rotated
     assert builds.secrets == ["one", "two", "two"]
+
+
+@pytest.mark.parametrize(
+    ("url", "resolved"),
+    [
+        ("https://169.254.169.254/EWS/Exchange.asmx", []),
+        # A name that now resolves to the metadata address (saved when it resolved elsewhere).
+        ("https://mail.acme.test/EWS/Exchange.asmx", ["169.254.169.254"]),
+        ("https://mail.acme.test/EWS/Exchange.asmx", ["10.0.0.5"]),
+    ],
+)
+def test_no_gateway_is_built_for_an_exchange_url_the_policy_refuses(
+    url: str, resolved: list[str]
+) -> None:
+    secrets = DictSecrets({"org-acme--ews-password": "secret"})
+    builds = Builds()
+    gateways = ConnectionGateways(Settings(), secrets, builds, resolve=lambda host: resolved)
+    with pytest.raises(CalendarError, match="ewsUrl must not point at"):
+        gateways.gateway("acme", connection(ews_url=url))
+    assert builds.secrets == []  # the secret was never handed to an adapter
+
+
+def test_a_host_that_resolves_to_a_public_address_gets_its_gateway() -> None:
+    secrets = DictSecrets({"org-acme--ews-password": "secret"})
+    builds = Builds()
+    gateways = ConnectionGateways(
+        Settings(), secrets, builds, resolve=lambda host: ["203.0.113.7", "20.50.1.2"]
+    )
+    with pytest.raises(CalendarError, match=r"203\.0\.113\.7"):  # documentation range: not public
+        gateways.gateway("acme", connection())
+    gateways = ConnectionGateways(Settings(), secrets, builds, resolve=lambda host: ["20.50.1.2"])
+    gateways.gateway("acme", connection())
+    assert builds.secrets == ["secret"]

@@ -3,7 +3,9 @@
 A gateway holds what is costly to make again (exchangelib protocol and accounts, msgraph-sdk
 clients and tokens), so workers share one per connection. The cache key includes the
 connection's configuration and its secret's fingerprint: editing a connection, or rotating its
-secret, builds a fresh gateway on the next call instead of reusing stale credentials.
+secret, builds a fresh gateway on the next call instead of reusing stale credentials. A gateway
+is only built for an EWS URL the operator's endpoint policy allows
+(``shared.exchange.endpoint_policy``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,13 @@ import threading
 from collections.abc import Callable
 
 from shared.config import SecretResolver, Settings, connection_secret_name
-from shared.exchange.port import CalendarGateway
+from shared.exchange.endpoint_policy import (
+    EndpointRefused,
+    ExchangeEndpointPolicy,
+    Resolver,
+    resolve_host,
+)
+from shared.exchange.port import CalendarError, CalendarGateway
 from shared.models import ConnectionConfig
 from shared.store.records import ConnectionRecord
 
@@ -40,8 +48,11 @@ class ConnectionGateways:
         settings: Settings,
         secrets: SecretResolver,
         builder: GatewayBuilder = _build_with_factory,
+        resolve: Resolver = resolve_host,
     ) -> None:
         self._settings = settings
+        self._endpoints = ExchangeEndpointPolicy.from_settings(settings)
+        self._resolve = resolve
         self._secrets = secrets
         self._builder = builder
         self._gateways: dict[tuple[str, str], tuple[str, CalendarGateway]] = {}
@@ -63,6 +74,15 @@ class ConnectionGateways:
             cached = self._gateways.get(key)
             if cached is not None and cached[0] == fingerprint:
                 return cached[1]
+            if config.ews_url is not None:
+                # Checked again here, not only when saved: a row written before the policy, or a
+                # host name that resolves elsewhere now, is refused before the secret is sent.
+                try:
+                    self._endpoints.check(config.ews_url, resolve=self._resolve)
+                except EndpointRefused as refused:
+                    raise CalendarError(
+                        f"connection {connection.connection_id!r}: ewsUrl {refused}"
+                    ) from None
             gateway = self._builder(config, secret, self._settings, connection.connection_id)
             self._gateways[key] = (fingerprint, gateway)
             return gateway

@@ -182,6 +182,7 @@ def world(azurite: Azurite) -> Iterator[World]:
             prefix,
             {ORG: SIGNING_SECRET},
             CALBRIDGE_ADMIN_KEY=OPERATOR_KEY,
+            CALBRIDGE_ALLOW_LOOPBACK_EXCHANGE="true",  # the simulator's EWS is on loopback
             CALBRIDGE_GRAPH_URL=sim.urls["graph"],
             CALBRIDGE_GRAPH_AUTHORITY=sim.urls["token"],
             CALBRIDGE_GRAPH_CA_BUNDLE=sim.urls["caBundle"],
