@@ -180,7 +180,8 @@ def run(urls: dict[str, str], appointments: int) -> dict[tuple[str, str, str], l
     from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
     from shared import bootstrap
-    from shared.booking.signature import sign
+    from shared.booking.signature import sign_request
+    from shared.intake import SignedRequest
     from shared.queues import APPOINTMENT_CHANGES, AppointmentChanged, parse_message
     from shared.sync.appointments import AppointmentApplier
     from shared.sync.gateways import ConnectionGateways
@@ -249,11 +250,12 @@ def run(urls: dict[str, str], appointments: int) -> dict[tuple[str, str, str], l
         control(urls, "DELETE", "counters")
         raw = json.dumps(body).encode()
         started = time.perf_counter()
+        target = f"/api/orgs/{ORG}/appointments/{appointment_id}"
         answer = services.intake.put_appointment(
             org=ORG,
             appointment_id=appointment_id,
-            body=raw,
-            signature=sign(SIGNING_SECRET, raw, int(time.time())),
+            request=SignedRequest("PUT", target, raw),
+            signature=sign_request(SIGNING_SECRET, "PUT", target, raw, int(time.time())),
         )
         assert answer.status == 202, answer.body
         accepted = time.perf_counter()

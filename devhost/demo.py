@@ -3,8 +3,8 @@ answer.
 
 Reads ``.calbridge/local.json`` (or ``--local-json``), builds an example appointment snapshot
 (tomorrow 10:00-10:45 in Europe/Berlin, version = the current unix time so each run is a newer
-version), signs it as the booking platform does (``X-Calbridge-Signature: t=<unix>,v1=<hex
-HMAC-SHA256 of "{t}.{body}">`` with the org's secret) and PUTs it to
+version), signs it as the booking platform does (``X-Calbridge-Signature: t=<unix>,v2=<hex
+HMAC-SHA256 of "{t}.PUT.{path}.{body}">`` with the org's secret) and PUTs it to
 ``{functionsUrl}/orgs/{org}/appointments/{appointmentId}``.
 """
 
@@ -18,6 +18,7 @@ import os
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -35,15 +36,12 @@ def default_local_json() -> Path:
     return (Path(data_dir) if data_dir else REPO_ROOT / ".calbridge") / "local.json"
 
 
-def sign(secret: str, body: bytes, timestamp: int) -> str:
-    """The signature header value; the app's own signer when it exists, so both agree."""
-    try:
-        from shared.booking.signature import sign as app_sign
-    except ImportError:
-        message = f"{timestamp}.".encode() + body
-        digest = hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
-        return f"t={timestamp},v1={digest}"
-    return str(app_sign(secret, body, timestamp))
+def sign(secret: str, method: str, target: str, body: bytes, timestamp: int) -> str:
+    """The signature header value, as the booking platform computes it (v2: HMAC-SHA256 over
+    ``"{t}.{METHOD}.{path and query}.{body}"``), written out here so the demo shows the recipe."""
+    message = f"{timestamp}.{method.upper()}.{target}.".encode() + body
+    digest = hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v2={digest}"
 
 
 def example_appointment(version: int, now: datetime | None = None) -> dict[str, Any]:
@@ -78,7 +76,13 @@ def send(local: dict[str, Any], appointment_id: str, document: dict[str, Any]) -
         method="PUT",
         headers={
             "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(local["signingSecret"], body, int(time.time())),
+            SIGNATURE_HEADER: sign(
+                local["signingSecret"],
+                "PUT",
+                urllib.parse.urlsplit(url).path,
+                body,
+                int(time.time()),
+            ),
         },
     )
     try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from functions.http_responses import http_function, to_http_response
+from functions.http_responses import http_function, signed_request, to_http_response
 from shared import bootstrap
 from shared.booking.openapi import document_json
 from shared.booking.routes import GET_BUSY_TIME, GET_OPENAPI, PUT_APPOINTMENT
@@ -27,7 +27,7 @@ def put_appointment(req: func.HttpRequest) -> func.HttpResponse:
         bootstrap.services().intake.put_appointment(
             org=req.route_params.get("org", ""),
             appointment_id=req.route_params.get("appointmentId", ""),
-            body=req.get_body(),
+            request=signed_request(req),
             signature=req.headers.get(SIGNATURE_HEADER),
         )
     )
@@ -41,7 +41,7 @@ def get_busy_time(req: func.HttpRequest) -> func.HttpResponse:
             staff_id=req.route_params.get("staffId", ""),
             start=req.params.get("start"),
             end=req.params.get("end"),
-            body=req.get_body(),
+            request=signed_request(req),
             signature=req.headers.get(SIGNATURE_HEADER),
         )
     )

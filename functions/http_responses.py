@@ -1,15 +1,17 @@
-"""What every HTTP blueprint shares: registering a function from the route registry, and turning
-a service's ``HttpAnswer`` into a ``func.HttpResponse``."""
+"""What every HTTP blueprint shares: registering a function from the route registry, reading what
+a request's signature covers, and turning a service's ``HttpAnswer`` into a
+``func.HttpResponse``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import azure.functions as func
 
 from shared.booking.routes import ApiRoute
-from shared.intake import HttpAnswer
+from shared.intake import HttpAnswer, SignedRequest
 
 
 def http_function(bp: func.Blueprint, route: ApiRoute) -> Callable[[Callable[..., Any]], Any]:
@@ -34,3 +36,11 @@ def to_http_response(answer: HttpAnswer) -> func.HttpResponse:
         mimetype="application/json",
         charset="utf-8",
     )
+
+
+def signed_request(req: func.HttpRequest) -> SignedRequest:
+    """The method, the request target as the client sent it (path and query string, still
+    percent-encoded) and the raw body: what the booking platform's signature covers."""
+    url = urlsplit(req.url)
+    target = url.path + (f"?{url.query}" if url.query else "")
+    return SignedRequest(method=req.method.upper(), target=target, body=req.get_body())

@@ -53,7 +53,9 @@ log = logging.getLogger(__name__)
 ADMIN_KEY_HEADER = "X-Calbridge-Admin-Key"
 # The names of calbridge's own per-organization keys (``org_admin_key_reference``,
 # ``shared.config.org_signing_secret_reference``), in any case: Key Vault names ignore case.
-_CALBRIDGE_KEY_REFERENCE = re.compile(r"org-.+-(?:admin-key|signing-secret)", re.IGNORECASE)
+_CALBRIDGE_KEY_REFERENCE = re.compile(
+    r"org-.+-(?:admin-key|signing-secret)(?:-previous)?", re.IGNORECASE
+)
 
 
 @contextmanager

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import time
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -108,33 +111,60 @@ class EnvironmentSecretResolver:
 
 
 class KeyVaultSecretResolver:
-    """Azure: secrets live in Key Vault, read with the function app's managed identity."""
+    """Azure: secrets live in Key Vault, read with the function app's managed identity.
 
-    def __init__(self, vault_url: str, **client_options: Any) -> None:
-        from azure.identity import DefaultAzureCredential
-        from azure.keyvault.secrets import SecretClient
+    Answers (a value, or "no such secret") are kept for ``cache_seconds``: a rotated secret, or a
+    previous signing secret added or deleted for a rotation, is seen within that time without a
+    Key Vault call on every request. Failures are never kept.
+    """
 
-        self._client = SecretClient(
-            vault_url=vault_url, credential=DefaultAzureCredential(), **client_options
-        )
-        self._cache: dict[str, str] = {}
+    def __init__(
+        self,
+        vault_url: str,
+        *,
+        cache_seconds: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+        client: Any = None,
+        **client_options: Any,
+    ) -> None:
+        if client is None:
+            from azure.identity import DefaultAzureCredential
+            from azure.keyvault.secrets import SecretClient
+
+            client = SecretClient(
+                vault_url=vault_url, credential=DefaultAzureCredential(), **client_options
+            )
+        self._client = client
+        self._cache_seconds = cache_seconds
+        self._clock = clock
+        self._cache: dict[str, tuple[float, str | None]] = {}
+        self._lock = threading.Lock()
 
     def resolve(self, reference: str) -> str:
-        if reference not in self._cache:
-            from azure.core.exceptions import AzureError, ResourceNotFoundError
+        now = self._clock()
+        with self._lock:
+            cached = self._cache.get(reference)
+        if cached is None or now - cached[0] >= self._cache_seconds:
+            cached = (now, self._read(reference))
+            with self._lock:
+                self._cache[reference] = cached
+        value = cached[1]
+        if value is None:
+            raise SecretNotFound(f"secret {reference!r} is not in the key vault")
+        return value
 
-            try:
-                value = self._client.get_secret(reference).value
-            except ResourceNotFoundError as exc:
-                raise SecretNotFound(f"secret {reference!r} is not in the key vault") from exc
-            except AzureError as exc:
-                raise SecretUnavailable(
-                    f"secret {reference!r}: the key vault failed: {type(exc).__name__}"
-                ) from exc
-            if value is None:
-                raise SecretNotFound(f"secret {reference!r} has no value")
-            self._cache[reference] = value
-        return self._cache[reference]
+    def _read(self, reference: str) -> str | None:
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+        try:
+            value = self._client.get_secret(reference).value
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise SecretUnavailable(
+                f"secret {reference!r}: the key vault failed: {type(exc).__name__}"
+            ) from exc
+        return value if value else None
 
 
 def secret_resolver(settings: Settings) -> SecretResolver:
@@ -147,6 +177,12 @@ def secret_resolver(settings: Settings) -> SecretResolver:
 def org_signing_secret_reference(org: str) -> str:
     """The secret reference of an organization's shared HMAC secret (intake and webhooks)."""
     return f"org-{org}-signing-secret"
+
+
+def org_previous_signing_secret_reference(org: str) -> str:
+    """Where an organization's previous HMAC secret stays while a rotation's grace period lasts:
+    requests signed with it still verify until the operator deletes it."""
+    return f"org-{org}-signing-secret-previous"
 
 
 def connection_secret_name(org: str, reference: str) -> str:

@@ -14,6 +14,7 @@ ids, versions and outcomes, never bodies or secrets.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -34,15 +35,18 @@ from shared.booking.responses import (
     ValidationProblem,
 )
 from shared.booking.signature import (
+    REQUEST_SCHEME,
     SignatureError,
     check_digest,
     check_freshness,
     parse_header,
+    request_message,
 )
 from shared.config import (
     SecretNotFound,
     SecretResolver,
     SecretUnavailable,
+    org_previous_signing_secret_reference,
     org_signing_secret_reference,
 )
 from shared.models import (
@@ -74,6 +78,16 @@ _OFFSET_LOST_IN_QUERY = re.compile(r"^\d{4}-\d{2}-\d{2}T[\d:.]+ \d{2}:\d{2}$", r
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    """What a booking platform signature covers: the method, the request target as sent (path
+    and query string) and the raw body."""
+
+    method: str
+    target: str
+    body: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -280,23 +294,23 @@ class BookingIntake:
         self._tolerance = signature_tolerance_seconds
         self._clock = clock
 
-    def _authenticate(self, org: str, body: bytes, signature: str | None) -> None:
-        if len(body) > self._max_request_bytes:
+    def _authenticate(self, org: str, request: SignedRequest, signature: str | None) -> None:
+        if len(request.body) > self._max_request_bytes:
             raise refuse(
                 413,
                 "payload_too_large",
-                f"the body is {len(body)} bytes; at most {self._max_request_bytes} are accepted",
+                f"the body is {len(request.body)} bytes; at most {self._max_request_bytes} "
+                "are accepted",
             )
         check_org(org)
         try:
-            parsed = parse_header(signature)
+            parsed = parse_header(signature, REQUEST_SCHEME)
             check_freshness(parsed, self._clock(), self._tolerance)
-            try:
-                secret = self._secrets.resolve(org_signing_secret_reference(org))
-            except SecretNotFound:
-                # Same work and same answer as a wrong signature: existence stays hidden.
-                secret = secrets.token_hex(32)
-            check_digest(secret, parsed, body)
+            check_digest(
+                self._signing_secrets(org),
+                parsed,
+                request_message(parsed.timestamp, request.method, request.target, request.body),
+            )
         except SignatureError as exc:
             logger.info("refused request for org %s: %s", org, exc.code)
             raise refuse(401, exc.code, str(exc)) from exc
@@ -304,11 +318,25 @@ class BookingIntake:
             logger.warning("org %s: %s", org, exc)
             raise unavailable("the secret store") from exc
 
+    def _signing_secrets(self, org: str) -> list[str]:
+        """The organization's current signing secret and, during a rotation, the previous one.
+        An unknown organization gets a random secret: the same work and the same answer as a
+        wrong signature, so existence stays hidden."""
+        found: list[str] = []
+        for reference in (
+            org_signing_secret_reference(org),
+            org_previous_signing_secret_reference(org),
+        ):
+            with contextlib.suppress(SecretNotFound):
+                found.append(self._secrets.resolve(reference))
+        return found or [secrets.token_hex(32)]
+
     def put_appointment(
-        self, org: str, appointment_id: str, body: bytes, signature: str | None
+        self, org: str, appointment_id: str, request: SignedRequest, signature: str | None
     ) -> HttpAnswer:
+        body = request.body
         try:
-            self._authenticate(org, body, signature)
+            self._authenticate(org, request, signature)
             check_id("appointmentId", appointment_id)
             snapshot = self._parse_snapshot(body)
             return self._store(org, appointment_id, snapshot)
@@ -372,11 +400,11 @@ class BookingIntake:
         staff_id: str,
         start: str | None,
         end: str | None,
-        body: bytes,
+        request: SignedRequest,
         signature: str | None,
     ) -> HttpAnswer:
         try:
-            self._authenticate(org, body, signature)
+            self._authenticate(org, request, signature)
             check_id("staffId", staff_id)
             window_start = parse_instant("start", start)
             window_end = parse_instant("end", end)

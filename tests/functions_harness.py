@@ -7,7 +7,8 @@
   headers and body, and calls the user function (awaited if it is a coroutine function).
 - :func:`queue_call` and :func:`timer_call` call queue- and timer-triggered functions with the
   real ``azure.functions`` message and timer objects.
-- :func:`signed_headers` signs a request body for an organization; :func:`app_environment`
+- :func:`signed_call` sends a request signed as the booking platform signs it (method, request
+  target and body); :func:`signed_headers` makes just the header; :func:`app_environment`
   points the app's settings at a storage account (Azurite) with a name prefix and signing
   secrets, and resets ``shared.bootstrap`` on entry and exit.
 
@@ -38,7 +39,7 @@ from azure.functions.timer import TimerRequest
 
 from shared import bootstrap
 from shared.booking.routes import ROUTE_PREFIX
-from shared.booking.signature import SIGNATURE_HEADER, sign
+from shared.booking.signature import SIGNATURE_HEADER, sign_request
 from shared.config import environment_variable_for, org_signing_secret_reference
 from shared.queues import QUEUE_PREFIX_SETTING
 
@@ -50,7 +51,9 @@ __all__ = [
     "http_call",
     "queue_call",
     "registered_functions",
+    "request_target",
     "route_pattern",
+    "signed_call",
     "signed_headers",
     "timer_call",
     "trigger_binding",
@@ -133,13 +136,10 @@ def http_call(
 ) -> func.HttpResponse:
     """Send one request to the app: ``path`` as a client calls it (``/api/orgs/...``, a query
     string allowed) or relative to the route prefix."""
-    split = urllib.parse.urlsplit(path)
-    route_path = split.path.lstrip("/")
-    if route_path == ROUTE_PREFIX or route_path.startswith(ROUTE_PREFIX + "/"):
-        route_path = route_path[len(ROUTE_PREFIX) :]
-    route_path = "/" + route_path.lstrip("/")
+    target = request_target(path, params)
+    split = urllib.parse.urlsplit(target)
+    route_path = split.path.removeprefix("/" + ROUTE_PREFIX)
     query = dict(urllib.parse.parse_qsl(split.query, keep_blank_values=True))
-    query.update(params or {})
     raw_body = body.encode("utf-8") if isinstance(body, str) else body
 
     method_allowed = False
@@ -158,8 +158,7 @@ def http_call(
         }
         request = func.HttpRequest(
             method=method.upper(),
-            url=f"http://localhost/{ROUTE_PREFIX}{route_path}"
-            + (f"?{urllib.parse.urlencode(query)}" if query else ""),
+            url=f"http://localhost{target}",
             headers=dict(headers or {}),
             params=query,
             route_params=route_params,
@@ -207,13 +206,46 @@ def call_timer_function(fn: Function, past_due: bool = False) -> Any:
     return _invoke(fn, TimerRequest(past_due=past_due))
 
 
+def request_target(path: str, params: Mapping[str, str] | None = None) -> str:
+    """The request target a client sends for ``path`` (``/api/orgs/...`` or relative to the
+    route prefix, a query string allowed) plus ``params``: what the function reads from the
+    request's URL, and what a booking platform signature covers."""
+    split = urllib.parse.urlsplit(path)
+    route_path = split.path.lstrip("/")
+    if route_path == ROUTE_PREFIX or route_path.startswith(ROUTE_PREFIX + "/"):
+        route_path = route_path[len(ROUTE_PREFIX) :]
+    query = split.query
+    if params:
+        query += ("&" if query else "") + urllib.parse.urlencode(params)
+    return f"/{ROUTE_PREFIX}/{route_path.lstrip('/')}" + (f"?{query}" if query else "")
+
+
 def signed_headers(
-    secret: str, body: bytes | str = b"", timestamp: int | None = None
+    secret: str,
+    method: str,
+    target: str,
+    body: bytes | str = b"",
+    timestamp: int | None = None,
 ) -> dict[str, str]:
-    """The ``X-Calbridge-Signature`` header for ``body`` (now unless a timestamp is given)."""
+    """The ``X-Calbridge-Signature`` header for a request (now unless a timestamp is given)."""
     raw = body.encode("utf-8") if isinstance(body, str) else body
     stamp = int(time.time()) if timestamp is None else timestamp
-    return {SIGNATURE_HEADER: sign(secret, raw, stamp)}
+    return {SIGNATURE_HEADER: sign_request(secret, method, target, raw, stamp)}
+
+
+def signed_call(
+    secret: str,
+    method: str,
+    path: str,
+    body: bytes | str = b"",
+    params: Mapping[str, str] | None = None,
+    timestamp: int | None = None,
+) -> func.HttpResponse:
+    """``http_call`` signed as the booking platform signs (method, request target, body)."""
+    target = request_target(path, params)
+    return http_call(
+        method, target, body, headers=signed_headers(secret, method, target, body, timestamp)
+    )
 
 
 @contextmanager

@@ -6,6 +6,8 @@ Every refusal is checked to store nothing and queue nothing.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import logging
 import time
@@ -22,11 +24,21 @@ from azure.storage.queue import QueueClient
 
 from devhost.azurite import Azurite, free_port
 from shared import bootstrap
-from shared.config import KeyVaultSecretResolver
+from shared.config import (
+    KeyVaultSecretResolver,
+    SecretNotFound,
+    environment_variable_for,
+    org_previous_signing_secret_reference,
+)
 from shared.models import BusyBlock
 from shared.queues import APPOINTMENT_CHANGES, AzureQueueSender
 from shared.store.azure_tables import AzureTableService
-from tests.functions_harness import app_environment, http_call, signed_headers
+from tests.functions_harness import (
+    app_environment,
+    http_call,
+    signed_call,
+    signed_headers,
+)
 
 ORG = "acme"
 SECRET = "acme-shared-secret-for-tests"
@@ -88,9 +100,9 @@ def snapshot_body(version: int = 3, **changes: Any) -> bytes:
 
 
 def put(
-    body: bytes, path: str = PATH, secret: str = SECRET, **header_args: Any
+    body: bytes, path: str = PATH, secret: str = SECRET, timestamp: int | None = None
 ) -> func.HttpResponse:
-    return http_call("PUT", path, body=body, headers=signed_headers(secret, body, **header_args))
+    return signed_call(secret, "PUT", path, body, timestamp=timestamp)
 
 
 def answer(response: func.HttpResponse) -> Any:
@@ -249,11 +261,75 @@ def test_a_signature_with_the_wrong_secret_is_a_mismatch(app: App) -> None:
 
 
 def test_a_signature_over_another_body_is_a_mismatch(app: App) -> None:
-    headers = signed_headers(SECRET, snapshot_body(3))
+    headers = signed_headers(SECRET, "PUT", PATH, snapshot_body(3))
     response = http_call("PUT", PATH, body=snapshot_body(4), headers=headers)
     assert response.status_code == 401
     assert answer(response)["error"] == "signature_mismatch"
     app.assert_untouched()
+
+
+def test_a_captured_request_cannot_be_replayed_against_another_appointment(app: App) -> None:
+    headers = signed_headers(SECRET, "PUT", PATH, snapshot_body(3))
+    other = f"/api/orgs/{ORG}/appointments/apt-2"
+    response = http_call("PUT", other, body=snapshot_body(3), headers=headers)
+    assert response.status_code == 401
+    assert answer(response)["error"] == "signature_mismatch"
+    app.assert_untouched()
+
+
+def test_a_captured_busy_query_cannot_be_replayed_for_another_staff_member_or_window(
+    app: App,
+) -> None:
+    window = "start=2026-03-02T00:00:00Z&end=2026-03-03T00:00:00Z"
+    ann = f"/api/orgs/{ORG}/staff/ann/busy?{window}"
+    headers = signed_headers(SECRET, "GET", ann)
+    assert http_call("GET", ann, headers=headers).status_code == 200
+    for replay in (
+        f"/api/orgs/{ORG}/staff/bob/busy?{window}",
+        f"/api/orgs/{ORG}/staff/ann/busy?start=2026-03-01T00:00:00Z&end=2026-03-03T00:00:00Z",
+    ):
+        response = http_call("GET", replay, headers=headers)
+        assert response.status_code == 401
+        assert answer(response)["error"] == "signature_mismatch"
+
+
+def test_a_signature_for_another_method_is_a_mismatch(app: App) -> None:
+    target = f"/api/orgs/{ORG}/staff/s1/busy?start=2026-03-02T00:00:00Z&end=2026-03-03T00:00:00Z"
+    response = http_call("GET", target, headers=signed_headers(SECRET, "PUT", target))
+    assert response.status_code == 401
+    assert answer(response)["error"] == "signature_mismatch"
+
+
+def test_a_body_only_v1_signature_is_no_longer_accepted(app: App) -> None:
+    body = snapshot_body(3)
+    stamp = int(time.time())
+    digest = hmac.new(SECRET.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    response = http_call(
+        "PUT", PATH, body=body, headers={"X-Calbridge-Signature": f"t={stamp},v1={digest}"}
+    )
+    assert response.status_code == 401
+    refusal = answer(response)
+    assert refusal["error"] == "signature_malformed"
+    assert "v1 is not accepted" in refusal["message"]
+    assert "(v2)" in refusal["message"]
+    app.assert_untouched()
+
+
+def test_during_a_rotation_the_current_and_the_previous_secret_both_verify(
+    azurite: Azurite, name_prefix: str
+) -> None:
+    previous = {
+        environment_variable_for(org_previous_signing_secret_reference(ORG)): "the-old-secret"
+    }
+    with app_environment(azurite.connection_string, name_prefix, {ORG: SECRET}, **previous):
+        assert put(snapshot_body(3), secret=SECRET).status_code == 202
+        assert put(snapshot_body(4), secret="the-old-secret").status_code == 202
+        refused = put(snapshot_body(5), secret="neither")
+        assert refused.status_code == 401
+    # The grace period over, the operator deletes the previous secret: it verifies no more.
+    with app_environment(azurite.connection_string, name_prefix, {ORG: SECRET}):
+        assert put(snapshot_body(6), secret="the-old-secret").status_code == 401
+        assert put(snapshot_body(6), secret=SECRET).status_code == 202
 
 
 def test_an_unknown_org_is_answered_exactly_like_a_wrong_signature(app: App) -> None:
@@ -490,12 +566,7 @@ def seed_busy(*blocks: tuple[str, BusyBlock]) -> None:
 
 
 def busy(staff_id: str = "s1", secret: str = SECRET, **params: str) -> func.HttpResponse:
-    return http_call(
-        "GET",
-        f"/api/orgs/{ORG}/staff/{staff_id}/busy",
-        headers=signed_headers(secret, b""),
-        params=params,
-    )
+    return signed_call(secret, "GET", f"/api/orgs/{ORG}/staff/{staff_id}/busy", params=params)
 
 
 def hours(n: float) -> datetime:
@@ -615,10 +686,10 @@ def test_a_window_beyond_the_representable_years_is_400_naming_it(
 def test_busy_time_needs_a_signature_over_the_empty_body(app: App) -> None:
     path = f"/api/orgs/{ORG}/staff/s1/busy?start=2026-03-02T00:00:00Z&end=2026-03-03T00:00:00Z"
     assert http_call("GET", path).status_code == 401
-    response = http_call("GET", path, headers=signed_headers(SECRET, b"something"))
+    response = http_call("GET", path, headers=signed_headers(SECRET, "GET", path, b"something"))
     assert response.status_code == 401
     assert answer(response)["error"] == "signature_mismatch"
-    assert http_call("GET", path, headers=signed_headers(SECRET, b"")).status_code == 200
+    assert http_call("GET", path, headers=signed_headers(SECRET, "GET", path)).status_code == 200
 
 
 def test_busy_time_with_a_bad_staff_id_is_400(app: App) -> None:
@@ -633,3 +704,37 @@ def test_an_org_id_that_cannot_name_its_secrets_is_404(app: App, org: str) -> No
     response = put(body, path=f"/api/orgs/{org}/appointments/apt-1")
     assert response.status_code == 404
     app.assert_untouched()
+
+
+class FakeVaultClient:
+    """Key Vault's ``SecretClient`` as far as the resolver uses it (``get_secret``)."""
+
+    def __init__(self, secrets: dict[str, str]) -> None:
+        self.secrets = secrets
+        self.reads = 0
+
+    def get_secret(self, name: str) -> Any:
+        self.reads += 1
+        if name not in self.secrets:
+            raise ResourceNotFoundError(f"{name} not found")
+        return type("Secret", (), {"value": self.secrets[name]})()
+
+
+def test_key_vault_answers_are_kept_for_a_while_so_a_rotation_is_seen_without_a_restart() -> None:
+    clock = [0.0]
+    client = FakeVaultClient({"org-acme-signing-secret": "one"})
+    vault = KeyVaultSecretResolver(
+        "https://vault.test", client=client, cache_seconds=300, clock=lambda: clock[0]
+    )
+    previous = org_previous_signing_secret_reference("acme")
+    assert vault.resolve("org-acme-signing-secret") == "one"
+    with pytest.raises(SecretNotFound):
+        vault.resolve(previous)
+    client.secrets.update({"org-acme-signing-secret": "two", previous: "one"})  # rotated
+    clock[0] = 299.0
+    assert vault.resolve("org-acme-signing-secret") == "one"  # no Key Vault call per request
+    assert client.reads == 2
+    clock[0] = 300.0
+    assert vault.resolve("org-acme-signing-secret") == "two"
+    assert vault.resolve(previous) == "one"
+    assert client.reads == 4

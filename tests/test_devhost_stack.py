@@ -25,6 +25,7 @@ from devhost.local_stack import LocalStack, StackOptions, port_or_free
 from devhost.runner import REPO_ROOT
 from devhost.seed import SeedContext
 from devhost.simulator import SimulatorUnavailable, prepare_config, start_simulator
+from shared.booking.signature import verify_request
 from shared.config import Settings
 from shared.models import AppointmentSnapshot
 
@@ -234,8 +235,13 @@ def test_demo_appointment_is_valid_and_signed_as_the_platform_signs() -> None:
     document = example_appointment(version=7)
     assert AppointmentSnapshot.model_validate(document).version == 7
     body = json.dumps(document).encode()
-    expected = hmac.new(b"secret", b"1700000000." + body, hashlib.sha256).hexdigest()
-    assert sign("secret", body, 1700000000) == f"t=1700000000,v1={expected}"
+    target = "/api/orgs/dev/appointments/demo-appointment-1"
+    header = sign("secret", "PUT", target, body, 1700000000)
+    # The demo writes the recipe out; it must agree with what the intake verifies.
+    verify_request(["secret"], header, "PUT", target, body, now=1700000000)
+    message = b"1700000000.PUT." + target.encode() + b"." + body
+    expected = hmac.new(b"secret", message, hashlib.sha256).hexdigest()
+    assert header == f"t=1700000000,v2={expected}"
 
 
 def test_stack_options_read_ports_and_folder_from_the_environment(tmp_path: Path) -> None:

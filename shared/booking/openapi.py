@@ -29,8 +29,12 @@ SECURITY_SCHEMES: dict[str, dict[str, str]] = {
         "in": "header",
         "name": SIGNATURE_HEADER,
         "description": (
-            't=<unix seconds>,v1=<hex HMAC-SHA256 of "{t}.{raw body}" under the '
-            "organization's shared secret>. Refused when t is more than 5 minutes from now."
+            't=<unix seconds>,v2=<hex HMAC-SHA256 of "{t}.{METHOD}.{target}.{raw body}" under '
+            "the organization's shared secret>: METHOD upper case, target the request target as "
+            "sent (path and query string, e.g. /api/orgs/dev/staff/ann/busy?start=...&end=...), "
+            "raw body empty for a GET. v1 (body only) is refused. Refused when t is more than 5 "
+            "minutes from now. During a secret rotation the current and the previous secret "
+            "both verify."
         ),
     },
     "functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"},

@@ -148,7 +148,8 @@ GET_BUSY_TIME = ApiRoute(
     description=(
         "Blocks overlapping [start, end) from events calbridge did not write, by start time. "
         "Served from storage (never calls Exchange). Private events carry no subject. The "
-        "signature covers the empty body. The window may span at most 62 days."
+        "signature covers the method, the path with its query string and the empty body. The "
+        "window may span at most 62 days."
     ),
     query=(
         QueryParameter("start", "Window start, RFC 3339 with an offset.", format="date-time"),

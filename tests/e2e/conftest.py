@@ -23,7 +23,7 @@ from devhost.hostconfig import HostConfig
 from devhost.runner import FunctionsRunner
 from shared import bootstrap
 from shared.admin import ADMIN_KEY_HEADER
-from shared.booking.signature import SIGNATURE_HEADER, sign
+from shared.booking.signature import SIGNATURE_HEADER, sign_request
 from shared.config import connection_secret_name, environment_variable_for
 from shared.models import EventMapping
 from shared.queues import APPOINTMENT_CHANGES
@@ -108,15 +108,13 @@ class World:
 
     def put_appointment(self, appointment_id: str, snapshot: dict[str, Any]) -> httpx.Response:
         body = json.dumps(snapshot).encode()
+        url = f"{self.runner.base_url}/orgs/{ORG}/appointments/{appointment_id}"
+        target = httpx.URL(url).raw_path.decode()
         headers = {
-            SIGNATURE_HEADER: sign(SIGNING_SECRET, body, int(time.time())),
+            SIGNATURE_HEADER: sign_request(SIGNING_SECRET, "PUT", target, body, int(time.time())),
             "Content-Type": "application/json",
         }
-        return self.http.put(
-            f"{self.runner.base_url}/orgs/{ORG}/appointments/{appointment_id}",
-            content=body,
-            headers=headers,
-        )
+        return self.http.put(url, content=body, headers=headers)
 
     def admin_put(self, path: str, body: dict[str, Any]) -> httpx.Response:
         return self.http.put(
