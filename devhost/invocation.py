@@ -48,13 +48,17 @@ class EventLoopThread:
         future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         return future.result()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop the loop; True when its thread ended within ``timeout`` (a coroutine that
+        blocks the loop keeps it, and is abandoned: the thread is a daemon)."""
         if self._loop.is_closed():
-            return
+            return True
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        if not self._thread.is_alive():
-            self._loop.close()
+        self._thread.join(timeout=max(0.0, timeout))
+        if self._thread.is_alive():
+            return False
+        self._loop.close()
+        return True
 
 
 class _TraceContext(TraceContext):

@@ -34,7 +34,7 @@ from devhost.dev_secrets import (
     write_private_json,
 )
 from devhost.hostconfig import REPO_HOST_JSON, HostConfig
-from devhost.runner import REPO_ROOT, FunctionsRunner
+from devhost.runner import DEFAULT_STOP_GRACE_S, REPO_ROOT, FunctionsRunner
 from devhost.seed import (
     DEFAULT_SEEDS,
     Seed,
@@ -85,6 +85,19 @@ def _port_setting(environ: MutableMapping[str, str], name: str, default: int) ->
         raise ValueError(f"{name}={text!r} is not a port number") from exc
 
 
+def _seconds_setting(environ: MutableMapping[str, str], name: str, default: float) -> float:
+    text = environ.get(name, "")
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise ValueError(f"{name}={text!r} is not a number of seconds") from exc
+    if value < 0:
+        raise ValueError(f"{name}={text!r} must not be negative")
+    return value
+
+
 @dataclass(frozen=True)
 class StackOptions:
     """Where things go; :meth:`from_environ` reads the overrides."""
@@ -97,6 +110,7 @@ class StackOptions:
     local_settings: Path | None = REPO_ROOT / "local.settings.json"
     start_simulator: bool = True
     sim_module: str = "sim"
+    stop_grace: float = DEFAULT_STOP_GRACE_S
 
     @classmethod
     def from_environ(cls, environ: MutableMapping[str, str]) -> StackOptions:
@@ -108,6 +122,9 @@ class StackOptions:
             http_port=_port_setting(environ, "CALBRIDGE_HTTP_PORT", DEFAULT_HTTP_PORT),
             start_simulator=environ.get("CALBRIDGE_DEVHOST_SIM", "auto").lower()
             not in ("0", "off", "no", "false"),
+            stop_grace=_seconds_setting(
+                environ, "CALBRIDGE_STOP_GRACE_SECONDS", DEFAULT_STOP_GRACE_S
+            ),
         )
 
     @property
@@ -265,10 +282,13 @@ class LocalStack:
         self.simulator_note = f"not started: {reason}"
         log.warning("simulator %s", self.simulator_note)
 
-    def stop(self) -> None:
-        """Stop in reverse order; safe to call twice and after a failed start."""
+    def stop(self) -> bool:
+        """Stop in reverse order; safe to call twice and after a failed start. Running
+        invocations get ``options.stop_grace`` seconds; the simulator and Azurite are stopped
+        whatever they do. True when no invocation had to be abandoned."""
+        ended = True
         if self.runner is not None:
-            self.runner.stop()
+            ended = self.runner.stop(self.options.stop_grace)
             self.runner = None
         if self.simulator is not None:
             self.simulator.stop()
@@ -276,6 +296,18 @@ class LocalStack:
         if self.azurite is not None:
             self.azurite.stop()
             self.azurite = None
+        self.options.local_json.unlink(missing_ok=True)
+        return ended
+
+    def kill_now(self) -> None:
+        """End the simulator and Azurite at once (a second Ctrl-C), without waiting for
+        anything; ``local.json`` goes too."""
+        for process in (
+            self.simulator.process if self.simulator is not None else None,
+            self.azurite.process if self.azurite is not None else None,
+        ):
+            if process is not None and process.poll() is None:
+                process.kill()
         self.options.local_json.unlink(missing_ok=True)
 
     def banner(self) -> str:

@@ -25,6 +25,7 @@ import binascii
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
@@ -144,14 +145,29 @@ class QueuePoller:
         _ensure_queue(self._queue)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop polling; unstarted messages are handed back (see ``_run_and_release``) and
+        running ones get until ``timeout`` to finish. True when none is still running."""
+        deadline = time.monotonic() + timeout
         self._stop.set()
         with self._slot_freed:
             self._slot_freed.notify_all()
         if self._thread.is_alive():
-            self._thread.join(timeout=10)
-        # Running messages finish; unstarted ones are handed back (see _run_and_release).
-        self._pool.shutdown(wait=True)
+            self._thread.join(timeout=max(0.0, min(10.0, deadline - time.monotonic())))
+        self._pool.shutdown(wait=False)
+        with self._slot_freed:
+            while self._in_flight > 0 and (left := deadline - time.monotonic()) > 0:
+                self._slot_freed.wait(left)
+            running = self._in_flight
+        if running:
+            log.warning(
+                "queue %s: %d invocation(s) still running at the end of the stop's grace "
+                "period; not waiting for them (their messages come back after their "
+                "visibility timeout)",
+                self.queue_name,
+                running,
+            )
+        return running == 0
 
     def _poll_until_stopped(self) -> None:
         backoff = PollingBackoff(self.options.max_polling_interval)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -32,6 +33,8 @@ from devhost.timer_triggers import TimerSchedule
 log = logging.getLogger("devhost")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# How long a stop waits for running invocations before abandoning them.
+DEFAULT_STOP_GRACE_S = 10.0
 
 
 def new_functions_key() -> str:
@@ -103,17 +106,23 @@ class FunctionsRunner:
         )
         return self
 
-    def stop(self) -> None:
-        """Stop taking work, let running invocations finish, release the port."""
+    def stop(self, grace: float = DEFAULT_STOP_GRACE_S) -> bool:
+        """Stop taking work, release the port, and give running invocations ``grace`` seconds
+        (all together) to finish. True when every invocation ended; False when some are still
+        running, abandoned (their queue messages come back after the visibility timeout)."""
+        deadline = time.monotonic() + grace
         self.http.stop()
-        for timer in self.timers:
-            timer.stop()
-        for poller in self.pollers:
-            poller.stop()
-        self._loop.stop()
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        ended = all([timer.stop(left()) for timer in self.timers])
+        ended = all([poller.stop(left()) for poller in self.pollers]) and ended
+        ended = self._loop.stop(min(5.0, left())) and ended
         if self._started:
-            log.info("runner stopped")
+            log.info("runner stopped" if ended else "runner stopped; invocations abandoned")
         self._started = False
+        return ended
 
     def __enter__(self) -> FunctionsRunner:
         return self.start()

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from devhost.azurite import stop_process
+from devhost.azurite import die_with_parent, stop_process
 from devhost.dev_secrets import write_private_json
 
 log = logging.getLogger("devhost")
@@ -190,8 +190,10 @@ def launch_simulator(
         env=dict(environ) if environ is not None else None,
         stdout=subprocess.PIPE,
         text=True,
-        # Own process group: Ctrl-C reaches devhost only, which stops the simulator in order.
+        # Own process group: Ctrl-C reaches devhost only, which stops the simulator in order;
+        # and it ends with devhost, however devhost ends.
         start_new_session=True,
+        preexec_fn=die_with_parent(),  # only prctl, looked up before the fork
     )
     running = RunningSimulator(process, {}, config_path)
 

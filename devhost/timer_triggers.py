@@ -56,10 +56,19 @@ class TimerSchedule:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop firing; True when no invocation is still running after ``timeout``."""
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=max(0.0, timeout))
+        if self._thread.is_alive():
+            log.warning(
+                "timer %s: an invocation is still running at the end of the stop's grace "
+                "period; not waiting for it",
+                self.function.name,
+            )
+            return False
+        return True
 
     def _run_until_stopped(self) -> None:
         if self.run_on_startup:

@@ -215,3 +215,124 @@ def test_python_m_devhost_starts_serves_and_stops_everything_on_a_signal(
     log = (tmp_path / "err.txt").read_text()
     assert str(local["signingSecret"]) not in log + output
     assert str(local["functionsKey"]) not in log + output
+
+
+STUCK_APP = textwrap.dedent(
+    """
+    import pathlib
+    import time
+
+    import azure.functions as func
+
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+    @app.queue_trigger(
+        arg_name="message", queue_name="stuck-work", connection="AzureWebJobsStorage"
+    )
+    def stuck(message: func.QueueMessage) -> None:
+        pathlib.Path(message.get_body().decode()).write_text("started")
+        time.sleep(3600)  # an invocation that never ends (a hung Exchange call, say)
+    """
+)
+
+
+def start_stuck_devhost(
+    tmp_path: Path, grace: float
+) -> tuple[subprocess.Popen[bytes], dict[str, object], list[int]]:
+    """``python -m devhost`` on an app whose one invocation never ends, with that invocation
+    running; returns the process, its local.json and its children's process ids."""
+    (tmp_path / "stuck_app.py").write_text(STUCK_APP)
+    data_dir = tmp_path / "calbridge"
+    environ = {
+        **os.environ,
+        "CALBRIDGE_DEVHOST_DIR": str(data_dir),
+        "CALBRIDGE_QUEUE_PORT": str(free_port()),
+        "CALBRIDGE_TABLE_PORT": str(free_port()),
+        "CALBRIDGE_HTTP_PORT": str(free_port()),
+        "CALBRIDGE_STOP_GRACE_SECONDS": str(grace),
+        "PYTHONPATH": str(tmp_path),
+    }
+    out = (tmp_path / "out.txt").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devhost", "--app", "stuck_app:app"],
+        cwd=REPO_ROOT,
+        env=environ,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    local = wait_for_file(data_dir / "local.json", process, timeout=60)
+    pids = cast(dict[str, int], local["processes"])
+    children = [int(pids["azurite"])] + ([int(pids["sim"])] if "sim" in pids else [])
+    started = tmp_path / "started.txt"
+    QueueClient.from_connection_string(
+        str(local["storage"]), "stuck-work", message_encode_policy=TextBase64EncodePolicy()
+    ).send_message(str(started))
+    deadline = time.monotonic() + 30
+    while not started.exists():
+        assert time.monotonic() < deadline, "the stuck invocation never started"
+        time.sleep(0.05)
+    return process, local, children
+
+
+def wait_gone(pids: list[int], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while any(process_alive(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_a_stuck_invocation_does_not_hold_the_shutdown(tmp_path: Path) -> None:
+    process, _, children = start_stuck_devhost(tmp_path, grace=1)
+    try:
+        began = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+        took = time.monotonic() - began
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert took < 25, f"stopping took {took:.1f} s"
+    assert wait_gone(children, 10)
+    assert not (tmp_path / "calbridge" / "local.json").exists()
+    output = (tmp_path / "out.txt").read_text()
+    assert "1 invocation(s) still running" in output
+    assert "calbridge stopped (running invocations were abandoned)" in output
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path: Path) -> None:
+    process, _, children = start_stuck_devhost(tmp_path, grace=120)
+    try:
+        process.send_signal(signal.SIGINT)
+        time.sleep(1.0)  # the first one is now waiting for the stuck invocation
+        assert process.poll() is None
+        began = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=15) == 128 + signal.SIGINT
+        assert time.monotonic() - began < 10
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert wait_gone(children, 10)
+    assert not (tmp_path / "calbridge" / "local.json").exists()
+
+
+def test_azurite_and_the_simulator_never_outlive_a_killed_run(tmp_path: Path) -> None:
+    process, _, children = start_stuck_devhost(tmp_path, grace=120)
+    process.kill()  # kill -9: no clean-up runs at all
+    process.wait()
+    assert wait_gone(children, 15), "a child outlived its killed parent"
+    # What the README says to do after a kill: local.json, left behind, is cleaned up.
+    local_json = tmp_path / "calbridge" / "local.json"
+    assert local_json.exists()
+    cleanup = subprocess.run(
+        [sys.executable, "-m", "devhost", "--stop-leftovers"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "CALBRIDGE_DEVHOST_DIR": str(tmp_path / "calbridge")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cleanup.returncode == 0, cleanup.stderr
+    assert not local_json.exists()
