@@ -46,6 +46,7 @@ from sim.auth import Authenticator, ConnectionAuth
 from sim.booking import BookingPlatform
 from sim.config import SimConfig, build_store, load_config
 from sim.control import ControlApi
+from sim.ews.schema import SCHEMA_DIR
 from sim.people import Outlook
 from sim.store import ExchangeStore, Fault, InjectedFault
 from sim.token import TokenEndpoint, TokenIssuer
@@ -53,7 +54,6 @@ from sim.wire import SimRequest, SimResponse
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "shared" / "ews-schema"
 SCHEMA_FILES = {"/ews/messages.xsd": "messages.xsd", "/ews/types.xsd": "types.xsd"}
 # Idle keep-alive connections are closed after this long, so their threads end.
 IDLE_CONNECTION_TIMEOUT_S = 120

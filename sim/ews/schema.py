@@ -1,5 +1,5 @@
 """Validation of the simulator's EWS responses against Microsoft's schema
-(``../shared/ews-schema/messages.xsd``, which imports ``types.xsd``).
+(``sim/ews/xsd/messages.xsd``, which imports ``types.xsd``).
 
 Parsing the schema takes 3-10 seconds, so it happens once per process (``load_schema``, with the
 time it took in ``schema_load_seconds``), and the parsed schema is kept as a pickle under the
@@ -31,7 +31,8 @@ from lxml import etree
 
 from sim.ews.soap import E_NS, M_NS, SOAP_NS, T_NS
 
-SCHEMA_DIR = Path(__file__).resolve().parents[3] / "shared" / "ews-schema"
+# Microsoft's schema files, unmodified (see xsd/README.md for where they come from).
+SCHEMA_DIR = Path(__file__).resolve().parent / "xsd"
 MESSAGES_XSD = SCHEMA_DIR / "messages.xsd"
 CACHE_DIR = Path(__file__).resolve().parents[2] / ".calbridge" / "cache"
 

@@ -2,7 +2,7 @@
 pool, credentials, retry policy, server version), one ``Account`` per mailbox and each mailbox's
 calendar folder.
 
-Why each choice (see ../shared/spec/platform-notes.md, exchangelib):
+Why each choice (measured with exchangelib 5.6 against the simulator):
 - The server version is given (``Version(build=…)``), so exchangelib never probes the server
   with ConvertId before the first real request.
 - Retry policy ``FailFast``: throttling comes back at once as ``ErrorServerBusy`` with the
