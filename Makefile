@@ -11,12 +11,16 @@ PYTEST_ARGS ?=
 setup: $(STAMP_PY) $(STAMP_NODE)
 
 $(STAMP_PY): requirements.txt requirements-dev.txt
+	@echo "setup: installing calbridge's Python packages into $(VENV) (Azure Functions, Azure"
+	@echo "       Storage, msgraph-sdk, exchangelib, test tools: about 600 MB, 1-3 minutes the"
+	@echo "       first time; only again when requirements*.txt change)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
 $(STAMP_NODE): package.json package-lock.json
+	@echo "setup: installing Azurite, the Azure Storage emulator, with npm ci (about 20 seconds)"
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from devhost.dev_secrets import signing_secret_variable
 from devhost.runner import REPO_ROOT
 
 SIGNATURE_HEADER = "X-Calbridge-Signature"
@@ -125,16 +126,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--wait", type=float, default=20.0, help="seconds to wait for the calendars (0: no wait)"
     )
+    parser.add_argument(
+        "--org",
+        help="book for another local organization than dev (with --staff; its signing secret "
+        "from --signing-secret or CALBRIDGE_SECRET_ORG_<ORG>_SIGNING_SECRET)",
+    )
+    parser.add_argument("--signing-secret", help="the organization's signing secret")
+    parser.add_argument(
+        "--staff", help="comma-separated staff ids, the organizer first (with --org)"
+    )
     arguments = parser.parse_args(argv)
     if not arguments.local_json.is_file():
         print(f"{arguments.local_json} not found: start calbridge with `make run` first")
         return 2
     local = json.loads(arguments.local_json.read_text(encoding="utf-8"))
-    # One multi-staff appointment per kind of connection when make run seeded staff on both,
-    # otherwise the example's staff.
-    plans: list[tuple[str, list[str]]] = [
-        (kind, staff) for kind in ("ews", "graph") if len(staff := demo_staff(local, kind)) >= 2
-    ] or [("example", ["ann", "bob"])]
+    plans: list[tuple[str, list[str]]]
+    if arguments.org:
+        secret = arguments.signing_secret or os.environ.get(signing_secret_variable(arguments.org))
+        if not secret or not arguments.staff:
+            print("--org needs --staff and a signing secret (--signing-secret or the variable)")
+            return 2
+        local = {
+            **local,
+            "org": arguments.org,
+            "signingSecret": secret,
+            "staff": [m for m in local.get("staff", []) if m["staffId"] in arguments.staff],
+        }
+        plans = [(arguments.org, arguments.staff.split(","))]
+    else:
+        # One multi-staff appointment per kind of connection when make run seeded staff on
+        # both, otherwise the example's staff.
+        plans = [
+            (kind, staff) for kind in ("ews", "graph") if len(staff := demo_staff(local, kind)) >= 2
+        ] or [("example", ["ann", "bob"])]
     version = int(time.time())
     failed = False
     titles = []

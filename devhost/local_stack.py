@@ -50,6 +50,7 @@ from devhost.simulator import (
     launch_simulator,
     prepare_config,
 )
+from shared.admin import ADMIN_KEY_HEADER
 
 log = logging.getLogger("devhost")
 
@@ -316,7 +317,8 @@ class LocalStack:
         lines = [
             "calbridge is running",
             f"  functions   {self.runner.base_url}  "
-            "(FUNCTION-level routes need x-functions-key: functionsKey in local.json)",
+            "(FUNCTION-level routes need x-functions-key: functionsKey in local.json;",
+            f"              admin routes also {ADMIN_KEY_HEADER}: adminKey in local.json)",
             f"  storage     Azurite queues 127.0.0.1:{self.azurite.queue_port}, "
             f"tables 127.0.0.1:{self.azurite.table_port}, data in {self.azurite.location}",
         ]

@@ -205,7 +205,11 @@ def test_python_m_devhost_starts_serves_and_stops_everything_on_a_signal(
                 process.kill()
                 process.wait()
     output = (tmp_path / "out.txt").read_text()
+    assert "calbridge: starting Azurite" in output
     assert "calbridge is running" in output
+    # Both keys a newcomer needs for the admin routes are named where they are found.
+    assert "x-functions-key: functionsKey in local.json" in output
+    assert "X-Calbridge-Admin-Key: adminKey in local.json" in output
     assert "calbridge stopped" in output
     assert not any(process_alive(pid) for pid in children)
     assert not port_open(int(environ["CALBRIDGE_QUEUE_PORT"]))

@@ -11,6 +11,7 @@ import http.client
 import json
 import socket
 import stat
+import subprocess
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -273,3 +274,17 @@ def test_local_settings_example_is_core_tools_format_and_valid_settings() -> Non
     assert settings.storage_connection_string == values["AzureWebJobsStorage"]
     assert settings.max_request_bytes == int(values["CALBRIDGE_MAX_REQUEST_BYTES"])
     assert settings.queue_prefix == values["CALBRIDGE_QUEUE_PREFIX"]
+
+
+def test_the_first_setup_says_what_it_installs_and_how_long_it_takes() -> None:
+    planned = subprocess.run(
+        ["make", "--dry-run", "--always-make", "setup"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "installing calbridge's Python packages" in planned
+    assert "1-3 minutes the" in planned
+    assert "installing Azurite" in planned
+    assert "about 20 seconds" in planned
