@@ -108,6 +108,20 @@ def test_runner_stop_releases_the_port_and_stops_pollers_and_timers(
     assert sender.get_queue_properties().approximate_message_count == 1
 
 
+def devhost_environment(tmp_path: Path, **settings: str) -> dict[str, str]:
+    """``python -m devhost``'s environment: its folder in ``tmp_path/calbridge``, free ports,
+    apps importable from ``tmp_path``."""
+    return {
+        **os.environ,
+        "CALBRIDGE_DEVHOST_DIR": str(tmp_path / "calbridge"),
+        "CALBRIDGE_QUEUE_PORT": str(free_port()),
+        "CALBRIDGE_TABLE_PORT": str(free_port()),
+        "CALBRIDGE_HTTP_PORT": str(free_port()),
+        "PYTHONPATH": str(tmp_path),
+        **settings,
+    }
+
+
 def wait_for_file(
     path: Path, process: subprocess.Popen[bytes], timeout: float
 ) -> dict[str, object]:
@@ -136,16 +150,8 @@ def test_python_m_devhost_starts_serves_and_stops_everything_on_a_signal(
     (tmp_path / "synthetic_app.py").write_text(SYNTHETIC_APP)
     real = use_real_app and real_app_importable()
     data_dir = tmp_path / "calbridge"
-    environ = {
-        **os.environ,
-        "CALBRIDGE_DEVHOST_DIR": str(data_dir),
-        "CALBRIDGE_QUEUE_PORT": str(free_port()),
-        "CALBRIDGE_TABLE_PORT": str(free_port()),
-        "CALBRIDGE_HTTP_PORT": str(free_port()),
-        "PYTHONPATH": str(tmp_path),
-        # The simulator (when the sim package has one) runs along with the real app only.
-        "CALBRIDGE_DEVHOST_SIM": "auto" if use_real_app else "off",
-    }
+    # The simulator (when the sim package has one) runs along with the real app only.
+    environ = devhost_environment(tmp_path, CALBRIDGE_DEVHOST_SIM="auto" if use_real_app else "off")
     command = [sys.executable, "-m", "devhost"]
     if not real:
         command += ["--app", "synthetic_app:app"]
@@ -247,15 +253,7 @@ def start_stuck_devhost(
     running; returns the process, its local.json and its children's process ids."""
     (tmp_path / "stuck_app.py").write_text(STUCK_APP)
     data_dir = tmp_path / "calbridge"
-    environ = {
-        **os.environ,
-        "CALBRIDGE_DEVHOST_DIR": str(data_dir),
-        "CALBRIDGE_QUEUE_PORT": str(free_port()),
-        "CALBRIDGE_TABLE_PORT": str(free_port()),
-        "CALBRIDGE_HTTP_PORT": str(free_port()),
-        "CALBRIDGE_STOP_GRACE_SECONDS": str(grace),
-        "PYTHONPATH": str(tmp_path),
-    }
+    environ = devhost_environment(tmp_path, CALBRIDGE_STOP_GRACE_SECONDS=str(grace))
     out = (tmp_path / "out.txt").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "devhost", "--app", "stuck_app:app"],
