@@ -57,8 +57,8 @@ async def _adapter_first_calls(urls: dict[str, str], run_id: str) -> dict[str, f
     started = time.perf_counter()
     from datetime import UTC, datetime, timedelta
 
+    from shared.engine.marker import marker_for
     from shared.exchange.graph import GraphCalendarGateway, GraphCredentials, GraphEndpoints
-    from shared.exchange.marker import marker_for
     from shared.exchange.port import EventDraft
 
     imported = time.perf_counter()
@@ -111,7 +111,7 @@ async def _baseline_first_calls(urls: dict[str, str], run_id: str) -> dict[str, 
     )
     from msgraph.generated.users.item.events.events_request_builder import EventsRequestBuilder
 
-    from shared.exchange.marker import MARKER_GRAPH_ID, graph_marker_filter, marker_for
+    from shared.engine.marker import MARKER_GRAPH_ID, graph_marker_filter, marker_for
 
     imported = time.perf_counter()
     credential = ClientSecretCredential(

@@ -43,6 +43,11 @@ def writable_zone_problem(name: str) -> str | None:
     return None
 
 
+def windows_zone_names() -> dict[str, str]:
+    """Every IANA zone CLDR maps, spelt exactly, with its Windows name."""
+    return dict(tz_win)
+
+
 def windows_zone_name(iana: str) -> str | None:
     """The Windows name of an IANA zone ("America/Toronto" → "Eastern Standard Time"), None when
     CLDR does not map it."""

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from shared.engine.marker import marker_for
 from shared.engine.reconcile import (
     ActionResult,
     CancelEvent,
@@ -31,7 +32,6 @@ from shared.engine.reconcile import (
     reconcile_appointment,
     transaction_id,
 )
-from shared.exchange.marker import marker_for
 from shared.exchange.port import Attendee, EventRef, ExchangeEvent, ExchangeUnavailable, RetryAfter
 from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.exchange.content import event_body, event_draft
-from shared.exchange.marker import (
+from shared.engine.content import event_body, event_draft
+from shared.engine.marker import (
     MARKER_GRAPH_ID,
     MARKER_PROPERTY_NAME,
     MARKER_PROPERTY_SET_ID,

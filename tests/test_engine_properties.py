@@ -27,8 +27,8 @@ from hypothesis.stateful import (
     rule,
 )
 
+from shared.engine.marker import marker_for
 from shared.exchange.fake import FakeCalendarGateway, FakeExchange
-from shared.exchange.marker import marker_for
 from shared.exchange.port import (
     CalendarError,
     CalendarGateway,

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from shared.engine.marker import marker_for
 from shared.exchange.ews import EwsCalendarGateway, EwsConnectionNotSupported, EwsEndpoint
 from shared.exchange.ews import build_gateway as build_ews_gateway
 from shared.exchange.ews.properties import (
@@ -31,7 +32,6 @@ from shared.exchange.ews.properties import (
     clean_global_object_id,
 )
 from shared.exchange.factory import build_gateway
-from shared.exchange.marker import marker_for
 from shared.exchange.port import (
     AccessDenied,
     AuthenticationFailed,

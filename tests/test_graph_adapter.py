@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from shared.config import Settings
+from shared.engine.marker import marker_for
 from shared.exchange.factory import build_gateway as build_connection_gateway
 from shared.exchange.graph import (
     GraphCalendarGateway,
@@ -30,7 +31,6 @@ from shared.exchange.graph.events import (
     event_from_graph,
     graph_transaction_id,
 )
-from shared.exchange.marker import marker_for
 from shared.exchange.port import (
     AccessDenied,
     AuthenticationFailed,

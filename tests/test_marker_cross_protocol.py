@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from shared.engine.marker import marker_for
 from shared.exchange.ews import EwsCalendarGateway, EwsEndpoint
 from shared.exchange.graph import GraphCalendarGateway, GraphCredentials
-from shared.exchange.marker import marker_for
 from shared.exchange.port import EventDraft, ExchangeEvent
 from sim.people import Outlook
 from sim.server import RunningSimulator, start_simulator

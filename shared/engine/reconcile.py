@@ -57,8 +57,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from shared.exchange.content import attendee_mailboxes, event_draft
-from shared.exchange.marker import marker_for
+from shared.engine.content import attendee_mailboxes, event_draft
+from shared.engine.marker import marker_for
 from shared.exchange.port import CalendarError, EventDraft, EventRef, ExchangeEvent
 from shared.models import AppointmentSnapshot, AppointmentStatus, EventMapping, MailboxRef
 

@@ -14,7 +14,7 @@ adapter; a value neither protocol documents maps to the safe default named in ea
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Final, Literal, TypeVar
@@ -26,7 +26,6 @@ from shared.exchange.port import (
     CalendarError,
     ChangeKeyConflict,
     EventNotFound,
-    ExchangeEvent,
     ExchangeUnavailable,
     ItemType,
     MailboxNotFound,
@@ -54,16 +53,32 @@ _RESPONSES: Final[Mapping[str, ResponseType]] = {
     "declined": ResponseType.DECLINED,
 }
 
-_SHOW_AS: Final[Mapping[str, ShowAs]] = {
-    # EWS LegacyFreeBusyType and Graph freeBusyStatus share these, up to case
-    "free": ShowAs.FREE,
-    "tentative": ShowAs.TENTATIVE,
-    "busy": ShowAs.BUSY,
-    "oof": ShowAs.OOF,
-    "workingelsewhere": ShowAs.WORKING_ELSEWHERE,
-    "nodata": ShowAs.UNKNOWN,  # EWS
-    "unknown": ShowAs.UNKNOWN,  # Graph
+# Free/busy status, both ways and in both spellings: EWS LegacyFreeBusyType, Graph
+# freeBusyStatus (the same words up to case, but for EWS NoData / Graph unknown).
+FREE_BUSY_SPELLINGS: Final[Mapping[ShowAs, tuple[str, str]]] = {
+    ShowAs.FREE: ("Free", "free"),
+    ShowAs.TENTATIVE: ("Tentative", "tentative"),
+    ShowAs.BUSY: ("Busy", "busy"),
+    ShowAs.OOF: ("OOF", "oof"),
+    ShowAs.WORKING_ELSEWHERE: ("WorkingElsewhere", "workingElsewhere"),
+    ShowAs.UNKNOWN: ("NoData", "unknown"),
 }
+_SHOW_AS: Final[Mapping[str, ShowAs]] = {
+    spelling.lower(): show_as
+    for show_as, spellings in FREE_BUSY_SPELLINGS.items()
+    for spelling in spellings
+}
+
+
+def ews_free_busy(show_as: ShowAs) -> str:
+    """How EWS spells a free/busy status calbridge writes (LegacyFreeBusyStatus)."""
+    return FREE_BUSY_SPELLINGS[show_as][0]
+
+
+def graph_show_as(show_as: ShowAs) -> str:
+    """How Graph spells a free/busy status calbridge writes (showAs)."""
+    return FREE_BUSY_SPELLINGS[show_as][1]
+
 
 _SENSITIVITIES: Final[Mapping[str, Sensitivity]] = {
     # the same four words in both protocols, up to case
@@ -82,17 +97,6 @@ _ITEM_TYPES: Final[Mapping[str, ItemType]] = {
     # Graph eventType
     "singleinstance": ItemType.SINGLE,
     "seriesmaster": ItemType.SERIES_MASTER,
-}
-
-# What calbridge writes as free/busy status, in EWS's LegacyFreeBusyStatus spelling (Graph's
-# adapter keeps its own lower-camel table for writing).
-EWS_FREE_BUSY: Final[Mapping[ShowAs, str]] = {
-    ShowAs.FREE: "Free",
-    ShowAs.TENTATIVE: "Tentative",
-    ShowAs.BUSY: "Busy",
-    ShowAs.OOF: "OOF",
-    ShowAs.WORKING_ELSEWHERE: "WorkingElsewhere",
-    ShowAs.UNKNOWN: "NoData",
 }
 
 
@@ -235,13 +239,3 @@ async def within_deadline(
             f"{protocol} {operation} for {mailbox}: no answer within {seconds:g} s",
             mailbox=mailbox,
         ) from None
-
-
-# --- ordering -----------------------------------------------------------------------------------
-
-
-def live_first(events: Iterable[ExchangeEvent]) -> list[ExchangeEvent]:
-    """Events with live ones before cancelled ones, each group in the order given (the port's
-    ``find_by_marker`` / ``find_by_uid`` order)."""
-    ordered = list(events)
-    return [e for e in ordered if not e.is_cancelled] + [e for e in ordered if e.is_cancelled]

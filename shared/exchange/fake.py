@@ -47,6 +47,7 @@ from shared.exchange.port import (
     ResponseType,
     Sensitivity,
     ShowAs,
+    live_first,
 )
 
 OPERATIONS: Final = (
@@ -126,10 +127,6 @@ class _Fault:
             and self.operation in ("*", operation)
             and self.mailbox in (None, mailbox)
         )
-
-
-def _sort_key(item: _Item) -> tuple[bool, int]:
-    return (item.is_cancelled, item.created)
 
 
 class FakeExchange:
@@ -254,15 +251,15 @@ class FakeExchange:
 
     def find_by_marker(self, mailbox: str, marker: str) -> list[ExchangeEvent]:
         items = [i for i in self._calendar(mailbox).values() if i.marker == marker]
-        return [item.view() for item in sorted(items, key=_sort_key)]
+        return live_first(item.view() for item in items)
 
     def get_event(self, mailbox: str, item_id: str) -> ExchangeEvent | None:
         item = self._calendar(mailbox).get(item_id)
         return item.view() if item else None
 
     def find_by_uid(self, mailbox: str, uid: str) -> ExchangeEvent | None:
-        items = sorted((i for i in self._calendar(mailbox).values() if i.uid == uid), key=_sort_key)
-        return items[0].view() if items else None
+        found = live_first(i.view() for i in self._calendar(mailbox).values() if i.uid == uid)
+        return found[0] if found else None
 
     def list_events(self, mailbox: str, start: datetime, end: datetime) -> list[ExchangeEvent]:
         items = [i for i in self._calendar(mailbox).values() if i.start < end and i.end > start]
@@ -338,8 +335,7 @@ class FakeExchange:
                 if reset_responses
                 else responses.get(address, ResponseType.NONE),
             )
-            for address in dict.fromkeys(draft.required_attendees)
-            if address != item.mailbox
+            for address in draft.invitees(item.mailbox)
         ]
 
     def _copy_of(self, mailbox: str, uid: str) -> _Item | None:

@@ -34,6 +34,7 @@ error                       retried?   how
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, ClassVar, Protocol, runtime_checkable
@@ -83,6 +84,10 @@ def _lower(value: str) -> str:
     return value.lower()
 
 
+def _once_each(addresses: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(addresses))
+
+
 # Addresses as Exchange reports them: not validated as email (Exchange may report an X500 or an
 # external address), only normalised so comparisons are case-insensitive like SMTP's.
 ReportedAddress = Annotated[str, AfterValidator(_lower)]
@@ -95,7 +100,7 @@ class PortModel(BaseModel):
 
 
 class EventDraft(PortModel):
-    """What calbridge wants an event to say. Built by ``shared.exchange.content``.
+    """What calbridge wants an event to say. Built by ``shared.engine.content``.
 
     ``body_text`` carries client details: it is left out of ``repr`` so a logged draft or action
     never leaks it.
@@ -107,7 +112,7 @@ class EventDraft(PortModel):
     time_zone: TimeZoneName
     location: str | None = None
     body_text: str = Field(default="", repr=False)
-    required_attendees: tuple[EmailAddress, ...] = ()
+    required_attendees: Annotated[tuple[EmailAddress, ...], AfterValidator(_once_each)] = ()
     show_as: ShowAs = ShowAs.BUSY
     marker: str
 
@@ -116,6 +121,13 @@ class EventDraft(PortModel):
         if self.end <= self.start:
             raise ValueError("end must be after start")
         return self
+
+    def invitees(self, mailbox: str) -> tuple[str, ...]:
+        """The attendees to invite when the event is written to ``mailbox``: the draft's
+        required attendees (lower case, once each, in draft order), never the mailbox's owner,
+        who is the organizer. Every implementation of the port writes exactly these."""
+        owner = mailbox.strip().lower()
+        return tuple(address for address in self.required_attendees if address != owner)
 
 
 class Attendee(PortModel):
@@ -163,6 +175,13 @@ class EventRef(PortModel):
     item_id: str
     change_key: str | None = None
     uid: str | None = None
+
+
+def live_first(events: Iterable[ExchangeEvent]) -> list[ExchangeEvent]:
+    """The order of ``find_by_marker`` and ``find_by_uid`` answers, the same for every
+    implementation: live items before cancelled ones, then by start, then by item id. Which of
+    two duplicates the engine keeps (the first) therefore never depends on the adapter."""
+    return sorted(events, key=lambda event: (event.is_cancelled, event.start, event.item_id))
 
 
 # --- errors -------------------------------------------------------------------------------------

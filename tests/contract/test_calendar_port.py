@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from shared.exchange.marker import marker_for
+from shared.engine.marker import marker_for
 from shared.exchange.port import (
     ChangeKeyConflict,
     EventDraft,

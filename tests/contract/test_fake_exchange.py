@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from shared.engine.marker import marker_for
 from shared.exchange.fake import FakeCalendarGateway, FakeExchange
-from shared.exchange.marker import marker_for
 from shared.exchange.port import (
     AccessDenied,
     EventDraft,

@@ -76,6 +76,7 @@ from shared.exchange.port import (
     EventNotFound,
     EventRef,
     ExchangeEvent,
+    live_first,
 )
 
 logger = logging.getLogger(__name__)
@@ -86,10 +87,6 @@ quieten_exchangelib()
 
 # How many item ids → UID this gateway remembers (UIDs are immutable; this only saves GetItems).
 UID_MEMORY: Final = 4096
-
-
-def _live_first(events: Iterable[ExchangeEvent]) -> list[ExchangeEvent]:
-    return sorted(events, key=lambda event: (event.is_cancelled, event.start))
 
 
 class EwsCalendarGateway:
@@ -199,7 +196,7 @@ class EwsCalendarGateway:
         def work() -> list[ExchangeEvent]:
             found = self._find(mailbox, query=Q(**{MARKER_FIELD: marker}))
             # Exchange compares strings without regard to case; markers are exact.
-            return _live_first(event for event in found if event.marker == marker)
+            return live_first(event for event in found if event.marker == marker)
 
         return self._remember(await self._call("FindItem", mailbox, work))
 
@@ -216,7 +213,7 @@ class EwsCalendarGateway:
             found = self._find(mailbox, query=Q(**{CLEAN_GLOBAL_OBJECT_ID_FIELD: goid}))
             # The restriction is Exchange's; the check keeps a server that matched loosely from
             # handing over another meeting (hex UIDs compare by their bytes, not their case).
-            return _live_first(
+            return live_first(
                 event
                 for event in found
                 if event.uid is None or clean_global_object_id(event.uid) == goid

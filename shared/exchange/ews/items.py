@@ -28,15 +28,16 @@ from exchangelib import Body, CalendarItem, EWSDateTime, EWSTimeZone, Mailbox
 from exchangelib.fields import FieldPath
 
 from shared.exchange.common import (
-    EWS_FREE_BUSY,
     attendee_response,
     event_item_type,
     event_sensitivity,
     event_show_as,
+    ews_free_busy,
     utc,
 )
 from shared.exchange.ews.properties import MARKER_FIELD
 from shared.exchange.port import Attendee, EventDraft, ExchangeEvent
+from shared.timezones import windows_zone_names
 
 _FIND_FIELD_NAMES: Final = (
     "subject",
@@ -89,21 +90,31 @@ def _ews_time(instant: datetime, zone: EWSTimeZone) -> EWSDateTime:
 
 
 def staff_attendees(draft: EventDraft, mailbox: str) -> list[EwsAttendee]:
-    """The draft's attendees as required attendees, in draft order, once each, never the
-    organizer themself (clients are in the body, never here)."""
-    owner = mailbox.strip().lower()
-    addresses = dict.fromkeys(address.lower() for address in draft.required_attendees)
+    """The draft's invitees (``EventDraft.invitees``) as required attendees."""
     return [
         EwsAttendee(mailbox=Mailbox(email_address=address), response_type="Unknown")
-        for address in addresses
-        if address != owner
+        for address in draft.invitees(mailbox)
     ]
+
+
+class WindowsNamedZone(EWSTimeZone):
+    """exchangelib's time zone, named the Windows way by calbridge's one table
+    (``shared.timezones``) instead of exchangelib's own copy of CLDR: EWS and Graph then write
+    the same Windows zone for an appointment, and zones Windows added since exchangelib's copy
+    (British Columbia, Alberta) are written by their current names."""
+
+    IANA_TO_MS_MAP = {iana: (windows, "") for iana, windows in windows_zone_names().items()}
+
+
+# exchangelib accepts a tzinfo as one of its own by the module the class is defined in
+# (``EWSTimeZone.from_timezone``); this subclass is one of its own in all but the table.
+WindowsNamedZone.__module__ = EWSTimeZone.__module__
 
 
 def draft_values(draft: EventDraft, mailbox: str) -> dict[str, Any]:
     """The ``DRAFT_FIELDS`` values that make an item say what the draft says. Start and end are
     in the draft's own zone, so Outlook shows the appointment in the zone it was booked in."""
-    zone = EWSTimeZone(draft.time_zone)
+    zone = WindowsNamedZone(draft.time_zone)
     return {
         "subject": draft.subject,
         "body": Body(draft.body_text),
@@ -111,7 +122,7 @@ def draft_values(draft: EventDraft, mailbox: str) -> dict[str, Any]:
         "end": _ews_time(draft.end, zone),
         "is_all_day": False,
         "location": draft.location or None,
-        "legacy_free_busy_status": EWS_FREE_BUSY[draft.show_as],
+        "legacy_free_busy_status": ews_free_busy(draft.show_as),
         "required_attendees": staff_attendees(draft, mailbox) or None,
         MARKER_FIELD: draft.marker,
     }

@@ -17,15 +17,16 @@ from datetime import UTC, datetime
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from shared.engine.marker import MARKER_GRAPH_ID
 from shared.exchange.common import (
     attendee_response,
     event_item_type,
     event_sensitivity,
     event_show_as,
+    graph_show_as,
     wall_clock,
 )
-from shared.exchange.marker import MARKER_GRAPH_ID
-from shared.exchange.port import Attendee, CalendarError, EventDraft, ExchangeEvent, ShowAs
+from shared.exchange.port import Attendee, CalendarError, EventDraft, ExchangeEvent
 from shared.timezones import iana_zone_name, windows_zone_name
 
 # Everything ExchangeEvent needs, and nothing else (no body, no bodyPreview).
@@ -54,14 +55,6 @@ EVENT_FIELDS: Final = (
 MARKER_EXPANSION: Final = f"singleValueExtendedProperties($filter=id eq '{MARKER_GRAPH_ID}')"
 PREFER_UTC: Final = 'outlook.timezone="UTC"'
 
-_SHOW_AS_OUT: Final = {
-    ShowAs.FREE: "free",
-    ShowAs.TENTATIVE: "tentative",
-    ShowAs.BUSY: "busy",
-    ShowAs.OOF: "oof",
-    ShowAs.WORKING_ELSEWHERE: "workingElsewhere",
-    ShowAs.UNKNOWN: "unknown",
-}
 _UTC_NAMES: Final = frozenset({"utc", "etc/utc", "gmt", "z", "coordinated universal time"})
 # Graph documents no alphabet for transactionId; ids made of these characters and no longer than
 # this are sent as they are (the engine's are UUIDs), anything else as a digest of itself.
@@ -91,13 +84,10 @@ def _date_time_zone(instant: datetime, zone: str) -> dict[str, str]:
 
 
 def _attendees(draft: EventDraft, mailbox: str) -> list[dict[str, Any]]:
-    """Staff attendees as required attendees, in draft order, never the organizer themself."""
-    owner = mailbox.lower()
-    addresses = [a for a in dict.fromkeys(a.lower() for a in draft.required_attendees)]
+    """The draft's invitees (``EventDraft.invitees``) as required attendees."""
     return [
         {"emailAddress": {"address": address}, "type": "required"}
-        for address in addresses
-        if address != owner
+        for address in draft.invitees(mailbox)
     ]
 
 
@@ -110,7 +100,7 @@ def draft_fields(draft: EventDraft, mailbox: str) -> dict[str, Any]:
         "end": _date_time_zone(draft.end, draft.time_zone),
         "location": {"displayName": draft.location or ""},
         "attendees": _attendees(draft, mailbox),
-        "showAs": _SHOW_AS_OUT[draft.show_as],
+        "showAs": graph_show_as(draft.show_as),
         "singleValueExtendedProperties": [{"id": MARKER_GRAPH_ID, "value": draft.marker}],
     }
 

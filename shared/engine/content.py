@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from zoneinfo import ZoneInfo
 
-from shared.exchange.marker import marker_for
+from shared.engine.marker import marker_for
 from shared.exchange.port import EventDraft, ShowAs
 from shared.models import AppointmentSnapshot, Client, MailboxRef
 
