@@ -180,11 +180,11 @@ def run(urls: dict[str, str], appointments: int) -> dict[tuple[str, str, str], l
     from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
     from shared import bootstrap
+    from shared.apply.service import AppointmentApplier
     from shared.booking.signature import sign_request
+    from shared.exchange.gateways import ConnectionGateways
     from shared.intake import SignedRequest
     from shared.queues import APPOINTMENT_CHANGES, AppointmentChanged, parse_message
-    from shared.sync.appointments import AppointmentApplier
-    from shared.sync.gateways import ConnectionGateways
 
     services = bootstrap.services()
     admin = services.admin

@@ -1,6 +1,6 @@
 """Queue trigger on ``appointment-changes``: make Exchange show an appointment's latest snapshot.
 
-The message carries ids only; ``shared.sync.appointments.AppointmentApplier`` does the work. An
+The message carries ids only; ``shared.apply.service.AppointmentApplier`` does the work. An
 exception here is the host's cue to retry (visibility timeout) and, after ``maxDequeueCount``
 tries, to move the message to ``appointment-changes-poison``.
 """

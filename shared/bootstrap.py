@@ -22,14 +22,14 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 
 from shared.admin import AdminApi
+from shared.apply.service import AppointmentApplier
 from shared.config import SecretResolver, Settings, get_settings, secret_resolver
 from shared.exchange.endpoint_policy import ExchangeEndpointPolicy
+from shared.exchange.gateways import ConnectionGateways
 from shared.intake import BookingIntake
-from shared.queues import AzureQueueSender, QueueSender
+from shared.queues import QueueSender
 from shared.store import Repositories, build_repositories
 from shared.store.tables import TableService
-from shared.sync.appointments import AppointmentApplier
-from shared.sync.gateways import ConnectionGateways
 
 HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
 
@@ -114,6 +114,8 @@ def build_services(
 
         tables = AzureTableService(settings.storage_connection_string, settings.table_prefix)
     if queue is None:
+        from shared.queues.azure import AzureQueueSender
+
         queue = AzureQueueSender(settings.storage_connection_string, settings.queue_prefix)
     return Services(
         settings=settings,

@@ -11,6 +11,11 @@ from typing import Any
 
 import pytest
 
+from shared.apply.service import (
+    ApplyDisposition,
+    AppointmentApplier,
+    AppointmentApplyFailed,
+)
 from shared.exchange.fake import FakeCalendarGateway, FakeExchange
 from shared.exchange.port import (
     AuthenticationFailed,
@@ -29,11 +34,6 @@ from shared.queues import (
 from shared.store import Repositories
 from shared.store.memory import memory_repositories
 from shared.store.records import ConnectionRecord, MailboxRecord
-from shared.sync.appointments import (
-    ApplyDisposition,
-    AppointmentApplier,
-    AppointmentApplyFailed,
-)
 
 ORG = "acme"
 ORGANIZER = "olga@bank.test"
@@ -176,7 +176,7 @@ def test_endless_throttling_is_counted_where_status_and_logs_show_it_then_cleare
     setup.exchange.fail_next(operation, RetryAfter(5.0), times=4)
     began = clock[0]
     for tries in range(1, 5):
-        with caplog.at_level("INFO", logger="shared.sync.appointments"):
+        with caplog.at_level("INFO", logger="shared.apply.service"):
             report = setup.apply(message)
         assert report.disposition is ApplyDisposition.REQUEUED
         assert f"throttled {tries} time(s) since 2027-01-01T08:00:00Z" in report.detail

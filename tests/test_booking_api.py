@@ -31,7 +31,8 @@ from shared.config import (
     org_previous_signing_secret_reference,
 )
 from shared.models import BusyBlock
-from shared.queues import APPOINTMENT_CHANGES, AzureQueueSender
+from shared.queues import APPOINTMENT_CHANGES
+from shared.queues.azure import AzureQueueSender
 from shared.store.azure_tables import AzureTableService
 from tests.functions_harness import (
     app_environment,

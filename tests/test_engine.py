@@ -624,7 +624,7 @@ def test_a_success_clears_an_earlier_error() -> None:
 
 def test_the_engine_imports_no_sdk_and_no_azure_client() -> None:
     code = (
-        "import sys, shared.engine.reconcile, shared.sync.executor;"
+        "import sys, shared.engine.reconcile, shared.apply.executor;"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('exchangelib', 'msgraph', 'azure', 'kiota_abstractions', 'httpx', 'requests'));"
         "print(','.join(bad))"

@@ -6,11 +6,11 @@ import asyncio
 
 import pytest
 
+from shared.apply.executor import ApplyOutcome, apply_appointment
 from shared.engine.reconcile import Completed, Failed, PlanReason, Written
 from shared.exchange.fake import FakeCalendarGateway, FakeExchange
 from shared.exchange.port import CalendarGateway, ExchangeUnavailable, RetryAfter
 from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
-from shared.sync.executor import ApplyOutcome, apply_appointment
 from tests.test_engine import APPOINTMENT, DIRECTORY, MARKER, ORG, address, snapshot
 
 

@@ -7,7 +7,7 @@ show exactly the newest snapshot: one live event in the newest organizer's calen
 newest subject, times and attendees, a live copy in each current secondary's calendar, nothing
 live anywhere else — or nothing live at all when the newest snapshot is a cancellation.
 
-The worker here is the real pass (``shared.sync.executor.apply_appointment``: observe, decide,
+The worker here is the real pass (``shared.apply.executor.apply_appointment``: observe, decide,
 execute, record) over ``FakeCalendarGateway``; the "table" is one attribute holding the mapping.
 Staff live on two connections of one organization (as during a migration).
 """
@@ -27,6 +27,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from shared.apply.executor import apply_appointment
 from shared.engine.marker import marker_for
 from shared.exchange.fake import FakeCalendarGateway, FakeExchange
 from shared.exchange.port import (
@@ -37,7 +38,6 @@ from shared.exchange.port import (
     RetryAfter,
 )
 from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
-from shared.sync.executor import apply_appointment
 
 ORG, APPOINTMENT = "acme", "appt-7"
 MARKER = marker_for(ORG, APPOINTMENT)

@@ -9,10 +9,10 @@ import pytest
 
 from shared.config import SecretNotFound, Settings
 from shared.exchange.fake import FakeCalendarGateway, FakeExchange
+from shared.exchange.gateways import ConnectionGateways
 from shared.exchange.port import CalendarError, CalendarGateway
 from shared.models import ConnectionConfig
 from shared.store.records import ConnectionRecord
-from shared.sync.gateways import ConnectionGateways
 
 
 class DictSecrets:

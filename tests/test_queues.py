@@ -18,7 +18,6 @@ from shared.queues import (
     QUEUE_OF_MESSAGE,
     WEBHOOK_DELIVERIES,
     AppointmentChanged,
-    AzureQueueSender,
     InvalidQueueMessage,
     MailboxSyncRequested,
     MemoryQueueSender,
@@ -29,6 +28,7 @@ from shared.queues import (
     parse_queue_message,
     queue_name,
 )
+from shared.queues.azure import AzureQueueSender
 
 
 def test_binding_name_is_the_prefix_setting_expression() -> None:

@@ -2,7 +2,7 @@
 
 Pure: no I/O, no SDK, no Azure. The apply worker gathers the inputs, calls
 ``reconcile_appointment``, executes the plan's actions in order through the calendar port
-(``shared.sync.executor``), then stores ``mapping_after(plan, results)``.
+(``shared.apply.executor``), then stores ``mapping_after(plan, results)``.
 
 The algorithm
 -------------

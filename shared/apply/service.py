@@ -2,7 +2,7 @@
 
 One call per ``appointment-changes`` message. The message carries ids only: the service reads
 the newest snapshot and the mapping, resolves the staff members' mailboxes and connections, runs
-one pass of the engine through the calendar port (``shared.sync.executor.apply_appointment``)
+one pass of the engine through the calendar port (``shared.apply.executor.apply_appointment``)
 and stores the resulting mapping with its ETag. Duplicate and out-of-order messages are harmless:
 every pass reconciles to the newest stored snapshot.
 
@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
+from shared.apply.executor import apply_appointment
 from shared.engine.reconcile import mailboxes_called
 from shared.exchange.port import (
     CalendarError,
@@ -57,7 +58,6 @@ from shared.store.records import (
     ParkedChangeRecord,
 )
 from shared.store.threads import in_storage_thread
-from shared.sync.executor import apply_appointment
 
 log = logging.getLogger(__name__)
 

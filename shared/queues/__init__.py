@@ -1,0 +1,70 @@
+"""Queues: their names, the messages they carry (ids only), and the senders that put them there.
+
+Shaped like ``shared.store``: the port and its in-memory implementation are importable from
+here; the Azure implementation is in :mod:`azure` (the only module of this package that imports
+the Azure SDK), loaded by ``shared.bootstrap`` when it builds real clients.
+
+- :mod:`names` — queue names, the prefix convention, the trigger bindings' ``%SETTING%`` names;
+- :mod:`messages` — the message models and their JSON bodies;
+- :mod:`sender` — the ``QueueSender`` port and its errors;
+- :mod:`azure` — ``AzureQueueSender`` (Azure Storage queues, Azurite locally);
+- :mod:`memory` — ``MemoryQueueSender`` (tests).
+
+Messages carry ids, never state: workers read the latest stored state, so a duplicate or
+reordered message is harmless. Bodies are JSON (camelCase), sent base64-encoded because the
+Functions host decodes base64 by default (host.json ``messageEncoding: base64``).
+"""
+
+from shared.queues.memory import MemoryQueueSender, SentMessage
+from shared.queues.messages import (
+    QUEUE_OF_MESSAGE,
+    AppointmentChanged,
+    InvalidQueueMessage,
+    MailboxSyncRequested,
+    MessageBody,
+    QueueMessageModel,
+    WebhookDeliveryDue,
+    message_body,
+    parse_message,
+    parse_queue_message,
+    queue_of,
+)
+from shared.queues.names import (
+    APPOINTMENT_CHANGES,
+    MAILBOX_SYNC,
+    MAX_VISIBILITY_DELAY,
+    POISON_SUFFIX,
+    QUEUE_PREFIX_SETTING,
+    STORAGE_CONNECTION_SETTING,
+    WEBHOOK_DELIVERIES,
+    binding_queue_name,
+    queue_name,
+)
+from shared.queues.sender import QueueSender, QueueUnavailable
+
+__all__ = [
+    "APPOINTMENT_CHANGES",
+    "MAILBOX_SYNC",
+    "MAX_VISIBILITY_DELAY",
+    "POISON_SUFFIX",
+    "QUEUE_OF_MESSAGE",
+    "QUEUE_PREFIX_SETTING",
+    "STORAGE_CONNECTION_SETTING",
+    "WEBHOOK_DELIVERIES",
+    "AppointmentChanged",
+    "InvalidQueueMessage",
+    "MailboxSyncRequested",
+    "MemoryQueueSender",
+    "MessageBody",
+    "QueueMessageModel",
+    "QueueSender",
+    "QueueUnavailable",
+    "SentMessage",
+    "WebhookDeliveryDue",
+    "binding_queue_name",
+    "message_body",
+    "parse_message",
+    "parse_queue_message",
+    "queue_name",
+    "queue_of",
+]

@@ -1,0 +1,87 @@
+"""The messages the queues carry: ids only, as camelCase JSON (what workers parse, what senders
+send), and which queue carries each kind."""
+
+from __future__ import annotations
+
+from typing import Annotated, Protocol, TypeVar
+
+from pydantic import BaseModel, Field, StringConstraints, ValidationError
+
+from shared.models import CamelModel, Identifier, OrgId
+from shared.queues.names import APPOINTMENT_CHANGES, MAILBOX_SYNC, WEBHOOK_DELIVERIES
+
+
+class AppointmentChanged(CamelModel):
+    """``appointment-changes``: an appointment's snapshot was stored; make Exchange match it."""
+
+    org: OrgId
+    appointment_id: Identifier
+    version: Annotated[int, Field(ge=0)]
+
+
+class MailboxSyncRequested(CamelModel):
+    """``mailbox-sync``: read what changed in one staff member's mailbox (planned: the
+    Exchange → booking direction)."""
+
+    org: OrgId
+    staff_id: Identifier
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class WebhookDeliveryDue(CamelModel):
+    """``webhook-deliveries``: deliver (or retry) one outbox row (planned: outbound webhooks)."""
+
+    org: OrgId
+    event_id: Identifier
+
+
+QueueMessageModel = AppointmentChanged | MailboxSyncRequested | WebhookDeliveryDue
+QUEUE_OF_MESSAGE: dict[type[BaseModel], str] = {
+    AppointmentChanged: APPOINTMENT_CHANGES,
+    MailboxSyncRequested: MAILBOX_SYNC,
+    WebhookDeliveryDue: WEBHOOK_DELIVERIES,
+}
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class InvalidQueueMessage(ValueError):
+    """A queue message that is not the expected model (bad JSON or failed validation).
+
+    Retrying cannot fix it: workers log it and let it go (or poison it)."""
+
+
+class MessageBody(Protocol):
+    """What a Functions queue message offers (``azure.functions.QueueMessage``)."""
+
+    def get_body(self) -> bytes: ...
+
+
+def parse_message(model: type[M], body: str | bytes) -> M:
+    """A message body (JSON text, already base64-decoded) as ``model``."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
+            for error in exc.errors(include_url=False, include_input=False)
+        )
+        raise InvalidQueueMessage(f"not a valid {model.__name__}: {problems}") from exc
+
+
+def parse_queue_message(model: type[M], message: MessageBody) -> M:
+    """A Functions ``QueueMessage`` as ``model``."""
+    return parse_message(model, message.get_body())
+
+
+def message_body(message: BaseModel) -> str:
+    """The JSON a message is sent as (camelCase)."""
+    return message.model_dump_json(by_alias=True)
+
+
+def queue_of(message: BaseModel) -> str:
+    """The base name of the queue that carries this kind of message."""
+    try:
+        return QUEUE_OF_MESSAGE[type(message)]
+    except KeyError as exc:
+        raise TypeError(f"{type(message).__name__} is not a queue message") from exc

@@ -1,1 +1,0 @@
-"""Sync services: carry out the engine's decisions through the calendar port."""
