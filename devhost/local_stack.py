@@ -1,5 +1,5 @@
 """Everything ``make run`` starts, in order, and stops in reverse: Azurite (persistent data in
-``.calbridge/azurite/``), the Exchange simulator when the ``sim`` package provides one, the app's
+``.calbridge/azurite/``), the Exchange simulator (unless ``CALBRIDGE_DEVHOST_SIM=off``), the app's
 environment, the app itself (imported only after the environment is set), the Functions runner,
 the seeds; then ``.calbridge/local.json`` tells tools and people where everything is.
 

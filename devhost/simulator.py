@@ -1,40 +1,36 @@
-"""Starting the local Exchange simulator (``sim/``) for ``make run``, when it is there.
+"""Starting the local Exchange simulator (``sim/``) for ``make run``.
 
 The simulator is started as ``python -m sim --config FILE --host 127.0.0.1 --port 0`` and prints
 one JSON line with its URLs (``ews``, ``graph``, ``token``, ``control``, ``booking``). Its config
-file is produced by the simulator package's own factory (``sim.config:demo_config`` returning
-the config as a dict, or any ``module:function`` named by ``CALBRIDGE_SIM_CONFIG_FACTORY``;
-a function returning None is taken to have written the file itself), unless
-``CALBRIDGE_SIM_CONFIG`` names a config file to use as it is.
+file is the demo organization (``sim.config.demo_config``) with the booking-platform secrets of
+calbridge's organizations added, unless ``CALBRIDGE_SIM_CONFIG`` names a config file to use as
+it is.
 
-Every step is tolerant: when the package, its entry point or its factory is missing, or the
-process does not report its URLs in time, the simulator is skipped and the reason is returned
-so the banner can say so.
+Every step is tolerant: when that config file is missing, the module to run has no entry point,
+or the process does not report its URLs in time, the simulator is skipped and the reason is
+returned so the banner can say so.
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
-import inspect
 import json
 import logging
 import queue
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from devhost.azurite import die_with_parent, stop_process
 from devhost.dev_secrets import write_private_json
+from sim.config import demo_config
 
 log = logging.getLogger("devhost")
 
-DEFAULT_CONFIG_FACTORIES = ("sim.config:demo_config",)
-CONFIG_FACTORY_VARIABLE = "CALBRIDGE_SIM_CONFIG_FACTORY"
 CONFIG_FILE_VARIABLE = "CALBRIDGE_SIM_CONFIG"
 URL_KEYS = ("ews", "graph", "token", "control", "booking")
 STARTUP_TIMEOUT_SECONDS = 30.0
@@ -51,21 +47,13 @@ def _module_exists(name: str) -> bool:
         return False
 
 
-def _factory(reference: str) -> Callable[..., Any] | None:
-    module_name, _, attribute = reference.partition(":")
-    if not _module_exists(module_name):
-        return None
-    module = importlib.import_module(module_name)
-    found = getattr(module, attribute, None)
-    return found if callable(found) else None
-
-
 def prepare_config(
     path: Path,
     environ: Mapping[str, str],
     booking_secrets: Mapping[str, str],
 ) -> Path:
-    """The simulator config file to use: the user's, or one written by the sim's factory.
+    """The simulator config file to use: the user's, or the demo organization written to
+    ``path``.
 
     ``booking_secrets`` (org → signing secret) are added to the booking-platform stand-in's
     secrets so it can check the webhooks calbridge signs for those orgs.
@@ -75,43 +63,11 @@ def prepare_config(
         if not user_file.is_file():
             raise SimulatorUnavailable(f"{CONFIG_FILE_VARIABLE}={user_file} is not a file")
         return user_file
-    references = (
-        [environ[CONFIG_FACTORY_VARIABLE]]
-        if environ.get(CONFIG_FACTORY_VARIABLE)
-        else list(DEFAULT_CONFIG_FACTORIES)
-    )
-    for reference in references:
-        factory = _factory(reference)
-        if factory is None:
-            continue
-        document = factory() if not _takes_path(factory) else factory(path)
-        if document is None:
-            if not path.is_file():
-                raise SimulatorUnavailable(f"{reference} returned nothing and wrote no {path}")
-            return path
-        config = cast(dict[str, Any], json.loads(json.dumps(document, default=_plain)))
-        platform = config.get("bookingPlatform")
-        if isinstance(platform, dict) and isinstance(platform.get("secrets"), dict):
-            platform["secrets"].update(booking_secrets)
-        write_private_json(path, config)
-        return path
-    raise SimulatorUnavailable(
-        "the simulator package has no config factory yet (looked for " + ", ".join(references) + ")"
-    )
-
-
-def _takes_path(factory: Callable[..., Any]) -> bool:
-    try:
-        return len(inspect.signature(factory).parameters) >= 1
-    except (TypeError, ValueError):
-        return False
-
-
-def _plain(value: object) -> object:
-    dump = getattr(value, "model_dump", None)
-    if callable(dump):
-        return dump(by_alias=True, mode="json")
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+    config = demo_config()
+    secrets: dict[str, str] = config["bookingPlatform"]["secrets"]
+    secrets.update(booking_secrets)
+    write_private_json(path, config)
+    return path
 
 
 @dataclass

@@ -45,22 +45,15 @@ FAKE_SIM_MAIN = textwrap.dedent(
         time.sleep(1)
     """
 )
-FAKE_SIM_CONFIG = textwrap.dedent(
-    """
-    def demo_config():
-        return {"mailboxes": [], "bookingPlatform": {"secrets": {"demo-org": "s3"}}}
-    """
-)
 
 
 @pytest.fixture(scope="module")
 def fake_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A ``fakesim`` package (entry point + config factory) importable here and in children."""
+    """A ``fakesim`` package (an entry point) importable here and in children."""
     package = tmp_path_factory.mktemp("modules") / "fakesim"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
     (package / "__main__.py").write_text(FAKE_SIM_MAIN)
-    (package / "config.py").write_text(FAKE_SIM_CONFIG)
     with pytest.MonkeyPatch.context() as patch:
         patch.syspath_prepend(str(package.parent))
         yield str(package.parent)
@@ -80,10 +73,7 @@ def sample_app(seen_at_import: dict[str, str], environ: dict[str, str]) -> func.
 
 @pytest.fixture(scope="module")
 def stack_environ(fake_sim: str) -> dict[str, str]:
-    return {
-        "PYTHONPATH": fake_sim,
-        "CALBRIDGE_SIM_CONFIG_FACTORY": "fakesim.config:demo_config",
-    }
+    return {"PYTHONPATH": fake_sim}
 
 
 def make_stack(
@@ -216,9 +206,9 @@ def test_simulator_that_prints_no_url_line_is_skipped_with_a_reason(
         start_simulator(config, tmp_path, "brokensim", environ={"PYTHONPATH": fake_sim})
 
 
-def test_missing_simulator_config_factory_is_a_reason_not_a_crash(tmp_path: Path) -> None:
-    environ = {"CALBRIDGE_SIM_CONFIG_FACTORY": "no_such_module_here:config"}
-    with pytest.raises(SimulatorUnavailable, match="no config factory"):
+def test_missing_simulator_config_file_is_a_reason_not_a_crash(tmp_path: Path) -> None:
+    environ = {"CALBRIDGE_SIM_CONFIG": str(tmp_path / "absent.json")}
+    with pytest.raises(SimulatorUnavailable, match="is not a file"):
         prepare_config(tmp_path / "c.json", environ, {})
 
 
