@@ -198,7 +198,7 @@ class ControlApi:
         self,
         store: ExchangeStore,
         issuer: TokenIssuer,
-        lifecycle: Callable[[str, str], Any] | None = None,
+        lifecycle: Callable[[str, str], Any],
     ) -> None:
         self.store = store
         self.issuer = issuer
@@ -323,8 +323,6 @@ class ControlApi:
                 "expected {subscriptionId, event} with event one of "
                 + ", ".join(sorted(LIFECYCLE_EVENTS)),
             )
-        if self.lifecycle is None:
-            raise ControlError(501, "the Graph service is not available")
         result = self.lifecycle(subscription_id, event)
         return {"sent": event, "subscriptionId": subscription_id, "result": result}
 

@@ -8,8 +8,7 @@
 - the booking port (plain HTTP): the booking platform stand-in.
 
 Authentication happens here, before a protocol service is called; faults a service raises as
-``InjectedFault`` (500, 503, reset, 401) are carried out here. A protocol package that is not
-there (yet) answers 501.
+``InjectedFault`` (500, 503, reset, 401) are carried out here.
 
 ``start_simulator(config)`` runs everything in-process on free ports and returns a
 ``RunningSimulator`` (context manager) with the URLs the ``python -m sim`` JSON line prints.
@@ -19,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import inspect
 import ipaddress
 import json
 import logging
@@ -46,7 +44,9 @@ from sim.auth import Authenticator, ConnectionAuth
 from sim.booking import BookingPlatform
 from sim.config import SimConfig, build_store, load_config
 from sim.control import ControlApi
+from sim.ews import EwsService
 from sim.ews.schema import SCHEMA_DIR
+from sim.graph import GraphService
 from sim.people import Outlook
 from sim.store import ExchangeStore, Fault, InjectedFault
 from sim.token import TokenEndpoint, TokenIssuer
@@ -265,17 +265,6 @@ def make_certificate(directory: Path, host: str) -> tuple[Path, Path]:
 # --- the running simulator ---------------------------------------------------------------------
 
 
-def _load_protocol(module: str, name: str) -> type | None:
-    """A protocol service class, or None while its package does not exist (answer 501)."""
-    try:
-        imported = __import__(module, fromlist=[name])
-        found = getattr(imported, name)
-    except (ImportError, AttributeError) as error:
-        logger.warning("%s.%s is not available: %s", module, name, error)
-        return None
-    return found if isinstance(found, type) else None
-
-
 def _format_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
@@ -289,8 +278,8 @@ class RunningSimulator:
     config: SimConfig
     issuer: TokenIssuer
     booking: BookingPlatform
-    ews: Any
-    graph: Any
+    ews: EwsService
+    graph: GraphService
     ca_bundle: str
     _servers: list[SimHTTPServer] = field(default_factory=list, repr=False)
     _threads: list[threading.Thread] = field(default_factory=list, repr=False)
@@ -333,8 +322,8 @@ class ExchangeRouter:
         self,
         authenticator: Authenticator,
         control: ControlApi,
-        ews: Any,
-        graph: Any,
+        ews: EwsService,
+        graph: GraphService,
     ) -> None:
         self.authenticator = authenticator
         self.control = control
@@ -372,8 +361,6 @@ class ExchangeRouter:
         )
         if outcome.principal is None:
             return Answer(SimResponse(401, b"", content_type="text/html"), outcome.challenges)
-        if self.ews is None:
-            return Answer(_not_available("EWS"))
         request.principal = outcome.principal
         try:
             return Answer(self.ews.handle(request))
@@ -393,8 +380,6 @@ class ExchangeRouter:
                 }
             }
             return Answer(_json(401, body), outcome.challenges)
-        if self.graph is None:
-            return Answer(_not_available("Graph"))
         request.principal = outcome.principal
         try:
             return Answer(self.graph.handle(request))
@@ -436,10 +421,6 @@ def _json(status: int, payload: Any) -> SimResponse:
     return SimResponse(status, json.dumps(payload).encode())
 
 
-def _not_available(protocol: str) -> SimResponse:
-    return _json(501, {"error": f"the {protocol} service is not available in this build"})
-
-
 def _serve(server: SimHTTPServer, name: str) -> threading.Thread:
     # A short poll interval keeps stop() quick (shutdown waits for the next poll).
     thread = threading.Thread(
@@ -469,7 +450,7 @@ def start_simulator(
     closers: list[Callable[[], None]] = []
     try:
         # Bind first so the URLs (which Graph puts into nextLinks) know their ports.
-        placeholder: dict[str, Any] = {}
+        placeholder: dict[str, ExchangeRouter] = {}
 
         def exchange_router(request: SimRequest, handler: SimRequestHandler) -> Answer:
             router: ExchangeRouter = placeholder["router"]
@@ -507,24 +488,16 @@ def start_simulator(
             "caBundle": str(cert_path),
         }
 
-        ews_class = _load_protocol("sim.ews", "EwsService")
-        ews = ews_class(store, validate_responses=validate_ews) if ews_class else None
-        if ews is not None:
-            closers.append(ews.close)
-        graph_class = _load_protocol("sim.graph", "GraphService")
-        graph = None
-        if graph_class is not None:
-            graph_options: dict[str, Any] = {"public_url": urls["graph"]}
-            if "client_tenants" in inspect.signature(graph_class).parameters:
-                # Notifications carry the subscribing app's tenant id.
-                graph_options["client_tenants"] = {
-                    c.client_id: c.tenant_id for c in sim_config.oauth_clients
-                }
-            graph = graph_class(store, **graph_options)
-        if graph is not None:
-            closers.append(graph.close)
-        lifecycle = getattr(graph, "send_lifecycle", None)
-        control = ControlApi(store, issuer, lifecycle)
+        ews = EwsService(store, validate_responses=validate_ews)
+        closers.append(ews.close)
+        graph = GraphService(
+            store,
+            public_url=urls["graph"],
+            # Notifications carry the subscribing app's tenant id.
+            client_tenants={c.client_id: c.tenant_id for c in sim_config.oauth_clients},
+        )
+        closers.append(graph.close)
+        control = ControlApi(store, issuer, graph.send_lifecycle)
         placeholder["router"] = ExchangeRouter(authenticator, control, ews, graph)
         closers.append(authenticator.close)
 
