@@ -57,7 +57,7 @@ class HttpRoute:
         methods = trigger.get("methods")
         return cls(
             function=function,
-            template=RouteTemplate.parse(str(trigger.get("route") or function.name)),
+            template=RouteTemplate.parse(function.route),
             methods=frozenset(str(m).upper() for m in methods) if methods else None,
             auth_level=str(trigger.get("authLevel") or "FUNCTION").upper(),
         )

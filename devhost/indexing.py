@@ -4,7 +4,9 @@ triggers them, and the bindings each declares (from ``get_function_json()``).
 ``app.get_functions()`` may run only once per app object (a second call raises on "duplicate"
 names), so :func:`indexed_functions` caches its result per app object; everything in devhost
 indexes through it. ``%NAME%`` expressions in binding values are app-setting references, resolved
-from the environment the way the host resolves them (:func:`resolve_setting_expressions`).
+from the environment the way the host resolves them (:func:`resolve_setting_expressions`). An
+HTTP function whose route template the runner cannot read (:mod:`devhost.routes`) is refused
+here with a RouteTemplateError naming the function and the route.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import azure.functions as func
+
+from devhost.routes import RouteTemplate, RouteTemplateError
 
 log = logging.getLogger("devhost")
 
@@ -76,6 +80,11 @@ class RegisteredFunction:
         return str(self.trigger["type"])
 
     @property
+    def route(self) -> str:
+        """An HTTP function's route template; without one it is served under its own name."""
+        return str(self.trigger.get("route") or self.name)
+
+    @property
     def queue_outputs(self) -> list[dict[str, Any]]:
         return [b for b in self.other_bindings if b.get("type") == QUEUE_OUTPUT]
 
@@ -119,6 +128,13 @@ def index_app(app: func.FunctionApp) -> FunctionIndex:
             index.skipped[name] = f"bindings {unsupported} are not supported locally"
             continue
         registered = RegisteredFunction(name, trigger, others, function.get_user_function())
+        if trigger["type"] == HTTP_TRIGGER:
+            # Refused, not skipped: a route served differently (or not at all) would only show
+            # as a surprising 404 later, far from its cause.
+            try:
+                RouteTemplate.parse(registered.route)
+            except RouteTemplateError as error:
+                raise RouteTemplateError(f"function {name}: {error}") from error
         {HTTP_TRIGGER: index.http, QUEUE_TRIGGER: index.queue, TIMER_TRIGGER: index.timer}[
             trigger["type"]
         ].append(registered)

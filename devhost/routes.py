@@ -1,12 +1,13 @@
-"""HTTP route templates as the Functions host reads them (ASP.NET Core route syntax).
+"""HTTP route templates as the Functions host reads them (ASP.NET Core route syntax), as far as
+calbridge's routes and the runner's tests use it.
 
-Supported: literal segments (matched case-insensitively), parameters ``{name}``, typed and
-chained constraints ``{id:int}``, ``{n:int:min(1)}``, optional parameters ``{x?}``, defaults
-``{x=7}``, a trailing catch-all ``{*rest}``, and segments mixing text and parameters
-(``{name}.{ext}``). Constraints: int, long, bool, guid, alpha, double, float, decimal, datetime,
-minlength(n), maxlength(n), length(n) / length(a,b), min(n), max(n), range(a,b), regex(expr),
-required. Paths are matched segment by segment after percent-decoding each segment, so an
-encoded ``%2F`` stays inside its segment.
+Supported: literal segments (matched case-insensitively), parameters ``{name}``, optional
+parameters ``{name?}``, the ``int`` constraint ``{id:int}`` (a 32-bit integer) and a trailing
+catch-all ``{*rest}``; each parameter is a whole segment. The rest of ASP.NET's syntax (other
+constraints, defaults ``{x=7}``, text and parameters mixed in one segment) is refused with a
+RouteTemplateError naming the route, so an app using it fails when it is indexed instead of
+being routed differently than in Azure. Paths are matched segment by segment after
+percent-decoding each segment, so an encoded ``%2F`` stays inside its segment.
 
 When several templates match, the most specific wins (ASP.NET's precedence: literal segments
 before constrained parameters before plain ones before catch-alls).
@@ -15,11 +16,8 @@ before constrained parameters before plain ones before catch-alls).
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal, InvalidOperation
 
 
 class RouteTemplateError(ValueError):
@@ -27,200 +25,67 @@ class RouteTemplateError(ValueError):
 
 
 _INT32 = (-(2**31), 2**31 - 1)
-_INT64 = (-(2**63), 2**63 - 1)
+_PARAMETER = re.compile(
+    r"\{(?P<catch_all>\*)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+    r"(?::(?P<constraint>[^{}?]*))?(?P<optional>\?)?\}"
+)
+_SEGMENT_FORMS = "literal text or one parameter: {name}, {name?}, {name:int}, {*rest}"
 
 
-def _integer_in(bounds: tuple[int, int]) -> Callable[[str], bool]:
-    def check(value: str) -> bool:
-        return re.fullmatch(r"[+-]?\d+", value) is not None and (
-            bounds[0] <= int(value) <= bounds[1]
-        )
-
-    return check
+def _int32(value: str) -> bool:
+    return re.fullmatch(r"[+-]?\d+", value) is not None and _INT32[0] <= int(value) <= _INT32[1]
 
 
-def _number(value: str) -> bool:
-    try:
-        Decimal(value)
-    except InvalidOperation:
-        return False
-    return value.strip() == value and value.lower() not in ("nan", "inf", "-inf", "infinity")
-
-
-def _datetime(value: str) -> bool:
-    try:
-        datetime.fromisoformat(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _guid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
-
-
-_SIMPLE_CONSTRAINTS: dict[str, Callable[[str], bool]] = {
-    "int": _integer_in(_INT32),
-    "long": _integer_in(_INT64),
-    "bool": lambda value: value.lower() in ("true", "false"),
-    "guid": _guid,
-    "alpha": lambda value: re.fullmatch(r"[A-Za-z]+", value) is not None,
-    "double": _number,
-    "float": _number,
-    "decimal": _number,
-    "datetime": _datetime,
-    "required": lambda value: value != "",
-}
-
-
-def _as_int(text: str, template: str) -> int:
-    try:
-        return int(text.strip())
-    except ValueError as exc:
-        raise RouteTemplateError(f"route {template!r}: {text!r} is not an integer") from exc
-
-
-def _constraint(name: str, argument: str | None, template: str) -> Callable[[str], bool]:
-    lowered = name.lower()
-    if argument is None:
-        if lowered not in _SIMPLE_CONSTRAINTS:
-            raise RouteTemplateError(f"route {template!r}: unknown constraint {name!r}")
-        return _SIMPLE_CONSTRAINTS[lowered]
-    if lowered == "regex":
-        pattern = re.compile(argument, re.IGNORECASE)
-        return lambda value: pattern.search(value) is not None
-    numbers = [_as_int(part, template) for part in argument.split(",")]
-    if lowered == "minlength" and len(numbers) == 1:
-        return lambda value: len(value) >= numbers[0]
-    if lowered == "maxlength" and len(numbers) == 1:
-        return lambda value: len(value) <= numbers[0]
-    if lowered == "length" and len(numbers) == 1:
-        return lambda value: len(value) == numbers[0]
-    if lowered == "length" and len(numbers) == 2:
-        return lambda value: numbers[0] <= len(value) <= numbers[1]
-    is_long = _SIMPLE_CONSTRAINTS["long"]
-    if lowered == "min" and len(numbers) == 1:
-        return lambda value: is_long(value) and int(value) >= numbers[0]
-    if lowered == "max" and len(numbers) == 1:
-        return lambda value: is_long(value) and int(value) <= numbers[0]
-    if lowered == "range" and len(numbers) == 2:
-        return lambda value: is_long(value) and numbers[0] <= int(value) <= numbers[1]
-    raise RouteTemplateError(f"route {template!r}: unknown constraint {name}({argument})")
+# ASP.NET has many more; these are the ones some route here uses, so the only ones checked.
+_CONSTRAINTS: dict[str, Callable[[str], bool]] = {"int": _int32}
 
 
 @dataclass(frozen=True)
 class RouteParameter:
     name: str
-    constraints: tuple[Callable[[str], bool], ...] = ()
+    constraint: Callable[[str], bool] | None = None
     optional: bool = False
-    default: str | None = None
     catch_all: bool = False
 
     def accepts(self, value: str) -> bool:
-        return all(check(value) for check in self.constraints)
-
-
-def _parse_parameter(body: str, template: str) -> RouteParameter:
-    """``id:int?`` / ``*rest`` / ``x=5`` (the text between braces) → a RouteParameter."""
-    catch_all = body.startswith("*")
-    body = body.lstrip("*")
-    match = re.match(r"[A-Za-z_][A-Za-z0-9_]*", body)
-    if match is None:
-        raise RouteTemplateError(f"route {template!r}: bad parameter {{{body}}}")
-    name, rest = match.group(0), body[match.end() :]
-    default: str | None = None
-    optional = False
-    constraints: list[Callable[[str], bool]] = []
-    while rest:
-        if rest.startswith(":"):
-            constraint = re.match(r":([A-Za-z]+)", rest)
-            if constraint is None:
-                raise RouteTemplateError(f"route {template!r}: bad constraint in {{{body}}}")
-            rest = rest[constraint.end() :]
-            argument = None
-            if rest.startswith("("):
-                depth, end = 0, -1
-                for position, char in enumerate(rest):
-                    depth += {"(": 1, ")": -1}.get(char, 0)
-                    if depth == 0:
-                        end = position
-                        break
-                if end < 0:
-                    raise RouteTemplateError(f"route {template!r}: unbalanced ( in {{{body}}}")
-                argument, rest = rest[1:end], rest[end + 1 :]
-            constraints.append(_constraint(constraint.group(1), argument, template))
-        elif rest == "?":
-            optional, rest = True, ""
-        elif rest.startswith("="):
-            default, rest = rest[1:], ""
-        else:
-            raise RouteTemplateError(f"route {template!r}: cannot read {{{body}}}")
-    return RouteParameter(name, tuple(constraints), optional, default, catch_all)
-
-
-@dataclass(frozen=True)
-class _Segment:
-    """One path segment of a template: literal text and parameters, in order."""
-
-    parts: tuple[str | RouteParameter, ...]
-
-    @property
-    def is_literal(self) -> bool:
-        return all(isinstance(part, str) for part in self.parts)
-
-    @property
-    def single_parameter(self) -> RouteParameter | None:
-        only = self.parts[0] if len(self.parts) == 1 else None
-        return only if isinstance(only, RouteParameter) else None
+        return self.constraint is None or self.constraint(value)
 
     @property
     def precedence(self) -> int:
-        """Lower is more specific (ASP.NET's route precedence by segment)."""
-        parameter = self.single_parameter
-        if self.is_literal:
-            return 1
-        if parameter is None:
-            return 2  # text mixed with parameters
-        if parameter.catch_all:
-            return 5
-        return 3 if parameter.constraints else 4
-
-    def match(self, text: str) -> dict[str, str] | None:
-        if self.is_literal:
-            return {} if text.lower() == "".join(map(str, self.parts)).lower() else None
-        pattern = "".join(
-            re.escape(part) if isinstance(part, str) else f"(?P<{part.name}>.+?)"
-            for part in self.parts
-        )
-        found = re.fullmatch(pattern, text, re.IGNORECASE | re.DOTALL)
-        if found is None:
-            return None
-        values = {name: value for name, value in found.groupdict().items() if value is not None}
-        for part in self.parts:
-            if isinstance(part, RouteParameter) and not part.accepts(values[part.name]):
-                return None
-        return values
+        """Lower is more specific (ASP.NET's route precedence by segment; literals are 0)."""
+        if self.catch_all:
+            return 3
+        return 1 if self.constraint is not None else 2
 
 
-def _parse_segment(text: str, template: str) -> _Segment:
-    parts: list[str | RouteParameter] = []
-    position = 0
-    for found in re.finditer(r"\{([^{}]*)\}", text):
-        if found.start() > position:
-            parts.append(text[position : found.start()])
-        parts.append(_parse_parameter(found.group(1), template))
-        position = found.end()
-    if position < len(text):
-        parts.append(text[position:])
-    if any(isinstance(part, str) and ("{" in part or "}" in part) for part in parts):
-        raise RouteTemplateError(f"route {template!r}: unbalanced braces in {text!r}")
-    if not parts:
+Segment = str | RouteParameter
+
+
+def _parse_segment(text: str, template: str) -> Segment:
+    if not text:
         raise RouteTemplateError(f"route {template!r} has an empty segment")
-    return _Segment(tuple(parts))
+    if "{" not in text and "}" not in text:
+        return text
+    found = _PARAMETER.fullmatch(text)
+    if found is None:
+        raise RouteTemplateError(
+            f"route {template!r}: segment {text!r} is not supported (a segment is {_SEGMENT_FORMS})"
+        )
+    constraint = found["constraint"]
+    check = None
+    if constraint is not None:
+        check = _CONSTRAINTS.get(constraint.lower())
+        if check is None:
+            raise RouteTemplateError(
+                f"route {template!r}: constraint {constraint!r} in {text!r} is not supported "
+                f"(only {', '.join(_CONSTRAINTS)})"
+            )
+    return RouteParameter(
+        found["name"],
+        check,
+        optional=found["optional"] is not None,
+        catch_all=found["catch_all"] is not None,
+    )
 
 
 @dataclass(frozen=True)
@@ -228,60 +93,47 @@ class RouteTemplate:
     """A parsed route template; :meth:`match` gives the route parameters or None."""
 
     template: str
-    segments: tuple[_Segment, ...]
+    segments: tuple[Segment, ...]
 
     @classmethod
     def parse(cls, template: str) -> RouteTemplate:
         text = template.strip("/")
         segments = tuple(_parse_segment(part, template) for part in text.split("/")) if text else ()
-        for position, segment in enumerate(segments):
-            parameters = [p for p in segment.parts if isinstance(p, RouteParameter)]
-            is_last = position == len(segments) - 1
-            if any(p.catch_all for p in parameters) and not (
-                is_last and segment.single_parameter is not None
-            ):
+        for segment in segments[:-1]:
+            if isinstance(segment, RouteParameter) and segment.catch_all:
                 raise RouteTemplateError(
                     f"route {template!r}: a catch-all must be the whole last segment"
-                )
-            if any(p.optional for p in parameters) and segment.single_parameter is None:
-                raise RouteTemplateError(
-                    f"route {template!r}: an optional parameter must be a whole segment"
                 )
         return cls(template, segments)
 
     @property
     def precedence(self) -> tuple[int, ...]:
-        return tuple(segment.precedence for segment in self.segments)
-
-    def _omittable(self, segment: _Segment) -> bool:
-        parameter = segment.single_parameter
-        return parameter is not None and (
-            parameter.optional or parameter.default is not None or parameter.catch_all
+        return tuple(
+            segment.precedence if isinstance(segment, RouteParameter) else 0
+            for segment in self.segments
         )
 
     def match(self, path_segments: Sequence[str]) -> dict[str, str] | None:
         """Route parameters for these (decoded) path segments, or None when it doesn't match."""
         values: dict[str, str] = {}
         for position, segment in enumerate(self.segments):
-            parameter = segment.single_parameter
-            if parameter is not None and parameter.catch_all:
+            if isinstance(segment, RouteParameter) and segment.catch_all:
                 rest = "/".join(path_segments[position:])
                 if rest:
-                    if not parameter.accepts(rest):
+                    if not segment.accepts(rest):
                         return None
-                    values[parameter.name] = rest
-                elif parameter.default is not None:
-                    values[parameter.name] = parameter.default
+                    values[segment.name] = rest
                 return values
             if position >= len(path_segments):
-                if not self._omittable(segment):
-                    return None
-                assert parameter is not None
-                if parameter.default is not None:
-                    values[parameter.name] = parameter.default
-                continue
-            found = segment.match(path_segments[position])
-            if found is None:
+                if isinstance(segment, RouteParameter) and segment.optional:
+                    continue
                 return None
-            values.update(found)
+            text = path_segments[position]
+            if isinstance(segment, str):
+                if text.lower() != segment.lower():
+                    return None
+                continue
+            if not text or not segment.accepts(text):
+                return None
+            values[segment.name] = text
         return values if len(path_segments) <= len(self.segments) else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import re
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -267,28 +268,13 @@ def test_runner_generates_a_key_when_none_is_given() -> None:
         ("a/{x:int}", "a/12", {"x": "12"}),
         ("a/{x:int}", "a/1x", None),
         ("a/{x:int}", "a/99999999999", None),
-        ("a/{x:long}", "a/99999999999", {"x": "99999999999"}),
-        ("a/{x:bool}", "a/TRUE", {"x": "TRUE"}),
-        (
-            "a/{x:guid}",
-            "a/6f9619ff-8b86-d011-b42d-00cf4fc964ff",
-            {"x": "6f9619ff-8b86-d011-b42d-00cf4fc964ff"},
-        ),
-        ("a/{x:guid}", "a/nope", None),
-        ("a/{x:alpha}", "a/abc", {"x": "abc"}),
-        ("a/{x:alpha}", "a/ab1", None),
-        ("a/{x:int:min(10)}", "a/9", None),
-        ("a/{x:int:min(10)}", "a/10", {"x": "10"}),
-        ("a/{x:range(1,3)}", "a/4", None),
-        ("a/{x:length(2,3)}", "a/abcd", None),
-        ("a/{x:regex(^[a-c]+$)}", "a/cab", {"x": "cab"}),
-        ("a/{x:regex(^[a-c]+$)}", "a/cad", None),
         ("A/b", "a/B", {}),
+        ("a/{x?}", "a", {}),
+        ("a/{x?}", "a/1", {"x": "1"}),
         ("files/{*rest}", "files/x/y/z", {"rest": "x/y/z"}),
         ("files/{*rest}", "files", {}),
-        ("v/{n=7}", "v", {"n": "7"}),
-        ("v/{name}.{ext}", "v/report.pdf", {"name": "report", "ext": "pdf"}),
         ("a/{x}", "a", None),
+        ("a/{x}", "a/1/2", None),
     ],
 )
 def test_route_template_matching(template: str, path: str, expected: dict[str, str] | None) -> None:
@@ -296,11 +282,39 @@ def test_route_template_matching(template: str, path: str, expected: dict[str, s
 
 
 @pytest.mark.parametrize(
-    "template", ["a/{x:unknown}", "{*rest}/a", "a/{x", "a/b{x?}", "a/{x:int(}"]
+    "template",
+    [
+        "a/{x:unknown}",
+        "{*rest}/a",
+        "a/{x",
+        "a/b{x?}",
+        "a/{x:int(}",
+        # ASP.NET reads these; no route here needs them, so the runner refuses them.
+        "a/{x:guid}",
+        "a/{x:int:min(1)}",
+        "a/{x:regex(^a$)}",
+        "v/{n=7}",
+        "v/{name}.{ext}",
+    ],
 )
-def test_unreadable_route_templates_are_refused(template: str) -> None:
-    with pytest.raises(RouteTemplateError):
+def test_unreadable_or_unsupported_route_templates_are_refused(template: str) -> None:
+    with pytest.raises(RouteTemplateError, match=re.escape(repr(template))):
         RouteTemplate.parse(template)
+
+
+def test_an_app_with_an_unsupported_constraint_is_refused_when_indexed() -> None:
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+    @app.route(route="items/{id:guid}")
+    def item_by_guid(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse("never served")
+
+    with pytest.raises(RouteTemplateError) as refused:
+        FunctionsRunner(app, HostConfig(route_prefix="api"), environ={})
+    message = str(refused.value)
+    assert "function item_by_guid" in message
+    assert "'items/{id:guid}'" in message
+    assert "constraint 'guid'" in message
 
 
 def test_log_has_one_line_per_invocation_and_never_the_body_or_exception_text(
