@@ -183,7 +183,7 @@ def run(urls: dict[str, str], appointments: int) -> dict[tuple[str, str, str], l
     from shared.apply.service import AppointmentApplier
     from shared.booking.signature import sign_request
     from shared.exchange.gateways import ConnectionGateways
-    from shared.intake import SignedRequest
+    from shared.http.requests import SignedRequest
     from shared.queues import APPOINTMENT_CHANGES, AppointmentChanged, parse_message
 
     services = bootstrap.services()

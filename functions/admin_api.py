@@ -1,22 +1,22 @@
 """HTTP triggers of the administrator's API: Exchange connections and staff mailboxes.
 
 Function key at the host (``FUNCTION``), then the organization's admin key checked by
-``shared.admin.AdminApi``, which does the work.
+``shared.admin.AdminApi``, which does the work. Routes come from ``shared.http.routes``.
 """
 
 from __future__ import annotations
 
 import azure.functions as func
 
-from functions.http_responses import http_function, to_http_response
+from functions.http_functions import http_function, to_http_response
 from shared import bootstrap
-from shared.admin import ADMIN_KEY_HEADER
-from shared.booking.routes import PUT_CONNECTION, PUT_STAFF
+from shared.http.contract import ADMIN_KEY_HEADER
+from shared.http.routes import PUT_CONNECTION, PUT_STAFF
 
 bp = func.Blueprint()
 
 
-@http_function(bp, PUT_CONNECTION)
+@http_function(bp, PUT_CONNECTION, "PUT orgs/{org}/connections/{connectionId} FUNCTION")
 def put_connection(req: func.HttpRequest) -> func.HttpResponse:
     return to_http_response(
         bootstrap.services().admin.put_connection(
@@ -28,7 +28,7 @@ def put_connection(req: func.HttpRequest) -> func.HttpResponse:
     )
 
 
-@http_function(bp, PUT_STAFF)
+@http_function(bp, PUT_STAFF, "PUT orgs/{org}/staff/{staffId} FUNCTION")
 def put_staff(req: func.HttpRequest) -> func.HttpResponse:
     return to_http_response(
         bootstrap.services().admin.put_staff(

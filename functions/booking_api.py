@@ -1,6 +1,6 @@
 """HTTP triggers of the booking-platform contract: appointment snapshots, busy time, and the
-OpenAPI document. Route, method and auth level come from ``shared.booking.routes``; the work is
-done by ``shared.intake.BookingIntake``.
+OpenAPI document. Route, method and auth level come from ``shared.http.routes`` (and are shown
+on each decorator); the work is done by ``shared.booking.intake.BookingIntake``.
 
 The booking routes are ``ANONYMOUS`` for the Functions host: their authentication is the
 per-organization HMAC signature (``X-Calbridge-Signature``) that the intake checks before
@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from functions.http_responses import http_function, signed_request, to_http_response
+from functions.http_functions import http_function, signed_request, to_http_response
 from shared import bootstrap
-from shared.booking.openapi import document_json
-from shared.booking.routes import GET_BUSY_TIME, GET_OPENAPI, PUT_APPOINTMENT
-from shared.booking.signature import SIGNATURE_HEADER
+from shared.http.contract import SIGNATURE_HEADER
+from shared.http.openapi import document_json
+from shared.http.routes import GET_BUSY_TIME, GET_OPENAPI, PUT_APPOINTMENT
 
 bp = func.Blueprint()
 
 
-@http_function(bp, PUT_APPOINTMENT)
+@http_function(bp, PUT_APPOINTMENT, "PUT orgs/{org}/appointments/{appointmentId} ANONYMOUS")
 def put_appointment(req: func.HttpRequest) -> func.HttpResponse:
     return to_http_response(
         bootstrap.services().intake.put_appointment(
@@ -33,7 +33,7 @@ def put_appointment(req: func.HttpRequest) -> func.HttpResponse:
     )
 
 
-@http_function(bp, GET_BUSY_TIME)
+@http_function(bp, GET_BUSY_TIME, "GET orgs/{org}/staff/{staffId}/busy ANONYMOUS")
 def get_busy_time(req: func.HttpRequest) -> func.HttpResponse:
     return to_http_response(
         bootstrap.services().intake.busy_time(
@@ -47,6 +47,6 @@ def get_busy_time(req: func.HttpRequest) -> func.HttpResponse:
     )
 
 
-@http_function(bp, GET_OPENAPI)
+@http_function(bp, GET_OPENAPI, "GET openapi.json ANONYMOUS")
 def get_openapi_document(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(document_json(), mimetype="application/json", charset="utf-8")

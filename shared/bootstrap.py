@@ -23,10 +23,10 @@ from pathlib import Path
 
 from shared.admin import AdminApi
 from shared.apply.service import AppointmentApplier
+from shared.booking.intake import BookingIntake
 from shared.config import SecretResolver, Settings, get_settings, secret_resolver
 from shared.exchange.endpoint_policy import ExchangeEndpointPolicy
 from shared.exchange.gateways import ConnectionGateways
-from shared.intake import BookingIntake
 from shared.queues import QueueSender
 from shared.store import Repositories, build_repositories
 from shared.store.tables import TableService

@@ -38,7 +38,7 @@ from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
 from shared import bootstrap
-from shared.booking.routes import ROUTE_PREFIX
+from shared.http.routes import ROUTE_PREFIX
 from shared.booking.signature import SIGNATURE_HEADER, sign_request
 from shared.config import environment_variable_for, org_signing_secret_reference
 from shared.queues import QUEUE_PREFIX_SETTING

@@ -339,7 +339,7 @@ def test_a_connection_cannot_use_calbridge_keys_as_its_exchange_secret(
 
 
 def test_an_org_that_is_not_an_id_is_a_documented_404(app: None) -> None:
-    from shared.booking.routes import PUT_CONNECTION, PUT_STAFF
+    from shared.http.routes import PUT_CONNECTION, PUT_STAFF
 
     response = admin_put("Not%20An%20Org/connections/onprem", EWS_CONNECTION, key=OPERATOR_KEY)
     assert response.status_code == 404

@@ -14,7 +14,7 @@ import azure.functions as func
 import pytest
 
 from functions.appointment_worker import APPLY_APPOINTMENT_FUNCTION
-from shared.booking.routes import ROUTES
+from shared.http.routes import ROUTES
 from shared.queues import (
     APPOINTMENT_CHANGES,
     MAILBOX_SYNC,

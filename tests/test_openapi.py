@@ -12,19 +12,15 @@ from openapi_spec_validator import validate
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode
 
-from shared.booking.openapi import SCHEMA_REF_TEMPLATE, build_document, document_json
-from shared.booking.responses import (
-    ApiError,
-    AppointmentAccepted,
-    AppointmentStale,
-    ValidationFailed,
-)
-from shared.booking.routes import GET_BUSY_TIME, PUT_APPOINTMENT, ROUTE_PREFIX, ROUTES
+from shared.http.answers import ApiError, ValidationFailed
+from shared.http.contract import AppointmentAccepted, AppointmentStale
+from shared.http.openapi import SCHEMA_REF_TEMPLATE, build_document, document_json
+from shared.http.routes import GET_BUSY_TIME, PUT_APPOINTMENT, ROUTE_PREFIX, ROUTES
 from shared.models import AppointmentSnapshot, BusyBlock
 from tests.functions_harness import http_call, registered_functions, trigger_binding
 
 COMMITTED = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
-REGENERATE = "python -m shared.booking.openapi > docs/openapi.json"
+REGENERATE = "python -m shared.http.openapi > docs/openapi.json"
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-SIGNATURE_HEADER = "X-Calbridge-Signature"
+from shared.http.contract import SIGNATURE_HEADER
+
 DEFAULT_TOLERANCE_SECONDS = 300
 REQUEST_SCHEME: Final = "v2"
 WEBHOOK_SCHEME: Final = "v1"

@@ -9,8 +9,9 @@
 - :mod:`errors` — ``ConcurrencyConflict`` and friends.
 - :mod:`threads` — the thread pool async services run storage calls on.
 
-This package and ``shared.config`` are the only places that import Azure Storage SDKs (here
-only in :mod:`azure_tables`, loaded by ``shared.bootstrap`` when it builds real clients).
+The Azure Storage SDKs are imported in two modules only: :mod:`azure_tables` here and
+``shared.queues.azure``, both loaded by ``shared.bootstrap`` when it builds real clients
+(``shared.config`` imports Key Vault's for secrets).
 """
 
 from shared.store.entity_repository import EntityKey, Versioned

@@ -1,6 +1,6 @@
-"""What every HTTP blueprint shares: registering a function from the route registry, reading what
-a request's signature covers, and turning a service's ``HttpAnswer`` into a
-``func.HttpResponse``."""
+"""What every HTTP blueprint shares: registering a function from the route registry
+(``shared.http.routes``), reading what a request's signature covers, and turning a service's
+``HttpAnswer`` into a ``func.HttpResponse``."""
 
 from __future__ import annotations
 
@@ -10,12 +10,24 @@ from urllib.parse import urlsplit
 
 import azure.functions as func
 
-from shared.booking.routes import ApiRoute
-from shared.intake import HttpAnswer, SignedRequest
+from shared.http.answers import HttpAnswer
+from shared.http.requests import SignedRequest
+from shared.http.routes import ApiRoute
 
 
-def http_function(bp: func.Blueprint, route: ApiRoute) -> Callable[[Callable[..., Any]], Any]:
-    """Register a function under the registry's name, route, method and auth level."""
+def http_function(
+    bp: func.Blueprint, route: ApiRoute, shown: str
+) -> Callable[[Callable[..., Any]], Any]:
+    """Register a function under the registry's name, route, method and auth level.
+
+    ``shown`` repeats them for the reader of the trigger file, as ``"METHOD route AUTH_LEVEL"``;
+    it must agree with the registry (checked when the app is imported), so it cannot drift.
+    """
+    registered = f"{route.method} {route.route} {route.auth_level}"
+    if shown != registered:
+        raise ValueError(
+            f"{route.function_name}: the trigger says {shown!r}, the registry {registered!r}"
+        )
 
     def register(function: Callable[..., Any]) -> Any:
         routed = bp.route(

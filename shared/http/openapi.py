@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document of calbridge's HTTP routes, generated from the route registry
-(:mod:`shared.booking.routes`) and the pydantic models.
+(:mod:`shared.http.routes`) and the pydantic models.
 
-``python -m shared.booking.openapi > docs/openapi.json`` regenerates the committed copy; a test
+``python -m shared.http.openapi > docs/openapi.json`` regenerates the committed copy; a test
 fails when the committed copy, the registry, the models or the registered functions drift apart.
 The app serves the same document at ``GET /api/openapi.json`` (built in memory, since ``docs/``
 is not deployed).
@@ -17,9 +17,8 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from shared.admin import ADMIN_KEY_HEADER
-from shared.booking.routes import PATH_PARAMETERS, ROUTES, ApiRoute, Response
-from shared.booking.signature import SIGNATURE_HEADER
+from shared.http.contract import ADMIN_KEY_HEADER, SIGNATURE_HEADER
+from shared.http.routes import PATH_PARAMETERS, ROUTES, ApiRoute, Response
 from shared.models import ID_PATTERN, ORG_ID_MAX_LENGTH, ORG_ID_PATTERN
 
 SCHEMA_REF_TEMPLATE = "#/components/schemas/{model}"

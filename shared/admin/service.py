@@ -22,9 +22,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from pydantic import ConfigDict
-
-from shared.booking.responses import ApiError, ValidationFailed, ValidationProblem
 from shared.config import SecretNotFound, SecretResolver, SecretUnavailable
 from shared.exchange.endpoint_policy import (
     EndpointRefused,
@@ -32,25 +29,30 @@ from shared.exchange.endpoint_policy import (
     Resolver,
     resolve_host,
 )
-from shared.intake import (
-    RETRY_AFTER_SECONDS,
+from shared.http.answers import (
+    ApiError,
     HttpAnswer,
     Refusal,
-    check_id,
-    check_org,
+    ValidationProblem,
+    invalid,
     json_answer,
-    parse_json_body,
     refuse,
     unavailable,
 )
-from shared.models import CamelModel, ConnectionConfig, EmailAddress, Identifier, TimeZoneName
+from shared.http.contract import (
+    ADMIN_KEY_HEADER,
+    ConnectionSaved,
+    StaffMailboxAssignment,
+    StaffSaved,
+)
+from shared.http.requests import check_id, gate, parse_json_body
+from shared.models import ConnectionConfig
 from shared.queues import AppointmentChanged, QueueSender, QueueUnavailable
 from shared.store import ConcurrencyConflict, Repositories, StoreUnavailable
 from shared.store.records import ConnectionRecord, MailboxRecord
 
 log = logging.getLogger(__name__)
 
-ADMIN_KEY_HEADER = "X-Calbridge-Admin-Key"
 # The names of calbridge's own per-organization keys (``org_admin_key_reference``,
 # ``shared.config.org_signing_secret_reference``), in any case: Key Vault names ignore case.
 _CALBRIDGE_KEY_REFERENCE = re.compile(
@@ -67,7 +69,7 @@ def storage_refusals(row: str) -> Iterator[None]:
     except ConcurrencyConflict:
         raise refuse(409, "conflict", f"{row} changed meanwhile; send it again") from None
     except StoreUnavailable as exc:
-        raise refuse(503, "unavailable", "storage is unavailable; retry later") from exc
+        raise unavailable("storage") from exc
 
 
 def org_admin_key_reference(org: str) -> str:
@@ -88,36 +90,7 @@ def check_exchange_secret_reference(config: ConnectionConfig) -> None:
                 "secret), not an Exchange credential"
             ),
         )
-        raise Refusal(
-            422,
-            ValidationFailed(
-                message="the connection is not valid (1 problem(s))", problems=[problem]
-            ),
-        )
-
-
-class StaffMailboxAssignment(CamelModel):
-    """``PUT .../staff/{staffId}``: a staff member's mailbox and the connection reaching it."""
-
-    connection_id: Identifier
-    mailbox: EmailAddress
-    time_zone: TimeZoneName
-
-
-class ConnectionSaved(CamelModel):
-    connection_id: str
-    created: bool
-    requeued_parked_changes: int = 0
-
-
-class StaffSaved(CamelModel):
-    model_config = ConfigDict(frozen=True)
-
-    staff_id: str
-    connection_id: str
-    mailbox: str
-    created: bool
-    sync_reset: bool
+        raise invalid("the connection", [problem])
 
 
 class AdminApi:
@@ -147,13 +120,7 @@ class AdminApi:
     # --- authentication -----------------------------------------------------------------------
 
     def _authenticate(self, org: str, presented: str | None, body: bytes) -> None:
-        check_org(org)
-        if len(body) > self._max_request_bytes:
-            raise refuse(
-                413,
-                "payload_too_large",
-                f"the body has {len(body)} bytes; the limit is {self._max_request_bytes}",
-            )
+        gate(org, body, self._max_request_bytes)
         if not presented:
             raise refuse(401, "unauthorized", f"the {ADMIN_KEY_HEADER} header is missing")
         candidates = [self._operator_key] if self._operator_key else []
@@ -192,12 +159,7 @@ class AdminApi:
             self._endpoints.check(config.ews_url, resolve=self._resolve)
         except EndpointRefused as refused:
             problem = ValidationProblem(field="ewsUrl", message=f"ewsUrl {refused}")
-            raise Refusal(
-                422,
-                ValidationFailed(
-                    message="the connection is not valid (1 problem(s))", problems=[problem]
-                ),
-            ) from None
+            raise invalid("the connection", [problem]) from None
 
     def _save_connection(
         self, org: str, connection_id: str, config: ConnectionConfig
@@ -221,12 +183,7 @@ class AdminApi:
             # Saved, but parked changes stay parked (they are unparked only once queued): the
             # same request again requeues them.
             log.warning("connection %s/%s: requeue failed: %s", org, connection_id, exc)
-            raise refuse(
-                503,
-                "unavailable",
-                "the work queue is unavailable; send the request again",
-                {"Retry-After": RETRY_AFTER_SECONDS},
-            ) from exc
+            raise unavailable("the work queue") from exc
         log.info("connection %s/%s saved (kind %s)", org, connection_id, config.kind)
         saved = ConnectionSaved(
             connection_id=connection_id,

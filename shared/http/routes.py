@@ -2,9 +2,9 @@
 and response models.
 
 The function decorators in ``functions/`` take route, method and auth level from here; the
-OpenAPI document (:mod:`shared.booking.openapi`) is generated from here; and tests check that
+OpenAPI document (:mod:`shared.http.openapi`) is generated from here; and tests check that
 what the app registers equals this registry. Adding a route = one :class:`ApiRoute` appended to
-:data:`ROUTES`, a decorated function using it, and ``python -m shared.booking.openapi >
+:data:`ROUTES`, a decorated function using it, and ``python -m shared.http.openapi >
 docs/openapi.json``.
 
 Auth levels: booking-platform routes are ``ANONYMOUS`` at the Functions level because the
@@ -22,19 +22,16 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from shared.admin import (
+from shared.http.answers import ApiError, ValidationFailed
+from shared.http.contract import (
     ADMIN_KEY_HEADER,
+    SIGNATURE_HEADER,
+    AppointmentAccepted,
+    AppointmentStale,
     ConnectionSaved,
     StaffMailboxAssignment,
     StaffSaved,
 )
-from shared.booking.responses import (
-    ApiError,
-    AppointmentAccepted,
-    AppointmentStale,
-    ValidationFailed,
-)
-from shared.booking.signature import SIGNATURE_HEADER
 from shared.models import AppointmentSnapshot, BusyBlock, ConnectionConfig
 
 ROUTE_PREFIX = "api"  # host.json extensions.http.routePrefix
@@ -101,7 +98,10 @@ class ApiRoute:
 def signed_route_errors(*, body: bool) -> dict[int, Response]:
     """The refusals every signed booking route can answer."""
     errors = {
-        400: Response("A path id, query parameter or the body is malformed.", ApiError),
+        400: Response(
+            "A path id, query parameter or the body is malformed (not JSON, a key twice).",
+            ApiError,
+        ),
         401: Response(
             f"The {SIGNATURE_HEADER} header is missing, malformed, expired or does not match "
             "(an unknown organization gets the same answer).",
@@ -179,7 +179,9 @@ GET_OPENAPI = ApiRoute(
 def admin_route_errors() -> dict[int, Response]:
     """The refusals every admin route with a body can answer."""
     return {
-        400: Response("A path id is malformed or the body is not JSON.", ApiError),
+        400: Response(
+            "A path id is malformed or the body is not JSON (or names a key twice).", ApiError
+        ),
         401: Response(
             f"The {ADMIN_KEY_HEADER} header is missing or does not match "
             "(an unknown organization gets the same answer).",

@@ -1,0 +1,55 @@
+"""The bodies and headers of the HTTP contract that are not domain models (those live in
+``shared.models``): what the routes answer, and the admin API's staff assignment. The OpenAPI
+document is generated from these."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict
+
+from shared.models import CamelModel, EmailAddress, Identifier, TimeZoneName
+
+# The booking platform's HMAC signature (``shared.booking.signature``).
+SIGNATURE_HEADER = "X-Calbridge-Signature"
+# The organization administrator's key (``shared.admin``), beside the host's function key.
+ADMIN_KEY_HEADER = "X-Calbridge-Admin-Key"
+
+
+class AppointmentAccepted(CamelModel):
+    """202: the snapshot is stored (or was already) and Exchange will be brought in line."""
+
+    accepted: Literal[True] = True
+    version: int
+
+
+class AppointmentStale(CamelModel):
+    """200: a newer version is already stored; this snapshot was ignored."""
+
+    accepted: Literal[False] = False
+    reason: Literal["stale"] = "stale"
+    stored_version: int
+
+
+class StaffMailboxAssignment(CamelModel):
+    """``PUT .../staff/{staffId}``: a staff member's mailbox and the connection reaching it."""
+
+    connection_id: Identifier
+    mailbox: EmailAddress
+    time_zone: TimeZoneName
+
+
+class ConnectionSaved(CamelModel):
+    connection_id: str
+    created: bool
+    requeued_parked_changes: int = 0
+
+
+class StaffSaved(CamelModel):
+    model_config = ConfigDict(frozen=True)
+
+    staff_id: str
+    connection_id: str
+    mailbox: str
+    created: bool
+    sync_reset: bool
