@@ -91,22 +91,34 @@ def _content_type(response: func.HttpResponse) -> str:
     return mimetype
 
 
-class HttpDispatcher:
-    """Routes one request to a function and turns its HttpResponse into an HttpAnswer."""
+@dataclass(frozen=True)
+class RoutedRequest:
+    """A request the host hands to a function: which function, and its ``func.HttpRequest``."""
+
+    function: RegisteredFunction
+    request: func.HttpRequest
+
+
+class HttpRouter:
+    """What the host does before an HTTP function runs: picks the function by route template and
+    method (404, 405 otherwise), checks the functions key where the auth level needs one (401),
+    and builds the ``func.HttpRequest``.
+
+    ``functions_key`` None checks no key: every call arrives as if it presented the right one
+    (the test harness, which calls the app's functions the way the host does once past its key
+    check). The runner always has a key (:class:`HttpDispatcher` requires one)."""
 
     def __init__(
         self,
         functions: Iterable[RegisteredFunction],
         route_prefix: str,
-        functions_key: str,
-        invoker: Invoker,
+        functions_key: str | None,
     ) -> None:
         routes = [HttpRoute.of(function) for function in functions]
         # Most specific first: literal segments beat parameters (ASP.NET precedence).
         self.routes = sorted(routes, key=lambda route: route.template.precedence)
         self.prefix_segments = [s for s in route_prefix.strip("/").split("/") if s]
         self._key = functions_key
-        self._invoker = invoker
 
     def _path_segments(self, path: str) -> list[str] | None:
         """Decoded segments below the route prefix, or None outside it."""
@@ -117,44 +129,41 @@ class HttpDispatcher:
         return segments[len(prefix) :]
 
     def _key_presented(self, headers: dict[str, str], params: dict[str, str]) -> bool:
+        if self._key is None:
+            return True
         presented = headers.get(KEY_HEADER) or params.get(KEY_QUERY_PARAMETER) or ""
         return hmac.compare_digest(presented.encode(), self._key.encode())
 
-    def dispatch(
+    def route(
         self, method: str, url: str, headers: dict[str, str], body: bytes
-    ) -> tuple[HttpAnswer, str | None]:
-        """The answer, and the name of the function invoked (None when the runner answered)."""
+    ) -> RoutedRequest | HttpAnswer:
+        """The function and request for ``method`` (upper case) on ``url``, or the host's own
+        answer when no function gets it."""
         parts = urlsplit(url)
         segments = self._path_segments(parts.path)
         if segments is None:
-            return _problem(HTTPStatus.NOT_FOUND, "not_found", f"no function at {parts.path}"), None
+            return _problem(HTTPStatus.NOT_FOUND, "not_found", f"no function at {parts.path}")
         matches = [(route, route.template.match(segments)) for route in self.routes]
         matching = [(route, values) for route, values in matches if values is not None]
         if not matching:
-            return _problem(HTTPStatus.NOT_FOUND, "not_found", f"no function at {parts.path}"), None
+            return _problem(HTTPStatus.NOT_FOUND, "not_found", f"no function at {parts.path}")
         allowed = [(route, values) for route, values in matching if route.allows(method)]
         if not allowed:
             methods = sorted({m for route, _ in matching for m in (route.methods or ())})
-            return (
-                _problem(
-                    HTTPStatus.METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    f"{method} is not allowed on {parts.path}; allowed: {', '.join(methods)}",
-                    Allow=", ".join(methods),
-                ),
-                None,
+            return _problem(
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                f"{method} is not allowed on {parts.path}; allowed: {', '.join(methods)}",
+                Allow=", ".join(methods),
             )
         route, route_params = allowed[0]
         params = self._query_params(parts.query)
         if route.auth_level in _KEYED_LEVELS and not self._key_presented(headers, params):
-            return (
-                _problem(
-                    HTTPStatus.UNAUTHORIZED,
-                    "unauthorized",
-                    f"this function needs the functions key (header {KEY_HEADER} "
-                    f"or query parameter {KEY_QUERY_PARAMETER})",
-                ),
-                None,
+            return _problem(
+                HTTPStatus.UNAUTHORIZED,
+                "unauthorized",
+                f"this function needs the functions key (header {KEY_HEADER} "
+                f"or query parameter {KEY_QUERY_PARAMETER})",
             )
         request = func.HttpRequest(
             method=method,
@@ -164,7 +173,7 @@ class HttpDispatcher:
             route_params=route_params,
             body=body,
         )
-        return self._invoke(route.function, request), route.function.name
+        return RoutedRequest(route.function, request)
 
     @staticmethod
     def _query_params(query: str) -> dict[str, str]:
@@ -173,6 +182,31 @@ class HttpDispatcher:
         for name, value in parse_qsl(query, keep_blank_values=True):
             params.setdefault(name, []).append(value)
         return {name: ",".join(values) for name, values in params.items()}
+
+
+class HttpDispatcher:
+    """Routes one request to a function (:class:`HttpRouter`) and turns its HttpResponse into
+    an HttpAnswer."""
+
+    def __init__(
+        self,
+        functions: Iterable[RegisteredFunction],
+        route_prefix: str,
+        functions_key: str,
+        invoker: Invoker,
+    ) -> None:
+        self.router = HttpRouter(functions, route_prefix, functions_key)
+        self.prefix_segments = self.router.prefix_segments
+        self._invoker = invoker
+
+    def dispatch(
+        self, method: str, url: str, headers: dict[str, str], body: bytes
+    ) -> tuple[HttpAnswer, str | None]:
+        """The answer, and the name of the function invoked (None when the runner answered)."""
+        routed = self.router.route(method, url, headers, body)
+        if isinstance(routed, HttpAnswer):
+            return routed, None
+        return self._invoke(routed.function, routed.request), routed.function.name
 
     def _invoke(self, function: RegisteredFunction, request: func.HttpRequest) -> HttpAnswer:
         timer = InvocationTimer(function.name, "http")

@@ -2,9 +2,10 @@
 
 - :func:`registered_functions` indexes the app ONCE per process (a second
   ``app.get_functions()`` raises on duplicate names) and returns the functions by name.
-- :func:`http_call` finds the HTTP function whose route template and methods match (404/405
-  like the host otherwise), builds a real ``func.HttpRequest`` with route params, query params,
-  headers and body, and calls the user function (awaited if it is a coroutine function).
+- :func:`http_call` routes through the local runner's router (``devhost.http_triggers``): the
+  same route matching, 404 and 405 (the runner's answers) and ``func.HttpRequest`` (route
+  params, query params, headers, body) as ``make run``, then calls the user function (awaited
+  if it is a coroutine function); its exceptions reach the caller.
 - :func:`queue_call` and :func:`timer_call` call queue- and timer-triggered functions with the
   real ``azure.functions`` message and timer objects.
 - :func:`signed_call` sends a request signed as the booking platform signs it (method, request
@@ -12,8 +13,8 @@
   points the app's settings at a storage account (Azurite) with a name prefix and signing
   secrets, and resets ``shared.bootstrap`` on entry and exit.
 
-Auth levels are not enforced here (the host's job, and the local runner's): calls arrive as if
-the key, where one is required, was right.
+Auth levels are not enforced here (the host's job, and the local runner's): the router gets no
+functions key, so calls arrive as if the key, where one is required, was right.
 """
 
 from __future__ import annotations
@@ -22,14 +23,13 @@ import asyncio
 import inspect
 import json
 import os
-import re
 import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from functools import cache, lru_cache
+from functools import lru_cache
 from typing import Any
 
 import azure.functions as func
@@ -37,10 +37,11 @@ from azure.functions.decorators.function_app import Function
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
+from devhost.http_triggers import HttpAnswer, HttpRouter
 from shared import bootstrap
-from shared.http.routes import ROUTE_PREFIX
 from shared.booking.signature import SIGNATURE_HEADER, sign_request
 from shared.config import environment_variable_for, org_signing_secret_reference
+from shared.http.routes import ROUTE_PREFIX
 from shared.queues import QUEUE_PREFIX_SETTING
 
 __all__ = [
@@ -52,7 +53,6 @@ __all__ = [
     "queue_call",
     "registered_functions",
     "request_target",
-    "route_pattern",
     "signed_call",
     "signed_headers",
     "timer_call",
@@ -93,38 +93,26 @@ def _invoke(fn: Function, argument: Any) -> Any:
     return user_function(**kwargs)
 
 
-_SEGMENT_PARAMETER = re.compile(r"^\{(\*?)([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z]+)[^}?]*)?(\?)?\}$")
-_CONSTRAINT_PATTERNS = {
-    "int": r"-?\d+",
-    "long": r"-?\d+",
-    "alpha": r"[A-Za-z]+",
-    "bool": r"(?i:true|false)",
-}
+@lru_cache(maxsize=1)
+def _router() -> HttpRouter:
+    """The local runner's router over the app's HTTP functions (one route matcher for both),
+    without a functions key: the harness does not enforce auth levels."""
+    import function_app
+    from devhost.indexing import index_app
+
+    return HttpRouter(index_app(function_app.app).http, ROUTE_PREFIX, functions_key=None)
 
 
-@cache
-def route_pattern(template: str) -> re.Pattern[str]:
-    """A regex for a Functions route template: ``{name}``, ``{name:int}``, ``{name?}``,
-    ``{*rest}``."""
-    pattern = ""
-    for segment in template.strip("/").split("/"):
-        match = _SEGMENT_PARAMETER.match(segment)
-        if match is None:
-            pattern += "/" + re.escape(segment)
-            continue
-        catch_all, name, constraint, optional = match.groups()
-        value = ".*" if catch_all else _CONSTRAINT_PATTERNS.get(constraint or "", "[^/]+")
-        piece = f"/(?P<{name}>{value})"
-        pattern += f"(?:{piece})?" if optional else piece
-    return re.compile(f"^{pattern}/?$")
-
-
-def _http_functions() -> list[tuple[Function, dict[str, Any]]]:
-    return [
-        (fn, trigger_binding(fn))
-        for fn in registered_functions().values()
-        if trigger_binding(fn)["type"] == "httpTrigger"
-    ]
+def _runner_answer(answer: HttpAnswer) -> func.HttpResponse:
+    """The runner's own answer (404, 405 with ``Allow``) as an HttpResponse."""
+    headers = dict(answer.headers)
+    content_type = headers.pop("Content-Type", "text/plain")
+    return func.HttpResponse(
+        answer.body,
+        status_code=answer.status,
+        headers=headers,
+        mimetype=content_type.split(";")[0].strip(),
+    )
 
 
 def http_call(
@@ -137,40 +125,17 @@ def http_call(
     """Send one request to the app: ``path`` as a client calls it (``/api/orgs/...``, a query
     string allowed) or relative to the route prefix."""
     target = request_target(path, params)
-    split = urllib.parse.urlsplit(target)
-    route_path = split.path.removeprefix("/" + ROUTE_PREFIX)
-    query = dict(urllib.parse.parse_qsl(split.query, keep_blank_values=True))
     raw_body = body.encode("utf-8") if isinstance(body, str) else body
-
-    method_allowed = False
-    for fn, trigger in _http_functions():
-        match = route_pattern(trigger.get("route") or fn.get_function_name()).match(route_path)
-        if match is None:
-            continue
-        methods = [m.upper() for m in trigger.get("methods") or []]
-        if methods and method.upper() not in methods:
-            method_allowed = True
-            continue
-        route_params = {
-            name: urllib.parse.unquote(value)
-            for name, value in match.groupdict().items()
-            if value is not None
-        }
-        request = func.HttpRequest(
-            method=method.upper(),
-            url=f"http://localhost{target}",
-            headers=dict(headers or {}),
-            params=query,
-            route_params=route_params,
-            body=raw_body,
-        )
-        response = _invoke(fn, request)
-        if not isinstance(response, func.HttpResponse):
-            raise AssertionError(f"{fn.get_function_name()} returned {type(response).__name__}")
-        return response
-    if method_allowed:
-        return func.HttpResponse(status_code=405)
-    return func.HttpResponse(status_code=404)
+    routed = _router().route(
+        method.upper(), f"http://localhost{target}", dict(headers or {}), raw_body
+    )
+    if isinstance(routed, HttpAnswer):
+        return _runner_answer(routed)
+    fn = registered_functions()[routed.function.name]
+    response = _invoke(fn, routed.request)
+    if not isinstance(response, func.HttpResponse):
+        raise AssertionError(f"{fn.get_function_name()} returned {type(response).__name__}")
+    return response
 
 
 def queue_call(function_name: str, body: str, dequeue_count: int = 1) -> Any:
