@@ -182,7 +182,7 @@ def run(urls: dict[str, str], appointments: int) -> dict[tuple[str, str, str], l
     from shared import bootstrap
     from shared.apply.service import AppointmentApplier
     from shared.booking.signature import sign_request
-    from shared.exchange.gateways import ConnectionGateways
+    from shared.exchange.gateways import GatewayCache
     from shared.http.requests import SignedRequest
     from shared.queues import APPOINTMENT_CHANGES, AppointmentChanged, parse_message
 
@@ -233,8 +233,9 @@ def run(urls: dict[str, str], appointments: int) -> dict[tuple[str, str, str], l
     class FreshGateways:
         """The baseline: a new gateway (new SDK clients, new sign-in) for every message."""
 
-        def gateway(self, org: str, connection: Any) -> Any:
-            return ConnectionGateways(services.settings, services.secrets).gateway(org, connection)
+        def for_connection(self, org: str, connection: Any) -> Any:
+            fresh = GatewayCache(services.settings, services.secrets, bootstrap.calendar_gateway)
+            return fresh.for_connection(org, connection)
 
     appliers: dict[str, AppointmentApplier] = {
         "calbridge": services.appointment_applier,

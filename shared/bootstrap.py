@@ -26,7 +26,9 @@ from shared.apply.service import AppointmentApplier
 from shared.booking.intake import BookingIntake
 from shared.config import SecretResolver, Settings, get_settings, secret_resolver
 from shared.exchange.endpoint_policy import ExchangeEndpointPolicy
-from shared.exchange.gateways import ConnectionGateways
+from shared.exchange.gateways import GatewayCache
+from shared.exchange.port import CalendarGateway
+from shared.models import ConnectionConfig
 from shared.queues import QueueSender
 from shared.store import Repositories, build_repositories
 from shared.store.tables import TableService
@@ -74,8 +76,8 @@ class Services:
         )
 
     @cached_property
-    def gateways(self) -> ConnectionGateways:
-        return ConnectionGateways(self.settings, self.secrets)
+    def gateways(self) -> GatewayCache:
+        return GatewayCache(self.settings, self.secrets, calendar_gateway)
 
     @cached_property
     def appointment_applier(self) -> AppointmentApplier:
@@ -97,6 +99,29 @@ class Services:
             signature_tolerance_seconds=self.settings.signature_tolerance_seconds,
             clock=self.clock,
         )
+
+
+def calendar_gateway(
+    connection: ConnectionConfig, secret: str, settings: Settings, connection_id: str
+) -> CalendarGateway:
+    """The one place that picks the adapter for a connection, by its kind.
+
+    Each adapter package is imported here, and only for the kind asked for: exchangelib and
+    msgraph-sdk cost hundreds of milliseconds to import, and ``import function_app`` must stay
+    cheap (cold start). Graph's endpoints come from the settings (real Microsoft by default, the
+    simulator locally); the secret is resolved by the caller and only passed through.
+    """
+    if connection.kind == "ews":
+        from shared.exchange.ews import EwsCalendarGateway
+
+        return EwsCalendarGateway.from_connection(connection, secret, connection_id=connection_id)
+    if connection.kind == "graph":
+        from shared.exchange.graph import GraphCalendarGateway, GraphEndpoints
+
+        return GraphCalendarGateway.from_connection(
+            connection, secret, GraphEndpoints.from_settings(settings), connection_id=connection_id
+        )
+    raise ValueError(f"kind: no calendar adapter for {connection.kind!r} connections")
 
 
 def build_services(

@@ -47,7 +47,7 @@ class FakeGateways:
         self.exchange = exchange
         self.calls = 0
 
-    def gateway(self, org: str, connection: ConnectionRecord) -> CalendarGateway:
+    def for_connection(self, org: str, connection: ConnectionRecord) -> CalendarGateway:
         self.calls += 1
         return FakeCalendarGateway(self.exchange, connection_id=connection.connection_id)
 
@@ -283,7 +283,7 @@ def test_a_message_for_an_appointment_never_stored_does_nothing(setup: Setup) ->
 
 def test_any_failure_on_the_last_try_is_dead_lettered(setup: Setup) -> None:
     class BrokenGateways:
-        def gateway(self, org: str, connection: ConnectionRecord) -> CalendarGateway:
+        def for_connection(self, org: str, connection: ConnectionRecord) -> CalendarGateway:
             raise LookupError("secret 'svc-password' is not configured")
 
     applier = AppointmentApplier(setup.repos, setup.queue, BrokenGateways(), max_dequeue_count=2)

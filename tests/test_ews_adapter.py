@@ -23,15 +23,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from shared.bootstrap import calendar_gateway
 from shared.engine.marker import marker_for
 from shared.exchange.ews import EwsCalendarGateway, EwsConnectionNotSupported, EwsEndpoint
-from shared.exchange.ews import build_gateway as build_ews_gateway
 from shared.exchange.ews.properties import (
     GLOBAL_OBJECT_ID_CLASS,
     calbridge_uid,
     clean_global_object_id,
 )
-from shared.exchange.factory import build_gateway
 from shared.exchange.port import (
     AccessDenied,
     AuthenticationFailed,
@@ -528,14 +527,12 @@ def _connection(sim: RunningSimulator, **overrides: Any) -> ConnectionConfig:
     return ConnectionConfig(**fields)
 
 
-def test_the_factory_builds_an_ews_gateway_from_a_connection(
+def test_the_composition_root_builds_an_ews_gateway_from_a_connection(
     simulator: RunningSimulator,
 ) -> None:
     from shared.config import Settings
 
-    made = build_gateway(
-        _connection(simulator), PASSWORDS[SERVICE], Settings(), connection_id="conn-ews-1"
-    )
+    made = calendar_gateway(_connection(simulator), PASSWORDS[SERVICE], Settings(), "conn-ews-1")
     assert isinstance(made, EwsCalendarGateway)
     try:
         ref = run(made.create_event(BOB, draft(new_marker()), "tx-factory-1"))
@@ -549,12 +546,12 @@ def test_oauth_on_ews_is_refused_with_a_clear_message(simulator: RunningSimulato
         simulator, auth_type="oauth", username=None, tenant_id="t-1", client_id="c-1"
     )
     with pytest.raises(EwsConnectionNotSupported, match="authType: oauth"):
-        build_ews_gateway(connection, "secret")
+        EwsCalendarGateway.from_connection(connection, "secret")
 
 
-def test_importing_the_app_and_the_factory_does_not_import_exchangelib() -> None:
+def test_importing_the_app_and_the_composition_root_does_not_import_exchangelib() -> None:
     script = (
-        "import sys, function_app, shared.exchange.factory, shared.exchange.common;"
+        "import sys, function_app, shared.bootstrap, shared.exchange.common;"
         "assert 'exchangelib' not in sys.modules, 'exchangelib imported eagerly'"
     )
     subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO, timeout=60)

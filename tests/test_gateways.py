@@ -1,5 +1,5 @@
-"""The gateway cache of the workers: one gateway per connection, rebuilt when the connection or
-its secret changes, and a connection's secret always looked up within its own organization."""
+"""The workers' ``GatewayCache``: one gateway per connection, rebuilt when the connection or its
+secret changes, and a connection's secret always looked up within its own organization."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from shared.config import SecretNotFound, Settings
 from shared.exchange.fake import FakeCalendarGateway, FakeExchange
-from shared.exchange.gateways import ConnectionGateways
+from shared.exchange.gateways import GatewayCache
 from shared.exchange.port import CalendarError, CalendarGateway
 from shared.models import ConnectionConfig
 from shared.store.records import ConnectionRecord
@@ -52,8 +52,8 @@ class Builds:
 def test_a_connections_secret_is_named_within_its_organization() -> None:
     secrets = DictSecrets({"org-acme--ews-password": "acme's password"})
     builds = Builds()
-    gateways = ConnectionGateways(Settings(), secrets, builds)
-    gateways.gateway("acme", connection())
+    gateways = GatewayCache(Settings(), secrets, builds)
+    gateways.for_connection("acme", connection())
     assert secrets.asked == ["org-acme--ews-password"]
     assert builds.secrets == ["acme's password"]
 
@@ -61,24 +61,24 @@ def test_a_connections_secret_is_named_within_its_organization() -> None:
 def test_an_organization_cannot_reach_another_organizations_secret() -> None:
     # globex names acme's secret by its plain name: it is looked up under globex only.
     secrets = DictSecrets({"org-acme--ews-password": "acme's password"})
-    gateways = ConnectionGateways(Settings(), secrets, Builds())
+    gateways = GatewayCache(Settings(), secrets, Builds())
     with pytest.raises(SecretNotFound):
-        gateways.gateway("globex", connection("ews-password"))
+        gateways.for_connection("globex", connection("ews-password"))
     with pytest.raises(SecretNotFound):
-        gateways.gateway("globex", connection("org-acme--ews-password"))
+        gateways.for_connection("globex", connection("org-acme--ews-password"))
     assert secrets.asked == ["org-globex--ews-password", "org-globex--org-acme--ews-password"]
 
 
 def test_a_gateway_is_reused_until_the_connection_or_its_secret_changes() -> None:
     secrets = DictSecrets({"org-acme--ews-password": "one"})
     builds = Builds()
-    gateways = ConnectionGateways(Settings(), secrets, builds)
-    first = gateways.gateway("acme", connection())
-    assert gateways.gateway("acme", connection()) is first
+    gateways = GatewayCache(Settings(), secrets, builds)
+    first = gateways.for_connection("acme", connection())
+    assert gateways.for_connection("acme", connection()) is first
     secrets.secrets["org-acme--ews-password"] = "two"  # rotated
-    rotated = gateways.gateway("acme", connection())
+    rotated = gateways.for_connection("acme", connection())
     assert rotated is not first
-    moved = gateways.gateway("acme", connection(access_mode="delegate"))
+    moved = gateways.for_connection("acme", connection(access_mode="delegate"))
     assert moved is not rotated
     assert builds.secrets == ["one", "two", "two"]
 
@@ -97,20 +97,20 @@ def test_no_gateway_is_built_for_an_exchange_url_the_policy_refuses(
 ) -> None:
     secrets = DictSecrets({"org-acme--ews-password": "secret"})
     builds = Builds()
-    gateways = ConnectionGateways(Settings(), secrets, builds, resolve=lambda host: resolved)
+    gateways = GatewayCache(Settings(), secrets, builds, resolve=lambda host: resolved)
     with pytest.raises(CalendarError, match="ewsUrl must not point at"):
-        gateways.gateway("acme", connection(ews_url=url))
+        gateways.for_connection("acme", connection(ews_url=url))
     assert builds.secrets == []  # the secret was never handed to an adapter
 
 
 def test_a_host_that_resolves_to_a_public_address_gets_its_gateway() -> None:
     secrets = DictSecrets({"org-acme--ews-password": "secret"})
     builds = Builds()
-    gateways = ConnectionGateways(
+    gateways = GatewayCache(
         Settings(), secrets, builds, resolve=lambda host: ["203.0.113.7", "20.50.1.2"]
     )
     with pytest.raises(CalendarError, match=r"203\.0\.113\.7"):  # documentation range: not public
-        gateways.gateway("acme", connection())
-    gateways = ConnectionGateways(Settings(), secrets, builds, resolve=lambda host: ["20.50.1.2"])
-    gateways.gateway("acme", connection())
+        gateways.for_connection("acme", connection())
+    gateways = GatewayCache(Settings(), secrets, builds, resolve=lambda host: ["20.50.1.2"])
+    gateways.for_connection("acme", connection())
     assert builds.secrets == ["secret"]

@@ -16,14 +16,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from shared.bootstrap import calendar_gateway
 from shared.config import Settings
 from shared.engine.marker import marker_for
-from shared.exchange.factory import build_gateway as build_connection_gateway
 from shared.exchange.graph import (
     GraphCalendarGateway,
     GraphCredentials,
     GraphEndpoints,
-    build_gateway,
 )
 from shared.exchange.graph.events import (
     EVENT_FIELDS,
@@ -575,7 +574,7 @@ def test_a_gateway_can_be_used_from_successive_event_loops(simulator: RunningSim
 # --- construction ---------------------------------------------------------------------------
 
 
-def test_build_gateway_from_a_graph_connection_and_settings(
+def test_a_gateway_is_built_from_a_graph_connection_and_settings(
     simulator: RunningSimulator, run: Runner
 ) -> None:
     settings = Settings(
@@ -591,9 +590,11 @@ def test_build_gateway_from_a_graph_connection_and_settings(
         secret_reference="graph-client-secret",
     )
 
-    gateway = build_gateway(connection, CLIENT_SECRET, GraphEndpoints.from_settings(settings))
+    gateway = GraphCalendarGateway.from_connection(
+        connection, CLIENT_SECRET, GraphEndpoints.from_settings(settings)
+    )
     ref = run(gateway.create_event(ANN, draft(), "tx-built"))
-    chosen = build_connection_gateway(connection, CLIENT_SECRET, settings, connection_id="g-1")
+    chosen = calendar_gateway(connection, CLIENT_SECRET, settings, "g-1")
     assert isinstance(chosen, GraphCalendarGateway)
     assert chosen.connection_id == "g-1"
     assert run(chosen.get_event(ANN, ref.item_id)) is not None
@@ -607,7 +608,7 @@ def test_build_gateway_from_a_graph_connection_and_settings(
     run(gateway.aclose())
 
 
-def test_build_gateway_refuses_an_ews_connection() -> None:
+def test_a_graph_gateway_is_not_built_from_an_ews_connection() -> None:
     connection = ConnectionConfig(
         kind="ews",
         ews_url="https://mail.contoso.test/EWS/Exchange.asmx",
@@ -616,7 +617,7 @@ def test_build_gateway_refuses_an_ews_connection() -> None:
         secret_reference="ews-secret",
     )
     with pytest.raises(ValueError, match="not a Graph connection"):
-        build_gateway(connection, "secret")
+        GraphCalendarGateway.from_connection(connection, "secret")
 
 
 def test_a_token_endpoint_that_drops_the_connection_is_exchange_unavailable(

@@ -42,14 +42,14 @@ from shared.engine.reconcile import (
 from shared.exchange.port import CalendarError, CalendarGateway, ExchangeEvent
 from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
 
-GatewayFor = Callable[[MailboxRef], CalendarGateway]
-"""The gateway of the connection a mailbox belongs to (``MailboxRef.connection_id``)."""
+MailboxGateway = Callable[[MailboxRef], CalendarGateway]
+"""The gateway of the connection a mailbox is on (``MailboxRef.connection_id``)."""
 
 BeforeCreate = Callable[[EventMapping], Awaitable[None]]
 """Stores the pending mapping durably before a create (see the module docstring)."""
 
 
-async def observe(gateway_for: GatewayFor, lookups: tuple[MarkerLookup, ...]) -> Observation:
+async def observe(gateway_for: MailboxGateway, lookups: tuple[MarkerLookup, ...]) -> Observation:
     """Carry out the engine's lookups: mailbox address → marker events found there."""
     found: dict[str, list[ExchangeEvent]] = {}
     for lookup in lookups:
@@ -60,7 +60,7 @@ async def observe(gateway_for: GatewayFor, lookups: tuple[MarkerLookup, ...]) ->
 
 
 async def execute_plan(
-    gateway_for: GatewayFor, plan: ReconcilePlan, before_create: BeforeCreate | None = None
+    gateway_for: MailboxGateway, plan: ReconcilePlan, before_create: BeforeCreate | None = None
 ) -> tuple[ActionResult, ...]:
     """Run the plan's actions in order; one result per action attempted, ending at the first
     ``Failed``. Errors other than ``CalendarError`` (bugs, a failing ``before_create``)
@@ -105,7 +105,7 @@ class ApplyOutcome:
 
 
 async def apply_appointment(
-    gateway_for: GatewayFor,
+    gateway_for: MailboxGateway,
     org: str,
     appointment_id: str,
     snapshot: AppointmentSnapshot,

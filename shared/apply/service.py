@@ -32,10 +32,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
 
 from shared.apply.executor import apply_appointment
 from shared.engine.reconcile import mailboxes_called
+from shared.exchange.gateways import Gateways
 from shared.exchange.port import (
     CalendarError,
     CalendarGateway,
@@ -66,12 +66,6 @@ log = logging.getLogger(__name__)
 # rounds than this means something keeps interfering, and the host's retry takes over.
 MAX_PASSES = 3
 _MAX_DELAY_SECONDS = MAX_VISIBILITY_DELAY.total_seconds()
-
-
-class GatewayProvider(Protocol):
-    """The calendar gateway of one organization's connection (built and cached by bootstrap)."""
-
-    def gateway(self, org: str, connection: ConnectionRecord) -> CalendarGateway: ...
 
 
 class ApplyDisposition(StrEnum):
@@ -120,7 +114,7 @@ class AppointmentApplier:
         self,
         repositories: Repositories,
         queue: QueueSender,
-        gateways: GatewayProvider,
+        gateways: Gateways,
         *,
         max_dequeue_count: int = 5,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -211,7 +205,7 @@ class AppointmentApplier:
             )
 
         def gateway_for(mailbox: MailboxRef) -> CalendarGateway:
-            return self._gateways.gateway(org, connections[mailbox.connection_id])
+            return self._gateways.for_connection(org, connections[mailbox.connection_id])
 
         etag_box = [etag]
 

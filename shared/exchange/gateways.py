@@ -1,4 +1,6 @@
-"""The calendar gateways of the organizations' connections, built once per process.
+"""The calendar gateway of a connection: ``Gateways`` (what the workers ask for) and
+``GatewayCache`` (its implementation: one gateway per connection, built once per process by the
+composition root's builder, ``shared.bootstrap.calendar_gateway``).
 
 A gateway holds what is costly to make again (exchangelib protocol and accounts, msgraph-sdk
 clients and tokens), so workers share one per connection. The cache key includes the
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 from shared.config import SecretResolver, Settings, connection_secret_name
 from shared.exchange.endpoint_policy import (
@@ -26,28 +29,28 @@ from shared.models import ConnectionConfig
 from shared.store.records import ConnectionRecord
 
 GatewayBuilder = Callable[[ConnectionConfig, str, Settings, str], CalendarGateway]
+"""Builds the gateway of a connection from its configuration, resolved secret, the settings and
+its id (the composition root picks the adapter by the connection's kind)."""
 
 
-def _build_with_factory(
-    connection: ConnectionConfig, secret: str, settings: Settings, connection_id: str
-) -> CalendarGateway:
-    from shared.exchange.factory import build_gateway
+class Gateways(Protocol):
+    """The calendar gateway of one organization's connection."""
 
-    return build_gateway(connection, secret, settings, connection_id=connection_id)
+    def for_connection(self, org: str, connection: ConnectionRecord) -> CalendarGateway: ...
 
 
 class MissingSecret(Exception):
     """A connection's secret reference names no secret (the message names the reference)."""
 
 
-class ConnectionGateways:
-    """``GatewayProvider`` for the apply and sync workers."""
+class GatewayCache:
+    """``Gateways`` for the workers: builds each connection's gateway once and keeps it."""
 
     def __init__(
         self,
         settings: Settings,
         secrets: SecretResolver,
-        builder: GatewayBuilder = _build_with_factory,
+        builder: GatewayBuilder,
         resolve: Resolver = resolve_host,
     ) -> None:
         self._settings = settings
@@ -58,7 +61,7 @@ class ConnectionGateways:
         self._gateways: dict[tuple[str, str], tuple[str, CalendarGateway]] = {}
         self._lock = threading.Lock()
 
-    def gateway(self, org: str, connection: ConnectionRecord) -> CalendarGateway:
+    def for_connection(self, org: str, connection: ConnectionRecord) -> CalendarGateway:
         reference = connection.secret_reference
         if reference is None:
             raise MissingSecret(f"connection {connection.connection_id!r} has no secret reference")

@@ -11,6 +11,6 @@
 - :mod:`openapi` — the OpenAPI document generated from the registry.
 
 Services (``shared.booking``, ``shared.admin``) return ``HttpAnswer``s, so their tests need no
-Functions objects; ``functions/http.py`` turns them into ``func.HttpResponse``. This package
-imports the domain models and nothing of the services.
+Functions objects; ``functions/http_functions.py`` turns them into ``func.HttpResponse``. This
+package imports the domain models and nothing of the services.
 """

@@ -55,7 +55,12 @@ from exchangelib.restriction import Restriction
 from exchangelib.services import CreateItem, DeleteItem, FindItem, GetItem, UpdateItem
 
 from shared.exchange.common import within_deadline
-from shared.exchange.ews.connection import EwsConnection, EwsEndpoint
+from shared.exchange.ews.connection import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_SERVER_BUILD,
+    EwsConnection,
+    EwsEndpoint,
+)
 from shared.exchange.ews.errors import calendar_error
 from shared.exchange.ews.items import (
     DRAFT_FIELDS,
@@ -78,8 +83,14 @@ from shared.exchange.port import (
     ExchangeEvent,
     live_first,
 )
+from shared.models import ConnectionConfig
 
 logger = logging.getLogger(__name__)
+
+
+class EwsConnectionNotSupported(ValueError):
+    """The connection asks for something this adapter cannot do (yet); names the setting."""
+
 
 T = TypeVar("T")
 
@@ -102,6 +113,39 @@ class EwsCalendarGateway:
         cls, endpoint: EwsEndpoint, *, connection_id: str = "ews"
     ) -> EwsCalendarGateway:
         return cls(EwsConnection(endpoint), connection_id=connection_id)
+
+    @classmethod
+    def from_connection(
+        cls,
+        connection: ConnectionConfig,
+        secret: str,
+        *,
+        connection_id: str = "ews",
+        server_build: tuple[int, ...] = DEFAULT_SERVER_BUILD,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> EwsCalendarGateway:
+        """The gateway of an EWS connection; ``secret`` is the resolved password of its service
+        account. Builds objects only: nothing is sent until the first port call."""
+        if connection.kind != "ews":
+            raise EwsConnectionNotSupported(f"kind: not an EWS connection ({connection.kind!r})")
+        if connection.ews_url is None:
+            raise EwsConnectionNotSupported("ewsUrl: an EWS connection needs the service URL")
+        if connection.auth_type not in ("basic", "ntlm"):
+            raise EwsConnectionNotSupported(
+                f"authType: {connection.auth_type} is not supported for EWS yet (use basic or ntlm)"
+            )
+        if not connection.username:
+            raise EwsConnectionNotSupported("username: basic and ntlm need the service account")
+        endpoint = EwsEndpoint(
+            url=connection.ews_url,
+            username=connection.username,
+            password=secret,
+            auth=connection.auth_type,
+            access=connection.access_mode,
+            server_build=server_build,
+            max_connections=max_connections,
+        )
+        return cls.for_endpoint(endpoint, connection_id=connection_id)
 
     def close(self) -> None:
         """Release the HTTP sessions (the gateway is unusable afterwards)."""

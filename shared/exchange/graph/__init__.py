@@ -1,6 +1,6 @@
 """The Microsoft Graph adapter (Exchange Online): the calendar port over msgraph-sdk.
 
-- ``gateway``: ``GraphCalendarGateway`` (the port's operations) and ``build_gateway``;
+- ``gateway``: ``GraphCalendarGateway`` (the port's operations; ``from_connection``);
 - ``session``: credential (azure-identity), httpx client and msgraph-sdk request adapter of one
   connection, per event loop; ``GraphEndpoints`` (from settings) and ``GraphCredentials``;
 - ``events``: Graph event JSON to and from the port's models, parsed by hand;
@@ -11,7 +11,7 @@ package (and ``function_app``) costs nothing until a Graph connection is actuall
 SDK's typed models are never loaded (their first use costs ≈ 1.5 s, see ``bench/graph_cold_start``).
 """
 
-from shared.exchange.graph.gateway import GraphCalendarGateway, build_gateway
+from shared.exchange.graph.gateway import GraphCalendarGateway
 from shared.exchange.graph.session import GraphCredentials, GraphEndpoints
 
-__all__ = ["GraphCalendarGateway", "GraphCredentials", "GraphEndpoints", "build_gateway"]
+__all__ = ["GraphCalendarGateway", "GraphCredentials", "GraphEndpoints"]

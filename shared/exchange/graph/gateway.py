@@ -1,5 +1,5 @@
 """``GraphCalendarGateway``: the calendar port over Microsoft Graph (msgraph-sdk request builders,
-raw JSON answers), and ``build_gateway`` to make one from a Graph connection.
+raw JSON answers); ``GraphCalendarGateway.from_connection`` makes one from a Graph connection.
 
 Requests per port call (Graph requests; token requests come on top, once per token lifetime):
 
@@ -101,6 +101,25 @@ class GraphCalendarGateway:
         self.endpoints = endpoints or GraphEndpoints()
         self.page_size = page_size
         self._pool = GraphClientPool(credentials, self.endpoints, timeout_s=timeout_s)
+
+    @classmethod
+    def from_connection(
+        cls,
+        connection: ConnectionConfig,
+        secret: str,
+        endpoints: GraphEndpoints | None = None,
+        *,
+        connection_id: str = "graph",
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> GraphCalendarGateway:
+        """The gateway of a Graph connection; ``secret`` is the resolved client secret and
+        ``endpoints`` where Graph is (``GraphEndpoints.from_settings``; default: Microsoft's)."""
+        if connection.kind != "graph":
+            raise ValueError(f"not a Graph connection (kind {connection.kind!r})")
+        if not (connection.tenant_id and connection.client_id):
+            raise ValueError("a Graph connection needs tenantId and clientId")
+        credentials = GraphCredentials(connection.tenant_id, connection.client_id, secret)
+        return cls(credentials, endpoints, connection_id=connection_id, page_size=page_size)
 
     async def aclose(self) -> None:
         await self._pool.close()
@@ -328,23 +347,3 @@ class GraphCalendarGateway:
         )
         events = await self._collect(session, info, operation="list_events", mailbox=mailbox)
         return sorted(events, key=lambda event: event.start)
-
-
-def build_gateway(
-    connection: ConnectionConfig,
-    secret: str,
-    endpoints: GraphEndpoints | None = None,
-    *,
-    connection_id: str = "graph",
-    page_size: int = DEFAULT_PAGE_SIZE,
-) -> GraphCalendarGateway:
-    """The gateway of a Graph connection; ``secret`` is the resolved client secret and
-    ``endpoints`` where Graph is (``GraphEndpoints.from_settings``; default: Microsoft's)."""
-    if connection.kind != "graph":
-        raise ValueError(f"not a Graph connection (kind {connection.kind!r})")
-    if not (connection.tenant_id and connection.client_id):
-        raise ValueError("a Graph connection needs tenantId and clientId")
-    credentials = GraphCredentials(connection.tenant_id, connection.client_id, secret)
-    return GraphCalendarGateway(
-        credentials, endpoints, connection_id=connection_id, page_size=page_size
-    )
