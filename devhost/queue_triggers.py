@@ -16,6 +16,9 @@ While a message runs it stays invisible for the function timeout (host.json
 ``functionTimeout``), so a runner that dies mid-message gives it back after that.
 Queue names may use ``%SETTING%`` expressions; the ``connection`` names the setting holding the
 connection string (``AzureWebJobsStorage`` when empty). Queues are created when missing.
+
+Each poller counts its completed polls and the messages they returned (``polls``, ``received``);
+:meth:`QueuePoller.wait_for_polls` lets a test wait for polls to happen instead of sleeping.
 """
 
 from __future__ import annotations
@@ -133,6 +136,9 @@ class QueuePoller:
         self._invoker = invoker
         self._output_sender = output_sender
         self._stop = threading.Event()
+        self._polls = 0
+        self._received = 0
+        self._polled = threading.Condition()
         self._in_flight = 0
         self._slot_freed = threading.Condition()
         capacity = self.options.batch_size + self.options.effective_new_batch_threshold
@@ -144,6 +150,25 @@ class QueuePoller:
     def start(self) -> None:
         _ensure_queue(self._queue)
         self._thread.start()
+
+    @property
+    def polls(self) -> int:
+        """Polls of the queue that completed (a failed receive is not counted)."""
+        with self._polled:
+            return self._polls
+
+    @property
+    def received(self) -> int:
+        """Messages those polls returned, redeliveries included."""
+        with self._polled:
+            return self._received
+
+    def wait_for_polls(self, more: int, timeout: float = 10.0) -> bool:
+        """Wait until ``more`` further polls have completed; False when ``timeout`` passes first.
+        A poll under way at the call counts, so "a poll that started after now" needs two."""
+        with self._polled:
+            target = self._polls + more
+            return self._polled.wait_for(lambda: self._polls >= target, timeout)
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop polling; unstarted messages are handed back (see ``_run_and_release``) and
@@ -189,6 +214,11 @@ class QueuePoller:
             except AzureError as exc:
                 log.warning("polling queue %s failed: %s", self.queue_name, type(exc).__name__)
                 messages = []
+            else:
+                with self._polled:
+                    self._polls += 1
+                    self._received += len(messages)
+                    self._polled.notify_all()
             if messages:
                 backoff.reset()
                 for message in messages:

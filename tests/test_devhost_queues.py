@@ -135,7 +135,7 @@ def test_message_is_decoded_passed_with_metadata_and_deleted_after_success(
 ) -> None:
     seen = Seen()
     messages: list[func.QueueMessage] = []
-    run_app(queue_app(seen, messages.append))
+    poller = run_app(queue_app(seen, messages.append)).pollers[0]
     sent = sender.send_message('{"org": "dev", "appointmentId": "a-1"}')
     wait_until(lambda: len(seen.calls) == 1)
     wait_until(lambda: queue_is_empty(sender))
@@ -145,8 +145,10 @@ def test_message_is_decoded_passed_with_metadata_and_deleted_after_success(
     assert message.dequeue_count == 1
     assert message.insertion_time is not None
     assert message.pop_receipt
-    time.sleep(0.3)
-    assert len(seen.calls) == 1  # deleted, so never delivered again
+    # The second of two more polls started after the delete: a redelivery would be received.
+    assert poller.wait_for_polls(2)
+    assert poller.received == 1  # deleted, so never delivered again
+    assert len(seen.calls) == 1
 
 
 def test_failing_function_is_retried_then_the_message_goes_to_poison_with_its_body(
@@ -162,7 +164,7 @@ def test_failing_function_is_retried_then_the_message_goes_to_poison_with_its_bo
         raise RuntimeError(f"downstream refused {message.get_body().decode()}")
 
     seen = Seen()
-    run_app(queue_app(seen, always_fail))
+    poller = run_app(queue_app(seen, always_fail)).pollers[0]
     body = '{"org": "dev", "appointmentId": "poisoned"}'
     sender.send_message(body)
     poison = raw_client(storage_connection_string, f"{queue_name}-poison")
@@ -183,7 +185,8 @@ def test_failing_function_is_retried_then_the_message_goes_to_poison_with_its_bo
     assert len(poisoned) == 1
     assert base64.b64decode(poisoned[0].content).decode() == body
     wait_until(lambda: queue_is_empty(sender))
-    time.sleep(0.3)
+    assert poller.wait_for_polls(2)  # as above: a fourth delivery would be received by now
+    assert poller.received == 3
     assert seen.counts_for(body.encode()) == [1, 2, 3]
 
 

@@ -87,7 +87,8 @@ def test_runner_stop_releases_the_port_and_stops_pollers_and_timers(
             calls.append("timer")
 
     config = HostConfig(queues=QueueOptions(max_polling_interval=0.1))
-    runner = FunctionsRunner(app, config, environ={"Storage": storage_connection_string})
+    environ = {"Storage": storage_connection_string}
+    runner = FunctionsRunner(app, config, environ=environ)
     runner.start()
     port = runner.http.port
     assert port_open(port)
@@ -103,7 +104,22 @@ def test_runner_stop_releases_the_port_and_stops_pollers_and_timers(
         message_encode_policy=TextBase64EncodePolicy(),
     )
     sender.send_message("after stop")
-    time.sleep(1.2)
+    # A live runner with the same polling and schedule shows the stopped one had its chances:
+    # its timer fires (the stopped timer was due at that second too), then it polls twice more.
+    witness_fired = threading.Event()
+    witness = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+    @witness.queue_trigger(arg_name="message", queue_name=f"{name_prefix}-w", connection="Storage")
+    def witness_work(message: func.QueueMessage) -> None:
+        pass
+
+    @witness.timer_trigger(schedule="* * * * * *", arg_name="timer")
+    def witness_tick(timer: func.TimerRequest) -> None:
+        witness_fired.set()
+
+    with FunctionsRunner(witness, config, environ=environ) as live:
+        assert witness_fired.wait(timeout=5)
+        assert live.pollers[0].wait_for_polls(2)
     assert calls == []
     assert sender.get_queue_properties().approximate_message_count == 1
 
