@@ -5,7 +5,8 @@ delete, reauthorize, lifecycle events) and turns store changes into notification
 ``NotificationSender`` is the background thread that POSTs them to subscribers, batching what is
 pending per notification URL and retrying with backoff when a subscriber answers non-2xx or
 cannot be reached. When every retry has failed the subscription gets a ``missed`` lifecycle
-notification (if it has a lifecycle URL), as Graph does.
+notification (if it has a lifecycle URL), as Graph does. The sender counts its POSTs, and tests
+can wait until it is idle (everything handed to it delivered or given up) instead of sleeping.
 
 Rules kept from Graph: the validation handshake (POST ``?validationToken=...``, a 200
 ``text/plain`` echo within 10 s, for the notification URL and the lifecycle URL) decides whether
@@ -124,8 +125,11 @@ class NotificationSender:
         self.policy = policy
         self._queue: list[_Attempt] = []
         self._order = itertools.count()
+        # Wakes the sender thread for new work, and tests waiting for it to be idle.
         self._wake = threading.Condition()
         self._closed = False
+        self._posting = False  # batches taken off the queue are being posted
+        self._posts = 0
         self._thread = threading.Thread(target=self._run, name="graph-notifications", daemon=True)
         self._thread.start()
 
@@ -141,12 +145,24 @@ class NotificationSender:
                 _Attempt(time.monotonic(), next(self._order), url, [notification], 0, on_give_up)
             )
             heapq.heapify(self._queue)
-            self._wake.notify()
+            self._wake.notify_all()
+
+    @property
+    def posts(self) -> int:
+        """POSTs of notification batches so far, failed ones and retries included."""
+        with self._wake:
+            return self._posts
+
+    def wait_until_idle(self, timeout_s: float) -> bool:
+        """Wait until nothing is queued or being posted: every notification handed over so far
+        was delivered or given up. False when ``timeout_s`` passes first."""
+        with self._wake:
+            return self._wake.wait_for(lambda: not self._queue and not self._posting, timeout_s)
 
     def close(self) -> None:
         with self._wake:
             self._closed = True
-            self._wake.notify()
+            self._wake.notify_all()
         self._thread.join(timeout=5)
 
     def _due_batches(self) -> list[_Attempt]:
@@ -163,6 +179,7 @@ class NotificationSender:
             due: list[_Attempt] = []
             while self._queue and self._queue[0].due <= time.monotonic():
                 due.append(heapq.heappop(self._queue))
+            self._posting = True
         merged: dict[tuple[str, int], _Attempt] = {}
         for attempt in due:
             key = (attempt.url, attempt.tries)
@@ -184,6 +201,8 @@ class NotificationSender:
                     return
                 continue
             for batch in batches:
+                with self._wake:
+                    self._posts += 1
                 if self._post(batch.url, batch.notifications):
                     continue
                 if batch.tries < len(self.policy.retry_delays_s):
@@ -209,6 +228,9 @@ class NotificationSender:
                 )
                 if batch.on_give_up is not None:
                     batch.on_give_up()
+            with self._wake:
+                self._posting = False
+                self._wake.notify_all()
 
     def _post(self, url: str, notifications: list[dict[str, Any]]) -> bool:
         body = json.dumps({"value": notifications}).encode()
@@ -325,6 +347,17 @@ class SubscriptionBook:
     def configure(self, policy: DeliveryPolicy) -> None:
         self.policy = policy
         self._sender.policy = policy
+
+    @property
+    def delivery_attempts(self) -> int:
+        """Notification POSTs tried so far (lifecycle ones, failures and retries included)."""
+        return self._sender.posts
+
+    def wait_for_deliveries(self, timeout_s: float = 10.0) -> bool:
+        """Wait until every notification the book has sent so far was delivered or given up
+        (False when ``timeout_s`` passes first). Notifications of a store change are handed
+        over while the change is written, so after a change this is the moment to look."""
+        return self._sender.wait_until_idle(timeout_s)
 
     def close(self) -> None:
         self.store.remove_listener(self._on_change)

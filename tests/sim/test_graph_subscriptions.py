@@ -4,7 +4,6 @@ notifications, lifecycle notifications, renewal and the 10,080-minute cap."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -77,11 +76,6 @@ def odata_error(graph: GraphSession, coroutine: Any) -> ODataError:
     with pytest.raises(ODataError) as caught:
         graph.run(coroutine)
     return caught.value
-
-
-def settle(seconds: float = 0.6) -> None:
-    """Give the delivery thread time to (not) deliver."""
-    time.sleep(seconds)
 
 
 def test_validation_handshake_then_notifications_with_client_state(
@@ -181,12 +175,18 @@ def test_drop_notifications_fault(
     created = subscribe(graph, receiver, CARA)
     simulator.store.add_fault(Fault(kind="drop_notifications", mailbox=CARA))
     cara = Outlook(simulator.store, CARA)
+    book = simulator.graph.subscriptions
+    assert book.wait_for_deliveries()  # nothing left over from earlier tests
+    attempts = book.delivery_attempts
 
     cara.create_event("Dropped", datetime(2029, 1, 8, 9), datetime(2029, 1, 8, 10))
-    settle()
+    assert book.wait_for_deliveries()
+    assert book.delivery_attempts == attempts  # dropped before delivery: never tried
     assert receiver.notifications() == []
     cara.create_event("Delivered", datetime(2029, 1, 8, 11), datetime(2029, 1, 8, 12))
     assert len(receiver.wait_for(1)) == 1
+    assert book.wait_for_deliveries()
+    assert book.delivery_attempts == attempts + 1
     graph.run(graph.app.subscriptions.by_subscription_id(created.id).delete())
 
 
@@ -195,12 +195,16 @@ def test_deleted_subscription_stops_notifications(
 ) -> None:
     created = subscribe(graph, receiver, CARA)
     graph.run(graph.app.subscriptions.by_subscription_id(created.id).delete())
+    book = simulator.graph.subscriptions
+    assert book.wait_for_deliveries()
+    attempts = book.delivery_attempts
 
     Outlook(simulator.store, CARA).create_event(
         "Nobody listens", datetime(2029, 1, 9, 9), datetime(2029, 1, 9, 10)
     )
-    settle()
+    assert book.wait_for_deliveries()
 
+    assert book.delivery_attempts == attempts
     assert receiver.notifications() == []
     gone = odata_error(graph, graph.app.subscriptions.by_subscription_id(created.id).get())
     assert gone.response_status_code == 404
