@@ -34,6 +34,7 @@ from shared.exchange.port import (
     CalendarError,
     CalendarGateway,
     ChangeKeyConflict,
+    EventNotFound,
     ExchangeUnavailable,
     RetryAfter,
 )
@@ -120,7 +121,11 @@ class AppointmentPipeline:
         # Shown by --hypothesis-show-statistics: which rules the runs exercised.
         event(f"plan: {outcome.plan.reason}" if outcome.plan else "observation failed")
         if outcome.failure is not None:
-            assert outcome.failure.retryable, outcome.failure
+            # Only the transient faults injected here: throttling, outages, a changed item.
+            assert isinstance(
+                outcome.failure,
+                RetryAfter | ExchangeUnavailable | ChangeKeyConflict | EventNotFound,
+            ), outcome.failure
         if not worker_dies:
             self.mapping = outcome.mapping
         return outcome.failure

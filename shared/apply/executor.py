@@ -4,7 +4,7 @@
 observe (marker lookups), decide (``reconcile_appointment``), execute the actions in order, and
 compute the mapping to store (``mapping_after``). The caller — the apply worker, or a test —
 stores the mapping (with its ETag) and decides about redelivery from ``ApplyOutcome.failure``
-(``CalendarError.retryable`` / ``retry_after_seconds``).
+(``CalendarError.retry_after_seconds`` / ``look_again``).
 
 ``before_create`` is how the caller makes creates crash-safe: it is awaited with
 ``pending_create(plan, action)`` right before each create and must store that mapping durably
@@ -101,7 +101,14 @@ class ApplyOutcome:
     plan: ReconcilePlan | None  # None when the observation itself failed
     results: tuple[ActionResult, ...]
     mapping: EventMapping | None  # the mapping to store (None: nothing to store)
-    failure: CalendarError | None  # the error to retry on (see CalendarError.retryable)
+    failure: CalendarError | None  # why the pass stopped (how the worker goes on: port.py)
+
+    @property
+    def problems(self) -> str:
+        """What keeps Exchange from showing the snapshot fully ("" when nothing does)."""
+        if self.plan is None:
+            return ""
+        return "; ".join(problem.message for problem in self.plan.problems)
 
 
 async def apply_appointment(

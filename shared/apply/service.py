@@ -3,8 +3,9 @@
 One call per ``appointment-changes`` message. The message carries ids only: the service reads
 the newest snapshot and the mapping, resolves the staff members' mailboxes and connections, runs
 one pass of the engine through the calendar port (``shared.apply.executor.apply_appointment``)
-and stores the resulting mapping with its ETag. Duplicate and out-of-order messages are harmless:
-every pass reconciles to the newest stored snapshot.
+and stores the resulting mapping with its ETag; storage is reached through ``ApplyStore``.
+Duplicate and out-of-order messages are harmless: every pass reconciles to the newest stored
+snapshot.
 
 What happens to the message (``ApplyDisposition``):
 
@@ -28,41 +29,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Final
 
-from shared.apply.executor import apply_appointment
+from shared.apply.executor import ApplyOutcome, apply_appointment
+from shared.apply.store import ApplyStore, MappingWriter
 from shared.engine.reconcile import mailboxes_called
 from shared.exchange.gateways import Gateways
-from shared.exchange.port import (
-    CalendarError,
-    CalendarGateway,
-    ChangeKeyConflict,
-    EventNotFound,
-    RetryAfter,
-)
+from shared.exchange.port import CalendarError, CalendarGateway
 from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
-from shared.queues import (
-    APPOINTMENT_CHANGES,
-    MAX_VISIBILITY_DELAY,
-    AppointmentChanged,
-    QueueSender,
-)
+from shared.queues import MAX_VISIBILITY_DELAY, AppointmentChanged, QueueSender
 from shared.store import ConcurrencyConflict, Repositories, Versioned
-from shared.store.records import (
-    ApplyProblemRecord,
-    ConnectionRecord,
-    DeadLetterRecord,
-    ParkedChangeRecord,
-)
-from shared.store.threads import in_storage_thread
+from shared.store.records import ConnectionRecord
 
 log = logging.getLogger(__name__)
 
 # A change-key conflict or a vanished item means someone edited the calendar between our read
-# and our write; so does an ETag conflict on the mapping. Re-observing at once settles it; more
+# and our write; so does an ETag conflict on the mapping. Looking again at once settles it; more
 # rounds than this means something keeps interfering, and the host's retry takes over.
 MAX_PASSES = 3
 _MAX_DELAY_SECONDS = MAX_VISIBILITY_DELAY.total_seconds()
@@ -82,6 +68,13 @@ class ApplyReport:
     detail: str = ""
     retry_after: float | None = None
 
+
+class LookAgain:
+    """A pass's outcome when the calendar or the mapping changed under it: run the pass again
+    from fresh reads."""
+
+
+LOOK_AGAIN: Final = LookAgain()
 
 # How each outcome is logged: a re-queued (throttled) or problem outcome is not a success.
 _OUTCOME_LOG: dict[ApplyDisposition, tuple[int, str]] = {
@@ -119,11 +112,9 @@ class AppointmentApplier:
         max_dequeue_count: int = 5,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._repos = repositories
-        self._queue = queue
+        self._store = ApplyStore(repositories, queue, now)
         self._gateways = gateways
         self._max_dequeue_count = max_dequeue_count
-        self._now = now
 
     async def apply(self, message: AppointmentChanged, *, dequeue_count: int = 1) -> ApplyReport:
         """One delivery of one message (see the module docstring for the outcomes)."""
@@ -139,7 +130,7 @@ class AppointmentApplier:
                     if isinstance(failure, AppointmentApplyFailed)
                     else f"{type(failure).__name__}: {failure}"
                 )
-                await in_storage_thread(self._record_dead_letter, message, reason, dequeue_count)
+                await self._store.dead_letter(message, reason, dequeue_count)
             raise
         level, text = _OUTCOME_LOG[report.disposition]
         log.log(
@@ -156,18 +147,17 @@ class AppointmentApplier:
 
     async def _apply_latest(self, org: str, appointment_id: str) -> ApplyReport:
         for _ in range(MAX_PASSES):
-            # The two reads are independent: one storage round trip, not two.
-            stored, current = await asyncio.gather(
-                in_storage_thread(self._repos.appointments.get, org, appointment_id),
-                in_storage_thread(self._repos.event_map.get, org, appointment_id),
-            )
-            if stored is None:
+            state = await self._store.state(org, appointment_id)
+            if state.snapshot is None:
                 return ApplyReport(ApplyDisposition.MISSING, "no snapshot stored")
             try:
-                report = await self._one_pass(org, appointment_id, stored.value, current)
-            except (ConcurrencyConflict, _Reobserve):
-                continue
-            return report
+                outcome = await self._one_pass(
+                    org, appointment_id, state.snapshot.value, state.mapping
+                )
+            except ConcurrencyConflict:
+                continue  # another worker wrote the mapping meanwhile
+            if isinstance(outcome, ApplyReport):
+                return outcome
         raise AppointmentApplyFailed(
             f"appointment {appointment_id!r} kept changing during {MAX_PASSES} passes"
         )
@@ -178,217 +168,133 @@ class AppointmentApplier:
         appointment_id: str,
         snapshot: AppointmentSnapshot,
         current: Versioned[EventMapping] | None,
-    ) -> ApplyReport:
+    ) -> ApplyReport | LookAgain:
         mapping = current.value if current else None
-        etag = current.etag if current else None
+        writer = self._store.mapping_writer(org, appointment_id, current.etag if current else None)
         # Staff mailboxes and the organization's connections (a handful of rows) in one round.
         directory, all_connections = await asyncio.gather(
-            self._directory(org, snapshot, mapping),
-            in_storage_thread(self._repos.connections.list_by_org, org),
+            self._store.directory(org, _staff_to_look_up(snapshot, mapping)),
+            self._store.connections(org),
         )
         try:
-            connections = self._connections_needed(
-                snapshot, mapping, directory, {k: v.value for k, v in all_connections.items()}
-            )
+            connections = _connections_needed(snapshot, mapping, directory, all_connections)
         except ConnectionUnavailable as unavailable:
-            if unavailable.disabled:
-                await in_storage_thread(self._park, org, appointment_id, unavailable.connection_id)
-                return ApplyReport(ApplyDisposition.PARKED, str(unavailable))
-            return await in_storage_thread(
-                self._record_problem,
-                org,
-                appointment_id,
-                snapshot.version,
-                mapping,
-                etag,
-                str(unavailable),
+            return await self._connection_unavailable(
+                org, appointment_id, snapshot, mapping, writer, unavailable
             )
 
         def gateway_for(mailbox: MailboxRef) -> CalendarGateway:
             return self._gateways.for_connection(org, connections[mailbox.connection_id])
 
-        etag_box = [etag]
-
-        async def before_create(pending: EventMapping) -> None:
-            etag_box[0] = await in_storage_thread(
-                self._repos.event_map.put, org, appointment_id, pending, etag_box[0]
-            )
-
         outcome = await apply_appointment(
-            gateway_for, org, appointment_id, snapshot, mapping, directory, before_create
+            gateway_for, org, appointment_id, snapshot, mapping, directory, writer.write
         )
-        writes: list[Awaitable[object]] = []
+        await self._record(org, appointment_id, snapshot, mapping, writer, outcome)
+        if outcome.failure is not None:
+            return await self._after_failure(org, appointment_id, snapshot, outcome.failure)
+        if outcome.problems:
+            return ApplyReport(ApplyDisposition.PROBLEM, outcome.problems)
+        return ApplyReport(ApplyDisposition.DONE)
+
+    async def _record(
+        self,
+        org: str,
+        appointment_id: str,
+        snapshot: AppointmentSnapshot,
+        mapping: EventMapping | None,
+        writer: MappingWriter,
+        outcome: ApplyOutcome,
+    ) -> None:
+        """Store what the pass did: the mapping, and the problem row (noted, or cleared once
+        the pass had none), independent rows written in one round."""
+        writes = []
         if outcome.mapping is not None and outcome.mapping != mapping:
+            writes.append(writer.write(outcome.mapping))
+        if outcome.failure is None and outcome.problems:
             writes.append(
-                in_storage_thread(
-                    self._repos.event_map.put, org, appointment_id, outcome.mapping, etag_box[0]
-                )
+                self._store.record_problem(org, appointment_id, snapshot.version, outcome.problems)
             )
-        failure = outcome.failure
-        problems = outcome.plan.problems if outcome.plan is not None else ()
-        text = "; ".join(p.message for p in problems)
-        if failure is None and problems:
-            writes.append(
-                in_storage_thread(self._note_problem, org, appointment_id, snapshot.version, text)
-            )
-        elif failure is None and (
-            mapping is None or mapping.last_error is not None or mapping.item_id is None
-        ):
-            # A problem row can only exist when the last pass had one: a pass that recorded a
-            # problem either left no mapping or put the problem on it — or died after its
-            # pending-create note (no item id yet), which carries no error.
-            writes.append(in_storage_thread(self._repos.problems.clear, org, appointment_id))
-        # Independent rows: written in one round.
+        elif outcome.failure is None and _may_have_problem_row(mapping):
+            writes.append(self._store.clear_problem(org, appointment_id))
         await asyncio.gather(*writes)
-        if failure is None:
-            if problems:
-                return ApplyReport(ApplyDisposition.PROBLEM, text)
-            return ApplyReport(ApplyDisposition.DONE)
-        return await self._after_failure(org, appointment_id, snapshot, failure)
 
-    def _note_problem(self, org: str, appointment_id: str, version: int, problem: str) -> None:
-        self._repos.problems.record(
-            org,
-            ApplyProblemRecord(
-                appointment_id=appointment_id,
-                version=version,
-                problem=problem[:2000],
-                recorded_at=self._now(),
-            ),
-        )
-
-    def _note_throttled(
-        self, org: str, appointment_id: str, version: int, failure: RetryAfter
-    ) -> ApplyProblemRecord:
-        """Count one throttled try in ApplyProblems, keeping when the throttling began."""
-        now = self._now()
-        earlier = self._repos.problems.get(org, appointment_id)
-        since = earlier.value.throttled_since if earlier is not None else None
-        record = ApplyProblemRecord(
-            appointment_id=appointment_id,
-            version=version,
-            problem=str(failure)[:2000],
-            recorded_at=now,
-            throttled_since=since or now,
-            throttled_tries=(earlier.value.throttled_tries if since and earlier else 0) + 1,
-        )
-        self._repos.problems.record(org, record)
-        return record
+    async def _connection_unavailable(
+        self,
+        org: str,
+        appointment_id: str,
+        snapshot: AppointmentSnapshot,
+        mapping: EventMapping | None,
+        writer: MappingWriter,
+        unavailable: ConnectionUnavailable,
+    ) -> ApplyReport:
+        if unavailable.disabled:
+            await self._store.park(org, appointment_id, unavailable.connection_id)
+            return ApplyReport(ApplyDisposition.PARKED, str(unavailable))
+        problem = str(unavailable)
+        writes = [self._store.record_problem(org, appointment_id, snapshot.version, problem)]
+        if mapping is not None:
+            writes.append(writer.write(mapping.model_copy(update={"last_error": problem})))
+        await asyncio.gather(*writes)
+        return ApplyReport(ApplyDisposition.PROBLEM, problem)
 
     async def _after_failure(
         self, org: str, appointment_id: str, snapshot: AppointmentSnapshot, failure: CalendarError
-    ) -> ApplyReport:
-        if isinstance(failure, RetryAfter):
+    ) -> ApplyReport | LookAgain:
+        if failure.retry_after_seconds is not None:
             # The throttled try is counted before the message is re-queued: a crash in between
             # leaves the host's redelivery, and never a re-queued change nobody can see.
-            throttled = await in_storage_thread(
-                self._note_throttled, org, appointment_id, snapshot.version, failure
+            throttled = await self._store.count_throttled_try(
+                org, appointment_id, snapshot.version, str(failure)
             )
-            await in_storage_thread(
-                self._queue.send,
+            seconds = failure.retry_after_seconds
+            await self._store.requeue(
                 AppointmentChanged(
                     org=org, appointment_id=appointment_id, version=snapshot.version
                 ),
                 # A queue cannot hide a message longer than MAX_VISIBILITY_DELAY.
-                visibility_delay=timedelta(
-                    seconds=max(1.0, min(failure.seconds, _MAX_DELAY_SECONDS))
-                ),
+                timedelta(seconds=max(1.0, min(seconds, _MAX_DELAY_SECONDS))),
             )
             detail = (
                 f"{failure}; throttled {throttled.throttled_tries} time(s) since "
                 f"{throttled.throttled_since:%Y-%m-%dT%H:%M:%SZ}"
             )
-            return ApplyReport(ApplyDisposition.REQUEUED, detail, failure.seconds)
-        if isinstance(failure, ChangeKeyConflict | EventNotFound):
-            raise _Reobserve
+            return ApplyReport(ApplyDisposition.REQUEUED, detail, seconds)
+        if failure.look_again:
+            return LOOK_AGAIN
         raise AppointmentApplyFailed(f"{type(failure).__name__}: {failure}")
 
-    async def _directory(
-        self, org: str, snapshot: AppointmentSnapshot, mapping: EventMapping | None
-    ) -> dict[str, MailboxRef]:
-        """Staff id → mailbox for everyone the snapshot names, and the mapping's organizer
-        (read in parallel)."""
-        wanted = [s.staff_id for s in snapshot.staff]
-        if mapping is not None and mapping.organizer_staff_id not in wanted:
-            wanted.append(mapping.organizer_staff_id)
-        records = await asyncio.gather(
-            *(in_storage_thread(self._repos.mailboxes.get, org, staff_id) for staff_id in wanted)
-        )
-        return {
-            record.value.staff_id: MailboxRef(
-                staff_id=record.value.staff_id,
-                connection_id=record.value.connection_id,
-                address=record.value.address,
-                time_zone=record.value.time_zone,
-            )
-            for record in records
-            if record is not None
-        }
 
-    @staticmethod
-    def _connections_needed(
-        snapshot: AppointmentSnapshot,
-        mapping: EventMapping | None,
-        directory: Mapping[str, MailboxRef],
-        connections: Mapping[str, ConnectionRecord],
-    ) -> dict[str, ConnectionRecord]:
-        """The connections this pass may call: those of the mailboxes the engine may reach (the
-        organizer's and, for a handover or a cancellation, the mapped event's, through the
-        connection that mailbox is on now). Attendees are only addresses on the organizer's
-        event."""
-        needed: list[str] = []
-        for mailbox in mailboxes_called(snapshot, mapping, directory):
-            if mailbox.connection_id not in needed:
-                needed.append(mailbox.connection_id)
-        found: dict[str, ConnectionRecord] = {}
-        for connection_id in needed:
-            record = connections.get(connection_id)
-            if record is None:
-                raise ConnectionUnavailable(connection_id, disabled=False)
-            if not record.enabled:
-                raise ConnectionUnavailable(connection_id, disabled=True)
-            found[connection_id] = record
-        return found
-
-    def _park(self, org: str, appointment_id: str, connection_id: str) -> None:
-        self._repos.parked.park(
-            org,
-            ParkedChangeRecord(
-                appointment_id=appointment_id, connection_id=connection_id, parked_at=self._now()
-            ),
-        )
-
-    def _record_problem(
-        self,
-        org: str,
-        appointment_id: str,
-        version: int,
-        mapping: EventMapping | None,
-        etag: str | None,
-        problem: str,
-    ) -> ApplyReport:
-        self._note_problem(org, appointment_id, version, problem)
-        if mapping is not None:
-            self._repos.event_map.put(
-                org, appointment_id, mapping.model_copy(update={"last_error": problem}), etag
-            )
-        return ApplyReport(ApplyDisposition.PROBLEM, problem)
-
-    def _record_dead_letter(
-        self, message: AppointmentChanged, reason: str, dequeue_count: int
-    ) -> None:
-        self._repos.dead_letters.record(
-            message.org,
-            DeadLetterRecord(
-                queue=APPOINTMENT_CHANGES,
-                subject_id=message.appointment_id,
-                message=message.model_dump(mode="json", by_alias=True),
-                reason=reason[:2000],
-                dequeue_count=dequeue_count,
-                failed_at=self._now(),
-            ),
-        )
+def _staff_to_look_up(snapshot: AppointmentSnapshot, mapping: EventMapping | None) -> list[str]:
+    """Everyone the snapshot names, and the mapping's organizer (a handover reaches them)."""
+    wanted = [s.staff_id for s in snapshot.staff]
+    if mapping is not None and mapping.organizer_staff_id not in wanted:
+        wanted.append(mapping.organizer_staff_id)
+    return wanted
 
 
-class _Reobserve(Exception):
-    """Internal: the calendar changed under us; run the pass again from fresh reads."""
+def _may_have_problem_row(mapping: EventMapping | None) -> bool:
+    """Whether an ApplyProblems row can exist: only when the last pass had a problem, which it
+    either put on the mapping, or could not (no mapping yet, or a pass that died after its
+    pending-create note, which carries no item id)."""
+    return mapping is None or mapping.last_error is not None or mapping.item_id is None
+
+
+def _connections_needed(
+    snapshot: AppointmentSnapshot,
+    mapping: EventMapping | None,
+    directory: Mapping[str, MailboxRef],
+    connections: Mapping[str, ConnectionRecord],
+) -> dict[str, ConnectionRecord]:
+    """The connections this pass may call: those of the mailboxes the engine may reach (the
+    organizer's and, for a handover or a cancellation, the mapped event's, through the
+    connection that mailbox is on now). Attendees are only addresses on the organizer's
+    event."""
+    found: dict[str, ConnectionRecord] = {}
+    for mailbox in mailboxes_called(snapshot, mapping, directory):
+        record = connections.get(mailbox.connection_id)
+        if record is None:
+            raise ConnectionUnavailable(mailbox.connection_id, disabled=False)
+        if not record.enabled:
+            raise ConnectionUnavailable(mailbox.connection_id, disabled=True)
+        found[mailbox.connection_id] = record
+    return found

@@ -46,8 +46,8 @@ The algorithm
 Echo rule: every write's new change key lands in the mapping; the Exchange → booking direction
 treats a change whose change key equals the stored one as our own write, never as a user's.
 
-Errors: action failures are recorded in ``EventMapping.last_error``; which ones are retried is the
-port's business (``CalendarError.retryable``).
+Errors: action failures are recorded in ``EventMapping.last_error``; how the worker goes on after
+each is said in ``shared.exchange.port``.
 """
 
 from __future__ import annotations

@@ -11,25 +11,24 @@ Meeting semantics are Exchange's, not ours: creating an event with attendees sen
 updates (added attendees are invited, removed ones get cancellations); cancelling a meeting sends
 cancellations. Calbridge never reads event bodies, so ``ExchangeEvent`` has no body.
 
-Errors are typed, one class per condition, raised the same way by every adapter. How the apply
-worker treats them (``CalendarError.retryable``):
+Errors are typed, one class per condition, raised the same way by every adapter. What the apply
+worker does with each (``shared.apply.service``):
 
-==========================  =========  ==================================================
-error                       retried?   how
-==========================  =========  ==================================================
-``RetryAfter``              yes        re-queue the message after ``seconds`` (EWS
-                                       ErrorServerBusy BackOffMilliseconds, Graph 429
-                                       Retry-After) — never sleep in the worker
-``ExchangeUnavailable``     yes        re-queue with the worker's backoff (5xx, resets,
-                                       timeouts)
-``ChangeKeyConflict``       yes        at once: re-observe and re-decide (someone edited
-                                       the item between our read and our write)
-``EventNotFound``           yes        at once: re-observe; the engine re-creates the event
-``AuthenticationFailed``    no         connection health ``auth_failed``; replayed after
-                                       the administrator fixes the credentials
-``AccessDenied``            no         recorded on the mapping and the mailbox's health
-``MailboxNotFound``         no         recorded; fixed by reassigning the staff member
-==========================  =========  ==================================================
+==========================  ========================================================
+error                       the worker
+==========================  ========================================================
+``RetryAfter``              re-queues the message after ``retry_after_seconds``
+                            (EWS ErrorServerBusy BackOffMilliseconds, Graph 429
+                            Retry-After) and counts the throttled try — never sleeps
+``ChangeKeyConflict``,      looks again at once (``look_again``): someone edited the
+``EventNotFound``           item between our read and our write, or deleted it
+anything else               fails the message: the host redelivers it after its
+                            visibility timeout and, after ``maxDequeueCount`` tries,
+                            moves it to the poison queue with the reason in
+                            ``DeadLetters``. (Planned: ``AuthenticationFailed`` and
+                            ``AccessDenied`` also set the connection's and the
+                            mailbox's health.)
+==========================  ========================================================
 """
 
 from __future__ import annotations
@@ -190,7 +189,8 @@ def live_first(events: Iterable[ExchangeEvent]) -> list[ExchangeEvent]:
 class CalendarError(Exception):
     """A failure of a calendar call. Messages name mailboxes and ids, never event content."""
 
-    retryable: ClassVar[bool] = False
+    # The calendar changed between our read and our write: observe again and re-decide at once.
+    look_again: ClassVar[bool] = False
 
     def __init__(self, message: str, *, mailbox: str | None = None) -> None:
         super().__init__(message)
@@ -205,8 +205,6 @@ class CalendarError(Exception):
 class RetryAfter(CalendarError):
     """Exchange is throttling: EWS ErrorServerBusy (BackOffMilliseconds), Graph 429 Retry-After."""
 
-    retryable = True
-
     def __init__(self, seconds: float, *, mailbox: str | None = None, detail: str = "") -> None:
         text = f"throttled, retry after {seconds:g} s" + (f" ({detail})" if detail else "")
         super().__init__(text, mailbox=mailbox)
@@ -220,20 +218,18 @@ class RetryAfter(CalendarError):
 class ExchangeUnavailable(CalendarError):
     """The server failed or could not be reached (5xx, connection reset, timeout)."""
 
-    retryable = True
-
 
 class ChangeKeyConflict(CalendarError):
     """The item changed since the change key we hold was read (EWS ErrorIrresolvableConflict,
     Graph 409/412)."""
 
-    retryable = True
+    look_again = True
 
 
 class EventNotFound(CalendarError):
     """The item to change no longer exists (EWS ErrorItemNotFound, Graph 404)."""
 
-    retryable = True
+    look_again = True
 
 
 class MailboxNotFound(CalendarError):

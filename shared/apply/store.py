@@ -1,0 +1,175 @@
+"""The apply service's storage, async: every method is one hand-off to the storage threads
+(``shared.store.threads``), or reads in parallel where the rows are independent.
+
+The repositories and the queue sender are synchronous (Azure SDK clients); the service is a
+coroutine that shares its event loop with every other invocation. This facade is where the two
+meet, so the service reads as a sequence of steps, not of thread hand-offs.
+
+``MappingWriter`` holds the EventMap row's current ETag across the writes of one pass (the
+pending-create note before a create, then the outcome): each write is guarded by the ETag the
+previous one returned, so a concurrent worker's write makes ours fail with
+``ConcurrencyConflict`` instead of overwriting it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
+from shared.queues import APPOINTMENT_CHANGES, AppointmentChanged, QueueSender
+from shared.store import Repositories, Versioned
+from shared.store.records import (
+    ApplyProblemRecord,
+    ConnectionRecord,
+    DeadLetterRecord,
+    ParkedChangeRecord,
+)
+from shared.store.threads import in_storage_thread
+
+# A problem's text as stored (the column holds at most this much).
+_MAX_TEXT = 2000
+
+
+@dataclass(frozen=True)
+class StoredState:
+    """What one pass starts from: the newest snapshot and the mapping, each with its ETag."""
+
+    snapshot: Versioned[AppointmentSnapshot] | None
+    mapping: Versioned[EventMapping] | None
+
+
+class ApplyStore:
+    """The rows and the queue the apply service reads and writes, for one organization's
+    appointments."""
+
+    def __init__(
+        self, repositories: Repositories, queue: QueueSender, now: Callable[[], datetime]
+    ) -> None:
+        self._repos = repositories
+        self._queue = queue
+        self._now = now
+
+    # --- reading --------------------------------------------------------------------------------
+
+    async def state(self, org: str, appointment_id: str) -> StoredState:
+        """The snapshot and the mapping, read in parallel."""
+        snapshot, mapping = await asyncio.gather(
+            in_storage_thread(self._repos.appointments.get, org, appointment_id),
+            in_storage_thread(self._repos.event_map.get, org, appointment_id),
+        )
+        return StoredState(snapshot, mapping)
+
+    async def directory(self, org: str, staff_ids: Iterable[str]) -> dict[str, MailboxRef]:
+        """Staff id → mailbox for the staff members who have one (rows read in parallel)."""
+        records = await asyncio.gather(
+            *(in_storage_thread(self._repos.mailboxes.get, org, staff_id) for staff_id in staff_ids)
+        )
+        return {
+            record.value.staff_id: MailboxRef(
+                staff_id=record.value.staff_id,
+                connection_id=record.value.connection_id,
+                address=record.value.address,
+                time_zone=record.value.time_zone,
+            )
+            for record in records
+            if record is not None
+        }
+
+    async def connections(self, org: str) -> dict[str, ConnectionRecord]:
+        """The organization's connections by id."""
+        found = await in_storage_thread(self._repos.connections.list_by_org, org)
+        return {connection_id: row.value for connection_id, row in found.items()}
+
+    # --- writing --------------------------------------------------------------------------------
+
+    def mapping_writer(self, org: str, appointment_id: str, etag: str | None) -> MappingWriter:
+        return MappingWriter(self, org, appointment_id, etag)
+
+    async def put_mapping(
+        self, org: str, appointment_id: str, mapping: EventMapping, etag: str | None
+    ) -> str:
+        """Write the mapping if its ETag is still ``etag`` (None: if there is none); the new
+        ETag."""
+        return await in_storage_thread(
+            self._repos.event_map.put, org, appointment_id, mapping, etag
+        )
+
+    async def record_problem(self, org: str, appointment_id: str, version: int, text: str) -> None:
+        """Why Exchange does not show the snapshot (``ApplyProblems``)."""
+        record = ApplyProblemRecord(
+            appointment_id=appointment_id,
+            version=version,
+            problem=text[:_MAX_TEXT],
+            recorded_at=self._now(),
+        )
+        await in_storage_thread(self._repos.problems.record, org, record)
+
+    async def clear_problem(self, org: str, appointment_id: str) -> None:
+        await in_storage_thread(self._repos.problems.clear, org, appointment_id)
+
+    async def count_throttled_try(
+        self, org: str, appointment_id: str, version: int, text: str
+    ) -> ApplyProblemRecord:
+        """Count one throttled try in ``ApplyProblems``, keeping when the throttling began."""
+
+        def count() -> ApplyProblemRecord:
+            now = self._now()
+            earlier = self._repos.problems.get(org, appointment_id)
+            since = earlier.value.throttled_since if earlier is not None else None
+            tries = earlier.value.throttled_tries if earlier is not None and since else 0
+            record = ApplyProblemRecord(
+                appointment_id=appointment_id,
+                version=version,
+                problem=text[:_MAX_TEXT],
+                recorded_at=now,
+                throttled_since=since or now,
+                throttled_tries=tries + 1,
+            )
+            self._repos.problems.record(org, record)
+            return record
+
+        return await in_storage_thread(count)
+
+    async def park(self, org: str, appointment_id: str, connection_id: str) -> None:
+        """Hold the change until the connection is enabled again (``ParkedChanges``)."""
+        record = ParkedChangeRecord(
+            appointment_id=appointment_id, connection_id=connection_id, parked_at=self._now()
+        )
+        await in_storage_thread(self._repos.parked.park, org, record)
+
+    async def requeue(self, message: AppointmentChanged, delay: timedelta) -> None:
+        """Send the change again, invisible for ``delay``."""
+        await in_storage_thread(self._queue.send, message, visibility_delay=delay)
+
+    async def dead_letter(
+        self, message: AppointmentChanged, reason: str, dequeue_count: int
+    ) -> None:
+        """Why a message goes to the poison queue (``DeadLetters``)."""
+        record = DeadLetterRecord(
+            queue=APPOINTMENT_CHANGES,
+            subject_id=message.appointment_id,
+            message=message.model_dump(mode="json", by_alias=True),
+            reason=reason[:_MAX_TEXT],
+            dequeue_count=dequeue_count,
+            failed_at=self._now(),
+        )
+        await in_storage_thread(self._repos.dead_letters.record, message.org, record)
+
+
+class MappingWriter:
+    """Writes one appointment's EventMap row during one pass, each write guarded by the ETag the
+    one before returned (see the module docstring)."""
+
+    def __init__(self, store: ApplyStore, org: str, appointment_id: str, etag: str | None) -> None:
+        self._store = store
+        self._org = org
+        self._appointment_id = appointment_id
+        self.etag = etag
+
+    async def write(self, mapping: EventMapping) -> None:
+        self.etag = await self._store.put_mapping(
+            self._org, self._appointment_id, mapping, self.etag
+        )
