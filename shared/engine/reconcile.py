@@ -13,12 +13,15 @@ The algorithm
 2. **Decide** (``reconcile_appointment``), level-triggered: make Exchange match the snapshot,
    whatever happened before; never replay a diff.
    - A snapshot older than the mapping's ``applied_version`` is a stale message: do nothing.
-   - Booked: exactly one live event in the organizer's mailbox. An event already there carrying
-     the marker is adopted (updated), never duplicated: that makes a create retried after a lost
-     answer idempotent (with the deterministic ``transaction_id`` as a second guard, which Graph
-     honours). It is updated when the snapshot is newer than the mapping, when its time differs
-     (moved in Outlook: the booking platform is the system of record and wins), or when the set
-     of attendees we could invite changed; otherwise nothing is written. No live event → create.
+   - Booked: first name the situation (``classify``: fresh, continuing, pending create, handover,
+     cancelled in Outlook) and what the lookup found in the organizer's mailbox (the mapped item,
+     another of ours, nothing); one table (``_BOOKED``) maps the pair to what is written and why. In
+     words: exactly one live event in the organizer's mailbox. An event already there carrying the
+     marker is adopted (updated), never duplicated: that makes a create retried after a lost answer
+     idempotent (with the deterministic ``transaction_id`` as a second guard, which Graph honours).
+     It is updated when the snapshot is newer than the mapping, when its time differs (moved in
+     Outlook: the booking platform is the system of record and wins), or when the set of attendees
+     we could invite changed; otherwise nothing is written. No live event → create.
      Extra live events with the marker (two racing creates) are cancelled.
    - Handover: the organizer changed (removed themselves, or was reassigned, or their mailbox
      moved to another address): cancel the old event in the old mailbox first (Exchange cancels
@@ -56,6 +59,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final
 
 from shared.engine.content import attendee_mailboxes, event_draft
 from shared.engine.marker import marker_for
@@ -357,6 +361,62 @@ def _same_mailbox_live(mapping: EventMapping | None, organizer: MailboxRef) -> b
     return mapping is not None and not mapping.cancelled and mapping.mailbox == organizer.address
 
 
+class Situation(StrEnum):
+    """How the stored mapping stands to the organizer's mailbox: named before deciding."""
+
+    FRESH = "fresh"  # nothing of ours known there: no mapping, a re-booking after a
+    # cancellation, or item ids from the connection the mailbox has left
+    CONTINUING = "continuing"  # the mapping's item, written there through this connection
+    PENDING_CREATE = "pending_create"  # a create there whose outcome is unknown (no item id)
+    HANDOVER = "handover"  # the mapping's event is live in another mailbox
+    CANCELLED_IN_OUTLOOK = "cancelled_in_outlook"  # cancelled in Outlook at this very version
+
+
+class Found(StrEnum):
+    """What the marker lookup found live in the organizer's mailbox."""
+
+    MAPPED = "mapped"  # the mapping's own item
+    OTHER = "other"  # another event with the marker (the first in ``live_first`` order)
+    NOTHING = "nothing"
+
+
+class Generation(StrEnum):
+    SAME = "same"  # the event the mapping's generation made (or is making)
+    NEXT = "next"  # a new event: a new transaction id for its create
+
+
+def classify(
+    snapshot: AppointmentSnapshot, mapping: EventMapping | None, organizer: MailboxRef
+) -> Situation:
+    """The situation of a booked snapshot (see ``Situation``)."""
+    if mapping is None:
+        return Situation.FRESH
+    if mapping.cancelled and snapshot.version <= mapping.applied_version:
+        return Situation.CANCELLED_IN_OUTLOOK
+    if _elsewhere(mapping, organizer):
+        return Situation.HANDOVER
+    if _same_mailbox_live(mapping, organizer) and mapping.connection_id == organizer.connection_id:
+        return Situation.PENDING_CREATE if mapping.item_id is None else Situation.CONTINUING
+    return Situation.FRESH
+
+
+# The booked decision table: situation and what is found → why, and which generation the event
+# belongs to. Nothing found → create; something found → update it (the mapped item only when it
+# differs from the draft). A handover first cancels the old event; every other live event with
+# the marker in the organizer's mailbox is cancelled (two racing creates).
+_BOOKED: Final[Mapping[tuple[Situation, Found], tuple[PlanReason, Generation]]] = {
+    (Situation.FRESH, Found.NOTHING): (PlanReason.CREATE, Generation.NEXT),
+    (Situation.FRESH, Found.OTHER): (PlanReason.ADOPT, Generation.NEXT),
+    (Situation.CONTINUING, Found.MAPPED): (PlanReason.UPDATE, Generation.SAME),
+    (Situation.CONTINUING, Found.OTHER): (PlanReason.ADOPT, Generation.NEXT),
+    (Situation.CONTINUING, Found.NOTHING): (PlanReason.RECREATE, Generation.NEXT),
+    (Situation.PENDING_CREATE, Found.OTHER): (PlanReason.ADOPT, Generation.SAME),
+    (Situation.PENDING_CREATE, Found.NOTHING): (PlanReason.CREATE, Generation.SAME),
+    (Situation.HANDOVER, Found.OTHER): (PlanReason.HANDOVER, Generation.NEXT),
+    (Situation.HANDOVER, Found.NOTHING): (PlanReason.HANDOVER, Generation.NEXT),
+}
+
+
 def _booking(
     org: str,
     appointment_id: str,
@@ -390,67 +450,58 @@ def _booking(
         if staff_id not in directory
     ]
     here = _live(observed, organizer.address)
-    if mapping is not None and mapping.cancelled and snapshot.version <= mapping.applied_version:
-        # Cancelled in Outlook at this very version: the booking platform has the next word.
+    situation = classify(snapshot, mapping, organizer)
+    if situation is Situation.CANCELLED_IN_OUTLOOK:
+        assert mapping is not None
+        # The booking platform has the next word: nothing is re-created.
         actions.extend(CancelEvent(organizer, event.item_id) for event in here)
         return plan(PlanReason.CANCELLED_IN_EXCHANGE, actions, mapping.generation)
 
-    handover = mapping is not None and _elsewhere(mapping, organizer)
-    if mapping is not None and handover:
+    if situation is Situation.HANDOVER:
+        assert mapping is not None
         actions.extend(
             _cancel_mapped_and_found(mapping, _mapping_mailbox(mapping, directory), observed)
         )
-
-    # The mapping's own event in this mailbox, under an id this connection issued; or a create
-    # in this mailbox whose outcome is unknown (pending: no item id yet).
-    ours = (
-        mapping is not None
-        and _same_mailbox_live(mapping, organizer)
-        and mapping.connection_id == organizer.connection_id
-    )
-    mapped_id = mapping.item_id if mapping is not None and ours else None
-    pending = mapping is not None and ours and mapping.item_id is None
+    mapped_id = mapping.item_id if situation is Situation.CONTINUING and mapping else None
     keep = next((e for e in here if e.item_id == mapped_id), here[0] if here else None)
     actions.extend(CancelEvent(organizer, e.item_id) for e in here if e is not keep)
-    continuing = keep is not None and mapped_id is not None and keep.item_id == mapped_id
+    if keep is None:
+        found = Found.NOTHING
+    else:
+        found = Found.MAPPED if keep.item_id == mapped_id else Found.OTHER
 
+    reason, which = _BOOKED[(situation, found)]
     if mapping is None:
         generation = 1
-    elif continuing or pending:
-        generation = mapping.generation
     else:
-        generation = mapping.generation + 1
+        generation = mapping.generation + (1 if which is Generation.NEXT else 0)
     draft = event_draft(org, appointment_id, snapshot, directory)
-
     if keep is None:
         create_id = transaction_id(org, appointment_id, organizer.staff_id, generation)
         actions.append(CreateEvent(organizer, draft, create_id))
-        if handover:
-            reason = PlanReason.HANDOVER
-        elif mapped_id is not None:
-            reason = PlanReason.RECREATE
-        else:
-            reason = PlanReason.CREATE
         return plan(reason, actions, generation)
-
-    needs_update = (
-        not continuing
-        or mapping is None
-        or snapshot.version > mapping.applied_version
-        or keep.start != draft.start
-        or keep.end != draft.end
-        or tuple(mapping.attendee_staff_ids) != attendee_ids
-    )
-    if not needs_update:
+    if found is Found.MAPPED and not _differs(keep, draft, snapshot, mapping, attendee_ids):
         return plan(PlanReason.UP_TO_DATE, actions, generation)
     actions.append(UpdateEvent(organizer, keep.item_id, keep.change_key, draft))
-    if handover:
-        reason = PlanReason.HANDOVER
-    elif continuing:
-        reason = PlanReason.UPDATE
-    else:
-        reason = PlanReason.ADOPT
     return plan(reason, actions, generation)
+
+
+def _differs(
+    event: ExchangeEvent,
+    draft: EventDraft,
+    snapshot: AppointmentSnapshot,
+    mapping: EventMapping | None,
+    attendee_ids: tuple[str, ...],
+) -> bool:
+    """The mapped item needs an update: a newer snapshot, moved in Outlook (the booking
+    platform is the system of record and wins), or other attendees to invite."""
+    return (
+        mapping is None
+        or snapshot.version > mapping.applied_version
+        or event.start != draft.start
+        or event.end != draft.end
+        or tuple(mapping.attendee_staff_ids) != attendee_ids
+    )
 
 
 # --- recording ---------------------------------------------------------------------------------
