@@ -12,20 +12,26 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from shared.engine.marker import marker_for
 from shared.engine.reconcile import (
+    _BOOKED,
     ActionResult,
     CancelEvent,
     Completed,
     CreateEvent,
     Failed,
+    Found,
     MarkerLookup,
     Observation,
     PlanReason,
     ReconcilePlan,
     RecordProblem,
+    Situation,
     UpdateEvent,
     Written,
+    classify,
     mapping_after,
     observation_for,
     pending_create,
@@ -642,3 +648,36 @@ def test_a_logged_plan_shows_no_client_details() -> None:
 
     assert "ada@client.example" not in repr(plan)
     assert "allergic" not in repr(plan)
+
+
+# --- the booked situations -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stored", "version", "expected"),
+    [
+        (None, 1, Situation.FRESH),
+        (mapping(), 2, Situation.CONTINUING),
+        (mapping(item_id=None), 1, Situation.PENDING_CREATE),
+        (mapping(organizer="ben"), 2, Situation.HANDOVER),
+        (mapping(cancelled=True, applied_version=2), 2, Situation.CANCELLED_IN_OUTLOOK),
+        (mapping(cancelled=True, applied_version=2), 3, Situation.FRESH),  # booked again
+        (mapping(connection_id="conn-old"), 2, Situation.FRESH),  # the mailbox moved connections
+    ],
+)
+def test_the_situation_is_named_before_deciding(
+    stored: EventMapping | None, version: int, expected: Situation
+) -> None:
+    assert classify(snapshot(version), stored, DIRECTORY["ana"]) is expected
+
+
+def test_every_situation_and_finding_the_engine_can_meet_has_a_row() -> None:
+    reachable = {
+        (situation, found)
+        for situation in Situation
+        if situation is not Situation.CANCELLED_IN_OUTLOOK
+        for found in Found
+        # Only a continuing mapping names an item that can be found as itself.
+        if found is not Found.MAPPED or situation is Situation.CONTINUING
+    }
+    assert reachable == set(_BOOKED)
