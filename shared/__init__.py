@@ -1,7 +1,9 @@
 """calbridge: two-way sync between a booking platform and Microsoft Exchange calendars.
 
-The application package. ``engine`` holds pure sync decisions; ``exchange`` the calendar port
-and its EWS and Graph adapters; ``store`` the Table Storage repositories; ``queues`` the queue
-messages; ``booking`` the booking-platform contract; ``config`` settings and secrets;
-``bootstrap`` the one place where real clients are built.
+The application package; the README's architecture section maps its rooms: ``engine`` (pure
+sync decisions and the domain rules), ``apply`` (the booking → Exchange worker's service),
+``exchange`` (the calendar port and its adapters), ``store`` and ``queues`` (Azure Storage),
+``http`` (the HTTP layer and route registry), ``booking`` and ``admin`` (the services behind the
+routes), ``models``, ``timezones``, ``config``, and ``bootstrap``, the one place where real
+clients are built.
 """

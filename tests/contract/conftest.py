@@ -1,8 +1,8 @@
 """The ``calendar_world`` fixture: the contract suite runs once per registered world.
 
-Register an implementation with one line in ``WORLDS`` (name → world factory, see
-``tests/contract/worlds.py``), e.g. ``"ews": ews_world,`` once the EWS adapter and the simulator
-world exist.
+The worlds are the in-memory fake, the EWS adapter and the Graph adapter (both through the
+simulator). Register another implementation with one line in ``WORLDS`` (name → world factory,
+see ``tests/contract/worlds.py``).
 """
 
 from __future__ import annotations
