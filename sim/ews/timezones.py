@@ -1,8 +1,8 @@
 """Windows time zone ids (what EWS speaks: "Eastern Standard Time") to IANA zones (what the
-store keeps: "America/Toronto") and back.
+store keeps: "America/Toronto") and back, by the CLDR table in :mod:`sim.timezones`.
 
-The mapping is the CLDR windowsZones table; exchangelib ships it as plain data
-(``exchangelib.winzone``), so the simulator reads it from there rather than keeping a copy.
+Ids are matched exactly; an unknown id is tried as an IANA name (some clients send those), and
+an IANA zone without a Windows id is named "UTC".
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from __future__ import annotations
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from exchangelib.winzone import IANA_TO_MS_TIMEZONE_MAP, MS_TIMEZONE_TO_IANA_MAP
+from sim.timezones import iana_for_windows, windows_for_iana
 
 
 @lru_cache(maxsize=512)
 def zone_for_ms_id(ms_id: str) -> ZoneInfo | None:
     """The zone for a Windows id (or an IANA name, which some clients send); None if unknown."""
-    name = MS_TIMEZONE_TO_IANA_MAP.get(ms_id, ms_id)
+    name = iana_for_windows(ms_id) or ms_id
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -31,7 +31,4 @@ def iana_for_ms_id(ms_id: str) -> str | None:
 @lru_cache(maxsize=512)
 def ms_id_for_iana(name: str) -> str:
     """The Windows id for an IANA zone ("UTC" when there is none)."""
-    found = IANA_TO_MS_TIMEZONE_MAP.get(name)
-    if found is not None:
-        return str(found[0])
-    return "UTC"
+    return windows_for_iana(name) or "UTC"

@@ -6,8 +6,8 @@ accepts either Windows or IANA names in ``dateTimeTimeZone`` input and in
 edge: resolving any zone name, naming an IANA zone the Windows way, and formatting/parsing
 Graph's date-time strings ("2026-01-05T10:00:00.0000000", seven fractional digits, no offset).
 
-The Windows↔IANA table is the CLDR one that exchangelib ships; it is imported lazily because
-importing exchangelib costs most of a second and many requests never need it.
+Windows names are matched in any case, by the CLDR table in :mod:`sim.timezones`; an IANA zone
+without a Windows name keeps its IANA name.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import functools
 import re
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sim.timezones import iana_for_windows, windows_for_iana
 
 _UTC_NAMES = {"utc", "tzone://microsoft/utc", "etc/utc", "z", "gmt", "coordinated universal time"}
 
@@ -31,16 +33,6 @@ class UnknownTimeZone(ValueError):
     """A zone name that is neither IANA nor a Windows zone name Graph knows."""
 
 
-@functools.lru_cache(maxsize=1)
-def _windows_tables() -> tuple[dict[str, str], dict[str, str]]:
-    """(windows name lower-case → IANA, IANA → windows name), from CLDR via exchangelib."""
-    from exchangelib.winzone import IANA_TO_MS_TIMEZONE_MAP, MS_TIMEZONE_TO_IANA_MAP
-
-    to_iana = {name.lower(): iana for name, iana in MS_TIMEZONE_TO_IANA_MAP.items()}
-    to_windows = {iana: pair[0] for iana, pair in IANA_TO_MS_TIMEZONE_MAP.items()}
-    return to_iana, to_windows
-
-
 @functools.lru_cache(maxsize=512)
 def resolve_zone(name: str) -> ZoneInfo:
     """The zone for a Graph time zone name: IANA ("Europe/Paris"), Windows ("Romance Standard
@@ -53,7 +45,7 @@ def resolve_zone(name: str) -> ZoneInfo:
             return ZoneInfo(cleaned)
         except (ZoneInfoNotFoundError, ValueError):
             pass
-    iana = _windows_tables()[0].get(cleaned.lower())
+    iana = iana_for_windows(cleaned, any_case=True)
     if iana is None:
         raise UnknownTimeZone(f"time zone {name!r} is not a known Windows or IANA time zone")
     return ZoneInfo(iana)
@@ -69,7 +61,7 @@ def windows_name(iana: str) -> str:
     """How Graph names an IANA zone in ``originalStartTimeZone`` (Windows name; "UTC" for UTC)."""
     if iana.lower() in _UTC_NAMES:
         return "UTC"
-    return _windows_tables()[1].get(iana, iana)
+    return windows_for_iana(iana) or iana
 
 
 def format_local(instant: datetime, zone_name: str) -> str:
