@@ -106,6 +106,14 @@ def _relative_day(year: int, month: int, week_index: str, days: set[int]) -> dat
     return matching[WEEK_INDEXES.index(week_index)]
 
 
+def _day_in_period(rec: Recurrence, year: int, month: int) -> date:
+    """The day a monthly or yearly pattern gives in one month: a day number (absolute) or
+    "the first Monday" (relative)."""
+    if rec.pattern in ("absoluteMonthly", "absoluteYearly"):
+        return _day_in_month(year, month, rec.day_of_month or 1)
+    return _relative_day(year, month, rec.week_index or "First", weekday_numbers(rec.days_of_week))
+
+
 def _pattern_dates(rec: Recurrence, first: date) -> Iterator[date]:
     """Every date the pattern produces on or after ``first``, ascending, without range end."""
     horizon = date(min(first.year + MAX_YEARS, 9999), 12, 31)
@@ -127,31 +135,15 @@ def _pattern_dates(rec: Recurrence, first: date) -> Iterator[date]:
                 if candidate >= first:
                     yield candidate
             week_start += timedelta(weeks=rec.interval)
-    elif rec.pattern in ("absoluteMonthly", "relativeMonthly"):
-        year, month = first.year, first.month
-        while date(year, month, 1) <= horizon:
-            if rec.pattern == "absoluteMonthly":
-                candidate = _day_in_month(year, month, rec.day_of_month or 1)
-            else:
-                candidate = _relative_day(
-                    year, month, rec.week_index or "First", weekday_numbers(rec.days_of_week)
-                )
-            if candidate >= first:
-                yield candidate
-            year, month = _add_months(year, month, rec.interval)
-    else:  # yearly
-        month = rec.month or first.month
-        year = first.year
+    else:  # one day a month: every interval months, or every interval years in one month
+        yearly = rec.pattern in ("absoluteYearly", "relativeYearly")
+        year, month = first.year, (rec.month or first.month) if yearly else first.month
+        months = 12 * rec.interval if yearly else rec.interval
         while year <= horizon.year:
-            if rec.pattern == "absoluteYearly":
-                candidate = _day_in_month(year, month, rec.day_of_month or 1)
-            else:
-                candidate = _relative_day(
-                    year, month, rec.week_index or "First", weekday_numbers(rec.days_of_week)
-                )
+            candidate = _day_in_period(rec, year, month)
             if candidate >= first:
                 yield candidate
-            year += rec.interval
+            year, month = _add_months(year, month, months)
 
 
 def occurrence_dates(rec: Recurrence, series_start: date) -> Iterator[date]:

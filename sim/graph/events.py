@@ -17,6 +17,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+from sim import recurrence as recurrence_rules
 from sim.graph import timezones
 from sim.graph.errors import bad_request
 from sim.graph.ids import event_id
@@ -68,14 +69,6 @@ TYPE_OUT = {
     ItemType.RECURRING_MASTER: "seriesMaster",
 }
 
-PATTERN_TYPES = (
-    "daily",
-    "weekly",
-    "absoluteMonthly",
-    "relativeMonthly",
-    "absoluteYearly",
-    "relativeYearly",
-)
 RANGE_TYPES = ("endDate", "noEnd", "numbered")
 DAYS = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
 WEEK_INDEXES = ("first", "second", "third", "fourth", "last")
@@ -449,7 +442,7 @@ def parse_recurrence(value: object, start_date: date | None) -> tuple[Recurrence
     recurrence = _expect(value, dict, "recurrence")
     pattern = _expect(recurrence.get("pattern"), dict, "recurrence.pattern")
     range_ = _expect(recurrence.get("range"), dict, "recurrence.range")
-    kind = _enum(pattern.get("type"), "recurrence.pattern.type", PATTERN_TYPES)
+    kind = _enum(pattern.get("type"), "recurrence.pattern.type", recurrence_rules.PATTERNS)
     interval = _expect(pattern.get("interval", 1), int, "recurrence.pattern.interval")
     if interval < 1:
         raise bad_request("recurrence.pattern.interval must be at least 1", "ErrorInvalidRequest")
