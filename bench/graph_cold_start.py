@@ -111,7 +111,8 @@ async def _baseline_first_calls(urls: dict[str, str], run_id: str) -> dict[str, 
     )
     from msgraph.generated.users.item.events.events_request_builder import EventsRequestBuilder
 
-    from shared.engine.marker import MARKER_GRAPH_ID, graph_marker_filter, marker_for
+    from shared.engine.marker import marker_for
+    from shared.exchange.marker_property import MARKER_GRAPH_ID, graph_marker_filter
 
     imported = time.perf_counter()
     credential = ClientSecretCredential(

@@ -11,15 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.engine.content import event_body, event_draft
-from shared.engine.marker import (
+from shared.engine.marker import AppointmentMarker, marker_for, parse_marker
+from shared.exchange.marker_property import (
     MARKER_GRAPH_ID,
     MARKER_PROPERTY_NAME,
     MARKER_PROPERTY_SET_ID,
     MARKER_PROPERTY_TYPE,
-    AppointmentMarker,
     graph_marker_filter,
-    marker_for,
-    parse_marker,
 )
 from shared.exchange.port import EventDraft, ShowAs
 from tests.test_engine import APPOINTMENT, DIRECTORY, MARKER, ORG, START, address, snapshot

@@ -1,4 +1,4 @@
-"""The marker: a named extended property that tags each event calbridge creates.
+"""The marker: the value that tags each event calbridge creates with the appointment it shows.
 
 The organizer's copy of every calbridge-made event carries one named MAPI property, so calbridge
 recognises its events in any mailbox, through EWS and Graph alike, and after a mailbox moves from
@@ -6,11 +6,9 @@ one connection to another (item ids change with the protocol; named properties d
 Attendee copies do NOT carry it (Exchange does not send named properties to attendees): they are
 matched by the iCalendar UID instead.
 
-The property is the same everywhere: property set ``MARKER_PROPERTY_SET_ID`` (a GUID made up for
-calbridge, fixed forever), name ``CalbridgeAppointment``, type String. EWS addresses it by its parts
-(``ExtendedFieldURI PropertySetId= PropertyName= PropertyType=``); Graph by the id string
-``MARKER_GRAPH_ID`` (``singleValueExtendedProperties``). The value names the appointment:
-``calbridge/1/{org}/{appointmentId}``; ``/`` cannot occur in either id (see ``ID_PATTERN``).
+The value names the appointment: ``calbridge/1/{org}/{appointmentId}``; ``/`` cannot occur in
+either id (see ``ID_PATTERN``). Where it is kept on an event — one named MAPI property, the same
+through EWS and Graph — is the adapters' business: ``shared.exchange.marker_property``.
 """
 
 from __future__ import annotations
@@ -20,14 +18,6 @@ from dataclasses import dataclass
 from typing import Final
 
 from shared.models import ID_PATTERN
-
-MARKER_PROPERTY_SET_ID: Final = "8f0d4c1e-6b2a-4e57-9a3c-2d71c5e0b9a4"
-MARKER_PROPERTY_NAME: Final = "CalbridgeAppointment"
-MARKER_PROPERTY_TYPE: Final = "String"
-# Graph's single-value extended property id (the GUID in braces, as Graph spells it).
-MARKER_GRAPH_ID: Final = (
-    f"{MARKER_PROPERTY_TYPE} {{{MARKER_PROPERTY_SET_ID}}} Name {MARKER_PROPERTY_NAME}"
-)
 
 _PREFIX: Final = "calbridge/1/"
 _IDENTIFIER = re.compile(ID_PATTERN)
@@ -61,17 +51,3 @@ def parse_marker(value: str | None) -> AppointmentMarker | None:
     if len(parts) != 2 or not all(_IDENTIFIER.match(part) for part in parts):
         return None
     return AppointmentMarker(org=parts[0], appointment_id=parts[1])
-
-
-def graph_marker_filter(marker: str) -> str:
-    """The Graph ``$filter`` that selects events carrying this marker value.
-
-    Marker values are built from ``ID_PATTERN`` ids, which contain no quote, so no escaping is
-    needed; anything else is refused rather than escaped wrongly.
-    """
-    if parse_marker(marker) is None:
-        raise ValueError("not a calbridge marker value")
-    return (
-        "singleValueExtendedProperties/Any(ep: "
-        f"ep/id eq '{MARKER_GRAPH_ID}' and ep/value eq '{marker}')"
-    )

@@ -20,7 +20,6 @@ from typing import Any, Literal, TypeVar
 
 import pytest
 
-from shared.engine.marker import MARKER_PROPERTY_NAME, MARKER_PROPERTY_SET_ID
 from shared.exchange.common import (
     attendee_response,
     event_item_type,
@@ -28,6 +27,7 @@ from shared.exchange.common import (
     event_show_as,
 )
 from shared.exchange.ews import EwsCalendarGateway, EwsEndpoint
+from shared.exchange.marker_property import MARKER_PROPERTY_NAME, MARKER_PROPERTY_SET_ID
 from shared.exchange.port import Attendee, CalendarGateway, ExchangeEvent
 from sim.ews.calendar_items import ews_item_id
 from sim.ews.ids import decode_item_id, encode_change_key

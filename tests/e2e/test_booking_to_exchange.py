@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from shared import bootstrap
-from shared.engine.marker import MARKER_PROPERTY_NAME, MARKER_PROPERTY_SET_ID, marker_for
+from shared.engine.marker import marker_for
+from shared.exchange.marker_property import MARKER_PROPERTY_NAME, MARKER_PROPERTY_SET_ID
 from sim.store import CalendarItem, ExtendedPropertyKey, Fault
 from tests.e2e.conftest import ORG, STAFF, World, wait_until
 

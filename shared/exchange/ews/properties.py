@@ -1,7 +1,7 @@
 """The MAPI properties the EWS adapter reads and writes beyond exchangelib's built-in fields, and
 the iCalendar UID ↔ global object id rules that go with them.
 
-- ``CalbridgeMarker``: the marker (``shared.engine.marker``), a named String property in
+- ``CalbridgeMarker``: the marker (``shared.exchange.marker_property``), a named String property in
   calbridge's own property set. Registered on exchangelib's ``CalendarItem`` as
   ``MARKER_FIELD`` once, when this module is imported.
 - ``CleanGlobalObjectId``: PidLidCleanGlobalObjectId (Meeting property set, id 0x23, Binary),
@@ -23,7 +23,7 @@ from typing import Final
 
 from exchangelib import CalendarItem, ExtendedProperty
 
-from shared.engine.marker import (
+from shared.exchange.marker_property import (
     MARKER_PROPERTY_NAME,
     MARKER_PROPERTY_SET_ID,
     MARKER_PROPERTY_TYPE,

@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from shared.engine.marker import MARKER_GRAPH_ID
 from shared.exchange.common import (
     attendee_response,
     event_item_type,
@@ -26,6 +25,7 @@ from shared.exchange.common import (
     graph_show_as,
     wall_clock,
 )
+from shared.exchange.marker_property import MARKER_GRAPH_ID
 from shared.exchange.port import Attendee, CalendarError, EventDraft, ExchangeEvent
 from shared.timezones import iana_zone_name, windows_zone_name
 

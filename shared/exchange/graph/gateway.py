@@ -25,7 +25,6 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from shared.engine.marker import graph_marker_filter
 from shared.exchange.common import DEFAULT_CALL_DEADLINE_S, within_deadline
 from shared.exchange.graph.errors import exception_error, is_missing_item, reply_error
 from shared.exchange.graph.events import (
@@ -45,6 +44,7 @@ from shared.exchange.graph.session import (
     GraphReply,
     GraphSession,
 )
+from shared.exchange.marker_property import graph_marker_filter
 from shared.exchange.port import (
     CalendarError,
     ChangeKeyConflict,
