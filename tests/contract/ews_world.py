@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
@@ -33,7 +33,8 @@ from sim.ews.calendar_items import ews_item_id
 from sim.ews.ids import decode_item_id, encode_change_key
 from sim.people import Outlook
 from sim.server import RunningSimulator, start_simulator
-from sim.store import CalendarItem, ExtendedPropertyKey, iter_attendees
+from sim.store import CalendarItem, ExtendedPropertyKey, Fault, iter_attendees
+from tests.contract.worlds import THROTTLE_SECONDS, ExchangeFault
 
 T = TypeVar("T")
 
@@ -110,7 +111,12 @@ class SimulatorWorld:
     attendees: tuple[str, str, str] = ATTENDEES
     missing_mailbox: str = MISSING_MAILBOX
     change_keys: Callable[[str], str] = encode_change_key
+    # How this protocol throttles: EWS ErrorServerBusy, or Graph's 429 (``graph_world``).
+    throttle: Fault = field(
+        default_factory=lambda: Fault(kind="server_busy", back_off_ms=THROTTLE_SECONDS * 1000)
+    )
     runner: asyncio.Runner = field(default_factory=asyncio.Runner)
+    _faulted: set[str] = field(default_factory=set)
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return self.runner.run(coroutine)
@@ -132,6 +138,22 @@ class SimulatorWorld:
     ) -> ExchangeEvent:
         item = Outlook(self.sim.store, mailbox).create_event(subject, start, end)
         return event_from_store(item, self.ids, self.change_keys)
+
+    def inject(self, fault: ExchangeFault, mailbox: str) -> None:
+        injected = {
+            ExchangeFault.THROTTLED: self.throttle,
+            ExchangeFault.SERVER_ERROR: Fault(kind="http_503"),
+            ExchangeFault.RESET: Fault(kind="reset"),
+            # Every request, the sign-in's retries included, until cleared.
+            ExchangeFault.UNAUTHORIZED: Fault(kind="unauthorized", remaining=None),
+        }[fault]
+        self.sim.store.add_fault(replace(injected, mailbox=mailbox))
+        self._faulted.add(mailbox)
+
+    def clear_faults(self) -> None:
+        for mailbox in self._faulted:
+            self.sim.store.clear_faults(mailbox)
+        self._faulted.clear()
 
 
 def ews_gateway(sim: RunningSimulator, access: AccessMode) -> EwsCalendarGateway:

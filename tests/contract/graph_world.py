@@ -19,8 +19,9 @@ import pytest
 from shared.exchange.graph import GraphCalendarGateway, GraphCredentials, GraphEndpoints
 from sim.graph.ids import event_id, internal_event_id
 from sim.server import RunningSimulator, start_simulator
-from sim.store import CalendarItem, Mailbox
+from sim.store import CalendarItem, Fault, Mailbox
 from tests.contract.ews_world import SimulatorWorld
+from tests.contract.worlds import THROTTLE_SECONDS
 
 TENANT_ID: Final = "4f6c2a1e-8b3d-4e5f-9a7b-1c2d3e4f5a6b"
 CLIENT_ID: Final = "c1a2b3c4-d5e6-4f70-8192-a3b4c5d6e7f8"
@@ -107,6 +108,7 @@ def graph_world(request: pytest.FixtureRequest) -> Iterator[SimulatorWorld]:
         attendees=(ava, bo, cy),
         missing_mailbox=f"nobody.{next(_numbers)}@bank.example",
         change_keys=graph_change_key,
+        throttle=Fault(kind="throttle", retry_after=THROTTLE_SECONDS),
     )
     try:
         yield world

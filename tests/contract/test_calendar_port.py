@@ -14,15 +14,19 @@ import pytest
 
 from shared.engine.marker import marker_for
 from shared.exchange.port import (
+    AuthenticationFailed,
+    CalendarError,
     ChangeKeyConflict,
     EventDraft,
     EventNotFound,
     EventRef,
     ExchangeEvent,
+    ExchangeUnavailable,
     MailboxNotFound,
+    RetryAfter,
     ShowAs,
 )
-from tests.contract.worlds import CalendarWorld
+from tests.contract.worlds import THROTTLE_SECONDS, CalendarWorld, ExchangeFault
 
 BERLIN = ZoneInfo("Europe/Berlin")
 START = datetime(2031, 5, 6, 9, 30, tzinfo=BERLIN)
@@ -352,3 +356,36 @@ def test_the_calendar_view_lists_what_overlaps_the_window(calendar_world: Calend
     )
 
     assert [event.item_id for event in window] == [own.item_id, inside.item_id]
+
+
+# --- Exchange's failures, as the port's typed errors -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        (ExchangeFault.THROTTLED, RetryAfter),
+        (ExchangeFault.SERVER_ERROR, ExchangeUnavailable),
+        (ExchangeFault.RESET, ExchangeUnavailable),
+        (ExchangeFault.UNAUTHORIZED, AuthenticationFailed),
+    ],
+)
+def test_a_failing_exchange_raises_the_ports_typed_error_and_writes_nothing(
+    calendar_world: CalendarWorld, fault: ExchangeFault, error: type[CalendarError]
+) -> None:
+    world = calendar_world
+    marker = new_marker()
+    world.inject(fault, world.organizer)
+    try:
+        with pytest.raises(error) as raised:
+            create(world, draft(marker=marker))
+    finally:
+        world.clear_faults()
+    assert raised.value.mailbox == world.organizer
+    expected_wait = THROTTLE_SECONDS if fault is ExchangeFault.THROTTLED else None
+    assert raised.value.retry_after_seconds == expected_wait
+    assert not raised.value.look_again
+    # Nothing was written, and once Exchange is back the same call goes through, once.
+    assert [e for e in world.calendar(world.organizer) if e.marker == marker] == []
+    create(world, draft(marker=marker))
+    assert len([e for e in world.calendar(world.organizer) if e.marker == marker]) == 1

@@ -17,14 +17,34 @@ from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from enum import StrEnum
+from typing import Any, Final, Protocol, TypeVar
 
 import pytest
 
 from shared.exchange.fake import FakeCalendarGateway, FakeExchange
-from shared.exchange.port import CalendarGateway, ExchangeEvent
+from shared.exchange.port import (
+    AuthenticationFailed,
+    CalendarError,
+    CalendarGateway,
+    ExchangeEvent,
+    ExchangeUnavailable,
+    RetryAfter,
+)
 
 T = TypeVar("T")
+
+# How long a throttled call is told to wait, in every world.
+THROTTLE_SECONDS: Final = 3
+
+
+class ExchangeFault(StrEnum):
+    """A failure of Exchange itself, injected into a world for one mailbox."""
+
+    THROTTLED = "throttled"  # EWS ErrorServerBusy / Graph 429, asking for THROTTLE_SECONDS
+    SERVER_ERROR = "server_error"  # HTTP 503
+    RESET = "reset"  # the connection drops without an answer
+    UNAUTHORIZED = "unauthorized"  # HTTP 401 on every request until cleared
 
 
 class CalendarWorld(Protocol):
@@ -52,6 +72,13 @@ class CalendarWorld(Protocol):
     ) -> ExchangeEvent:
         """The owner adds an event of their own (not calbridge's) in Outlook."""
         ...
+
+    def inject(self, fault: ExchangeFault, mailbox: str) -> None:
+        """Make Exchange fail the next request on ``mailbox`` that way (UNAUTHORIZED: every
+        request until ``clear_faults``)."""
+        ...
+
+    def clear_faults(self) -> None: ...
 
 
 WorldFactory = Callable[[pytest.FixtureRequest], AbstractContextManager[CalendarWorld]]
@@ -85,6 +112,19 @@ class FakeWorld:
         self, mailbox: str, subject: str, start: datetime, end: datetime
     ) -> ExchangeEvent:
         return self.exchange.add_personal_event(mailbox, subject, start, end)
+
+    def inject(self, fault: ExchangeFault, mailbox: str) -> None:
+        errors: dict[ExchangeFault, CalendarError] = {
+            ExchangeFault.THROTTLED: RetryAfter(THROTTLE_SECONDS, mailbox=mailbox),
+            ExchangeFault.SERVER_ERROR: ExchangeUnavailable("HTTP 503", mailbox=mailbox),
+            ExchangeFault.RESET: ExchangeUnavailable("connection reset", mailbox=mailbox),
+            ExchangeFault.UNAUTHORIZED: AuthenticationFailed("HTTP 401", mailbox=mailbox),
+        }
+        times = 1_000 if fault is ExchangeFault.UNAUTHORIZED else 1
+        self.exchange.fail_next("*", errors[fault], mailbox=mailbox, times=times)
+
+    def clear_faults(self) -> None:
+        self.exchange.clear_faults()
 
 
 @contextmanager
