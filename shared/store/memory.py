@@ -4,8 +4,8 @@ Same semantics as Table Storage as the repositories see them: every write gets a
 insert-only writes and stale ETags raise :class:`ConcurrencyConflict`, keys with characters
 Table Storage refuses are refused, rows come back in RowKey order, ``$filter`` conditions only
 match properties of the same type. The repositories on top are the very same classes as on
-Azure (:func:`memory_repositories`), so the one contract suite in ``tests/test_store_contract.py``
-holds for both.
+Azure (:func:`memory_repositories`), so the one contract suite in
+``tests/integration/test_store_contract.py`` holds for both.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ from shared.store.records import ApplyProblemRecord
 from sim.server import RunningSimulator, start_simulator
 from sim.store import CalendarItem
 from tests.functions_harness import app_environment
+from tests.waiting import wait_until
 
 T = TypeVar("T")
 
@@ -82,18 +83,6 @@ def simulator_config() -> dict[str, Any]:
         ],
         "bookingPlatform": {"secrets": {ORG: SIGNING_SECRET}},
     }
-
-
-def wait_until(probe: Callable[[], T | None], timeout: float = 30.0, what: str = "") -> T:
-    """Poll until ``probe`` returns something truthy; fail naming ``what`` otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 @dataclass

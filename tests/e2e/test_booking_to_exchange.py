@@ -16,7 +16,8 @@ from shared import bootstrap
 from shared.engine.marker import marker_for
 from shared.exchange.marker_property import MARKER_PROPERTY_NAME, MARKER_PROPERTY_SET_ID
 from sim.store import CalendarItem, ExtendedPropertyKey, Fault
-from tests.e2e.conftest import ORG, STAFF, World, wait_until
+from tests.e2e.conftest import ORG, STAFF, World
+from tests.waiting import wait_until
 
 MARKER_KEY = ExtendedPropertyKey(MARKER_PROPERTY_SET_ID.lower(), MARKER_PROPERTY_NAME, "String")
 SIDES = ["ews", "graph"]

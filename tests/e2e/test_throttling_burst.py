@@ -11,8 +11,9 @@ from __future__ import annotations
 import time
 
 from sim.store import Fault
-from tests.e2e.conftest import STAFF, World, wait_until
+from tests.e2e.conftest import STAFF, World
 from tests.e2e.test_booking_to_exchange import only_live, snapshot, unique
+from tests.waiting import wait_until
 
 BURST = 12
 

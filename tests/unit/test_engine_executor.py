@@ -11,7 +11,7 @@ from shared.engine.reconcile import Completed, Failed, PlanReason, Written
 from shared.exchange.fake import FakeCalendarGateway, FakeExchange
 from shared.exchange.port import CalendarGateway, ExchangeUnavailable, RetryAfter
 from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
-from tests.test_engine import APPOINTMENT, DIRECTORY, MARKER, ORG, address, snapshot
+from tests.unit.test_engine import APPOINTMENT, DIRECTORY, MARKER, ORG, address, snapshot
 
 
 def setup() -> tuple[FakeExchange, FakeCalendarGateway]:

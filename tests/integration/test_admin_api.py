@@ -263,7 +263,7 @@ def test_enabling_a_connection_requeues_its_parked_changes(app: None) -> None:
     bootstrap.install(bootstrap.build_services(services.settings, queue=queue))
     repos = bootstrap.services().repositories
     from shared.models import AppointmentSnapshot
-    from tests.test_booking_api import snapshot_body
+    from tests.integration.test_booking_api import snapshot_body
 
     snapshot = AppointmentSnapshot.model_validate_json(snapshot_body(7))
     repos.appointments.save_snapshot(ORG, "apt-9", snapshot)
@@ -290,7 +290,7 @@ def test_a_queue_failure_while_requeueing_parked_changes_is_503_and_the_retry_re
     bootstrap.install(bootstrap.build_services(services.settings, queue=queue))
     repos = bootstrap.services().repositories
     from shared.models import AppointmentSnapshot
-    from tests.test_booking_api import snapshot_body
+    from tests.integration.test_booking_api import snapshot_body
 
     repos.appointments.save_snapshot(
         ORG, "apt-9", AppointmentSnapshot.model_validate_json(snapshot_body(7))

@@ -19,7 +19,7 @@ from shared.http.routes import GET_BUSY_TIME, PUT_APPOINTMENT, ROUTE_PREFIX, ROU
 from shared.models import AppointmentSnapshot, BusyBlock
 from tests.functions_harness import http_call, registered_functions, trigger_binding
 
-COMMITTED = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
+COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 REGENERATE = "python -m shared.http.openapi > docs/openapi.json"
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 XSD = REPO / "sim" / "ews" / "xsd"
 # A path that climbs out of the repository into a sibling folder ("../" + a name).
 _OUTSIDE = re.compile(r"\.\./(?!\.)" + "shared" + r"\b|" + "ews" + "-schema/")

@@ -11,6 +11,7 @@ counters and faults are reset around every test.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import subprocess
@@ -56,7 +57,7 @@ BERLIN = ZoneInfo("Europe/Berlin")
 START = datetime(2032, 3, 2, 10, 0, tzinfo=BERLIN)
 BODY = "Service: Mortgages\nClients:\n- Zed Secretclient, zed@client.example\n"
 _appointments = itertools.count(1)
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def new_marker() -> str:
@@ -579,9 +580,28 @@ def test_the_clean_global_object_id_clears_the_instance_date_or_wraps_a_foreign_
 
 # --- the contract suite with delegate access -------------------------------------------------
 
-CONTRACT_TESTS: dict[str, Callable[[CalendarWorld], None]] = {
-    name: test for name, test in vars(contract).items() if name.startswith("test_")
-}
+
+def contract_cases() -> dict[str, Callable[[CalendarWorld], None]]:
+    """Every contract test, once per parameter set when it has some, taking just the world."""
+    cases: dict[str, Callable[[CalendarWorld], None]] = {}
+    for name, test in vars(contract).items():
+        if not name.startswith("test_"):
+            continue
+        marks = [m for m in getattr(test, "pytestmark", []) if m.name == "parametrize"]
+        if not marks:
+            cases[name] = test
+            continue
+        argnames, argvalues = marks[0].args
+        names = [n.strip() for n in argnames.split(",")] if isinstance(argnames, str) else argnames
+        for values in argvalues:
+            values = values if isinstance(values, tuple) else (values,)
+            kwargs = dict(zip(names, values, strict=True))
+            label = "-".join(str(v) for v in values)
+            cases[f"{name}[{label}]"] = functools.partial(test, **kwargs)
+    return cases
+
+
+CONTRACT_TESTS = contract_cases()
 
 
 @pytest.mark.parametrize("name", sorted(CONTRACT_TESTS))

@@ -20,7 +20,7 @@ from shared.exchange.marker_property import (
     graph_marker_filter,
 )
 from shared.exchange.port import EventDraft, ShowAs
-from tests.test_engine import APPOINTMENT, DIRECTORY, MARKER, ORG, START, address, snapshot
+from tests.unit.test_engine import APPOINTMENT, DIRECTORY, MARKER, ORG, START, address, snapshot
 
 # --- content --------------------------------------------------------------------------------
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 
 import azure.functions as func
@@ -18,6 +17,7 @@ from devhost.invocation import EventLoopThread, Invoker
 from devhost.ncrontab import CronSchedule, ScheduleError, next_occurrence
 from devhost.runner import FunctionsRunner
 from devhost.timer_triggers import TimerSchedule
+from tests.waiting import wait_until
 
 
 def at(text: str) -> datetime:
@@ -163,15 +163,6 @@ def test_brute_force_oracle_finds_matches_it_should() -> None:
 
 
 # --- timers in a runner ---------------------------------------------------------------------
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture

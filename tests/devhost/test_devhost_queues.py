@@ -20,6 +20,7 @@ from devhost.hostconfig import HostConfig, QueueOptions
 from devhost.indexing import SettingNotFound, resolve_setting_expressions
 from devhost.queue_triggers import PollingBackoff
 from devhost.runner import FunctionsRunner
+from tests.waiting import wait_until
 
 MAX_DEQUEUE = 3
 
@@ -43,15 +44,6 @@ class Seen:
     def counts_for(self, body: bytes) -> list[int]:
         with self.lock:
             return [count for _, count, seen in self.calls if seen == body]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def fast_config(batch_size: int = 4) -> HostConfig:

@@ -635,7 +635,7 @@ def test_the_engine_imports_no_sdk_and_no_azure_client() -> None:
         "('exchangelib', 'msgraph', 'azure', 'kiota_abstractions', 'httpx', 'requests'));"
         "print(','.join(bad))"
     )
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True
     )
