@@ -16,6 +16,7 @@ from shared import bootstrap
 from shared.engine.marker import marker_for
 from shared.exchange.marker_property import MARKER_PROPERTY_NAME, MARKER_PROPERTY_SET_ID
 from sim.store import CalendarItem, ExtendedPropertyKey, Fault
+from tests.builders import snapshot_document
 from tests.e2e.conftest import ORG, STAFF, World
 from tests.waiting import wait_until
 
@@ -42,23 +43,24 @@ def snapshot(
     status: str = "booked",
     **extra: Any,
 ) -> dict[str, Any]:
-    start = datetime(2027, 3, 1, hour, 0, tzinfo=UTC) + timedelta(days=day)
-    body: dict[str, Any] = {
-        "version": version,
-        "status": status,
-        "start": start.isoformat(),
-        "end": (start + timedelta(minutes=45)).isoformat(),
-        "timeZone": "America/Toronto",
-        "title": title,
+    defaults: dict[str, Any] = {
+        "minutes": 45,
+        "time_zone": "America/Toronto",
         "location": "Branch 12",
-        "serviceName": "Mortgage advice",
-        "organizerStaffId": organizer,
-        "staff": [{"staffId": organizer, "role": "organizer"}]
-        + [{"staffId": s, "role": "secondary"} for s in secondaries],
-        "clients": [{"name": "Grace Hopper", "email": "grace@client.test", "phone": "+1 555 0100"}],
+        "service": "Mortgage advice",
+        "clients": (
+            {"name": "Grace Hopper", "email": "grace@client.test", "phone": "+1 555 0100"},
+        ),
     }
-    body.update(extra)
-    return body
+    return snapshot_document(
+        version,
+        status=status,
+        organizer=organizer,
+        secondaries=secondaries,
+        start=datetime(2027, 3, 1, hour, 0, tzinfo=UTC) + timedelta(days=day),
+        title=title,
+        **{**defaults, **extra},
+    )
 
 
 def put(world: World, appointment_id: str, body: dict[str, Any]) -> None:

@@ -34,6 +34,8 @@ from shared.models import BusyBlock
 from shared.queues import APPOINTMENT_CHANGES
 from shared.queues.azure import AzureQueueSender
 from shared.store.azure_tables import AzureTableService
+from tests.builders import ADA
+from tests.builders import snapshot_body as build_snapshot_body
 from tests.functions_harness import (
     app_environment,
     http_call,
@@ -81,23 +83,15 @@ def app(azurite: Azurite, name_prefix: str) -> Iterator[App]:
         yield App(azurite, name_prefix)
 
 
-def snapshot_body(version: int = 3, **changes: Any) -> bytes:
-    body: dict[str, Any] = {
-        "version": version,
-        "status": "booked",
-        "start": "2026-03-02T09:00:00+01:00",
-        "end": "2026-03-02T09:30:00+01:00",
-        "timeZone": "Europe/Berlin",
-        "title": "Mortgage advice",
+def snapshot_body(version: int = 3, **fields: Any) -> bytes:
+    defaults: dict[str, Any] = {
+        "secondaries": ("s2",),
         "location": "Branch 4",
-        "serviceName": "Advice",
-        "organizerStaffId": "s1",
-        "staff": [{"staffId": "s1", "role": "organizer"}, {"staffId": "s2", "role": "secondary"}],
-        "clients": [{"name": "Ada Lovelace", "email": "ada@example.com", "phone": "+44 1"}],
+        "service": "Advice",
+        "clients": (ADA,),
         "notes": "Bring proof of income",
     }
-    body.update(changes)
-    return json.dumps(body).encode()
+    return build_snapshot_body(version, **{**defaults, **fields})
 
 
 def put(

@@ -32,6 +32,7 @@ from shared.store.records import (
     SubscriptionRecord,
 )
 from shared.store.tables import TableService
+from tests.builders import snapshot as build_snapshot
 
 T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
 
@@ -51,19 +52,8 @@ def repos(tables: TableService) -> Repositories:
     return build_repositories(tables)
 
 
-def snapshot(version: int = 1, **changes: Any) -> AppointmentSnapshot:
-    fields: dict[str, Any] = {
-        "version": version,
-        "status": "booked",
-        "start": "2026-03-02T09:00:00+01:00",
-        "end": "2026-03-02T09:30:00+01:00",
-        "timeZone": "Europe/Berlin",
-        "title": "Mortgage advice",
-        "organizerStaffId": "s1",
-        "staff": [{"staffId": "s1", "role": "organizer"}],
-    }
-    fields.update(changes)
-    return AppointmentSnapshot.model_validate(fields)
+def snapshot(version: int = 1, **fields: Any) -> AppointmentSnapshot:
+    return build_snapshot(version, **fields)
 
 
 def mapping(version: int = 1, item_id: str = "AAMk/+=") -> EventMapping:
@@ -269,7 +259,7 @@ def test_the_same_snapshot_again_is_same(repos: Repositories) -> None:
 
 def test_the_same_instants_with_other_offsets_are_the_same_content(repos: Repositories) -> None:
     repos.appointments.save_snapshot("acme", "apt-1", snapshot(3))
-    utc_times = snapshot(3, start="2026-03-02T08:00:00Z", end="2026-03-02T08:30:00Z")
+    utc_times = snapshot(3, start=datetime(2026, 3, 2, 8, tzinfo=UTC))  # the same instants
     assert repos.appointments.save_snapshot("acme", "apt-1", utc_times).result is SaveResult.SAME
 
 

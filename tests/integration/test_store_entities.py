@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -18,22 +19,16 @@ from shared.store.entities import (
 )
 from shared.store.errors import UnstorableEntity
 from shared.store.records import MailboxRecord
+from tests.builders import snapshot as build_snapshot
 
 
-def snapshot(**changes: object) -> AppointmentSnapshot:
-    fields: dict[str, object] = {
-        "version": 3,
-        "status": "booked",
-        "start": "2026-03-02T09:00:00+01:00",
-        "end": "2026-03-02T09:30:00+01:00",
-        "timeZone": "Europe/Berlin",
-        "title": "Mortgage advice",
-        "organizerStaffId": "s1",
-        "staff": [{"staffId": "s1", "role": "organizer"}, {"staffId": "s2", "role": "secondary"}],
-        "clients": [{"name": "Ada", "email": "ada@example.com"}],
-    }
-    fields.update(changes)
-    return AppointmentSnapshot.model_validate(fields)
+def snapshot(version: int = 3, **fields: Any) -> AppointmentSnapshot:
+    return build_snapshot(
+        version,
+        secondaries=("s2",),
+        clients=({"name": "Ada", "email": "ada@example.com"},),
+        **fields,
+    )
 
 
 def test_snapshot_properties_are_camel_case_scalars_and_json() -> None:

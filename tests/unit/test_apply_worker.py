@@ -24,7 +24,7 @@ from shared.exchange.port import (
     ExchangeUnavailable,
     RetryAfter,
 )
-from shared.models import AppointmentSnapshot, ConnectionConfig
+from shared.models import ConnectionConfig
 from shared.queues import (
     APPOINTMENT_CHANGES,
     MAX_VISIBILITY_DELAY,
@@ -34,6 +34,7 @@ from shared.queues import (
 from shared.store import Repositories
 from shared.store.memory import memory_repositories
 from shared.store.records import ConnectionRecord, MailboxRecord
+from tests.builders import snapshot as build_snapshot
 
 ORG = "acme"
 ORGANIZER = "olga@bank.test"
@@ -87,23 +88,15 @@ class Setup:
             current.etag if current else None,
         )
 
-    def store(self, version: int, **changes: Any) -> AppointmentChanged:
-        start = datetime(2027, 1, 4, 9, tzinfo=UTC)
-        body: dict[str, Any] = {
-            "version": version,
-            "status": "booked",
-            "start": start,
-            "end": start + timedelta(minutes=30),
+    def store(self, version: int, **fields: Any) -> AppointmentChanged:
+        defaults: dict[str, Any] = {
+            "organizer": "olga",
+            "secondaries": ("sam",),
+            "start": datetime(2027, 1, 4, 9, tzinfo=UTC),
             "time_zone": "UTC",
             "title": "Advice",
-            "organizer_staff_id": "olga",
-            "staff": [
-                {"staff_id": "olga", "role": "organizer"},
-                {"staff_id": "sam", "role": "secondary"},
-            ],
         }
-        body.update(changes)
-        snapshot = AppointmentSnapshot.model_validate(body)
+        snapshot = build_snapshot(version, **{**defaults, **fields})
         self.repos.appointments.save_snapshot(ORG, "apt-1", snapshot)
         return AppointmentChanged(org=ORG, appointment_id="apt-1", version=version)
 
@@ -246,11 +239,7 @@ def test_a_persistent_failure_is_dead_lettered_with_its_reason_on_the_last_try(
 
 
 def test_an_unknown_organizer_is_a_recorded_problem_cleared_once_fixed(setup: Setup) -> None:
-    message = setup.store(
-        1,
-        organizer_staff_id="nobody",
-        staff=[{"staff_id": "nobody", "role": "organizer"}],
-    )
+    message = setup.store(1, organizer="nobody", secondaries=())
     report = setup.apply(message)
     assert report.disposition is ApplyDisposition.PROBLEM
     problem = setup.repos.problems.get(ORG, "apt-1")
@@ -336,9 +325,7 @@ def test_a_handover_from_a_migrated_organizer_cancels_through_the_new_connection
 ) -> None:
     setup.apply(setup.store(1))
     _move_olga_to_cloud(setup, onprem_enabled=True)
-    report = setup.apply(
-        setup.store(2, organizer_staff_id="sam", staff=[{"staff_id": "sam", "role": "organizer"}])
-    )
+    report = setup.apply(setup.store(2, organizer="sam", secondaries=()))
     assert report.disposition is ApplyDisposition.DONE
     assert setup.live(ORGANIZER) == []
     [event] = setup.live(SECONDARY)
@@ -359,9 +346,7 @@ def test_a_throttling_delay_longer_than_a_queue_allows_is_capped_not_a_crash(
 def test_a_problem_is_cleared_even_after_a_pass_that_died_before_its_create(
     setup: Setup,
 ) -> None:
-    message = setup.store(
-        1, organizer_staff_id="nobody", staff=[{"staff_id": "nobody", "role": "organizer"}]
-    )
+    message = setup.store(1, organizer="nobody", secondaries=())
     assert setup.apply(message).disposition is ApplyDisposition.PROBLEM
     setup.repos.mailboxes.put(
         ORG,

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,6 +41,8 @@ from shared.engine.reconcile import (
 )
 from shared.exchange.port import Attendee, EventRef, ExchangeEvent, ExchangeUnavailable, RetryAfter
 from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
+from tests.builders import directory
+from tests.builders import snapshot as build_snapshot
 
 ORG = "acme"
 APPOINTMENT = "appt-1"
@@ -47,15 +50,7 @@ MARKER = marker_for(ORG, APPOINTMENT)
 START = datetime(2030, 3, 4, 9, 0, tzinfo=UTC)
 
 STAFF = ("ana", "ben", "cai", "dee")
-DIRECTORY: dict[str, MailboxRef] = {
-    staff_id: MailboxRef(
-        staff_id=staff_id,
-        connection_id="conn-1",
-        address=f"{staff_id}@bank.example",
-        time_zone="Europe/London",
-    )
-    for staff_id in STAFF
-}
+DIRECTORY: dict[str, MailboxRef] = directory(STAFF)
 
 
 def address(staff_id: str) -> str:
@@ -65,35 +60,25 @@ def address(staff_id: str) -> str:
 def snapshot(
     version: int = 1,
     *,
-    status: str = "booked",
-    organizer: str = "ana",
-    secondaries: tuple[str, ...] = (),
-    start: datetime = START,
-    minutes: int = 60,
-    title: str = "Mortgage review",
     location: str | None = "Branch 12",
     clients: tuple[dict[str, str], ...] = ({"name": "Ada Client", "email": "ada@client.example"},),
-    notes: str | None = None,
     service: str | None = "Mortgages",
+    **fields: Any,
 ) -> AppointmentSnapshot:
-    staff = [{"staffId": organizer, "role": "organizer"}] + [
-        {"staffId": s, "role": "secondary"} for s in secondaries
-    ]
-    return AppointmentSnapshot.model_validate(
-        {
-            "version": version,
-            "status": status,
-            "start": start.isoformat(),
-            "end": (start + timedelta(minutes=minutes)).isoformat(),
-            "timeZone": "Europe/London",
-            "title": title,
-            "location": location,
-            "serviceName": service,
-            "organizerStaffId": organizer,
-            "staff": staff,
-            "clients": list(clients),
-            "notes": notes,
-        }
+    """This module's appointment: ana's mortgage review at START, an hour long, in London."""
+    defaults: dict[str, Any] = {
+        "organizer": "ana",
+        "start": START,
+        "minutes": 60,
+        "title": "Mortgage review",
+        "time_zone": "Europe/London",
+    }
+    return build_snapshot(
+        version,
+        location=location,
+        clients=clients,
+        service=service,
+        **{**defaults, **fields},
     )
 
 

@@ -39,16 +39,14 @@ from shared.exchange.port import (
     RetryAfter,
 )
 from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
+from tests.builders import mailbox, snapshot_document
 
 ORG, APPOINTMENT = "acme", "appt-7"
 MARKER = marker_for(ORG, APPOINTMENT)
 KNOWN = ("ana", "ben", "cai", "dee")
 UNKNOWN = "zed"  # a secondary whose mailbox calbridge does not know
 CONNECTION = {"ana": "onprem", "ben": "onprem", "cai": "online", "dee": "online"}
-DIRECTORY = {
-    s: MailboxRef(staff_id=s, connection_id=CONNECTION[s], address=f"{s}@bank.example")
-    for s in KNOWN
-}
+DIRECTORY = {s: mailbox(s, connection_id=CONNECTION[s], time_zone="UTC") for s in KNOWN}
 DAY0 = datetime(2031, 9, 1, 8, tzinfo=UTC)
 
 
@@ -60,17 +58,16 @@ def appointment_states(draw: st.DrawFn) -> dict[str, Any]:
     secondaries = draw(st.lists(st.sampled_from(others), unique=True, max_size=3))
     start = DAY0 + timedelta(days=draw(st.integers(0, 2)), minutes=15 * draw(st.integers(0, 31)))
     minutes = draw(st.sampled_from([15, 30, 60, 90]))
-    return {
-        "status": draw(st.sampled_from(["booked", "booked", "booked", "cancelled"])),
-        "start": start.isoformat(),
-        "end": (start + timedelta(minutes=minutes)).isoformat(),
-        "timeZone": "Europe/Madrid",
-        "title": draw(st.sampled_from(["Review", "Loan", "Pension"])),
-        "organizerStaffId": organizer,
-        "staff": [{"staffId": organizer, "role": "organizer"}]
-        + [{"staffId": s, "role": "secondary"} for s in secondaries],
-        "clients": [{"name": "Ada Client", "email": "ada@client.example"}],
-    }
+    return snapshot_document(
+        status=draw(st.sampled_from(["booked", "booked", "booked", "cancelled"])),
+        organizer=organizer,
+        secondaries=secondaries,
+        start=start,
+        minutes=minutes,
+        time_zone="Europe/Madrid",
+        title=draw(st.sampled_from(["Review", "Loan", "Pension"])),
+        clients=({"name": "Ada Client", "email": "ada@client.example"},),
+    )
 
 
 class AppointmentPipeline:
