@@ -36,6 +36,7 @@ from typing import Final, TypeVar
 from shared.exchange.port import (
     AccessDenied,
     Attendee,
+    CalendarChanges,
     CalendarError,
     ChangeKeyConflict,
     EventDraft,
@@ -47,6 +48,7 @@ from shared.exchange.port import (
     ResponseType,
     Sensitivity,
     ShowAs,
+    SyncStateInvalid,
     live_first,
 )
 
@@ -55,6 +57,7 @@ OPERATIONS: Final = (
     "get_event",
     "find_by_uid",
     "create_event",
+    "changes_since",
     "update_event",
     "cancel_event",
     "list_events",
@@ -134,6 +137,8 @@ class FakeExchange:
 
     def __init__(self, mailboxes: Iterable[str] = ()) -> None:
         self._calendars: dict[str, dict[str, _Item]] = {}
+        self._changed_at: dict[str, int] = {}
+        self._removed: dict[str, list[tuple[int, str]]] = {}
         self._transactions: dict[tuple[str, str], str] = {}
         self._faults: list[_Fault] = []
         self._sequence = 0
@@ -175,7 +180,17 @@ class FakeExchange:
         return "AAMkAD" + self._token("item")
 
     def _new_change_key(self) -> str:
-        return "DwAAAB" + self._token("change")[:24]
+        key = "DwAAAB" + self._token("change")[:24]
+        # When each change key was handed out: what ``changes_since`` orders changes by.
+        self._changed_at[key] = self._sequence
+        return key
+
+    def _remove(self, mailbox: str, item_id: str) -> _Item | None:
+        """Take an item off a calendar, noting when (``changes_since`` reports it deleted)."""
+        item = self._calendar(mailbox).pop(item_id, None)
+        if item is not None:
+            self._removed.setdefault(mailbox.lower(), []).append((self._next(), item_id))
+        return item
 
     def _new_uid(self) -> str:
         return (
@@ -265,6 +280,35 @@ class FakeExchange:
         items = [i for i in self._calendar(mailbox).values() if i.start < end and i.end > start]
         return [item.view() for item in sorted(items, key=lambda i: (i.start, i.created))]
 
+    def changes_since(self, mailbox: str, cursor: str | None, max_changes: int) -> CalendarChanges:
+        """What changed since ``cursor`` (the sequence number of the last change reported), in
+        the order it happened, at most ``max_changes`` of it."""
+        calendar = self._calendar(mailbox)
+        since = 0
+        if cursor is not None:
+            if not cursor.isdigit() or int(cursor) > self._sequence:
+                raise SyncStateInvalid(f"sync state {cursor!r} is not valid", mailbox=mailbox)
+            since = int(cursor)
+        entries: list[tuple[int, str, _Item | None]] = [
+            (self._changed_at[item.change_key], item.item_id, item)
+            for item in calendar.values()
+            if self._changed_at[item.change_key] > since
+        ]
+        entries += [
+            (at, item_id, None)
+            for at, item_id in self._removed.get(mailbox.lower(), [])
+            if at > since and item_id not in calendar
+        ]
+        entries.sort(key=lambda entry: entry[0])
+        page = entries[:max_changes]
+        complete = len(page) == len(entries)
+        return CalendarChanges(
+            changed=tuple(item.view() for _, _, item in page if item is not None),
+            deleted=tuple(item_id for _, item_id, item in page if item is None),
+            cursor=str(self._sequence if complete else page[-1][0]),
+            complete=complete,
+        )
+
     # --- writing (organizer side, what the port does) ----------------------------------------
     def create_event(self, mailbox: str, draft: EventDraft, transaction_id: str) -> EventRef:
         calendar = self._calendar(mailbox)
@@ -307,8 +351,7 @@ class FakeExchange:
         return self._ref(item)
 
     def cancel_event(self, mailbox: str, item_id: str) -> None:
-        calendar = self._calendar(mailbox)
-        item = calendar.pop(item_id, None)
+        item = self._remove(mailbox, item_id)
         if item is None or not item.is_organizers:
             return
         for attendee in item.attendees:
@@ -449,7 +492,7 @@ class FakeExchange:
         if item.is_organizers:
             self.cancel_event(mailbox, item_id)
         else:
-            del calendar[item_id]
+            self._remove(mailbox, item_id)
 
     def respond(self, mailbox: str, item_id: str, response: ResponseType) -> None:
         """An attendee answers the invitation (and sends the answer to the organizer). A decline
@@ -461,7 +504,7 @@ class FakeExchange:
         if copy.is_organizers:
             raise ValueError("the organizer does not respond to their own meeting")
         if response is ResponseType.DECLINED:
-            del calendar[item_id]
+            self._remove(mailbox, item_id)
         else:
             copy.show_as = ShowAs.BUSY if response is ResponseType.ACCEPTED else ShowAs.TENTATIVE
             self._touch(copy)
@@ -537,6 +580,15 @@ class FakeCalendarGateway:
 
     async def cancel_event(self, mailbox: str, item_id: str) -> None:
         self._perform("cancel_event", mailbox, lambda: self.exchange.cancel_event(mailbox, item_id))
+
+    async def changes_since(
+        self, mailbox: str, cursor: str | None, *, max_changes: int = 512
+    ) -> CalendarChanges:
+        return self._perform(
+            "changes_since",
+            mailbox,
+            lambda: self.exchange.changes_since(mailbox, cursor, max_changes),
+        )
 
     async def list_events(
         self, mailbox: str, start: datetime, end: datetime

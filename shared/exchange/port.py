@@ -163,9 +163,30 @@ class ExchangeEvent(PortModel):
         return tuple(attendee.address for attendee in self.attendees)
 
     @property
+    def is_recurring(self) -> bool:
+        """A series master, an occurrence or an exception (EWS IsRecurring)."""
+        return self.item_type is not ItemType.SINGLE
+
+    @property
     def is_live(self) -> bool:
         """Still on the calendar as a meeting that takes place."""
         return not self.is_cancelled
+
+
+class CalendarChanges(PortModel):
+    """One page of what changed in a mailbox's calendar since a cursor (``changes_since``).
+
+    ``changed``: items created or updated (single events and series masters — occurrences and
+    exceptions are read by expanding their series over a window with ``list_events``), read
+    with the same fields as every other read, never the body. ``deleted``: ids of items gone
+    from the calendar. ``cursor``: where the next page starts; store it only once every effect
+    of this page is durable. ``complete``: no more changes after this page right now.
+    """
+
+    changed: tuple[ExchangeEvent, ...] = ()
+    deleted: tuple[str, ...] = ()
+    cursor: str
+    complete: bool
 
 
 class EventRef(PortModel):
@@ -241,6 +262,11 @@ class AccessDenied(CalendarError):
     ErrorImpersonateUserDenied, Graph 403)."""
 
 
+class SyncStateInvalid(CalendarError):
+    """The stored cursor is no longer accepted (EWS ErrorInvalidSyncStateData, Graph 410 /
+    syncStateNotFound): read the mailbox again from the beginning."""
+
+
 class AuthenticationFailed(CalendarError):
     """The connection's credentials were refused (HTTP 401, token endpoint refusal)."""
 
@@ -291,4 +317,18 @@ class CalendarGateway(Protocol):
     ) -> list[ExchangeEvent]:
         """The calendar view between start and end as the owner sees it (occurrences expanded,
         cancelled items still on the calendar included), sorted by start."""
+        ...
+
+
+@runtime_checkable
+class CalendarReader(Protocol):
+    """The read side of one connection's calendars: what changed, page by page. Implemented by
+    the EWS adapter and the fake; the Graph adapter reads through delta queries (planned)."""
+
+    async def changes_since(
+        self, mailbox: str, cursor: str | None, *, max_changes: int = 512
+    ) -> CalendarChanges:
+        """The next page of changes after ``cursor`` (None: every item, as changes from an empty
+        calendar), at most ``max_changes`` of them. Raises ``SyncStateInvalid`` when the cursor
+        is no longer accepted."""
         ...

@@ -139,6 +139,9 @@ class SimulatorWorld:
         item = Outlook(self.sim.store, mailbox).create_event(subject, start, end)
         return event_from_store(item, self.ids, self.change_keys)
 
+    def delete_as_owner(self, mailbox: str, item_id: str) -> None:
+        Outlook(self.sim.store, mailbox).delete(self.internal_id(item_id))
+
     def inject(self, fault: ExchangeFault, mailbox: str) -> None:
         injected = {
             ExchangeFault.THROTTLED: self.throttle,

@@ -73,6 +73,10 @@ class CalendarWorld(Protocol):
         """The owner adds an event of their own (not calbridge's) in Outlook."""
         ...
 
+    def delete_as_owner(self, mailbox: str, item_id: str) -> None:
+        """The owner deletes an item of their calendar in Outlook."""
+        ...
+
     def inject(self, fault: ExchangeFault, mailbox: str) -> None:
         """Make Exchange fail the next request on ``mailbox`` that way (UNAUTHORIZED: every
         request until ``clear_faults``)."""
@@ -112,6 +116,9 @@ class FakeWorld:
         self, mailbox: str, subject: str, start: datetime, end: datetime
     ) -> ExchangeEvent:
         return self.exchange.add_personal_event(mailbox, subject, start, end)
+
+    def delete_as_owner(self, mailbox: str, item_id: str) -> None:
+        self.exchange.delete_as_owner(mailbox, item_id)
 
     def inject(self, fault: ExchangeFault, mailbox: str) -> None:
         errors: dict[ExchangeFault, CalendarError] = {

@@ -42,6 +42,7 @@ from shared.exchange.port import (
     ExchangeUnavailable,
     MailboxNotFound,
     RetryAfter,
+    SyncStateInvalid,
 )
 
 _BY_CODE: Final[dict[str, type[CalendarError]]] = {
@@ -59,6 +60,7 @@ _BY_CODE: Final[dict[str, type[CalendarError]]] = {
     "ErrorAccountDisabled": AuthenticationFailed,
     "ErrorPasswordExpired": AuthenticationFailed,
     "ErrorInvalidLicense": AuthenticationFailed,
+    "ErrorInvalidSyncStateData": SyncStateInvalid,
 }
 # Server states that pass: retried with the worker's backoff.
 _TRANSIENT: Final = frozenset(

@@ -13,6 +13,9 @@ find_by_uid         1 FindItem, restricted to the meeting's clean global object 
                     restrict on ``calendar:UID``; see ``properties``)
 get_event           1 GetItem (the only read with attendees and organizer address)
 list_events         1 FindItem with a CalendarView (occurrences expanded, no GetItem)
+changes_since       1 SyncFolderItems (ids only, at most ``max_changes``) + 1 GetItem for the
+                    changed items of the page, all ids in one request (none when nothing
+                    changed: an idle mailbox costs the one SyncFolderItems)
 create_event        1 FindItem (marker: a create repeated after a lost answer returns the first
                     event) + 1 CreateItem. The UID is set by calbridge (``calbridge_uid``), so
                     CreateItem's answer (id, change key) completes the ``EventRef``.
@@ -52,7 +55,14 @@ from exchangelib.items import (
 )
 from exchangelib.properties import CalendarView
 from exchangelib.restriction import Restriction
-from exchangelib.services import CreateItem, DeleteItem, FindItem, GetItem, UpdateItem
+from exchangelib.services import (
+    CreateItem,
+    DeleteItem,
+    FindItem,
+    GetItem,
+    SyncFolderItems,
+    UpdateItem,
+)
 
 from shared.exchange.common import within_deadline
 from shared.exchange.ews.connection import (
@@ -77,6 +87,7 @@ from shared.exchange.ews.properties import (
     clean_global_object_id,
 )
 from shared.exchange.port import (
+    CalendarChanges,
     EventDraft,
     EventNotFound,
     EventRef,
@@ -96,6 +107,8 @@ T = TypeVar("T")
 
 quieten_exchangelib()
 
+# Changes read per SyncFolderItems call (Exchange's maximum for MaxChangesReturned).
+SYNC_PAGE_SIZE: Final = 512
 # How many item ids → UID this gateway remembers (UIDs are immutable; this only saves GetItems).
 UID_MEMORY: Final = 4096
 
@@ -276,6 +289,58 @@ class EwsCalendarGateway:
         )
         found = await self._call("FindItem", mailbox, lambda: self._find(mailbox, view=view))
         return sorted(found, key=lambda event: event.start)
+
+    async def changes_since(
+        self, mailbox: str, cursor: str | None, *, max_changes: int = SYNC_PAGE_SIZE
+    ) -> CalendarChanges:
+        def work() -> CalendarChanges:
+            calendar = self.connection.calendar(mailbox)
+            account = self.connection.account(mailbox)
+            sync = SyncFolderItems(account=account)
+            changed_ids: dict[str, None] = {}
+            deleted: dict[str, None] = {}
+            for change, item in sync.call(
+                folder=calendar,
+                shape=ID_ONLY,
+                additional_fields=set(),
+                sync_state=cursor,
+                ignore=None,
+                max_changes_returned=max_changes,
+                sync_scope=None,
+            ):
+                if isinstance(item, Exception):
+                    raise item
+                if change == SyncFolderItems.DELETE:
+                    deleted[item.id] = None
+                    changed_ids.pop(item.id, None)
+                elif change in (SyncFolderItems.CREATE, SyncFolderItems.UPDATE):
+                    changed_ids[item.id] = None
+                    deleted.pop(item.id, None)
+            # The details of every changed item of the page in one GetItem (exchangelib would
+            # split at 100 ids), never one request per item.
+            changed: list[ExchangeEvent] = []
+            if changed_ids:
+                fetch = GetItem(account=account, chunk_size=max(len(changed_ids), 1))
+                for result in fetch.call(
+                    items=[ItemId(id=item_id) for item_id in changed_ids],
+                    additional_fields=GET_FIELDS,
+                    shape=ID_ONLY,
+                ):
+                    if isinstance(result, ErrorItemNotFound):
+                        continue  # deleted between the two requests: the next page says so
+                    if isinstance(result, Exception):
+                        raise result
+                    changed.append(event_from_item(result, mailbox))
+            return CalendarChanges(
+                changed=tuple(changed),
+                deleted=tuple(deleted),
+                cursor=sync.sync_state,
+                complete=bool(sync.includes_last_item_in_range),
+            )
+
+        changes = await self._call("SyncFolderItems", mailbox, work)
+        self._remember(list(changes.changed))
+        return changes
 
     # --- writing ------------------------------------------------------------------------------
     async def create_event(self, mailbox: str, draft: EventDraft, transaction_id: str) -> EventRef:
