@@ -202,6 +202,12 @@ class EventMapping(CamelModel):
     attendee_staff_ids: list[str] = []
     last_error: str | None = None
     generation: int = 0
+    # Where the organizer moved the event in Outlook, reported to the booking platform and not
+    # answered yet: a snapshot that is not newer must not move it back meanwhile.
+    outlook_start: AwareDatetime | None = None
+    outlook_end: AwareDatetime | None = None
+    # Secondary staff who declined in Outlook (reported once each).
+    declined_staff_ids: list[str] = []
 
 
 def utc(value: datetime) -> datetime:
@@ -306,3 +312,16 @@ class BusyBlock(CamelModel):
         if self.private and self.subject is not None:
             raise ValueError("subject must be null for a private event (it stays in Exchange)")
         return self
+
+
+class OrgSettings(CamelModel):
+    """An organization's settings (``PUT .../settings``): where its booking platform takes
+    calbridge's webhooks, how far ahead recurring series are expanded, how often EWS mailboxes
+    are polled, and the mass-cancellation guard."""
+
+    webhook_url: HttpsUrl | None = None
+    recurrence_horizon_days: Annotated[int, Field(ge=1, le=730, strict=True)] = 180
+    poll_interval_seconds: Annotated[int, Field(ge=60, le=86_400, strict=True)] = 60
+    # One sync reporting more than this share of a mailbox's appointments cancelled at once is
+    # held and reported instead of acted on (one bad read must never cancel a day of bookings).
+    mass_cancellation_share: Annotated[float, Field(gt=0, le=1)] = 0.5

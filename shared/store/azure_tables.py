@@ -176,8 +176,22 @@ class AzureTable:
         self._call("delete", delete)
 
     def query(self, partition_key: str, conditions: Sequence[Condition] = ()) -> list[StoredRow]:
-        clauses = ["PartitionKey eq @pk"]
-        parameters: dict[str, Any] = {"pk": partition_key}
+        return self._filtered("query", ["PartitionKey eq @pk"], {"pk": partition_key}, conditions)
+
+    def scan(self, conditions: Sequence[Condition] = ()) -> list[StoredRow]:
+        if not conditions:
+            return self._call(
+                "scan", lambda: [_to_row(entity) for entity in self._client.list_entities()]
+            )
+        return self._filtered("scan", [], {}, conditions)
+
+    def _filtered(
+        self,
+        action: str,
+        clauses: list[str],
+        parameters: dict[str, Any],
+        conditions: Sequence[Condition],
+    ) -> list[StoredRow]:
         for index, condition in enumerate(conditions):
             clauses.append(
                 f"{condition.property} {_ODATA_OPERATORS[condition.comparison]} @c{index}"
@@ -185,7 +199,7 @@ class AzureTable:
             parameters[f"c{index}"] = condition.value
         query_filter = " and ".join(clauses)
         return self._call(
-            "query",
+            action,
             lambda: [
                 _to_row(entity)
                 for entity in self._client.query_entities(query_filter, parameters=parameters)

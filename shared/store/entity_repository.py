@@ -91,6 +91,17 @@ class EntityRepository(Generic[M]):
         rows = self._table.query(compose_key(*partition), conditions)
         return [(split_key(row.row_key), self._versioned(row)) for row in rows]
 
+    def read_all(
+        self, conditions: Sequence[Condition] = ()
+    ) -> list[tuple[list[str], list[str], Versioned[M]]]:
+        """Rows of every partition matching ``conditions``: (partition parts, row-key parts,
+        value), in key order. A whole-table read: for small tables only."""
+        rows = self._table.scan(conditions)
+        return [
+            (split_key(row.partition_key), split_key(row.row_key), self._versioned(row))
+            for row in rows
+        ]
+
     def _properties(self, key: EntityKey, value: M) -> dict[str, str | int | float | bool]:
         properties = self._codec.to_properties(value)
         check_entity_size(self.table_name, key.partition_key, key.row_key, properties)

@@ -98,22 +98,28 @@ class MemoryTable:
             del self._rows[(partition_key, row_key)]
 
     def query(self, partition_key: str, conditions: Sequence[Condition] = ()) -> list[StoredRow]:
-        def matches(row: StoredRow) -> bool:
-            for condition in conditions:
-                value = row.properties.get(condition.property)
-                if value is None or not _same_type(value, condition.value):
-                    return False
-                if not _COMPARISONS[condition.comparison](value, condition.value):
-                    return False
-            return True
-
         with self._lock:
             rows = [
                 _copy(row)
                 for (partition, _), row in self._rows.items()
-                if partition == partition_key and matches(row)
+                if partition == partition_key and _matches(row, conditions)
             ]
         return sorted(rows, key=lambda row: row.row_key)
+
+    def scan(self, conditions: Sequence[Condition] = ()) -> list[StoredRow]:
+        with self._lock:
+            rows = [_copy(row) for row in self._rows.values() if _matches(row, conditions)]
+        return sorted(rows, key=lambda row: (row.partition_key, row.row_key))
+
+
+def _matches(row: StoredRow, conditions: Sequence[Condition]) -> bool:
+    for condition in conditions:
+        value = row.properties.get(condition.property)
+        if value is None or not _same_type(value, condition.value):
+            return False
+        if not _COMPARISONS[condition.comparison](value, condition.value):
+            return False
+    return True
 
 
 def _copy(row: StoredRow) -> StoredRow:

@@ -5,6 +5,7 @@ outbound webhooks. Field names become property names (camelCase); see ``entities
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import AwareDatetime, Field, StringConstraints
@@ -42,9 +43,47 @@ class MailboxRecord(MailboxRef):
     sync_state: str | None = None
     sync_pending_since: AwareDatetime | None = None
     last_sync_at: AwareDatetime | None = None
+    # The last full read of the calendar (the daily drift repair, and after a lost cursor).
+    last_full_read_at: AwareDatetime | None = None
     health: Health | None = None
     lag_seconds: Annotated[float, Field(ge=0)] | None = None
     last_error: ErrorText | None = None
+    # Whether this staff member's Exchange calendar counts for their availability at all.
+    busy_time: bool = True
+    # A sync held back by the mass-cancellation guard: why, and since when (None: not held).
+    held: ErrorText | None = None
+
+
+class MailboxItemKind(StrEnum):
+    """What an item of a staff member's calendar is to calbridge."""
+
+    BUSY = "busy"  # someone's own event: busy time (or none, when free/cancelled)
+    APPOINTMENT = "appointment"  # the organizer's item calbridge wrote (its marker says which)
+    COPY = "copy"  # an attendee's copy of calbridge's meeting (found by UID): not busy time
+
+
+class MailboxItemRecord(CamelModel):
+    """A row of MailboxItems (org|staffId / itemId): what calbridge knows of one item of a
+    staff member's calendar, vdirsyncer-style: the change key and a hash of the fields that
+    matter, so a change key that moved without a real change emits nothing, a deletion knows
+    what it deletes, and a full read tells real differences from what is already known."""
+
+    item_id: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    kind: MailboxItemKind
+    change_key: str | None = None
+    content_hash: Annotated[str, StringConstraints(max_length=64)] = ""
+    appointment_id: Identifier | None = None
+    uid: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    # For busy time: the busy blocks written for it (occurrence ids; "" for a single event).
+    occurrences: list[str] = []
+
+
+class AppointmentUidRecord(CamelModel):
+    """A row of AppointmentUids (org / iCalendar UID): which appointment a meeting's UID
+    belongs to, so attendees' copies are recognised in their calendars."""
+
+    uid: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    appointment_id: Identifier
 
 
 class SubscriptionRecord(CamelModel):

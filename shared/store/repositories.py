@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from shared.models import AppointmentSnapshot, BusyBlock, EventMapping
+from shared.models import AppointmentSnapshot, BusyBlock, EventMapping, OrgSettings
 from shared.store.entities import canonical_datetime
 from shared.store.entity_repository import (
     EntityKey,
@@ -22,8 +22,10 @@ from shared.store.entity_repository import (
 from shared.store.errors import ConcurrencyConflict
 from shared.store.records import (
     ApplyProblemRecord,
+    AppointmentUidRecord,
     ConnectionRecord,
     DeadLetterRecord,
+    MailboxItemRecord,
     MailboxRecord,
     OutboxRecord,
     ParkedChangeRecord,
@@ -93,6 +95,75 @@ class ConnectionRepository(OrgScopedRepository[ConnectionRecord]):
     table_name = "Connections"
     model = ConnectionRecord
     id_field = "connection_id"
+
+    def every_org(self) -> list[tuple[str, Versioned[ConnectionRecord]]]:
+        """Every organization's connections, as (org, connection): the poll fan-out's list."""
+        return [(partition[0], row) for partition, _, row in self.read_all()]
+
+
+class OrgSettingsRepository(EntityRepository[OrgSettings]):
+    """OrgSettings (org / "settings"): one row per organization."""
+
+    table_name = "OrgSettings"
+    model = OrgSettings
+
+    @staticmethod
+    def key(org: str) -> EntityKey:
+        return EntityKey.of((org,), ("settings",))
+
+    def get(self, org: str) -> Versioned[OrgSettings] | None:
+        return self.read(self.key(org))
+
+    def put(self, org: str, settings: OrgSettings, etag: str | None) -> str:
+        return self.write(self.key(org), settings, etag)
+
+    def settings_of(self, org: str) -> OrgSettings:
+        """The organization's settings, the defaults when it has none stored."""
+        found = self.get(org)
+        return found.value if found is not None else OrgSettings()
+
+
+class MailboxItemRepository(EntityRepository[MailboxItemRecord]):
+    """MailboxItems (org|staffId / itemId): what calbridge knows of each item of a staff
+    member's calendar. One writer per mailbox (its sync)."""
+
+    table_name = "MailboxItems"
+    model = MailboxItemRecord
+
+    @staticmethod
+    def key(org: str, staff_id: str, item_id: str) -> EntityKey:
+        return EntityKey.of((org, staff_id), (item_id,))
+
+    def get_item(self, org: str, staff_id: str, item_id: str) -> MailboxItemRecord | None:
+        found = self.read(self.key(org, staff_id, item_id))
+        return found.value if found is not None else None
+
+    def put_item(self, org: str, staff_id: str, item: MailboxItemRecord) -> None:
+        self.upsert(self.key(org, staff_id, item.item_id), item)
+
+    def remove_item(self, org: str, staff_id: str, item_id: str) -> None:
+        self.remove(self.key(org, staff_id, item_id))
+
+    def items_of(self, org: str, staff_id: str) -> dict[str, MailboxItemRecord]:
+        return {row.value.item_id: row.value for _, row in self.read_partition((org, staff_id))}
+
+
+class AppointmentUidRepository(OrgScopedRepository[AppointmentUidRecord]):
+    """AppointmentUids (org / UID): which appointment an iCalendar UID belongs to."""
+
+    table_name = "AppointmentUids"
+    model = AppointmentUidRecord
+    id_field = "uid"
+
+    def appointment_of(self, org: str, uid: str) -> str | None:
+        found = self.get(org, uid)
+        return found.value.appointment_id if found is not None else None
+
+    def remember(self, org: str, uid: str, appointment_id: str) -> None:
+        self.upsert(
+            EntityKey.of((org,), (uid,)),
+            AppointmentUidRecord(uid=uid, appointment_id=appointment_id),
+        )
 
 
 class MailboxRepository(OrgScopedRepository[MailboxRecord]):
@@ -228,6 +299,9 @@ class Repositories:
     parked: ParkedChangeRepository
     dead_letters: DeadLetterRepository
     problems: ApplyProblemRepository
+    settings: OrgSettingsRepository
+    mailbox_items: MailboxItemRepository
+    appointment_uids: AppointmentUidRepository
 
 
 def build_repositories(tables: TableService) -> Repositories:
@@ -242,4 +316,7 @@ def build_repositories(tables: TableService) -> Repositories:
         parked=ParkedChangeRepository(tables),
         dead_letters=DeadLetterRepository(tables),
         problems=ApplyProblemRepository(tables),
+        settings=OrgSettingsRepository(tables),
+        mailbox_items=MailboxItemRepository(tables),
+        appointment_uids=AppointmentUidRepository(tables),
     )

@@ -70,6 +70,11 @@ class EntityTable(Protocol):
         """Rows of one partition matching every condition, in RowKey order."""
         ...
 
+    def scan(self, conditions: Sequence[Condition] = ()) -> list[StoredRow]:
+        """Rows of every partition matching every condition, in key order (a whole-table read:
+        only for small tables, such as the organizations' connections)."""
+        ...
+
 
 class TableService(Protocol):
     """Hands out the tables of one storage account, names prefixed for isolation."""
