@@ -1,4 +1,5 @@
-"""HTTP triggers of the administrator's API: Exchange connections and staff mailboxes.
+"""HTTP triggers of the administrator's API: Exchange connections, staff mailboxes and the
+organization's settings.
 
 Function key at the host (``FUNCTION``), then the organization's admin key checked by
 ``shared.admin.AdminApi``, which does the work. Routes come from ``shared.http.routes``.
@@ -11,7 +12,7 @@ import azure.functions as func
 from functions.http_functions import http_function, to_http_response
 from shared import bootstrap
 from shared.http.contract import ADMIN_KEY_HEADER
-from shared.http.routes import PUT_CONNECTION, PUT_STAFF
+from shared.http.routes import GET_SETTINGS, PUT_CONNECTION, PUT_SETTINGS, PUT_STAFF
 
 bp = func.Blueprint()
 
@@ -36,5 +37,25 @@ def put_staff(req: func.HttpRequest) -> func.HttpResponse:
             staff_id=req.route_params.get("staffId", ""),
             body=req.get_body(),
             admin_key=req.headers.get(ADMIN_KEY_HEADER),
+        )
+    )
+
+
+@http_function(bp, PUT_SETTINGS, "PUT orgs/{org}/settings FUNCTION")
+def put_settings(req: func.HttpRequest) -> func.HttpResponse:
+    return to_http_response(
+        bootstrap.services().admin.put_settings(
+            org=req.route_params.get("org", ""),
+            body=req.get_body(),
+            admin_key=req.headers.get(ADMIN_KEY_HEADER),
+        )
+    )
+
+
+@http_function(bp, GET_SETTINGS, "GET orgs/{org}/settings FUNCTION")
+def get_settings(req: func.HttpRequest) -> func.HttpResponse:
+    return to_http_response(
+        bootstrap.services().admin.get_settings(
+            org=req.route_params.get("org", ""), admin_key=req.headers.get(ADMIN_KEY_HEADER)
         )
     )

@@ -46,7 +46,7 @@ from shared.http.contract import (
     StaffSaved,
 )
 from shared.http.requests import check_id, gate, parse_json_body
-from shared.models import ConnectionConfig
+from shared.models import ConnectionConfig, OrgSettings
 from shared.queues import AppointmentChanged, QueueSender, QueueUnavailable
 from shared.store import ConcurrencyConflict, Repositories, StoreUnavailable
 from shared.store.records import ConnectionRecord, MailboxRecord
@@ -209,6 +209,35 @@ class AdminApi:
             self._repos.parked.unpark(org, change.appointment_id)
         return len(parked)
 
+    # --- organization settings ----------------------------------------------------------------
+
+    def put_settings(self, *, org: str, body: bytes, admin_key: str | None) -> HttpAnswer:
+        try:
+            self._authenticate(org, admin_key, body)
+            settings = parse_json_body(body, OrgSettings, "the settings")
+            if settings.webhook_url is not None:
+                try:
+                    self._endpoints.check(settings.webhook_url, resolve=self._resolve)
+                except EndpointRefused as refused:
+                    problem = ValidationProblem(field="webhookUrl", message=f"webhookUrl {refused}")
+                    raise invalid("the settings", [problem]) from None
+            with storage_refusals("the settings"):
+                current = self._repos.settings.get(org)
+                self._repos.settings.put(org, settings, current.etag if current else None)
+            log.info("settings of org %s saved", org)
+            return json_answer(201 if current is None else 200, settings)
+        except Refusal as refusal:
+            return refusal.answer
+
+    def get_settings(self, *, org: str, admin_key: str | None) -> HttpAnswer:
+        try:
+            self._authenticate(org, admin_key, b"")
+            with storage_refusals("the settings"):
+                settings = self._repos.settings.settings_of(org)
+            return json_answer(200, settings)
+        except Refusal as refusal:
+            return refusal.answer
+
     # --- staff --------------------------------------------------------------------------------
 
     def put_staff(
@@ -250,6 +279,7 @@ class AdminApi:
                     "connection_id": assignment.connection_id,
                     "address": assignment.mailbox,
                     "time_zone": assignment.time_zone,
+                    "busy_time": assignment.busy_time,
                 }
             )
             self._repos.mailboxes.put(org, staff_id, record, current.etag if current else None)

@@ -37,6 +37,8 @@ class StaffMailboxAssignment(CamelModel):
     connection_id: Identifier
     mailbox: EmailAddress
     time_zone: TimeZoneName
+    # Whether the staff member's own Exchange events count as busy time for their availability.
+    busy_time: bool = True
 
 
 class ConnectionSaved(CamelModel):

@@ -32,7 +32,7 @@ from shared.http.contract import (
     StaffMailboxAssignment,
     StaffSaved,
 )
-from shared.models import AppointmentSnapshot, BusyBlock, ConnectionConfig
+from shared.models import AppointmentSnapshot, BusyBlock, ConnectionConfig, OrgSettings
 
 ROUTE_PREFIX = "api"  # host.json extensions.http.routePrefix
 
@@ -237,10 +237,53 @@ PUT_STAFF = ApiRoute(
     tags=("admin",),
 )
 
+PUT_SETTINGS = ApiRoute(
+    function_name="put_settings",
+    method="PUT",
+    route="orgs/{org}/settings",
+    auth_level="FUNCTION",
+    security="admin",
+    summary="Set the organization's settings",
+    description=(
+        "Where the booking platform takes calbridge's signed webhooks (https; the same address "
+        "rules as Exchange URLs), how many days ahead recurring series count as busy time, how "
+        "often EWS mailboxes are polled, and the share of a mailbox's appointments one sync may "
+        "cancel before it is held for a person to look at."
+    ),
+    request_body=OrgSettings,
+    responses={
+        201: Response("Set for the first time.", OrgSettings),
+        200: Response("Replaced.", OrgSettings),
+        **admin_route_errors(),
+    },
+    tags=("admin",),
+)
+
+GET_SETTINGS = ApiRoute(
+    function_name="get_settings",
+    method="GET",
+    route="orgs/{org}/settings",
+    auth_level="FUNCTION",
+    security="admin",
+    summary="The organization's settings",
+    description="The stored settings, or the defaults when none were set.",
+    responses={
+        200: Response("The settings.", OrgSettings),
+        **{
+            status: response
+            for status, response in admin_route_errors().items()
+            if status in (401, 404, 503)
+        },
+    },
+    tags=("admin",),
+)
+
 ROUTES: tuple[ApiRoute, ...] = (
     PUT_APPOINTMENT,
     GET_BUSY_TIME,
     GET_OPENAPI,
     PUT_CONNECTION,
     PUT_STAFF,
+    PUT_SETTINGS,
+    GET_SETTINGS,
 )

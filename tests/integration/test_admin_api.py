@@ -369,3 +369,51 @@ def test_a_mailbox_with_a_trailing_line_break_is_refused(app: None) -> None:
     assert response.status_code == 422
     assert [p["field"] for p in answer(response)["problems"]] == ["mailbox"]
     assert mailboxes() == {}
+
+
+# --- organization settings -------------------------------------------------------------------
+
+
+def admin_get(path: str, key: str | None = ORG_KEY) -> func.HttpResponse:
+    headers = {ADMIN_KEY_HEADER: key} if key is not None else {}
+    return http_call("GET", f"/api/orgs/{path}", headers=headers)
+
+
+def test_settings_have_defaults_until_set_then_read_back_as_set(app: None) -> None:
+    assert answer(admin_get(f"{ORG}/settings")) == {
+        "webhookUrl": None,
+        "recurrenceHorizonDays": 180,
+        "pollIntervalSeconds": 60,
+        "massCancellationShare": 0.5,
+    }
+    body = {
+        "webhookUrl": "https://booking.acme.example/calbridge/webhooks",
+        "recurrenceHorizonDays": 90,
+        "pollIntervalSeconds": 120,
+    }
+    created = admin_put(f"{ORG}/settings", body)
+    assert created.status_code == 201, created.get_body()
+    assert admin_put(f"{ORG}/settings", body).status_code == 200
+    assert answer(admin_get(f"{ORG}/settings")) == {**body, "massCancellationShare": 0.5}
+    # Another organization's key neither reads nor writes them.
+    assert admin_get(f"{ORG}/settings", key=OTHER_KEY).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"webhookUrl": "http://booking.acme.example/hooks"}, "webhookUrl", "must use https"),
+        ({"webhookUrl": "https://169.254.169.254/latest"}, "webhookUrl", "cloud metadata"),
+        ({"recurrenceHorizonDays": 0}, "recurrenceHorizonDays", "greater than or equal to 1"),
+        ({"pollIntervalSeconds": 5}, "pollIntervalSeconds", "greater than or equal to 60"),
+        ({"poll_interval_seconds": 60}, "poll_interval_seconds", "unknown field"),
+    ],
+)
+def test_invalid_settings_are_refused_naming_the_field_and_change_nothing(
+    app: None, body: dict[str, Any], field: str, message: str
+) -> None:
+    response = admin_put(f"{ORG}/settings", body)
+    assert response.status_code == 422, response.get_body()
+    problems = answer(response)["problems"]
+    assert any(p["field"] == field and message in p["message"] for p in problems), problems
+    assert bootstrap.services().repositories.settings.get(ORG) is None
