@@ -13,7 +13,8 @@ A secondary staff member without a known mailbox is left out (the engine records
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from shared.engine.marker import marker_for
@@ -68,17 +69,24 @@ def event_draft(
     appointment_id: str,
     snapshot: AppointmentSnapshot,
     directory: Mapping[str, MailboxRef],
+    *,
+    attendees: Sequence[MailboxRef] | None = None,
+    times: tuple[datetime, datetime] | None = None,
 ) -> EventDraft:
-    """The event the organizer's calendar should hold for this appointment."""
+    """The event the organizer's calendar should hold for this appointment. ``attendees`` and
+    ``times`` replace the snapshot's when the engine keeps what Outlook shows (a staff member
+    who declined stays listed; a move the booking platform has not answered stays)."""
     zone = ZoneInfo(snapshot.time_zone)
+    start, end = times or (snapshot.start, snapshot.end)
+    invited = attendee_mailboxes(snapshot, directory) if attendees is None else attendees
     return EventDraft(
         subject=snapshot.title,
-        start=snapshot.start.astimezone(zone),
-        end=snapshot.end.astimezone(zone),
+        start=start.astimezone(zone),
+        end=end.astimezone(zone),
         time_zone=snapshot.time_zone,
         location=snapshot.location,
         body_text=event_body(snapshot),
-        required_attendees=tuple(ref.address for ref in attendee_mailboxes(snapshot, directory)),
+        required_attendees=tuple(ref.address for ref in invited),
         show_as=ShowAs.BUSY,
         marker=marker_for(org, appointment_id),
     )

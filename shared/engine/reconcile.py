@@ -58,6 +58,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
@@ -440,7 +441,8 @@ def _booking(
             generation=generation,
         )
 
-    attendee_ids = tuple(ref.staff_id for ref in attendee_mailboxes(snapshot, directory))
+    invited = attendee_mailboxes(snapshot, directory) + _declined_kept(snapshot, mapping, directory)
+    attendee_ids = tuple(ref.staff_id for ref in invited)
     actions: list[Action] = [
         RecordProblem(
             staff_id,
@@ -475,7 +477,8 @@ def _booking(
         generation = 1
     else:
         generation = mapping.generation + (1 if which is Generation.NEXT else 0)
-    draft = event_draft(org, appointment_id, snapshot, directory)
+    held = _outlook_move_held(snapshot, mapping, found)
+    draft = event_draft(org, appointment_id, snapshot, directory, attendees=invited, times=held)
     if keep is None:
         create_id = transaction_id(org, appointment_id, organizer.staff_id, generation)
         actions.append(CreateEvent(organizer, draft, create_id))
@@ -484,6 +487,40 @@ def _booking(
         return plan(PlanReason.UP_TO_DATE, actions, generation)
     actions.append(UpdateEvent(organizer, keep.item_id, keep.change_key, draft))
     return plan(reason, actions, generation)
+
+
+def _declined_kept(
+    snapshot: AppointmentSnapshot, mapping: EventMapping | None, directory: Mapping[str, MailboxRef]
+) -> list[MailboxRef]:
+    """Staff who declined in Outlook and whom the booking platform has since dropped: they stay
+    on the organizer's item, so it still shows their decline and no update reaches them."""
+    if mapping is None:
+        return []
+    named = {staff.staff_id for staff in snapshot.staff}
+    return [
+        directory[staff_id]
+        for staff_id in mapping.declined_staff_ids
+        if staff_id in mapping.attendee_staff_ids
+        and staff_id not in named
+        and staff_id in directory
+    ]
+
+
+def _outlook_move_held(
+    snapshot: AppointmentSnapshot, mapping: EventMapping | None, found: Found
+) -> tuple[datetime, datetime] | None:
+    """Where the organizer moved the mapped event in Outlook, while the booking platform has not
+    answered with a newer snapshot: that time stays (a redelivered or older snapshot must not
+    move it back)."""
+    if (
+        found is Found.MAPPED
+        and mapping is not None
+        and mapping.outlook_start is not None
+        and mapping.outlook_end is not None
+        and snapshot.version <= mapping.applied_version
+    ):
+        return mapping.outlook_start, mapping.outlook_end
+    return None
 
 
 def _differs(
@@ -566,6 +603,7 @@ def mapping_after(plan: ReconcilePlan, results: Sequence[ActionResult]) -> Event
                 applied_version=plan.version if complete else _applied(previous),
                 attendee_staff_ids=list(plan.attendee_staff_ids),
                 generation=plan.generation,
+                **_kept_from_outlook(plan, previous),
             )
         elif isinstance(action, CancelEvent):
             cancelled_item = action.item_id
@@ -611,6 +649,17 @@ def mapping_after(plan: ReconcilePlan, results: Sequence[ActionResult]) -> Event
             "last_error": problems,
         }
     )
+
+
+def _kept_from_outlook(plan: ReconcilePlan, previous: EventMapping | None) -> dict[str, object]:
+    """What the mapping keeps of Outlook-side changes across calbridge's write: the declines of
+    the same event, and an Outlook move the snapshot did not answer (it was not newer)."""
+    if previous is None or previous.generation != plan.generation:
+        return {}
+    kept: dict[str, object] = {"declined_staff_ids": list(previous.declined_staff_ids)}
+    if plan.version <= previous.applied_version:
+        kept |= {"outlook_start": previous.outlook_start, "outlook_end": previous.outlook_end}
+    return kept
 
 
 def _applied(previous: EventMapping | None) -> int:

@@ -1,0 +1,153 @@
+"""Exchange → booking: what staff did in Outlook to the appointments calbridge wrote.
+
+Pure: the organizer's item as Exchange shows it now (or its deletion), the stored mapping and
+the newest snapshot → the events to tell the booking platform and the mapping to store.
+
+The rules
+---------
+- **Echo**: an item whose change key is the one the mapping stored after calbridge's last write
+  is calbridge's own write: nothing to tell.
+- **Moved** by the organizer: ``appointment.rescheduled`` with the new time, once per move. The
+  mapping remembers the move (``outlook_start``/``outlook_end``) until the booking platform
+  answers with a newer snapshot, so a redelivered or older snapshot does not move it back
+  (``shared.engine.reconcile``); a move back to the booked time forgets it.
+- **Cancelled or deleted** by the organizer: ``appointment.cancelled``, and the secondary staff's
+  copies are cancelled too (the organizer may have deleted the item without sending
+  cancellations). Not when the snapshot itself is cancelled or names another organizer: then the
+  deletion is calbridge's own cancellation or hand-over.
+- **Declined** by a secondary staff member: ``appointment.staff_declined``, once per staff
+  member; the appointment stays booked.
+- Other edits (title, location, body) are not reported: the next snapshot restores them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from shared.exchange.port import ExchangeEvent, ResponseType
+from shared.models import AppointmentSnapshot, AppointmentStatus, EventMapping
+
+
+@dataclass(frozen=True)
+class AppointmentRescheduled:
+    appointment_id: str
+    start: datetime
+    end: datetime
+    by: str  # the organizer's staff id
+
+
+@dataclass(frozen=True)
+class AppointmentCancelled:
+    appointment_id: str
+    by: str
+
+
+@dataclass(frozen=True)
+class StaffDeclined:
+    appointment_id: str
+    staff_id: str
+
+
+OutlookEvent = AppointmentRescheduled | AppointmentCancelled | StaffDeclined
+
+
+@dataclass(frozen=True)
+class OutlookVerdict:
+    """What an Outlook-side change means: events for the booking platform, the mapping to store
+    (None: unchanged), and whether the secondary staff's copies must be cancelled."""
+
+    events: tuple[OutlookEvent, ...] = ()
+    mapping: EventMapping | None = None
+    cancel_copies: bool = False
+    reason: str = "unchanged"
+
+
+NOTHING = OutlookVerdict()
+
+
+def _booked_by_organizer(snapshot: AppointmentSnapshot | None, mapping: EventMapping) -> bool:
+    """The snapshot still wants this organizer's event: a change to it is the staff's."""
+    return (
+        snapshot is not None
+        and snapshot.status is AppointmentStatus.BOOKED
+        and snapshot.organizer_staff_id == mapping.organizer_staff_id
+        and not mapping.cancelled
+    )
+
+
+def organizer_item_changed(
+    appointment_id: str,
+    event: ExchangeEvent,
+    mapping: EventMapping | None,
+    snapshot: AppointmentSnapshot | None,
+    staff_by_address: Mapping[str, str],
+) -> OutlookVerdict:
+    """The organizer's item of an appointment, as it is now in Exchange."""
+    if mapping is None or mapping.item_id != event.item_id:
+        return OutlookVerdict(reason="not the mapped item")
+    if event.change_key is not None and event.change_key == mapping.change_key:
+        return OutlookVerdict(reason="echo")
+    if not _booked_by_organizer(snapshot, mapping):
+        return OutlookVerdict(reason="calbridge is changing it")
+    assert snapshot is not None
+    if event.is_cancelled:
+        return _cancelled(appointment_id, mapping)
+
+    events: list[OutlookEvent] = []
+    updates: dict[str, object] = {"change_key": event.change_key}
+    booked = (snapshot.start, snapshot.end)
+    reported = (mapping.outlook_start, mapping.outlook_end) if mapping.outlook_start else booked
+    now = (event.start, event.end)
+    if now != reported:
+        events.append(
+            AppointmentRescheduled(
+                appointment_id, event.start, event.end, by=mapping.organizer_staff_id
+            )
+        )
+    moved = now != booked
+    updates["outlook_start"] = event.start if moved else None
+    updates["outlook_end"] = event.end if moved else None
+
+    declined = list(mapping.declined_staff_ids)
+    secondaries = set(snapshot.secondary_staff_ids)
+    for attendee in event.attendees:
+        staff_id = staff_by_address.get(attendee.address)
+        if (
+            attendee.response is ResponseType.DECLINED
+            and staff_id in secondaries
+            and staff_id not in declined
+        ):
+            declined.append(staff_id)
+            events.append(StaffDeclined(appointment_id, staff_id))
+    updates["declined_staff_ids"] = declined
+    updated = mapping.model_copy(update=updates)
+    return OutlookVerdict(
+        events=tuple(events),
+        mapping=updated if updated != mapping else None,
+        reason="changed in Outlook" if events else "edited in Outlook",
+    )
+
+
+def organizer_item_deleted(
+    appointment_id: str,
+    item_id: str,
+    mapping: EventMapping | None,
+    snapshot: AppointmentSnapshot | None,
+) -> OutlookVerdict:
+    """The organizer's item of an appointment is gone from the organizer's calendar."""
+    if mapping is None or mapping.item_id != item_id:
+        return OutlookVerdict(reason="not the mapped item")
+    if not _booked_by_organizer(snapshot, mapping):
+        return OutlookVerdict(reason="calbridge cancelled or handed it over")
+    return _cancelled(appointment_id, mapping)
+
+
+def _cancelled(appointment_id: str, mapping: EventMapping) -> OutlookVerdict:
+    return OutlookVerdict(
+        events=(AppointmentCancelled(appointment_id, by=mapping.organizer_staff_id),),
+        mapping=mapping.model_copy(update={"cancelled": True}),
+        cancel_copies=True,
+        reason="cancelled in Outlook",
+    )
