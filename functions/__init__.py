@@ -8,6 +8,6 @@ import azure.functions as func
 
 def blueprints() -> list[func.Blueprint]:
     """Every blueprint the app registers, in registration order."""
-    from functions import admin_api, appointment_worker, booking_api
+    from functions import admin_api, appointment_worker, booking_api, mailbox_sync, webhooks
 
-    return [booking_api.bp, admin_api.bp, appointment_worker.bp]
+    return [booking_api.bp, admin_api.bp, appointment_worker.bp, mailbox_sync.bp, webhooks.bp]

@@ -28,10 +28,13 @@ from shared.config import SecretResolver, Settings, get_settings, secret_resolve
 from shared.exchange.endpoint_policy import ExchangeEndpointPolicy
 from shared.exchange.gateways import GatewayCache
 from shared.exchange.port import CalendarGateway
+from shared.mailbox_sync.fanout import PollFanOut
+from shared.mailbox_sync.service import MailboxSyncer
 from shared.models import ConnectionConfig
 from shared.queues import QueueSender
 from shared.store import Repositories, build_repositories
 from shared.store.tables import TableService
+from shared.webhooks.delivery import WebhookDelivery
 
 HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
 
@@ -86,6 +89,23 @@ class Services:
             self.queue,
             self.gateways,
             max_dequeue_count=host_queue_settings().max_dequeue_count,
+        )
+
+    @cached_property
+    def mailbox_syncer(self) -> MailboxSyncer:
+        return MailboxSyncer(self.repositories, self.queue, self.gateways, self.secrets)
+
+    @cached_property
+    def poll_fanout(self) -> PollFanOut:
+        return PollFanOut(self.repositories, self.queue, self.secrets)
+
+    @cached_property
+    def webhook_delivery(self) -> WebhookDelivery:
+        return WebhookDelivery(
+            self.repositories,
+            self.queue,
+            self.secrets,
+            endpoints=ExchangeEndpointPolicy.from_settings(self.settings),
         )
 
     @cached_property

@@ -167,9 +167,22 @@ class AdminApi:
         try:
             with storage_refusals(f"connection {connection_id!r}"):
                 current = self._repos.connections.get(org, connection_id)
+                # The health found by the workers stays while the configuration does; a changed
+                # configuration (new credentials, URL) is tried afresh.
+                unchanged = (
+                    current is not None
+                    and ConnectionConfig.model_validate(
+                        current.value.model_dump(include=set(ConnectionConfig.model_fields))
+                    )
+                    == config
+                )
                 kept = (
-                    {"health": current.value.health, "health_detail": current.value.health_detail}
-                    if current is not None
+                    {
+                        "health": current.value.health,
+                        "health_detail": current.value.health_detail,
+                        "failed_secret_fingerprint": current.value.failed_secret_fingerprint,
+                    }
+                    if current is not None and unchanged
                     else {}
                 )
                 record = ConnectionRecord(

@@ -210,6 +210,9 @@ class AppointmentApplier:
         writes = []
         if outcome.mapping is not None and outcome.mapping != mapping:
             writes.append(writer.write(outcome.mapping))
+            uid = outcome.mapping.uid
+            if uid and (mapping is None or mapping.uid != uid):
+                writes.append(self._store.remember_uid(org, uid, appointment_id))
         if outcome.failure is None and outcome.problems:
             writes.append(
                 self._store.record_problem(org, appointment_id, snapshot.version, outcome.problems)

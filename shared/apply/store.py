@@ -107,6 +107,10 @@ class ApplyStore:
         )
         await in_storage_thread(self._repos.problems.record, org, record)
 
+    async def remember_uid(self, org: str, uid: str, appointment_id: str) -> None:
+        """The meeting's UID names this appointment (attendees' copies are known by it)."""
+        await in_storage_thread(self._repos.appointment_uids.remember, org, uid, appointment_id)
+
     async def clear_problem(self, org: str, appointment_id: str) -> None:
         await in_storage_thread(self._repos.problems.clear, org, appointment_id)
 

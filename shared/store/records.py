@@ -28,6 +28,9 @@ class ConnectionRecord(ConnectionConfig):
     connection_id: Identifier
     health: Health | None = None
     health_detail: ErrorText | None = None
+    # With ``auth_failed``: a digest of the secret Exchange refused, so a changed secret is
+    # noticed (see ``shared.mailbox_sync.fanout.secret_fingerprint``); never the secret.
+    failed_secret_fingerprint: Annotated[str, StringConstraints(max_length=64)] | None = None
 
 
 class MailboxRecord(MailboxRef):
@@ -111,6 +114,8 @@ class OutboxRecord(CamelModel):
     attempts: Annotated[int, Field(ge=0)] = 0
     next_attempt_at: AwareDatetime | None = None
     delivered_at: AwareDatetime | None = None
+    # The booking platform's HTTP status for the delivered request (409: it refused the change).
+    answer_status: Annotated[int, Field(ge=100, le=599)] | None = None
     dead_lettered: bool = False
     last_error: ErrorText | None = None
 

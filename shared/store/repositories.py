@@ -189,6 +189,15 @@ class OutboxRepository(OrgScopedRepository[OutboxRecord]):
     model = OutboxRecord
     id_field = "event_id"
 
+    def add(self, org: str, row: OutboxRecord) -> bool:
+        """Keep a new event; False when a row with its id exists already (the same change told
+        again: its delivery state is left as it is)."""
+        try:
+            self.put(org, row.event_id, row, None)
+        except ConcurrencyConflict:
+            return False
+        return True
+
 
 class ParkedChangeRepository(OrgScopedRepository[ParkedChangeRecord]):
     """ParkedChanges (org / appointmentId): changes waiting for a disabled connection."""

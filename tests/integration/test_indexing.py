@@ -15,6 +15,8 @@ import pytest
 
 from devhost.routes import RouteTemplate
 from functions.appointment_worker import APPLY_APPOINTMENT_FUNCTION
+from functions.mailbox_sync import EVERY_MINUTE, POLL_FUNCTION, SYNC_FUNCTION
+from functions.webhooks import DELIVER_FUNCTION
 from shared.http.routes import ROUTES
 from shared.queues import (
     APPOINTMENT_CHANGES,
@@ -69,11 +71,12 @@ def timer(name: str, schedule: str) -> Indexed:
     return Indexed(name, "timerTrigger", schedule=schedule)
 
 
-# Add every new function here, built from the constants its decorator uses, e.g.
-#   queue("apply_appointment", APPOINTMENT_CHANGES)
-#   timer("poll_ews_mailboxes", POLL_SCHEDULE)
+# Add every new function here, built from the constants its decorator uses.
 EXPECTED: list[Indexed] = [http(route.function_name) for route in ROUTES] + [
     queue(APPLY_APPOINTMENT_FUNCTION, APPOINTMENT_CHANGES),
+    queue(SYNC_FUNCTION, MAILBOX_SYNC),
+    queue(DELIVER_FUNCTION, WEBHOOK_DELIVERIES),
+    timer(POLL_FUNCTION, EVERY_MINUTE),
 ]
 
 KNOWN_QUEUES = {APPOINTMENT_CHANGES, MAILBOX_SYNC, WEBHOOK_DELIVERIES}

@@ -1,0 +1,659 @@
+"""The ``mailbox-sync`` worker's service: read what changed in one staff member's calendar and
+make it known — busy time, and what staff did in Outlook to calbridge's appointments.
+
+One message names one mailbox. The service reads the changes since the mailbox's stored cursor
+page by page (``CalendarReader.changes_since``) and, for each page:
+
+1. sorts every item: calbridge's organizer item of an appointment (its marker names this
+   organization), an attendee's copy of calbridge's meeting (its UID is an appointment's), or the
+   staff member's own event (busy time); deletions are sorted by what calbridge knew of the item
+   (``MailboxItems``, one row per item, with the change key it was last seen with);
+2. decides, with the pure rules of ``shared.engine.busy`` and ``shared.engine.outlook``: the busy
+   blocks (a changed series is expanded over the recurrence horizon with one ``list_events``),
+   the events for the booking platform, the mappings to update, the copies to cancel;
+3. carries it out: copies cancelled through Exchange first, then the rows (mappings under their
+   ETag, busy blocks, item rows, outbox rows) and the ``webhook-deliveries`` messages;
+4. and only then stores the cursor. A crash in between re-reads the page: busy blocks and item
+   rows are upserted, outbox rows keep ids derived from the change, so nothing is duplicated.
+
+A **full read** (a cursor Exchange no longer knows, the first sync, or once a day to repair
+drift and roll the horizon forward) reads every page from the beginning and compares the whole
+calendar with what calbridge knows: items it knew and no longer sees are deleted, and events are
+made only for real differences.
+
+**Mass-cancellation guard**: a page (or a full read) that would report more than the
+organization's ``mass_cancellation_share`` of the appointments calbridge knows in this mailbox
+as cancelled (two at least), or a full read that finds the calendar empty while calbridge knows
+items in it, is not acted on: the mailbox is held (``MailboxRecord.held``) for a person to look
+at, and nothing is written or sent.
+
+**Faults**: throttling re-queues the message after Exchange's delay; refused credentials mark the
+connection ``auth_failed`` (its mailboxes are not polled until its credentials change) and tell
+the booking platform (``connection.health_changed``); other failures raise for the host's
+redelivery. The pending mark the poll fan-out set is cleared when a sync ends either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Final
+
+from shared.config import SecretNotFound, SecretResolver, connection_secret_name
+from shared.engine.busy import busy_block, changed_window
+from shared.engine.marker import parse_marker
+from shared.engine.outlook import (
+    OutlookEvent,
+    OutlookVerdict,
+    organizer_item_changed,
+    organizer_item_deleted,
+)
+from shared.exchange.gateways import Gateways
+from shared.exchange.port import (
+    AuthenticationFailed,
+    CalendarChanges,
+    CalendarGateway,
+    CalendarReader,
+    ExchangeEvent,
+    ItemType,
+    RetryAfter,
+    SyncStateInvalid,
+)
+from shared.models import AppointmentSnapshot, BusyBlock, EventMapping, Health, OrgSettings
+from shared.queues import (
+    MAX_VISIBILITY_DELAY,
+    MailboxSyncRequested,
+    QueueSender,
+    WebhookDeliveryDue,
+)
+from shared.store import ConcurrencyConflict, Repositories, Versioned
+from shared.store.records import (
+    ConnectionRecord,
+    MailboxItemKind,
+    MailboxItemRecord,
+    MailboxRecord,
+    OutboxRecord,
+)
+from shared.store.threads import in_storage_thread
+from shared.webhooks.events import busy_time_row, health_row, outlook_event_row
+
+log = logging.getLogger(__name__)
+
+FULL_READ: Final = "full"
+# Looking back this far when a series is expanded: an occurrence in progress still blocks.
+_EXPANSION_LOOKBACK: Final = timedelta(days=1)
+
+
+class SyncOutcome(StrEnum):
+    SYNCED = "synced"
+    REQUEUED = "requeued"  # throttled: comes back after Exchange's delay
+    HELD = "held"  # the mass-cancellation guard stopped it
+    AUTH_FAILED = "auth_failed"
+    SKIPPED = "skipped"  # no such mailbox, a disabled or push-only connection
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    outcome: SyncOutcome
+    detail: str = ""
+    pages: int = 0
+    events: int = 0
+
+
+@dataclass
+class PageEffects:
+    """What one page (or a full read) comes to, before anything is written."""
+
+    block_puts: list[BusyBlock] = field(default_factory=list)
+    block_removals: list[tuple[str, str | None]] = field(default_factory=list)
+    item_puts: list[MailboxItemRecord] = field(default_factory=list)
+    item_removals: list[str] = field(default_factory=list)
+    mappings: dict[str, tuple[EventMapping, ExchangeEvent | None, str]] = field(
+        default_factory=dict
+    )  # appointment → (mapping, the item it was read from, the change it names)
+    outlook: list[tuple[OutlookEvent, str]] = field(default_factory=list)
+    copies_to_cancel: list[tuple[str, EventMapping]] = field(default_factory=list)
+    windows: list[tuple[datetime, datetime]] = field(default_factory=list)
+    cancellations: int = 0
+
+
+class MailboxSyncer:
+    """Syncs one mailbox per message (the ``mailbox-sync`` worker)."""
+
+    def __init__(
+        self,
+        repositories: Repositories,
+        queue: QueueSender,
+        gateways: Gateways,
+        secrets: SecretResolver,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._repos = repositories
+        self._queue = queue
+        self._gateways = gateways
+        self._secrets = secrets
+        self._now = now
+
+    async def sync(self, message: MailboxSyncRequested) -> SyncReport:
+        org, staff_id = message.org, message.staff_id
+        found = await in_storage_thread(self._repos.mailboxes.get, org, staff_id)
+        if found is None:
+            return SyncReport(SyncOutcome.SKIPPED, "no such staff member")
+        connection = await in_storage_thread(
+            self._repos.connections.get, org, found.value.connection_id
+        )
+        if connection is None or not connection.value.enabled:
+            await self._finish(org, staff_id, pending_only=True)
+            return SyncReport(SyncOutcome.SKIPPED, "the connection is disabled or missing")
+        gateway = self._gateways.for_connection(org, connection.value)
+        if not isinstance(gateway, CalendarReader):
+            await self._finish(org, staff_id, pending_only=True)
+            return SyncReport(SyncOutcome.SKIPPED, "the connection's changes are pushed")
+        settings = await in_storage_thread(self._repos.settings.settings_of, org)
+        run = _Run(self, org, found.value, connection.value, gateway, gateway, settings)
+        full = message.reason == FULL_READ or found.value.sync_state is None
+        try:
+            report = await (run.full_read() if full else run.incremental())
+        except SyncStateInvalid:
+            log.info("sync state of %s/%s no longer valid: reading it all", org, staff_id)
+            report = await run.full_read()
+        except AuthenticationFailed as refused:
+            await self._auth_failed(org, connection, str(refused))
+            await self._finish(org, staff_id, pending_only=True)
+            return SyncReport(SyncOutcome.AUTH_FAILED, str(refused))
+        except CalendarErrorWithDelay as throttled:
+            await in_storage_thread(
+                self._queue.send,
+                message,
+                visibility_delay=timedelta(
+                    seconds=max(1.0, min(throttled.seconds, MAX_VISIBILITY_DELAY.total_seconds()))
+                ),
+            )
+            return SyncReport(SyncOutcome.REQUEUED, str(throttled.error))
+        log.info(
+            "mailbox synced",
+            extra={"org": org, "staff": staff_id, "outcome": report.outcome, "pages": report.pages},
+        )
+        return report
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+
+    async def _finish(
+        self,
+        org: str,
+        staff_id: str,
+        *,
+        pending_only: bool = False,
+        cursor: str | None = None,
+        full: bool = False,
+        held: str | None = None,
+    ) -> None:
+        """Clear the pending mark; after a sync also the cursor, times and health."""
+        now = self._now()
+
+        def update(record: MailboxRecord) -> MailboxRecord:
+            if pending_only:
+                return record.model_copy(update={"sync_pending_since": None})
+            changes: dict[str, object] = {"sync_pending_since": None, "held": held}
+            if held is None:
+                changes |= {
+                    "sync_state": cursor,
+                    "last_sync_at": now,
+                    "health": Health.OK,
+                    "last_error": None,
+                    "lag_seconds": 0.0,
+                }
+                if full:
+                    changes["last_full_read_at"] = now
+            return record.model_copy(update=changes)
+
+        await in_storage_thread(self._update_mailbox, org, staff_id, update)
+
+    def _update_mailbox(
+        self, org: str, staff_id: str, change: Callable[[MailboxRecord], MailboxRecord]
+    ) -> None:
+        for _ in range(5):
+            current = self._repos.mailboxes.get(org, staff_id)
+            if current is None:
+                return
+            try:
+                self._repos.mailboxes.put(org, staff_id, change(current.value), current.etag)
+                return
+            except ConcurrencyConflict:
+                continue
+        raise ConcurrencyConflict(f"mailbox {staff_id!r} kept changing")
+
+    async def _auth_failed(
+        self, org: str, connection: Versioned[ConnectionRecord], detail: str
+    ) -> None:
+        """Mark the connection and tell the booking platform, once per failure."""
+        record = connection.value
+        if record.health is Health.AUTH_FAILED:
+            return
+        fingerprint = None
+        if record.secret_reference is not None:
+            with contextlib.suppress(SecretNotFound):
+                secret = await in_storage_thread(
+                    self._secrets.resolve, connection_secret_name(org, record.secret_reference)
+                )
+                fingerprint = secret_fingerprint(secret)
+        failed = record.model_copy(
+            update={
+                "health": Health.AUTH_FAILED,
+                "health_detail": detail[:2000],
+                "failed_secret_fingerprint": fingerprint,
+            }
+        )
+        try:
+            await in_storage_thread(
+                self._repos.connections.put, org, record.connection_id, failed, connection.etag
+            )
+        except ConcurrencyConflict:
+            return  # someone else changed it: their write stands
+        now = self._now()
+        row = health_row(
+            org,
+            record.connection_id,
+            Health.AUTH_FAILED.value,
+            "Exchange refused the connection's credentials",
+            f"auth_failed\n{now.isoformat()}",
+            now,
+        )
+        await self._tell(org, [row])
+
+    async def _tell(self, org: str, rows: Iterable[OutboxRecord]) -> None:
+        """Keep each event in the outbox, then queue its delivery (a row told again is queued
+        again: its earlier message may be the one that was lost)."""
+        rows = list(rows)
+        await asyncio.gather(*(in_storage_thread(self._repos.outbox.add, org, r) for r in rows))
+        await asyncio.gather(
+            *(
+                in_storage_thread(
+                    self._queue.send, WebhookDeliveryDue(org=org, event_id=row.event_id)
+                )
+                for row in rows
+            )
+        )
+
+
+class CalendarErrorWithDelay(Exception):
+    """Internal: Exchange throttled a read; ``seconds`` until the message should come back."""
+
+    def __init__(self, error: Exception, seconds: float) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.seconds = seconds
+
+
+@dataclass
+class _Run:
+    """One sync of one mailbox."""
+
+    service: MailboxSyncer
+    org: str
+    mailbox: MailboxRecord
+    connection: ConnectionRecord
+    reader: CalendarReader
+    gateway: CalendarGateway
+    settings: OrgSettings
+
+    @property
+    def repos(self) -> Repositories:
+        return self.service._repos
+
+    async def incremental(self) -> SyncReport:
+        cursor = self.mailbox.sync_state
+        pages = events = 0
+        while True:
+            changes = await self._read(cursor)
+            pages += 1
+            effects = await self._decide(changes.changed, changes.deleted)
+            held = self._guard(effects, await self._known_appointments())
+            if held:
+                await self.service._finish(self.org, self.mailbox.staff_id, held=held)
+                return SyncReport(SyncOutcome.HELD, held, pages)
+            events += await self._carry_out(effects, changes.cursor)
+            cursor = changes.cursor
+            await self._store_cursor(cursor)
+            if changes.complete:
+                break
+        await self.service._finish(self.org, self.mailbox.staff_id, cursor=cursor)
+        return SyncReport(SyncOutcome.SYNCED, pages=pages, events=events)
+
+    async def full_read(self) -> SyncReport:
+        cursor: str | None = None
+        changed: dict[str, ExchangeEvent] = {}
+        pages = 0
+        while True:
+            changes = await self._read(cursor)
+            pages += 1
+            for event in changes.changed:
+                changed[event.item_id] = event
+            for item_id in changes.deleted:
+                changed.pop(item_id, None)
+            cursor = changes.cursor
+            if changes.complete:
+                break
+        known = await in_storage_thread(
+            self.repos.mailbox_items.items_of, self.org, self.mailbox.staff_id
+        )
+        gone = [item_id for item_id in known if item_id not in changed]
+        if not changed and known:
+            empty = "the calendar reads as empty while calbridge knows items in it"
+            await self.service._finish(self.org, self.mailbox.staff_id, held=empty)
+            return SyncReport(SyncOutcome.HELD, empty, pages)
+        # Unchanged items need no decision: their change key is the one calbridge knows.
+        fresh = [
+            event
+            for event in changed.values()
+            if known.get(event.item_id) is None
+            or known[event.item_id].change_key != event.change_key
+        ]
+        effects = await self._decide(fresh, gone, known=known)
+        held = self._guard(effects, await self._known_appointments())
+        if held:
+            await self.service._finish(self.org, self.mailbox.staff_id, held=held)
+            return SyncReport(SyncOutcome.HELD, held, pages)
+        assert cursor is not None
+        events = await self._carry_out(effects, cursor)
+        await self.service._finish(self.org, self.mailbox.staff_id, cursor=cursor, full=True)
+        return SyncReport(SyncOutcome.SYNCED, "full read", pages, events)
+
+    async def _read(self, cursor: str | None) -> CalendarChanges:
+        try:
+            return await self.reader.changes_since(self.mailbox.address, cursor)
+        except RetryAfter as throttled:
+            raise CalendarErrorWithDelay(throttled, throttled.seconds) from throttled
+
+    async def _known_appointments(self) -> int:
+        known = await in_storage_thread(
+            self.repos.mailbox_items.items_of, self.org, self.mailbox.staff_id
+        )
+        return sum(1 for item in known.values() if item.kind is MailboxItemKind.APPOINTMENT)
+
+    def _guard(self, effects: PageEffects, known_appointments: int) -> str | None:
+        share = self.settings.mass_cancellation_share
+        if effects.cancellations >= 2 and effects.cancellations > share * max(
+            known_appointments, 1
+        ):
+            return (
+                f"{effects.cancellations} of {known_appointments} appointments would be "
+                "cancelled at once: held for a person to look at"
+            )
+        return None
+
+    # --- deciding -------------------------------------------------------------------------------
+
+    async def _decide(
+        self,
+        changed: Iterable[ExchangeEvent],
+        deleted: Iterable[str],
+        *,
+        known: Mapping[str, MailboxItemRecord] | None = None,
+    ) -> PageEffects:
+        changed, deleted = list(changed), list(deleted)
+        effects = PageEffects()
+        if not changed and not deleted:
+            return effects
+        org, staff_id = self.org, self.mailbox.staff_id
+        if known is None:
+            known = await in_storage_thread(self.repos.mailbox_items.items_of, org, staff_id)
+        staff_rows = await in_storage_thread(self.repos.mailboxes.list_by_org, org)
+        staff_by_address = {row.value.address: sid for sid, row in staff_rows.items()}
+        blocks_by_event: dict[str, list[BusyBlock]] = defaultdict(list)
+        for row in await in_storage_thread(self.repos.busy_blocks.blocks_of, org, staff_id):
+            blocks_by_event[row.value.event_id].append(row.value)
+
+        series = [
+            event
+            for event in changed
+            if event.item_type is ItemType.SERIES_MASTER and self._appointment_of(event) is None
+        ]
+        occurrences = await self._expand(series)
+
+        for event in changed:
+            appointment_id = self._appointment_of(event)
+            if appointment_id is not None:
+                await self._appointment_changed(effects, appointment_id, event, staff_by_address)
+                continue
+            copy_of = (
+                known[event.item_id].appointment_id
+                if event.item_id in known and known[event.item_id].kind is MailboxItemKind.COPY
+                else None
+            )
+            if copy_of is None and event.uid:
+                copy_of = await in_storage_thread(
+                    self.repos.appointment_uids.appointment_of, org, event.uid
+                )
+            if copy_of is not None:
+                effects.item_puts.append(
+                    MailboxItemRecord(
+                        item_id=event.item_id,
+                        kind=MailboxItemKind.COPY,
+                        change_key=event.change_key,
+                        appointment_id=copy_of,
+                        uid=event.uid,
+                    )
+                )
+                continue
+            self._busy_changed(effects, event, occurrences, blocks_by_event)
+
+        for item_id in deleted:
+            status = known.get(item_id)
+            effects.item_removals.append(item_id)
+            if status is None:
+                continue
+            if status.kind is MailboxItemKind.BUSY:
+                old = blocks_by_event.get(item_id, [])
+                effects.block_removals += [(item_id, b.occurrence_id) for b in old]
+                window = changed_window(old, [])
+                if window:
+                    effects.windows.append(window)
+            elif status.kind is MailboxItemKind.APPOINTMENT and status.appointment_id:
+                mapping, snapshot = await self._appointment(status.appointment_id)
+                verdict = organizer_item_deleted(status.appointment_id, item_id, mapping, snapshot)
+                self._take(effects, status.appointment_id, verdict, None, f"deleted\n{item_id}")
+        return effects
+
+    def _appointment_of(self, event: ExchangeEvent) -> str | None:
+        marker = parse_marker(event.marker)
+        if marker is None or marker.org != self.org:
+            return None
+        return marker.appointment_id
+
+    async def _appointment(
+        self, appointment_id: str
+    ) -> tuple[EventMapping | None, AppointmentSnapshot | None]:
+        mapping, snapshot = await asyncio.gather(
+            in_storage_thread(self.repos.event_map.get, self.org, appointment_id),
+            in_storage_thread(self.repos.appointments.get, self.org, appointment_id),
+        )
+        return (
+            mapping.value if mapping else None,
+            snapshot.value if snapshot else None,
+        )
+
+    async def _appointment_changed(
+        self,
+        effects: PageEffects,
+        appointment_id: str,
+        event: ExchangeEvent,
+        staff_by_address: Mapping[str, str],
+    ) -> None:
+        effects.item_puts.append(
+            MailboxItemRecord(
+                item_id=event.item_id,
+                kind=MailboxItemKind.APPOINTMENT,
+                change_key=event.change_key,
+                appointment_id=appointment_id,
+                uid=event.uid,
+            )
+        )
+        mapping, snapshot = await self._appointment(appointment_id)
+        verdict = organizer_item_changed(appointment_id, event, mapping, snapshot, staff_by_address)
+        self._take(effects, appointment_id, verdict, event, event.change_key or event.item_id)
+
+    def _take(
+        self,
+        effects: PageEffects,
+        appointment_id: str,
+        verdict: OutlookVerdict,
+        event: ExchangeEvent | None,
+        change: str,
+    ) -> None:
+        effects.outlook += [(outlook_event, change) for outlook_event in verdict.events]
+        if verdict.mapping is not None:
+            effects.mappings[appointment_id] = (verdict.mapping, event, change)
+        if verdict.cancel_copies and verdict.mapping is not None:
+            effects.copies_to_cancel.append((appointment_id, verdict.mapping))
+            effects.cancellations += 1
+
+    async def _expand(self, series: list[ExchangeEvent]) -> dict[str, list[ExchangeEvent]]:
+        """Each changed series' occurrences over the horizon, by the series' UID: one calendar
+        view for all of them."""
+        if not series:
+            return {}
+        now = self.service._now()
+        start = now - _EXPANSION_LOOKBACK
+        end = now + timedelta(days=self.settings.recurrence_horizon_days)
+        view = await self.gateway.list_events(self.mailbox.address, start, end)
+        wanted = {event.uid for event in series if event.uid}
+        found: dict[str, list[ExchangeEvent]] = defaultdict(list)
+        for occurrence in view:
+            if occurrence.uid in wanted and occurrence.item_type is not ItemType.SERIES_MASTER:
+                found[occurrence.uid or ""].append(occurrence)
+        return found
+
+    def _busy_changed(
+        self,
+        effects: PageEffects,
+        event: ExchangeEvent,
+        occurrences: Mapping[str, list[ExchangeEvent]],
+        blocks_by_event: Mapping[str, list[BusyBlock]],
+    ) -> None:
+        zone = self.mailbox.time_zone
+        if event.item_type is ItemType.SERIES_MASTER:
+            parts = occurrences.get(event.uid or "", []) if not event.is_cancelled else []
+            candidates = [busy_block(o, zone, event_id=event.item_id) for o in parts]
+        else:
+            candidates = [busy_block(event, zone)]
+        blocks = [b for b in candidates if b is not None] if self.mailbox.busy_time else []
+        old = blocks_by_event.get(event.item_id, [])
+        new_keys = {b.occurrence_id for b in blocks}
+        effects.block_removals += [
+            (event.item_id, b.occurrence_id) for b in old if b.occurrence_id not in new_keys
+        ]
+        effects.block_puts += blocks
+        window = changed_window(old, blocks)
+        if window:
+            effects.windows.append(window)
+        effects.item_puts.append(
+            MailboxItemRecord(
+                item_id=event.item_id,
+                kind=MailboxItemKind.BUSY,
+                change_key=event.change_key,
+                content_hash=_content_hash(blocks),
+                uid=event.uid,
+                occurrences=[b.occurrence_id or "" for b in blocks],
+            )
+        )
+
+    # --- carrying out ---------------------------------------------------------------------------
+
+    async def _carry_out(self, effects: PageEffects, change: str) -> int:
+        org, staff_id = self.org, self.mailbox.staff_id
+        repos = self.repos
+        for appointment_id, mapping in effects.copies_to_cancel:
+            await self._cancel_copies(appointment_id, mapping)
+        for appointment_id, (mapping, _, _) in effects.mappings.items():
+            await in_storage_thread(self._store_mapping, appointment_id, mapping)
+        writes = [
+            *(
+                in_storage_thread(repos.busy_blocks.put_block, org, staff_id, b)
+                for b in effects.block_puts
+            ),
+            *(
+                in_storage_thread(repos.busy_blocks.remove_block, org, staff_id, event_id, occ)
+                for event_id, occ in effects.block_removals
+            ),
+            *(
+                in_storage_thread(repos.mailbox_items.put_item, org, staff_id, i)
+                for i in effects.item_puts
+            ),
+            *(
+                in_storage_thread(repos.mailbox_items.remove_item, org, staff_id, item_id)
+                for item_id in effects.item_removals
+            ),
+        ]
+        await asyncio.gather(*writes)
+        now = self.service._now()
+        rows = [outlook_event_row(org, event, key, now) for event, key in effects.outlook]
+        if effects.windows and self.mailbox.busy_time:
+            window = (min(w[0] for w in effects.windows), max(w[1] for w in effects.windows))
+            rows.append(busy_time_row(org, staff_id, window, change, now))
+        if rows:
+            await self.service._tell(org, rows)
+        return len(rows)
+
+    def _store_mapping(self, appointment_id: str, decided: EventMapping) -> None:
+        """Store what the sync decided about a mapping: only the Outlook-side fields, on top of
+        the newest row (the apply worker may have written it meanwhile)."""
+        fields = ("change_key", "cancelled", "outlook_start", "outlook_end", "declined_staff_ids")
+        for _ in range(5):
+            current = self.repos.event_map.get(self.org, appointment_id)
+            if current is None or current.value.item_id != decided.item_id:
+                return  # a new event of the appointment: what was decided is about the old one
+            merged = current.value.model_copy(
+                update={name: getattr(decided, name) for name in fields}
+            )
+            try:
+                self.repos.event_map.put(self.org, appointment_id, merged, current.etag)
+                return
+            except ConcurrencyConflict:
+                continue
+        raise ConcurrencyConflict(f"mapping of {appointment_id!r} kept changing")
+
+    async def _cancel_copies(self, appointment_id: str, mapping: EventMapping) -> None:
+        """The organizer cancelled or deleted the event: every secondary staff member's copy
+        ends up cancelled, even when Exchange sent them no cancellation."""
+        if not mapping.uid:
+            return
+        for staff_id in mapping.attendee_staff_ids:
+            row = await in_storage_thread(self.repos.mailboxes.get, self.org, staff_id)
+            if row is None:
+                continue
+            connection = await in_storage_thread(
+                self.repos.connections.get, self.org, row.value.connection_id
+            )
+            if connection is None or not connection.value.enabled:
+                continue
+            gateway = self.service._gateways.for_connection(self.org, connection.value)
+            copy = await gateway.find_by_uid(row.value.address, mapping.uid)
+            if copy is not None and copy.is_live:
+                await gateway.cancel_event(row.value.address, copy.item_id)
+
+    async def _store_cursor(self, cursor: str) -> None:
+        def advance(record: MailboxRecord) -> MailboxRecord:
+            return record.model_copy(update={"sync_state": cursor})
+
+        await in_storage_thread(
+            self.service._update_mailbox, self.org, self.mailbox.staff_id, advance
+        )
+
+
+def secret_fingerprint(secret: str) -> str:
+    """A digest that tells a changed secret from the one that failed, never the secret."""
+    return hashlib.sha256(("calbridge-auth\0" + secret).encode()).hexdigest()[:32]
+
+
+def _content_hash(blocks: Iterable[BusyBlock]) -> str:
+    text = "\n".join(sorted(block.model_dump_json() for block in blocks))
+    return hashlib.sha256(text.encode()).hexdigest()
