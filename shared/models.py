@@ -208,6 +208,9 @@ class EventMapping(CamelModel):
     outlook_end: AwareDatetime | None = None
     # Secondary staff who declined in Outlook (reported once each).
     declined_staff_ids: list[str] = []
+    # A digest of the last draft written (``shared.engine.content.draft_digest``): a snapshot
+    # whose draft is the same needs no write, whatever its version.
+    draft_digest: str | None = None
 
 
 def utc(value: datetime) -> datetime:

@@ -213,6 +213,8 @@ class AppointmentApplier:
             uid = outcome.mapping.uid
             if uid and (mapping is None or mapping.uid != uid):
                 writes.append(self._store.remember_uid(org, uid, appointment_id))
+            if outcome.mapping.item_id is not None and not outcome.mapping.cancelled:
+                writes.append(self._store.note_organizer_item(org, appointment_id, outcome.mapping))
         if outcome.failure is None and outcome.problems:
             writes.append(
                 self._store.record_problem(org, appointment_id, snapshot.version, outcome.problems)
@@ -268,10 +270,13 @@ class AppointmentApplier:
 
 
 def _staff_to_look_up(snapshot: AppointmentSnapshot, mapping: EventMapping | None) -> list[str]:
-    """Everyone the snapshot names, and the mapping's organizer (a handover reaches them)."""
+    """Everyone the snapshot names, and whom the mapping still involves."""
     wanted = [s.staff_id for s in snapshot.staff]
-    if mapping is not None and mapping.organizer_staff_id not in wanted:
-        wanted.append(mapping.organizer_staff_id)
+    if mapping is not None:
+        # The mapping's organizer (a handover reaches them) and who declined (they stay listed).
+        for staff_id in [mapping.organizer_staff_id, *mapping.declined_staff_ids]:
+            if staff_id not in wanted:
+                wanted.append(staff_id)
     return wanted
 
 

@@ -25,6 +25,8 @@ from shared.store.records import (
     ApplyProblemRecord,
     ConnectionRecord,
     DeadLetterRecord,
+    MailboxItemKind,
+    MailboxItemRecord,
     ParkedChangeRecord,
 )
 from shared.store.threads import in_storage_thread
@@ -110,6 +112,25 @@ class ApplyStore:
     async def remember_uid(self, org: str, uid: str, appointment_id: str) -> None:
         """The meeting's UID names this appointment (attendees' copies are known by it)."""
         await in_storage_thread(self._repos.appointment_uids.remember, org, uid, appointment_id)
+
+    async def note_organizer_item(
+        self, org: str, appointment_id: str, mapping: EventMapping
+    ) -> None:
+        """What calbridge knows of the organizer's item it wrote, in the organizer's
+        ``MailboxItems``: the mailbox sync then knows the item when it is deleted in Outlook,
+        even if no sync saw it before."""
+        assert mapping.item_id is not None
+        item = MailboxItemRecord(
+            item_id=mapping.item_id,
+            kind=MailboxItemKind.APPOINTMENT,
+            change_key=mapping.change_key,
+            appointment_id=appointment_id,
+            uid=mapping.uid,
+            confirmed=False,
+        )
+        await in_storage_thread(
+            self._repos.mailbox_items.put_item, org, mapping.organizer_staff_id, item
+        )
 
     async def clear_problem(self, org: str, appointment_id: str) -> None:
         await in_storage_thread(self._repos.problems.clear, org, appointment_id)

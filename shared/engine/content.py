@@ -13,6 +13,7 @@ A secondary staff member without a known mailbox is left out (the engine records
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -90,3 +91,9 @@ def event_draft(
         show_as=ShowAs.BUSY,
         marker=marker_for(org, appointment_id),
     )
+
+
+def draft_digest(draft: EventDraft) -> str:
+    """A digest of everything a draft says, so an unchanged draft is recognised without keeping
+    what it says (its body lists clients)."""
+    return hashlib.sha256(draft.model_dump_json().encode()).hexdigest()

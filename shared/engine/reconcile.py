@@ -62,7 +62,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
-from shared.engine.content import attendee_mailboxes, event_draft
+from shared.engine.content import attendee_mailboxes, draft_digest, event_draft
 from shared.engine.marker import marker_for
 from shared.exchange.port import CalendarError, EventDraft, EventRef, ExchangeEvent
 from shared.models import AppointmentSnapshot, AppointmentStatus, EventMapping, MailboxRef
@@ -530,13 +530,23 @@ def _differs(
     mapping: EventMapping | None,
     attendee_ids: tuple[str, ...],
 ) -> bool:
-    """The mapped item needs an update: a newer snapshot, moved in Outlook (the booking
-    platform is the system of record and wins), or other attendees to invite."""
+    """The mapped item needs an update: a draft that says something new (or, for a mapping
+    from before drafts were digested, a newer snapshot), a time moved in Outlook (the booking
+    platform is the system of record and wins), title or location edited in Outlook, or other
+    attendees to invite."""
+    if mapping is None:
+        return True
+    new_draft = (
+        mapping.draft_digest != draft_digest(draft)
+        if mapping.draft_digest is not None
+        else snapshot.version > mapping.applied_version
+    )
     return (
-        mapping is None
-        or snapshot.version > mapping.applied_version
+        new_draft
         or event.start != draft.start
         or event.end != draft.end
+        or event.subject != draft.subject
+        or (event.location or None) != (draft.location or None)
         or tuple(mapping.attendee_staff_ids) != attendee_ids
     )
 
@@ -603,6 +613,7 @@ def mapping_after(plan: ReconcilePlan, results: Sequence[ActionResult]) -> Event
                 applied_version=plan.version if complete else _applied(previous),
                 attendee_staff_ids=list(plan.attendee_staff_ids),
                 generation=plan.generation,
+                draft_digest=draft_digest(action.draft),
                 **_kept_from_outlook(plan, previous),
             )
         elif isinstance(action, CancelEvent):

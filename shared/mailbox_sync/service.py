@@ -24,8 +24,8 @@ made only for real differences.
 **Mass-cancellation guard**: a page (or a full read) that would report more than the
 organization's ``mass_cancellation_share`` of the appointments calbridge knows in this mailbox
 as cancelled (two at least), or a full read that finds the calendar empty while calbridge knows
-items in it, is not acted on: the mailbox is held (``MailboxRecord.held``) for a person to look
-at, and nothing is written or sent.
+two items or more in it, is not acted on: the mailbox is held (``MailboxRecord.held``) for a
+person to look at, and nothing is written or sent.
 
 **Faults**: throttling re-queues the message after Exchange's delay; refused credentials mark the
 connection ``auth_failed`` (its mailboxes are not polled until its credentials change) and tell
@@ -325,8 +325,30 @@ class _Run:
             await self._store_cursor(cursor)
             if changes.complete:
                 break
+        events += await self._confirm_written_items(cursor)
         await self.service._finish(self.org, self.mailbox.staff_id, cursor=cursor)
         return SyncReport(SyncOutcome.SYNCED, pages=pages, events=events)
+
+    async def _confirm_written_items(self, change: str | None) -> int:
+        """Items calbridge wrote that no sync has read yet: Exchange reports nothing for an item
+        made and deleted between two syncs, so each is looked up (one GetItem each; none when
+        every item was read, as in an idle mailbox)."""
+        known = await in_storage_thread(
+            self.repos.mailbox_items.items_of, self.org, self.mailbox.staff_id
+        )
+        unconfirmed = [item.item_id for item in known.values() if not item.confirmed]
+        if not unconfirmed:
+            return 0
+        found: list[ExchangeEvent] = []
+        missing: list[str] = []
+        for item_id in unconfirmed:
+            event = await self.gateway.get_event(self.mailbox.address, item_id)
+            if event is None:
+                missing.append(item_id)
+            else:
+                found.append(event)
+        effects = await self._decide(found, missing, known=known)
+        return await self._carry_out(effects, f"confirm\n{change}")
 
     async def full_read(self) -> SyncReport:
         cursor: str | None = None
@@ -346,7 +368,7 @@ class _Run:
             self.repos.mailbox_items.items_of, self.org, self.mailbox.staff_id
         )
         gone = [item_id for item_id in known if item_id not in changed]
-        if not changed and known:
+        if not changed and len(known) >= 2:
             empty = "the calendar reads as empty while calbridge knows items in it"
             await self.service._finish(self.org, self.mailbox.staff_id, held=empty)
             return SyncReport(SyncOutcome.HELD, empty, pages)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from shared.engine.content import draft_digest
 from shared.engine.marker import marker_for
 from shared.engine.reconcile import (
     _BOOKED,
@@ -97,6 +98,7 @@ def observed(
         change_key=change_key,
         uid=f"uid-{item_id}",
         subject="Mortgage review",
+        location="Branch 12",
         start=start,
         end=start + timedelta(minutes=minutes),
         organizer=address(organizer),
@@ -486,6 +488,8 @@ def test_a_successful_create_is_recorded_with_the_new_item_and_version() -> None
 
     after = mapping_after(plan, succeed(plan, "item-9"))
 
+    [create] = plan.actions
+    assert isinstance(create, CreateEvent)
     assert after == EventMapping(
         organizer_staff_id="ana",
         mailbox=address("ana"),
@@ -496,6 +500,7 @@ def test_a_successful_create_is_recorded_with_the_new_item_and_version() -> None
         applied_version=1,
         attendee_staff_ids=["ben"],
         generation=1,
+        draft_digest=draft_digest(create.draft),
     )
 
 
@@ -666,3 +671,11 @@ def test_every_situation_and_finding_the_engine_can_meet_has_a_row() -> None:
         if found is not Found.MAPPED or situation is Situation.CONTINUING
     }
     assert reachable == set(_BOOKED)
+
+
+def test_an_edited_title_or_location_in_outlook_is_restored() -> None:
+    for edited in ({"subject": "Renamed in Outlook"}, {"location": "Moved rooms"}):
+        event = observed().model_copy(update=edited)
+        [update] = plan_for(snapshot(1), mapping(applied_version=1), [event]).actions
+        assert isinstance(update, UpdateEvent)
+        assert (update.draft.subject, update.draft.location) == ("Mortgage review", "Branch 12")

@@ -1,0 +1,215 @@
+"""Exchange → booking platform over EWS, end to end: staff act in Outlook (the simulator's people
+actions), a mailbox sync runs through the registered ``sync_mailbox`` function (the message the
+poll fan-out sends), and the booking platform stand-in receives signed webhooks; busy time is
+read back through the signed busy-time route."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+from azure.data.tables import TableServiceClient
+
+from shared import bootstrap
+from shared.booking.signature import sign_request
+from shared.http.contract import SIGNATURE_HEADER
+from shared.queues import MailboxSyncRequested
+from sim.booking import ReceivedWebhook
+from sim.people import Outlook
+from sim.store import CalendarItem, FreeBusy
+from tests.e2e.conftest import ORG, SIGNING_SECRET, STAFF, World
+from tests.e2e.test_booking_to_exchange import put, snapshot, unique
+from tests.waiting import wait_until
+
+(ANN, ANN_MAILBOX), (BOB, BOB_MAILBOX), (CARA, CARA_MAILBOX) = STAFF["ews"].items()
+PRIVATE_SUBJECT = "Therapy session XQZ-7"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def webhooks_go_to_the_stand_in(world: World) -> None:
+    response = world.admin_put("settings", {"webhookUrl": world.sim.urls["booking"] + "/webhooks"})
+    assert response.status_code in (200, 201), response.text
+
+
+def synced(world: World, staff_id: str) -> None:
+    """Sync one mailbox as the poll fan-out would, and wait until it has run."""
+    repos = bootstrap.services().repositories
+    before = repos.mailboxes.get(ORG, staff_id)
+    assert before is not None
+    last = before.value.last_sync_at
+    bootstrap.services().queue.send(MailboxSyncRequested(org=ORG, staff_id=staff_id, reason="poll"))
+
+    def done() -> bool:
+        now = repos.mailboxes.get(ORG, staff_id)
+        return (
+            now is not None
+            and now.value.last_sync_at is not None
+            and now.value.last_sync_at != last
+        )
+
+    wait_until(done, what=f"{staff_id}'s mailbox to sync")
+
+
+def webhooks(world: World, event_type: str, **data: Any) -> list[ReceivedWebhook]:
+    return [
+        hook
+        for hook in world.sim.booking.received
+        if hook.event_type == event_type
+        and all(hook.body["data"].get(name) == value for name, value in data.items())
+    ]
+
+
+def received(world: World, event_type: str, **data: Any) -> ReceivedWebhook:
+    [hook] = wait_until(
+        lambda: webhooks(world, event_type, **data), what=f"a {event_type} webhook {data}"
+    )
+    assert hook.verified, hook.reason
+    assert hook.status == 200
+    return hook
+
+
+def busy(world: World, staff_id: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    target = (
+        f"/api/orgs/{ORG}/staff/{staff_id}/busy?start={start.isoformat().replace('+', '%2B')}"
+        f"&end={end.isoformat().replace('+', '%2B')}"
+    )
+    url = world.runner.base_url.removesuffix("/api") + target
+    signature = sign_request(SIGNING_SECRET, "GET", target, b"", int(time.time()))
+    response = world.http.get(url, headers={SIGNATURE_HEADER: signature})
+    assert response.status_code == 200, response.text
+    return list(response.json())
+
+
+def organizer_item(world: World, title: str) -> CalendarItem:
+    [item] = world.live(ANN_MAILBOX, title)
+    return item
+
+
+def test_the_staffs_own_events_become_busy_time_private_ones_without_a_subject(
+    world: World,
+) -> None:
+    day = datetime(2027, 4, 5, tzinfo=UTC)
+    ann = Outlook(world.sim.store, ANN_MAILBOX)
+    ann.create_event("Dentist", day.replace(hour=14), day.replace(hour=15))
+    ann.create_event("Therapy (secret)", day.replace(hour=16), day.replace(hour=17), private=True)
+    ann.create_event(
+        "Lunch walk", day.replace(hour=12), day.replace(hour=13), free_busy=FreeBusy.FREE
+    )
+    ann.create_event("Conference", date(2027, 4, 6), date(2027, 4, 7), is_all_day=True)
+    synced(world, ANN)
+
+    blocks = busy(world, ANN, day, day + timedelta(days=2))
+    subjects = [(b["subject"], b["private"], b["allDay"]) for b in blocks]
+    assert ("Dentist", False, False) in subjects
+    assert (None, True, False) in subjects  # private: busy, nothing else
+    assert ("Conference", False, True) in subjects
+    assert all(b["subject"] != "Lunch walk" for b in blocks)  # shown as free: not busy
+    [all_day] = [b for b in blocks if b["allDay"]]
+    # A whole day in the staff member's zone (America/Toronto: UTC-4 in April).
+    assert (all_day["start"], all_day["end"]) == ("2027-04-06T04:00:00Z", "2027-04-07T04:00:00Z")
+    hook = received(world, "busy_time.changed", staffId=ANN)
+    assert hook.body["org"] == ORG
+
+    # The private subject is in no table row and no webhook.
+    tables = TableServiceClient.from_connection_string(world.storage)
+    for table in tables.list_tables():
+        if table.name.startswith(world.queue_prefix):
+            for row in tables.get_table_client(table.name).list_entities():
+                assert PRIVATE_SUBJECT not in json.dumps(row, default=str)
+    assert all(PRIVATE_SUBJECT not in hook.raw for hook in world.sim.booking.received)
+
+
+def book(world: World, title_prefix: str) -> tuple[str, str, dict[str, Any]]:
+    appointment_id, title, day = unique(title_prefix)
+    body = snapshot(1, ANN, [BOB], title=title, day=day)
+    put(world, appointment_id, body)
+    return appointment_id, title, body
+
+
+def test_calbridges_own_writes_are_never_reported(world: World) -> None:
+    appointment_id, title, body = book(world, "Echo")
+    synced(world, ANN)
+    synced(world, BOB)
+    assert not [
+        hook
+        for hook in world.sim.booking.received
+        if hook.body and hook.body.get("data", {}).get("appointmentId") == appointment_id
+    ]
+    start = datetime.fromisoformat(body["start"])
+    for staff_id in (ANN, BOB):
+        assert all(
+            b["subject"] != title for b in busy(world, staff_id, start, start + timedelta(hours=2))
+        )
+
+
+def test_an_outlook_move_is_reported_once_and_a_redelivered_snapshot_does_not_undo_it(
+    world: World,
+) -> None:
+    appointment_id, title, body = book(world, "Moved")
+    item = organizer_item(world, title)
+    new_start = datetime.fromisoformat(body["start"]) + timedelta(hours=3)
+    Outlook(world.sim.store, ANN_MAILBOX).move(
+        item.id, new_start, new_start + timedelta(minutes=45)
+    )
+    synced(world, ANN)
+    hook = received(world, "appointment.rescheduled", appointmentId=appointment_id)
+    assert datetime.fromisoformat(hook.body["data"]["start"]) == new_start
+    assert hook.body["data"]["by"] == ANN
+    # The same snapshot again (a retry by the platform) leaves the event where Outlook put it.
+    put(world, appointment_id, body)
+    assert organizer_item(world, title).start == new_start
+    assert [c.start for c in world.live(BOB_MAILBOX, title)] == [new_start]
+    synced(world, ANN)
+    assert len(webhooks(world, "appointment.rescheduled", appointmentId=appointment_id)) == 1
+
+
+def test_a_move_the_platform_refuses_is_moved_back_and_recorded(world: World) -> None:
+    appointment_id, title, body = book(world, "Refused")
+    world.sim.booking.respond_with("appointment.rescheduled", 409, times=1)
+    booked = datetime.fromisoformat(body["start"])
+    item = organizer_item(world, title)
+    Outlook(world.sim.store, ANN_MAILBOX).move(
+        item.id, booked + timedelta(days=1), booked + timedelta(days=1, minutes=45)
+    )
+    synced(world, ANN)
+    wait_until(lambda: organizer_item(world, title).start == booked, what="the event to move back")
+    problem = world.problem(appointment_id)
+    assert problem is not None
+    assert "409" in problem.problem
+
+
+def test_an_organizer_who_deletes_the_meeting_cancels_the_appointment_and_every_copy(
+    world: World,
+) -> None:
+    appointment_id, title, _ = book(world, "Deleted")
+    item = organizer_item(world, title)
+    # Deleted without sending cancellations: the copies would stay behind.
+    world.sim.store.delete_item(ANN_MAILBOX, item.id)
+    synced(world, ANN)
+    hook = received(world, "appointment.cancelled", appointmentId=appointment_id)
+    assert hook.body["data"]["by"] == ANN
+    wait_until(lambda: not world.live(BOB_MAILBOX, title), what="bob's copy to be cancelled")
+
+
+def test_a_secondary_who_declines_is_reported_and_the_appointment_stays(world: World) -> None:
+    appointment_id, title, body = book(world, "Declined")
+    [copy] = world.live(BOB_MAILBOX, title)
+    Outlook(world.sim.store, BOB_MAILBOX).decline(copy.id)
+    synced(world, ANN)
+    received(world, "appointment.staff_declined", appointmentId=appointment_id, staffId=BOB)
+    assert organizer_item(world, title)  # still booked
+    assert not webhooks(world, "appointment.cancelled", appointmentId=appointment_id)
+    # The platform drops bob; the organizer's item still shows his decline, bob gets nothing.
+    put(world, appointment_id, snapshot(2, ANN, [], title=title, day=_day_of(body)))
+    item = organizer_item(world, title)
+    responses = {a.address: a.response.value for a in item.required_attendees}
+    assert responses.get(BOB_MAILBOX) == "Decline"
+    assert world.live(BOB_MAILBOX, title) == []
+
+
+def _day_of(body: dict[str, Any]) -> int:
+    start = datetime.fromisoformat(body["start"])
+    return (start.date() - date(2027, 3, 1)).days
