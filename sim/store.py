@@ -4,7 +4,8 @@ tracking, faults and counters — independent of any protocol.
 EWS (`sim/ews/`) and Graph (`sim/graph/`) are two views of this one store: each turns its wire
 format into calls here and formats the results. Everything that Exchange decides on its own
 (invitations landing in attendees' calendars, responses reaching the organizer, cancellations,
-recurrence expansion, change keys, sync states) is decided here, once.
+recurrence expansion, which items a calendar view returns, change keys, sync states) is decided
+here, once.
 
 Thread safety: every public method takes ``self.lock`` (an RLock); the HTTP server is threaded.
 Times are aware datetimes in UTC inside the store; protocols convert at the edge.
@@ -576,21 +577,22 @@ class ExchangeStore:
             ]
 
     def calendar_view(self, mailbox: str, start: datetime, end: datetime) -> list[CalendarItem]:
-        """What Outlook shows between start and end: singles, occurrences and exceptions that
-        overlap the window (recurring masters expanded; deleted occurrences skipped; cancelled
-        items included with is_cancelled). Sorted by start."""
+        """What a calendar view between start and end returns (EWS CalendarView, Graph
+        calendarView and its delta): singles, occurrences and exceptions that ``in_view`` admits
+        (recurring masters expanded; deleted occurrences skipped; cancelled items included with
+        is_cancelled). Sorted by start."""
         with self.lock:
             shown: list[CalendarItem] = []
             for item in self.calendar_items(mailbox):
                 if item.start is None or item.end is None:
                     continue
                 if item.recurrence is None:
-                    if _overlaps(item.start, item.end, start, end):
+                    if in_view(item.start, item.end, start, end):
                         shown.append(item)
                     continue
                 duration = item.end - item.start
                 for original_start in self._series_starts(item, end):
-                    if not _overlaps(original_start, original_start + duration, start, end):
+                    if not in_view(original_start, original_start + duration, start, end):
                         continue
                     if original_start in item.deleted_occurrences:
                         continue
@@ -602,7 +604,7 @@ class ExchangeStore:
                         continue
                     assert exception.start is not None
                     assert exception.end is not None
-                    if _overlaps(exception.start, exception.end, start, end):
+                    if in_view(exception.start, exception.end, start, end):
                         shown.append(exception)
             shown.sort(key=lambda shown_item: (shown_item.start, shown_item.id))
             return shown
@@ -1145,10 +1147,14 @@ def _parse_occurrence_id(item_id: str) -> tuple[str, datetime] | None:
     return master_id, original_start
 
 
-def _overlaps(item_start: datetime, item_end: datetime, start: datetime, end: datetime) -> bool:
-    if item_start == item_end:  # a zero-length item shows where it sits
-        return start <= item_start < end
-    return item_start < end and item_end > start
+def in_view(item_start: datetime, item_end: datetime, start: datetime, end: datetime) -> bool:
+    """Whether a calendar view from ``start`` to ``end`` returns an item: Exchange leaves out
+    items that end before the view's start and items that start on or after its end
+    (https://learn.microsoft.com/exchange/client-developer/web-service-reference/calendarview).
+    So an item ending exactly at the view's start is returned, one starting exactly at its end
+    is not, and a zero-length item needs no rule of its own. Graph's calendarView is the same
+    mailbox query and answers the same way."""
+    return item_end >= start and item_start < end
 
 
 def _check_times(start: datetime | None, end: datetime | None, time_zone: str) -> None:
