@@ -5,7 +5,7 @@ EWS (`sim/ews/`) and Graph (`sim/graph/`) are two views of this one store: each 
 format into calls here and formats the results. Everything that Exchange decides on its own
 (invitations landing in attendees' calendars, responses reaching the organizer, cancellations,
 recurrence expansion, which items a calendar view returns, all-day items kept on midnights,
-change keys, sync states) is decided here, once.
+subject and location length limits, change keys, sync states) is decided here, once.
 
 Thread safety: every public method takes ``self.lock`` (an RLock); the HTTP server is threaded.
 Times are aware datetimes in UTC inside the store; protocols convert at the edge.
@@ -462,7 +462,10 @@ class ExchangeStore:
             return
         attendee_copy.is_cancelled = True
         if not attendee_copy.subject.startswith(CANCELED_PREFIX):
-            attendee_copy.subject = CANCELED_PREFIX + attendee_copy.subject
+            # The prefix does not lift the limit: the end of a long subject gives way.
+            attendee_copy.subject = cut_to_limit(
+                CANCELED_PREFIX + attendee_copy.subject, SUBJECT_LIMIT
+            )
         attendee_copy.free_busy = FreeBusy.FREE
         self._commit(attendee_copy, ChangeKind.UPDATE)
 
@@ -678,7 +681,8 @@ class ExchangeStore:
         Exchange does not send named properties to attendees). Attendees outside the store are
         simply recorded. A recurrence makes it a RecurringMaster (range start defaults to the
         start's local date; the start moves onto the first occurrence). As Exchange saves any
-        item, an all-day item's start and end move onto midnights in its zone
+        item: subject and location are cut to SUBJECT_LIMIT / LOCATION_LIMIT (``cut_to_limit``),
+        and an all-day item's start and end move onto midnights in its zone
         (``all_day_bounds``)."""
         with self._writing():
             owner = self.mailbox(mailbox)
@@ -745,7 +749,7 @@ class ExchangeStore:
 
         Changing a series' time, time zone or pattern drops its exceptions and deleted
         occurrences (as Outlook warns it will). The changed item is kept as ``create_item``
-        keeps a new one (all-day midnights). Unknown field names:
+        keeps a new one (length limits, all-day midnights). Unknown field names:
         SimError("ErrorInvalidPropertySet"). Returns the changed stored item (for an
         occurrence: its Exception)."""
         with self._writing():
@@ -1103,6 +1107,12 @@ OCCURRENCE_SEPARATOR = "."
 _OCC_FORMAT = "%Y%m%dT%H%M%SZ"
 _MAC_BYTES = 16
 _MIDNIGHT = time_of_day(0)
+# Exchange keeps at most 255 characters of a subject
+# (https://learn.microsoft.com/exchange/client-developer/web-service-reference/subject) and of a
+# location (https://learn.microsoft.com/javascript/api/outlook/office.location, setAsync); a
+# longer value is cut, whichever protocol wrote it (``cut_to_limit``).
+SUBJECT_LIMIT = 255
+LOCATION_LIMIT = 255
 # What an organizer's update carries to the attendees' copies (not free/busy, not responses).
 _MEETING_FIELDS = (
     "subject",
@@ -1195,9 +1205,26 @@ def all_day_bounds(start: datetime, end: datetime, time_zone: str) -> tuple[date
     )
 
 
+def cut_to_limit(text: str, limit: int) -> str:
+    """The longest start of ``text`` that fits ``limit`` characters as Exchange counts them.
+    Exchange (.NET) and Outlook's JavaScript API count UTF-16 code units, so a character outside
+    the Basic Multilingual Plane (most emoji) takes two; such a character is dropped whole
+    rather than split, since half of it could not be sent back as XML or JSON text."""
+    if len(text) <= limit // 2:
+        return text  # fits whatever the characters are
+    used = 0
+    for index, character in enumerate(text):
+        used += 2 if ord(character) > 0xFFFF else 1
+        if used > limit:
+            return text[:index]
+    return text
+
+
 def _keep_as_exchange_does(item: CalendarItem) -> None:
-    """What Exchange does to every item it saves, whichever protocol wrote it: an all-day
-    item's times moved onto midnights."""
+    """What Exchange does to every item it saves, whichever protocol wrote it: subject and
+    location cut to their limits, an all-day item's times moved onto midnights."""
+    item.subject = cut_to_limit(item.subject, SUBJECT_LIMIT)
+    item.location = cut_to_limit(item.location, LOCATION_LIMIT)
     if item.is_all_day and item.start is not None and item.end is not None:
         item.start, item.end = all_day_bounds(item.start, item.end, item.time_zone)
 
