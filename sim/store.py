@@ -4,7 +4,8 @@ tracking, faults and counters — independent of any protocol.
 EWS (`sim/ews/`) and Graph (`sim/graph/`) are two views of this one store: each turns its wire
 format into calls here and formats the results. Everything that Exchange decides on its own
 (invitations landing in attendees' calendars, responses reaching the organizer, cancellations,
-recurrence expansion, change keys, sync states) is decided here, once.
+recurrence expansion, which items a calendar view returns, all-day items kept on midnights,
+subject and location length limits, change keys, sync states) is decided here, once.
 
 Thread safety: every public method takes ``self.lock`` (an RLock); the HTTP server is threaded.
 Times are aware datetimes in UTC inside the store; protocols convert at the edge.
@@ -28,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as time_of_day
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -313,7 +315,7 @@ class ExchangeStore:
         occurrence = copy.copy(master)
         occurrence.id = self.occurrence_id(master.id, original_start)
         occurrence.start = original_start
-        occurrence.end = original_start + (master.end - master.start)
+        occurrence.end = _moved_end(master, original_start)
         occurrence.item_type = ItemType.OCCURRENCE
         occurrence.recurrence = None
         occurrence.modified_occurrences = {}
@@ -387,9 +389,9 @@ class ExchangeStore:
         if first_day is None:
             raise SimError("ErrorCalendarInvalidRecurrence", "The recurrence has no occurrences.")
         if first_day != local.date():
-            duration = item.end - item.start
-            item.start = recurrence.local_start(first_day, local.time(), zone)
-            item.end = item.start + duration
+            moved_start = recurrence.local_start(first_day, local.time(), zone)
+            item.end = _moved_end(item, moved_start)
+            item.start = moved_start
 
     def _attendee_mailboxes(self, item: CalendarItem) -> list[str]:
         """Attendees of the item that are mailboxes of this store (not the organizer)."""
@@ -460,7 +462,10 @@ class ExchangeStore:
             return
         attendee_copy.is_cancelled = True
         if not attendee_copy.subject.startswith(CANCELED_PREFIX):
-            attendee_copy.subject = CANCELED_PREFIX + attendee_copy.subject
+            # The prefix does not lift the limit: the end of a long subject gives way.
+            attendee_copy.subject = cut_to_limit(
+                CANCELED_PREFIX + attendee_copy.subject, SUBJECT_LIMIT
+            )
         attendee_copy.free_busy = FreeBusy.FREE
         self._commit(attendee_copy, ChangeKind.UPDATE)
 
@@ -576,21 +581,21 @@ class ExchangeStore:
             ]
 
     def calendar_view(self, mailbox: str, start: datetime, end: datetime) -> list[CalendarItem]:
-        """What Outlook shows between start and end: singles, occurrences and exceptions that
-        overlap the window (recurring masters expanded; deleted occurrences skipped; cancelled
-        items included with is_cancelled). Sorted by start."""
+        """What a calendar view between start and end returns (EWS CalendarView, Graph
+        calendarView and its delta): singles, occurrences and exceptions that ``in_view`` admits
+        (recurring masters expanded; deleted occurrences skipped; cancelled items included with
+        is_cancelled). Sorted by start."""
         with self.lock:
             shown: list[CalendarItem] = []
             for item in self.calendar_items(mailbox):
                 if item.start is None or item.end is None:
                     continue
                 if item.recurrence is None:
-                    if _overlaps(item.start, item.end, start, end):
+                    if in_view(item.start, item.end, start, end):
                         shown.append(item)
                     continue
-                duration = item.end - item.start
                 for original_start in self._series_starts(item, end):
-                    if not _overlaps(original_start, original_start + duration, start, end):
+                    if not in_view(original_start, _moved_end(item, original_start), start, end):
                         continue
                     if original_start in item.deleted_occurrences:
                         continue
@@ -602,7 +607,7 @@ class ExchangeStore:
                         continue
                     assert exception.start is not None
                     assert exception.end is not None
-                    if _overlaps(exception.start, exception.end, start, end):
+                    if in_view(exception.start, exception.end, start, end):
                         shown.append(exception)
             shown.sort(key=lambda shown_item: (shown_item.start, shown_item.id))
             return shown
@@ -675,7 +680,10 @@ class ExchangeStore:
         response_type NoResponseReceived, free_busy Tentative, no extended properties — real
         Exchange does not send named properties to attendees). Attendees outside the store are
         simply recorded. A recurrence makes it a RecurringMaster (range start defaults to the
-        start's local date; the start moves onto the first occurrence)."""
+        start's local date; the start moves onto the first occurrence). As Exchange saves any
+        item: subject and location are cut to SUBJECT_LIMIT / LOCATION_LIMIT (``cut_to_limit``),
+        and an all-day item's start and end move onto midnights in its zone
+        (``all_day_bounds``)."""
         with self._writing():
             owner = self.mailbox(mailbox)
             _check_times(item.start, item.end, item.time_zone)
@@ -687,6 +695,7 @@ class ExchangeStore:
             item.original_start = None
             item.modified_occurrences = {}
             item.deleted_occurrences = []
+            _keep_as_exchange_does(item)
             if item.organizer is None:
                 item.organizer = Attendee(owner.address, owner.name, ResponseType.ORGANIZER)
             if item.is_organizer:
@@ -739,7 +748,8 @@ class ExchangeStore:
         removed attendees' copies are cancelled (is_cancelled, subject "Canceled: ...").
 
         Changing a series' time, time zone or pattern drops its exceptions and deleted
-        occurrences (as Outlook warns it will). Unknown field names:
+        occurrences (as Outlook warns it will). The changed item is kept as ``create_item``
+        keeps a new one (length limits, all-day midnights). Unknown field names:
         SimError("ErrorInvalidPropertySet"). Returns the changed stored item (for an
         occurrence: its Exception)."""
         with self._writing():
@@ -785,6 +795,7 @@ class ExchangeStore:
                         item.extended_properties.pop(key, None)
                     else:
                         item.extended_properties[key] = ext_value
+            _keep_as_exchange_does(item)
             time_changed = (item.start, item.end, item.time_zone, item.is_all_day) != time_before
             series_reset = False
             if item.master_id is None:
@@ -1095,6 +1106,13 @@ CANCELED_PREFIX = "Canceled: "
 OCCURRENCE_SEPARATOR = "."
 _OCC_FORMAT = "%Y%m%dT%H%M%SZ"
 _MAC_BYTES = 16
+_MIDNIGHT = time_of_day(0)
+# Exchange keeps at most 255 characters of a subject
+# (https://learn.microsoft.com/exchange/client-developer/web-service-reference/subject) and of a
+# location (https://learn.microsoft.com/javascript/api/outlook/office.location, setAsync); a
+# longer value is cut, whichever protocol wrote it (``cut_to_limit``).
+SUBJECT_LIMIT = 255
+LOCATION_LIMIT = 255
 # What an organizer's update carries to the attendees' copies (not free/busy, not responses).
 _MEETING_FIELDS = (
     "subject",
@@ -1145,10 +1163,70 @@ def _parse_occurrence_id(item_id: str) -> tuple[str, datetime] | None:
     return master_id, original_start
 
 
-def _overlaps(item_start: datetime, item_end: datetime, start: datetime, end: datetime) -> bool:
-    if item_start == item_end:  # a zero-length item shows where it sits
-        return start <= item_start < end
-    return item_start < end and item_end > start
+def in_view(item_start: datetime, item_end: datetime, start: datetime, end: datetime) -> bool:
+    """Whether a calendar view from ``start`` to ``end`` returns an item: Exchange leaves out
+    items that end before the view's start and items that start on or after its end
+    (https://learn.microsoft.com/exchange/client-developer/web-service-reference/calendarview).
+    So an item ending exactly at the view's start is returned, one starting exactly at its end
+    is not, and a zero-length item needs no rule of its own. Graph's calendarView is the same
+    mailbox query and answers the same way."""
+    return item_end >= start and item_start < end
+
+
+def _moved_end(item: CalendarItem, new_start: datetime) -> datetime:
+    """The end of ``item`` moved to start at ``new_start`` (an occurrence, or a series moved
+    onto its first pattern day). An all-day item keeps its number of calendar days, ending at
+    midnight in its zone even when a clock change lies between (its length in hours differs
+    then); any other item keeps its length."""
+    assert item.start is not None
+    assert item.end is not None
+    if not item.is_all_day:
+        return new_start + (item.end - item.start)
+    zone = ZoneInfo(item.time_zone)
+    days = (item.end.astimezone(zone).date() - item.start.astimezone(zone).date()).days
+    new_day = new_start.astimezone(zone).date() + timedelta(days=days)
+    return recurrence.local_start(new_day, _MIDNIGHT, zone)
+
+
+def all_day_bounds(start: datetime, end: datetime, time_zone: str) -> tuple[datetime, datetime]:
+    """Where Exchange puts an all-day item that was sent with these times: the start moves down
+    and the end up to midnight in the item's zone; midnights stay
+    (https://learn.microsoft.com/exchange/client-developer/exchange-web-services/how-to-create-all-day-events-by-using-ews-in-exchange).
+    Midnights are compared as instants, so a zone whose midnight falls in a clock change gets
+    the same answer the second time."""
+    zone = ZoneInfo(time_zone)
+    start_day = start.astimezone(zone).date()
+    end_day = end.astimezone(zone).date()
+    if end != recurrence.local_start(end_day, _MIDNIGHT, zone):
+        end_day += timedelta(days=1)
+    return (
+        recurrence.local_start(start_day, _MIDNIGHT, zone),
+        recurrence.local_start(end_day, _MIDNIGHT, zone),
+    )
+
+
+def cut_to_limit(text: str, limit: int) -> str:
+    """The longest start of ``text`` that fits ``limit`` characters as Exchange counts them.
+    Exchange (.NET) and Outlook's JavaScript API count UTF-16 code units, so a character outside
+    the Basic Multilingual Plane (most emoji) takes two; such a character is dropped whole
+    rather than split, since half of it could not be sent back as XML or JSON text."""
+    if len(text) <= limit // 2:
+        return text  # fits whatever the characters are
+    used = 0
+    for index, character in enumerate(text):
+        used += 2 if ord(character) > 0xFFFF else 1
+        if used > limit:
+            return text[:index]
+    return text
+
+
+def _keep_as_exchange_does(item: CalendarItem) -> None:
+    """What Exchange does to every item it saves, whichever protocol wrote it: subject and
+    location cut to their limits, an all-day item's times moved onto midnights."""
+    item.subject = cut_to_limit(item.subject, SUBJECT_LIMIT)
+    item.location = cut_to_limit(item.location, LOCATION_LIMIT)
+    if item.is_all_day and item.start is not None and item.end is not None:
+        item.start, item.end = all_day_bounds(item.start, item.end, item.time_zone)
 
 
 def _check_times(start: datetime | None, end: datetime | None, time_zone: str) -> None:

@@ -1,7 +1,8 @@
 """FindItem and GetItem: reading a calendar.
 
-FindItem with a CalendarView returns what Outlook shows in the window (singles, occurrences and
-exceptions, sorted by start; restrictions and sort orders are refused as Exchange refuses them);
+FindItem with a CalendarView returns the singles, occurrences and exceptions the store's
+calendar view admits (Exchange's edges: what ends at or after StartDate and starts before
+EndDate), sorted by start; restrictions and sort orders are refused as Exchange refuses them;
 without one it returns singles and recurring masters, filtered by a Restriction, sorted by a
 SortOrder and paged by IndexedPageItemView. GetItem returns items by ItemId, OccurrenceItemId or
 RecurringMasterItemId.

@@ -567,16 +567,14 @@ def parse_event(body: object, *, creating: bool, current: CalendarItem | None = 
         required, optional = _parse_attendees(payload["attendees"] or [])
         fields["required_attendees"] = required
         fields["optional_attendees"] = optional
-    zone = None
+    end_zone = None
     if "start" in payload:
-        fields["start"], zone = _parse_date_time_zone(payload["start"], "start")
-        fields["time_zone"] = zone
+        fields["start"], fields["time_zone"] = _parse_date_time_zone(payload["start"], "start")
     if "end" in payload:
         fields["end"], end_zone = _parse_date_time_zone(payload["end"], "end")
-        zone = zone or end_zone
     if creating and ("start" not in fields or "end" not in fields):
         raise bad_request("an event needs both start and end", "ErrorInvalidRequest")
-    _check_times(fields, current)
+    _check_times(fields, current, end_zone)
     if "recurrence" in payload:
         if payload["recurrence"] is None:
             fields["recurrence"] = None
@@ -614,15 +612,28 @@ def parse_event(body: object, *, creating: bool, current: CalendarItem | None = 
     return result
 
 
-def _check_times(fields: dict[str, object], current: CalendarItem | None) -> None:
+def _check_times(
+    fields: dict[str, object], current: CalendarItem | None, end_zone: str | None
+) -> None:
+    """The event's times as Graph requires them. An all-day event's start and end must be
+    midnight and in the same time zone (event resource, isAllDay:
+    https://learn.microsoft.com/graph/api/resources/event); Graph refuses others where EWS
+    would move them onto midnights. The store keeps one zone per item, so an end sent without
+    a start (or a start without an end) is compared with the zone the event has."""
     start = fields.get("start", current.start if current else None)
     end = fields.get("end", current.end if current else None)
     all_day = fields.get("is_all_day", current.is_all_day if current else False)
     zone = str(fields.get("time_zone", current.time_zone if current else "UTC"))
+    end_zone = end_zone or (current.time_zone if current else zone)
     if isinstance(start, datetime) and isinstance(end, datetime):
         if end < start:
             raise bad_request("the event's end is before its start", "ErrorInvalidRequest")
         if all_day:
+            if timezones.windows_name(end_zone) != timezones.windows_name(zone):
+                raise bad_request(
+                    "an all-day event's start and end must be in the same time zone",
+                    "ErrorPropertyValidationFailure",
+                )
             local_zone = timezones.resolve_zone(zone)
             for instant in (start, end):
                 local = instant.astimezone(local_zone)
