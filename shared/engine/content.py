@@ -40,6 +40,24 @@ def attendee_mailboxes(
     return mailboxes
 
 
+# Exchange keeps at most this many UTF-16 code units of a subject or a location.
+EXCHANGE_TEXT_LIMIT = 255
+
+
+def as_exchange_keeps(text: str) -> str:
+    """``text`` as Exchange stores a subject or location: at most 255 UTF-16 code units, a
+    character never cut in half. Writing it so means reading back exactly what was written,
+    so a long title with emoji is not taken for an Outlook edit on every pass."""
+    kept, units = [], 0
+    for character in text:
+        width = 2 if ord(character) > 0xFFFF else 1
+        if units + width > EXCHANGE_TEXT_LIMIT:
+            break
+        kept.append(character)
+        units += width
+    return "".join(kept)
+
+
 def _client_line(client: Client) -> str:
     details = [client.name]
     if client.email:
@@ -81,11 +99,11 @@ def event_draft(
     start, end = times or (snapshot.start, snapshot.end)
     invited = attendee_mailboxes(snapshot, directory) if attendees is None else attendees
     return EventDraft(
-        subject=snapshot.title,
+        subject=as_exchange_keeps(snapshot.title),
         start=start.astimezone(zone),
         end=end.astimezone(zone),
         time_zone=snapshot.time_zone,
-        location=snapshot.location,
+        location=as_exchange_keeps(snapshot.location) if snapshot.location else None,
         body_text=event_body(snapshot),
         required_attendees=tuple(ref.address for ref in invited),
         show_as=ShowAs.BUSY,

@@ -277,7 +277,9 @@ class FakeExchange:
         return found[0] if found else None
 
     def list_events(self, mailbox: str, start: datetime, end: datetime) -> list[ExchangeEvent]:
-        items = [i for i in self._calendar(mailbox).values() if i.start < end and i.end > start]
+        # Exchange's CalendarView edges: an item ending exactly at the window's start is in it,
+        # one starting exactly at its end is not.
+        items = [i for i in self._calendar(mailbox).values() if i.start < end and i.end >= start]
         return [item.view() for item in sorted(items, key=lambda i: (i.start, i.created))]
 
     def changes_since(self, mailbox: str, cursor: str | None, max_changes: int) -> CalendarChanges:

@@ -389,3 +389,21 @@ def test_a_failing_exchange_raises_the_ports_typed_error_and_writes_nothing(
     assert [e for e in world.calendar(world.organizer) if e.marker == marker] == []
     create(world, draft(marker=marker))
     assert len([e for e in world.calendar(world.organizer) if e.marker == marker]) == 1
+
+
+def test_the_calendar_view_includes_an_event_ending_exactly_where_the_window_starts(
+    calendar_world: CalendarWorld,
+) -> None:
+    # Exchange's CalendarView edges: an item whose end is the view's start is returned, one
+    # whose start is the view's end is not
+    # (https://learn.microsoft.com/exchange/client-developer/web-service-reference/calendarview).
+    world = calendar_world
+    mailbox = world.attendees[0]
+    before = world.add_personal_event(mailbox, "Before", START - timedelta(hours=1), START)
+    after = world.add_personal_event(
+        mailbox, "After", START + timedelta(hours=1), START + timedelta(hours=2)
+    )
+    seen = world.run(world.gateway.list_events(mailbox, START, START + timedelta(hours=1)))
+    ids = {event.item_id for event in seen}
+    assert before.item_id in ids
+    assert after.item_id not in ids

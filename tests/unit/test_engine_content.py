@@ -148,3 +148,11 @@ def test_the_graph_filter_matches_id_and_value() -> None:
     )
     with pytest.raises(ValueError, match="marker"):
         graph_marker_filter("x' or true or '")
+
+
+def test_a_title_is_written_as_exchange_keeps_it_so_reading_it_back_changes_nothing() -> None:
+    title = "Review " + "🙂" * 130  # 137 characters, 267 UTF-16 code units
+    draft = event_draft(ORG, APPOINTMENT, snapshot(title=title), DIRECTORY)
+    assert len(draft.subject.encode("utf-16-le")) // 2 <= 255
+    assert draft.subject == "Review " + "🙂" * 124  # whole characters only
+    assert event_draft(ORG, APPOINTMENT, snapshot(title="Short"), DIRECTORY).subject == "Short"
