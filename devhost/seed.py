@@ -8,8 +8,9 @@ and the others still run.
 
 :data:`DEFAULT_SEEDS` is the list ``make run`` uses; add a seed by appending to it.
 
-The development organization (``dev``) gets two connections to the simulator, as an
-administrator would set them up through the admin API: ``onprem`` (EWS, NTLM, a service account
+The development organization (``dev``) gets its webhooks sent to the simulator's booking
+platform stand-in, and two connections to the simulator, as an administrator would set them up
+through the admin API: ``onprem`` (EWS, NTLM, a service account
 with impersonation) for the first three mailboxes of the simulator's demo organization, and
 ``cloud`` (Graph, app-only OAuth) for the others. The secrets they name are put in the app's
 environment (:func:`simulator_environment`) before the app starts, as Key Vault would hold them.
@@ -152,6 +153,9 @@ def seed_dev_organization(context: SeedContext) -> None:
         return
     service = config["serviceAccounts"][0]
     client = config["oauthClients"][0]
+    if "booking" in context.sim:
+        # The booking platform stand-in takes the dev organization's webhooks.
+        _admin_put(context, "settings", {"webhookUrl": f"{context.sim['booking']}/webhooks"})
     _admin_put(
         context,
         f"connections/{EWS_CONNECTION}",

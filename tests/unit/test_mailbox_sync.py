@@ -1,0 +1,275 @@
+"""The mailbox-sync service and the poll fan-out on in-memory storage and the in-memory Exchange:
+what each situation leaves in the tables and the outbox — busy time, a lost cursor, the
+mass-cancellation guard, throttling, refused credentials, re-processing after a crash — and when
+a mailbox is polled."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from shared.apply.service import AppointmentApplier
+from shared.config import connection_secret_name
+from shared.exchange.fake import FakeCalendarGateway, FakeExchange
+from shared.exchange.port import (
+    AuthenticationFailed,
+    CalendarGateway,
+    RetryAfter,
+    Sensitivity,
+)
+from shared.mailbox_sync.fanout import PENDING_EXPIRY, PollFanOut
+from shared.mailbox_sync.service import FULL_READ, MailboxSyncer, SyncOutcome
+from shared.models import ConnectionConfig, Health, OrgSettings
+from shared.queues import (
+    MAILBOX_SYNC,
+    AppointmentChanged,
+    MailboxSyncRequested,
+    MemoryQueueSender,
+)
+from shared.store.memory import memory_repositories
+from shared.store.records import ConnectionRecord, MailboxRecord
+from tests.builders import snapshot
+
+ORG = "acme"
+ANN, BOB = "ann@bank.test", "bob@bank.test"
+DAY = datetime(2031, 3, 3, tzinfo=UTC)
+
+
+class Secrets:
+    def __init__(self) -> None:
+        self.values = {connection_secret_name(ORG, "svc"): "first-password"}
+
+    def resolve(self, reference: str) -> str:
+        return self.values[reference]
+
+
+class Gateways:
+    def __init__(self, exchange: FakeExchange) -> None:
+        self.exchange = exchange
+
+    def for_connection(self, org: str, connection: ConnectionRecord) -> CalendarGateway:
+        return FakeCalendarGateway(self.exchange, connection_id=connection.connection_id)
+
+
+class World:
+    def __init__(self) -> None:
+        self.clock = [DAY + timedelta(hours=8)]
+        self.repos = memory_repositories()
+        self.queue = MemoryQueueSender()
+        self.exchange = FakeExchange([ANN, BOB])
+        self.secrets = Secrets()
+        gateways = Gateways(self.exchange)
+        self.syncer = MailboxSyncer(
+            self.repos, self.queue, gateways, self.secrets, now=lambda: self.clock[0]
+        )
+        self.applier = AppointmentApplier(self.repos, self.queue, gateways)
+        self.fanout = PollFanOut(self.repos, self.queue, self.secrets, now=lambda: self.clock[0])
+        config = ConnectionConfig(
+            kind="ews",
+            ews_url="https://mail.bank.test/EWS/Exchange.asmx",
+            auth_type="ntlm",
+            username="svc@bank.test",
+            secret_reference="svc",
+        )
+        self.repos.connections.put(
+            ORG, "onprem", ConnectionRecord(connection_id="onprem", **config.model_dump()), None
+        )
+        for staff_id, address in (("ann", ANN), ("bob", BOB)):
+            self.repos.mailboxes.put(
+                ORG,
+                staff_id,
+                MailboxRecord(
+                    staff_id=staff_id,
+                    connection_id="onprem",
+                    address=address,
+                    time_zone="Europe/Berlin",
+                ),
+                None,
+            )
+
+    def sync(self, staff_id: str = "ann", reason: str = "poll") -> Any:
+        message = MailboxSyncRequested(org=ORG, staff_id=staff_id, reason=reason)
+        return asyncio.run(self.syncer.sync(message))
+
+    def events(self, event_type: str | None = None) -> list[dict[str, Any]]:
+        rows = [
+            json.loads(row.value.payload) for row in self.repos.outbox.list_by_org(ORG).values()
+        ]
+        return [row for row in rows if event_type is None or row["type"] == event_type]
+
+    def blocks(self, staff_id: str = "ann") -> list[Any]:
+        return [row.value for row in self.repos.busy_blocks.blocks_of(ORG, staff_id)]
+
+    def mailbox(self, staff_id: str = "ann") -> MailboxRecord:
+        found = self.repos.mailboxes.get(ORG, staff_id)
+        assert found is not None
+        return found.value
+
+    def item_of(self, appointment_id: str) -> str:
+        mapping = self.repos.event_map.get(ORG, appointment_id)
+        assert mapping is not None
+        assert mapping.value.item_id is not None
+        return mapping.value.item_id
+
+    def book(self, appointment_id: str, hour: int) -> None:
+        body = snapshot(
+            1,
+            organizer="ann",
+            secondaries=("bob",),
+            start=DAY + timedelta(days=1, hours=hour),
+            time_zone="Europe/Berlin",
+        )
+        self.repos.appointments.save_snapshot(ORG, appointment_id, body)
+        message = AppointmentChanged(org=ORG, appointment_id=appointment_id, version=1)
+        asyncio.run(self.applier.apply(message))
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def test_own_events_become_busy_blocks_private_ones_without_subject(world: World) -> None:
+    world.exchange.add_personal_event(ANN, "Dentist", DAY.replace(hour=9), DAY.replace(hour=10))
+    world.exchange.add_personal_event(
+        ANN,
+        "Therapy",
+        DAY.replace(hour=11),
+        DAY.replace(hour=12),
+        sensitivity=Sensitivity.PRIVATE,
+    )
+    report = world.sync()
+    assert report.outcome is SyncOutcome.SYNCED
+    subjects = sorted((b.subject or "", b.private) for b in world.blocks())
+    assert subjects == [("", True), ("Dentist", False)]
+    [changed] = world.events("busy_time.changed")
+    assert changed["data"]["staffId"] == "ann"
+    assert "Therapy" not in json.dumps(world.events())
+    assert world.mailbox().sync_state is not None
+    assert world.mailbox().last_full_read_at is not None  # the first sync reads it all
+
+
+def test_an_idle_mailbox_tells_nothing_and_a_re_read_page_tells_nothing_twice(
+    world: World,
+) -> None:
+    world.exchange.add_personal_event(ANN, "Dentist", DAY.replace(hour=9), DAY.replace(hour=10))
+    world.sync()
+    told = len(world.events())
+    world.sync()
+    assert len(world.events()) == told
+    # A worker died after its effects but before the cursor: the same page comes again.
+    mailbox = world.repos.mailboxes.get(ORG, "ann")
+    assert mailbox is not None
+    world.repos.mailboxes.put(
+        ORG, "ann", mailbox.value.model_copy(update={"sync_state": "0"}), mailbox.etag
+    )
+    world.sync()
+    assert len(world.events()) == told
+    assert len(world.blocks()) == 1
+
+
+def test_a_lost_cursor_reads_everything_again_without_duplicates_or_new_events(
+    world: World,
+) -> None:
+    world.exchange.add_personal_event(ANN, "Dentist", DAY.replace(hour=9), DAY.replace(hour=10))
+    world.sync()
+    told = len(world.events())
+    mailbox = world.repos.mailboxes.get(ORG, "ann")
+    assert mailbox is not None
+    world.repos.mailboxes.put(
+        ORG, "ann", mailbox.value.model_copy(update={"sync_state": "999999"}), mailbox.etag
+    )
+    assert world.sync().outcome is SyncOutcome.SYNCED
+    assert len(world.blocks()) == 1
+    assert len(world.events()) == told
+
+
+def test_an_outlook_deletion_cancels_once_and_the_guard_holds_a_mass_cancellation(
+    world: World,
+) -> None:
+    for n in range(4):
+        world.book(f"apt-{n}", hour=9 + n)
+    world.sync()
+    ids = [world.item_of(f"apt-{n}") for n in range(4)]
+    world.exchange.delete_as_owner(ANN, ids[0])
+    world.sync()
+    assert [e["data"]["appointmentId"] for e in world.events("appointment.cancelled")] == ["apt-0"]
+    # Three of the remaining three vanish at once: held, nothing told or written.
+    for item_id in ids[1:]:
+        world.exchange.delete_as_owner(ANN, item_id)
+    report = world.sync()
+    assert report.outcome is SyncOutcome.HELD
+    assert "held" in (world.mailbox().held or "")
+    assert len(world.events("appointment.cancelled")) == 1
+    for n in range(1, 4):
+        mapping = world.repos.event_map.get(ORG, f"apt-{n}")
+        assert mapping is not None
+        assert not mapping.value.cancelled
+
+
+def test_throttling_re_queues_the_sync_after_exchanges_delay(world: World) -> None:
+    world.exchange.fail_next("changes_since", RetryAfter(42))
+    report = world.sync()
+    assert report.outcome is SyncOutcome.REQUEUED
+    [sent] = [s for s in world.queue.sent if s.queue == MAILBOX_SYNC]
+    assert sent.visibility_delay == timedelta(seconds=42)
+
+
+def test_refused_credentials_mark_the_connection_and_stop_its_polling_until_the_secret_changes(
+    world: World,
+) -> None:
+    world.exchange.fail_next("changes_since", AuthenticationFailed("HTTP 401"))
+    assert world.sync().outcome is SyncOutcome.AUTH_FAILED
+    connection = world.repos.connections.get(ORG, "onprem")
+    assert connection is not None
+    assert connection.value.health is Health.AUTH_FAILED
+    [health] = world.events("connection.health_changed")
+    assert health["data"] == {
+        "connectionId": "onprem",
+        "health": "auth_failed",
+        "detail": "Exchange refused the connection's credentials",
+    }
+    assert "first-password" not in json.dumps(world.events())
+    world.clock[0] += timedelta(minutes=5)
+    assert world.fanout.run().queued == 0
+    world.secrets.values[connection_secret_name(ORG, "svc")] = "rotated-password"
+    assert world.fanout.run().queued == 2
+
+
+def test_the_fan_out_queues_due_mailboxes_once_until_they_sync_or_the_mark_expires(
+    world: World,
+) -> None:
+    assert world.fanout.run().queued == 2
+    first = [json.loads(s.body) for s in world.queue.sent if s.queue == MAILBOX_SYNC]
+    assert {m["reason"] for m in first} == {FULL_READ}  # never read: a full read
+    assert world.fanout.run().queued == 0  # still pending
+    world.sync("ann", FULL_READ)
+    world.clock[0] += timedelta(seconds=30)
+    assert world.fanout.run().queued == 0  # ann synced 30 s ago; bob still pending
+    world.clock[0] += timedelta(seconds=31)
+    assert world.fanout.run().queued == 1  # ann is due again (interval 60 s)
+    world.clock[0] += PENDING_EXPIRY
+    assert world.fanout.run().queued == 2  # bob's mark expired: a lost message stalls nothing
+
+
+def test_the_fan_out_skips_disabled_connections_and_follows_the_poll_interval(
+    world: World,
+) -> None:
+    world.repos.settings.put(ORG, OrgSettings(poll_interval_seconds=600), None)
+    world.sync("ann", FULL_READ)
+    world.sync("bob", FULL_READ)
+    world.clock[0] += timedelta(minutes=5)
+    assert world.fanout.run().queued == 0
+    world.clock[0] += timedelta(minutes=5)
+    assert world.fanout.run().queued == 2
+    connection = world.repos.connections.get(ORG, "onprem")
+    assert connection is not None
+    world.repos.connections.put(
+        ORG, "onprem", connection.value.model_copy(update={"enabled": False}), connection.etag
+    )
+    world.clock[0] += PENDING_EXPIRY + timedelta(minutes=10)
+    assert world.fanout.run().queued == 0
