@@ -19,7 +19,7 @@ from shared.http.contract import SIGNATURE_HEADER
 from shared.queues import MailboxSyncRequested
 from sim.booking import ReceivedWebhook
 from sim.people import Outlook
-from sim.store import CalendarItem, FreeBusy
+from sim.store import CalendarItem, FreeBusy, Recurrence
 from tests.e2e.conftest import ORG, SIGNING_SECRET, STAFF, World
 from tests.e2e.test_booking_to_exchange import put, snapshot, unique
 from tests.waiting import wait_until
@@ -213,3 +213,45 @@ def test_a_secondary_who_declines_is_reported_and_the_appointment_stays(world: W
 def _day_of(body: dict[str, Any]) -> int:
     start = datetime.fromisoformat(body["start"])
     return (start.date() - date(2027, 3, 1)).days
+
+
+def test_a_weekly_series_blocks_each_occurrence_across_a_dst_change_with_its_exceptions(
+    world: World,
+) -> None:
+    cara = Outlook(world.sim.store, CARA_MAILBOX)
+    weekly = Recurrence(
+        pattern="weekly", days_of_week=["Monday"], start_date=date(2027, 3, 1), count=5
+    )
+    series = cara.create_series(
+        "Team sync",
+        datetime(2027, 3, 1, 10, 0),
+        datetime(2027, 3, 1, 11, 0),
+        weekly,
+        time_zone="America/Toronto",
+    )
+    synced(world, CARA)
+    window = (datetime(2027, 2, 28, tzinfo=UTC), datetime(2027, 4, 5, tzinfo=UTC))
+
+    def starts() -> list[str]:
+        return [b["start"] for b in busy(world, CARA, *window) if b["subject"] == "Team sync"]
+
+    # 10:00 in Toronto: 15:00 UTC before the change to daylight time on 14 March, 14:00 after.
+    assert starts() == [
+        "2027-03-01T15:00:00Z",
+        "2027-03-08T15:00:00Z",
+        "2027-03-15T14:00:00Z",
+        "2027-03-22T14:00:00Z",
+        "2027-03-29T14:00:00Z",
+    ]
+    # Occurrences are numbered from 1, as EWS numbers them.
+    cara.edit_occurrence(  # 15 March, moved to the afternoon
+        series.id, 3, start=datetime(2027, 3, 15, 14, 0), end=datetime(2027, 3, 15, 15, 0)
+    )
+    cara.delete_occurrence(series.id, 4)  # 22 March
+    synced(world, CARA)
+    assert starts() == [
+        "2027-03-01T15:00:00Z",
+        "2027-03-08T15:00:00Z",
+        "2027-03-15T18:00:00Z",
+        "2027-03-29T14:00:00Z",
+    ]
