@@ -12,7 +12,13 @@ import azure.functions as func
 from functions.http_functions import http_function, to_http_response
 from shared import bootstrap
 from shared.http.contract import ADMIN_KEY_HEADER
-from shared.http.routes import GET_SETTINGS, PUT_CONNECTION, PUT_SETTINGS, PUT_STAFF
+from shared.http.routes import (
+    GET_SETTINGS,
+    PUT_CONNECTION,
+    PUT_SETTINGS,
+    PUT_STAFF,
+    REPLAY_WEBHOOK,
+)
 
 bp = func.Blueprint()
 
@@ -57,5 +63,16 @@ def get_settings(req: func.HttpRequest) -> func.HttpResponse:
     return to_http_response(
         bootstrap.services().admin.get_settings(
             org=req.route_params.get("org", ""), admin_key=req.headers.get(ADMIN_KEY_HEADER)
+        )
+    )
+
+
+@http_function(bp, REPLAY_WEBHOOK, "POST orgs/{org}/webhooks/{eventId}/replay FUNCTION")
+def replay_webhook(req: func.HttpRequest) -> func.HttpResponse:
+    return to_http_response(
+        bootstrap.services().admin.replay_webhook(
+            org=req.route_params.get("org", ""),
+            event_id=req.route_params.get("eventId", ""),
+            admin_key=req.headers.get(ADMIN_KEY_HEADER),
         )
     )

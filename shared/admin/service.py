@@ -44,10 +44,16 @@ from shared.http.contract import (
     ConnectionSaved,
     StaffMailboxAssignment,
     StaffSaved,
+    WebhookReplayed,
 )
 from shared.http.requests import check_id, gate, parse_json_body
 from shared.models import ConnectionConfig, OrgSettings
-from shared.queues import AppointmentChanged, QueueSender, QueueUnavailable
+from shared.queues import (
+    AppointmentChanged,
+    QueueSender,
+    QueueUnavailable,
+    WebhookDeliveryDue,
+)
 from shared.store import ConcurrencyConflict, Repositories, StoreUnavailable
 from shared.store.records import ConnectionRecord, MailboxRecord
 
@@ -248,6 +254,34 @@ class AdminApi:
             with storage_refusals("the settings"):
                 settings = self._repos.settings.settings_of(org)
             return json_answer(200, settings)
+        except Refusal as refusal:
+            return refusal.answer
+
+    # --- webhooks -----------------------------------------------------------------------------
+
+    def replay_webhook(self, *, org: str, event_id: str, admin_key: str | None) -> HttpAnswer:
+        """Send a dead-lettered (or undelivered) event again: its tries start over."""
+        try:
+            self._authenticate(org, admin_key, b"")
+            check_id("eventId", event_id)
+            with storage_refusals(f"webhook {event_id!r}"):
+                current = self._repos.outbox.get(org, event_id)
+                if current is None:
+                    raise refuse(404, "not_found", f"no webhook {event_id!r} in the outbox")
+                if current.value.delivered_at is not None:
+                    raise refuse(
+                        409, "already_delivered", f"webhook {event_id!r} was delivered already"
+                    )
+                fresh = current.value.model_copy(
+                    update={"attempts": 0, "dead_lettered": False, "next_attempt_at": None}
+                )
+                self._repos.outbox.put(org, event_id, fresh, current.etag)
+            try:
+                self._queue.send(WebhookDeliveryDue(org=org, event_id=event_id))
+            except QueueUnavailable as exc:
+                raise unavailable("the work queue") from exc
+            log.info("webhook %s/%s queued again", org, event_id)
+            return json_answer(202, WebhookReplayed(event_id=event_id))
         except Refusal as refusal:
             return refusal.answer
 

@@ -55,3 +55,10 @@ class StaffSaved(CamelModel):
     mailbox: str
     created: bool
     sync_reset: bool
+
+
+class WebhookReplayed(CamelModel):
+    """202: the event is queued for delivery again."""
+
+    event_id: str
+    queued: Literal[True] = True

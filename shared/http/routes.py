@@ -31,6 +31,7 @@ from shared.http.contract import (
     ConnectionSaved,
     StaffMailboxAssignment,
     StaffSaved,
+    WebhookReplayed,
 )
 from shared.models import AppointmentSnapshot, BusyBlock, ConnectionConfig, OrgSettings
 
@@ -50,6 +51,7 @@ PATH_PARAMETERS: dict[str, str] = {
     "appointmentId": "The booking platform's id of the appointment.",
     "staffId": "The booking platform's id of the staff member.",
     "connectionId": "The id of an Exchange connection of the organization.",
+    "eventId": "The id of an event calbridge sent (or tried to send) to the booking platform.",
 }
 
 _ROUTE_PARAMETER = re.compile(r"\{([A-Za-z]+)\}")
@@ -278,6 +280,30 @@ GET_SETTINGS = ApiRoute(
     tags=("admin",),
 )
 
+REPLAY_WEBHOOK = ApiRoute(
+    function_name="replay_webhook",
+    method="POST",
+    route="orgs/{org}/webhooks/{eventId}/replay",
+    auth_level="FUNCTION",
+    security="admin",
+    summary="Deliver an event to the booking platform again",
+    description=(
+        "An event that was not delivered (dead-lettered after its last try, or still being "
+        "retried) starts its tries over. The same event id is sent, so the platform can drop "
+        "a duplicate."
+    ),
+    responses={
+        202: Response("Queued for delivery again.", WebhookReplayed),
+        409: Response("The event was delivered already.", ApiError),
+        **{
+            status: response
+            for status, response in admin_route_errors().items()
+            if status in (400, 401, 404, 503)
+        },
+    },
+    tags=("admin",),
+)
+
 ROUTES: tuple[ApiRoute, ...] = (
     PUT_APPOINTMENT,
     GET_BUSY_TIME,
@@ -286,4 +312,5 @@ ROUTES: tuple[ApiRoute, ...] = (
     PUT_STAFF,
     PUT_SETTINGS,
     GET_SETTINGS,
+    REPLAY_WEBHOOK,
 )

@@ -417,3 +417,35 @@ def test_invalid_settings_are_refused_naming_the_field_and_change_nothing(
     problems = answer(response)["problems"]
     assert any(p["field"] == field and message in p["message"] for p in problems), problems
     assert bootstrap.services().repositories.settings.get(ORG) is None
+
+
+def test_a_dead_lettered_webhook_can_be_replayed_once_and_a_delivered_one_cannot(
+    app: None,
+) -> None:
+    from shared.webhooks.events import busy_time_row
+
+    repos = bootstrap.services().repositories
+    now = datetime(2031, 1, 1, tzinfo=UTC)
+    row = busy_time_row(ORG, "ann", (now, now), "page", now)
+    repos.outbox.add(ORG, row.model_copy(update={"attempts": 8, "dead_lettered": True}))
+    response = http_call(
+        "POST",
+        f"/api/orgs/{ORG}/webhooks/{row.event_id}/replay",
+        headers={ADMIN_KEY_HEADER: ORG_KEY},
+    )
+    assert response.status_code == 202, response.get_body()
+    stored = repos.outbox.get(ORG, row.event_id)
+    assert stored is not None
+    assert (stored.value.attempts, stored.value.dead_lettered) == (0, False)
+    delivered = stored.value.model_copy(update={"delivered_at": now})
+    repos.outbox.put(ORG, row.event_id, delivered, stored.etag)
+    again = http_call(
+        "POST",
+        f"/api/orgs/{ORG}/webhooks/{row.event_id}/replay",
+        headers={ADMIN_KEY_HEADER: ORG_KEY},
+    )
+    assert again.status_code == 409
+    missing = http_call(
+        "POST", f"/api/orgs/{ORG}/webhooks/nope/replay", headers={ADMIN_KEY_HEADER: ORG_KEY}
+    )
+    assert missing.status_code == 404
