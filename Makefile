@@ -4,9 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_NODE := node_modules/.installed
+# checkov lives apart from $(VENV): it pins an old `packaging` the test tools cannot share.
+CHECKOV_VENV := .venv-checkov
+STAMP_CHECKOV := $(CHECKOV_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint typecheck unit bench clean
+.PHONY: setup run test lint typecheck infra-check unit bench clean
 
 setup: $(STAMP_PY) $(STAMP_NODE)
 
@@ -17,6 +20,14 @@ $(STAMP_PY): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+$(STAMP_CHECKOV): requirements-infra.txt
+	@echo "setup: installing checkov (security checks of the Bicep templates) into $(CHECKOV_VENV),"
+	@echo "       its own environment (about 300 MB, 1 minute the first time; only again when"
+	@echo "       requirements-infra.txt changes)"
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-infra.txt
 	touch $@
 
 $(STAMP_NODE): package.json package-lock.json
@@ -35,9 +46,13 @@ lint: $(STAMP_PY)
 typecheck: $(STAMP_PY)
 	$(VENV)/bin/mypy
 
-## Set up, then ruff, mypy and the whole pytest suite (tests start their own Azurite).
-test: setup lint typecheck
+## Every Bicep file under infra/ parses, and checkov's Bicep checks pass (offline); skips need a reason.
+infra-check: $(STAMP_PY) $(STAMP_CHECKOV)
+	$(PY) -m infra.check --checkov $(CHECKOV_VENV)/bin/checkov
+
+## Set up, then ruff, mypy, the infra checks and the whole pytest suite (tests start their own Azurite).
+test: setup lint typecheck infra-check
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) node_modules .calbridge .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .calbridge .pytest_cache .mypy_cache .ruff_cache

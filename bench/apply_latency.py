@@ -224,8 +224,10 @@ def run(urls: dict[str, str], appointments: int) -> dict[tuple[str, str, str], l
             )
             assert answer.status in (200, 201), answer.body
 
+    connection_string = services.settings.storage_connection_string
+    assert connection_string is not None  # the bench's own Azurite, set above
     queue = QueueClient.from_connection_string(
-        services.settings.storage_connection_string,
+        connection_string,
         services.settings.queue_prefix + APPOINTMENT_CHANGES,
         message_decode_policy=TextBase64DecodePolicy(),
     )

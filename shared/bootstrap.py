@@ -2,10 +2,13 @@
 
 ``services()`` builds, once per process, the Azure table service (repositories), the queue
 sender and the secret resolver from :func:`shared.config.get_settings`; triggers call it on each
-invocation (cheap after the first). Tests either point it at Azurite through the environment
-(``AzureWebJobsStorage``, ``CALBRIDGE_TABLE_PREFIX``, ``CALBRIDGE_QUEUE_PREFIX``,
-``CALBRIDGE_SECRET_...``) and call :func:`reset`, or compose their own :class:`Services` with
-:func:`build_services` (in-memory tables, a memory queue) and :func:`install` it.
+invocation (cheap after the first). Storage is reached with the connection string when the
+settings have one (Azurite locally) and otherwise with the identity-based settings and the app's
+managed identity (Azure), one credential shared by tables, queues and Key Vault. Tests either
+point it at Azurite through the environment (``AzureWebJobsStorage``,
+``CALBRIDGE_TABLE_PREFIX``, ``CALBRIDGE_QUEUE_PREFIX``, ``CALBRIDGE_SECRET_...``) and call
+:func:`reset`, or compose their own :class:`Services` with :func:`build_services` (in-memory
+tables, a memory queue) and :func:`install` it.
 
 Azure SDK modules are imported here only when real clients are built, so importing the function
 app stays cheap.
@@ -20,11 +23,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shared.admin import AdminApi
 from shared.apply.service import AppointmentApplier
 from shared.booking.intake import BookingIntake
-from shared.config import SecretResolver, Settings, get_settings, secret_resolver
+from shared.config import (
+    SecretResolver,
+    Settings,
+    azure_credential,
+    get_settings,
+    secret_resolver,
+)
 from shared.exchange.endpoint_policy import ExchangeEndpointPolicy
 from shared.exchange.gateways import GatewayCache
 from shared.exchange.port import CalendarGateway
@@ -35,6 +45,9 @@ from shared.queues import QueueSender
 from shared.store import Repositories, build_repositories
 from shared.store.tables import TableService
 from shared.webhooks.delivery import WebhookDelivery
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
 
 HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
 
@@ -144,6 +157,44 @@ def calendar_gateway(
     raise ValueError(f"kind: no calendar adapter for {connection.kind!r} connections")
 
 
+def azure_table_service(
+    settings: Settings, credential: TokenCredential | None = None
+) -> TableService:
+    """The storage account's tables: through the connection string when the settings have one,
+    otherwise through the table endpoint as the app's identity."""
+    from shared.store.azure_tables import AzureTableService
+
+    if settings.storage_connection_string is not None:
+        return AzureTableService.from_connection_string(
+            settings.storage_connection_string, settings.table_prefix
+        )
+    assert settings.storage_table_service_uri is not None  # Settings checks both endpoints
+    return AzureTableService.from_service_uri(
+        settings.storage_table_service_uri,
+        credential or azure_credential(settings),
+        settings.table_prefix,
+    )
+
+
+def azure_queue_sender(
+    settings: Settings, credential: TokenCredential | None = None
+) -> QueueSender:
+    """The storage account's queues: through the connection string when the settings have one,
+    otherwise through the queue endpoint as the app's identity."""
+    from shared.queues.azure import AzureQueueSender
+
+    if settings.storage_connection_string is not None:
+        return AzureQueueSender.from_connection_string(
+            settings.storage_connection_string, settings.queue_prefix
+        )
+    assert settings.storage_queue_service_uri is not None  # Settings checks both endpoints
+    return AzureQueueSender.from_service_uri(
+        settings.storage_queue_service_uri,
+        credential or azure_credential(settings),
+        settings.queue_prefix,
+    )
+
+
 def build_services(
     settings: Settings | None = None,
     *,
@@ -154,17 +205,21 @@ def build_services(
 ) -> Services:
     """Services from settings; any part given replaces the real one."""
     settings = settings or get_settings()
+    # One credential for everything reached as the app's identity, so its tokens are cached
+    # once; not built at all when nothing needs it (local runs on Azurite and env secrets).
+    needs_identity = (settings.storage_uses_identity and (tables is None or queue is None)) or (
+        secrets is None and bool(settings.key_vault_url)
+    )
+    credential = azure_credential(settings) if needs_identity else None
     if tables is None:
-        from shared.store.azure_tables import AzureTableService
-
-        tables = AzureTableService(settings.storage_connection_string, settings.table_prefix)
+        tables = azure_table_service(settings, credential)
     if queue is None:
-        from shared.queues.azure import AzureQueueSender
-
-        queue = AzureQueueSender(settings.storage_connection_string, settings.queue_prefix)
+        queue = azure_queue_sender(settings, credential)
+    if secrets is None:
+        secrets = secret_resolver(settings, credential)
     return Services(
         settings=settings,
-        secrets=secrets or secret_resolver(settings),
+        secrets=secrets,
         repositories=build_repositories(tables),
         queue=queue,
         clock=clock,

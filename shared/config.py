@@ -1,9 +1,13 @@
-"""Settings and secret resolution.
+"""Settings, the app's Azure identity and secret resolution.
 
 Settings come from app settings / environment variables (``local.settings.json`` in local
-development) and are read once per process (:func:`get_settings`). Secrets are never stored in
-tables: a table holds a *secret reference*, resolved here against Azure Key Vault when
-``CALBRIDGE_KEY_VAULT_URL`` is set, otherwise against environment variables (local development).
+development) and are read once per process (:func:`get_settings`). Storage is reached either
+with a connection string (``AzureWebJobsStorage``: Azurite locally) or, in Azure, with the
+identity-based settings the Functions host itself uses (``AzureWebJobsStorage__queueServiceUri``,
+``__tableServiceUri`` and ``__clientId``) and the app's managed identity (:func:`azure_credential`).
+Secrets are never stored in tables: a table holds a *secret reference*, resolved here against
+Azure Key Vault when ``CALBRIDGE_KEY_VAULT_URL`` is set, otherwise against environment variables
+(local development).
 """
 
 from __future__ import annotations
@@ -14,12 +18,17 @@ import threading
 import time
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
 AZURITE_DEVELOPMENT_CONNECTION_STRING = "UseDevelopmentStorage=true"
+# What App Service leaves in an app setting whose Key Vault reference it could not resolve.
+UNRESOLVED_KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
 
 
 class Settings(BaseSettings):
@@ -27,9 +36,25 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
-    storage_connection_string: str = Field(
-        default=AZURITE_DEVELOPMENT_CONNECTION_STRING,
+    # Storage: a connection string wins (Azurite locally). Without one, the identity-based
+    # settings the Functions host reads for its own bindings name the account's endpoints and the
+    # user-assigned identity, so the host and calbridge's clients reach one account as one
+    # identity. With neither, the local Azurite default.
+    storage_connection_string: str | None = Field(
+        default=None,
         validation_alias=AliasChoices("AzureWebJobsStorage", "CALBRIDGE_STORAGE"),
+    )
+    storage_table_service_uri: str | None = Field(
+        default=None, validation_alias=AliasChoices("AzureWebJobsStorage__tableServiceUri")
+    )
+    storage_queue_service_uri: str | None = Field(
+        default=None, validation_alias=AliasChoices("AzureWebJobsStorage__queueServiceUri")
+    )
+    # The app's one user-assigned identity: the host uses it for storage, calbridge for storage
+    # and Key Vault. Unset: DefaultAzureCredential's own choice (a system-assigned identity, or
+    # the developer's sign-in).
+    managed_identity_client_id: str | None = Field(
+        default=None, validation_alias=AliasChoices("AzureWebJobsStorage__clientId")
     )
     key_vault_url: str | None = Field(
         default=None, validation_alias=AliasChoices("CALBRIDGE_KEY_VAULT_URL")
@@ -69,11 +94,70 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("CALBRIDGE_GRAPH_CA_BUNDLE")
     )
 
+    @field_validator(
+        "storage_connection_string",
+        "storage_table_service_uri",
+        "storage_queue_service_uri",
+        "managed_identity_client_id",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # An app setting kept but emptied (``AzureWebJobsStorage=""`` beside the identity-based
+        # settings) means "not this way", not "a connection string of no characters".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("admin_key", mode="before")
+    @classmethod
+    def _unresolved_reference_is_no_key(cls, value: Any) -> Any:
+        # App Service leaves a Key Vault reference it cannot resolve (secret missing, no access)
+        # in the setting as written; that text names the vault and the secret, so taking it as
+        # the operator key would make a guessable key. No key is the safe reading.
+        if isinstance(value, str) and value.strip().startswith(UNRESOLVED_KEY_VAULT_REFERENCE):
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _storage_is_reachable(self) -> Settings:
+        if self.storage_connection_string is not None:
+            return self
+        endpoints = {
+            "AzureWebJobsStorage__tableServiceUri": self.storage_table_service_uri,
+            "AzureWebJobsStorage__queueServiceUri": self.storage_queue_service_uri,
+        }
+        missing = [name for name, value in endpoints.items() if value is None]
+        if len(missing) == len(endpoints):
+            self.storage_connection_string = AZURITE_DEVELOPMENT_CONNECTION_STRING
+        elif missing:
+            raise ValueError(
+                f"{', '.join(missing)} is not set: identity-based storage needs the table and "
+                "the queue endpoint (or set AzureWebJobsStorage to a connection string)"
+            )
+        return self
+
+    @property
+    def storage_uses_identity(self) -> bool:
+        """True when storage is reached with the managed identity, not a connection string."""
+        return self.storage_connection_string is None
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process's settings, read once."""
     return Settings()
+
+
+def azure_credential(settings: Settings) -> TokenCredential:
+    """The app's identity towards Azure (storage, Key Vault): ``DefaultAzureCredential`` told
+    which user-assigned managed identity to use, when the settings name one. Built without any
+    network call; the first token is asked for on first use."""
+    from azure.identity import DefaultAzureCredential
+
+    if settings.managed_identity_client_id:
+        return DefaultAzureCredential(
+            managed_identity_client_id=settings.managed_identity_client_id
+        )
+    return DefaultAzureCredential()
 
 
 class SecretResolver(Protocol):
@@ -125,15 +209,17 @@ class KeyVaultSecretResolver:
         cache_seconds: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
         client: Any = None,
+        credential: TokenCredential | None = None,
         **client_options: Any,
     ) -> None:
         if client is None:
-            from azure.identity import DefaultAzureCredential
             from azure.keyvault.secrets import SecretClient
 
-            client = SecretClient(
-                vault_url=vault_url, credential=DefaultAzureCredential(), **client_options
-            )
+            if credential is None:
+                from azure.identity import DefaultAzureCredential
+
+                credential = DefaultAzureCredential()
+            client = SecretClient(vault_url=vault_url, credential=credential, **client_options)
         self._client = client
         self._cache_seconds = cache_seconds
         self._clock = clock
@@ -167,10 +253,15 @@ class KeyVaultSecretResolver:
         return value if value else None
 
 
-def secret_resolver(settings: Settings) -> SecretResolver:
-    """The resolver the settings call for."""
+def secret_resolver(
+    settings: Settings, credential: TokenCredential | None = None
+) -> SecretResolver:
+    """The resolver the settings call for; Key Vault is read as ``credential`` (by default the
+    app's identity, :func:`azure_credential`)."""
     if settings.key_vault_url:
-        return KeyVaultSecretResolver(settings.key_vault_url)
+        return KeyVaultSecretResolver(
+            settings.key_vault_url, credential=credential or azure_credential(settings)
+        )
     return EnvironmentSecretResolver()
 
 

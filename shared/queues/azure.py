@@ -1,12 +1,15 @@
 """``AzureQueueSender``: the sending port over Azure Storage queues (Azurite locally). The only
-module of ``shared.queues`` that imports the Azure SDK."""
+module of ``shared.queues`` that imports the Azure SDK.
+
+An account is reached through a connection string (Azurite, local runs) or through its queue
+endpoint with a token credential (Azure: the app's managed identity, no shared keys)."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.queue import QueueServiceClient, TextBase64EncodePolicy
@@ -16,19 +19,50 @@ from shared.queues.messages import message_body, queue_of
 from shared.queues.names import queue_name
 from shared.queues.sender import QueueUnavailable, delay_seconds
 
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
 
 class AzureQueueSender:
     """Sends to Azure Storage queues, creating each queue on its first use by this sender."""
 
-    def __init__(self, connection_string: str, prefix: str = "", **client_options: Any) -> None:
-        self._service = QueueServiceClient.from_connection_string(
-            connection_string, **client_options
-        )
+    def __init__(self, service: QueueServiceClient, prefix: str = "") -> None:
+        self._service = service
         # Per queue client: the service client does not pass its encode policy on to them.
         self._encode_policy = TextBase64EncodePolicy()
         self._prefix = prefix
         self._created: set[str] = set()
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_connection_string(
+        cls, connection_string: str, prefix: str = "", **client_options: Any
+    ) -> AzureQueueSender:
+        """Through a connection string: Azurite locally, or an account that allows keys."""
+        return cls(
+            QueueServiceClient.from_connection_string(connection_string, **client_options), prefix
+        )
+
+    @classmethod
+    def from_service_uri(
+        cls, endpoint: str, credential: TokenCredential, prefix: str = "", **client_options: Any
+    ) -> AzureQueueSender:
+        """Through the account's queue endpoint (``https://<account>.queue.core.windows.net``)
+        as an identity: what Azure uses, where the account refuses shared keys."""
+        return cls(
+            QueueServiceClient(account_url=endpoint, credential=credential, **client_options),
+            prefix,
+        )
+
+    @property
+    def endpoint(self) -> str:
+        """The queue endpoint this sender talks to."""
+        return str(self._service.url)
+
+    @property
+    def credential(self) -> Any:
+        """How it signs in: a token credential, or the account key of a connection string."""
+        return self._service.credential
 
     def send(self, message: BaseModel, *, visibility_delay: timedelta | None = None) -> None:
         name = queue_name(self._prefix, queue_of(message))

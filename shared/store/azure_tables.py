@@ -1,6 +1,8 @@
 """The Azure Table Storage backend of the table port (azure-data-tables), for Azure and Azurite.
 
-Tables are created on first use, once per process per table. Azure SDK errors are translated
+An account is reached through a connection string (Azurite, local runs) or through its table
+endpoint with a token credential (Azure: the app's managed identity, no shared keys). Tables are
+created on first use, once per process per table. Azure SDK errors are translated
 into :mod:`shared.store.errors`: 409 on insert, 412 on a stale ETag and 404 on a conditional
 replace become :class:`ConcurrencyConflict`; connection failures and 5xx become
 :class:`StoreUnavailable`. Integers are written as Int64 so large versions survive.
@@ -12,7 +14,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -28,6 +30,9 @@ from azure.data.tables import EdmType, EntityProperty, TableClient, TableService
 
 from shared.store.errors import ConcurrencyConflict, StoreError, StoreUnavailable
 from shared.store.tables import Condition, Properties, Scalar, StoredRow
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
 
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 _ODATA_OPERATORS = {"eq": "eq", "ne": "ne", "lt": "lt", "le": "le", "gt": "gt", "ge": "ge"}
@@ -208,15 +213,42 @@ class AzureTable:
 
 
 class AzureTableService:
-    """The tables of one storage account (a connection string), named ``prefix + name``."""
+    """The tables of one storage account, named ``prefix + name``."""
 
-    def __init__(self, connection_string: str, prefix: str = "", **client_options: Any) -> None:
-        self._service = TableServiceClient.from_connection_string(
-            connection_string, **client_options
-        )
+    def __init__(self, service: TableServiceClient, prefix: str = "") -> None:
+        self._service = service
         self._prefix = prefix
         self._tables: dict[str, AzureTable] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_connection_string(
+        cls, connection_string: str, prefix: str = "", **client_options: Any
+    ) -> AzureTableService:
+        """Through a connection string: Azurite locally, or an account that allows keys."""
+        return cls(
+            TableServiceClient.from_connection_string(connection_string, **client_options), prefix
+        )
+
+    @classmethod
+    def from_service_uri(
+        cls, endpoint: str, credential: TokenCredential, prefix: str = "", **client_options: Any
+    ) -> AzureTableService:
+        """Through the account's table endpoint (``https://<account>.table.core.windows.net``)
+        as an identity: what Azure uses, where the account refuses shared keys."""
+        return cls(
+            TableServiceClient(endpoint=endpoint, credential=credential, **client_options), prefix
+        )
+
+    @property
+    def endpoint(self) -> str:
+        """The table endpoint this service talks to."""
+        return str(self._service.url)
+
+    @property
+    def credential(self) -> Any:
+        """How it signs in: a token credential, or the account key of a connection string."""
+        return self._service.credential
 
     def table(self, name: str) -> AzureTable:
         with self._lock:

@@ -160,7 +160,7 @@ def test_a_newer_snapshot_replaces_and_is_announced(app: App) -> None:
 def test_a_failed_enqueue_answers_503_and_the_retry_gets_the_message_out(
     app: App, azurite: Azurite, name_prefix: str
 ) -> None:
-    dead_queue = AzureQueueSender(
+    dead_queue = AzureQueueSender.from_connection_string(
         azurite.connection_string.replace(
             f"QueueEndpoint=http://127.0.0.1:{azurite.queue_port}",
             f"QueueEndpoint=http://127.0.0.1:{free_port()}",
@@ -168,7 +168,7 @@ def test_a_failed_enqueue_answers_503_and_the_retry_gets_the_message_out(
         name_prefix,
         retry_total=0,
     )
-    tables = AzureTableService(azurite.connection_string, name_prefix)
+    tables = AzureTableService.from_connection_string(azurite.connection_string, name_prefix)
     bootstrap.install(bootstrap.build_services(tables=tables, queue=dead_queue))
     response = put(snapshot_body(3))
     assert response.status_code == 503
@@ -187,8 +187,8 @@ def test_an_unreachable_key_vault_is_503_and_changes_nothing(
     app: App, azurite: Azurite, name_prefix: str
 ) -> None:
     vault = KeyVaultSecretResolver(f"https://127.0.0.1:{free_port()}", retry_total=0)
-    tables = AzureTableService(azurite.connection_string, name_prefix)
-    queue = AzureQueueSender(azurite.connection_string, name_prefix)
+    tables = AzureTableService.from_connection_string(azurite.connection_string, name_prefix)
+    queue = AzureQueueSender.from_connection_string(azurite.connection_string, name_prefix)
     bootstrap.install(bootstrap.build_services(tables=tables, queue=queue, secrets=vault))
     response = put(snapshot_body(3))
     assert response.status_code == 503

@@ -124,7 +124,7 @@ def raw_queue(azurite: Azurite, name: str) -> QueueClient:
 def test_azure_sender_creates_the_queue_and_sends_base64_json(
     azurite: Azurite, name_prefix: str
 ) -> None:
-    sender = AzureQueueSender(azurite.connection_string, name_prefix)
+    sender = AzureQueueSender.from_connection_string(azurite.connection_string, name_prefix)
     sender.send(AppointmentChanged(org="acme", appointment_id="apt-1", version=3))
     sender.send(AppointmentChanged(org="acme", appointment_id="apt-2", version=1))
     stored = list(
@@ -138,7 +138,7 @@ def test_azure_sender_creates_the_queue_and_sends_base64_json(
 
 
 def test_azure_sender_delays_visibility_rounding_up(azurite: Azurite, name_prefix: str) -> None:
-    sender = AzureQueueSender(azurite.connection_string, name_prefix)
+    sender = AzureQueueSender.from_connection_string(azurite.connection_string, name_prefix)
     sender.send(
         MailboxSyncRequested(org="acme", staff_id="s1", reason="throttled"),
         visibility_delay=timedelta(seconds=0.2),  # rounded up to 1 s, never down to 0
@@ -159,6 +159,6 @@ def test_azure_sender_unreachable_raises_queue_unavailable() -> None:
         "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/"
         f"KBHBeksoGMGw==;QueueEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
     )
-    sender = AzureQueueSender(connection_string, "dead", retry_total=0)
+    sender = AzureQueueSender.from_connection_string(connection_string, "dead", retry_total=0)
     with pytest.raises(QueueUnavailable, match="deadappointment-changes"):
         sender.send(AppointmentChanged(org="acme", appointment_id="apt-1", version=1))

@@ -44,7 +44,7 @@ def tables(request: pytest.FixtureRequest, name_prefix: str) -> TableService:
     from shared.store.azure_tables import AzureTableService
 
     azurite = request.getfixturevalue("azurite")
-    return AzureTableService(azurite.connection_string, name_prefix)
+    return AzureTableService.from_connection_string(azurite.connection_string, name_prefix)
 
 
 @pytest.fixture

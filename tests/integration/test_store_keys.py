@@ -80,7 +80,9 @@ def test_decoding_refuses_what_encoding_never_produces(bad: str) -> None:
 def test_row_keyed_by_a_real_looking_ews_item_id_on_azurite(
     azurite: Azurite, name_prefix: str
 ) -> None:
-    blocks = BusyBlockRepository(AzureTableService(azurite.connection_string, name_prefix))
+    blocks = BusyBlockRepository(
+        AzureTableService.from_connection_string(azurite.connection_string, name_prefix)
+    )
     block = BusyBlock(
         start=datetime(2026, 3, 2, 9, tzinfo=UTC),
         end=datetime(2026, 3, 2, 10, tzinfo=UTC),

@@ -8,7 +8,7 @@ which is where the adapters import their SDKs):
 - the engine is pure: the domain models, the port, the zone table and itself, nothing else;
 - the HTTP layer knows no service; the booking and admin services do not know each other;
 - production code (``shared/``, ``functions/``, ``function_app.py``) imports nothing from
-  ``sim/``, ``devhost/``, ``bench/`` or ``tests/``;
+  ``sim/``, ``devhost/``, ``bench/``, ``infra/`` or ``tests/``;
 - the packages of ``shared`` import each other without a cycle.
 """
 
@@ -114,7 +114,7 @@ def offenders(rule: str, allowed_in: tuple[str, ...], *libraries: str) -> list[s
             ("functions/", "function_app.py"),
             ("azure.functions",),
         ),
-        ("no local stand-ins in production", (), ("sim", "devhost", "bench", "tests")),
+        ("no local stand-ins in production", (), ("sim", "devhost", "bench", "tests", "infra")),
     ],
 )
 def test_each_sdk_stays_behind_its_adapter(
