@@ -115,6 +115,9 @@ var tableNames = [
   'ParkedChanges'
   'DeadLetters'
   'ApplyProblems'
+  'OrgSettings'
+  'MailboxItems'
+  'AppointmentUids'
 ]
 
 var token = toLower(uniqueString(resourceGroup().id, environmentName))
