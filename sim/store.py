@@ -24,14 +24,15 @@ import time
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sim import recurrence
+from sim import extended, recurrence
+from sim.extended import ExtendedValue
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +171,9 @@ class CalendarItem:
     # On an exception/occurrence: its master's id and its original start (UTC).
     master_id: str | None = None
     original_start: datetime | None = None
-    extended_properties: dict[ExtendedPropertyKey, str] = field(default_factory=dict)
+    # Single-valued properties hold a string, multi-valued (...Array types) a tuple of them
+    # (``sim.extended``).
+    extended_properties: dict[ExtendedPropertyKey, ExtendedValue] = field(default_factory=dict)
     is_meeting: bool = False  # has been sent to attendees
     meeting_request_was_sent: bool = False
     response_type: ResponseType = ResponseType.ORGANIZER  # this mailbox's own response
@@ -675,10 +678,17 @@ class ExchangeStore:
         response_type NoResponseReceived, free_busy Tentative, no extended properties — real
         Exchange does not send named properties to attendees). Attendees outside the store are
         simply recorded. A recurrence makes it a RecurringMaster (range start defaults to the
-        start's local date; the start moves onto the first occurrence)."""
+        start's local date; the start moves onto the first occurrence). Extended property values
+        are checked and written one way (``sim.extended``;
+        SimError("ErrorInvalidExtendedPropertyValue") otherwise)."""
         with self._writing():
             owner = self.mailbox(mailbox)
             _check_times(item.start, item.end, item.time_zone)
+            item.extended_properties = {
+                key: value
+                for key, value in _normalized_extended(item.extended_properties).items()
+                if value is not None
+            }
             item.id = _new_item_id()
             item.mailbox = owner.address
             item.uid = item.uid or _new_uid()
@@ -726,12 +736,13 @@ class ExchangeStore:
         *,
         change_key: str | None = None,
         send: SendMode = SendMode.NONE,
-        extended: dict[ExtendedPropertyKey, str | None] | None = None,
+        extended: Mapping[ExtendedPropertyKey, str | Sequence[str] | None] | None = None,
         always_overwrite: bool = False,
     ) -> CalendarItem:
         """Change fields (keys are CalendarItem attribute names: subject, body, start, end,
         time_zone, is_all_day, location, sensitivity, free_busy, required_attendees,
-        optional_attendees, recurrence, ...) and extended properties (value None deletes).
+        optional_attendees, recurrence, ...) and extended properties (value None deletes; a list
+        for a multi-valued type).
         A change_key that is not the item's current one (and not always_overwrite):
         SimError("ErrorIrresolvableConflict"). An occurrence id: the occurrence becomes an
         Exception of its master. Organizer of a meeting with ``send`` not NONE: the copies are
@@ -757,6 +768,7 @@ class ExchangeStore:
                     "passed in the request does not match the current change key for the item.",
                 )
             values = {name: _coerce_field(name, value) for name, value in changes.items()}
+            normalized = _normalized_extended(extended or {})
             if "recurrence" in values and current.item_type in (
                 ItemType.OCCURRENCE,
                 ItemType.EXCEPTION,
@@ -779,12 +791,11 @@ class ExchangeStore:
             content_before = {name: copy.deepcopy(getattr(item, name)) for name in _MEETING_FIELDS}
             for name, value in values.items():
                 setattr(item, name, copy.deepcopy(value))
-            if extended:
-                for key, ext_value in extended.items():
-                    if ext_value is None:
-                        item.extended_properties.pop(key, None)
-                    else:
-                        item.extended_properties[key] = ext_value
+            for key, ext_value in normalized.items():
+                if ext_value is None:
+                    item.extended_properties.pop(key, None)
+                else:
+                    item.extended_properties[key] = ext_value
             time_changed = (item.start, item.end, item.time_zone, item.is_all_day) != time_before
             series_reset = False
             if item.master_id is None:
@@ -1127,6 +1138,21 @@ def _new_item_id() -> str:
 def _new_uid() -> str:
     # Exchange's iCalendar UIDs are hex global object ids with this fixed prefix.
     return "040000008200E00074C5B7101A82E00800000000" + uuid.uuid4().hex.upper()
+
+
+def _normalized_extended(
+    values: Mapping[ExtendedPropertyKey, str | Sequence[str] | None],
+) -> dict[ExtendedPropertyKey, ExtendedValue | None]:
+    """Extended property values as the store keeps them (None: delete)."""
+    normalized: dict[ExtendedPropertyKey, ExtendedValue | None] = {}
+    for key, value in values.items():
+        try:
+            normalized[key] = None if value is None else extended.normalize(key.type, value)
+        except extended.ExtendedValueError as error:
+            raise SimError(
+                "ErrorInvalidExtendedPropertyValue", f"Extended property {key.name}: {error}"
+            ) from None
+    return normalized
 
 
 def _new_change_key() -> str:

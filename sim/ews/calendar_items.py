@@ -6,7 +6,8 @@ CalendarItemType's). ``read_calendar_item`` turns a request's ``t:CalendarItem``
 the one-property item inside UpdateItem's SetItemField) into store field values.
 
 Times leave in UTC with a ``Z``; the item's own zone travels as StartTimeZone/EndTimeZone
-(MeetingTimeZone for Exchange 2007 clients), named by Windows id.
+(MeetingTimeZone for Exchange 2007 clients), named by Windows id. Multi-valued extended
+properties travel as ``Values/Value``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from sim import recurrence as recurrence_rules
 from sim.ews.context import EwsContext
-from sim.ews.errors import EwsError
+from sim.ews.errors import EwsError, EwsFault
 from sim.ews.ids import encode_change_key, encode_folder_id, encode_item_id
 from sim.ews.properties import (
     COMPUTED_PROPERTIES,
@@ -38,6 +39,7 @@ from sim.ews.soap import (
     text_of,
 )
 from sim.ews.timezones import iana_for_ms_id, ms_id_for_iana
+from sim.extended import ExtendedValue
 from sim.store import (
     Attendee,
     CalendarItem,
@@ -354,7 +356,12 @@ def render_calendar_item(parent: Any, item: CalendarItem, shape: Shape, ctx: Ews
             continue
         prop = add(element, t("ExtendedProperty"))
         add(prop, t("ExtendedFieldURI"), **dict(uri.attributes))
-        add(prop, t("Value"), value)
+        if isinstance(value, tuple):
+            values = add(prop, t("Values"))
+            for entry in value:
+                add(values, t("Value"), entry)
+        else:
+            add(prop, t("Value"), value)
     if wants("item:Culture"):
         add(element, t("Culture"), "en-US")
     if wants("item:LastModifiedTime") and item.last_modified is not None:
@@ -467,7 +474,8 @@ class CalendarFields:
     """Store field values read from a request's t:CalendarItem (only those it carries)."""
 
     values: dict[str, object] = field(default_factory=dict)
-    extended: dict[ExtendedPropertyKey, str | None] = field(default_factory=dict)
+    # A Value's text, or the texts of Values (multi-valued); None deletes.
+    extended: dict[ExtendedPropertyKey, ExtendedValue | None] = field(default_factory=dict)
 
 
 def _choice(raw: str | None, allowed: type[Any], name: str) -> Any:
@@ -594,6 +602,19 @@ def read_time_zone(element: Any, name: str) -> str:
     return zone
 
 
+def _read_extended_value(child: Any) -> str | tuple[str, ...]:
+    values = child.find(t("Values"))
+    if values is not None:
+        return tuple(entry.text or "" for entry in values.findall(t("Value")))
+    value = text_of(child, t("Value"))
+    if value is None:
+        raise EwsFault(
+            "ErrorSchemaValidation",
+            "The request failed schema validation: ExtendedProperty needs Value or Values.",
+        )
+    return value
+
+
 def read_calendar_item(element: Any, ctx: EwsContext) -> CalendarFields:
     """The store fields a request's t:CalendarItem sets. Properties the store does not keep
     (reminders, categories, importance, culture...) are accepted and ignored, as a mailbox
@@ -621,12 +642,7 @@ def read_calendar_item(element: Any, ctx: EwsContext) -> CalendarFields:
             if uri_elem is None:
                 raise EwsError("ErrorInvalidExtendedProperty", "ExtendedProperty needs a URI.")
             uri = read_extended_uri(uri_elem)
-            value = text_of(child, t("Value"))
-            if value is None:
-                raise EwsError(
-                    "ErrorInvalidExtendedPropertyValue",
-                    "Only single-valued extended properties (Value) are supported.",
-                )
+            value = _read_extended_value(child)
             if uri.key not in COMPUTED_PROPERTIES:  # derived from the UID; writes are ignored
                 fields.extended[uri.key] = value
         elif name == "UID":

@@ -28,6 +28,7 @@ from sim.ews.properties import COMPUTED_PROPERTIES, read_extended_uri
 from sim.ews.responses import answer_each, empty_items, messages_container
 from sim.ews.soap import add, m, t, text_of
 from sim.ews.timezones import ms_id_for_iana
+from sim.extended import ExtendedValue
 from sim.store import (
     CalendarItem,
     ExtendedPropertyKey,
@@ -304,9 +305,9 @@ def update_item(ctx: EwsContext, operation: Any, body: Any) -> None:
 
 def _read_updates(
     ctx: EwsContext, item: CalendarItem, updates: Any
-) -> tuple[dict[str, object], dict[ExtendedPropertyKey, str | None]]:
+) -> tuple[dict[str, object], dict[ExtendedPropertyKey, ExtendedValue | None]]:
     values: dict[str, object] = {}
-    extended: dict[ExtendedPropertyKey, str | None] = {}
+    extended: dict[ExtendedPropertyKey, ExtendedValue | None] = {}
     for update in updates:
         kind = update.tag.split("}")[-1]
         if kind not in ("SetItemField", "AppendToItemField", "DeleteItemField") or not len(update):

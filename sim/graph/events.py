@@ -5,6 +5,11 @@ Output follows Graph's shapes and spellings (``dateTimeTimeZone`` in the zone as
 ``Prefer: outlook.timezone``, lower-camel enumerations, ``W/"..."`` etags, a recurrence pattern
 and range with Graph's zero/"0001-01-01" placeholders). Input is validated property by property:
 an unknown property, a bad enumeration value or an impossible time is a 400 that names it.
+
+Extended properties of the ...Array types are ``multiValueExtendedProperties`` (values an array
+of strings), the others ``singleValueExtendedProperties``; each collection appears only when
+``$expand`` asks for it.
+https://learn.microsoft.com/graph/api/resources/extended-properties-overview
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+from sim import extended
 from sim import recurrence as recurrence_rules
+from sim.extended import ExtendedValue
 from sim.graph import timezones
 from sim.graph.errors import bad_request
 from sim.graph.ids import event_id
@@ -86,7 +93,9 @@ class EventView:
 
     zone: str = "UTC"  # Prefer: outlook.timezone, echoed as given
     body_type: str | None = None  # Prefer: outlook.body-content-type ("text" | "html")
-    expansion: ExtendedExpansion | None = None
+    # $expand: the extended property collections asked for ("singleValueExtendedProperties",
+    # "multiValueExtendedProperties").
+    expansions: dict[str, ExtendedExpansion] = field(default_factory=dict)
     base_url: str = "https://graph.microsoft.com/v1.0"
 
 
@@ -182,10 +191,17 @@ def _attendee(attendee: Attendee, kind: str) -> dict[str, Any]:
     }
 
 
-def extended_json(item: CalendarItem) -> list[dict[str, str]]:
+SINGLE_VALUE = "singleValueExtendedProperties"
+MULTI_VALUE = "multiValueExtendedProperties"
+
+
+def extended_json(item: CalendarItem, collection: str) -> list[dict[str, Any]]:
+    """The item's extended properties of one collection (single- or multi-valued)."""
+    multi = collection == MULTI_VALUE
     return [
-        {"id": format_extended_id(key), "value": value}
+        {"id": format_extended_id(key), "value": list(value) if multi else value}
         for key, value in item.extended_properties.items()
+        if isinstance(value, tuple) == multi
     ]
 
 
@@ -276,17 +292,18 @@ def event_json(
         ItemType.EXCEPTION,
     ):
         event["originalStart"] = timezones.format_utc(item.original_start)
-    if view.expansion is not None:
-        expanded = [prop for prop in extended_json(item) if view.expansion.wants(prop)]
+    for collection, expansion in view.expansions.items():
+        expanded = [prop for prop in extended_json(item, collection) if expansion.wants(prop)]
         if expanded:
-            event["singleValueExtendedProperties"] = expanded
+            event[collection] = expanded
     return event
 
 
 def filter_document(item: CalendarItem, event: Mapping[str, Any]) -> dict[str, Any]:
-    """What a ``$filter`` sees: the event JSON with every extended property present."""
+    """What a ``$filter`` sees: the event JSON with every single-value extended property
+    present (Graph filters on those; multi-value ones it only expands)."""
     document = dict(event)
-    document["singleValueExtendedProperties"] = extended_json(item)
+    document[SINGLE_VALUE] = extended_json(item, SINGLE_VALUE)
     return document
 
 
@@ -336,7 +353,6 @@ _UNSUPPORTED = {
     "exceptionOccurrences",
     "cancelledOccurrences",
     "calendar",
-    "multiValueExtendedProperties",
 }
 _WRITABLE = {
     "subject",
@@ -351,6 +367,7 @@ _WRITABLE = {
     "attendees",
     "recurrence",
     "singleValueExtendedProperties",
+    "multiValueExtendedProperties",
     "transactionId",
 }
 
@@ -360,7 +377,7 @@ class EventInput:
     """A POST/PATCH body read into store terms."""
 
     fields: dict[str, object] = field(default_factory=dict)  # CalendarItem attribute → value
-    extended: dict[ExtendedPropertyKey, str | None] = field(default_factory=dict)
+    extended: dict[ExtendedPropertyKey, ExtendedValue | None] = field(default_factory=dict)
     transaction_id: str | None = None
 
 
@@ -592,26 +609,43 @@ def parse_event(body: object, *, creating: bool, current: CalendarItem | None = 
             fields["recurrence"] = recurrence
             if recurrence_zone and "time_zone" not in fields:
                 fields["time_zone"] = recurrence_zone
-    if "singleValueExtendedProperties" in payload:
-        for index, entry in enumerate(
-            _expect(
-                payload["singleValueExtendedProperties"] or [],
-                list,
-                "singleValueExtendedProperties",
-            )
-        ):
-            prop = _expect(entry, dict, f"singleValueExtendedProperties[{index}]")
-            key = parse_extended_id(
-                _expect(prop.get("id"), str, f"singleValueExtendedProperties[{index}].id")
-            )
-            value = prop.get("value")
-            if value is not None:
-                value = _expect(value, str, f"singleValueExtendedProperties[{index}].value")
-            result.extended[key] = value
+    for collection in (SINGLE_VALUE, MULTI_VALUE):
+        if collection in payload:
+            result.extended.update(_parse_extended(payload[collection], collection))
     if creating and payload.get("transactionId") is not None:
         # Only a create uses it; a PATCH that echoes an event's JSON back is not refused for it.
         result.transaction_id = _expect(payload["transactionId"], str, "transactionId")
     return result
+
+
+def _parse_extended(
+    value: object, collection: str
+) -> dict[ExtendedPropertyKey, ExtendedValue | None]:
+    """single- or multiValueExtendedProperties: each id must name a type of its collection (the
+    ...Array types are multi-valued); a null value deletes the property."""
+    multi = collection == MULTI_VALUE
+    parsed: dict[ExtendedPropertyKey, ExtendedValue | None] = {}
+    for index, entry in enumerate(_expect(value or [], list, collection)):
+        prop = _expect(entry, dict, f"{collection}[{index}]")
+        key = parse_extended_id(_expect(prop.get("id"), str, f"{collection}[{index}].id"))
+        if extended.is_array(key.type) != multi:
+            raise bad_request(
+                f"{collection}[{index}].id: a {key.type} property belongs in "
+                f"{MULTI_VALUE if not multi else SINGLE_VALUE}",
+                "ErrorInvalidExtendedPropertyValue",
+            )
+        raw = prop.get("value")
+        if raw is None:
+            parsed[key] = None
+        elif multi:
+            values = _expect(raw, list, f"{collection}[{index}].value")
+            parsed[key] = tuple(
+                _expect(item, str, f"{collection}[{index}].value[{position}]")
+                for position, item in enumerate(values)
+            )
+        else:
+            parsed[key] = _expect(raw, str, f"{collection}[{index}].value")
+    return parsed
 
 
 def _check_times(fields: dict[str, object], current: CalendarItem | None) -> None:

@@ -496,8 +496,7 @@ class GraphService:
     def _shape(
         self, call: Call, items: list[CalendarItem], *, filtered: bool
     ) -> list[dict[str, Any]]:
-        expansion = parse_expand(call.option("$expand"))
-        call.view.expansion = expansion
+        call.view.expansions = parse_expand(call.option("$expand"))
         selected = parse_select(call.option("$select"))
         predicate = parse_filter(call.option("$filter")) if filtered else None
         shaped = []
