@@ -174,6 +174,8 @@ class CalendarItem:
     # Single-valued properties hold a string, multi-valued (...Array types) a tuple of them
     # (``sim.extended``).
     extended_properties: dict[ExtendedPropertyKey, ExtendedValue] = field(default_factory=dict)
+    # The mailbox owner's own categories on their copy; an invitation does not carry them.
+    categories: list[str] = field(default_factory=list)
     is_meeting: bool = False  # has been sent to attendees
     meeting_request_was_sent: bool = False
     response_type: ResponseType = ResponseType.ORGANIZER  # this mailbox's own response
@@ -327,6 +329,7 @@ class ExchangeStore:
         occurrence.required_attendees = copy.deepcopy(master.required_attendees)
         occurrence.optional_attendees = copy.deepcopy(master.optional_attendees)
         occurrence.extended_properties = dict(master.extended_properties)
+        occurrence.categories = list(master.categories)
         return occurrence
 
     def _series_starts(self, master: CalendarItem, until: datetime | None) -> Iterator[datetime]:
@@ -676,14 +679,16 @@ class ExchangeStore:
         organizer's item become Unknown (no response yet), and each attendee that is a mailbox
         of this store gets a copy (same uid, same content, organizer = this mailbox,
         response_type NoResponseReceived, free_busy Tentative, no extended properties — real
-        Exchange does not send named properties to attendees). Attendees outside the store are
-        simply recorded. A recurrence makes it a RecurringMaster (range start defaults to the
-        start's local date; the start moves onto the first occurrence). Extended property values
-        are checked and written one way (``sim.extended``;
-        SimError("ErrorInvalidExtendedPropertyValue") otherwise)."""
+        Exchange does not send named properties to attendees — and no categories, the owner's
+        own). Attendees outside the store are simply recorded. A recurrence makes it a
+        RecurringMaster (range start defaults to the start's local date; the start moves onto the
+        first occurrence). Extended property values are checked and written one way
+        (``sim.extended``; SimError("ErrorInvalidExtendedPropertyValue") otherwise)."""
         with self._writing():
             owner = self.mailbox(mailbox)
             _check_times(item.start, item.end, item.time_zone)
+            for name in _CHECKED_ON_CREATE:
+                setattr(item, name, _coerce_field(name, getattr(item, name)))
             item.extended_properties = {
                 key: value
                 for key, value in _normalized_extended(item.extended_properties).items()
@@ -741,8 +746,8 @@ class ExchangeStore:
     ) -> CalendarItem:
         """Change fields (keys are CalendarItem attribute names: subject, body, start, end,
         time_zone, is_all_day, location, sensitivity, free_busy, required_attendees,
-        optional_attendees, recurrence, ...) and extended properties (value None deletes; a list
-        for a multi-valued type).
+        optional_attendees, recurrence, categories, ...) and extended properties (value None
+        deletes; a list for a multi-valued type).
         A change_key that is not the item's current one (and not always_overwrite):
         SimError("ErrorIrresolvableConflict"). An occurrence id: the occurrence becomes an
         Exception of its master. Organizer of a meeting with ``send`` not NONE: the copies are
@@ -1106,7 +1111,8 @@ CANCELED_PREFIX = "Canceled: "
 OCCURRENCE_SEPARATOR = "."
 _OCC_FORMAT = "%Y%m%dT%H%M%SZ"
 _MAC_BYTES = 16
-# What an organizer's update carries to the attendees' copies (not free/busy, not responses).
+# What an organizer's update carries to the attendees' copies (not free/busy, not responses,
+# not the owner's categories).
 _MEETING_FIELDS = (
     "subject",
     "body",
@@ -1126,9 +1132,12 @@ _UPDATABLE_FIELDS = frozenset(
         *_MEETING_FIELDS,
         "free_busy",
         "is_cancelled",
+        "categories",
     }
 )
 _ENUM_FIELDS: dict[str, type[StrEnum]] = {"sensitivity": Sensitivity, "free_busy": FreeBusy}
+# Fields whose values create_item checks the way update_item does.
+_CHECKED_ON_CREATE = ("sensitivity", "free_busy", "categories")
 
 
 def _new_item_id() -> str:
@@ -1199,6 +1208,11 @@ def _coerce_field(name: str, value: object) -> object:
             return enum_type(str(value))
         except ValueError as error:
             raise SimError("ErrorInvalidPropertySet", f"Invalid {name}: {value!r}") from error
+    invalid = SimError("ErrorInvalidValueForProperty", f"Invalid {name}: {value!r}")
+    if name == "categories":
+        if isinstance(value, str) or not isinstance(value, Iterable):
+            raise invalid
+        return [str(category) for category in value]
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise SimError("ErrorInvalidRequest", f"{name} must be timezone-aware.")

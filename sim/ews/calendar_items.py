@@ -335,6 +335,10 @@ def render_calendar_item(parent: Any, item: CalendarItem, shape: Shape, ctx: Ews
         add(element, t("DateTimeReceived"), format_datetime(item.created))
     if wants("item:Size"):
         add(element, t("Size"), str(512 + len(item.body.encode("utf-8"))))
+    if wants("item:Categories") and item.categories:
+        categories = add(element, t("Categories"))
+        for category in item.categories:
+            add(categories, t("String"), category)
     if wants("item:Importance"):
         add(element, t("Importance"), "Normal")
     if wants("item:IsDraft"):
@@ -617,8 +621,8 @@ def _read_extended_value(child: Any) -> str | tuple[str, ...]:
 
 def read_calendar_item(element: Any, ctx: EwsContext) -> CalendarFields:
     """The store fields a request's t:CalendarItem sets. Properties the store does not keep
-    (reminders, categories, importance, culture...) are accepted and ignored, as a mailbox
-    without those features would."""
+    (reminders, importance, culture...) are accepted and ignored, as a mailbox without those
+    features would."""
     fields = CalendarFields()
     values = fields.values
     zone = ctx.time_zone
@@ -668,6 +672,8 @@ def read_calendar_item(element: Any, ctx: EwsContext) -> CalendarFields:
         elif name == "EndTimeZone":
             # The store keeps one zone per item; an end zone only counts when no start zone came.
             values.setdefault("time_zone", read_time_zone(child, name))
+        elif name == "Categories":
+            values["categories"] = [entry.text or "" for entry in child.findall(t("String"))]
     return fields
 
 

@@ -5,8 +5,8 @@ Exists, Contains — on the calendar FieldURIs below and on ExtendedFieldURI pro
 comparisons ignore case, as Exchange's do. A property the item does not have never matches a
 comparison (and fails Exists). An unsupported path is ``ErrorUnsupportedPathForQuery``.
 
-Multi-valued properties (the ...Array extended property types) match when one of their values
-does, and IsNotEqualTo when none of them equals the constant — Exchange's search on
+Multi-valued properties (item:Categories, the ...Array extended property types) match when one
+of their values does, and IsNotEqualTo when none of them equals the constant — Exchange's search on
 multi-valued strings, where "=" "behaves similar to a LIKE or CONTAINS query":
 https://learn.microsoft.com/archive/blogs/mstehle/dav-how-to-search-mv-string-properties
 """
@@ -38,6 +38,7 @@ FIELD_GETTERS: dict[str, Getter] = {
     "item:DateTimeReceived": lambda i: i.created,
     "item:LastModifiedTime": lambda i: i.last_modified,
     "item:HasAttachments": lambda i: False,
+    "item:Categories": lambda i: list(i.categories) or None,
     "calendar:Start": lambda i: i.start,
     "calendar:End": lambda i: i.end,
     "calendar:UID": lambda i: i.uid or None,

@@ -64,11 +64,13 @@ _SETTABLE: dict[str, tuple[str, ...]] = {
     "calendar:RequiredAttendees": ("required_attendees",),
     "calendar:OptionalAttendees": ("optional_attendees",),
     "calendar:Recurrence": ("recurrence",),
+    "item:Categories": ("categories",),
 }
 # What DeleteItemField leaves behind.
 _CLEARED: dict[str, dict[str, object]] = {
     "item:Subject": {"subject": ""},
     "item:Body": {"body": "", "body_type": "Text"},
+    "item:Categories": {"categories": []},
     "calendar:Location": {"location": ""},
     "calendar:RequiredAttendees": {"required_attendees": []},
     "calendar:OptionalAttendees": {"optional_attendees": []},
@@ -341,7 +343,7 @@ def _read_updates(
             continue
         names = _SETTABLE.get(uri)
         if names is None:
-            continue  # a property the simulated store does not keep (reminders, categories...)
+            continue  # a property the simulated store does not keep (reminders, importance...)
         carried_values = read_calendar_item(_carrier(update), ctx).values
         if kind == "AppendToItemField":
             if uri not in _APPENDABLE:

@@ -237,7 +237,7 @@ def event_json(
         "createdDateTime": timezones.format_utc(item.created),
         "lastModifiedDateTime": timezones.format_utc(item.last_modified),
         "changeKey": item.change_key,
-        "categories": [],
+        "categories": list(item.categories),
         "transactionId": transaction_id,
         "originalStartTimeZone": timezones.windows_name(item.time_zone),
         "originalEndTimeZone": timezones.windows_name(item.time_zone),
@@ -332,7 +332,6 @@ _IGNORED = {
     "organizer",
     "originalStartTimeZone",
     "originalEndTimeZone",
-    "categories",
     "importance",
     "isReminderOn",
     "reminderMinutesBeforeStart",
@@ -366,6 +365,7 @@ _WRITABLE = {
     "showAs",
     "attendees",
     "recurrence",
+    "categories",
     "singleValueExtendedProperties",
     "multiValueExtendedProperties",
     "transactionId",
@@ -609,6 +609,12 @@ def parse_event(body: object, *, creating: bool, current: CalendarItem | None = 
             fields["recurrence"] = recurrence
             if recurrence_zone and "time_zone" not in fields:
                 fields["time_zone"] = recurrence_zone
+    if "categories" in payload:
+        categories = _expect(payload["categories"] or [], list, "categories")
+        fields["categories"] = [
+            _expect(category, str, f"categories[{index}]")
+            for index, category in enumerate(categories)
+        ]
     for collection in (SINGLE_VALUE, MULTI_VALUE):
         if collection in payload:
             result.extended.update(_parse_extended(payload[collection], collection))

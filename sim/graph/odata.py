@@ -5,9 +5,9 @@ extended property ids, and ``$filter`` expressions.
 ``$filter`` is parsed into a small expression tree evaluated against an event's JSON (with all
 its single-value extended properties present, whether or not they are expanded in the output):
 comparisons (``eq ne gt ge lt le``) of property paths (``start/dateTime``) with literals,
-``and``/``or``/``not``, parentheses, and the lambda Graph offers for extended properties:
-``singleValueExtendedProperties/any(ep: ep/id eq 'String {guid} Name X' and ep/value eq 'v')``.
-Anything else is a 400 naming the clause.
+``and``/``or``/``not``, parentheses, and the ``any`` lambda over a collection — of objects
+(``singleValueExtendedProperties/any(ep: ep/id eq 'String {guid} Name X' and ep/value eq 'v')``)
+or of strings (``categories/any(c: c eq 'Red')``). Anything else is a 400 naming the clause.
 
 Extended property ids take the three forms Graph documents — ``"{type} {guid} Name {name}"``,
 ``"{type} {guid} Id {id}"`` and ``"{type} {proptag}"`` — and name the same store key as the EWS
@@ -148,7 +148,7 @@ _TOKEN = re.compile(
 )
 _COMPARISONS = {"eq", "ne", "gt", "ge", "lt", "le"}
 
-Predicate = Callable[[Mapping[str, Any]], bool]
+Predicate = Callable[[Any], bool]  # an event document, or one member inside any()
 
 
 @dataclass
@@ -189,7 +189,7 @@ def _literal(token: _Token) -> object:
     raise bad_request(f"Invalid filter clause: {token.text!r} is not a literal")
 
 
-def _lookup(document: Mapping[str, Any], path: list[str]) -> object:
+def _lookup(document: object, path: list[str]) -> object:
     value: object = document
     for step in path:
         if not isinstance(value, Mapping):
@@ -327,7 +327,9 @@ class _FilterParser:
             members = _lookup(document, collection)
             if not isinstance(members, list):
                 return False
-            return any(isinstance(member, Mapping) and inner(member) for member in members)
+            # Members are objects (their properties are paths under the variable) or primitive
+            # values (the variable itself is the value).
+            return any(inner(member) for member in members)
 
         return matches
 

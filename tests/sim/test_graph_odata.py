@@ -133,6 +133,18 @@ def test_extended_property_ids_name_a_type_that_holds_values() -> None:
             parse_extended_id(graph_id)
 
 
+def test_any_over_a_collection_of_strings() -> None:
+    # https://learn.microsoft.com/graph/filter-query-parameter: "any ... returns true if the
+    # expression is true for at least one item of the collection"; for a collection of strings
+    # the range variable is the value (imAddresses/any(i:i eq 'admin@contoso.com')).
+    predicate = parse_filter("categories/any(c:c eq 'Red category')")
+
+    assert predicate is not None
+    assert predicate({"categories": ["Blue category", "Red category"]})
+    assert not predicate({"categories": ["Blue category"]})
+    assert not predicate({"categories": []})
+
+
 def test_prefer_and_select() -> None:
     prefer = parse_prefer('outlook.timezone="Pacific Standard Time", odata.maxpagesize=25')
 
