@@ -62,6 +62,12 @@ class Sensitivity(StrEnum):
     CONFIDENTIAL = "Confidential"
 
 
+class Importance(StrEnum):
+    LOW = "Low"
+    NORMAL = "Normal"
+    HIGH = "High"
+
+
 class FreeBusy(StrEnum):
     FREE = "Free"
     TENTATIVE = "Tentative"
@@ -96,6 +102,9 @@ class Mailbox:
     name: str
     time_zone: str  # IANA
     password: str | None = None
+    # The calendar's defaultOnlineMeetingProvider: what "make this an online meeting" uses when
+    # no provider is named.
+    default_online_meeting_provider: str = "teamsForBusiness"
 
 
 @dataclass
@@ -174,8 +183,22 @@ class CalendarItem:
     # Single-valued properties hold a string, multi-valued (...Array types) a tuple of them
     # (``sim.extended``).
     extended_properties: dict[ExtendedPropertyKey, ExtendedValue] = field(default_factory=dict)
-    # The mailbox owner's own categories on their copy; an invitation does not carry them.
+    # The mailbox owner's own settings on their copy; an invitation does not carry them.
     categories: list[str] = field(default_factory=list)
+    reminder_is_set: bool = True  # Exchange's default reminder: on, 15 minutes before
+    reminder_minutes_before_start: int = 15
+    culture: str = "en-US"
+    # Settings of the meeting the organizer decides; invitations and updates carry them.
+    importance: Importance = Importance.NORMAL
+    response_requested: bool = True
+    allow_new_time_proposal: bool = True
+    conference_type: int = 0  # EWS ConferenceType: 0 NetMeeting, 1 NetShow, 2 Chat
+    meeting_workspace_url: str = ""
+    net_show_url: str = ""
+    # An online meeting (Graph onlineMeetingProvider / onlineMeeting.joinUrl): once a provider
+    # is set the store gives the meeting a join URL, and it stays online.
+    online_meeting_provider: str = "unknown"
+    online_meeting_join_url: str = ""
     is_meeting: bool = False  # has been sent to attendees
     meeting_request_was_sent: bool = False
     response_type: ResponseType = ResponseType.ORGANIZER  # this mailbox's own response
@@ -184,6 +207,10 @@ class CalendarItem:
     @property
     def is_organizer(self) -> bool:
         return self.organizer is None or self.organizer.address == self.mailbox
+
+    @property
+    def is_online_meeting(self) -> bool:
+        return bool(self.online_meeting_join_url)
 
 
 @dataclass(frozen=True)
@@ -508,6 +535,14 @@ class ExchangeStore:
             organizer_item.is_meeting = True
         organizer_item.meeting_request_was_sent = True
 
+    def _go_online(self, item: CalendarItem, provider: str) -> None:
+        """Make the meeting an online meeting with ``provider``: it gets a join URL and, as in
+        Graph, stays online with that provider (so on an online meeting this does nothing)."""
+        if item.is_online_meeting or provider == "unknown":
+            return
+        item.online_meeting_provider = provider
+        item.online_meeting_join_url = _join_url(provider)
+
     def _store(self, item: CalendarItem) -> None:
         self.items[item.id] = item
         self._mailbox_items.setdefault(item.mailbox, {})[item.id] = item
@@ -679,11 +714,13 @@ class ExchangeStore:
         organizer's item become Unknown (no response yet), and each attendee that is a mailbox
         of this store gets a copy (same uid, same content, organizer = this mailbox,
         response_type NoResponseReceived, free_busy Tentative, no extended properties — real
-        Exchange does not send named properties to attendees — and no categories, the owner's
-        own). Attendees outside the store are simply recorded. A recurrence makes it a
-        RecurringMaster (range start defaults to the start's local date; the start moves onto the
-        first occurrence). Extended property values are checked and written one way
-        (``sim.extended``; SimError("ErrorInvalidExtendedPropertyValue") otherwise)."""
+        Exchange does not send named properties to attendees — and the owner's own settings:
+        no categories, the default reminder). Attendees outside the store are simply recorded.
+        A recurrence makes it a RecurringMaster (range start defaults to the start's local date;
+        the start moves onto the first occurrence). An ``online_meeting_provider`` other than
+        "unknown" makes it an online meeting with a join URL. Extended property values are
+        checked and written one way (``sim.extended``; SimError("ErrorInvalidExtendedPropertyValue")
+        otherwise)."""
         with self._writing():
             owner = self.mailbox(mailbox)
             _check_times(item.start, item.end, item.time_zone)
@@ -694,6 +731,10 @@ class ExchangeStore:
                 for key, value in _normalized_extended(item.extended_properties).items()
                 if value is not None
             }
+            provider = item.online_meeting_provider
+            item.online_meeting_provider = "unknown"
+            item.online_meeting_join_url = ""
+            self._go_online(item, provider)
             item.id = _new_item_id()
             item.mailbox = owner.address
             item.uid = item.uid or _new_uid()
@@ -746,8 +787,8 @@ class ExchangeStore:
     ) -> CalendarItem:
         """Change fields (keys are CalendarItem attribute names: subject, body, start, end,
         time_zone, is_all_day, location, sensitivity, free_busy, required_attendees,
-        optional_attendees, recurrence, categories, ...) and extended properties (value None
-        deletes; a list for a multi-valued type).
+        optional_attendees, recurrence, categories, importance, reminders, ...) and extended
+        properties (value None deletes; a list for a multi-valued type).
         A change_key that is not the item's current one (and not always_overwrite):
         SimError("ErrorIrresolvableConflict"). An occurrence id: the occurrence becomes an
         Exception of its master. Organizer of a meeting with ``send`` not NONE: the copies are
@@ -757,7 +798,10 @@ class ExchangeStore:
         Changing a series' time, time zone or pattern drops its exceptions and deleted
         occurrences (as Outlook warns it will). Unknown field names:
         SimError("ErrorInvalidPropertySet"). Returns the changed stored item (for an
-        occurrence: its Exception)."""
+        occurrence: its Exception).
+
+        ``online_meeting_provider`` makes the meeting an online meeting; once online it stays
+        online with its provider (later values are ignored)."""
         with self._writing():
             unknown = sorted(set(changes) - _UPDATABLE_FIELDS)
             if unknown:
@@ -781,6 +825,13 @@ class ExchangeStore:
                 raise SimError(
                     "ErrorCalendarInvalidRecurrence", "An occurrence cannot have a recurrence."
                 )
+            provider = values.pop("online_meeting_provider", None)
+            if not current.is_organizer:
+                # The organizer's settings are read-only on an attendee's copy (EWS:
+                # AllowNewTimeProposal, ConferenceType, MeetingWorkspaceUrl, NetShowUrl).
+                for name in _ORGANIZER_SETTINGS:
+                    values.pop(name, None)
+                provider = None
             new_start = values.get("start", current.start)
             new_end = values.get("end", current.end)
             new_zone = values.get("time_zone", current.time_zone)
@@ -796,6 +847,8 @@ class ExchangeStore:
             content_before = {name: copy.deepcopy(getattr(item, name)) for name in _MEETING_FIELDS}
             for name, value in values.items():
                 setattr(item, name, copy.deepcopy(value))
+            if isinstance(provider, str):
+                self._go_online(item, provider)
             for key, ext_value in normalized.items():
                 if ext_value is None:
                     item.extended_properties.pop(key, None)
@@ -902,8 +955,9 @@ class ExchangeStore:
         """An attendee accepts / tentatively accepts / declines their copy. The copy's
         response_type and free_busy follow (Accept → Busy, Tentative → Tentative); with
         send_response the organizer's item records the attendee's response and response_time
-        (organizer's item gets a new change key and a Change). Decline removes the attendee's
-        copy (deleted) and returns None. The organizer responding:
+        (organizer's item gets a new change key and a Change) — unless the organizer asked for
+        no responses (``response_requested`` False on the meeting): then no response is sent.
+        Decline removes the attendee's copy (deleted) and returns None. The organizer responding:
         SimError("ErrorInvalidOperation"). For an occurrence id the response applies to that
         occurrence only (an Exception on both sides; a decline deletes the occurrence from the
         attendee's series)."""
@@ -937,7 +991,9 @@ class ExchangeStore:
                 )
                 self._commit(item, ChangeKind.UPDATE)
                 result = item
-            if send_response:
+            # MS-OXOCAL 3.1.4.8.4: no Meeting Response when the request's PidTagResponseRequested
+            # is FALSE, so the organizer's item never hears of it.
+            if send_response and current.response_requested:
                 self._record_response(current, address, response, now)
             return result
 
@@ -1111,8 +1167,13 @@ CANCELED_PREFIX = "Canceled: "
 OCCURRENCE_SEPARATOR = "."
 _OCC_FORMAT = "%Y%m%dT%H%M%SZ"
 _MAC_BYTES = 16
+ONLINE_MEETING_PROVIDERS = ("unknown", "teamsForBusiness", "skypeForBusiness", "skypeForConsumer")
+# types.xsd ReminderMinutesBeforeStartType: 0 to 2629800 (five years), or the marker
+# 0x5AE980E1 that MS-OXOCAL gives a reminder delta nobody set.
+MAX_REMINDER_MINUTES = 2629800
+REMINDER_UNSET_MARKER = 0x5AE980E1
 # What an organizer's update carries to the attendees' copies (not free/busy, not responses,
-# not the owner's categories).
+# not the owner's categories, reminder or culture).
 _MEETING_FIELDS = (
     "subject",
     "body",
@@ -1126,6 +1187,14 @@ _MEETING_FIELDS = (
     "recurrence",
     "required_attendees",
     "optional_attendees",
+    "importance",
+    "response_requested",
+    "allow_new_time_proposal",
+    "conference_type",
+    "meeting_workspace_url",
+    "net_show_url",
+    "online_meeting_provider",
+    "online_meeting_join_url",
 )
 _UPDATABLE_FIELDS = frozenset(
     {
@@ -1133,11 +1202,33 @@ _UPDATABLE_FIELDS = frozenset(
         "free_busy",
         "is_cancelled",
         "categories",
+        "reminder_is_set",
+        "reminder_minutes_before_start",
+        "culture",
     }
+) - {"online_meeting_join_url"}  # the store makes the join URL
+_ENUM_FIELDS: dict[str, type[StrEnum]] = {
+    "sensitivity": Sensitivity,
+    "free_busy": FreeBusy,
+    "importance": Importance,
+}
+# Settings only the organizer's item can change.
+_ORGANIZER_SETTINGS = (
+    "allow_new_time_proposal",
+    "conference_type",
+    "meeting_workspace_url",
+    "net_show_url",
 )
-_ENUM_FIELDS: dict[str, type[StrEnum]] = {"sensitivity": Sensitivity, "free_busy": FreeBusy}
 # Fields whose values create_item checks the way update_item does.
-_CHECKED_ON_CREATE = ("sensitivity", "free_busy", "categories")
+_CHECKED_ON_CREATE = (
+    "sensitivity",
+    "free_busy",
+    "importance",
+    "categories",
+    "reminder_minutes_before_start",
+    "conference_type",
+    "online_meeting_provider",
+)
 
 
 def _new_item_id() -> str:
@@ -1147,6 +1238,16 @@ def _new_item_id() -> str:
 def _new_uid() -> str:
     # Exchange's iCalendar UIDs are hex global object ids with this fixed prefix.
     return "040000008200E00074C5B7101A82E00800000000" + uuid.uuid4().hex.upper()
+
+
+def _join_url(provider: str) -> str:
+    """A join link shaped like the provider's own."""
+    token = uuid.uuid4().hex
+    if provider == "teamsForBusiness":
+        return f"https://teams.microsoft.com/l/meetup-join/19%3ameeting_{token}%40thread.v2/0"
+    if provider == "skypeForBusiness":
+        return f"https://meet.lync.com/contoso/{token[:8]}"
+    return f"https://join.skype.com/{token[:12]}"
 
 
 def _normalized_extended(
@@ -1213,6 +1314,15 @@ def _coerce_field(name: str, value: object) -> object:
         if isinstance(value, str) or not isinstance(value, Iterable):
             raise invalid
         return [str(category) for category in value]
+    if name == "reminder_minutes_before_start":
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise invalid
+        if not 0 <= value <= MAX_REMINDER_MINUTES and value != REMINDER_UNSET_MARKER:
+            raise invalid
+    if name == "conference_type" and value not in (0, 1, 2):
+        raise invalid
+    if name == "online_meeting_provider" and value not in ONLINE_MEETING_PROVIDERS:
+        raise invalid
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise SimError("ErrorInvalidRequest", f"{name} must be timezone-aware.")

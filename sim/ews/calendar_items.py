@@ -6,8 +6,15 @@ CalendarItemType's). ``read_calendar_item`` turns a request's ``t:CalendarItem``
 the one-property item inside UpdateItem's SetItemField) into store field values.
 
 Times leave in UTC with a ``Z``; the item's own zone travels as StartTimeZone/EndTimeZone
-(MeetingTimeZone for Exchange 2007 clients), named by Windows id. Multi-valued extended
+(MeetingTimeZone for Exchange 2007 clients), named by Windows id.
+
+ReminderDueBy is not stored: Exchange sets it to the item's start whatever a client writes, so
+it is read from the start and writes to it are ignored. IsOnlineMeeting is read-only in EWS (an
+item becomes an online meeting through Graph's onlineMeetingProvider). Multi-valued extended
 properties travel as ``Values/Value``.
+
+https://learn.microsoft.com/exchange/client-developer/web-service-reference/reminderdueby
+https://learn.microsoft.com/exchange/client-developer/web-service-reference/isonlinemeeting
 """
 
 from __future__ import annotations
@@ -41,11 +48,14 @@ from sim.ews.soap import (
 from sim.ews.timezones import iana_for_ms_id, ms_id_for_iana
 from sim.extended import ExtendedValue
 from sim.store import (
+    MAX_REMINDER_MINUTES,
+    REMINDER_UNSET_MARKER,
     Attendee,
     CalendarItem,
     ExchangeStore,
     ExtendedPropertyKey,
     FreeBusy,
+    Importance,
     ItemType,
     Recurrence,
     ResponseType,
@@ -306,6 +316,13 @@ def _appointment_state(item: CalendarItem) -> int:
     return state
 
 
+def reminder_due_by(item: CalendarItem) -> datetime:
+    """ReminderDueBy as Exchange keeps it on a calendar item: the item's start (for a series,
+    its first occurrence's)."""
+    assert item.start is not None
+    return item.start
+
+
 def render_calendar_item(parent: Any, item: CalendarItem, shape: Shape, ctx: EwsContext) -> Any:
     """Append ``t:CalendarItem`` for ``item`` with the properties ``shape`` asks for."""
     store = ctx.store
@@ -340,15 +357,17 @@ def render_calendar_item(parent: Any, item: CalendarItem, shape: Shape, ctx: Ews
         for category in item.categories:
             add(categories, t("String"), category)
     if wants("item:Importance"):
-        add(element, t("Importance"), "Normal")
+        add(element, t("Importance"), item.importance.value)
     if wants("item:IsDraft"):
         add(element, t("IsDraft"), format_bool(False))
     if wants("item:DateTimeCreated") and item.created is not None:
         add(element, t("DateTimeCreated"), format_datetime(item.created))
+    if wants("item:ReminderDueBy") and item.start is not None:
+        add(element, t("ReminderDueBy"), format_datetime(reminder_due_by(item)))
     if wants("item:ReminderIsSet"):
-        add(element, t("ReminderIsSet"), format_bool(False))
+        add(element, t("ReminderIsSet"), format_bool(item.reminder_is_set))
     if wants("item:ReminderMinutesBeforeStart"):
-        add(element, t("ReminderMinutesBeforeStart"), "15")
+        add(element, t("ReminderMinutesBeforeStart"), str(item.reminder_minutes_before_start))
     if wants("item:DisplayTo") and item.required_attendees:
         names = (a.name or _display_name(store, a.address) for a in item.required_attendees)
         add(element, t("DisplayTo"), "; ".join(names))
@@ -367,7 +386,7 @@ def render_calendar_item(parent: Any, item: CalendarItem, shape: Shape, ctx: Ews
         else:
             add(prop, t("Value"), value)
     if wants("item:Culture"):
-        add(element, t("Culture"), "en-US")
+        add(element, t("Culture"), item.culture)
     if wants("item:LastModifiedTime") and item.last_modified is not None:
         add(element, t("LastModifiedTime"), format_datetime(item.last_modified))
     if wants("item:IsAssociated"):
@@ -400,7 +419,7 @@ def render_calendar_item(parent: Any, item: CalendarItem, shape: Shape, ctx: Ews
     if wants("calendar:MeetingRequestWasSent"):
         add(element, t("MeetingRequestWasSent"), format_bool(item.meeting_request_was_sent))
     if wants("calendar:IsResponseRequested"):
-        add(element, t("IsResponseRequested"), format_bool(item.is_meeting))
+        add(element, t("IsResponseRequested"), format_bool(item.response_requested))
     if wants("calendar:CalendarItemType"):
         add(element, t("CalendarItemType"), item.item_type.value)
     if wants("calendar:MyResponseType"):
@@ -461,10 +480,16 @@ def render_calendar_item(parent: Any, item: CalendarItem, shape: Shape, ctx: Ews
             add(element, t("StartTimeZone"), Id=ms_zone, Name=ms_zone)
         if wants("calendar:EndTimeZone"):
             add(element, t("EndTimeZone"), Id=ms_zone, Name=ms_zone)
+    if wants("calendar:ConferenceType"):
+        add(element, t("ConferenceType"), str(item.conference_type))
     if wants("calendar:AllowNewTimeProposal"):
-        add(element, t("AllowNewTimeProposal"), format_bool(True))
+        add(element, t("AllowNewTimeProposal"), format_bool(item.allow_new_time_proposal))
     if wants("calendar:IsOnlineMeeting"):
-        add(element, t("IsOnlineMeeting"), format_bool(False))
+        add(element, t("IsOnlineMeeting"), format_bool(item.is_online_meeting))
+    if wants("calendar:MeetingWorkspaceUrl") and item.meeting_workspace_url:
+        add(element, t("MeetingWorkspaceUrl"), item.meeting_workspace_url)
+    if wants("calendar:NetShowUrl") and item.net_show_url:
+        add(element, t("NetShowUrl"), item.net_show_url)
     if wants("calendar:IsOrganizer"):
         add(element, t("IsOrganizer"), format_bool(item.is_organizer))
     return element
@@ -480,6 +505,12 @@ class CalendarFields:
     values: dict[str, object] = field(default_factory=dict)
     # A Value's text, or the texts of Values (multi-valued); None deletes.
     extended: dict[ExtendedPropertyKey, ExtendedValue | None] = field(default_factory=dict)
+
+
+# xs:language, the type of Culture: letters, then dash-separated letter/digit parts.
+_LANGUAGE = re.compile(r"^[a-zA-Z]{1,8}(-[a-zA-Z0-9]{1,8})*$")
+# xs:int, the type of ConferenceType.
+_INT_RANGE = (-(2**31), 2**31 - 1)
 
 
 def _choice(raw: str | None, allowed: type[Any], name: str) -> Any:
@@ -606,6 +637,24 @@ def read_time_zone(element: Any, name: str) -> str:
     return zone
 
 
+def _schema_invalid(name: str, text: str) -> EwsFault:
+    return EwsFault(
+        "ErrorSchemaValidation",
+        f"The request failed schema validation: {name} {text!r} is not valid.",
+    )
+
+
+def _read_int(text: str, name: str) -> int:
+    """An xs:int; anything else fails schema validation, as in Exchange."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise _schema_invalid(name, text) from None
+    if not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+        raise _schema_invalid(name, text)
+    return value
+
+
 def _read_extended_value(child: Any) -> str | tuple[str, ...]:
     values = child.find(t("Values"))
     if values is not None:
@@ -620,9 +669,9 @@ def _read_extended_value(child: Any) -> str | tuple[str, ...]:
 
 
 def read_calendar_item(element: Any, ctx: EwsContext) -> CalendarFields:
-    """The store fields a request's t:CalendarItem sets. Properties the store does not keep
-    (reminders, importance, culture...) are accepted and ignored, as a mailbox without those
-    features would."""
+    """The store fields a request's t:CalendarItem sets. Properties Exchange computes
+    (ReminderDueBy, IsOnlineMeeting, IsMeeting...) and properties the simulated store does not
+    keep are accepted and ignored."""
     fields = CalendarFields()
     values = fields.values
     zone = ctx.time_zone
@@ -674,6 +723,32 @@ def read_calendar_item(element: Any, ctx: EwsContext) -> CalendarFields:
             values.setdefault("time_zone", read_time_zone(child, name))
         elif name == "Categories":
             values["categories"] = [entry.text or "" for entry in child.findall(t("String"))]
+        elif name == "Importance":
+            values["importance"] = _choice(text, Importance, "Importance")
+        elif name == "ReminderIsSet":
+            values["reminder_is_set"] = parse_bool(text, "ReminderIsSet")
+        elif name == "ReminderMinutesBeforeStart":
+            minutes = _read_int(text, name)
+            if not 0 <= minutes <= MAX_REMINDER_MINUTES and minutes != REMINDER_UNSET_MARKER:
+                raise _schema_invalid(name, text)
+            values["reminder_minutes_before_start"] = minutes
+        elif name == "Culture":
+            if not _LANGUAGE.match(text.strip()):
+                raise EwsFault(
+                    "ErrorSchemaValidation",
+                    f"The request failed schema validation: Culture {text!r} is not a language.",
+                )
+            values["culture"] = text.strip()
+        elif name == "IsResponseRequested":
+            values["response_requested"] = parse_bool(text, name)
+        elif name == "AllowNewTimeProposal":
+            values["allow_new_time_proposal"] = parse_bool(text, name)
+        elif name == "ConferenceType":
+            values["conference_type"] = _read_int(text, name)
+        elif name == "MeetingWorkspaceUrl":
+            values["meeting_workspace_url"] = text
+        elif name == "NetShowUrl":
+            values["net_show_url"] = text
     return fields
 
 

@@ -6,9 +6,11 @@ comparisons ignore case, as Exchange's do. A property the item does not have nev
 comparison (and fails Exists). An unsupported path is ``ErrorUnsupportedPathForQuery``.
 
 Multi-valued properties (item:Categories, the ...Array extended property types) match when one
-of their values does, and IsNotEqualTo when none of them equals the constant — Exchange's search on
-multi-valued strings, where "=" "behaves similar to a LIKE or CONTAINS query":
+of their values does, and IsNotEqualTo when none of them equals the constant — Exchange's
+search on multi-valued strings, where "=" "behaves similar to a LIKE or CONTAINS query":
 https://learn.microsoft.com/archive/blogs/mstehle/dav-how-to-search-mv-string-properties
+
+item:ReminderDueBy is accepted and compared with the due time Exchange keeps (the start).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from datetime import datetime, tzinfo
 from typing import Any
 
+from sim.ews.calendar_items import reminder_due_by
 from sim.ews.errors import EwsError
 from sim.ews.properties import extended_value, read_extended_uri, typed_value
 from sim.ews.soap import parse_bool, parse_datetime, t
@@ -39,6 +42,10 @@ FIELD_GETTERS: dict[str, Getter] = {
     "item:LastModifiedTime": lambda i: i.last_modified,
     "item:HasAttachments": lambda i: False,
     "item:Categories": lambda i: list(i.categories) or None,
+    "item:Importance": lambda i: i.importance.value,
+    "item:ReminderIsSet": lambda i: i.reminder_is_set,
+    "item:ReminderMinutesBeforeStart": lambda i: i.reminder_minutes_before_start,
+    "item:ReminderDueBy": lambda i: reminder_due_by(i) if i.start is not None else None,
     "calendar:Start": lambda i: i.start,
     "calendar:End": lambda i: i.end,
     "calendar:UID": lambda i: i.uid or None,

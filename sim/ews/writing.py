@@ -65,6 +65,15 @@ _SETTABLE: dict[str, tuple[str, ...]] = {
     "calendar:OptionalAttendees": ("optional_attendees",),
     "calendar:Recurrence": ("recurrence",),
     "item:Categories": ("categories",),
+    "item:Importance": ("importance",),
+    "item:ReminderIsSet": ("reminder_is_set",),
+    "item:ReminderMinutesBeforeStart": ("reminder_minutes_before_start",),
+    "item:Culture": ("culture",),
+    "calendar:IsResponseRequested": ("response_requested",),
+    "calendar:AllowNewTimeProposal": ("allow_new_time_proposal",),
+    "calendar:ConferenceType": ("conference_type",),
+    "calendar:MeetingWorkspaceUrl": ("meeting_workspace_url",),
+    "calendar:NetShowUrl": ("net_show_url",),
 }
 # What DeleteItemField leaves behind.
 _CLEARED: dict[str, dict[str, object]] = {
@@ -75,6 +84,8 @@ _CLEARED: dict[str, dict[str, object]] = {
     "calendar:RequiredAttendees": {"required_attendees": []},
     "calendar:OptionalAttendees": {"optional_attendees": []},
     "calendar:Recurrence": {"recurrence": None},
+    "calendar:MeetingWorkspaceUrl": {"meeting_workspace_url": ""},
+    "calendar:NetShowUrl": {"net_show_url": ""},
 }
 # Computed by the server; a client may not set them.
 _READ_ONLY = frozenset(
@@ -101,6 +112,7 @@ _READ_ONLY = frozenset(
         "calendar:DeletedOccurrences",
         "calendar:AppointmentState",
         "calendar:Duration",
+        "calendar:IsOnlineMeeting",
     }
 )
 # Attendee lists can be appended to (AppendToItemField).
@@ -343,7 +355,9 @@ def _read_updates(
             continue
         names = _SETTABLE.get(uri)
         if names is None:
-            continue  # a property the simulated store does not keep (reminders, importance...)
+            # Computed by Exchange (ReminderDueBy follows the start) or not kept by the simulated
+            # store: accepted and ignored.
+            continue
         carried_values = read_calendar_item(_carrier(update), ctx).values
         if kind == "AppendToItemField":
             if uri not in _APPENDABLE:

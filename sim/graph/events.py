@@ -8,8 +8,10 @@ an unknown property, a bad enumeration value or an impossible time is a 400 that
 
 Extended properties of the ...Array types are ``multiValueExtendedProperties`` (values an array
 of strings), the others ``singleValueExtendedProperties``; each collection appears only when
-``$expand`` asks for it.
-https://learn.microsoft.com/graph/api/resources/extended-properties-overview
+``$expand`` asks for it. ``isOnlineMeeting: true`` without a provider uses the calendar's
+default online meeting provider; once online, an event stays online (later ``isOnlineMeeting``
+and ``onlineMeetingProvider`` values are ignored, as the event resource documents).
+https://learn.microsoft.com/graph/api/resources/event
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ from sim.graph.errors import bad_request
 from sim.graph.ids import event_id
 from sim.graph.odata import ExtendedExpansion, format_extended_id, parse_extended_id
 from sim.store import (
+    ONLINE_MEETING_PROVIDERS,
     Attendee,
     CalendarItem,
     ExtendedPropertyKey,
     FreeBusy,
+    Importance,
     ItemType,
     Recurrence,
     ResponseType,
@@ -59,6 +63,9 @@ SHOW_AS_OUT = {
     FreeBusy.NO_DATA: "unknown",
 }
 SHOW_AS_IN = {value.lower(): key for key, value in SHOW_AS_OUT.items()}
+
+IMPORTANCE_OUT = {Importance.LOW: "low", Importance.NORMAL: "normal", Importance.HIGH: "high"}
+IMPORTANCE_IN = {value: key for key, value in IMPORTANCE_OUT.items()}
 
 RESPONSE_OUT = {
     ResponseType.UNKNOWN: "none",
@@ -205,6 +212,12 @@ def extended_json(item: CalendarItem, collection: str) -> list[dict[str, Any]]:
     ]
 
 
+def _online_meeting(item: CalendarItem) -> dict[str, Any] | None:
+    if not item.is_online_meeting:
+        return None
+    return {"joinUrl": item.online_meeting_join_url}
+
+
 def event_json(
     item: CalendarItem,
     view: EventView,
@@ -243,17 +256,17 @@ def event_json(
         "originalEndTimeZone": timezones.windows_name(item.time_zone),
         "iCalUId": _ical_uid(item),
         "uid": item.uid,
-        "reminderMinutesBeforeStart": 15,
-        "isReminderOn": True,
+        "reminderMinutesBeforeStart": item.reminder_minutes_before_start,
+        "isReminderOn": item.reminder_is_set,
         "hasAttachments": False,
         "subject": item.subject,
         "bodyPreview": _body_text(item)[:255],
-        "importance": "normal",
+        "importance": IMPORTANCE_OUT.get(item.importance, "normal"),
         "sensitivity": SENSITIVITY_OUT.get(item.sensitivity, "normal"),
         "isAllDay": item.is_all_day,
         "isCancelled": item.is_cancelled,
         "isOrganizer": item.is_organizer,
-        "responseRequested": True,
+        "responseRequested": item.response_requested,
         "seriesMasterId": event_id(item.master_id) if item.master_id else None,
         "showAs": SHOW_AS_OUT.get(item.free_busy, "unknown"),
         "type": TYPE_OUT.get(item.item_type, "singleInstance"),
@@ -263,9 +276,9 @@ def event_json(
             + "&exvsurl=1&path=/calendar/item"
         ),
         "onlineMeetingUrl": None,
-        "isOnlineMeeting": False,
-        "onlineMeetingProvider": "unknown",
-        "allowNewTimeProposals": True,
+        "isOnlineMeeting": item.is_online_meeting,
+        "onlineMeetingProvider": item.online_meeting_provider,
+        "allowNewTimeProposals": item.allow_new_time_proposal,
         "isDraft": False,
         "hideAttendees": False,
         "responseStatus": {
@@ -285,7 +298,7 @@ def event_json(
         "attendees": [_attendee(a, "required") for a in item.required_attendees]
         + [_attendee(a, "optional") for a in item.optional_attendees],
         "organizer": {"emailAddress": _email(organizer.address, organizer.name or owner_name)},
-        "onlineMeeting": None,
+        "onlineMeeting": _online_meeting(item),
     }
     if item.original_start is not None and item.item_type in (
         ItemType.OCCURRENCE,
@@ -332,14 +345,7 @@ _IGNORED = {
     "organizer",
     "originalStartTimeZone",
     "originalEndTimeZone",
-    "importance",
-    "isReminderOn",
-    "reminderMinutesBeforeStart",
-    "responseRequested",
-    "allowNewTimeProposals",
     "hideAttendees",
-    "isOnlineMeeting",
-    "onlineMeetingProvider",
     "onlineMeetingUrl",
     "onlineMeeting",
     "isDraft",
@@ -366,6 +372,13 @@ _WRITABLE = {
     "attendees",
     "recurrence",
     "categories",
+    "importance",
+    "isReminderOn",
+    "reminderMinutesBeforeStart",
+    "responseRequested",
+    "allowNewTimeProposals",
+    "isOnlineMeeting",
+    "onlineMeetingProvider",
     "singleValueExtendedProperties",
     "multiValueExtendedProperties",
     "transactionId",
@@ -379,6 +392,8 @@ class EventInput:
     fields: dict[str, object] = field(default_factory=dict)  # CalendarItem attribute → value
     extended: dict[ExtendedPropertyKey, ExtendedValue | None] = field(default_factory=dict)
     transaction_id: str | None = None
+    # isOnlineMeeting: true without onlineMeetingProvider: the calendar's default provider.
+    online_by_default: bool = False
 
 
 def _expect(value: object, kind: type | tuple[type, ...], name: str) -> Any:
@@ -609,12 +624,7 @@ def parse_event(body: object, *, creating: bool, current: CalendarItem | None = 
             fields["recurrence"] = recurrence
             if recurrence_zone and "time_zone" not in fields:
                 fields["time_zone"] = recurrence_zone
-    if "categories" in payload:
-        categories = _expect(payload["categories"] or [], list, "categories")
-        fields["categories"] = [
-            _expect(category, str, f"categories[{index}]")
-            for index, category in enumerate(categories)
-        ]
+    _parse_settings(payload, fields, result)
     for collection in (SINGLE_VALUE, MULTI_VALUE):
         if collection in payload:
             result.extended.update(_parse_extended(payload[collection], collection))
@@ -622,6 +632,44 @@ def parse_event(body: object, *, creating: bool, current: CalendarItem | None = 
         # Only a create uses it; a PATCH that echoes an event's JSON back is not refused for it.
         result.transaction_id = _expect(payload["transactionId"], str, "transactionId")
     return result
+
+
+def _parse_settings(
+    payload: Mapping[str, Any], fields: dict[str, object], result: EventInput
+) -> None:
+    """Categories, reminder, importance and the meeting's settings."""
+    if "categories" in payload:
+        categories = _expect(payload["categories"] or [], list, "categories")
+        fields["categories"] = [
+            _expect(category, str, f"categories[{index}]")
+            for index, category in enumerate(categories)
+        ]
+    if "importance" in payload:
+        fields["importance"] = IMPORTANCE_IN[
+            _enum(payload["importance"], "importance", tuple(IMPORTANCE_IN)).lower()
+        ]
+    for name, attribute in (
+        ("isReminderOn", "reminder_is_set"),
+        ("responseRequested", "response_requested"),
+        ("allowNewTimeProposals", "allow_new_time_proposal"),
+    ):
+        if name in payload:
+            fields[attribute] = _expect(payload[name], bool, name)
+    if "reminderMinutesBeforeStart" in payload:
+        minutes = _expect(payload["reminderMinutesBeforeStart"], int, "reminderMinutesBeforeStart")
+        if minutes < 0:
+            raise bad_request(
+                "property 'reminderMinutesBeforeStart' must not be negative", "ErrorInvalidRequest"
+            )
+        fields["reminder_minutes_before_start"] = minutes
+    if payload.get("onlineMeetingProvider") is not None:
+        fields["online_meeting_provider"] = _enum(
+            payload["onlineMeetingProvider"], "onlineMeetingProvider", ONLINE_MEETING_PROVIDERS
+        )
+    if "isOnlineMeeting" in payload and _expect(
+        payload["isOnlineMeeting"], bool, "isOnlineMeeting"
+    ):
+        result.online_by_default = fields.get("online_meeting_provider", "unknown") == "unknown"
 
 
 def _parse_extended(

@@ -548,8 +548,15 @@ class GraphService:
         shaped = self._shape(call, [item], filtered=False)[0]
         return json_response(200, {"@odata.context": self._entity_context(call), **shaped})
 
+    def _online_by_default(self, call: Call, parsed: event_format.EventInput) -> None:
+        """isOnlineMeeting without a provider: the calendar's defaultOnlineMeetingProvider."""
+        if parsed.online_by_default:
+            mailbox = self.store.mailbox(call.mailbox)
+            parsed.fields["online_meeting_provider"] = mailbox.default_online_meeting_provider
+
     def _create_event(self, call: Call) -> SimResponse:
         parsed = event_format.parse_event(call.json_body(), creating=True)
+        self._online_by_default(call, parsed)
         with self.store.lock:
             if parsed.transaction_id is not None:
                 existing_id = self._transactions.get((call.mailbox, parsed.transaction_id))
@@ -588,6 +595,7 @@ class GraphService:
         with self.store.lock:
             item = self._load(call, graph_id)
             parsed = event_format.parse_event(body, creating=False, current=item)
+            self._online_by_default(call, parsed)
             expected = _etag_value(call.request.header("if-match"))
             if expected is not None and expected != item.change_key:
                 raise GraphError(
