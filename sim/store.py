@@ -213,6 +213,27 @@ class CalendarItem:
         return bool(self.online_meeting_join_url)
 
 
+@dataclass
+class MeetingMessage:
+    """A meeting message kept in one of a mailbox's mail folders — today the copy of a sent
+    cancellation that Exchange saves in Sent Items (CancelCalendarItem with SendAndSaveCopy
+    answers with its id)."""
+
+    id: str
+    mailbox: str
+    folder: str
+    item_class: str
+    subject: str
+    uid: str
+    start: datetime | None
+    end: datetime | None
+    location: str
+    recipients: list[Attendee]
+    sent: datetime
+    change_key: str
+    original_start: datetime | None = None  # the cancelled occurrence's, for one occurrence
+
+
 @dataclass(frozen=True)
 class Change:
     seq: int
@@ -268,6 +289,7 @@ class ExchangeStore:
         self.mailboxes: dict[str, Mailbox] = {}
         self.items: dict[str, CalendarItem] = {}
         self.changes: dict[str, list[Change]] = {}  # mailbox → its calendar's change log
+        self.messages: dict[str, MeetingMessage] = {}  # saved meeting messages (Sent Items)
         self.faults: list[Fault] = []
         self.counters: Counter[tuple[str, str]] = Counter()  # (operation, mailbox) → requests
         self.service_seconds = 0.0  # time the protocols spent serving requests
@@ -787,8 +809,8 @@ class ExchangeStore:
     ) -> CalendarItem:
         """Change fields (keys are CalendarItem attribute names: subject, body, start, end,
         time_zone, is_all_day, location, sensitivity, free_busy, required_attendees,
-        optional_attendees, recurrence, categories, importance, reminders, ...) and extended
-        properties (value None deletes; a list for a multi-valued type).
+        optional_attendees, recurrence, categories, importance, reminders, uid, ...) and
+        extended properties (value None deletes; a list for a multi-valued type).
         A change_key that is not the item's current one (and not always_overwrite):
         SimError("ErrorIrresolvableConflict"). An occurrence id: the occurrence becomes an
         Exception of its master. Organizer of a meeting with ``send`` not NONE: the copies are
@@ -800,8 +822,11 @@ class ExchangeStore:
         SimError("ErrorInvalidPropertySet"). Returns the changed stored item (for an
         occurrence: its Exception).
 
-        ``online_meeting_provider`` makes the meeting an online meeting; once online it stays
-        online with its provider (later values are ignored)."""
+        ``uid`` gives the meeting a new iCalendar UID (its exceptions follow; an occurrence's
+        UID is its series': SimError("ErrorInvalidPropertySet")); copies attendees already have
+        keep the old one, so a later update reaches them as a new meeting, as a new global object
+        id does in Exchange. ``online_meeting_provider`` makes the meeting an online meeting;
+        once online it stays online with its provider (later values are ignored)."""
         with self._writing():
             unknown = sorted(set(changes) - _UPDATABLE_FIELDS)
             if unknown:
@@ -817,6 +842,8 @@ class ExchangeStore:
                     "passed in the request does not match the current change key for the item.",
                 )
             values = {name: _coerce_field(name, value) for name, value in changes.items()}
+            if values.get("uid") == current.uid:
+                del values["uid"]  # a full save sends the UID back unchanged
             normalized = _normalized_extended(extended or {})
             if "recurrence" in values and current.item_type in (
                 ItemType.OCCURRENCE,
@@ -824,6 +851,11 @@ class ExchangeStore:
             ):
                 raise SimError(
                     "ErrorCalendarInvalidRecurrence", "An occurrence cannot have a recurrence."
+                )
+            if "uid" in values and current.item_type in (ItemType.OCCURRENCE, ItemType.EXCEPTION):
+                raise SimError(
+                    "ErrorInvalidPropertySet",
+                    "An occurrence has its series' UID; change the UID of the recurring master.",
                 )
             provider = values.pop("online_meeting_provider", None)
             if not current.is_organizer:
@@ -847,6 +879,9 @@ class ExchangeStore:
             content_before = {name: copy.deepcopy(getattr(item, name)) for name in _MEETING_FIELDS}
             for name, value in values.items():
                 setattr(item, name, copy.deepcopy(value))
+            if "uid" in values:
+                for exception in item.modified_occurrences.values():
+                    exception.uid = item.uid
             if isinstance(provider, str):
                 self._go_online(item, provider)
             for key, ext_value in normalized.items():
@@ -931,17 +966,61 @@ class ExchangeStore:
         self._touch(master)
         self._log(master.mailbox, master.id, ChangeKind.UPDATE)
 
-    def cancel_meeting(self, mailbox: str, item_id: str, comment: str = "") -> None:
+    def cancel_meeting(
+        self,
+        mailbox: str,
+        item_id: str,
+        comment: str = "",
+        *,
+        send: bool = True,
+        save_copy: bool = False,
+    ) -> MeetingMessage | None:
         """The organizer cancels (EWS CancelCalendarItem, Graph /cancel): the organizer's item is
         deleted and every attendee copy is cancelled (for an occurrence: the occurrence goes
         from the organizer's and the attendees' series). Not the organizer:
-        SimError("ErrorInvalidOperation")."""
+        SimError("ErrorInvalidOperation").
+
+        The cancellation is a message to the attendees: when it is sent (``send``) it needs at
+        least one recipient besides the organizer, else SimError("ErrorInvalidRecipients") and
+        nothing changes. With ``save_copy`` the sent cancellation is kept in the organizer's
+        Sent Items and returned (its subject "Canceled: ...", its recipients the attendees)."""
         with self._writing():
             current = self.get_item(item_id)
             self._check_owner(mailbox, current)
             if not current.is_organizer:
                 raise SimError("ErrorInvalidOperation", "Only the organizer can cancel a meeting.")
+            organizer = current.organizer.address.lower() if current.organizer else current.mailbox
+            recipients = [
+                copy.deepcopy(attendee)
+                for attendee in iter_attendees(current)
+                if attendee.address.lower() != organizer
+            ]
+            if send and not recipients:
+                raise SimError(
+                    "ErrorInvalidRecipients",
+                    "At least one recipient isn't valid. A message can't be sent because it "
+                    "contains no recipients.",
+                )
             self.delete_item(mailbox, item_id, SendMode.ALL_AND_SAVE_COPY)
+            if not save_copy:
+                return None
+            saved = MeetingMessage(
+                id=_new_item_id(),
+                mailbox=current.mailbox,
+                folder="sentitems",
+                item_class="IPM.Schedule.Meeting.Canceled",
+                subject=CANCELED_PREFIX + current.subject,
+                uid=current.uid,
+                start=current.start,
+                end=current.end,
+                location=current.location,
+                recipients=recipients,
+                sent=self._now(),
+                change_key=_new_change_key(),
+                original_start=current.original_start,
+            )
+            self.messages[saved.id] = saved
+            return saved
 
     def respond(
         self,
@@ -1205,6 +1284,7 @@ _UPDATABLE_FIELDS = frozenset(
         "reminder_is_set",
         "reminder_minutes_before_start",
         "culture",
+        "uid",
     }
 ) - {"online_meeting_join_url"}  # the store makes the join URL
 _ENUM_FIELDS: dict[str, type[StrEnum]] = {
@@ -1323,6 +1403,10 @@ def _coerce_field(name: str, value: object) -> object:
         raise invalid
     if name == "online_meeting_provider" and value not in ONLINE_MEETING_PROVIDERS:
         raise invalid
+    if name == "uid":
+        if not isinstance(value, str) or not value.strip():
+            raise invalid
+        return value.strip()
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise SimError("ErrorInvalidRequest", f"{name} must be timezone-aware.")

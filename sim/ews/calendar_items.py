@@ -190,7 +190,7 @@ def _display_name(store: ExchangeStore, address: str) -> str:
         return address
 
 
-def _add_mailbox(parent: Any, store: ExchangeStore, address: str, name: str) -> None:
+def add_mailbox(parent: Any, store: ExchangeStore, address: str, name: str) -> None:
     mailbox = add(parent, t("Mailbox"))
     try:
         known = store.mailbox(address)
@@ -207,7 +207,7 @@ def _add_attendees(parent: Any, tag: str, attendees: list[Attendee], store: Exch
     container = add(parent, t(tag))
     for attendee in attendees:
         element = add(container, t("Attendee"))
-        _add_mailbox(element, store, attendee.address, attendee.name)
+        add_mailbox(element, store, attendee.address, attendee.name)
         add(element, t("ResponseType"), attendee.response.value)
         if attendee.response_time is not None:
             add(element, t("LastResponseTime"), format_datetime(attendee.response_time))
@@ -427,7 +427,7 @@ def render_calendar_item(parent: Any, item: CalendarItem, shape: Shape, ctx: Ews
         add(element, t("MyResponseType"), response.value)
     if wants("calendar:Organizer") and item.organizer is not None:
         organizer = add(element, t("Organizer"))
-        _add_mailbox(organizer, store, item.organizer.address, item.organizer.name)
+        add_mailbox(organizer, store, item.organizer.address, item.organizer.name)
     if wants("calendar:RequiredAttendees") and item.required_attendees:
         _add_attendees(element, "RequiredAttendees", item.required_attendees, store)
     if wants("calendar:OptionalAttendees") and item.optional_attendees:

@@ -653,7 +653,8 @@ class GraphService:
                 "ErrorInvalidRequest",
             )
         try:
-            self.store.cancel_meeting(call.mailbox, item.id, comment)
+            # /cancel sends the cancellation, and Exchange keeps a copy in Sent Items.
+            self.store.cancel_meeting(call.mailbox, item.id, comment, send=True, save_copy=True)
         except SimError as error:
             raise GraphError.from_store(error) from None
         return SimResponse(202, b"", {}, "")
