@@ -198,9 +198,10 @@ class Outlook:
 
     # --- removing -------------------------------------------------------------------------
     def cancel(self, item_id: str, comment: str = "") -> None:
-        """The organizer cancels a meeting (attendees receive the cancellation)."""
+        """The organizer cancels a meeting (attendees receive the cancellation; a meeting with
+        nobody to send it to is refused with SimError("ErrorInvalidRecipients"))."""
         self._mine(item_id)
-        self.store.cancel_meeting(self.address, item_id, comment)
+        self.store.cancel_meeting(self.address, item_id, comment, save_copy=True)
 
     def delete(self, item_id: str) -> None:
         """Delete from this calendar; an organizer's meeting is cancelled for attendees."""

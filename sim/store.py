@@ -25,7 +25,7 @@ import time
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -33,7 +33,8 @@ from datetime import time as time_of_day
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sim import recurrence
+from sim import extended, recurrence
+from sim.extended import ExtendedValue
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,12 @@ class Sensitivity(StrEnum):
     PERSONAL = "Personal"
     PRIVATE = "Private"
     CONFIDENTIAL = "Confidential"
+
+
+class Importance(StrEnum):
+    LOW = "Low"
+    NORMAL = "Normal"
+    HIGH = "High"
 
 
 class FreeBusy(StrEnum):
@@ -97,6 +104,9 @@ class Mailbox:
     name: str
     time_zone: str  # IANA
     password: str | None = None
+    # The calendar's defaultOnlineMeetingProvider: what "make this an online meeting" uses when
+    # no provider is named.
+    default_online_meeting_provider: str = "teamsForBusiness"
 
 
 @dataclass
@@ -172,7 +182,25 @@ class CalendarItem:
     # On an exception/occurrence: its master's id and its original start (UTC).
     master_id: str | None = None
     original_start: datetime | None = None
-    extended_properties: dict[ExtendedPropertyKey, str] = field(default_factory=dict)
+    # Single-valued properties hold a string, multi-valued (...Array types) a tuple of them
+    # (``sim.extended``).
+    extended_properties: dict[ExtendedPropertyKey, ExtendedValue] = field(default_factory=dict)
+    # The mailbox owner's own settings on their copy; an invitation does not carry them.
+    categories: list[str] = field(default_factory=list)
+    reminder_is_set: bool = True  # Exchange's default reminder: on, 15 minutes before
+    reminder_minutes_before_start: int = 15
+    culture: str = "en-US"
+    # Settings of the meeting the organizer decides; invitations and updates carry them.
+    importance: Importance = Importance.NORMAL
+    response_requested: bool = True
+    allow_new_time_proposal: bool = True
+    conference_type: int = 0  # EWS ConferenceType: 0 NetMeeting, 1 NetShow, 2 Chat
+    meeting_workspace_url: str = ""
+    net_show_url: str = ""
+    # An online meeting (Graph onlineMeetingProvider / onlineMeeting.joinUrl): once a provider
+    # is set the store gives the meeting a join URL, and it stays online.
+    online_meeting_provider: str = "unknown"
+    online_meeting_join_url: str = ""
     is_meeting: bool = False  # has been sent to attendees
     meeting_request_was_sent: bool = False
     response_type: ResponseType = ResponseType.ORGANIZER  # this mailbox's own response
@@ -181,6 +209,31 @@ class CalendarItem:
     @property
     def is_organizer(self) -> bool:
         return self.organizer is None or self.organizer.address == self.mailbox
+
+    @property
+    def is_online_meeting(self) -> bool:
+        return bool(self.online_meeting_join_url)
+
+
+@dataclass
+class MeetingMessage:
+    """A meeting message kept in one of a mailbox's mail folders — today the copy of a sent
+    cancellation that Exchange saves in Sent Items (CancelCalendarItem with SendAndSaveCopy
+    answers with its id)."""
+
+    id: str
+    mailbox: str
+    folder: str
+    item_class: str
+    subject: str
+    uid: str
+    start: datetime | None
+    end: datetime | None
+    location: str
+    recipients: list[Attendee]
+    sent: datetime
+    change_key: str
+    original_start: datetime | None = None  # the cancelled occurrence's, for one occurrence
 
 
 @dataclass(frozen=True)
@@ -238,6 +291,7 @@ class ExchangeStore:
         self.mailboxes: dict[str, Mailbox] = {}
         self.items: dict[str, CalendarItem] = {}
         self.changes: dict[str, list[Change]] = {}  # mailbox → its calendar's change log
+        self.messages: dict[str, MeetingMessage] = {}  # saved meeting messages (Sent Items)
         self.faults: list[Fault] = []
         self.counters: Counter[tuple[str, str]] = Counter()  # (operation, mailbox) → requests
         self.service_seconds = 0.0  # time the protocols spent serving requests
@@ -326,6 +380,7 @@ class ExchangeStore:
         occurrence.required_attendees = copy.deepcopy(master.required_attendees)
         occurrence.optional_attendees = copy.deepcopy(master.optional_attendees)
         occurrence.extended_properties = dict(master.extended_properties)
+        occurrence.categories = list(master.categories)
         return occurrence
 
     def _series_starts(self, master: CalendarItem, until: datetime | None) -> Iterator[datetime]:
@@ -507,6 +562,14 @@ class ExchangeStore:
             organizer_item.is_meeting = True
         organizer_item.meeting_request_was_sent = True
 
+    def _go_online(self, item: CalendarItem, provider: str) -> None:
+        """Make the meeting an online meeting with ``provider``: it gets a join URL and, as in
+        Graph, stays online with that provider (so on an online meeting this does nothing)."""
+        if item.is_online_meeting or provider == "unknown":
+            return
+        item.online_meeting_provider = provider
+        item.online_meeting_join_url = _join_url(provider)
+
     def _store(self, item: CalendarItem) -> None:
         self.items[item.id] = item
         self._mailbox_items.setdefault(item.mailbox, {})[item.id] = item
@@ -678,15 +741,29 @@ class ExchangeStore:
         organizer's item become Unknown (no response yet), and each attendee that is a mailbox
         of this store gets a copy (same uid, same content, organizer = this mailbox,
         response_type NoResponseReceived, free_busy Tentative, no extended properties — real
-        Exchange does not send named properties to attendees). Attendees outside the store are
-        simply recorded. A recurrence makes it a RecurringMaster (range start defaults to the
-        start's local date; the start moves onto the first occurrence). As Exchange saves any
-        item: subject and location are cut to SUBJECT_LIMIT / LOCATION_LIMIT (``cut_to_limit``),
-        and an all-day item's start and end move onto midnights in its zone
-        (``all_day_bounds``)."""
+        Exchange does not send named properties to attendees — and the owner's own settings:
+        no categories, the default reminder). Attendees outside the store are simply recorded.
+        A recurrence makes it a RecurringMaster (range start defaults to the start's local date;
+        the start moves onto the first occurrence). An ``online_meeting_provider`` other than
+        "unknown" makes it an online meeting with a join URL. Extended property values are
+        checked and written one way (``sim.extended``; SimError("ErrorInvalidExtendedPropertyValue")
+        otherwise). As Exchange saves any item: subject and location are cut to SUBJECT_LIMIT /
+        LOCATION_LIMIT (``cut_to_limit``), and an all-day item's start and end move onto
+        midnights in its zone (``all_day_bounds``)."""
         with self._writing():
             owner = self.mailbox(mailbox)
             _check_times(item.start, item.end, item.time_zone)
+            for name in _CHECKED_ON_CREATE:
+                setattr(item, name, _coerce_field(name, getattr(item, name)))
+            item.extended_properties = {
+                key: value
+                for key, value in _normalized_extended(item.extended_properties).items()
+                if value is not None
+            }
+            provider = item.online_meeting_provider
+            item.online_meeting_provider = "unknown"
+            item.online_meeting_join_url = ""
+            self._go_online(item, provider)
             item.id = _new_item_id()
             item.mailbox = owner.address
             item.uid = item.uid or _new_uid()
@@ -735,12 +812,13 @@ class ExchangeStore:
         *,
         change_key: str | None = None,
         send: SendMode = SendMode.NONE,
-        extended: dict[ExtendedPropertyKey, str | None] | None = None,
+        extended: Mapping[ExtendedPropertyKey, str | Sequence[str] | None] | None = None,
         always_overwrite: bool = False,
     ) -> CalendarItem:
         """Change fields (keys are CalendarItem attribute names: subject, body, start, end,
         time_zone, is_all_day, location, sensitivity, free_busy, required_attendees,
-        optional_attendees, recurrence, ...) and extended properties (value None deletes).
+        optional_attendees, recurrence, categories, importance, reminders, uid, ...) and
+        extended properties (value None deletes; a list for a multi-valued type).
         A change_key that is not the item's current one (and not always_overwrite):
         SimError("ErrorIrresolvableConflict"). An occurrence id: the occurrence becomes an
         Exception of its master. Organizer of a meeting with ``send`` not NONE: the copies are
@@ -751,7 +829,13 @@ class ExchangeStore:
         occurrences (as Outlook warns it will). The changed item is kept as ``create_item``
         keeps a new one (length limits, all-day midnights). Unknown field names:
         SimError("ErrorInvalidPropertySet"). Returns the changed stored item (for an
-        occurrence: its Exception)."""
+        occurrence: its Exception).
+
+        ``uid`` gives the meeting a new iCalendar UID (its exceptions follow; an occurrence's
+        UID is its series': SimError("ErrorInvalidPropertySet")); copies attendees already have
+        keep the old one, so a later update reaches them as a new meeting, as a new global object
+        id does in Exchange. ``online_meeting_provider`` makes the meeting an online meeting;
+        once online it stays online with its provider (later values are ignored)."""
         with self._writing():
             unknown = sorted(set(changes) - _UPDATABLE_FIELDS)
             if unknown:
@@ -767,6 +851,9 @@ class ExchangeStore:
                     "passed in the request does not match the current change key for the item.",
                 )
             values = {name: _coerce_field(name, value) for name, value in changes.items()}
+            if values.get("uid") == current.uid:
+                del values["uid"]  # a full save sends the UID back unchanged
+            normalized = _normalized_extended(extended or {})
             if "recurrence" in values and current.item_type in (
                 ItemType.OCCURRENCE,
                 ItemType.EXCEPTION,
@@ -774,6 +861,18 @@ class ExchangeStore:
                 raise SimError(
                     "ErrorCalendarInvalidRecurrence", "An occurrence cannot have a recurrence."
                 )
+            if "uid" in values and current.item_type in (ItemType.OCCURRENCE, ItemType.EXCEPTION):
+                raise SimError(
+                    "ErrorInvalidPropertySet",
+                    "An occurrence has its series' UID; change the UID of the recurring master.",
+                )
+            provider = values.pop("online_meeting_provider", None)
+            if not current.is_organizer:
+                # The organizer's settings are read-only on an attendee's copy (EWS:
+                # AllowNewTimeProposal, ConferenceType, MeetingWorkspaceUrl, NetShowUrl).
+                for name in _ORGANIZER_SETTINGS:
+                    values.pop(name, None)
+                provider = None
             new_start = values.get("start", current.start)
             new_end = values.get("end", current.end)
             new_zone = values.get("time_zone", current.time_zone)
@@ -789,12 +888,16 @@ class ExchangeStore:
             content_before = {name: copy.deepcopy(getattr(item, name)) for name in _MEETING_FIELDS}
             for name, value in values.items():
                 setattr(item, name, copy.deepcopy(value))
-            if extended:
-                for key, ext_value in extended.items():
-                    if ext_value is None:
-                        item.extended_properties.pop(key, None)
-                    else:
-                        item.extended_properties[key] = ext_value
+            if "uid" in values:
+                for exception in item.modified_occurrences.values():
+                    exception.uid = item.uid
+            if isinstance(provider, str):
+                self._go_online(item, provider)
+            for key, ext_value in normalized.items():
+                if ext_value is None:
+                    item.extended_properties.pop(key, None)
+                else:
+                    item.extended_properties[key] = ext_value
             _keep_as_exchange_does(item)
             time_changed = (item.start, item.end, item.time_zone, item.is_all_day) != time_before
             series_reset = False
@@ -873,17 +976,61 @@ class ExchangeStore:
         self._touch(master)
         self._log(master.mailbox, master.id, ChangeKind.UPDATE)
 
-    def cancel_meeting(self, mailbox: str, item_id: str, comment: str = "") -> None:
+    def cancel_meeting(
+        self,
+        mailbox: str,
+        item_id: str,
+        comment: str = "",
+        *,
+        send: bool = True,
+        save_copy: bool = False,
+    ) -> MeetingMessage | None:
         """The organizer cancels (EWS CancelCalendarItem, Graph /cancel): the organizer's item is
         deleted and every attendee copy is cancelled (for an occurrence: the occurrence goes
         from the organizer's and the attendees' series). Not the organizer:
-        SimError("ErrorInvalidOperation")."""
+        SimError("ErrorInvalidOperation").
+
+        The cancellation is a message to the attendees: when it is sent (``send``) it needs at
+        least one recipient besides the organizer, else SimError("ErrorInvalidRecipients") and
+        nothing changes. With ``save_copy`` the sent cancellation is kept in the organizer's
+        Sent Items and returned (its subject "Canceled: ...", its recipients the attendees)."""
         with self._writing():
             current = self.get_item(item_id)
             self._check_owner(mailbox, current)
             if not current.is_organizer:
                 raise SimError("ErrorInvalidOperation", "Only the organizer can cancel a meeting.")
+            organizer = current.organizer.address.lower() if current.organizer else current.mailbox
+            recipients = [
+                copy.deepcopy(attendee)
+                for attendee in iter_attendees(current)
+                if attendee.address.lower() != organizer
+            ]
+            if send and not recipients:
+                raise SimError(
+                    "ErrorInvalidRecipients",
+                    "At least one recipient isn't valid. A message can't be sent because it "
+                    "contains no recipients.",
+                )
             self.delete_item(mailbox, item_id, SendMode.ALL_AND_SAVE_COPY)
+            if not save_copy:
+                return None
+            saved = MeetingMessage(
+                id=_new_item_id(),
+                mailbox=current.mailbox,
+                folder="sentitems",
+                item_class="IPM.Schedule.Meeting.Canceled",
+                subject=CANCELED_PREFIX + current.subject,
+                uid=current.uid,
+                start=current.start,
+                end=current.end,
+                location=current.location,
+                recipients=recipients,
+                sent=self._now(),
+                change_key=_new_change_key(),
+                original_start=current.original_start,
+            )
+            self.messages[saved.id] = saved
+            return saved
 
     def respond(
         self,
@@ -897,8 +1044,9 @@ class ExchangeStore:
         """An attendee accepts / tentatively accepts / declines their copy. The copy's
         response_type and free_busy follow (Accept → Busy, Tentative → Tentative); with
         send_response the organizer's item records the attendee's response and response_time
-        (organizer's item gets a new change key and a Change). Decline removes the attendee's
-        copy (deleted) and returns None. The organizer responding:
+        (organizer's item gets a new change key and a Change) — unless the organizer asked for
+        no responses (``response_requested`` False on the meeting): then no response is sent.
+        Decline removes the attendee's copy (deleted) and returns None. The organizer responding:
         SimError("ErrorInvalidOperation"). For an occurrence id the response applies to that
         occurrence only (an Exception on both sides; a decline deletes the occurrence from the
         attendee's series)."""
@@ -932,7 +1080,9 @@ class ExchangeStore:
                 )
                 self._commit(item, ChangeKind.UPDATE)
                 result = item
-            if send_response:
+            # MS-OXOCAL 3.1.4.8.4: no Meeting Response when the request's PidTagResponseRequested
+            # is FALSE, so the organizer's item never hears of it.
+            if send_response and current.response_requested:
                 self._record_response(current, address, response, now)
             return result
 
@@ -1113,7 +1263,13 @@ _MIDNIGHT = time_of_day(0)
 # longer value is cut, whichever protocol wrote it (``cut_to_limit``).
 SUBJECT_LIMIT = 255
 LOCATION_LIMIT = 255
-# What an organizer's update carries to the attendees' copies (not free/busy, not responses).
+ONLINE_MEETING_PROVIDERS = ("unknown", "teamsForBusiness", "skypeForBusiness", "skypeForConsumer")
+# types.xsd ReminderMinutesBeforeStartType: 0 to 2629800 (five years), or the marker
+# 0x5AE980E1 that MS-OXOCAL gives a reminder delta nobody set.
+MAX_REMINDER_MINUTES = 2629800
+REMINDER_UNSET_MARKER = 0x5AE980E1
+# What an organizer's update carries to the attendees' copies (not free/busy, not responses,
+# not the owner's categories, reminder or culture).
 _MEETING_FIELDS = (
     "subject",
     "body",
@@ -1127,15 +1283,49 @@ _MEETING_FIELDS = (
     "recurrence",
     "required_attendees",
     "optional_attendees",
+    "importance",
+    "response_requested",
+    "allow_new_time_proposal",
+    "conference_type",
+    "meeting_workspace_url",
+    "net_show_url",
+    "online_meeting_provider",
+    "online_meeting_join_url",
 )
 _UPDATABLE_FIELDS = frozenset(
     {
         *_MEETING_FIELDS,
         "free_busy",
         "is_cancelled",
+        "categories",
+        "reminder_is_set",
+        "reminder_minutes_before_start",
+        "culture",
+        "uid",
     }
+) - {"online_meeting_join_url"}  # the store makes the join URL
+_ENUM_FIELDS: dict[str, type[StrEnum]] = {
+    "sensitivity": Sensitivity,
+    "free_busy": FreeBusy,
+    "importance": Importance,
+}
+# Settings only the organizer's item can change.
+_ORGANIZER_SETTINGS = (
+    "allow_new_time_proposal",
+    "conference_type",
+    "meeting_workspace_url",
+    "net_show_url",
 )
-_ENUM_FIELDS: dict[str, type[StrEnum]] = {"sensitivity": Sensitivity, "free_busy": FreeBusy}
+# Fields whose values create_item checks the way update_item does.
+_CHECKED_ON_CREATE = (
+    "sensitivity",
+    "free_busy",
+    "importance",
+    "categories",
+    "reminder_minutes_before_start",
+    "conference_type",
+    "online_meeting_provider",
+)
 
 
 def _new_item_id() -> str:
@@ -1145,6 +1335,31 @@ def _new_item_id() -> str:
 def _new_uid() -> str:
     # Exchange's iCalendar UIDs are hex global object ids with this fixed prefix.
     return "040000008200E00074C5B7101A82E00800000000" + uuid.uuid4().hex.upper()
+
+
+def _join_url(provider: str) -> str:
+    """A join link shaped like the provider's own."""
+    token = uuid.uuid4().hex
+    if provider == "teamsForBusiness":
+        return f"https://teams.microsoft.com/l/meetup-join/19%3ameeting_{token}%40thread.v2/0"
+    if provider == "skypeForBusiness":
+        return f"https://meet.lync.com/contoso/{token[:8]}"
+    return f"https://join.skype.com/{token[:12]}"
+
+
+def _normalized_extended(
+    values: Mapping[ExtendedPropertyKey, str | Sequence[str] | None],
+) -> dict[ExtendedPropertyKey, ExtendedValue | None]:
+    """Extended property values as the store keeps them (None: delete)."""
+    normalized: dict[ExtendedPropertyKey, ExtendedValue | None] = {}
+    for key, value in values.items():
+        try:
+            normalized[key] = None if value is None else extended.normalize(key.type, value)
+        except extended.ExtendedValueError as error:
+            raise SimError(
+                "ErrorInvalidExtendedPropertyValue", f"Extended property {key.name}: {error}"
+            ) from None
+    return normalized
 
 
 def _new_change_key() -> str:
@@ -1251,6 +1466,24 @@ def _coerce_field(name: str, value: object) -> object:
             return enum_type(str(value))
         except ValueError as error:
             raise SimError("ErrorInvalidPropertySet", f"Invalid {name}: {value!r}") from error
+    invalid = SimError("ErrorInvalidValueForProperty", f"Invalid {name}: {value!r}")
+    if name == "categories":
+        if isinstance(value, str) or not isinstance(value, Iterable):
+            raise invalid
+        return [str(category) for category in value]
+    if name == "reminder_minutes_before_start":
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise invalid
+        if not 0 <= value <= MAX_REMINDER_MINUTES and value != REMINDER_UNSET_MARKER:
+            raise invalid
+    if name == "conference_type" and value not in (0, 1, 2):
+        raise invalid
+    if name == "online_meeting_provider" and value not in ONLINE_MEETING_PROVIDERS:
+        raise invalid
+    if name == "uid":
+        if not isinstance(value, str) or not value.strip():
+            raise invalid
+        return value.strip()
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise SimError("ErrorInvalidRequest", f"{name} must be timezone-aware.")

@@ -7,6 +7,14 @@ the one-property item inside UpdateItem's SetItemField) into store field values.
 
 Times leave in UTC with a ``Z``; the item's own zone travels as StartTimeZone/EndTimeZone
 (MeetingTimeZone for Exchange 2007 clients), named by Windows id.
+
+ReminderDueBy is not stored: Exchange sets it to the item's start whatever a client writes, so
+it is read from the start and writes to it are ignored. IsOnlineMeeting is read-only in EWS (an
+item becomes an online meeting through Graph's onlineMeetingProvider). Multi-valued extended
+properties travel as ``Values/Value``.
+
+https://learn.microsoft.com/exchange/client-developer/web-service-reference/reminderdueby
+https://learn.microsoft.com/exchange/client-developer/web-service-reference/isonlinemeeting
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 from sim import recurrence as recurrence_rules
 from sim.ews.context import EwsContext
-from sim.ews.errors import EwsError
+from sim.ews.errors import EwsError, EwsFault
 from sim.ews.ids import encode_change_key, encode_folder_id, encode_item_id
 from sim.ews.properties import (
     COMPUTED_PROPERTIES,
@@ -38,12 +46,16 @@ from sim.ews.soap import (
     text_of,
 )
 from sim.ews.timezones import iana_for_ms_id, ms_id_for_iana
+from sim.extended import ExtendedValue
 from sim.store import (
+    MAX_REMINDER_MINUTES,
+    REMINDER_UNSET_MARKER,
     Attendee,
     CalendarItem,
     ExchangeStore,
     ExtendedPropertyKey,
     FreeBusy,
+    Importance,
     ItemType,
     Recurrence,
     ResponseType,
@@ -178,7 +190,7 @@ def _display_name(store: ExchangeStore, address: str) -> str:
         return address
 
 
-def _add_mailbox(parent: Any, store: ExchangeStore, address: str, name: str) -> None:
+def add_mailbox(parent: Any, store: ExchangeStore, address: str, name: str) -> None:
     mailbox = add(parent, t("Mailbox"))
     try:
         known = store.mailbox(address)
@@ -195,7 +207,7 @@ def _add_attendees(parent: Any, tag: str, attendees: list[Attendee], store: Exch
     container = add(parent, t(tag))
     for attendee in attendees:
         element = add(container, t("Attendee"))
-        _add_mailbox(element, store, attendee.address, attendee.name)
+        add_mailbox(element, store, attendee.address, attendee.name)
         add(element, t("ResponseType"), attendee.response.value)
         if attendee.response_time is not None:
             add(element, t("LastResponseTime"), format_datetime(attendee.response_time))
@@ -304,6 +316,13 @@ def _appointment_state(item: CalendarItem) -> int:
     return state
 
 
+def reminder_due_by(item: CalendarItem) -> datetime:
+    """ReminderDueBy as Exchange keeps it on a calendar item: the item's start (for a series,
+    its first occurrence's)."""
+    assert item.start is not None
+    return item.start
+
+
 def render_calendar_item(parent: Any, item: CalendarItem, shape: Shape, ctx: EwsContext) -> Any:
     """Append ``t:CalendarItem`` for ``item`` with the properties ``shape`` asks for."""
     store = ctx.store
@@ -333,16 +352,22 @@ def render_calendar_item(parent: Any, item: CalendarItem, shape: Shape, ctx: Ews
         add(element, t("DateTimeReceived"), format_datetime(item.created))
     if wants("item:Size"):
         add(element, t("Size"), str(512 + len(item.body.encode("utf-8"))))
+    if wants("item:Categories") and item.categories:
+        categories = add(element, t("Categories"))
+        for category in item.categories:
+            add(categories, t("String"), category)
     if wants("item:Importance"):
-        add(element, t("Importance"), "Normal")
+        add(element, t("Importance"), item.importance.value)
     if wants("item:IsDraft"):
         add(element, t("IsDraft"), format_bool(False))
     if wants("item:DateTimeCreated") and item.created is not None:
         add(element, t("DateTimeCreated"), format_datetime(item.created))
+    if wants("item:ReminderDueBy") and item.start is not None:
+        add(element, t("ReminderDueBy"), format_datetime(reminder_due_by(item)))
     if wants("item:ReminderIsSet"):
-        add(element, t("ReminderIsSet"), format_bool(False))
+        add(element, t("ReminderIsSet"), format_bool(item.reminder_is_set))
     if wants("item:ReminderMinutesBeforeStart"):
-        add(element, t("ReminderMinutesBeforeStart"), "15")
+        add(element, t("ReminderMinutesBeforeStart"), str(item.reminder_minutes_before_start))
     if wants("item:DisplayTo") and item.required_attendees:
         names = (a.name or _display_name(store, a.address) for a in item.required_attendees)
         add(element, t("DisplayTo"), "; ".join(names))
@@ -354,9 +379,14 @@ def render_calendar_item(parent: Any, item: CalendarItem, shape: Shape, ctx: Ews
             continue
         prop = add(element, t("ExtendedProperty"))
         add(prop, t("ExtendedFieldURI"), **dict(uri.attributes))
-        add(prop, t("Value"), value)
+        if isinstance(value, tuple):
+            values = add(prop, t("Values"))
+            for entry in value:
+                add(values, t("Value"), entry)
+        else:
+            add(prop, t("Value"), value)
     if wants("item:Culture"):
-        add(element, t("Culture"), "en-US")
+        add(element, t("Culture"), item.culture)
     if wants("item:LastModifiedTime") and item.last_modified is not None:
         add(element, t("LastModifiedTime"), format_datetime(item.last_modified))
     if wants("item:IsAssociated"):
@@ -389,7 +419,7 @@ def render_calendar_item(parent: Any, item: CalendarItem, shape: Shape, ctx: Ews
     if wants("calendar:MeetingRequestWasSent"):
         add(element, t("MeetingRequestWasSent"), format_bool(item.meeting_request_was_sent))
     if wants("calendar:IsResponseRequested"):
-        add(element, t("IsResponseRequested"), format_bool(item.is_meeting))
+        add(element, t("IsResponseRequested"), format_bool(item.response_requested))
     if wants("calendar:CalendarItemType"):
         add(element, t("CalendarItemType"), item.item_type.value)
     if wants("calendar:MyResponseType"):
@@ -397,7 +427,7 @@ def render_calendar_item(parent: Any, item: CalendarItem, shape: Shape, ctx: Ews
         add(element, t("MyResponseType"), response.value)
     if wants("calendar:Organizer") and item.organizer is not None:
         organizer = add(element, t("Organizer"))
-        _add_mailbox(organizer, store, item.organizer.address, item.organizer.name)
+        add_mailbox(organizer, store, item.organizer.address, item.organizer.name)
     if wants("calendar:RequiredAttendees") and item.required_attendees:
         _add_attendees(element, "RequiredAttendees", item.required_attendees, store)
     if wants("calendar:OptionalAttendees") and item.optional_attendees:
@@ -450,10 +480,16 @@ def render_calendar_item(parent: Any, item: CalendarItem, shape: Shape, ctx: Ews
             add(element, t("StartTimeZone"), Id=ms_zone, Name=ms_zone)
         if wants("calendar:EndTimeZone"):
             add(element, t("EndTimeZone"), Id=ms_zone, Name=ms_zone)
+    if wants("calendar:ConferenceType"):
+        add(element, t("ConferenceType"), str(item.conference_type))
     if wants("calendar:AllowNewTimeProposal"):
-        add(element, t("AllowNewTimeProposal"), format_bool(True))
+        add(element, t("AllowNewTimeProposal"), format_bool(item.allow_new_time_proposal))
     if wants("calendar:IsOnlineMeeting"):
-        add(element, t("IsOnlineMeeting"), format_bool(False))
+        add(element, t("IsOnlineMeeting"), format_bool(item.is_online_meeting))
+    if wants("calendar:MeetingWorkspaceUrl") and item.meeting_workspace_url:
+        add(element, t("MeetingWorkspaceUrl"), item.meeting_workspace_url)
+    if wants("calendar:NetShowUrl") and item.net_show_url:
+        add(element, t("NetShowUrl"), item.net_show_url)
     if wants("calendar:IsOrganizer"):
         add(element, t("IsOrganizer"), format_bool(item.is_organizer))
     return element
@@ -467,7 +503,14 @@ class CalendarFields:
     """Store field values read from a request's t:CalendarItem (only those it carries)."""
 
     values: dict[str, object] = field(default_factory=dict)
-    extended: dict[ExtendedPropertyKey, str | None] = field(default_factory=dict)
+    # A Value's text, or the texts of Values (multi-valued); None deletes.
+    extended: dict[ExtendedPropertyKey, ExtendedValue | None] = field(default_factory=dict)
+
+
+# xs:language, the type of Culture: letters, then dash-separated letter/digit parts.
+_LANGUAGE = re.compile(r"^[a-zA-Z]{1,8}(-[a-zA-Z0-9]{1,8})*$")
+# xs:int, the type of ConferenceType.
+_INT_RANGE = (-(2**31), 2**31 - 1)
 
 
 def _choice(raw: str | None, allowed: type[Any], name: str) -> Any:
@@ -594,10 +637,41 @@ def read_time_zone(element: Any, name: str) -> str:
     return zone
 
 
+def _schema_invalid(name: str, text: str) -> EwsFault:
+    return EwsFault(
+        "ErrorSchemaValidation",
+        f"The request failed schema validation: {name} {text!r} is not valid.",
+    )
+
+
+def _read_int(text: str, name: str) -> int:
+    """An xs:int; anything else fails schema validation, as in Exchange."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise _schema_invalid(name, text) from None
+    if not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+        raise _schema_invalid(name, text)
+    return value
+
+
+def _read_extended_value(child: Any) -> str | tuple[str, ...]:
+    values = child.find(t("Values"))
+    if values is not None:
+        return tuple(entry.text or "" for entry in values.findall(t("Value")))
+    value = text_of(child, t("Value"))
+    if value is None:
+        raise EwsFault(
+            "ErrorSchemaValidation",
+            "The request failed schema validation: ExtendedProperty needs Value or Values.",
+        )
+    return value
+
+
 def read_calendar_item(element: Any, ctx: EwsContext) -> CalendarFields:
-    """The store fields a request's t:CalendarItem sets. Properties the store does not keep
-    (reminders, categories, importance, culture...) are accepted and ignored, as a mailbox
-    without those features would."""
+    """The store fields a request's t:CalendarItem sets. Properties Exchange computes
+    (ReminderDueBy, IsOnlineMeeting, IsMeeting...) and properties the simulated store does not
+    keep are accepted and ignored."""
     fields = CalendarFields()
     values = fields.values
     zone = ctx.time_zone
@@ -621,12 +695,7 @@ def read_calendar_item(element: Any, ctx: EwsContext) -> CalendarFields:
             if uri_elem is None:
                 raise EwsError("ErrorInvalidExtendedProperty", "ExtendedProperty needs a URI.")
             uri = read_extended_uri(uri_elem)
-            value = text_of(child, t("Value"))
-            if value is None:
-                raise EwsError(
-                    "ErrorInvalidExtendedPropertyValue",
-                    "Only single-valued extended properties (Value) are supported.",
-                )
+            value = _read_extended_value(child)
             if uri.key not in COMPUTED_PROPERTIES:  # derived from the UID; writes are ignored
                 fields.extended[uri.key] = value
         elif name == "UID":
@@ -652,6 +721,34 @@ def read_calendar_item(element: Any, ctx: EwsContext) -> CalendarFields:
         elif name == "EndTimeZone":
             # The store keeps one zone per item; an end zone only counts when no start zone came.
             values.setdefault("time_zone", read_time_zone(child, name))
+        elif name == "Categories":
+            values["categories"] = [entry.text or "" for entry in child.findall(t("String"))]
+        elif name == "Importance":
+            values["importance"] = _choice(text, Importance, "Importance")
+        elif name == "ReminderIsSet":
+            values["reminder_is_set"] = parse_bool(text, "ReminderIsSet")
+        elif name == "ReminderMinutesBeforeStart":
+            minutes = _read_int(text, name)
+            if not 0 <= minutes <= MAX_REMINDER_MINUTES and minutes != REMINDER_UNSET_MARKER:
+                raise _schema_invalid(name, text)
+            values["reminder_minutes_before_start"] = minutes
+        elif name == "Culture":
+            if not _LANGUAGE.match(text.strip()):
+                raise EwsFault(
+                    "ErrorSchemaValidation",
+                    f"The request failed schema validation: Culture {text!r} is not a language.",
+                )
+            values["culture"] = text.strip()
+        elif name == "IsResponseRequested":
+            values["response_requested"] = parse_bool(text, name)
+        elif name == "AllowNewTimeProposal":
+            values["allow_new_time_proposal"] = parse_bool(text, name)
+        elif name == "ConferenceType":
+            values["conference_type"] = _read_int(text, name)
+        elif name == "MeetingWorkspaceUrl":
+            values["meeting_workspace_url"] = text
+        elif name == "NetShowUrl":
+            values["net_show_url"] = text
     return fields
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from sim.ews.errors import EwsError, EwsFault
 from sim.ews.ids import FOLDER_NAMES, decode_folder_id, decode_item_id
 from sim.ews.soap import EwsEnvelope, t, text_of
-from sim.store import CalendarItem, ExchangeStore, ItemType, SimError
+from sim.store import CalendarItem, ExchangeStore, ItemType, MeetingMessage, SimError
 from sim.wire import Principal
 
 # Distinguished folders a calendar-only mailbox answers for; any other name is "not found".
@@ -165,6 +165,16 @@ class EwsContext:
             raise EwsError("ErrorInvalidRequest", f"Unsupported item reference {tag}.")
         self._check_item_access(item)
         return item
+
+    def saved_message(self, element: Any) -> MeetingMessage | None:
+        """The saved meeting message an ItemId names (a cancellation in Sent Items), with the
+        caller's access checked; None when the id names anything else."""
+        if element.tag != t("ItemId"):
+            return None
+        found = self.store.messages.get(decode_item_id(element.get("Id")))
+        if found is not None:
+            self.open_mailbox(found.mailbox)
+        return found
 
     def _get(self, internal_id: str) -> CalendarItem:
         try:

@@ -5,7 +5,7 @@ calendar view admits (Exchange's edges: what ends at or after StartDate and star
 EndDate), sorted by start; restrictions and sort orders are refused as Exchange refuses them;
 without one it returns singles and recurring masters, filtered by a Restriction, sorted by a
 SortOrder and paged by IndexedPageItemView. GetItem returns items by ItemId, OccurrenceItemId or
-RecurringMasterItemId.
+RecurringMasterItemId, and the cancellation a CancelCalendarItem saved (as a MeetingCancellation).
 
 https://learn.microsoft.com/exchange/client-developer/web-service-reference/finditem-operation
 https://learn.microsoft.com/exchange/client-developer/web-service-reference/getitem-operation
@@ -18,6 +18,7 @@ from typing import Any
 from sim.ews.calendar_items import render_calendar_item
 from sim.ews.context import EwsContext
 from sim.ews.errors import EwsError
+from sim.ews.meeting_messages import render_meeting_message
 from sim.ews.properties import read_shape
 from sim.ews.responses import answer_each, empty_items, messages_container
 from sim.ews.restrictions import compile_restriction, sort_items, sort_key_functions
@@ -132,6 +133,10 @@ def get_item(ctx: EwsContext, operation: Any, body: Any) -> None:
     targets = list(item_ids) if item_ids is not None else []
 
     def answer(message: Any, element: Any) -> None:
+        saved = ctx.saved_message(element)
+        if saved is not None:
+            render_meeting_message(add(message, m("Items")), saved, shape, ctx)
+            return
         item = ctx.item(element)
         render_calendar_item(add(message, m("Items")), item, shape, ctx)
 

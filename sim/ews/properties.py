@@ -22,8 +22,10 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sim import extended
 from sim.ews.errors import EwsError
 from sim.ews.soap import t, text_of
+from sim.extended import ExtendedValue
 from sim.store import CalendarItem, ExtendedPropertyKey, ItemType
 
 # The GUIDs behind DistinguishedPropertySetId names (MS-OXPROPS), so a property set through EWS
@@ -74,8 +76,15 @@ def read_extended_uri(element: Any) -> ExtendedUri:
     if not property_type:
         raise EwsError("ErrorInvalidExtendedProperty", "ExtendedFieldURI needs a PropertyType.")
     if "PropertyTag" in attributes:
-        tag = attributes["PropertyTag"].lower()
-        key = ExtendedPropertyKey("", tag if tag.startswith("0x") else hex(int(tag)), property_type)
+        tag = attributes["PropertyTag"].strip().lower()
+        try:
+            number = int(tag, 16) if tag.startswith("0x") else int(tag)
+        except ValueError:
+            raise EwsError(
+                "ErrorInvalidExtendedProperty", f"PropertyTag {tag!r} is not a number."
+            ) from None
+        # One spelling for every tag, so Graph's "{type} 0x0037001F" names the same property.
+        key = ExtendedPropertyKey("", f"{number:#06x}", property_type)
     else:
         set_id = attributes.get("PropertySetId")
         distinguished = attributes.get("DistinguishedPropertySetId")
@@ -125,8 +134,9 @@ def global_object_id(item: CalendarItem, *, clean: bool) -> bytes:
     return raw[:16] + instance + raw[20:]
 
 
-def extended_value(item: CalendarItem, key: ExtendedPropertyKey) -> str | None:
-    """An extended property's value as EWS writes it (Binary as base64), stored or computed."""
+def extended_value(item: CalendarItem, key: ExtendedPropertyKey) -> ExtendedValue | None:
+    """An extended property's value as EWS writes it (Binary as base64; the values of a
+    multi-valued property as a tuple), stored or computed."""
     if key in COMPUTED_PROPERTIES:
         if not item.uid:
             return None
@@ -136,8 +146,12 @@ def extended_value(item: CalendarItem, key: ExtendedPropertyKey) -> str | None:
 
 
 def typed_value(raw: str, property_type: str) -> str | bytes | int | float | bool | datetime:
-    """An extended property's text as the value its PropertyType means (for comparisons)."""
-    kind = property_type.lower()
+    """One value's text as the value its PropertyType means (for comparisons; an array type's
+    values are each of its element type)."""
+    try:
+        kind = extended.element_type(property_type).lower()
+    except extended.ExtendedValueError:
+        return raw
     if kind == "binary":
         return base64.b64decode(raw)
     if kind in ("integer", "long", "short"):
@@ -146,8 +160,8 @@ def typed_value(raw: str, property_type: str) -> str | bytes | int | float | boo
         return float(raw)
     if kind == "boolean":
         return raw.strip().lower() in ("true", "1")
-    if kind == "systemtime":
-        return datetime.fromisoformat(raw.strip())
+    if kind in ("systemtime", "applicationtime"):
+        return datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
     return raw
 
 

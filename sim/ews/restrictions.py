@@ -4,6 +4,13 @@ Supported: And, Or, Not, IsEqualTo, IsNotEqualTo, IsGreaterThan(OrEqualTo), IsLe
 Exists, Contains — on the calendar FieldURIs below and on ExtendedFieldURI properties. String
 comparisons ignore case, as Exchange's do. A property the item does not have never matches a
 comparison (and fails Exists). An unsupported path is ``ErrorUnsupportedPathForQuery``.
+
+Multi-valued properties (item:Categories, the ...Array extended property types) match when one
+of their values does, and IsNotEqualTo when none of them equals the constant — Exchange's
+search on multi-valued strings, where "=" "behaves similar to a LIKE or CONTAINS query":
+https://learn.microsoft.com/archive/blogs/mstehle/dav-how-to-search-mv-string-properties
+
+item:ReminderDueBy is accepted and compared with the due time Exchange keeps (the start).
 """
 
 from __future__ import annotations
@@ -14,12 +21,14 @@ from collections.abc import Callable
 from datetime import datetime, tzinfo
 from typing import Any
 
+from sim.ews.calendar_items import reminder_due_by
 from sim.ews.errors import EwsError
 from sim.ews.properties import extended_value, read_extended_uri, typed_value
 from sim.ews.soap import parse_bool, parse_datetime, t
 from sim.store import CalendarItem
 
-Value = str | bytes | datetime | bool | int | float | None
+Scalar = str | bytes | datetime | bool | int | float
+Value = Scalar | list[Scalar] | None  # a list: the values of a multi-valued property
 Getter = Callable[[CalendarItem], Value]
 Predicate = Callable[[CalendarItem], bool]
 
@@ -32,6 +41,11 @@ FIELD_GETTERS: dict[str, Getter] = {
     "item:DateTimeReceived": lambda i: i.created,
     "item:LastModifiedTime": lambda i: i.last_modified,
     "item:HasAttachments": lambda i: False,
+    "item:Categories": lambda i: list(i.categories) or None,
+    "item:Importance": lambda i: i.importance.value,
+    "item:ReminderIsSet": lambda i: i.reminder_is_set,
+    "item:ReminderMinutesBeforeStart": lambda i: i.reminder_minutes_before_start,
+    "item:ReminderDueBy": lambda i: reminder_due_by(i) if i.start is not None else None,
     "calendar:Start": lambda i: i.start,
     "calendar:End": lambda i: i.end,
     "calendar:UID": lambda i: i.uid or None,
@@ -68,14 +82,19 @@ def _getter(path: Any) -> Getter:
     if path.tag == t("ExtendedFieldURI"):
         key = read_extended_uri(path).key
 
-        def extended(item: CalendarItem) -> Value:
-            raw = extended_value(item, key)
-            if raw is None:
-                return None
+        def typed(raw: str) -> Scalar:
             try:
                 return typed_value(raw, key.type)
             except ValueError:
                 return raw
+
+        def extended(item: CalendarItem) -> Value:
+            raw = extended_value(item, key)
+            if raw is None:
+                return None
+            if isinstance(raw, tuple):
+                return [typed(entry) for entry in raw]
+            return typed(raw)
 
         return extended
     raise EwsError(
@@ -84,7 +103,7 @@ def _getter(path: Any) -> Getter:
     )
 
 
-def _coerce(constant: str, sample: Value, zone: tzinfo) -> Value:
+def _coerce(constant: str, sample: Scalar, zone: tzinfo) -> Scalar:
     """The constant in the type of the item's value (EWS constants are all strings)."""
     if isinstance(sample, bool):
         return parse_bool(constant, "Constant")
@@ -99,11 +118,20 @@ def _coerce(constant: str, sample: Value, zone: tzinfo) -> Value:
     return constant.casefold()
 
 
-def _normalize(value: Value) -> Value:
+def _normalize(value: Scalar) -> Scalar:
     return value.casefold() if isinstance(value, str) else value
 
 
-def _comparison(element: Any, operator: Callable[[Any, Any], bool], zone: tzinfo) -> Predicate:
+def _values(value: Value) -> list[Scalar]:
+    """A property's value(s): one for a single-valued property, each of a multi-valued one's."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _comparison(
+    element: Any, operator: Callable[[Any, Any], bool], zone: tzinfo, *, negated: bool = False
+) -> Predicate:
     if len(element) != 2 or element[1].tag != t("FieldURIOrConstant"):
         raise EwsError(
             "ErrorInvalidRestriction",
@@ -114,25 +142,33 @@ def _comparison(element: Any, operator: Callable[[Any, Any], bool], zone: tzinfo
     if operand is not None and operand.tag == t("Constant"):
         constant = operand.get("Value", "")
 
-        def compare_constant(item: CalendarItem) -> bool:
-            value = getter(item)
-            if value is None:
-                return False
+        def holds(relation: Callable[[Any, Any], bool], value: Scalar) -> bool:
             try:
-                return operator(_normalize(value), _coerce(constant, value, zone))
+                return bool(relation(_normalize(value), _coerce(constant, value, zone)))
             except (ValueError, TypeError, binascii.Error):
                 return False
+
+        def compare_constant(item: CalendarItem) -> bool:
+            values = _values(getter(item))
+            if not values:
+                return False
+            if negated:
+                # Not equal: none of a multi-valued property's values equals the constant.
+                return not any(holds(_COMPARISONS["IsEqualTo"], value) for value in values)
+            return any(holds(operator, value) for value in values)
 
         return compare_constant
     if operand is not None:
         other = _getter(operand)
 
         def compare_fields(item: CalendarItem) -> bool:
-            left, right = getter(item), other(item)
-            if left is None or right is None:
-                return False
+            lefts, rights = _values(getter(item)), _values(other(item))
             try:
-                return operator(_normalize(left), _normalize(right))
+                return any(
+                    operator(_normalize(left), _normalize(right))
+                    for left in lefts
+                    for right in rights
+                )
             except TypeError:
                 return False
 
@@ -149,10 +185,7 @@ def _contains(element: Any) -> Predicate:
     mode = element.get("ContainmentMode", "Substring")
     ignore_case = element.get("ContainmentComparison", "Exact") != "Exact"
 
-    def contains(item: CalendarItem) -> bool:
-        value = getter(item)
-        if not isinstance(value, str):
-            return False
+    def contains_in(value: str) -> bool:
         hay, probe = (value.casefold(), needle.casefold()) if ignore_case else (value, needle)
         if mode == "FullString":
             return hay == probe
@@ -161,6 +194,9 @@ def _contains(element: Any) -> Predicate:
         if mode == "PrefixOnWords":
             return any(word.startswith(probe) for word in hay.split())
         return probe in hay
+
+    def contains(item: CalendarItem) -> bool:
+        return any(isinstance(value, str) and contains_in(value) for value in _values(getter(item)))
 
     return contains
 
@@ -180,10 +216,10 @@ def compile_restriction(element: Any, zone: tzinfo) -> Predicate:
         inner = compile_restriction(element[0], zone)
         return lambda item: not inner(item)
     if name in _COMPARISONS:
-        return _comparison(element, _COMPARISONS[name], zone)
+        return _comparison(element, _COMPARISONS[name], zone, negated=name == "IsNotEqualTo")
     if name == "Exists":
         getter = _getter(element[0])
-        return lambda item: getter(item) not in (None, "")
+        return lambda item: any(value != "" for value in _values(getter(item)))
     if name == "Contains":
         return _contains(element)
     raise EwsError("ErrorInvalidRestriction", f"The search expression {name!r} is not supported.")
@@ -205,8 +241,8 @@ def sort_items(items: list[CalendarItem], orders: list[tuple[Getter, bool]]) -> 
     for getter, descending in reversed(orders):
 
         def key(item: CalendarItem, getter: Getter = getter) -> tuple[int, Any]:
-            value = getter(item)
-            return (0, "") if value is None else (1, _normalize(value))
+            values = _values(getter(item))
+            return (0, ()) if not values else (1, tuple(_normalize(v) for v in values))
 
         result.sort(key=key, reverse=descending)
     return result

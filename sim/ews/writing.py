@@ -1,6 +1,7 @@
 """CreateItem, UpdateItem and DeleteItem on calendars: saving meetings, answering invitations
 (AcceptItem / TentativelyAcceptItem / DeclineItem response objects), cancelling them
-(CancelCalendarItem), changing and deleting items and single occurrences.
+(CancelCalendarItem, answered with the id of the cancellation saved in Sent Items), changing and
+deleting items and single occurrences.
 
 Meeting semantics live in the store; this module maps the wire to it: SendMeetingInvitations,
 SendMeetingInvitationsOrCancellations and SendMeetingCancellations become the store's SendMode;
@@ -10,6 +11,7 @@ occurrence from a CalendarView) becomes an exception of its series.
 https://learn.microsoft.com/exchange/client-developer/web-service-reference/createitem-operation-calendar-item
 https://learn.microsoft.com/exchange/client-developer/web-service-reference/updateitem-operation
 https://learn.microsoft.com/exchange/client-developer/web-service-reference/deleteitem-operation
+https://learn.microsoft.com/exchange/client-developer/exchange-web-services/how-to-delete-appointments-and-cancel-meetings-by-using-ews-in-exchange
 """
 
 from __future__ import annotations
@@ -23,14 +25,16 @@ from sim.ews.calendar_items import (
 )
 from sim.ews.context import EwsContext, FolderRef
 from sim.ews.errors import EwsError, EwsFault
-from sim.ews.ids import decode_change_key
+from sim.ews.ids import decode_change_key, encode_change_key, encode_item_id
 from sim.ews.properties import COMPUTED_PROPERTIES, read_extended_uri
 from sim.ews.responses import answer_each, empty_items, messages_container
 from sim.ews.soap import add, m, t, text_of
 from sim.ews.timezones import ms_id_for_iana
+from sim.extended import ExtendedValue
 from sim.store import (
     CalendarItem,
     ExtendedPropertyKey,
+    MeetingMessage,
     ResponseType,
     SendMode,
     SimError,
@@ -63,15 +67,29 @@ _SETTABLE: dict[str, tuple[str, ...]] = {
     "calendar:RequiredAttendees": ("required_attendees",),
     "calendar:OptionalAttendees": ("optional_attendees",),
     "calendar:Recurrence": ("recurrence",),
+    "calendar:UID": ("uid",),
+    "item:Categories": ("categories",),
+    "item:Importance": ("importance",),
+    "item:ReminderIsSet": ("reminder_is_set",),
+    "item:ReminderMinutesBeforeStart": ("reminder_minutes_before_start",),
+    "item:Culture": ("culture",),
+    "calendar:IsResponseRequested": ("response_requested",),
+    "calendar:AllowNewTimeProposal": ("allow_new_time_proposal",),
+    "calendar:ConferenceType": ("conference_type",),
+    "calendar:MeetingWorkspaceUrl": ("meeting_workspace_url",),
+    "calendar:NetShowUrl": ("net_show_url",),
 }
 # What DeleteItemField leaves behind.
 _CLEARED: dict[str, dict[str, object]] = {
     "item:Subject": {"subject": ""},
     "item:Body": {"body": "", "body_type": "Text"},
+    "item:Categories": {"categories": []},
     "calendar:Location": {"location": ""},
     "calendar:RequiredAttendees": {"required_attendees": []},
     "calendar:OptionalAttendees": {"optional_attendees": []},
     "calendar:Recurrence": {"recurrence": None},
+    "calendar:MeetingWorkspaceUrl": {"meeting_workspace_url": ""},
+    "calendar:NetShowUrl": {"net_show_url": ""},
 }
 # Computed by the server; a client may not set them.
 _READ_ONLY = frozenset(
@@ -98,6 +116,7 @@ _READ_ONLY = frozenset(
         "calendar:DeletedOccurrences",
         "calendar:AppointmentState",
         "calendar:Duration",
+        "calendar:IsOnlineMeeting",
     }
 )
 # Attendee lists can be appended to (AppendToItemField).
@@ -166,8 +185,17 @@ def create_item(ctx: EwsContext, operation: Any, body: Any) -> None:
             _respond(ctx, element, name, send_response=disposition != "SaveOnly")
             add(message, m("Items"))
         elif name == "CancelCalendarItem":
-            _cancel(ctx, element)
-            add(message, m("Items"))
+            saved = _cancel(ctx, element, disposition)
+            container = add(message, m("Items"))
+            if saved is not None:
+                # Exchange answers with the id of the cancellation it saved (Sent Items), in a
+                # t:CalendarItem element, as the EWS documentation's example response shows.
+                add(
+                    add(container, t("CalendarItem")),
+                    t("ItemId"),
+                    Id=encode_item_id(saved.id),
+                    ChangeKey=encode_change_key(saved.change_key),
+                )
         else:
             raise EwsError(
                 "ErrorInvalidItemForOperationCreateItem",
@@ -239,11 +267,20 @@ def _respond(ctx: EwsContext, element: Any, name: str, *, send_response: bool) -
         raise _store_error(error, organizer_code) from error
 
 
-def _cancel(ctx: EwsContext, element: Any) -> None:
+def _cancel(ctx: EwsContext, element: Any, disposition: str) -> MeetingMessage | None:
+    """Cancel the referenced meeting. SendOnly and SendAndSaveCopy send the cancellation (so it
+    needs a recipient); SendAndSaveCopy also saves it, and its id is the answer. SaveOnly keeps
+    the simulator's reading that the meeting is cancelled without a message to check."""
     item = _reference(ctx, element)
     comment = text_of(element, t("NewBodyContent")) or text_of(element, t("Body")) or ""
     try:
-        ctx.store.cancel_meeting(item.mailbox, item.id, comment=comment)
+        return ctx.store.cancel_meeting(
+            item.mailbox,
+            item.id,
+            comment=comment,
+            send=disposition != "SaveOnly",
+            save_copy=disposition == "SendAndSaveCopy",
+        )
     except SimError as error:
         raise _store_error(error, "ErrorCalendarIsNotOrganizer") from error
 
@@ -304,9 +341,9 @@ def update_item(ctx: EwsContext, operation: Any, body: Any) -> None:
 
 def _read_updates(
     ctx: EwsContext, item: CalendarItem, updates: Any
-) -> tuple[dict[str, object], dict[ExtendedPropertyKey, str | None]]:
+) -> tuple[dict[str, object], dict[ExtendedPropertyKey, ExtendedValue | None]]:
     values: dict[str, object] = {}
-    extended: dict[ExtendedPropertyKey, str | None] = {}
+    extended: dict[ExtendedPropertyKey, ExtendedValue | None] = {}
     for update in updates:
         kind = update.tag.split("}")[-1]
         if kind not in ("SetItemField", "AppendToItemField", "DeleteItemField") or not len(update):
@@ -340,7 +377,9 @@ def _read_updates(
             continue
         names = _SETTABLE.get(uri)
         if names is None:
-            continue  # a property the simulated store does not keep (reminders, categories...)
+            # Computed by Exchange (ReminderDueBy follows the start) or not kept by the simulated
+            # store: accepted and ignored.
+            continue
         carried_values = read_calendar_item(_carrier(update), ctx).values
         if kind == "AppendToItemField":
             if uri not in _APPENDABLE:

@@ -5,6 +5,13 @@ Output follows Graph's shapes and spellings (``dateTimeTimeZone`` in the zone as
 ``Prefer: outlook.timezone``, lower-camel enumerations, ``W/"..."`` etags, a recurrence pattern
 and range with Graph's zero/"0001-01-01" placeholders). Input is validated property by property:
 an unknown property, a bad enumeration value or an impossible time is a 400 that names it.
+
+Extended properties of the ...Array types are ``multiValueExtendedProperties`` (values an array
+of strings), the others ``singleValueExtendedProperties``; each collection appears only when
+``$expand`` asks for it. ``isOnlineMeeting: true`` without a provider uses the calendar's
+default online meeting provider; once online, an event stays online (later ``isOnlineMeeting``
+and ``onlineMeetingProvider`` values are ignored, as the event resource documents).
+https://learn.microsoft.com/graph/api/resources/event
 """
 
 from __future__ import annotations
@@ -17,16 +24,20 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+from sim import extended
 from sim import recurrence as recurrence_rules
+from sim.extended import ExtendedValue
 from sim.graph import timezones
 from sim.graph.errors import bad_request
 from sim.graph.ids import event_id
 from sim.graph.odata import ExtendedExpansion, format_extended_id, parse_extended_id
 from sim.store import (
+    ONLINE_MEETING_PROVIDERS,
     Attendee,
     CalendarItem,
     ExtendedPropertyKey,
     FreeBusy,
+    Importance,
     ItemType,
     Recurrence,
     ResponseType,
@@ -52,6 +63,9 @@ SHOW_AS_OUT = {
     FreeBusy.NO_DATA: "unknown",
 }
 SHOW_AS_IN = {value.lower(): key for key, value in SHOW_AS_OUT.items()}
+
+IMPORTANCE_OUT = {Importance.LOW: "low", Importance.NORMAL: "normal", Importance.HIGH: "high"}
+IMPORTANCE_IN = {value: key for key, value in IMPORTANCE_OUT.items()}
 
 RESPONSE_OUT = {
     ResponseType.UNKNOWN: "none",
@@ -86,7 +100,9 @@ class EventView:
 
     zone: str = "UTC"  # Prefer: outlook.timezone, echoed as given
     body_type: str | None = None  # Prefer: outlook.body-content-type ("text" | "html")
-    expansion: ExtendedExpansion | None = None
+    # $expand: the extended property collections asked for ("singleValueExtendedProperties",
+    # "multiValueExtendedProperties").
+    expansions: dict[str, ExtendedExpansion] = field(default_factory=dict)
     base_url: str = "https://graph.microsoft.com/v1.0"
 
 
@@ -182,11 +198,24 @@ def _attendee(attendee: Attendee, kind: str) -> dict[str, Any]:
     }
 
 
-def extended_json(item: CalendarItem) -> list[dict[str, str]]:
+SINGLE_VALUE = "singleValueExtendedProperties"
+MULTI_VALUE = "multiValueExtendedProperties"
+
+
+def extended_json(item: CalendarItem, collection: str) -> list[dict[str, Any]]:
+    """The item's extended properties of one collection (single- or multi-valued)."""
+    multi = collection == MULTI_VALUE
     return [
-        {"id": format_extended_id(key), "value": value}
+        {"id": format_extended_id(key), "value": list(value) if multi else value}
         for key, value in item.extended_properties.items()
+        if isinstance(value, tuple) == multi
     ]
+
+
+def _online_meeting(item: CalendarItem) -> dict[str, Any] | None:
+    if not item.is_online_meeting:
+        return None
+    return {"joinUrl": item.online_meeting_join_url}
 
 
 def event_json(
@@ -221,23 +250,23 @@ def event_json(
         "createdDateTime": timezones.format_utc(item.created),
         "lastModifiedDateTime": timezones.format_utc(item.last_modified),
         "changeKey": item.change_key,
-        "categories": [],
+        "categories": list(item.categories),
         "transactionId": transaction_id,
         "originalStartTimeZone": timezones.windows_name(item.time_zone),
         "originalEndTimeZone": timezones.windows_name(item.time_zone),
         "iCalUId": _ical_uid(item),
         "uid": item.uid,
-        "reminderMinutesBeforeStart": 15,
-        "isReminderOn": True,
+        "reminderMinutesBeforeStart": item.reminder_minutes_before_start,
+        "isReminderOn": item.reminder_is_set,
         "hasAttachments": False,
         "subject": item.subject,
         "bodyPreview": _body_text(item)[:255],
-        "importance": "normal",
+        "importance": IMPORTANCE_OUT.get(item.importance, "normal"),
         "sensitivity": SENSITIVITY_OUT.get(item.sensitivity, "normal"),
         "isAllDay": item.is_all_day,
         "isCancelled": item.is_cancelled,
         "isOrganizer": item.is_organizer,
-        "responseRequested": True,
+        "responseRequested": item.response_requested,
         "seriesMasterId": event_id(item.master_id) if item.master_id else None,
         "showAs": SHOW_AS_OUT.get(item.free_busy, "unknown"),
         "type": TYPE_OUT.get(item.item_type, "singleInstance"),
@@ -247,9 +276,9 @@ def event_json(
             + "&exvsurl=1&path=/calendar/item"
         ),
         "onlineMeetingUrl": None,
-        "isOnlineMeeting": False,
-        "onlineMeetingProvider": "unknown",
-        "allowNewTimeProposals": True,
+        "isOnlineMeeting": item.is_online_meeting,
+        "onlineMeetingProvider": item.online_meeting_provider,
+        "allowNewTimeProposals": item.allow_new_time_proposal,
         "isDraft": False,
         "hideAttendees": False,
         "responseStatus": {
@@ -269,24 +298,25 @@ def event_json(
         "attendees": [_attendee(a, "required") for a in item.required_attendees]
         + [_attendee(a, "optional") for a in item.optional_attendees],
         "organizer": {"emailAddress": _email(organizer.address, organizer.name or owner_name)},
-        "onlineMeeting": None,
+        "onlineMeeting": _online_meeting(item),
     }
     if item.original_start is not None and item.item_type in (
         ItemType.OCCURRENCE,
         ItemType.EXCEPTION,
     ):
         event["originalStart"] = timezones.format_utc(item.original_start)
-    if view.expansion is not None:
-        expanded = [prop for prop in extended_json(item) if view.expansion.wants(prop)]
+    for collection, expansion in view.expansions.items():
+        expanded = [prop for prop in extended_json(item, collection) if expansion.wants(prop)]
         if expanded:
-            event["singleValueExtendedProperties"] = expanded
+            event[collection] = expanded
     return event
 
 
 def filter_document(item: CalendarItem, event: Mapping[str, Any]) -> dict[str, Any]:
-    """What a ``$filter`` sees: the event JSON with every extended property present."""
+    """What a ``$filter`` sees: the event JSON with every single-value extended property
+    present (Graph filters on those; multi-value ones it only expands)."""
     document = dict(event)
-    document["singleValueExtendedProperties"] = extended_json(item)
+    document[SINGLE_VALUE] = extended_json(item, SINGLE_VALUE)
     return document
 
 
@@ -315,15 +345,7 @@ _IGNORED = {
     "organizer",
     "originalStartTimeZone",
     "originalEndTimeZone",
-    "categories",
-    "importance",
-    "isReminderOn",
-    "reminderMinutesBeforeStart",
-    "responseRequested",
-    "allowNewTimeProposals",
     "hideAttendees",
-    "isOnlineMeeting",
-    "onlineMeetingProvider",
     "onlineMeetingUrl",
     "onlineMeeting",
     "isDraft",
@@ -336,7 +358,6 @@ _UNSUPPORTED = {
     "exceptionOccurrences",
     "cancelledOccurrences",
     "calendar",
-    "multiValueExtendedProperties",
 }
 _WRITABLE = {
     "subject",
@@ -350,7 +371,16 @@ _WRITABLE = {
     "showAs",
     "attendees",
     "recurrence",
+    "categories",
+    "importance",
+    "isReminderOn",
+    "reminderMinutesBeforeStart",
+    "responseRequested",
+    "allowNewTimeProposals",
+    "isOnlineMeeting",
+    "onlineMeetingProvider",
     "singleValueExtendedProperties",
+    "multiValueExtendedProperties",
     "transactionId",
 }
 
@@ -360,8 +390,10 @@ class EventInput:
     """A POST/PATCH body read into store terms."""
 
     fields: dict[str, object] = field(default_factory=dict)  # CalendarItem attribute → value
-    extended: dict[ExtendedPropertyKey, str | None] = field(default_factory=dict)
+    extended: dict[ExtendedPropertyKey, ExtendedValue | None] = field(default_factory=dict)
     transaction_id: str | None = None
+    # isOnlineMeeting: true without onlineMeetingProvider: the calendar's default provider.
+    online_by_default: bool = False
 
 
 def _expect(value: object, kind: type | tuple[type, ...], name: str) -> Any:
@@ -590,26 +622,82 @@ def parse_event(body: object, *, creating: bool, current: CalendarItem | None = 
             fields["recurrence"] = recurrence
             if recurrence_zone and "time_zone" not in fields:
                 fields["time_zone"] = recurrence_zone
-    if "singleValueExtendedProperties" in payload:
-        for index, entry in enumerate(
-            _expect(
-                payload["singleValueExtendedProperties"] or [],
-                list,
-                "singleValueExtendedProperties",
-            )
-        ):
-            prop = _expect(entry, dict, f"singleValueExtendedProperties[{index}]")
-            key = parse_extended_id(
-                _expect(prop.get("id"), str, f"singleValueExtendedProperties[{index}].id")
-            )
-            value = prop.get("value")
-            if value is not None:
-                value = _expect(value, str, f"singleValueExtendedProperties[{index}].value")
-            result.extended[key] = value
+    _parse_settings(payload, fields, result)
+    for collection in (SINGLE_VALUE, MULTI_VALUE):
+        if collection in payload:
+            result.extended.update(_parse_extended(payload[collection], collection))
     if creating and payload.get("transactionId") is not None:
         # Only a create uses it; a PATCH that echoes an event's JSON back is not refused for it.
         result.transaction_id = _expect(payload["transactionId"], str, "transactionId")
     return result
+
+
+def _parse_settings(
+    payload: Mapping[str, Any], fields: dict[str, object], result: EventInput
+) -> None:
+    """Categories, reminder, importance and the meeting's settings."""
+    if "categories" in payload:
+        categories = _expect(payload["categories"] or [], list, "categories")
+        fields["categories"] = [
+            _expect(category, str, f"categories[{index}]")
+            for index, category in enumerate(categories)
+        ]
+    if "importance" in payload:
+        fields["importance"] = IMPORTANCE_IN[
+            _enum(payload["importance"], "importance", tuple(IMPORTANCE_IN)).lower()
+        ]
+    for name, attribute in (
+        ("isReminderOn", "reminder_is_set"),
+        ("responseRequested", "response_requested"),
+        ("allowNewTimeProposals", "allow_new_time_proposal"),
+    ):
+        if name in payload:
+            fields[attribute] = _expect(payload[name], bool, name)
+    if "reminderMinutesBeforeStart" in payload:
+        minutes = _expect(payload["reminderMinutesBeforeStart"], int, "reminderMinutesBeforeStart")
+        if minutes < 0:
+            raise bad_request(
+                "property 'reminderMinutesBeforeStart' must not be negative", "ErrorInvalidRequest"
+            )
+        fields["reminder_minutes_before_start"] = minutes
+    if payload.get("onlineMeetingProvider") is not None:
+        fields["online_meeting_provider"] = _enum(
+            payload["onlineMeetingProvider"], "onlineMeetingProvider", ONLINE_MEETING_PROVIDERS
+        )
+    if "isOnlineMeeting" in payload and _expect(
+        payload["isOnlineMeeting"], bool, "isOnlineMeeting"
+    ):
+        result.online_by_default = fields.get("online_meeting_provider", "unknown") == "unknown"
+
+
+def _parse_extended(
+    value: object, collection: str
+) -> dict[ExtendedPropertyKey, ExtendedValue | None]:
+    """single- or multiValueExtendedProperties: each id must name a type of its collection (the
+    ...Array types are multi-valued); a null value deletes the property."""
+    multi = collection == MULTI_VALUE
+    parsed: dict[ExtendedPropertyKey, ExtendedValue | None] = {}
+    for index, entry in enumerate(_expect(value or [], list, collection)):
+        prop = _expect(entry, dict, f"{collection}[{index}]")
+        key = parse_extended_id(_expect(prop.get("id"), str, f"{collection}[{index}].id"))
+        if extended.is_array(key.type) != multi:
+            raise bad_request(
+                f"{collection}[{index}].id: a {key.type} property belongs in "
+                f"{MULTI_VALUE if not multi else SINGLE_VALUE}",
+                "ErrorInvalidExtendedPropertyValue",
+            )
+        raw = prop.get("value")
+        if raw is None:
+            parsed[key] = None
+        elif multi:
+            values = _expect(raw, list, f"{collection}[{index}].value")
+            parsed[key] = tuple(
+                _expect(item, str, f"{collection}[{index}].value[{position}]")
+                for position, item in enumerate(values)
+            )
+        else:
+            parsed[key] = _expect(raw, str, f"{collection}[{index}].value")
+    return parsed
 
 
 def _check_times(

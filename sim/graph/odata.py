@@ -1,12 +1,18 @@
 """The OData query language the Graph service understands: ``Prefer`` preferences, ``$select``,
-``$expand=singleValueExtendedProperties($filter=...)``, and ``$filter`` expressions.
+``$expand=singleValueExtendedProperties($filter=...)`` and ``multiValueExtendedProperties(...)``,
+extended property ids, and ``$filter`` expressions.
 
 ``$filter`` is parsed into a small expression tree evaluated against an event's JSON (with all
-its extended properties present, whether or not they are expanded in the output): comparisons
-(``eq ne gt ge lt le``) of property paths (``start/dateTime``) with literals, ``and``/``or``/
-``not``, parentheses, and the lambda Graph offers for extended properties:
-``singleValueExtendedProperties/any(ep: ep/id eq 'String {guid} Name X' and ep/value eq 'v')``.
-Anything else is a 400 naming the clause.
+its single-value extended properties present, whether or not they are expanded in the output):
+comparisons (``eq ne gt ge lt le``) of property paths (``start/dateTime``) with literals,
+``and``/``or``/``not``, parentheses, and the ``any`` lambda over a collection — of objects
+(``singleValueExtendedProperties/any(ep: ep/id eq 'String {guid} Name X' and ep/value eq 'v')``)
+or of strings (``categories/any(c: c eq 'Red')``). Anything else is a 400 naming the clause.
+
+Extended property ids take the three forms Graph documents — ``"{type} {guid} Name {name}"``,
+``"{type} {guid} Id {id}"`` and ``"{type} {proptag}"`` — and name the same store key as the EWS
+ExtendedFieldURI with that property set and name, PropertyId or PropertyTag:
+https://learn.microsoft.com/graph/api/resources/extended-properties-overview
 """
 
 from __future__ import annotations
@@ -16,41 +22,87 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sim import extended
 from sim.graph.errors import GraphError, bad_request
 from sim.store import ExtendedPropertyKey
 
+_GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _EXTENDED_ID = re.compile(
-    r"^\s*(String)\s+\{([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
-    r"[0-9a-fA-F]{12})\}\s+Name\s+(\S.*?)\s*$",
+    rf"^\s*(?P<type>[A-Za-z]+)\s+(?:\{{(?P<guid>{_GUID})\}}\s+"
+    r"(?:Name\s+(?P<name>\S.*?)|Id\s+(?P<id>0x[0-9a-fA-F]+|\d+))"
+    r"|(?P<tag>0x[0-9a-fA-F]{8}))\s*$",
     re.IGNORECASE,
 )
+# MAPI property type codes (the low word of a property tag), by MapiPropertyType name.
+_TYPE_CODES = {
+    "Short": 0x0002,
+    "Integer": 0x0003,
+    "Float": 0x0004,
+    "Double": 0x0005,
+    "Currency": 0x0006,
+    "ApplicationTime": 0x0007,
+    "Boolean": 0x000B,
+    "Long": 0x0014,
+    "String": 0x001F,
+    "SystemTime": 0x0040,
+    "CLSID": 0x0048,
+    "Binary": 0x0102,
+}
+_MULTI_VALUE_FLAG = 0x1000
 
 
 # --- extended property ids ---------------------------------------------------------------------
 
 
-def parse_extended_id(text: str) -> ExtendedPropertyKey:
-    """``"String {guid} Name X"`` → the store key; 400 for any other form."""
+def _id_match(text: str) -> re.Match[str] | None:
     match = _EXTENDED_ID.match(text)
     if match is None:
+        return None
+    try:
+        extended.canonical_type(match.group("type"))
+    except extended.ExtendedValueError:
+        return None
+    return match
+
+
+def parse_extended_id(text: str) -> ExtendedPropertyKey:
+    """An extended property id in one of Graph's three forms → the store key; 400 otherwise."""
+    match = _id_match(text)
+    if match is None:
         raise bad_request(
-            f"extended property id {text!r} is not supported: use 'String {{guid}} Name <name>'",
+            f"extended property id {text!r} is not valid: use '{{type}} {{guid}} Name {{name}}', "
+            "'{type} {guid} Id {id}' or '{type} {proptag}'",
             "ErrorInvalidExtendedPropertyValue",
         )
-    return ExtendedPropertyKey(match.group(2).lower(), match.group(3), "String")
+    property_type = extended.canonical_type(match.group("type"))
+    if match.group("tag"):
+        tag = int(match.group("tag"), 16)
+        return ExtendedPropertyKey("", f"{tag >> 16:#06x}", property_type)
+    set_id = match.group("guid").lower()
+    if match.group("id"):
+        number = int(match.group("id"), 0)
+        return ExtendedPropertyKey(set_id, f"{number:#06x}", property_type)
+    return ExtendedPropertyKey(set_id, match.group("name"), property_type)
 
 
 def format_extended_id(key: ExtendedPropertyKey) -> str:
-    return f"{key.type} {{{key.property_set_id.lower()}}} Name {key.name}"
+    """The id Graph writes for a store key (the form it was named by: EWS's PropertyId and
+    PropertyTag keys come out as the Id and proptag forms)."""
+    if not key.property_set_id:
+        kind = extended.element_type(key.type)
+        code = _TYPE_CODES[kind] | (_MULTI_VALUE_FLAG if extended.is_array(key.type) else 0)
+        return f"{key.type} 0x{int(key.name, 16):04X}{code:04X}"
+    if re.fullmatch(r"0x[0-9a-f]{4}", key.name):
+        return f"{key.type} {{{key.property_set_id}}} Id {key.name}"
+    return f"{key.type} {{{key.property_set_id}}} Name {key.name}"
 
 
 def canonical_extended_id(text: str) -> str:
-    """An id compared in a filter, normalised like the ids the service writes (so GUID case and
-    spacing don't matter); other strings are returned unchanged."""
-    match = _EXTENDED_ID.match(text)
-    if match is None:
+    """An id compared in a filter, normalised like the ids the service writes (so GUID case,
+    type spelling and spacing don't matter); other strings are returned unchanged."""
+    if _id_match(text) is None:
         return text
-    return format_extended_id(ExtendedPropertyKey(match.group(2).lower(), match.group(3)))
+    return format_extended_id(parse_extended_id(text))
 
 
 # --- Prefer ----------------------------------------------------------------------------------
@@ -82,7 +134,8 @@ def apply_select(event: dict[str, Any], selected: set[str] | None) -> dict[str, 
     if selected is None:
         return event
     wanted = {name.lower() for name in selected} | {"id", "@odata.etag"}
-    wanted.add("singlevalueextendedproperties")  # expanded properties are asked for separately
+    # Expanded properties are asked for separately.
+    wanted |= {"singlevalueextendedproperties", "multivalueextendedproperties"}
     return {key: value for key, value in event.items() if key.lower() in wanted}
 
 
@@ -95,7 +148,7 @@ _TOKEN = re.compile(
 )
 _COMPARISONS = {"eq", "ne", "gt", "ge", "lt", "le"}
 
-Predicate = Callable[[Mapping[str, Any]], bool]
+Predicate = Callable[[Any], bool]  # an event document, or one member inside any()
 
 
 @dataclass
@@ -136,7 +189,7 @@ def _literal(token: _Token) -> object:
     raise bad_request(f"Invalid filter clause: {token.text!r} is not a literal")
 
 
-def _lookup(document: Mapping[str, Any], path: list[str]) -> object:
+def _lookup(document: object, path: list[str]) -> object:
     value: object = document
     for step in path:
         if not isinstance(value, Mapping):
@@ -274,7 +327,9 @@ class _FilterParser:
             members = _lookup(document, collection)
             if not isinstance(members, list):
                 return False
-            return any(isinstance(member, Mapping) and inner(member) for member in members)
+            # Members are objects (their properties are paths under the variable) or primitive
+            # values (the variable itself is the value).
+            return any(inner(member) for member in members)
 
         return matches
 
@@ -290,7 +345,7 @@ def parse_filter(text: str | None) -> Predicate | None:
 
 @dataclass
 class ExtendedExpansion:
-    """``$expand=singleValueExtendedProperties(...)``: which properties to include."""
+    """One expanded collection of ``$expand``: which of its properties to include."""
 
     predicate: Predicate | None  # None: all of them
 
@@ -298,23 +353,57 @@ class ExtendedExpansion:
         return self.predicate is None or self.predicate(property_json)
 
 
-def parse_expand(text: str | None) -> ExtendedExpansion | None:
-    """Only singleValueExtendedProperties can be expanded on events here."""
+EXPANDABLE = ("singleValueExtendedProperties", "multiValueExtendedProperties")
+
+
+def _top_level_parts(text: str) -> list[str]:
+    """``a(x,y),b`` → ``["a(x,y)", "b"]``: commas inside parentheses or quotes don't split."""
+    parts: list[str] = []
+    depth, start, quoted = 0, 0, False
+    for position, char in enumerate(text):
+        if char == "'":
+            quoted = not quoted
+        elif not quoted and char == "(":
+            depth += 1
+        elif not quoted and char == ")":
+            depth -= 1
+        elif not quoted and depth == 0 and char == ",":
+            parts.append(text[start:position])
+            start = position + 1
+    parts.append(text[start:])
+    return parts
+
+
+def parse_expand(text: str | None) -> dict[str, ExtendedExpansion]:
+    """The extended property collections ``$expand`` asks for, by name (as in EXPANDABLE); only
+    those two can be expanded on events here."""
+    expansions: dict[str, ExtendedExpansion] = {}
     if not text or not text.strip():
-        return None
-    match = re.fullmatch(
-        r"\s*singleValueExtendedProperties\s*(?:\(\s*\$filter\s*=\s*(.*)\))?\s*",
-        text,
-        re.IGNORECASE | re.DOTALL,
-    )
-    if match is None:
-        raise GraphError(
-            400,
-            "BadRequest",
-            f"$expand={text!r} is not supported here: only "
-            "singleValueExtendedProperties($filter=id eq '...') can be expanded on events",
+        return expansions
+    for part in _top_level_parts(text):
+        match = re.fullmatch(
+            r"\s*(\w+)\s*(?:\(\s*\$filter\s*=\s*(.*)\))?\s*", part, re.IGNORECASE | re.DOTALL
         )
-    return ExtendedExpansion(parse_filter(match.group(1)) if match.group(1) else None)
+        name = next(
+            (known for known in EXPANDABLE if match and match.group(1).lower() == known.lower()),
+            None,
+        )
+        if match is None or name is None:
+            raise GraphError(
+                400,
+                "BadRequest",
+                f"$expand={text!r} is not supported here: only singleValueExtendedProperties"
+                "($filter=id eq '...') and multiValueExtendedProperties(...) can be expanded "
+                "on events",
+            )
+        if name in expansions:
+            raise GraphError(
+                400, "BadRequest", f"$expand names {name} twice; combine the filters with 'or'"
+            )
+        expansions[name] = ExtendedExpansion(
+            parse_filter(match.group(2)) if match.group(2) else None
+        )
+    return expansions
 
 
 def parse_int(name: str, value: str | None, *, minimum: int = 0) -> int | None:

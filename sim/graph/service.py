@@ -496,8 +496,7 @@ class GraphService:
     def _shape(
         self, call: Call, items: list[CalendarItem], *, filtered: bool
     ) -> list[dict[str, Any]]:
-        expansion = parse_expand(call.option("$expand"))
-        call.view.expansion = expansion
+        call.view.expansions = parse_expand(call.option("$expand"))
         selected = parse_select(call.option("$select"))
         predicate = parse_filter(call.option("$filter")) if filtered else None
         shaped = []
@@ -549,8 +548,15 @@ class GraphService:
         shaped = self._shape(call, [item], filtered=False)[0]
         return json_response(200, {"@odata.context": self._entity_context(call), **shaped})
 
+    def _online_by_default(self, call: Call, parsed: event_format.EventInput) -> None:
+        """isOnlineMeeting without a provider: the calendar's defaultOnlineMeetingProvider."""
+        if parsed.online_by_default:
+            mailbox = self.store.mailbox(call.mailbox)
+            parsed.fields["online_meeting_provider"] = mailbox.default_online_meeting_provider
+
     def _create_event(self, call: Call) -> SimResponse:
         parsed = event_format.parse_event(call.json_body(), creating=True)
+        self._online_by_default(call, parsed)
         with self.store.lock:
             if parsed.transaction_id is not None:
                 existing_id = self._transactions.get((call.mailbox, parsed.transaction_id))
@@ -589,6 +595,7 @@ class GraphService:
         with self.store.lock:
             item = self._load(call, graph_id)
             parsed = event_format.parse_event(body, creating=False, current=item)
+            self._online_by_default(call, parsed)
             expected = _etag_value(call.request.header("if-match"))
             if expected is not None and expected != item.change_key:
                 raise GraphError(
@@ -646,7 +653,8 @@ class GraphService:
                 "ErrorInvalidRequest",
             )
         try:
-            self.store.cancel_meeting(call.mailbox, item.id, comment)
+            # /cancel sends the cancellation, and Exchange keeps a copy in Sent Items.
+            self.store.cancel_meeting(call.mailbox, item.id, comment, send=True, save_copy=True)
         except SimError as error:
             raise GraphError.from_store(error) from None
         return SimResponse(202, b"", {}, "")

@@ -8,8 +8,15 @@ import pytest
 
 from sim.graph import ids, timezones
 from sim.graph.errors import GraphError
-from sim.graph.odata import parse_expand, parse_filter, parse_prefer, parse_select
-from sim.store import ExchangeStore
+from sim.graph.odata import (
+    format_extended_id,
+    parse_expand,
+    parse_extended_id,
+    parse_filter,
+    parse_prefer,
+    parse_select,
+)
+from sim.store import ExchangeStore, ExtendedPropertyKey
 
 ANY = "singleValueExtendedProperties/any"
 PROPERTY = "String {66f5a359-4659-4830-9070-00047ec6ac6e} Name AppointmentId"
@@ -63,13 +70,79 @@ def test_unsupported_filters_are_400(expression: str) -> None:
 
 
 def test_expand_selects_extended_properties_by_id() -> None:
-    expansion = parse_expand(f"singleValueExtendedProperties($filter=id eq '{PROPERTY}')")
+    expansions = parse_expand(f"singleValueExtendedProperties($filter=id eq '{PROPERTY}')")
 
-    assert expansion is not None
+    expansion = expansions["singleValueExtendedProperties"]
     assert expansion.wants({"id": PROPERTY, "value": "x"})
     assert not expansion.wants({"id": PROPERTY.replace("AppointmentId", "Other"), "value": "x"})
     with pytest.raises(GraphError):
         parse_expand("attachments")
+
+
+def test_expand_takes_both_extended_property_collections() -> None:
+    multi = "StringArray {66f5a359-4659-4830-9070-00050ec6ac6e} Name Recreation"
+    expansions = parse_expand(
+        f"singleValueExtendedProperties($filter=id eq '{PROPERTY}'),"
+        f"multiValueExtendedProperties($filter=id eq '{multi}')"
+    )
+
+    assert set(expansions) == {"singleValueExtendedProperties", "multiValueExtendedProperties"}
+    assert expansions["multiValueExtendedProperties"].wants({"id": multi, "value": ["Food"]})
+    assert parse_expand(None) == {}
+
+
+def test_expand_names_each_collection_once() -> None:
+    with pytest.raises(GraphError) as refused:
+        parse_expand(
+            "multiValueExtendedProperties($filter=id eq 'a'),"
+            "multiValueExtendedProperties($filter=id eq 'b')"
+        )
+
+    assert refused.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("graph_id", "key", "written"),
+    [
+        # The three forms of https://learn.microsoft.com/graph/api/resources/extended-properties-overview
+        (
+            "String {8ECCC264-6880-4EBE-992F-8888D2EEAA1D} Name TestProperty",
+            ExtendedPropertyKey("8eccc264-6880-4ebe-992f-8888d2eeaa1d", "TestProperty", "String"),
+            "String {8eccc264-6880-4ebe-992f-8888d2eeaa1d} Name TestProperty",
+        ),
+        (
+            "IntegerArray {8ECCC264-6880-4EBE-992F-8888D2EEAA1D} Id 0x8013",
+            ExtendedPropertyKey("8eccc264-6880-4ebe-992f-8888d2eeaa1d", "0x8013", "IntegerArray"),
+            "IntegerArray {8eccc264-6880-4ebe-992f-8888d2eeaa1d} Id 0x8013",
+        ),
+        (
+            "StringArray 0x4002101E",
+            ExtendedPropertyKey("", "0x4002", "StringArray"),
+            "StringArray 0x4002101F",
+        ),
+    ],
+)
+def test_extended_property_ids(graph_id: str, key: ExtendedPropertyKey, written: str) -> None:
+    assert parse_extended_id(graph_id) == key
+    assert format_extended_id(key) == written
+
+
+def test_extended_property_ids_name_a_type_that_holds_values() -> None:
+    for graph_id in ("Object 0x4001000D", "Blob {8ECCC264-6880-4EBE-992F-8888D2EEAA1D} Name X"):
+        with pytest.raises(GraphError):
+            parse_extended_id(graph_id)
+
+
+def test_any_over_a_collection_of_strings() -> None:
+    # https://learn.microsoft.com/graph/filter-query-parameter: "any ... returns true if the
+    # expression is true for at least one item of the collection"; for a collection of strings
+    # the range variable is the value (imAddresses/any(i:i eq 'admin@contoso.com')).
+    predicate = parse_filter("categories/any(c:c eq 'Red category')")
+
+    assert predicate is not None
+    assert predicate({"categories": ["Blue category", "Red category"]})
+    assert not predicate({"categories": ["Blue category"]})
+    assert not predicate({"categories": []})
 
 
 def test_prefer_and_select() -> None:

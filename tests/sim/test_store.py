@@ -17,6 +17,7 @@ from sim.store import (
     FreeBusy,
     ItemType,
     Mailbox,
+    Recurrence,
     ResponseType,
     SendMode,
     Sensitivity,
@@ -488,3 +489,21 @@ def test_update_re_invites_a_decliner_only_when_it_concerns_them(store: Exchange
     store.respond(BOB, bob_copy.id, ResponseType.DECLINE)
     store.update_item(ANN, organizer_item.id, {"free_busy": "OOF"}, send=SendMode.ONLY_TO_CHANGED)
     assert store.calendar_items(BOB) == []  # free/busy is the organizer's own business
+
+
+def test_a_new_uid_is_the_series_and_its_exceptions_but_never_one_occurrence(
+    store: ExchangeStore,
+) -> None:
+    series = meeting()
+    series.recurrence = Recurrence(pattern="daily", count=3)
+    master = store.create_item(ANN, series, SendMode.NONE)
+    second = store.occurrence_id(master.id, START + timedelta(days=1))
+    exception = store.update_item(ANN, second, {"location": "Room 2"})
+
+    with pytest.raises(SimError) as refused:
+        store.update_item(ANN, second, {"uid": "occurrence-uid"})
+    store.update_item(ANN, master.id, {"uid": "  series-uid@calbridge.test "})
+
+    assert refused.value.code == "ErrorInvalidPropertySet"
+    assert master.uid == exception.uid == "series-uid@calbridge.test"
+    assert store.get_item(second).uid == "series-uid@calbridge.test"
