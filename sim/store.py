@@ -294,6 +294,8 @@ class ExchangeStore:
         self.messages: dict[str, MeetingMessage] = {}  # saved meeting messages (Sent Items)
         self.faults: list[Fault] = []
         self.counters: Counter[tuple[str, str]] = Counter()  # (operation, mailbox) → requests
+        # What each read asked Exchange to return: (operation, base shape, property paths).
+        self.requested_shapes: list[tuple[str, str, frozenset[str]]] = []
         self.service_seconds = 0.0  # time the protocols spent serving requests
         self.service_requests = 0
         self.listeners: list[ChangeListener] = []
@@ -1222,6 +1224,12 @@ class ExchangeStore:
         with self.lock:
             self.counters[(operation, mailbox.lower())] += 1
 
+    def record_shape(self, operation: str, base: str, properties: Iterable[str]) -> None:
+        """Note what a read asked for (its base shape and property paths): tests check that a
+        client never asks for what it must not read, such as an event's body."""
+        with self.lock:
+            self.requested_shapes.append((operation, base, frozenset(properties)))
+
     def counter_snapshot(self) -> dict[str, dict[str, int]]:
         """{operation: {mailbox: n}}."""
         with self.lock:
@@ -1233,6 +1241,7 @@ class ExchangeStore:
     def reset_counters(self) -> None:
         with self.lock:
             self.counters.clear()
+            self.requested_shapes.clear()
             self.service_seconds = 0.0
             self.service_requests = 0
 

@@ -41,6 +41,7 @@ def _int_attribute(element: Any, name: str, default: int | None) -> int | None:
 
 def find_item(ctx: EwsContext, operation: Any, body: Any) -> None:
     shape = read_shape(operation.find(m("ItemShape")))
+    ctx.store.record_shape("ews:FindItem", shape.base, shape.field_uris)
     calendar_view = operation.find(m("CalendarView"))
     paged_view = operation.find(m("IndexedPageItemView"))
     restriction = operation.find(m("Restriction"))
@@ -128,6 +129,7 @@ def _filtered_items(
 
 def get_item(ctx: EwsContext, operation: Any, body: Any) -> None:
     shape = read_shape(operation.find(m("ItemShape")))
+    ctx.store.record_shape("ews:GetItem", shape.base, shape.field_uris)
     item_ids = operation.find(m("ItemIds"))
     messages = messages_container(body, "GetItem")
     targets = list(item_ids) if item_ids is not None else []

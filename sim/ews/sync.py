@@ -61,6 +61,7 @@ def _max_changes(operation: Any) -> int:
 
 def sync_folder_items(ctx: EwsContext, operation: Any, body: Any) -> None:
     shape = read_shape(operation.find(m("ItemShape")))
+    ctx.store.record_shape("ews:SyncFolderItems", shape.base, shape.field_uris)
     folder_container = operation.find(m("SyncFolderId"))
     state = text_of(operation, m("SyncState")) or None
     max_changes = _max_changes(operation)

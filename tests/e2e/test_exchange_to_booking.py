@@ -255,3 +255,15 @@ def test_a_weekly_series_blocks_each_occurrence_across_a_dst_change_with_its_exc
         "2027-03-15T18:00:00Z",
         "2027-03-29T14:00:00Z",
     ]
+
+
+def test_no_request_calbridge_made_asked_exchange_for_an_event_body(world: World) -> None:
+    # Every read of this module's scenarios (the apply worker's and the syncs') went through the
+    # simulator, which notes what each asked for. None may ask for a body, in any form, nor for
+    # every property (AllProperties includes the body).
+    shapes = world.sim.store.requested_shapes
+    assert {operation for operation, _, _ in shapes} >= {"ews:SyncFolderItems", "ews:GetItem"}
+    body_fields = {"item:Body", "item:TextBody", "item:UniqueBody"}
+    for operation, base, properties in shapes:
+        assert base != "AllProperties", operation
+        assert not properties & body_fields, (operation, sorted(properties))
