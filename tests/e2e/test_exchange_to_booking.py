@@ -16,10 +16,11 @@ from azure.data.tables import TableServiceClient
 from shared import bootstrap
 from shared.booking.signature import sign_request
 from shared.http.contract import SIGNATURE_HEADER
+from shared.models import Health
 from shared.queues import MailboxSyncRequested
 from sim.booking import ReceivedWebhook
 from sim.people import Outlook
-from sim.store import CalendarItem, FreeBusy, Recurrence
+from sim.store import CalendarItem, Fault, FreeBusy, Recurrence
 from tests.e2e.conftest import ORG, SIGNING_SECRET, STAFF, World
 from tests.e2e.test_booking_to_exchange import put, snapshot, unique
 from tests.waiting import wait_until
@@ -267,3 +268,40 @@ def test_no_request_calbridge_made_asked_exchange_for_an_event_body(world: World
     for operation, base, properties in shapes:
         assert base != "AllProperties", operation
         assert not properties & body_fields, (operation, sorted(properties))
+
+
+def test_a_throttled_sync_comes_back_after_the_servers_delay_and_completes(world: World) -> None:
+    world.sim.store.add_fault(
+        Fault(
+            kind="server_busy", operation="SyncFolderItems", mailbox=CARA_MAILBOX, back_off_ms=1500
+        )
+    )
+    began = time.monotonic()
+    synced(world, CARA)
+    assert time.monotonic() - began >= 1.5  # came back after BackOffMilliseconds, no sleep
+    assert world.sim.store.take_fault(CARA_MAILBOX, "ews:SyncFolderItems") is None
+
+
+def test_refused_credentials_mark_the_connection_and_tell_the_platform(world: World) -> None:
+    repos = bootstrap.services().repositories
+    world.sim.store.add_fault(
+        Fault(kind="unauthorized", operation="*", mailbox=BOB_MAILBOX, remaining=None)
+    )
+    try:
+        bootstrap.services().queue.send(MailboxSyncRequested(org=ORG, staff_id=BOB, reason="poll"))
+        hook = received(world, "connection.health_changed", connectionId="onprem")
+        assert hook.body["data"]["health"] == "auth_failed"
+        connection = repos.connections.get(ORG, "onprem")
+        assert connection is not None
+        assert connection.value.health is Health.AUTH_FAILED
+    finally:
+        world.sim.store.clear_faults(BOB_MAILBOX)
+        # The administrator fixes the connection (PUT again): it is tried afresh.
+        current = repos.connections.get(ORG, "onprem")
+        assert current is not None
+        repos.connections.put(
+            ORG,
+            "onprem",
+            current.value.model_copy(update={"health": None, "failed_secret_fingerprint": None}),
+            current.etag,
+        )
