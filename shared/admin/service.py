@@ -319,6 +319,9 @@ class AdminApi:
                 and current.value.address == assignment.mailbox
             )
             base = current.value.model_dump() if current is not None and same_mailbox else {}
+            if base and current is not None and current.value.busy_time != assignment.busy_time:
+                # The next sync reads the whole calendar again and decides its busy time anew.
+                base["last_full_read_at"] = None
             record = MailboxRecord(
                 **{
                     **base,

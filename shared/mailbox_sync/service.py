@@ -16,10 +16,10 @@ page by page (``CalendarReader.changes_since``) and, for each page:
 4. and only then stores the cursor. A crash in between re-reads the page: busy blocks and item
    rows are upserted, outbox rows keep ids derived from the change, so nothing is duplicated.
 
-A **full read** (a cursor Exchange no longer knows, the first sync, or once a day to repair
-drift and roll the horizon forward) reads every page from the beginning and compares the whole
-calendar with what calbridge knows: items it knew and no longer sees are deleted, and events are
-made only for real differences.
+A **full read** (a cursor Exchange no longer knows, the first sync, once a day to repair drift
+and roll the horizon forward, and after the staff member's busy-time switch changed) reads every
+page from the beginning and compares the whole calendar with what calbridge knows: items it knew
+and no longer sees are deleted, and events are made only for real differences.
 
 **Mass-cancellation guard**: a page (or a full read) that would report more than the
 organization's ``mass_cancellation_share`` of the appointments calbridge knows in this mailbox
@@ -159,7 +159,11 @@ class MailboxSyncer:
             return SyncReport(SyncOutcome.SKIPPED, "the connection's changes are pushed")
         settings = await in_storage_thread(self._repos.settings.settings_of, org)
         run = _Run(self, org, found.value, connection.value, gateway, gateway, settings)
-        full = message.reason == FULL_READ or found.value.sync_state is None
+        full = (
+            message.reason == FULL_READ
+            or found.value.sync_state is None
+            or found.value.last_full_read_at is None
+        )
         try:
             report = await (run.full_read() if full else run.incremental())
         except SyncStateInvalid:
@@ -372,12 +376,15 @@ class _Run:
             empty = "the calendar reads as empty while calbridge knows items in it"
             await self.service._finish(self.org, self.mailbox.staff_id, held=empty)
             return SyncReport(SyncOutcome.HELD, empty, pages)
-        # Unchanged items need no decision: their change key is the one calbridge knows.
+        # Unchanged items need no decision: their change key is the one calbridge knows (and,
+        # for busy time, the staff member's switch is the one they were decided under).
+        counted = self.mailbox.busy_time
         fresh = [
             event
             for event in changed.values()
-            if known.get(event.item_id) is None
-            or known[event.item_id].change_key != event.change_key
+            if (record := known.get(event.item_id)) is None
+            or record.change_key != event.change_key
+            or (record.kind is MailboxItemKind.BUSY and record.counted != counted)
         ]
         effects = await self._decide(fresh, gone, known=known)
         held = self._guard(effects, await self._known_appointments())
@@ -585,6 +592,7 @@ class _Run:
                 content_hash=_content_hash(blocks),
                 uid=event.uid,
                 occurrences=[b.occurrence_id or "" for b in blocks],
+                counted=self.mailbox.busy_time,
             )
         )
 
@@ -618,7 +626,7 @@ class _Run:
         await asyncio.gather(*writes)
         now = self.service._now()
         rows = [outlook_event_row(org, event, key, now) for event, key in effects.outlook]
-        if effects.windows and self.mailbox.busy_time:
+        if effects.windows:
             window = (min(w[0] for w in effects.windows), max(w[1] for w in effects.windows))
             rows.append(busy_time_row(org, staff_id, window, change, now))
         if rows:

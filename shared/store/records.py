@@ -79,6 +79,9 @@ class MailboxItemRecord(CamelModel):
     uid: Annotated[str, StringConstraints(max_length=1024)] | None = None
     # For busy time: the busy blocks written for it (occurrence ids; "" for a single event).
     occurrences: list[str] = []
+    # For busy time: whether the staff member's calendar counted for availability when the item
+    # was read (a full read after the switch changes decides every busy item again).
+    counted: bool = True
     # False for an item calbridge wrote that no sync of the mailbox has read yet: Exchange does
     # not report an item made and deleted between two syncs, so the sync looks for it.
     confirmed: bool = True

@@ -305,3 +305,34 @@ def test_refused_credentials_mark_the_connection_and_tell_the_platform(world: Wo
             current.value.model_copy(update={"health": None, "failed_secret_fingerprint": None}),
             current.etag,
         )
+
+
+def test_a_staff_member_whose_calendar_does_not_count_has_no_busy_time(world: World) -> None:
+    day = datetime(2027, 5, 10, tzinfo=UTC)
+    window = (day, day + timedelta(days=1))
+    Outlook(world.sim.store, BOB_MAILBOX).create_event(
+        "Gym class", day.replace(hour=7), day.replace(hour=8)
+    )
+    synced(world, BOB)
+    assert [b["subject"] for b in busy(world, BOB, *window)] == ["Gym class"]
+
+    def switch(counts: bool) -> None:
+        body = {
+            "connectionId": "onprem",
+            "mailbox": BOB_MAILBOX,
+            "timeZone": "America/Toronto",
+            "busyTime": counts,
+        }
+        response = world.admin_put(f"staff/{BOB}", body)
+        assert response.status_code == 200, response.text
+
+    told = len(webhooks(world, "busy_time.changed", staffId=BOB))
+    switch(False)
+    synced(world, BOB)
+    assert busy(world, BOB, *window) == []
+    # The platform is told to read the window again.
+    wait_until(lambda: len(webhooks(world, "busy_time.changed", staffId=BOB)) > told, what="hook")
+
+    switch(True)
+    synced(world, BOB)
+    assert [b["subject"] for b in busy(world, BOB, *window)] == ["Gym class"]
