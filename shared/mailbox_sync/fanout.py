@@ -23,8 +23,9 @@ from shared.config import SecretNotFound, SecretResolver, connection_secret_name
 from shared.mailbox_sync.service import FULL_READ, secret_fingerprint
 from shared.models import Health
 from shared.queues import MailboxSyncRequested, QueueSender
-from shared.store import ConcurrencyConflict, Repositories
+from shared.store import ConcurrencyConflict, Repositories, Versioned
 from shared.store.records import ConnectionRecord, MailboxRecord
+from shared.store.threads import storage_executor
 
 log = logging.getLogger(__name__)
 
@@ -56,37 +57,52 @@ class PollFanOut:
 
     def run(self) -> FanOutReport:
         now = self._now()
-        queued = skipped = 0
-        mailboxes_of: dict[str, dict[str, MailboxRecord]] = {}
+        skipped = 0
+        mailboxes_of: dict[str, dict[str, Versioned[MailboxRecord]]] = {}
+        due: list[tuple[str, str, Versioned[MailboxRecord], timedelta]] = []
         for org, row in self._repos.connections.every_org():
             connection = row.value
             if not self._polled(org, connection, row.etag):
                 skipped += 1
                 continue
             if org not in mailboxes_of:
-                mailboxes_of[org] = {
-                    staff_id: found.value
-                    for staff_id, found in self._repos.mailboxes.list_by_org(org).items()
-                }
+                mailboxes_of[org] = self._repos.mailboxes.list_by_org(org)
             interval = timedelta(
                 seconds=self._repos.settings.settings_of(org).poll_interval_seconds
             )
-            for staff_id, mailbox in mailboxes_of[org].items():
-                if mailbox.connection_id != connection.connection_id:
-                    continue
-                if self._claim(org, staff_id, now, interval):
-                    reason = (
-                        FULL_READ
-                        if mailbox.last_full_read_at is None
-                        or now - mailbox.last_full_read_at >= FULL_READ_EVERY
-                        else "poll"
-                    )
-                    self._queue.send(
-                        MailboxSyncRequested(org=org, staff_id=staff_id, reason=reason)
-                    )
-                    queued += 1
+            due += [
+                (org, staff_id, mailbox, interval)
+                for staff_id, mailbox in mailboxes_of[org].items()
+                if mailbox.value.connection_id == connection.connection_id
+            ]
+        # Claims and messages of different mailboxes are independent: sent side by side, so
+        # thousands of mailboxes fit well inside the timer's minute.
+        queued = sum(
+            storage_executor().map(lambda args: self._claim_and_queue(*args, now=now), due)
+        )
         log.info("poll fan-out queued %d mailbox syncs", queued)
         return FanOutReport(queued, skipped)
+
+    def _claim_and_queue(
+        self,
+        org: str,
+        staff_id: str,
+        row: Versioned[MailboxRecord],
+        interval: timedelta,
+        *,
+        now: datetime,
+    ) -> bool:
+        if not self._claim(org, staff_id, row, now, interval):
+            return False
+        mailbox = row.value
+        reason = (
+            FULL_READ
+            if mailbox.last_full_read_at is None
+            or now - mailbox.last_full_read_at >= FULL_READ_EVERY
+            else "poll"
+        )
+        self._queue.send(MailboxSyncRequested(org=org, staff_id=staff_id, reason=reason))
+        return True
 
     def _polled(self, org: str, connection: ConnectionRecord, etag: str) -> bool:
         if connection.kind != "ews" or not connection.enabled:
@@ -112,12 +128,16 @@ class PollFanOut:
             return False
         return True
 
-    def _claim(self, org: str, staff_id: str, now: datetime, interval: timedelta) -> bool:
-        """Mark the mailbox pending if it is due; False when it is not (or another fan-out
-        claimed it first)."""
-        current = self._repos.mailboxes.get(org, staff_id)
-        if current is None:
-            return False
+    def _claim(
+        self,
+        org: str,
+        staff_id: str,
+        current: Versioned[MailboxRecord],
+        now: datetime,
+        interval: timedelta,
+    ) -> bool:
+        """Mark the mailbox pending if it is due, under the ETag it was listed with; False
+        when it is not due (or changed since: another fan-out claimed it, or a sync ended)."""
         mailbox = current.value
         if (
             mailbox.sync_pending_since is not None

@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -87,6 +88,8 @@ from shared.webhooks.events import busy_time_row, health_row, outlook_event_row
 log = logging.getLogger(__name__)
 
 FULL_READ: Final = "full"
+# Settings change rarely and every sync needs them: each process reads them at most this often.
+SETTINGS_TTL: Final = timedelta(seconds=30)
 # Looking back this far when a series is expanded: an occurrence in progress still blocks.
 _EXPANSION_LOOKBACK: Final = timedelta(days=1)
 
@@ -141,6 +144,16 @@ class MailboxSyncer:
         self._gateways = gateways
         self._secrets = secrets
         self._now = now
+        self._settings: dict[str, tuple[float, OrgSettings]] = {}
+
+    async def _settings_of(self, org: str) -> OrgSettings:
+        read_at = time.monotonic()
+        cached = self._settings.get(org)
+        if cached is not None and read_at - cached[0] < SETTINGS_TTL.total_seconds():
+            return cached[1]
+        settings = await in_storage_thread(self._repos.settings.settings_of, org)
+        self._settings[org] = (read_at, settings)
+        return settings
 
     async def sync(self, message: MailboxSyncRequested) -> SyncReport:
         org, staff_id = message.org, message.staff_id
@@ -151,14 +164,14 @@ class MailboxSyncer:
             self._repos.connections.get, org, found.value.connection_id
         )
         if connection is None or not connection.value.enabled:
-            await self._finish(org, staff_id, pending_only=True)
+            await self._finish(org, staff_id, found, pending_only=True)
             return SyncReport(SyncOutcome.SKIPPED, "the connection is disabled or missing")
         gateway = self._gateways.for_connection(org, connection.value)
         if not isinstance(gateway, CalendarReader):
-            await self._finish(org, staff_id, pending_only=True)
+            await self._finish(org, staff_id, found, pending_only=True)
             return SyncReport(SyncOutcome.SKIPPED, "the connection's changes are pushed")
-        settings = await in_storage_thread(self._repos.settings.settings_of, org)
-        run = _Run(self, org, found.value, connection.value, gateway, gateway, settings)
+        settings = await self._settings_of(org)
+        run = _Run(self, org, found, connection.value, gateway, gateway, settings)
         full = (
             message.reason == FULL_READ
             or found.value.sync_state is None
@@ -171,7 +184,7 @@ class MailboxSyncer:
             report = await run.full_read()
         except AuthenticationFailed as refused:
             await self._auth_failed(org, connection, str(refused))
-            await self._finish(org, staff_id, pending_only=True)
+            await self._finish(org, staff_id, run.row, pending_only=True)
             return SyncReport(SyncOutcome.AUTH_FAILED, str(refused))
         except CalendarErrorWithDelay as throttled:
             await in_storage_thread(
@@ -194,17 +207,26 @@ class MailboxSyncer:
         self,
         org: str,
         staff_id: str,
+        known: Versioned[MailboxRecord],
         *,
         pending_only: bool = False,
         cursor: str | None = None,
         full: bool = False,
         held: str | None = None,
     ) -> None:
-        """Clear the pending mark; after a sync also the cursor, times and health."""
+        """Clear the pending mark; after a sync also the cursor, times and health. ``known``:
+        the row as this sync last read or wrote it (written under its ETag when nobody changed
+        it meanwhile, read again when somebody did)."""
         now = self._now()
+        synced = known.value
 
         def update(record: MailboxRecord) -> MailboxRecord:
-            if pending_only:
+            moved = (record.address, record.connection_id) != (
+                synced.address,
+                synced.connection_id,
+            )
+            if pending_only or moved:
+                # Moved to another mailbox meanwhile: this sync's cursor is not the new one's.
                 return record.model_copy(update={"sync_pending_since": None})
             changes: dict[str, object] = {"sync_pending_since": None, "held": held}
             if held is None:
@@ -219,20 +241,29 @@ class MailboxSyncer:
                     changes["last_full_read_at"] = now
             return record.model_copy(update=changes)
 
-        await in_storage_thread(self._update_mailbox, org, staff_id, update)
+        await in_storage_thread(self._update_mailbox, org, staff_id, update, known)
 
     def _update_mailbox(
-        self, org: str, staff_id: str, change: Callable[[MailboxRecord], MailboxRecord]
-    ) -> None:
+        self,
+        org: str,
+        staff_id: str,
+        change: Callable[[MailboxRecord], MailboxRecord],
+        known: Versioned[MailboxRecord] | None = None,
+    ) -> Versioned[MailboxRecord] | None:
+        """Apply ``change`` to the mailbox's row under its ETag: first to ``known`` (no read),
+        then, if the row changed meanwhile, to what is stored."""
+        current = known
         for _ in range(5):
-            current = self._repos.mailboxes.get(org, staff_id)
             if current is None:
-                return
+                current = self._repos.mailboxes.get(org, staff_id)
+                if current is None:
+                    return None
+            changed = change(current.value)
             try:
-                self._repos.mailboxes.put(org, staff_id, change(current.value), current.etag)
-                return
+                etag = self._repos.mailboxes.put(org, staff_id, changed, current.etag)
+                return Versioned(changed, etag)
             except ConcurrencyConflict:
-                continue
+                current = None
         raise ConcurrencyConflict(f"mailbox {staff_id!r} kept changing")
 
     async def _auth_failed(
@@ -303,7 +334,7 @@ class _Run:
 
     service: MailboxSyncer
     org: str
-    mailbox: MailboxRecord
+    row: Versioned[MailboxRecord]  # the mailbox's row as this sync last read or wrote it
     connection: ConnectionRecord
     reader: CalendarReader
     gateway: CalendarGateway
@@ -312,6 +343,10 @@ class _Run:
     @property
     def repos(self) -> Repositories:
         return self.service._repos
+
+    @property
+    def mailbox(self) -> MailboxRecord:
+        return self.row.value
 
     async def incremental(self) -> SyncReport:
         cursor = self.mailbox.sync_state
@@ -322,27 +357,29 @@ class _Run:
             effects = await self._decide(changes.changed, changes.deleted)
             held = self._guard(effects, await self._known_appointments())
             if held:
-                await self.service._finish(self.org, self.mailbox.staff_id, held=held)
+                await self.service._finish(self.org, self.mailbox.staff_id, self.row, held=held)
                 return SyncReport(SyncOutcome.HELD, held, pages)
             events += await self._carry_out(effects, changes.cursor)
             cursor = changes.cursor
-            await self._store_cursor(cursor)
             if changes.complete:
-                break
+                break  # the last page's cursor is stored with the rest at the end
+            await self._store_cursor(cursor)
         events += await self._confirm_written_items(cursor)
-        await self.service._finish(self.org, self.mailbox.staff_id, cursor=cursor)
+        await self.service._finish(self.org, self.mailbox.staff_id, self.row, cursor=cursor)
         return SyncReport(SyncOutcome.SYNCED, pages=pages, events=events)
 
     async def _confirm_written_items(self, change: str | None) -> int:
         """Items calbridge wrote that no sync has read yet: Exchange reports nothing for an item
         made and deleted between two syncs, so each is looked up (one GetItem each; none when
         every item was read, as in an idle mailbox)."""
+        unconfirmed = await in_storage_thread(
+            self.repos.mailbox_items.unconfirmed_of, self.org, self.mailbox.staff_id
+        )
+        if not unconfirmed:
+            return 0
         known = await in_storage_thread(
             self.repos.mailbox_items.items_of, self.org, self.mailbox.staff_id
         )
-        unconfirmed = [item.item_id for item in known.values() if not item.confirmed]
-        if not unconfirmed:
-            return 0
         found: list[ExchangeEvent] = []
         missing: list[str] = []
         for item_id in unconfirmed:
@@ -374,7 +411,7 @@ class _Run:
         gone = [item_id for item_id in known if item_id not in changed]
         if not changed and len(known) >= 2:
             empty = "the calendar reads as empty while calbridge knows items in it"
-            await self.service._finish(self.org, self.mailbox.staff_id, held=empty)
+            await self.service._finish(self.org, self.mailbox.staff_id, self.row, held=empty)
             return SyncReport(SyncOutcome.HELD, empty, pages)
         # Unchanged items need no decision: their change key is the one calbridge knows (and,
         # for busy time, the staff member's switch is the one they were decided under).
@@ -389,11 +426,13 @@ class _Run:
         effects = await self._decide(fresh, gone, known=known)
         held = self._guard(effects, await self._known_appointments())
         if held:
-            await self.service._finish(self.org, self.mailbox.staff_id, held=held)
+            await self.service._finish(self.org, self.mailbox.staff_id, self.row, held=held)
             return SyncReport(SyncOutcome.HELD, held, pages)
         assert cursor is not None
         events = await self._carry_out(effects, cursor)
-        await self.service._finish(self.org, self.mailbox.staff_id, cursor=cursor, full=True)
+        await self.service._finish(
+            self.org, self.mailbox.staff_id, self.row, cursor=cursor, full=True
+        )
         return SyncReport(SyncOutcome.SYNCED, "full read", pages, events)
 
     async def _read(self, cursor: str | None) -> CalendarChanges:
@@ -674,9 +713,11 @@ class _Run:
         def advance(record: MailboxRecord) -> MailboxRecord:
             return record.model_copy(update={"sync_state": cursor})
 
-        await in_storage_thread(
-            self.service._update_mailbox, self.org, self.mailbox.staff_id, advance
+        written = await in_storage_thread(
+            self.service._update_mailbox, self.org, self.mailbox.staff_id, advance, self.row
         )
+        if written is not None:
+            self.row = written
 
 
 def secret_fingerprint(secret: str) -> str:

@@ -147,6 +147,12 @@ class MailboxItemRepository(EntityRepository[MailboxItemRecord]):
     def items_of(self, org: str, staff_id: str) -> dict[str, MailboxItemRecord]:
         return {row.value.item_id: row.value for _, row in self.read_partition((org, staff_id))}
 
+    def unconfirmed_of(self, org: str, staff_id: str) -> list[str]:
+        """Ids of the items calbridge wrote that no sync has read yet (a filtered query: an
+        idle mailbox reads no rows)."""
+        rows = self.read_partition((org, staff_id), [Condition("confirmed", "eq", False)])
+        return [row.value.item_id for _, row in rows]
+
 
 class AppointmentUidRepository(OrgScopedRepository[AppointmentUidRecord]):
     """AppointmentUids (org / UID): which appointment an iCalendar UID belongs to."""

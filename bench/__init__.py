@@ -1,0 +1,1 @@
+"""Benchmark scripts: each prints calbridge's figures beside a baseline from the same run."""

@@ -1,0 +1,66 @@
+"""What the benchmark scripts share: the Exchange simulator in a process of its own (so its work
+does not share calbridge's interpreter), its control API, and small statistics helpers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class SimProcess:
+    """``python -m sim`` started with a configuration; ``urls`` as it printed them."""
+
+    process: subprocess.Popen[str]
+    urls: dict[str, str]
+
+    def control(self, method: str, path: str, body: Any = None) -> Any:
+        """Call the simulator's control API (``/control/<path>``); the JSON answer."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(  # noqa: S310 - the simulator on loopback
+            f"{self.urls['control']}/{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"} if data is not None else {},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+            raw = response.read()
+        return json.loads(raw) if raw else None
+
+    def booking(self, method: str, path: str) -> Any:
+        """Call the booking-platform stand-in (``/received``, ``/respond``)."""
+        request = urllib.request.Request(f"{self.urls['booking']}{path}", method=method)  # noqa: S310
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+            raw = response.read()
+        return json.loads(raw) if raw else None
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def start_sim_process(config: dict[str, Any], *, validate_ews: bool = False) -> SimProcess:
+    """Start the simulator on a free port. Schema validation of EWS responses is off unless
+    asked for: tests run with it, benchmarks measure calbridge rather than the validator."""
+    config_path = Path(tempfile.mkdtemp(prefix="calbridge-bench-")) / "sim.json"
+    config_path.write_text(json.dumps(config))
+    command = [sys.executable, "-m", "sim", "--config", str(config_path), "--port", "0"]
+    if validate_ews:
+        command.append("--validate-ews")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    urls: dict[str, str] = json.loads(process.stdout.readline())
+    return SimProcess(process, urls)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The nearest-rank percentile of ``values`` (``fraction`` 0.5 → the median)."""
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
