@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
 from typing import Final, Literal, TypeVar
 from zoneinfo import ZoneInfo
@@ -29,6 +29,8 @@ from shared.exchange.port import (
     ExchangeUnavailable,
     ItemType,
     MailboxNotFound,
+    Recurrence,
+    RecurrencePattern,
     ResponseType,
     RetryAfter,
     Sensitivity,
@@ -115,6 +117,50 @@ def event_show_as(value: object) -> ShowAs:
     if value is None or value == "":
         return ShowAs.BUSY
     return _SHOW_AS.get(_key(value), ShowAs.UNKNOWN)
+
+
+_DAYS_MATTER: Final = frozenset(
+    {
+        RecurrencePattern.WEEKLY,
+        RecurrencePattern.RELATIVE_MONTHLY,
+        RecurrencePattern.RELATIVE_YEARLY,
+    }
+)
+_Pattern = RecurrencePattern
+_RELATIVE: Final = frozenset({_Pattern.RELATIVE_MONTHLY, _Pattern.RELATIVE_YEARLY})
+_ABSOLUTE: Final = frozenset({_Pattern.ABSOLUTE_MONTHLY, _Pattern.ABSOLUTE_YEARLY})
+_YEARLY: Final = frozenset({_Pattern.ABSOLUTE_YEARLY, _Pattern.RELATIVE_YEARLY})
+
+
+def series_recurrence(
+    pattern: RecurrencePattern,
+    *,
+    interval: int | None,
+    days_of_week: tuple[str, ...],
+    day_of_month: int | None,
+    month: int | None,
+    index: str | None,
+    first_day_of_week: str | None,
+    start_date: date,
+    end_date: date | None,
+    occurrences: int | None,
+) -> Recurrence:
+    """A series' rule with only the parts its pattern uses: Graph fills every field of every
+    pattern (``dayOfMonth`` 0, ``index`` "first", ``firstDayOfWeek`` "sunday"), EWS only those
+    its pattern element has, and the same rule must read the same through both. A yearly
+    pattern repeats every year (EWS has no interval there; Graph says 1)."""
+    return Recurrence(
+        pattern=pattern,
+        interval=1 if pattern in _YEARLY else max(1, interval or 1),
+        days_of_week=days_of_week if pattern in _DAYS_MATTER else (),
+        day_of_month=day_of_month if pattern in _ABSOLUTE and day_of_month else None,
+        month=month if pattern in _YEARLY and month else None,
+        index=index if pattern in _RELATIVE else None,
+        first_day_of_week=first_day_of_week if pattern is RecurrencePattern.WEEKLY else None,
+        start_date=start_date,
+        end_date=end_date if occurrences is None else None,
+        occurrences=occurrences,
+    )
 
 
 def event_sensitivity(value: object) -> Sensitivity:

@@ -34,7 +34,7 @@ anything else               fails the message: the host redelivers it after its
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, ClassVar, Protocol, runtime_checkable
 
@@ -77,6 +77,29 @@ class ItemType(StrEnum):
     OCCURRENCE = "occurrence"
     EXCEPTION = "exception"
     SERIES_MASTER = "series_master"
+
+
+class RecurrencePattern(StrEnum):
+    """How a series repeats (Graph's recurrencePatternType names; EWS's *Recurrence elements)."""
+
+    DAILY = "daily"
+    WEEKLY = "weekly"
+    ABSOLUTE_MONTHLY = "absoluteMonthly"
+    RELATIVE_MONTHLY = "relativeMonthly"
+    ABSOLUTE_YEARLY = "absoluteYearly"
+    RELATIVE_YEARLY = "relativeYearly"
+
+
+WEEKDAYS: tuple[str, ...] = (
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+)
+WEEK_INDEXES: tuple[str, ...] = ("first", "second", "third", "fourth", "last")
 
 
 def _lower(value: str) -> str:
@@ -129,6 +152,28 @@ class EventDraft(PortModel):
         return tuple(address for address in self.required_attendees if address != owner)
 
 
+class Recurrence(PortModel):
+    """A series' rule as its master holds it (EWS ``Recurrence``, Graph
+    ``patternedRecurrence``). Kept as read, never interpreted: occurrences are read expanded by
+    Exchange (CalendarView), which alone knows the exceptions.
+
+    ``days_of_week``: lower-case English day names (EWS's "Weekday" is Monday to Friday, as
+    Graph gives it); ``index``: first … fourth, last; a range with neither ``end_date`` nor
+    ``occurrences`` has no end.
+    """
+
+    pattern: RecurrencePattern
+    interval: Annotated[int, Field(ge=1)] = 1
+    days_of_week: tuple[str, ...] = ()
+    day_of_month: Annotated[int, Field(ge=1, le=31)] | None = None
+    month: Annotated[int, Field(ge=1, le=12)] | None = None
+    index: str | None = None
+    first_day_of_week: str | None = None
+    start_date: date
+    end_date: date | None = None
+    occurrences: Annotated[int, Field(ge=1)] | None = None
+
+
 class Attendee(PortModel):
     address: ReportedAddress
     response: ResponseType = ResponseType.NONE
@@ -157,6 +202,9 @@ class ExchangeEvent(PortModel):
     sensitivity: Sensitivity = Sensitivity.NORMAL
     item_type: ItemType = ItemType.SINGLE
     last_modified: AwareDatetime | None = None
+    # A series master's rule (None for anything else, and where a read cannot return it:
+    # EWS FindItem never does).
+    recurrence: Recurrence | None = None
 
     @property
     def attendee_addresses(self) -> tuple[str, ...]:

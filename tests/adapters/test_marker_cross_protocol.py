@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -74,9 +75,15 @@ class Protocols:
 
 @pytest.fixture
 def protocols() -> Iterator[Protocols]:
+    with both_protocols() as opened:
+        yield opened
+
+
+@contextmanager
+def both_protocols(*, validate_ews: bool = False) -> Iterator[Protocols]:
     import asyncio
 
-    with start_simulator(simulator_config(), validate_ews=False) as simulator:
+    with start_simulator(simulator_config(), validate_ews=validate_ews) as simulator:
         ews = EwsCalendarGateway.for_endpoint(
             EwsEndpoint(
                 url=simulator.urls["ews"],

@@ -9,7 +9,8 @@ Two read shapes, both without the body (calbridge never reads it):
   values Exchange does return from FindItem; exchangelib refuses them there only because it
   counts all text fields as "complex" (FindItem truncates text at 255 characters: a UID,
   location or marker value is far shorter).
-- ``GET_FIELDS``: everything, for GetItem (get_event): the same plus organizer and attendees.
+- ``GET_FIELDS``: everything, for GetItem (get_event, and the details of a sync's changes): the
+  same plus organizer, attendees and a series' recurrence (which FindItem cannot return).
 
 Times: exchangelib returns aware datetimes; all-day items come back as dates in the item's own
 zone, so the zone fields are always requested with start and end and the dates turned back into
@@ -26,6 +27,16 @@ from zoneinfo import ZoneInfo
 from exchangelib import Attendee as EwsAttendee
 from exchangelib import Body, CalendarItem, EWSDateTime, EWSTimeZone, Mailbox
 from exchangelib.fields import FieldPath
+from exchangelib.recurrence import (
+    AbsoluteMonthlyPattern,
+    AbsoluteYearlyPattern,
+    DailyPattern,
+    EndDatePattern,
+    NumberedPattern,
+    RelativeMonthlyPattern,
+    RelativeYearlyPattern,
+    WeeklyPattern,
+)
 
 from shared.exchange.common import (
     attendee_response,
@@ -33,10 +44,19 @@ from shared.exchange.common import (
     event_sensitivity,
     event_show_as,
     ews_free_busy,
+    series_recurrence,
     utc,
 )
 from shared.exchange.ews.properties import MARKER_FIELD
-from shared.exchange.port import Attendee, EventDraft, ExchangeEvent
+from shared.exchange.port import (
+    WEEK_INDEXES,
+    WEEKDAYS,
+    Attendee,
+    EventDraft,
+    ExchangeEvent,
+    Recurrence,
+    RecurrencePattern,
+)
 from shared.timezones import windows_zone_names
 
 _FIND_FIELD_NAMES: Final = (
@@ -56,7 +76,12 @@ _FIND_FIELD_NAMES: Final = (
     "location",
     MARKER_FIELD,
 )
-_GET_ONLY_FIELD_NAMES: Final = ("organizer", "required_attendees", "optional_attendees")
+_GET_ONLY_FIELD_NAMES: Final = (
+    "organizer",
+    "required_attendees",
+    "optional_attendees",
+    "recurrence",
+)
 
 # What a draft governs on the organizer's item: the fields an update sets (or clears).
 DRAFT_FIELDS: Final = (
@@ -185,6 +210,62 @@ def _organizer(item: CalendarItem, mailbox: str) -> str | None:
     return None
 
 
+_PATTERNS: Final[dict[type, RecurrencePattern]] = {
+    DailyPattern: RecurrencePattern.DAILY,
+    WeeklyPattern: RecurrencePattern.WEEKLY,
+    AbsoluteMonthlyPattern: RecurrencePattern.ABSOLUTE_MONTHLY,
+    RelativeMonthlyPattern: RecurrencePattern.RELATIVE_MONTHLY,
+    AbsoluteYearlyPattern: RecurrencePattern.ABSOLUTE_YEARLY,
+    RelativeYearlyPattern: RecurrencePattern.RELATIVE_YEARLY,
+}
+# exchangelib numbers DaysOfWeek 1-7 from Monday, then 8-10 for EWS's Day, Weekday, WeekendDay.
+_DAY_GROUPS: Final = {8: WEEKDAYS, 9: WEEKDAYS[:5], 10: WEEKDAYS[5:]}
+
+
+def _days(value: object) -> tuple[str, ...]:
+    days: list[str] = []
+    for number in value if isinstance(value, list | tuple) else [value]:
+        if number in _DAY_GROUPS:
+            days += _DAY_GROUPS[number]
+        elif isinstance(number, int) and 1 <= number <= len(WEEKDAYS):
+            days.append(WEEKDAYS[number - 1])
+    return tuple(dict.fromkeys(days))
+
+
+def _numbered(value: object, names: tuple[str, ...]) -> str | None:
+    return names[value - 1] if isinstance(value, int) and 1 <= value <= len(names) else None
+
+
+def _date(value: object) -> date | None:
+    if isinstance(value, datetime):
+        return value.date()
+    return value if isinstance(value, date) else None
+
+
+def _recurrence(value: object) -> Recurrence | None:
+    """A series master's EWS Recurrence in the port's terms (None when absent or not a
+    calendar pattern)."""
+    pattern = getattr(value, "pattern", None)
+    boundary = getattr(value, "boundary", None)
+    kind = _PATTERNS.get(type(pattern))
+    start = _date(getattr(boundary, "start", None))
+    if kind is None or start is None:
+        return None
+    weekdays = getattr(pattern, "weekdays", None) or getattr(pattern, "weekday", None)
+    return series_recurrence(
+        kind,
+        interval=getattr(pattern, "interval", None),
+        days_of_week=_days(weekdays) if weekdays is not None else (),
+        day_of_month=getattr(pattern, "day_of_month", None),
+        month=getattr(pattern, "month", None),
+        index=_numbered(getattr(pattern, "week_number", None), WEEK_INDEXES),
+        first_day_of_week=_numbered(getattr(pattern, "first_day_of_week", None), WEEKDAYS),
+        start_date=start,
+        end_date=_date(boundary.end) if isinstance(boundary, EndDatePattern) else None,
+        occurrences=boundary.number if isinstance(boundary, NumberedPattern) else None,
+    )
+
+
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
@@ -209,4 +290,5 @@ def event_from_item(item: CalendarItem, mailbox: str) -> ExchangeEvent:
         sensitivity=event_sensitivity(item.sensitivity),
         item_type=event_item_type(item.type),
         last_modified=_plain_utc(last_modified) if isinstance(last_modified, datetime) else None,
+        recurrence=_recurrence(getattr(item, "recurrence", None)),
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -23,10 +23,20 @@ from shared.exchange.common import (
     event_sensitivity,
     event_show_as,
     graph_show_as,
+    series_recurrence,
     wall_clock,
 )
 from shared.exchange.marker_property import MARKER_GRAPH_ID
-from shared.exchange.port import Attendee, CalendarError, EventDraft, ExchangeEvent
+from shared.exchange.port import (
+    WEEK_INDEXES,
+    WEEKDAYS,
+    Attendee,
+    CalendarError,
+    EventDraft,
+    ExchangeEvent,
+    Recurrence,
+    RecurrencePattern,
+)
 from shared.timezones import iana_zone_name, windows_zone_name
 
 # Everything ExchangeEvent needs, and nothing else (no body, no bodyPreview).
@@ -48,6 +58,7 @@ EVENT_FIELDS: Final = (
     "sensitivity",
     "type",
     "lastModifiedDateTime",
+    "recurrence",
     # An all-day event's days are in this zone (see ``_all_day_instant``).
     "originalStartTimeZone",
     "originalEndTimeZone",
@@ -211,6 +222,53 @@ def _address(value: object) -> str | None:
     return None
 
 
+def _day(value: object) -> date | None:
+    try:
+        return date.fromisoformat(value) if isinstance(value, str) and value else None
+    except ValueError:
+        return None
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _name(value: object, names: tuple[str, ...]) -> str | None:
+    return value.lower() if isinstance(value, str) and value.lower() in names else None
+
+
+def recurrence_from_graph(value: object) -> Recurrence | None:
+    """A series master's ``patternedRecurrence`` in the port's terms (None when absent or
+    unreadable)."""
+    if not isinstance(value, Mapping):
+        return None
+    pattern, span = value.get("pattern"), value.get("range")
+    if not isinstance(pattern, Mapping) or not isinstance(span, Mapping):
+        return None
+    try:
+        kind = RecurrencePattern(str(pattern.get("type")))
+    except ValueError:
+        return None
+    start = _day(span.get("startDate"))
+    if start is None:
+        return None
+    days = pattern.get("daysOfWeek") or ()
+    return series_recurrence(
+        kind,
+        interval=_int(pattern.get("interval")),
+        days_of_week=tuple(day for day in (_name(d, WEEKDAYS) for d in days) if day is not None),
+        day_of_month=_int(pattern.get("dayOfMonth")),
+        month=_int(pattern.get("month")),
+        index=_name(pattern.get("index"), WEEK_INDEXES),
+        first_day_of_week=_name(pattern.get("firstDayOfWeek"), WEEKDAYS),
+        start_date=start,
+        end_date=_day(span.get("endDate")) if span.get("type") == "endDate" else None,
+        occurrences=_int(span.get("numberOfOccurrences"))
+        if span.get("type") == "numbered"
+        else None,
+    )
+
+
 def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
 
@@ -271,4 +329,5 @@ def event_from_graph(document: Mapping[str, Any]) -> ExchangeEvent:
         sensitivity=event_sensitivity(document.get("sensitivity")),
         item_type=event_item_type(document.get("type")),
         last_modified=_timestamp(document.get("lastModifiedDateTime")),
+        recurrence=recurrence_from_graph(document.get("recurrence")),
     )
