@@ -10,6 +10,7 @@ replace become :class:`ConcurrencyConflict`; connection failures and 5xx become
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -26,7 +27,15 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient, UpdateMode
+from azure.data.tables import (
+    EdmType,
+    EntityProperty,
+    TableClient,
+    TableServiceClient,
+    TableTransactionError,
+    TransactionOperation,
+    UpdateMode,
+)
 
 from shared.store.errors import ConcurrencyConflict, StoreError, StoreUnavailable
 from shared.store.tables import Condition, Properties, Scalar, StoredRow
@@ -35,6 +44,16 @@ if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
+# An entity group transaction holds at most 100 operations, all of one partition.
+TRANSACTION_LIMIT = 100
+_C = TypeVar("_C")
+
+
+def _chunks(items: Sequence[_C]) -> Iterator[list[_C]]:
+    for start in range(0, len(items), TRANSACTION_LIMIT):
+        yield list(items[start : start + TRANSACTION_LIMIT])
+
+
 _ODATA_OPERATORS = {"eq": "eq", "ne": "ne", "lt": "lt", "le": "le", "gt": "gt", "ge": "ge"}
 
 # Tables known to exist, per storage endpoint, for the life of the process.
@@ -179,6 +198,41 @@ class AzureTable:
                 ) from exc
 
         self._call("delete", delete)
+
+    def upsert_many(self, partition_key: str, rows: Sequence[tuple[str, Properties]]) -> None:
+        latest = {row_key: properties for row_key, properties in rows}  # one op per row a batch
+        operations: list[Any] = [
+            (
+                TransactionOperation.UPSERT,
+                _to_entity(partition_key, row_key, properties),
+                {"mode": UpdateMode.REPLACE},
+            )
+            for row_key, properties in latest.items()
+        ]
+        for chunk in _chunks(operations):
+            self._call("upsert_many", functools.partial(self._client.submit_transaction, chunk))
+
+    def delete_many(self, partition_key: str, row_keys: Sequence[str]) -> None:
+        keys = list(dict.fromkeys(row_keys))
+        for chunk in _chunks(keys):
+
+            def delete(chunk: list[str] = chunk) -> None:
+                try:
+                    self._client.submit_transaction(
+                        [
+                            (
+                                TransactionOperation.DELETE,
+                                {"PartitionKey": partition_key, "RowKey": row_key},
+                            )
+                            for row_key in chunk
+                        ]
+                    )
+                except TableTransactionError:
+                    # A row already gone fails the whole batch: delete one by one instead.
+                    for row_key in chunk:
+                        self._client.delete_entity(partition_key, row_key)
+
+            self._call("delete_many", delete)
 
     def query(self, partition_key: str, conditions: Sequence[Condition] = ()) -> list[StoredRow]:
         return self._filtered("query", ["PartitionKey eq @pk"], {"pk": partition_key}, conditions)

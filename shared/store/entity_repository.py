@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from shared.store.entities import EntityCodec, check_entity_size
 from shared.store.errors import UnstorableEntity
 from shared.store.keys import MAX_KEY_LENGTH, compose_key, split_key
-from shared.store.tables import Condition, EntityTable, StoredRow, TableService
+from shared.store.tables import Condition, EntityTable, Properties, StoredRow, TableService
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -78,6 +78,25 @@ class EntityRepository(Generic[M]):
     def upsert(self, key: EntityKey, value: M) -> str:
         """Write regardless of what is stored (rows with a single writer, e.g. busy blocks)."""
         return self._table.upsert(key.partition_key, key.row_key, self._properties(key, value))
+
+    def upsert_many(self, rows: Sequence[tuple[EntityKey, M]]) -> None:
+        """``upsert`` every row, a partition's rows together in as few round trips as the table
+        allows (batches of one partition; each batch all or nothing)."""
+        by_partition: dict[str, list[tuple[str, Properties]]] = {}
+        for key, value in rows:
+            by_partition.setdefault(key.partition_key, []).append(
+                (key.row_key, self._properties(key, value))
+            )
+        for partition_key, properties in by_partition.items():
+            self._table.upsert_many(partition_key, properties)
+
+    def remove_many(self, keys: Sequence[EntityKey]) -> None:
+        """``remove`` every row (no ETag), a partition's rows together."""
+        by_partition: dict[str, list[str]] = {}
+        for key in keys:
+            by_partition.setdefault(key.partition_key, []).append(key.row_key)
+        for partition_key, row_keys in by_partition.items():
+            self._table.delete_many(partition_key, row_keys)
 
     def remove(self, key: EntityKey, etag: str | None = None) -> None:
         """Delete the row (only if unchanged when an ETag is given); a missing row is fine."""

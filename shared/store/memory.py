@@ -97,6 +97,17 @@ class MemoryTable:
                 raise ConcurrencyConflict(f"table {self._name}: the row changed since it was read")
             del self._rows[(partition_key, row_key)]
 
+    def upsert_many(self, partition_key: str, rows: Sequence[tuple[str, Properties]]) -> None:
+        stored = [self._stored(partition_key, row_key, properties) for row_key, properties in rows]
+        with self._lock:  # all or nothing, as one transaction
+            for row in stored:
+                self._rows[(partition_key, row.row_key)] = row
+
+    def delete_many(self, partition_key: str, row_keys: Sequence[str]) -> None:
+        with self._lock:
+            for row_key in row_keys:
+                self._rows.pop((partition_key, row_key), None)
+
     def query(self, partition_key: str, conditions: Sequence[Condition] = ()) -> list[StoredRow]:
         with self._lock:
             rows = [

@@ -7,6 +7,7 @@ key shape and the domain methods. :func:`build_repositories` puts them together 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -144,6 +145,13 @@ class MailboxItemRepository(EntityRepository[MailboxItemRecord]):
     def remove_item(self, org: str, staff_id: str, item_id: str) -> None:
         self.remove(self.key(org, staff_id, item_id))
 
+    def put_items(self, org: str, staff_id: str, items: Sequence[MailboxItemRecord]) -> None:
+        """``put_item`` for many items of one mailbox, in batches."""
+        self.upsert_many([(self.key(org, staff_id, item.item_id), item) for item in items])
+
+    def remove_items(self, org: str, staff_id: str, item_ids: Sequence[str]) -> None:
+        self.remove_many([self.key(org, staff_id, item_id) for item_id in item_ids])
+
     def items_of(self, org: str, staff_id: str) -> dict[str, MailboxItemRecord]:
         return {row.value.item_id: row.value for _, row in self.read_partition((org, staff_id))}
 
@@ -271,6 +279,18 @@ class BusyBlockRepository(EntityRepository[BusyBlock]):
 
     def put_block(self, org: str, staff_id: str, block: BusyBlock) -> str:
         return self.upsert(self.key(org, staff_id, block.event_id, block.occurrence_id), block)
+
+    def put_blocks(self, org: str, staff_id: str, blocks: Sequence[BusyBlock]) -> None:
+        """``put_block`` for many blocks of one staff member, in batches."""
+        self.upsert_many(
+            [(self.key(org, staff_id, b.event_id, b.occurrence_id), b) for b in blocks]
+        )
+
+    def remove_blocks(
+        self, org: str, staff_id: str, blocks: Sequence[tuple[str, str | None]]
+    ) -> None:
+        """``remove_block`` for many (event id, occurrence id) pairs, in batches."""
+        self.remove_many([self.key(org, staff_id, event, occ) for event, occ in blocks])
 
     def get_block(
         self, org: str, staff_id: str, event_id: str, occurrence_id: str | None = None

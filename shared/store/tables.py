@@ -66,6 +66,16 @@ class EntityTable(Protocol):
         row is not an error without an ETag."""
         ...
 
+    def upsert_many(self, partition_key: str, rows: Sequence[tuple[str, Properties]]) -> None:
+        """``upsert`` every (row key, properties) of one partition, in as few round trips as
+        the service allows (a row key given twice: the last wins)."""
+        ...
+
+    def delete_many(self, partition_key: str, row_keys: Sequence[str]) -> None:
+        """``delete`` (without an ETag) every row key of one partition, in as few round trips
+        as the service allows; missing rows are not an error."""
+        ...
+
     def query(self, partition_key: str, conditions: Sequence[Condition] = ()) -> list[StoredRow]:
         """Rows of one partition matching every condition, in RowKey order."""
         ...

@@ -27,6 +27,8 @@ from shared.store.entity_repository import EntityRepository, OrgScopedRepository
 from shared.store.memory import MemoryTableService
 from shared.store.records import (
     ConnectionRecord,
+    MailboxItemKind,
+    MailboxItemRecord,
     MailboxRecord,
     OutboxRecord,
     SubscriptionRecord,
@@ -319,6 +321,43 @@ def test_putting_a_block_again_replaces_it(repos: Repositories) -> None:
     repos.busy_blocks.put_block("acme", "s1", block("e1", 2, 1, private=True))
     [stored] = repos.busy_blocks.blocks_of("acme", "s1")
     assert stored.value == block("e1", 2, 1, private=True)
+
+
+def test_many_blocks_are_written_and_removed_together_beyond_one_batch(
+    repos: Repositories,
+) -> None:
+    busy = repos.busy_blocks
+    many = [block("series", k, 0.5, occurrence_id=f"occ-{k:03d}") for k in range(250)]
+    busy.put_blocks("acme", "s1", [*many, block("single", 1, 1, subject="First")])
+    # The same row twice in one call: the last one wins.
+    busy.put_blocks(
+        "acme", "s1", [block("single", 1, 1, subject="Old"), block("single", 1, 1, subject="New")]
+    )
+    stored = {
+        (b.value.event_id, b.value.occurrence_id): b.value for b in busy.blocks_of("acme", "s1")
+    }
+    assert len(stored) == 251
+    assert stored[("single", None)].subject == "New"
+
+    gone = [("series", f"occ-{k:03d}") for k in range(0, 250, 2)] + [("never", None)]
+    busy.remove_blocks("acme", "s1", gone)  # a missing row is not an error
+    left = {(b.value.event_id, b.value.occurrence_id) for b in busy.blocks_of("acme", "s1")}
+    assert left == {("series", f"occ-{k:03d}") for k in range(1, 250, 2)} | {("single", None)}
+
+
+def test_mailbox_items_are_written_and_removed_together(repos: Repositories) -> None:
+    items = repos.mailbox_items
+    records = [
+        MailboxItemRecord(item_id=f"AAMk{k}/+=", kind=MailboxItemKind.BUSY, confirmed=k % 3 != 0)
+        for k in range(120)
+    ]
+    items.put_items("acme", "s1", records)
+    assert len(items.items_of("acme", "s1")) == 120
+    assert sorted(items.unconfirmed_of("acme", "s1")) == sorted(
+        r.item_id for r in records if not r.confirmed
+    )
+    items.remove_items("acme", "s1", [r.item_id for r in records[:100]])
+    assert sorted(items.items_of("acme", "s1")) == sorted(r.item_id for r in records[100:])
 
 
 # --- the generic base and racing writers -----------------------------------------------------
