@@ -146,16 +146,20 @@ class AppointmentApplier:
         return report
 
     async def _apply_latest(self, org: str, appointment_id: str) -> ApplyReport:
+        look_first = False
         for _ in range(MAX_PASSES):
             state = await self._store.state(org, appointment_id)
             if state.snapshot is None:
                 return ApplyReport(ApplyDisposition.MISSING, "no snapshot stored")
             try:
                 outcome = await self._one_pass(
-                    org, appointment_id, state.snapshot.value, state.mapping
+                    org, appointment_id, state.snapshot.value, state.mapping, look_first
                 )
             except ConcurrencyConflict:
-                continue  # another worker wrote the mapping meanwhile
+                # Another worker wrote the mapping meanwhile: what this pass wrote to Exchange
+                # (a create, say) may be a duplicate of that worker's. Look before deciding.
+                look_first = True
+                continue
             if isinstance(outcome, ApplyReport):
                 return outcome
         raise AppointmentApplyFailed(
@@ -168,6 +172,7 @@ class AppointmentApplier:
         appointment_id: str,
         snapshot: AppointmentSnapshot,
         current: Versioned[EventMapping] | None,
+        look_first: bool,
     ) -> ApplyReport | LookAgain:
         mapping = current.value if current else None
         writer = self._store.mapping_writer(org, appointment_id, current.etag if current else None)
@@ -187,7 +192,14 @@ class AppointmentApplier:
             return self._gateways.for_connection(org, connections[mailbox.connection_id])
 
         outcome = await apply_appointment(
-            gateway_for, org, appointment_id, snapshot, mapping, directory, writer.write
+            gateway_for,
+            org,
+            appointment_id,
+            snapshot,
+            mapping,
+            directory,
+            writer.write,
+            look_first=look_first,
         )
         await self._record(org, appointment_id, snapshot, mapping, writer, outcome)
         if outcome.failure is not None:

@@ -150,8 +150,6 @@ def test_throttling_requeues_with_the_servers_delay_and_never_sleeps(setup: Setu
 @pytest.mark.parametrize(
     ("operation", "mapped"),
     [
-        ("find_by_marker", False),
-        ("find_by_marker", True),
         ("create_event", False),
         ("update_event", True),
     ],
