@@ -316,7 +316,11 @@ def test_a_newer_snapshot_is_written_over_an_outlook_change_nobody_has_read_yet(
 
 def test_a_staff_member_whose_mailbox_became_known_is_invited_without_a_new_version() -> None:
     # v1 was written without ben (unknown then); the directory now knows him.
-    for seen in ({}, [observed(change_key=MAPPED_KEY)]):
+    seen_by_pass: list[Sequence[ExchangeEvent] | Observation] = [
+        {},
+        [observed(change_key=MAPPED_KEY)],
+    ]
+    for seen in seen_by_pass:
         plan = plan_for(
             snapshot(1, secondaries=("ben",)), mapping(applied_version=1, attendees=()), seen
         )

@@ -101,6 +101,7 @@ def test_a_failed_observation_changes_nothing() -> None:
     assert outcome.plan is None
     assert isinstance(outcome.failure, RetryAfter)
     assert exchange.request_count("create_event") == 1
+    assert outcome.mapping is not None
     assert outcome.mapping == pending.model_copy(update={"last_error": outcome.mapping.last_error})
 
 
