@@ -1,11 +1,13 @@
 """Booking snapshot → Exchange write: requests per change, calbridge's own latency, throughput and
 memory of one worker process, beside the code before one-request writes (the baseline).
 
-Two runs of the same harness, each in its own process with its own simulator and Azurite, one
-after the other in one invocation: "calbridge" is this tree; "baseline" is ``--baseline-ref``
-(default ``b367914``, the last commit that looked up the marker before every write), unpacked
-with ``git archive`` into a temporary folder and imported from there. Both use this tree's
-simulator and Azurite, so requests are counted and served the same way.
+Two runs of the same harness in one invocation, each in its own worker process with its own
+simulator and Azurite: "calbridge" is this tree; "baseline" is ``--baseline-ref`` (default
+``b367914``, the last commit that looked up the marker before every write), unpacked with
+``git archive`` into a temporary folder and imported from there. Both use this tree's simulator
+and Azurite, so requests are counted and served the same way. The two processes take turns in
+small chunks (five appointments, or one throughput phase), so a shared machine's changing load
+falls on both alike.
 
 What each run measures, over EWS (NTLM, impersonation) and Graph (app-only OAuth), with
 two-staff appointments:
@@ -79,17 +81,85 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", help=argparse.SUPPRESS)  # code root of a run
     options = parser.parse_args(argv)
     if options.child:
-        result = run_child(Path(options.child), options)
-        print(json.dumps(result))
+        run_child(Path(options.child))
         return 0
 
-    runs: dict[str, dict[str, Any]] = {"calbridge": child(THIS_ROOT, options)}
-    if not options.no_baseline:
-        with tempfile.TemporaryDirectory(prefix="calbridge-baseline-") as folder:
+    with tempfile.TemporaryDirectory(prefix="calbridge-baseline-") as folder:
+        workers = {"calbridge": Worker(THIS_ROOT)}
+        if not options.no_baseline:
             unpack(options.baseline_ref, Path(folder))
-            runs[f"baseline {options.baseline_ref}"] = child(Path(folder), options)
+            workers[f"baseline {options.baseline_ref}"] = Worker(Path(folder))
+        try:
+            runs = take_turns(workers, options)
+        finally:
+            for worker in workers.values():
+                worker.close()
     report(runs, options)
     return 0
+
+
+class Worker:
+    """One run's process: it answers one JSON command per line (see ``serve``)."""
+
+    def __init__(self, code_root: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--child", str(code_root)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=THIS_ROOT,
+        )
+
+    def ask(self, **command: Any) -> Any:
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit(f"a benchmark worker stopped (exit {self.process.wait()})")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.ask(op="quit")
+        self.process.wait(timeout=60)
+
+
+def take_turns(workers: dict[str, Worker], options: argparse.Namespace) -> dict[str, Any]:
+    runs: dict[str, dict[str, Any]] = {
+        name: {"latency": {}, "phases": {}, "throughput": {}, "rss": []} for name in workers
+    }
+    for worker in workers.values():
+        worker.ask(op="warm_up")
+    chunk = 5
+    for start in range(0, options.appointments, chunk):
+        for side in SIDES:
+            for name, worker in workers.items():
+                count = min(chunk, options.appointments - start)
+                answer = worker.ask(op="latency", side=side, count=count)
+                for operation, samples in answer["samples"].items():
+                    runs[name]["latency"].setdefault(side, {}).setdefault(operation, []).extend(
+                        samples
+                    )
+                for phase, values in answer["phases"].items():
+                    runs[name]["phases"].setdefault(side, {}).setdefault(phase, []).extend(values)
+    for round_number in range(options.rounds):
+        for side in SIDES:
+            for operation in ("create", "update", "cancel"):
+                for name, worker in workers.items():
+                    rate = worker.ask(
+                        op="throughput",
+                        side=side,
+                        operation=operation,
+                        count=options.throughput,
+                        round=round_number,
+                    )
+                    if round_number == 0:
+                        runs[name]["throughput"].setdefault(side, {})[operation] = rate
+        for name, worker in workers.items():
+            runs[name]["rss"].append(worker.ask(op="rss"))
+    return runs
 
 
 def unpack(ref: str, folder: Path) -> None:
@@ -102,27 +172,6 @@ def unpack(ref: str, folder: Path) -> None:
     ).stdout
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
         tar.extractall(folder, filter="data")
-
-
-def child(code_root: Path, options: argparse.Namespace) -> dict[str, Any]:
-    command = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--child",
-        str(code_root),
-        "--appointments",
-        str(options.appointments),
-        "--throughput",
-        str(options.throughput),
-        "--rounds",
-        str(options.rounds),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=THIS_ROOT, check=False)
-    if done.returncode != 0:
-        sys.stderr.write(done.stderr)
-        raise SystemExit(f"the run of {code_root} failed")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -260,10 +309,6 @@ def covered(intervals: list[tuple[float, float]]) -> float:
     return total
 
 
-def side_of(appointment_id: str) -> str:
-    return appointment_id.split("-", 1)[0]
-
-
 def rss_mib() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -271,7 +316,9 @@ def rss_mib() -> float:
     return 0.0
 
 
-def run_child(code_root: Path, options: argparse.Namespace) -> dict[str, Any]:
+def run_child(code_root: Path) -> None:
+    # Answers go to the real stdout; anything else printed goes to stderr.
+    answers, sys.stdout = sys.stdout, sys.stderr
     # This tree's local stand-ins (Azurite's launcher, the simulator); calbridge from code_root.
     sys.path.insert(0, str(THIS_ROOT))
     from devhost.azurite import start_azurite
@@ -290,7 +337,7 @@ def run_child(code_root: Path, options: argparse.Namespace) -> dict[str, Any]:
     urls: dict[str, str] = json.loads(sim.stdout.readline())
     azurite = start_azurite()
     try:
-        return Harness(code_root, urls, azurite.connection_string, options).run()
+        Harness(code_root, urls, azurite.connection_string).serve(answers)
     finally:
         azurite.stop()
         sim.terminate()
@@ -305,10 +352,8 @@ class Harness:
         code_root: Path,
         urls: dict[str, str],
         connection_string: str,
-        options: argparse.Namespace,
     ) -> None:
         self.urls = urls
-        self.options = options
         self.host = json.loads((code_root / "host.json").read_text())["extensions"]["queues"]
         from shared.config import (
             connection_secret_name,
@@ -349,7 +394,7 @@ class Harness:
             message_decode_policy=TextBase64DecodePolicy(),
         )
         self.runner = asyncio.Runner()
-        self.phases: dict[str, dict[str, list[float]]] = {}
+        self.phases: dict[str, list[float]] = {}
         # (phase, started, ended) of the wrapped calls during the current pass
         self._pass_phases: list[tuple[str, float, float]] | None = None
         self.day = 0
@@ -472,26 +517,22 @@ class Harness:
         phases["rest"] = (applied - received) * 1000 - covered(
             [(a, b) for _, a, b in intervals]
         ) * 1000
-        per_side = self.phases.setdefault(side_of(appointment_id), {})
         for phase, spent in phases.items():
-            per_side.setdefault(phase, []).append(spent)
+            self.phases.setdefault(phase, []).append(spent)
         return {
             "whole": (applied - started) * 1000 - sim_ms,
             "apply": apply_ms,
             "requests": sum(n for per_mailbox in counters.values() for n in per_mailbox.values()),
         }
 
-    def latency(self, appointments: int, *, record: bool = True) -> dict[str, Any]:
-        results: dict[str, dict[str, list[dict[str, float]]]] = {}
-        for side, (_, staff) in SIDES.items():
-            for n in range(appointments):
-                self.day += 1
-                for operation, make in STEPS.items():
-                    body = make(staff[:2], self.day)
-                    sample = self.one_pass(f"{side}-lat-{n}-{self.day}", body)
-                    results.setdefault(side, {}).setdefault(operation, []).append(sample)
-        if not record:
-            self.phases.clear()
+    def latency(self, side: str, appointments: int) -> dict[str, list[dict[str, float]]]:
+        _, staff = SIDES[side]
+        results: dict[str, list[dict[str, float]]] = {}
+        for _ in range(appointments):
+            self.day += 1
+            for operation, make in STEPS.items():
+                sample = self.one_pass(f"{side}-lat-{self.day}", make(staff[:2], self.day))
+                results.setdefault(operation, []).append(sample)
         return results
 
     # --- throughput ---------------------------------------------------------------------------
@@ -543,38 +584,45 @@ class Harness:
                 task.result()
             done += len(finished)
 
-    def throughput(self, count: int, round_number: int) -> dict[str, dict[str, float]]:
-        rates: dict[str, dict[str, float]] = {}
-        for side, (_, staff) in SIDES.items():
-            self.day += 1
-            ids = [f"{side}-tp{round_number}-{n}" for n in range(count)]
-            for operation in ("create", "update", "cancel"):
-                make = STEPS[operation]
-                for n, appointment_id in enumerate(ids):
-                    pair = [staff[n % len(staff)], staff[(n + 1) % len(staff)]]
-                    self.submit(appointment_id, make(pair, self.day + n % 300))
-                started = time.perf_counter()
-                self.runner.run(self.drain(count))
-                rates.setdefault(side, {})[operation] = count / (time.perf_counter() - started)
-            self.day += 300
-        return rates
+    def throughput(self, side: str, operation: str, count: int, round_number: int) -> float:
+        """Queue ``count`` appointments' ``operation`` (not timed), then drain them: per second."""
+        _, staff = SIDES[side]
+        make = STEPS[operation]
+        for n in range(count):
+            pair = [staff[n % len(staff)], staff[(n + 1) % len(staff)]]
+            self.submit(f"{side}-tp{round_number}-{n}", make(pair, 1000 + n))
+        started = time.perf_counter()
+        self.runner.run(self.drain(count))
+        return count / (time.perf_counter() - started)
 
-    def run(self) -> dict[str, Any]:
+    def serve(self, answers: Any) -> None:
+        """Answer the parent's commands, one JSON line each, until ``quit``."""
         self.connect()
         self.time_phases()
-        # Warm-up: each SDK's first use (imports, sign-in, model loading) is cold start,
-        # measured by bench/graph_cold_start.py and bench/cold_import.py.
-        self.latency(2, record=False)
-        latency = self.latency(self.options.appointments)
-        rss: list[float] = []
-        throughput: dict[str, dict[str, float]] = {}
-        for round_number in range(self.options.rounds):
-            rates = self.throughput(self.options.throughput, round_number)
-            if round_number == 0:
-                throughput = rates
-            rss.append(rss_mib())
+        for line in sys.stdin:
+            command = json.loads(line)
+            answer: Any = None
+            if command["op"] == "warm_up":
+                # Each SDK's first use (imports, sign-in, model loading) is cold start, measured
+                # by bench/graph_cold_start.py and bench/cold_import.py.
+                for side in SIDES:
+                    self.latency(side, 2)
+                self.phases.clear()
+            elif command["op"] == "latency":
+                samples = self.latency(command["side"], command["count"])
+                answer = {"samples": samples, "phases": self.phases}
+                self.phases = {}
+            elif command["op"] == "throughput":
+                answer = self.throughput(
+                    command["side"], command["operation"], command["count"], command["round"]
+                )
+            elif command["op"] == "rss":
+                answer = rss_mib()
+            elif command["op"] == "quit":
+                print(json.dumps(None), file=answers, flush=True)
+                break
+            print(json.dumps(answer), file=answers, flush=True)
         self.runner.close()
-        return {"latency": latency, "phases": self.phases, "throughput": throughput, "rss": rss}
 
 
 if __name__ == "__main__":

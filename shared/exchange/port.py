@@ -20,8 +20,9 @@ error                       the worker
 ``RetryAfter``              re-queues the message after ``retry_after_seconds``
                             (EWS ErrorServerBusy BackOffMilliseconds, Graph 429
                             Retry-After) and counts the throttled try — never sleeps
-``ChangeKeyConflict``,      looks again at once (``look_again``): someone edited the
-``EventNotFound``           item between our read and our write, or deleted it
+``ChangeKeyConflict``,      looks again at once (``look_again``): the item changed
+``EventNotFound``           since the change key the mapping holds, or was deleted; the
+                            mapping is marked in doubt, so the next pass looks it up
 anything else               fails the message: the host redelivers it after its
                             visibility timeout and, after ``maxDequeueCount`` tries,
                             moves it to the poison queue with the reason in
