@@ -144,6 +144,8 @@ def take_turns(workers: dict[str, Worker], options: argparse.Namespace) -> dict[
                     )
                 for phase, values in answer["phases"].items():
                     runs[name]["phases"].setdefault(side, {}).setdefault(phase, []).extend(values)
+    for name, worker in workers.items():
+        runs[name]["storage"] = worker.ask(op="storage_cost", count=200)
     for round_number in range(options.rounds):
         for side in SIDES:
             for operation in ("create", "update", "cancel"):
@@ -213,6 +215,15 @@ def report(runs: dict[str, dict[str, Any]], options: argparse.Namespace) -> None
             phases = run["phases"][side]
             cells = [f"{statistics.median(phases[p]):12.1f}" for p in phase_names]
             print(f"{side:<6} {name:<18} " + " ".join(cells))
+    print()
+    print("one storage call here (ms per call: wall p50 / p99, this process's CPU)")
+    for name, run in runs.items():
+        cost = run["storage"]
+        print(
+            f"{name:<18} row read {cost['row read p50']:.1f} / {cost['row read p99']:.1f}, "
+            f"cpu {cost['row read cpu']:.1f}; queue send {cost['queue send p50']:.1f} / "
+            f"{cost['queue send p99']:.1f}, cpu {cost['queue send cpu']:.1f}"
+        )
     print()
     print(
         f"throughput: {options.throughput} appointments per side and phase, one worker process, "
@@ -354,6 +365,7 @@ class Harness:
         connection_string: str,
     ) -> None:
         self.urls = urls
+        self.connection_string = connection_string
         self.host = json.loads((code_root / "host.json").read_text())["extensions"]["queues"]
         from shared.config import (
             connection_secret_name,
@@ -595,6 +607,32 @@ class Harness:
         self.runner.run(self.drain(count))
         return count / (time.perf_counter() - started)
 
+    def storage_cost(self, count: int) -> dict[str, float]:
+        """What one storage call costs here: a row read through the repositories (as the worker
+        reads) and a queue send (as the intake sends, to a scratch queue): wall time and this
+        process's CPU time per call."""
+        from azure.storage.queue import QueueClient
+
+        scratch = QueueClient.from_connection_string(self.connection_string, "bench-scratch")
+        scratch.create_queue()
+        costs: dict[str, float] = {}
+        calls: dict[str, Callable[[], object]] = {
+            "row read": lambda: self.services.repositories.event_map.get(ORG, "nothing-here"),
+            "queue send": lambda: scratch.send_message("{}"),
+        }
+        for name, call in calls.items():
+            call()
+            walls: list[float] = []
+            cpu = time.process_time()
+            for _ in range(count):
+                started = time.perf_counter()
+                call()
+                walls.append((time.perf_counter() - started) * 1000)
+            costs[f"{name} cpu"] = (time.process_time() - cpu) / count * 1000
+            costs[f"{name} p50"] = statistics.median(walls)
+            costs[f"{name} p99"] = percentile(walls, 0.99)
+        return costs
+
     def serve(self, answers: Any) -> None:
         """Answer the parent's commands, one JSON line each, until ``quit``."""
         self.connect()
@@ -616,6 +654,8 @@ class Harness:
                 answer = self.throughput(
                     command["side"], command["operation"], command["count"], command["round"]
                 )
+            elif command["op"] == "storage_cost":
+                answer = self.storage_cost(command["count"])
             elif command["op"] == "rss":
                 answer = rss_mib()
             elif command["op"] == "quit":
