@@ -220,9 +220,12 @@ def report(runs: dict[str, dict[str, Any]], options: argparse.Namespace) -> None
     for name, run in runs.items():
         cost = run["storage"]
         print(
-            f"{name:<18} row read {cost['row read p50']:.1f} / {cost['row read p99']:.1f}, "
-            f"cpu {cost['row read cpu']:.1f}; queue send {cost['queue send p50']:.1f} / "
-            f"{cost['queue send p99']:.1f}, cpu {cost['queue send cpu']:.1f}"
+            f"{name:<18} "
+            + "; ".join(
+                f"{call} {cost[call + ' p50']:.1f} / {cost[call + ' p99']:.1f}, "
+                f"cpu {cost[call + ' cpu']:.1f}"
+                for call in ("row read", "raw row read", "queue send")
+            )
         )
     print()
     print(
@@ -618,6 +621,7 @@ class Harness:
         costs: dict[str, float] = {}
         calls: dict[str, Callable[[], object]] = {
             "row read": lambda: self.services.repositories.event_map.get(ORG, "nothing-here"),
+            "raw row read": self.raw_row_read(),
             "queue send": lambda: scratch.send_message("{}"),
         }
         for name, call in calls.items():
@@ -632,6 +636,48 @@ class Harness:
             costs[f"{name} p50"] = statistics.median(walls)
             costs[f"{name} p99"] = percentile(walls, 0.99)
         return costs
+
+    def raw_row_read(self) -> Callable[[], object]:
+        """The floor under a row read: the same point read of an EventMap row as one GET on a
+        kept-alive ``http.client`` connection, signed with Azurite's account key (SharedKeyLite),
+        with no SDK pipeline."""
+        import base64
+        import hashlib
+        import hmac
+        import http.client
+        from email.utils import formatdate
+        from urllib.parse import urlsplit
+
+        parts = dict(
+            part.split("=", 1) for part in self.connection_string.split(";") if "=" in part
+        )
+        endpoint = urlsplit(parts["TableEndpoint"])
+        account, key = parts["AccountName"], base64.b64decode(parts["AccountKey"])
+        table = f"benchEventMap(PartitionKey='{ORG}',RowKey='nothing-here')"
+        connection = http.client.HTTPConnection(endpoint.netloc)
+
+        def read() -> object:
+            date = formatdate(usegmt=True)
+            signed = f"{date}\n/{account}{endpoint.path.rstrip('/')}/{table}"
+            signature = hmac.new(key, signed.encode(), hashlib.sha256).digest()
+            connection.request(
+                "GET",
+                f"{endpoint.path.rstrip('/')}/{table}",
+                headers={
+                    "x-ms-date": date,
+                    "x-ms-version": "2019-02-02",
+                    "Accept": "application/json;odata=nometadata",
+                    "Authorization": (
+                        f"SharedKeyLite {account}:{base64.b64encode(signature).decode()}"
+                    ),
+                },
+            )
+            response = connection.getresponse()
+            response.read()
+            assert response.status in (200, 404), response.status
+            return response.status
+
+        return read
 
     def serve(self, answers: Any) -> None:
         """Answer the parent's commands, one JSON line each, until ``quit``."""
