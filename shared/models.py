@@ -211,6 +211,11 @@ class EventMapping(CamelModel):
     # A digest of the last draft written (``shared.engine.content.draft_digest``): a snapshot
     # whose draft is the same needs no write, whatever its version.
     draft_digest: str | None = None
+    # Exchange may not hold what this row says: a write was refused as a conflict, its item was
+    # missing, its answer was lost, or the booking platform refused an Outlook move (the item is
+    # not where the draft says). The next pass looks by marker before it writes; otherwise the
+    # row is trusted and a change costs one request.
+    in_doubt: bool = False
 
 
 def utc(value: datetime) -> datetime:

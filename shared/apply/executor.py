@@ -1,8 +1,9 @@
 """Carry out a ``ReconcilePlan`` through the calendar port; no storage, no queues.
 
 ``apply_appointment`` is one pass of the booking → Exchange direction for one appointment:
-observe (marker lookups), decide (``reconcile_appointment``), execute the actions in order, and
-compute the mapping to store (``mapping_after``). The caller — the apply worker, or a test —
+observe (marker lookups, only where the mapping cannot be trusted), decide
+(``reconcile_appointment``), execute the actions in order, and compute the mapping to store
+(``mapping_after``). The caller — the apply worker, or a test —
 stores the mapping (with its ETag) and decides about redelivery from ``ApplyOutcome.failure``
 (``CalendarError.retry_after_seconds`` / ``look_again``).
 
@@ -119,9 +120,14 @@ async def apply_appointment(
     mapping: EventMapping | None,
     directory: Mapping[str, MailboxRef],
     before_create: BeforeCreate | None = None,
+    *,
+    look_first: bool = False,
 ) -> ApplyOutcome:
-    """Observe, decide, execute and record for one appointment snapshot."""
-    lookups = observation_for(org, appointment_id, snapshot, mapping, directory)
+    """Observe (only where the mapping cannot be trusted, or ``look_first``), decide, execute
+    and record for one appointment snapshot."""
+    lookups = observation_for(
+        org, appointment_id, snapshot, mapping, directory, look_first=look_first
+    )
     try:
         observed = await observe(gateway_for, lookups)
     except CalendarError as error:

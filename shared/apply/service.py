@@ -36,13 +36,13 @@ from enum import StrEnum
 from typing import Final
 
 from shared.apply.executor import ApplyOutcome, apply_appointment
-from shared.apply.store import ApplyStore, MappingWriter
+from shared.apply.store import ApplyStore, MappingWriter, StoredState
 from shared.engine.reconcile import mailboxes_called
 from shared.exchange.gateways import Gateways
 from shared.exchange.port import CalendarError, CalendarGateway
 from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
 from shared.queues import MAX_VISIBILITY_DELAY, AppointmentChanged, QueueSender
-from shared.store import ConcurrencyConflict, Repositories, Versioned
+from shared.store import ConcurrencyConflict, Repositories
 from shared.store.records import ConnectionRecord
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class AppointmentApplier:
         """One delivery of one message (see the module docstring for the outcomes)."""
         org, appointment_id = message.org, message.appointment_id
         try:
-            report = await self._apply_latest(org, appointment_id)
+            report = await self._apply_latest(message)
         except Exception as failure:
             # Whatever the cause (Exchange, storage, a secret that cannot be read), the last try
             # leaves its reason where the status API and a replay can find it.
@@ -145,17 +145,26 @@ class AppointmentApplier:
         )
         return report
 
-    async def _apply_latest(self, org: str, appointment_id: str) -> ApplyReport:
+    async def _apply_latest(self, message: AppointmentChanged) -> ApplyReport:
+        org, appointment_id = message.org, message.appointment_id
+        look_first = False
+        staff_ids = message.staff_ids
         for _ in range(MAX_PASSES):
-            state = await self._store.state(org, appointment_id)
+            # One storage round: the rows, the connections, and the mailboxes of the staff the
+            # message names (the snapshot's, as the intake stored it).
+            state = await self._store.state(org, appointment_id, staff_ids)
             if state.snapshot is None:
                 return ApplyReport(ApplyDisposition.MISSING, "no snapshot stored")
+            staff_ids = _staff_to_look_up(
+                state.snapshot.value, state.mapping.value if state.mapping else None
+            )
             try:
-                outcome = await self._one_pass(
-                    org, appointment_id, state.snapshot.value, state.mapping
-                )
+                outcome = await self._one_pass(org, appointment_id, state, look_first)
             except ConcurrencyConflict:
-                continue  # another worker wrote the mapping meanwhile
+                # Another worker wrote the mapping meanwhile: what this pass wrote to Exchange
+                # (a create, say) may be a duplicate of that worker's. Look before deciding.
+                look_first = True
+                continue
             if isinstance(outcome, ApplyReport):
                 return outcome
         raise AppointmentApplyFailed(
@@ -163,21 +172,24 @@ class AppointmentApplier:
         )
 
     async def _one_pass(
-        self,
-        org: str,
-        appointment_id: str,
-        snapshot: AppointmentSnapshot,
-        current: Versioned[EventMapping] | None,
+        self, org: str, appointment_id: str, state: StoredState, look_first: bool
     ) -> ApplyReport | LookAgain:
+        assert state.snapshot is not None
+        snapshot = state.snapshot.value
+        current = state.mapping
         mapping = current.value if current else None
         writer = self._store.mapping_writer(org, appointment_id, current.etag if current else None)
-        # Staff mailboxes and the organization's connections (a handful of rows) in one round.
-        directory, all_connections = await asyncio.gather(
-            self._store.directory(org, _staff_to_look_up(snapshot, mapping)),
-            self._store.connections(org),
-        )
+        wanted = _staff_to_look_up(snapshot, mapping)
+        # Whoever the message did not name (a hand-over's old organizer, say): a second round.
+        unread = [staff_id for staff_id in wanted if staff_id not in state.asked]
+        extra = await self._store.directory(org, unread) if unread else {}
+        directory = {
+            staff_id: ref
+            for staff_id, ref in {**state.mailboxes, **extra}.items()
+            if staff_id in wanted
+        }
         try:
-            connections = _connections_needed(snapshot, mapping, directory, all_connections)
+            connections = _connections_needed(snapshot, mapping, directory, state.connections)
         except ConnectionUnavailable as unavailable:
             return await self._connection_unavailable(
                 org, appointment_id, snapshot, mapping, writer, unavailable
@@ -187,7 +199,14 @@ class AppointmentApplier:
             return self._gateways.for_connection(org, connections[mailbox.connection_id])
 
         outcome = await apply_appointment(
-            gateway_for, org, appointment_id, snapshot, mapping, directory, writer.write
+            gateway_for,
+            org,
+            appointment_id,
+            snapshot,
+            mapping,
+            directory,
+            writer.write,
+            look_first=look_first,
         )
         await self._record(org, appointment_id, snapshot, mapping, writer, outcome)
         if outcome.failure is not None:
@@ -254,7 +273,10 @@ class AppointmentApplier:
             seconds = failure.retry_after_seconds
             await self._store.requeue(
                 AppointmentChanged(
-                    org=org, appointment_id=appointment_id, version=snapshot.version
+                    org=org,
+                    appointment_id=appointment_id,
+                    version=snapshot.version,
+                    staff_ids=[staff.staff_id for staff in snapshot.staff],
                 ),
                 # A queue cannot hide a message longer than MAX_VISIBILITY_DELAY.
                 timedelta(seconds=max(1.0, min(seconds, _MAX_DELAY_SECONDS))),

@@ -37,10 +37,14 @@ _MAX_TEXT = 2000
 
 @dataclass(frozen=True)
 class StoredState:
-    """What one pass starts from: the newest snapshot and the mapping, each with its ETag."""
+    """What one pass starts from: the newest snapshot and the mapping, each with its ETag, the
+    organization's connections, and the mailboxes of the staff asked for (those who have one)."""
 
     snapshot: Versioned[AppointmentSnapshot] | None
     mapping: Versioned[EventMapping] | None
+    connections: dict[str, ConnectionRecord]
+    mailboxes: dict[str, MailboxRef]
+    asked: frozenset[str]  # the staff whose mailboxes were read (``mailboxes``: those who have one)
 
 
 class ApplyStore:
@@ -56,13 +60,19 @@ class ApplyStore:
 
     # --- reading --------------------------------------------------------------------------------
 
-    async def state(self, org: str, appointment_id: str) -> StoredState:
-        """The snapshot and the mapping, read in parallel."""
-        snapshot, mapping = await asyncio.gather(
+    async def state(
+        self, org: str, appointment_id: str, staff_ids: Iterable[str] = ()
+    ) -> StoredState:
+        """The snapshot, the mapping, the connections and the mailboxes of ``staff_ids``: every
+        row read in parallel, one storage round."""
+        asked = frozenset(staff_ids)
+        snapshot, mapping, connections, mailboxes = await asyncio.gather(
             in_storage_thread(self._repos.appointments.get, org, appointment_id),
             in_storage_thread(self._repos.event_map.get, org, appointment_id),
+            self.connections(org),
+            self.directory(org, asked),
         )
-        return StoredState(snapshot, mapping)
+        return StoredState(snapshot, mapping, connections, mailboxes, asked)
 
     async def directory(self, org: str, staff_ids: Iterable[str]) -> dict[str, MailboxRef]:
         """Staff id → mailbox for the staff members who have one (rows read in parallel)."""
@@ -176,7 +186,8 @@ class ApplyStore:
         record = DeadLetterRecord(
             queue=APPOINTMENT_CHANGES,
             subject_id=message.appointment_id,
-            message=message.model_dump(mode="json", by_alias=True),
+            # The ids that name the change (the staff hint is not needed to replay it).
+            message=message.model_dump(mode="json", by_alias=True, exclude={"staff_ids"}),
             reason=reason[:_MAX_TEXT],
             dequeue_count=dequeue_count,
             failed_at=self._now(),

@@ -191,7 +191,12 @@ class BookingIntake:
         # duplicate message is harmless (the worker reconciles to the stored state).
         try:
             self._queue.send(
-                AppointmentChanged(org=org, appointment_id=appointment_id, version=snapshot.version)
+                AppointmentChanged(
+                    org=org,
+                    appointment_id=appointment_id,
+                    version=snapshot.version,
+                    staff_ids=[staff.staff_id for staff in snapshot.staff],
+                )
             )
         except QueueUnavailable as exc:
             logger.warning("appointment %s/%s: enqueue failed: %s", org, appointment_id, exc)

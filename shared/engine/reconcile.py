@@ -6,10 +6,15 @@ Pure: no I/O, no SDK, no Azure. The apply worker gathers the inputs, calls
 
 The algorithm
 -------------
-1. **Observe** (``observation_for``): look the appointment's marker up in the snapshot
+1. **Observe** (``observation_for``), only where the stored mapping cannot be trusted: a
+   pending create (its answer may have been lost), a mapping ``in_doubt`` (a write was refused
+   as a conflict, its item was missing, its answer was lost), a mailbox that moved to another
+   connection (the ids are the old connection's), or a pass after another worker wrote the
+   mapping meanwhile (``look_first``). Then the appointment's marker is looked up in the snapshot
    organizer's mailbox, and in the mapping's mailbox when the mapping's event may still be live
-   somewhere else. What is found there (``observed``: address → events) is the truth about those
-   mailboxes; the stored mapping only says what we wrote last and where.
+   somewhere else; what is found there (``observed``: address → events) is the truth about those
+   mailboxes. Otherwise nothing is read: the mapping names the item, its change key (kept current
+   by the mailbox sync) and what was written, so a change costs exactly one request.
 2. **Decide** (``reconcile_appointment``), level-triggered: make Exchange match the snapshot,
    whatever happened before; never replay a diff.
    - A snapshot older than the mapping's ``applied_version`` is a stale message: do nothing.
@@ -19,10 +24,17 @@ The algorithm
      words: exactly one live event in the organizer's mailbox. An event already there carrying the
      marker is adopted (updated), never duplicated: that makes a create retried after a lost answer
      idempotent (with the deterministic ``transaction_id`` as a second guard, which Graph honours).
-     It is updated when the snapshot is newer than the mapping, when its time differs (moved in
-     Outlook: the booking platform is the system of record and wins), or when the set of attendees
-     we could invite changed; otherwise nothing is written. No live event → create.
-     Extra live events with the marker (two racing creates) are cancelled.
+     It is updated when the draft says something new, when Exchange shows another time (an
+     Outlook move the booking platform answered with a newer snapshot: the platform is the
+     system of record and wins), or when the set of attendees we could invite changed; otherwise
+     nothing is written. No live event → create. Extra live events with the marker (two racing
+     creates) are cancelled. A trusted mapping's update is addressed by its item id and guarded
+     by its change key.
+   - **Outlook changes nobody has seen yet**: when a lookup finds the mapped item changed since
+     the change key the mapping holds (or gone), the mailbox sync has not read that change. A
+     snapshot that is not newer than the applied one never writes over it (Outlook wins until
+     the booking platform answers, as for a move the sync has reported): nothing is written, and
+     the sync reports it. A newer snapshot is the platform's word and is written.
    - Handover: the organizer changed (removed themselves, or was reassigned, or their mailbox
      moved to another address): cancel the old event in the old mailbox first (Exchange cancels
      its copies), then create (or adopt) the event in the new organizer's mailbox with the
@@ -47,7 +59,9 @@ The algorithm
    changed meanwhile, cancels it. No event is ever written where the mapping does not point.
 
 Echo rule: every write's new change key lands in the mapping; the Exchange → booking direction
-treats a change whose change key equals the stored one as our own write, never as a user's.
+treats a change whose change key equals the stored one as our own write, never as a user's. The
+write path never stores a change key it did not write itself (a key seen in a lookup would hide
+that change from the mailbox sync).
 
 Errors: action failures are recorded in ``EventMapping.last_error``; how the worker goes on after
 each is said in ``shared.exchange.port``.
@@ -64,7 +78,13 @@ from typing import Final
 
 from shared.engine.content import attendee_mailboxes, draft_digest, event_draft
 from shared.engine.marker import marker_for
-from shared.exchange.port import CalendarError, EventDraft, EventRef, ExchangeEvent
+from shared.exchange.port import (
+    CalendarError,
+    EventDraft,
+    EventRef,
+    ExchangeEvent,
+    ExchangeUnavailable,
+)
 from shared.models import AppointmentSnapshot, AppointmentStatus, EventMapping, MailboxRef
 
 # --- actions -----------------------------------------------------------------------------------
@@ -123,6 +143,9 @@ class PlanReason(StrEnum):
     NOTHING_TO_CANCEL = "nothing_to_cancel"
     CANCELLED_IN_EXCHANGE = "cancelled_in_exchange"
     ORGANIZER_UNKNOWN = "organizer_unknown"
+    # A lookup found the mapped item changed (or gone) in Outlook since the change key the
+    # mapping holds, and the snapshot is not newer: left for the mailbox sync to report.
+    OUTLOOK_CHANGE_UNSEEN = "outlook_change_unseen"
 
 
 @dataclass(frozen=True)
@@ -191,7 +214,8 @@ _TRANSACTION_NAMESPACE = uuid.UUID("3b0f6a52-9d4e-4f1b-8c27-5e90a1d3c6f8")
 
 Observation = Mapping[str, Sequence[ExchangeEvent]]
 """What the ``observation_for`` lookups found: mailbox address → marker events there. A mailbox
-that was not looked at is absent (an empty list means: looked, found nothing)."""
+that was not looked at is absent (an empty list means: looked, found nothing); a trusted mapping's
+mailbox is not looked at."""
 
 
 def transaction_id(org: str, appointment_id: str, organizer_staff_id: str, generation: int) -> str:
@@ -229,16 +253,44 @@ def _elsewhere(mapping: EventMapping | None, organizer: MailboxRef | None) -> bo
     )
 
 
+def trusted(mapping: EventMapping | None, directory: Mapping[str, MailboxRef]) -> bool:
+    """Whether the mapping says what Exchange holds, so a pass may write without looking.
+
+    No mapping: nothing was ever created (a pending create is stored before any create). Not
+    trusted: a pending create (its answer may be lost), a mapping ``in_doubt``, and an item id
+    issued by a connection its mailbox has left."""
+    if mapping is None:
+        return True
+    if mapping.in_doubt:
+        return False
+    if mapping.cancelled:
+        return True
+    if mapping.item_id is None:
+        return False
+    current = directory.get(mapping.organizer_staff_id)
+    return not (
+        current is not None
+        and current.address == mapping.mailbox
+        and current.connection_id != mapping.connection_id
+    )
+
+
 def observation_for(
     org: str,
     appointment_id: str,
     snapshot: AppointmentSnapshot,
     mapping: EventMapping | None,
     directory: Mapping[str, MailboxRef],
+    *,
+    look_first: bool = False,
 ) -> tuple[MarkerLookup, ...]:
-    """Where to look before deciding: the marker in the snapshot organizer's mailbox, and in the
-    mapping's mailbox while its event may be live there. Nothing for a stale message."""
+    """Where to look before deciding, when the mapping cannot be ``trusted`` (or ``look_first``:
+    another worker wrote the mapping during this message's last pass): the marker in the snapshot
+    organizer's mailbox, and in the mapping's mailbox while its event may be live there. Nothing
+    for a stale message or a trusted mapping."""
     if _is_stale(snapshot, mapping):
+        return ()
+    if not look_first and trusted(mapping, directory):
         return ()
     marker = marker_for(org, appointment_id)
     organizer = directory.get(snapshot.organizer_staff_id)
@@ -451,8 +503,10 @@ def _booking(
         for staff_id in snapshot.secondary_staff_ids
         if staff_id not in directory
     ]
+    looked = organizer.address in observed
     here = _live(observed, organizer.address)
     situation = classify(snapshot, mapping, organizer)
+    newer = mapping is None or snapshot.version > mapping.applied_version
     if situation is Situation.CANCELLED_IN_OUTLOOK:
         assert mapping is not None
         # The booking platform has the next word: nothing is re-created.
@@ -465,12 +519,18 @@ def _booking(
             _cancel_mapped_and_found(mapping, _mapping_mailbox(mapping, directory), observed)
         )
     mapped_id = mapping.item_id if situation is Situation.CONTINUING and mapping else None
-    keep = next((e for e in here if e.item_id == mapped_id), here[0] if here else None)
-    actions.extend(CancelEvent(organizer, e.item_id) for e in here if e is not keep)
-    if keep is None:
-        found = Found.NOTHING
+    keep: ExchangeEvent | None = None
+    if mapped_id is not None and not looked:
+        # A trusted mapping: its item is there as calbridge wrote it, plus what the mailbox
+        # sync recorded since (change key, an Outlook move).
+        found = Found.MAPPED
     else:
-        found = Found.MAPPED if keep.item_id == mapped_id else Found.OTHER
+        keep = next((e for e in here if e.item_id == mapped_id), here[0] if here else None)
+        actions.extend(CancelEvent(organizer, e.item_id) for e in here if e is not keep)
+        if keep is None:
+            found = Found.NOTHING
+        else:
+            found = Found.MAPPED if keep.item_id == mapped_id else Found.OTHER
 
     reason, which = _BOOKED[(situation, found)]
     if mapping is None:
@@ -479,12 +539,35 @@ def _booking(
         generation = mapping.generation + (1 if which is Generation.NEXT else 0)
     held = _outlook_move_held(snapshot, mapping, found)
     draft = event_draft(org, appointment_id, snapshot, directory, attendees=invited, times=held)
+    booked = (
+        draft
+        if held is None
+        else event_draft(org, appointment_id, snapshot, directory, attendees=invited)
+    )
+    if found is Found.MAPPED:
+        assert mapping is not None
+        assert mapped_id is not None
+        if keep is not None and keep.change_key != mapping.change_key and not newer:
+            # Changed in Outlook since the change key we hold, and the sync has not said so yet.
+            return plan(PlanReason.OUTLOOK_CHANGE_UNSEEN, actions, generation)
+        if keep is None:
+            needed = _trusted_differs(draft, booked, snapshot, mapping, attendee_ids)
+        else:
+            needed = _differs(keep, draft, booked, snapshot, mapping, attendee_ids)
+        if not needed:
+            return plan(PlanReason.UP_TO_DATE, actions, generation)
+        change_key = keep.change_key if keep is not None else mapping.change_key
+        actions.append(UpdateEvent(organizer, mapped_id, change_key, draft))
+        return plan(reason, actions, generation)
     if keep is None:
+        if situation is Situation.CONTINUING and not newer:
+            # The mapped item is gone and the sync has not said so (an Outlook deletion): a
+            # snapshot that is not newer does not re-create it.
+            assert mapping is not None
+            return plan(PlanReason.OUTLOOK_CHANGE_UNSEEN, actions, mapping.generation)
         create_id = transaction_id(org, appointment_id, organizer.staff_id, generation)
         actions.append(CreateEvent(organizer, draft, create_id))
         return plan(reason, actions, generation)
-    if found is Found.MAPPED and not _differs(keep, draft, snapshot, mapping, attendee_ids):
-        return plan(PlanReason.UP_TO_DATE, actions, generation)
     actions.append(UpdateEvent(organizer, keep.item_id, keep.change_key, draft))
     return plan(reason, actions, generation)
 
@@ -523,26 +606,52 @@ def _outlook_move_held(
     return None
 
 
+def _new_content(
+    draft: EventDraft, booked: EventDraft, snapshot: AppointmentSnapshot, mapping: EventMapping
+) -> bool:
+    """The draft says something the last write did not: its digest is neither the draft's nor
+    (while an Outlook move is held) the booked draft's. A mapping from before drafts were
+    digested: a newer snapshot."""
+    if mapping.draft_digest is None:
+        return snapshot.version > mapping.applied_version
+    return mapping.draft_digest not in (draft_digest(draft), draft_digest(booked))
+
+
+def _trusted_differs(
+    draft: EventDraft,
+    booked: EventDraft,
+    snapshot: AppointmentSnapshot,
+    mapping: EventMapping,
+    attendee_ids: tuple[str, ...],
+) -> bool:
+    """The mapped item needs an update, judged from the mapping alone: new content, an Outlook
+    move the mailbox sync recorded that the draft's time does not keep (the platform answered
+    it with a newer snapshot), or other attendees to invite. Title and location edited in
+    Outlook are restored by the next draft that says something new."""
+    shown = (mapping.outlook_start, mapping.outlook_end)
+    moved = mapping.outlook_start is not None and shown != (draft.start, draft.end)
+    return (
+        _new_content(draft, booked, snapshot, mapping)
+        or moved
+        or tuple(mapping.attendee_staff_ids) != attendee_ids
+    )
+
+
 def _differs(
     event: ExchangeEvent,
     draft: EventDraft,
+    booked: EventDraft,
     snapshot: AppointmentSnapshot,
     mapping: EventMapping | None,
     attendee_ids: tuple[str, ...],
 ) -> bool:
-    """The mapped item needs an update: a draft that says something new (or, for a mapping
-    from before drafts were digested, a newer snapshot), a time moved in Outlook (the booking
-    platform is the system of record and wins), title or location edited in Outlook, or other
-    attendees to invite."""
+    """The mapped item, as a lookup found it, needs an update: new content, a time moved in
+    Outlook (the booking platform is the system of record and wins), title or location edited
+    in Outlook, or other attendees to invite."""
     if mapping is None:
         return True
-    new_draft = (
-        mapping.draft_digest != draft_digest(draft)
-        if mapping.draft_digest is not None
-        else snapshot.version > mapping.applied_version
-    )
     return (
-        new_draft
+        _new_content(draft, booked, snapshot, mapping)
         or event.start != draft.start
         or event.end != draft.end
         or event.subject != draft.subject
@@ -609,7 +718,7 @@ def mapping_after(plan: ReconcilePlan, results: Sequence[ActionResult]) -> Event
                 connection_id=action.mailbox.connection_id,
                 item_id=result.ref.item_id,
                 change_key=result.ref.change_key,
-                uid=result.ref.uid,
+                uid=result.ref.uid or _known_uid(previous, action),
                 applied_version=plan.version if complete else _applied(previous),
                 attendee_staff_ids=list(plan.attendee_staff_ids),
                 generation=plan.generation,
@@ -623,7 +732,11 @@ def mapping_after(plan: ReconcilePlan, results: Sequence[ActionResult]) -> Event
         if current is None:
             return None
         reason = _describe(failure) if failure else "not every action was carried out"
-        return current.model_copy(update={"last_error": reason})
+        # A pending create (no item id) is looked at anyway; a mapped item may have changed.
+        doubt = current.in_doubt or (
+            current.item_id is not None and failure is not None and _leaves_doubt(failure.error)
+        )
+        return current.model_copy(update={"last_error": reason, "in_doubt": doubt})
 
     if plan.status is AppointmentStatus.CANCELLED:
         if previous is not None:
@@ -632,6 +745,7 @@ def mapping_after(plan: ReconcilePlan, results: Sequence[ActionResult]) -> Event
                     "cancelled": True,
                     "applied_version": max(previous.applied_version, plan.version),
                     "last_error": problems,
+                    "in_doubt": False,
                 }
             )
         if plan.organizer is None:
@@ -654,12 +768,21 @@ def mapping_after(plan: ReconcilePlan, results: Sequence[ActionResult]) -> Event
     if plan.reason is PlanReason.ORGANIZER_UNKNOWN:
         # Nothing was written: the snapshot is not applied yet.
         return previous.model_copy(update={"last_error": problems})
+    # Nothing needed writing (or an Outlook change is left for the mailbox sync): whatever made
+    # the mapping doubtful was looked at.
     return previous.model_copy(
         update={
             "applied_version": max(previous.applied_version, plan.version),
             "last_error": problems,
+            "in_doubt": False,
         }
     )
+
+
+def _leaves_doubt(error: CalendarError) -> bool:
+    """A failure after which Exchange may not hold what the mapping says: the item changed or
+    vanished (``look_again``), or the answer was lost (the write may have happened)."""
+    return error.look_again or isinstance(error, ExchangeUnavailable)
 
 
 def _kept_from_outlook(plan: ReconcilePlan, previous: EventMapping | None) -> dict[str, object]:
@@ -671,6 +794,18 @@ def _kept_from_outlook(plan: ReconcilePlan, previous: EventMapping | None) -> di
     if plan.version <= previous.applied_version:
         kept |= {"outlook_start": previous.outlook_start, "outlook_end": previous.outlook_end}
     return kept
+
+
+def _known_uid(previous: EventMapping | None, action: CreateEvent | UpdateEvent) -> str | None:
+    """The UID of the item an update wrote, when the adapter did not return it (EWS answers an
+    UpdateItem with the id and change key only): an item's UID never changes."""
+    if (
+        isinstance(action, UpdateEvent)
+        and previous is not None
+        and previous.item_id == action.item_id
+    ):
+        return previous.uid
+    return None
 
 
 def _applied(previous: EventMapping | None) -> int:

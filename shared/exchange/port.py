@@ -20,8 +20,9 @@ error                       the worker
 ``RetryAfter``              re-queues the message after ``retry_after_seconds``
                             (EWS ErrorServerBusy BackOffMilliseconds, Graph 429
                             Retry-After) and counts the throttled try — never sleeps
-``ChangeKeyConflict``,      looks again at once (``look_again``): someone edited the
-``EventNotFound``           item between our read and our write, or deleted it
+``ChangeKeyConflict``,      looks again at once (``look_again``): the item changed
+``EventNotFound``           since the change key the mapping holds, or was deleted; the
+                            mapping is marked in doubt, so the next pass looks it up
 anything else               fails the message: the host redelivers it after its
                             visibility timeout and, after ``maxDequeueCount`` tries,
                             moves it to the poison queue with the reason in
@@ -343,16 +344,21 @@ class CalendarGateway(Protocol):
 
     async def create_event(self, mailbox: str, draft: EventDraft, transaction_id: str) -> EventRef:
         """Create the event in the mailbox (its owner is the organizer) and send invitations to
-        the draft's attendees. A create repeated with the same ``transaction_id`` returns the
-        event made the first time instead of making a second one."""
+        the draft's attendees. Where the protocol has an idempotency key (Graph
+        ``transactionId``, the fake), a create repeated with the same ``transaction_id`` returns
+        the event made the first time instead of making a second one. EWS has none: a caller
+        that may repeat a create (its answer lost) looks for the marker first, as the engine
+        does for every pending create."""
         ...
 
     async def update_event(
         self, mailbox: str, item_id: str, draft: EventDraft, change_key: str | None
     ) -> EventRef:
         """Make the item say what the draft says and send updates to all attendees (added ones are
-        invited, removed ones get cancellations). ``change_key`` None overwrites; a stale one
-        raises ``ChangeKeyConflict``; a missing item raises ``EventNotFound``."""
+        invited, removed ones get cancellations), in one request addressed by ``item_id``.
+        ``change_key`` None overwrites; a stale one raises ``ChangeKeyConflict`` (nothing
+        changes); a missing item raises ``EventNotFound``. The returned ``uid`` may be None when
+        the adapter cannot know it without another request (the item's UID never changes)."""
         ...
 
     async def cancel_event(self, mailbox: str, item_id: str) -> None:

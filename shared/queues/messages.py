@@ -12,11 +12,17 @@ from shared.queues.names import APPOINTMENT_CHANGES, MAILBOX_SYNC, WEBHOOK_DELIV
 
 
 class AppointmentChanged(CamelModel):
-    """``appointment-changes``: an appointment's snapshot was stored; make Exchange match it."""
+    """``appointment-changes``: an appointment's snapshot was stored; make Exchange match it.
+
+    ``staff_ids``: the staff the stored snapshot names, when the sender knows them (the intake
+    does): only a hint, so the worker reads their mailboxes in its first storage round together
+    with the snapshot and the mapping. The worker decides from what it reads, and reads whoever
+    else the stored snapshot or the mapping names."""
 
     org: OrgId
     appointment_id: Identifier
     version: Annotated[int, Field(ge=0)]
+    staff_ids: Annotated[list[Identifier], Field(max_length=50)] = []
 
 
 class MailboxSyncRequested(CamelModel):
@@ -75,8 +81,8 @@ def parse_queue_message(model: type[M], message: MessageBody) -> M:
 
 
 def message_body(message: BaseModel) -> str:
-    """The JSON a message is sent as (camelCase)."""
-    return message.model_dump_json(by_alias=True)
+    """The JSON a message is sent as (camelCase; a hint left at its default is left out)."""
+    return message.model_dump_json(by_alias=True, exclude_defaults=True)
 
 
 def queue_of(message: BaseModel) -> str:

@@ -7,8 +7,9 @@ webhook URL — checked against the same address rules as Exchange URLs, redirec
 
 - 2xx: delivered.
 - 409 to ``appointment.rescheduled``: the platform refuses the Outlook move. Delivered (it was
-  answered); the refusal is recorded in ``ApplyProblems``, the mapping forgets the move, and the
-  appointment is re-queued, so the apply worker moves the event back to the booked time.
+  answered); the refusal is recorded in ``ApplyProblems``, the mapping forgets the move (and is
+  marked in doubt, so the apply worker looks at the item), and the appointment is re-queued, so
+  the apply worker moves the event back to the booked time.
 - Anything else (another status, no answer, no webhook URL set): the try is counted and the
   message is re-queued with an exponential delay (never a sleep); after ``max_attempts`` the
   row is dead-lettered with the reason (``DeadLetters``), where a replay finds it.
@@ -239,7 +240,11 @@ class WebhookDelivery:
             if current is None:
                 return
             applied = current.value.applied_version
-            forgot = current.value.model_copy(update={"outlook_start": None, "outlook_end": None})
+            # In doubt: the item is not where the mapping's draft says, so the apply pass looks
+            # at it before deciding (it trusts a mapping otherwise, and would write nothing).
+            forgot = current.value.model_copy(
+                update={"outlook_start": None, "outlook_end": None, "in_doubt": True}
+            )
             try:
                 self._repos.event_map.put(org, appointment_id, forgot, current.etag)
                 break

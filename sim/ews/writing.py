@@ -5,7 +5,8 @@ deleting items and single occurrences.
 
 Meeting semantics live in the store; this module maps the wire to it: SendMeetingInvitations,
 SendMeetingInvitationsOrCancellations and SendMeetingCancellations become the store's SendMode;
-ConflictResolution + ChangeKey become its change-key check; an OccurrenceItemId (or the id of an
+ConflictResolution + ChangeKey become its change-key check (a stale key fails only with
+NeverOverwrite, as [MS-OXWSCORE] ConflictResolutionType says); an OccurrenceItemId (or the id of an
 occurrence from a CalendarView) becomes an exception of its series.
 
 https://learn.microsoft.com/exchange/client-developer/web-service-reference/createitem-operation-calendar-item
@@ -329,7 +330,9 @@ def update_item(ctx: EwsContext, operation: Any, body: Any) -> None:
                 change_key=change_key,
                 send=send,
                 extended=extended,
-                always_overwrite=conflict == "AlwaysOverwrite",
+                # [MS-OXWSCORE] 3.1.4.9.4.1: AutoResolve "will in most cases overwrite the
+                # existing value for a property"; only NeverOverwrite fails on a stale key.
+                always_overwrite=conflict != "NeverOverwrite",
             )
         except SimError as error:
             raise _store_error(error) from error

@@ -33,6 +33,7 @@ from shared.exchange.graph.events import (
 from shared.exchange.port import (
     AccessDenied,
     AuthenticationFailed,
+    ChangeKeyConflict,
     EventDraft,
     EventNotFound,
     ExchangeEvent,
@@ -183,7 +184,7 @@ def test_a_create_is_one_post(
     assert (item.change_key, item.uid) == (ref.change_key, ref.uid)
 
 
-def test_an_update_is_one_patch_or_a_read_and_a_patch_with_a_change_key(
+def test_an_update_is_one_patch_guarded_by_the_change_key(
     simulator: RunningSimulator, gateway: GraphCalendarGateway, run: Runner
 ) -> None:
     marker = new_marker()
@@ -201,12 +202,51 @@ def test_an_update_is_one_patch_or_a_read_and_a_patch_with_a_change_key(
             ANN, ref.item_id, draft(marker=marker, subject="Third"), blind.change_key
         )
     )
-    assert counts(simulator) == {"graph:getEvent": 1, "graph:updateEvent": 1}
+    assert counts(simulator) == {"graph:updateEvent": 1}
     assert checked.change_key not in (None, blind.change_key)
     assert simulator.store.get_item(internal_event_id(ref.item_id)).subject == "Third"
 
 
-def test_cancelling_reads_once_then_cancels_a_meeting_or_deletes_an_appointment(
+def test_an_update_with_a_stale_change_key_is_refused_and_changes_nothing(
+    simulator: RunningSimulator, gateway: GraphCalendarGateway, run: Runner
+) -> None:
+    # Moved in Outlook since calbridge's write: If-Match carries the change key calbridge holds,
+    # and Exchange answers 412 ErrorIrresolvableConflict.
+    marker = new_marker()
+    ref = run(gateway.create_event(ANN, draft(marker=marker, attendees=(BOB,)), "tx-count-412"))
+    item_id = internal_event_id(ref.item_id)
+    moved_to = START + timedelta(hours=4)
+    Outlook(simulator.store, ANN).move(item_id, moved_to, moved_to + timedelta(minutes=30))
+    simulator.store.reset_counters()
+
+    with pytest.raises(ChangeKeyConflict) as raised:
+        run(
+            gateway.update_event(
+                ANN, ref.item_id, draft(marker=marker, subject="Later"), ref.change_key
+            )
+        )
+
+    assert raised.value.look_again
+    assert counts(simulator) == {"graph:updateEvent": 1}
+    item = simulator.store.get_item(item_id)
+    assert (item.start, item.subject) == (moved_to, "Mortgage advice")
+
+
+def test_an_update_of_an_event_deleted_in_outlook_is_event_not_found(
+    simulator: RunningSimulator, gateway: GraphCalendarGateway, run: Runner
+) -> None:
+    marker = new_marker()
+    ref = run(gateway.create_event(ANN, draft(marker=marker), "tx-count-404"))
+    Outlook(simulator.store, ANN).delete(internal_event_id(ref.item_id))
+    simulator.store.reset_counters()
+
+    with pytest.raises(EventNotFound):
+        run(gateway.update_event(ANN, ref.item_id, draft(marker=marker), ref.change_key))
+
+    assert counts(simulator) == {"graph:updateEvent": 1}
+
+
+def test_cancelling_is_one_delete_which_cancels_a_meetings_copies(
     simulator: RunningSimulator, gateway: GraphCalendarGateway, run: Runner
 ) -> None:
     meeting = run(gateway.create_event(ANN, draft(attendees=(BOB,)), "tx-count-cancel-1"))
@@ -214,17 +254,17 @@ def test_cancelling_reads_once_then_cancels_a_meeting_or_deletes_an_appointment(
     simulator.store.reset_counters()
 
     run(gateway.cancel_event(ANN, meeting.item_id))
-    assert counts(simulator) == {"graph:getEvent": 1, "graph:cancel": 1}
+    assert counts(simulator) == {"graph:deleteEvent": 1}
     [copy] = Outlook(simulator.store, BOB).find(uid=meeting.uid)
     assert copy.is_cancelled
 
     simulator.store.reset_counters()
     run(gateway.cancel_event(ANN, alone.item_id))
-    assert counts(simulator) == {"graph:getEvent": 1, "graph:deleteEvent": 1}
+    assert counts(simulator) == {"graph:deleteEvent": 1}
 
     simulator.store.reset_counters()
-    run(gateway.cancel_event(ANN, alone.item_id))  # already gone: quiet, one read
-    assert counts(simulator) == {"graph:getEvent": 1}
+    run(gateway.cancel_event(ANN, alone.item_id))  # already gone: quiet
+    assert counts(simulator) == {"graph:deleteEvent": 1}
     assert Outlook(simulator.store, ANN).items() == []
 
 

@@ -110,6 +110,7 @@ class SimulatorWorld:
     organizer: str = ORGANIZER
     attendees: tuple[str, str, str] = ATTENDEES
     missing_mailbox: str = MISSING_MAILBOX
+    transaction_ids: bool = False  # EWS has none; graph_world sets it
     change_keys: Callable[[str], str] = encode_change_key
     # How this protocol throttles: EWS ErrorServerBusy, or Graph's 429 (``graph_world``).
     throttle: Fault = field(

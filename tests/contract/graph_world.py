@@ -108,6 +108,7 @@ def graph_world(request: pytest.FixtureRequest) -> Iterator[SimulatorWorld]:
         attendees=(ava, bo, cy),
         missing_mailbox=f"nobody.{next(_numbers)}@bank.example",
         change_keys=graph_change_key,
+        transaction_ids=True,
         throttle=Fault(kind="throttle", retry_after=THROTTLE_SECONDS),
     )
     try:

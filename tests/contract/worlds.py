@@ -54,6 +54,9 @@ class CalendarWorld(Protocol):
     organizer: str  # mailbox addresses the gateway may open, fresh for each test
     attendees: tuple[str, str, str]
     missing_mailbox: str  # an address with no mailbox behind it
+    # A create repeated with the same transaction id returns the first event (Graph's
+    # transactionId, the fake); EWS has no such id, so a repeat is preceded by a marker lookup.
+    transaction_ids: bool
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Await the coroutine on the world's event loop."""
@@ -101,6 +104,7 @@ class FakeWorld:
         "cy.attendee@bank.example",
     )
     missing_mailbox: str = "nobody@bank.example"
+    transaction_ids: bool = True
     runner: asyncio.Runner = field(default_factory=asyncio.Runner)
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:

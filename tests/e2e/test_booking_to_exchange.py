@@ -15,6 +15,7 @@ import pytest
 from shared import bootstrap
 from shared.engine.marker import marker_for
 from shared.exchange.marker_property import MARKER_PROPERTY_NAME, MARKER_PROPERTY_SET_ID
+from sim.people import Outlook
 from sim.store import CalendarItem, ExtendedPropertyKey, Fault
 from tests.builders import snapshot_document
 from tests.e2e.conftest import ORG, STAFF, World
@@ -273,3 +274,26 @@ def test_throttling_requeues_the_change_and_it_lands_once_later(world: World, si
     assert only_live(world, mailbox, title)
     assert only_live(world, m1, title)
     assert world.sim.store.take_fault(mailbox, fault.operation) is None  # the fault was used
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_a_change_after_an_attendee_answered_in_outlook_lands_once(world: World, side: str) -> None:
+    # The attendee's answer changes the organizer's item, so the change key the mapping holds
+    # is stale until the mailbox sync reads it: the update is refused (EWS NeverOverwrite, Graph
+    # If-Match), the worker looks the item up and writes again, once.
+    (organizer, mailbox), (s1, m1), _ = staff(side)
+    appointment_id, title, day = unique("Answered")
+    put(world, appointment_id, snapshot(1, organizer, [s1], title=title, day=day))
+    copy = only_live(world, m1, title)
+    Outlook(world.sim.store, m1).accept(copy.id)
+
+    renamed = title + " (renamed)"
+    put(world, appointment_id, snapshot(2, organizer, [s1], title=renamed, day=day))
+
+    item = only_live(world, mailbox, renamed)
+    assert world.live(mailbox, title) == [item]
+    assert only_live(world, m1, renamed).uid == item.uid
+    mapping = world.mapping(appointment_id)
+    assert mapping is not None
+    assert not mapping.in_doubt
+    assert mapping.applied_version == 2

@@ -114,7 +114,10 @@ def test_a_new_snapshot_is_stored_and_announced(app: App) -> None:
     assert answer(response) == {"accepted": True, "version": 3}
     [row] = app.stored_appointments()
     assert (row["PartitionKey"], row["RowKey"], row["title"]) == (ORG, "apt-1", "Mortgage advice")
-    assert app.queued() == [{"org": ORG, "appointmentId": "apt-1", "version": 3}]
+    # Ids only: the appointment, its version, and the staff it names (the worker's read hint).
+    assert app.queued() == [
+        {"org": ORG, "appointmentId": "apt-1", "version": 3, "staffIds": ["s1", "s2"]}
+    ]
 
 
 def test_the_same_snapshot_again_is_accepted_and_announced_again(app: App) -> None:
@@ -180,7 +183,10 @@ def test_a_failed_enqueue_answers_503_and_the_retry_gets_the_message_out(
     bootstrap.reset()  # the queue is back
     response = put(snapshot_body(3))
     assert response.status_code == 202
-    assert app.queued() == [{"org": ORG, "appointmentId": "apt-1", "version": 3}]
+    # Ids only: the appointment, its version, and the staff it names (the worker's read hint).
+    assert app.queued() == [
+        {"org": ORG, "appointmentId": "apt-1", "version": 3, "staffIds": ["s1", "s2"]}
+    ]
 
 
 def test_an_unreachable_key_vault_is_503_and_changes_nothing(

@@ -24,6 +24,7 @@ from exchangelib import (
 from exchangelib.errors import ErrorIrresolvableConflict, ErrorItemNotFound
 from exchangelib.items import (
     ALWAYS_OVERWRITE,
+    AUTO_RESOLVE,
     NEVER_OVERWRITE,
     SEND_TO_ALL_AND_SAVE_COPY,
     SEND_TO_NONE,
@@ -299,6 +300,26 @@ def test_stale_change_key_is_an_irresolvable_conflict(ann: Any) -> None:
 
     second.save(update_fields=["subject"], conflict_resolution=ALWAYS_OVERWRITE)
     assert ann.calendar.get(id=item.id).subject == "Conflict (second)"
+
+
+def test_auto_resolve_overwrites_despite_a_stale_change_key(ann: Any) -> None:
+    # [MS-OXWSCORE] 3.1.4.9.4.1 ConflictResolutionType: NeverOverwrite fails with
+    # ErrorIrresolvableConflict; "The AutoResolve option will in most cases overwrite the existing
+    # value for a property"
+    # (https://learn.microsoft.com/openspecs/exchange_server_protocols/ms-oxwscore/0dc48948-2f1b-425a-9e53-0c247657ef12).
+    item = CalendarItem(
+        account=ann, folder=ann.calendar, subject="Merge", start=at(12, 11), end=at(12, 12)
+    )
+    item.save()
+    first = ann.calendar.get(id=item.id)
+    second = ann.calendar.get(id=item.id)
+    first.subject = "Merge (first)"
+    first.save(update_fields=["subject"])
+
+    second.subject = "Merge (second)"
+    second.save(update_fields=["subject"], conflict_resolution=AUTO_RESOLVE)
+
+    assert ann.calendar.get(id=item.id).subject == "Merge (second)"
 
 
 def test_extended_property_is_set_and_found_by_restriction(

@@ -236,12 +236,44 @@ def test_only_the_organizer_can_cancel(graph: GraphSession, simulator: RunningSi
 def test_organizer_delete_sends_cancellations(
     graph: GraphSession, simulator: RunningSimulator
 ) -> None:
+    # "If the event is a meeting, deleting the event on the organizer's calendar sends a
+    # cancellation message to the meeting attendees."
+    # (https://learn.microsoft.com/graph/api/event-delete)
     created = graph.run(events_of(graph, ANN).post(meeting("Delete me", 9, BOB)))
 
     graph.run(events_of(graph, ANN).by_event_id(created.id).delete())
 
     assert copy_in(simulator, ANN, created.i_cal_u_id) is None
     assert copy_in(simulator, BOB, created.i_cal_u_id).is_cancelled is True
+
+
+def test_a_patch_with_a_stale_if_match_is_refused_with_412_and_changes_nothing(
+    graph: GraphSession, simulator: RunningSimulator
+) -> None:
+    # Graph's "Update event" page (https://learn.microsoft.com/graph/api/event-update) lists no
+    # If-Match header; Exchange Online compares one with the event's change key and answers a
+    # stale one with 412 ErrorIrresolvableConflict, "The send or update operation could not be
+    # performed because the change key passed in the request does not match the current change
+    # key for the item." (https://learn.microsoft.com/answers/questions/271870). The event's
+    # @odata.etag is W/"<changeKey>".
+    created = graph.run(events_of(graph, ANN).post(meeting("Guarded", 11, BOB)))
+    item = events_of(graph, ANN).by_event_id(created.id)
+    edited = graph.run(item.patch(Event(subject="Edited in Outlook")))
+
+    def if_match(change_key: str) -> RequestConfiguration[Any]:
+        config: RequestConfiguration[Any] = RequestConfiguration()
+        config.headers.add("If-Match", f'W/"{change_key}"')
+        return config
+
+    refused = odata_error(graph, item.patch(Event(subject="Stale"), if_match(created.change_key)))
+
+    assert refused.response_status_code == 412
+    assert refused.error.code == "ErrorIrresolvableConflict"
+    assert Outlook(simulator.store, ANN).find(uid=created.i_cal_u_id)[0].subject == (
+        "Edited in Outlook"
+    )
+    accepted = graph.run(item.patch(Event(subject="Current"), if_match(edited.change_key)))
+    assert accepted.subject == "Current"
 
 
 def test_transaction_id_makes_a_retried_create_return_the_first_event(

@@ -117,6 +117,7 @@ def mapping(
     attendees: tuple[str, ...] = (),
     generation: int = 1,
     connection_id: str = "conn-1",
+    in_doubt: bool = False,
 ) -> EventMapping:
     return EventMapping(
         organizer_staff_id=organizer,
@@ -129,7 +130,13 @@ def mapping(
         cancelled=cancelled,
         attendee_staff_ids=list(attendees),
         generation=generation,
+        in_doubt=in_doubt,
     )
+
+
+# The change key ``mapping()`` holds: an item observed with it is as calbridge last wrote it
+# (or as the mailbox sync last read it).
+MAPPED_KEY = "ck-0"
 
 
 # --- helpers over plans ---------------------------------------------------------------------
@@ -233,41 +240,113 @@ def test_a_newer_version_updates_the_mapped_event_with_its_current_change_key() 
 
 
 def test_the_same_version_with_the_event_unchanged_needs_no_action() -> None:
-    plan = plan_for(snapshot(1), mapping(applied_version=1), [observed()])
+    plan = plan_for(snapshot(1), mapping(applied_version=1), [observed(change_key=MAPPED_KEY)])
 
     assert plan.reason is PlanReason.UP_TO_DATE
     assert plan.actions == ()
 
 
-def test_an_event_moved_in_outlook_is_moved_back_to_the_booked_time() -> None:
-    plan = plan_for(
-        snapshot(1), mapping(applied_version=1), [observed(start=START + timedelta(hours=2))]
-    )
+def test_a_trusted_mapping_is_updated_by_its_item_id_and_change_key_without_a_lookup() -> None:
+    current = mapping(applied_version=1)
+    assert observation_for(ORG, APPOINTMENT, snapshot(2), current, DIRECTORY) == ()
+
+    plan = plan_for(snapshot(2, title="Mortgage review (moved)"), current, {})
+
+    assert plan.reason is PlanReason.UPDATE
+    [update] = plan.actions
+    assert isinstance(update, UpdateEvent)
+    assert (update.item_id, update.change_key) == ("item-1", MAPPED_KEY)
+    assert update.draft.subject == "Mortgage review (moved)"
+
+
+def test_a_trusted_mapping_whose_draft_is_unchanged_needs_no_request_at_all() -> None:
+    first = plan_for(snapshot(1))
+    written = mapping_after(first, succeed(first, "item-1"))
+    assert written is not None
+
+    again = plan_for(snapshot(1), written, {})
+    bumped = plan_for(snapshot(2), written, {})  # a new version saying the same
+
+    assert observation_for(ORG, APPOINTMENT, snapshot(2), written, DIRECTORY) == ()
+    assert (again.reason, again.actions) == (PlanReason.UP_TO_DATE, ())
+    assert (bumped.reason, bumped.actions) == (PlanReason.UP_TO_DATE, ())
+
+
+def test_an_outlook_move_the_platform_refused_is_moved_back_to_the_booked_time() -> None:
+    # The mailbox sync read the move (its change key is the mapping's now) and the platform
+    # answered 409: the mapping forgot the move and is in doubt, so the pass looks.
+    refused = mapping(applied_version=1, in_doubt=True)
+    moved = observed(start=START + timedelta(hours=2), change_key=MAPPED_KEY)
+
+    plan = plan_for(snapshot(1), refused, [moved])
 
     [update] = plan.actions
     assert isinstance(update, UpdateEvent)
     assert update.draft.start == START
+    assert update.change_key == MAPPED_KEY
+
+
+def test_an_unread_outlook_move_is_not_moved_back_by_a_snapshot_that_is_not_newer() -> None:
+    # A write was refused as a conflict: the lookup finds the item moved under a change key the
+    # mapping does not hold. The mailbox sync will report the move; Outlook wins until then.
+    doubted = mapping(applied_version=1, in_doubt=True)
+    moved = observed(start=START + timedelta(hours=2), change_key="ck-outlook")
+
+    plan = plan_for(snapshot(1), doubted, [moved])
+
+    assert plan.reason is PlanReason.OUTLOOK_CHANGE_UNSEEN
+    assert plan.actions == ()
+    after = mapping_after(plan, [])
+    assert after is not None
+    # The change key stays the one calbridge wrote: the sync must still see the move as new.
+    assert (after.change_key, after.in_doubt, after.applied_version) == (MAPPED_KEY, False, 1)
+
+
+def test_a_newer_snapshot_is_written_over_an_outlook_change_nobody_has_read_yet() -> None:
+    doubted = mapping(applied_version=1, in_doubt=True)
+    moved = observed(start=START + timedelta(hours=2), change_key="ck-outlook")
+
+    plan = plan_for(snapshot(2, start=START + timedelta(days=1)), doubted, [moved])
+
+    [update] = plan.actions
+    assert isinstance(update, UpdateEvent)
+    assert update.change_key == "ck-outlook"
+    assert update.draft.start == START + timedelta(days=1)
 
 
 def test_a_staff_member_whose_mailbox_became_known_is_invited_without_a_new_version() -> None:
     # v1 was written without ben (unknown then); the directory now knows him.
-    plan = plan_for(
-        snapshot(1, secondaries=("ben",)), mapping(applied_version=1, attendees=()), [observed()]
-    )
+    seen_by_pass: list[Sequence[ExchangeEvent] | Observation] = [
+        {},
+        [observed(change_key=MAPPED_KEY)],
+    ]
+    for seen in seen_by_pass:
+        plan = plan_for(
+            snapshot(1, secondaries=("ben",)), mapping(applied_version=1, attendees=()), seen
+        )
 
-    [update] = plan.actions
-    assert isinstance(update, UpdateEvent)
-    assert update.draft.required_attendees == (address("ben"),)
+        [update] = plan.actions
+        assert isinstance(update, UpdateEvent)
+        assert update.draft.required_attendees == (address("ben"),)
 
 
 def test_a_missing_event_is_created_again_as_a_new_generation() -> None:
-    plan = plan_for(snapshot(1), mapping(applied_version=1, generation=3), [])
+    plan = plan_for(snapshot(2), mapping(applied_version=1, generation=3, in_doubt=True), [])
 
     assert plan.reason is PlanReason.RECREATE
     [create] = plan.actions
     assert isinstance(create, CreateEvent)
     assert plan.generation == 4
     assert create.transaction_id == transaction_id(ORG, APPOINTMENT, "ana", 4)
+
+
+def test_an_event_deleted_in_outlook_and_not_read_yet_is_not_recreated_at_the_same_version() -> (
+    None
+):
+    plan = plan_for(snapshot(1), mapping(applied_version=1, in_doubt=True), [])
+
+    assert plan.reason is PlanReason.OUTLOOK_CHANGE_UNSEEN
+    assert plan.actions == ()
 
 
 def test_an_event_observed_cancelled_counts_as_missing() -> None:
@@ -287,14 +366,40 @@ def test_a_stale_version_is_ignored() -> None:
 
 
 def test_observation_is_the_marker_in_the_snapshot_organizers_mailbox() -> None:
-    lookups = observation_for(ORG, APPOINTMENT, snapshot(2), mapping(organizer="ana"), DIRECTORY)
+    lookups = observation_for(
+        ORG, APPOINTMENT, snapshot(2), mapping(organizer="ana", in_doubt=True), DIRECTORY
+    )
 
     assert lookups == (MarkerLookup(mailbox=DIRECTORY["ana"], marker=MARKER),)
 
 
+@pytest.mark.parametrize(
+    ("stored", "look"),
+    [
+        (None, False),  # nothing was ever created: a pending create is stored before any create
+        (mapping(), False),
+        (mapping(cancelled=True), False),
+        (mapping(item_id=None), True),  # a pending create: its answer may have been lost
+        (mapping(in_doubt=True), True),  # a conflict, a missing item, a lost answer
+        (mapping(connection_id="conn-old"), True),  # the mailbox moved to another connection
+    ],
+)
+def test_only_a_mapping_that_cannot_be_trusted_is_looked_up(
+    stored: EventMapping | None, look: bool
+) -> None:
+    lookups = observation_for(ORG, APPOINTMENT, snapshot(2), stored, DIRECTORY)
+    assert bool(lookups) is look
+    forced = observation_for(ORG, APPOINTMENT, snapshot(2), stored, DIRECTORY, look_first=True)
+    assert forced == (MarkerLookup(mailbox=DIRECTORY["ana"], marker=MARKER),)
+
+
 def test_observation_also_covers_the_mapped_mailbox_while_its_event_may_live_there() -> None:
     handover = observation_for(
-        ORG, APPOINTMENT, snapshot(2, organizer="ben"), mapping(organizer="ana"), DIRECTORY
+        ORG,
+        APPOINTMENT,
+        snapshot(2, organizer="ben"),
+        mapping(organizer="ana", in_doubt=True),
+        DIRECTORY,
     )
     after_cancel = observation_for(
         ORG,
@@ -302,6 +407,7 @@ def test_observation_also_covers_the_mapped_mailbox_while_its_event_may_live_the
         snapshot(3, organizer="ben"),
         mapping(organizer="ana", applied_version=2, cancelled=True),
         DIRECTORY,
+        look_first=True,
     )
 
     assert handover == (
@@ -674,8 +780,10 @@ def test_every_situation_and_finding_the_engine_can_meet_has_a_row() -> None:
 
 
 def test_an_edited_title_or_location_in_outlook_is_restored() -> None:
+    # Read by the mailbox sync (the mapping holds the item's change key) and looked at.
     for edited in ({"subject": "Renamed in Outlook"}, {"location": "Moved rooms"}):
-        event = observed().model_copy(update=edited)
-        [update] = plan_for(snapshot(1), mapping(applied_version=1), [event]).actions
+        event = observed(change_key=MAPPED_KEY).model_copy(update=edited)
+        current = mapping(applied_version=1, in_doubt=True)
+        [update] = plan_for(snapshot(1), current, [event]).actions
         assert isinstance(update, UpdateEvent)
         assert (update.draft.subject, update.draft.location) == ("Mortgage review", "Branch 12")

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 
 from shared.apply.executor import ApplyOutcome, apply_appointment
 from shared.engine.reconcile import Completed, Failed, PlanReason, Written
 from shared.exchange.fake import FakeCalendarGateway, FakeExchange
-from shared.exchange.port import CalendarGateway, ExchangeUnavailable, RetryAfter
+from shared.exchange.port import (
+    CalendarGateway,
+    ChangeKeyConflict,
+    EventNotFound,
+    ExchangeUnavailable,
+    RetryAfter,
+)
 from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
-from tests.unit.test_engine import APPOINTMENT, DIRECTORY, MARKER, ORG, address, snapshot
+from tests.unit.test_engine import APPOINTMENT, DIRECTORY, MARKER, ORG, START, address, snapshot
+
+HOUR = timedelta(hours=1)
+START_2H = START + 2 * HOUR
 
 
 def setup() -> tuple[FakeExchange, FakeCalendarGateway]:
@@ -81,13 +91,114 @@ def test_a_create_whose_answer_was_lost_is_adopted_not_repeated() -> None:
 
 def test_a_failed_observation_changes_nothing() -> None:
     exchange, gateway = setup()
+    exchange.fail_next("create_event", RetryAfter(3))
+    pending = apply(gateway, snapshot(1), None).mapping  # a create whose outcome is unknown
+    assert pending is not None
     exchange.fail_next("find_by_marker", RetryAfter(3))
 
-    outcome = apply(gateway, snapshot(1), None)
+    outcome = apply(gateway, snapshot(1), pending)
 
     assert outcome.plan is None
     assert isinstance(outcome.failure, RetryAfter)
-    assert exchange.request_count("create_event") == 0
+    assert exchange.request_count("create_event") == 1
+    assert outcome.mapping is not None
+    assert outcome.mapping == pending.model_copy(update={"last_error": outcome.mapping.last_error})
+
+
+# --- one request per change, looking only where the mapping cannot be trusted --------------
+
+
+def test_create_update_and_cancel_cost_one_request_each_and_a_handover_two() -> None:
+    exchange, gateway = setup()
+
+    def requests_for(snap: AppointmentSnapshot, current: EventMapping | None) -> ApplyOutcome:
+        before = exchange.request_count()
+        outcome = apply(gateway, snap, current)
+        assert outcome.failure is None
+        outcomes.append(exchange.request_count() - before)
+        return outcome
+
+    outcomes: list[int] = []
+    created = requests_for(snapshot(1, secondaries=("ben",)), None)
+    updated = requests_for(snapshot(2, secondaries=("ben",), title="Moved"), created.mapping)
+    handed = requests_for(snapshot(3, organizer="ben", secondaries=("cai",)), updated.mapping)
+    requests_for(snapshot(4, organizer="ben", status="cancelled"), handed.mapping)
+
+    assert outcomes == [1, 1, 2, 1]
+    assert exchange.request_count("find_by_marker") == 0
+    assert exchange.request_count("get_event") == 0
+
+
+def test_a_create_whose_answer_was_lost_is_found_by_marker_and_adopted() -> None:
+    exchange, gateway = setup()
+    exchange.fail_next("create_event", ExchangeUnavailable("timed out"), after_effect=True)
+
+    lost = apply(gateway, snapshot(1, secondaries=("ben",)), None)
+
+    assert lost.mapping is not None
+    assert lost.mapping.item_id is None  # pending: the event may exist
+    [event] = exchange.calendar(address("ana"))
+    again = apply(gateway, snapshot(1, secondaries=("ben",)), lost.mapping)
+
+    assert again.failure is None
+    assert again.plan is not None
+    assert again.plan.reason is PlanReason.ADOPT
+    assert exchange.request_count("find_by_marker") == 1
+    assert exchange.request_count("create_event") == 1
+    assert [e.item_id for e in exchange.calendar(address("ana")) if e.is_live] == [event.item_id]
+    assert again.mapping is not None
+    assert again.mapping.item_id == event.item_id
+    assert len([c for c in exchange.calendar(address("ben")) if c.is_live]) == 1
+
+
+def test_an_update_refused_as_a_conflict_looks_and_a_newer_snapshot_is_written_once() -> None:
+    exchange, gateway = setup()
+    booked = apply(gateway, snapshot(1), None).mapping
+    assert booked is not None
+    assert booked.item_id is not None
+    # Edited in Outlook since: the change key calbridge holds is stale.
+    exchange.move_as_organizer(address("ana"), booked.item_id, START_2H, START_2H + HOUR)
+
+    refused = apply(gateway, snapshot(2, title="Renamed"), booked)
+
+    assert isinstance(refused.failure, ChangeKeyConflict)
+    assert refused.mapping is not None
+    assert refused.mapping.in_doubt
+    assert refused.mapping.change_key == booked.change_key
+    looked = apply(gateway, snapshot(2, title="Renamed"), refused.mapping)
+
+    assert looked.failure is None
+    assert exchange.request_count("find_by_marker") == 1
+    [event] = exchange.calendar(address("ana"))
+    assert event.subject == "Renamed"
+    assert looked.mapping is not None
+    assert not looked.mapping.in_doubt
+    assert looked.mapping.change_key == event.change_key
+
+
+def test_an_event_deleted_in_outlook_just_before_an_update_is_created_again() -> None:
+    exchange, gateway = setup()
+    booked = apply(gateway, snapshot(1, secondaries=("ben",)), None).mapping
+    assert booked is not None
+    assert booked.item_id is not None
+    exchange.delete_as_owner(address("ana"), booked.item_id)
+
+    missing = apply(gateway, snapshot(2, secondaries=("ben",), title="Renamed"), booked)
+
+    assert isinstance(missing.failure, EventNotFound)
+    assert missing.mapping is not None
+    assert missing.mapping.in_doubt
+    again = apply(gateway, snapshot(2, secondaries=("ben",), title="Renamed"), missing.mapping)
+
+    assert again.failure is None
+    assert again.plan is not None
+    assert again.plan.reason is PlanReason.RECREATE
+    [event] = [e for e in exchange.calendar(address("ana")) if e.is_live]
+    assert event.subject == "Renamed"
+    assert event.item_id != booked.item_id
+    assert again.mapping is not None
+    assert (again.mapping.item_id, again.mapping.generation) == (event.item_id, 2)
+    assert [c.uid for c in exchange.calendar(address("ben")) if c.is_live] == [event.uid]
 
 
 def test_execution_stops_at_the_first_failure() -> None:

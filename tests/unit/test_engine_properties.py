@@ -8,8 +8,16 @@ newest subject, times and attendees, a live copy in each current secondary's cal
 live anywhere else — or nothing live at all when the newest snapshot is a cancellation.
 
 The worker here is the real pass (``shared.apply.executor.apply_appointment``: observe, decide,
-execute, record) over ``FakeCalendarGateway``; the "table" is one attribute holding the mapping.
-Staff live on two connections of one organization (as during a migration).
+execute, record) over ``FakeCalendarGateway``, passing again at once when Exchange says the item
+changed or vanished (as ``shared.apply.service`` does); the "table" is one attribute holding the
+mapping. Staff live on two connections of one organization (as during a migration).
+
+The write path trusts the mapping, and the mailbox sync keeps it current: ``mailbox_sync``
+reads the organizer's item with the real rules of ``shared.engine.outlook`` and merges the
+Outlook-side fields the way ``shared.mailbox_sync`` stores them; a move it reports is refused by
+the booking platform (409), which makes the mapping forget the move, marks it in doubt and
+queues the appointment again (``shared.webhooks.delivery``). Until the sync has read an Outlook
+move, a snapshot that is not newer leaves it where the organizer put it.
 """
 
 from __future__ import annotations
@@ -27,8 +35,9 @@ from hypothesis.stateful import (
     rule,
 )
 
-from shared.apply.executor import apply_appointment
+from shared.apply.executor import ApplyOutcome, apply_appointment
 from shared.engine.marker import marker_for
+from shared.engine.outlook import AppointmentRescheduled, organizer_item_changed
 from shared.exchange.fake import FakeCalendarGateway, FakeExchange
 from shared.exchange.port import (
     CalendarError,
@@ -85,6 +94,8 @@ class AppointmentPipeline:
         }
         self.snapshots: list[AppointmentSnapshot] = []
         self.mapping: EventMapping | None = None
+        # Changed in Outlook since the mailbox sync last read the organizer's item.
+        self.unread_outlook_change = False
 
     def gateway_for(self, ref: MailboxRef) -> CalendarGateway:
         return self.gateways[ref.connection_id]
@@ -101,10 +112,8 @@ class AppointmentPipeline:
     async def _store_pending(self, pending: EventMapping) -> None:
         self.mapping = pending  # the durable write before a create
 
-    def deliver(self, index: int, *, worker_dies: bool = False) -> CalendarError | None:
-        """One delivery of the message for ``snapshots[index]``; the error that makes the queue
-        deliver it again, if any. A dying worker records nothing after its Exchange calls."""
-        outcome = asyncio.run(
+    def _pass(self, index: int) -> ApplyOutcome:
+        return asyncio.run(
             apply_appointment(
                 self.gateway_for,
                 ORG,
@@ -115,8 +124,18 @@ class AppointmentPipeline:
                 before_create=self._store_pending,
             )
         )
-        # Shown by --hypothesis-show-statistics: which rules the runs exercised.
-        event(f"plan: {outcome.plan.reason}" if outcome.plan else "observation failed")
+
+    def deliver(self, index: int, *, worker_dies: bool = False) -> CalendarError | None:
+        """One delivery of the message for ``snapshots[index]``; the error that makes the queue
+        deliver it again, if any. A dying worker records nothing after its Exchange calls. A
+        changed or vanished item makes the worker pass again at once (at most three passes)."""
+        for _ in range(3):
+            outcome = self._pass(index)
+            # Shown by --hypothesis-show-statistics: which rules the runs exercised.
+            event(f"plan: {outcome.plan.reason}" if outcome.plan else "observation failed")
+            if worker_dies or outcome.failure is None or not outcome.failure.look_again:
+                break
+            self.mapping = outcome.mapping
         if outcome.failure is not None:
             # Only the transient faults injected here: throttling, outages, a changed item.
             assert isinstance(
@@ -126,6 +145,31 @@ class AppointmentPipeline:
         if not worker_dies:
             self.mapping = outcome.mapping
         return outcome.failure
+
+    def mailbox_sync(self) -> bool:
+        """The read path reads the mapped organizer's item; True when the booking platform's
+        409 to a reported move queued the appointment again."""
+        self.unread_outlook_change = False
+        mapping = self.mapping
+        if mapping is None or mapping.item_id is None or mapping.cancelled:
+            return False
+        item = self.exchange.get_event(mapping.mailbox, mapping.item_id)
+        if item is None:
+            return False  # no Outlook deletions in this model: calbridge's own cancellation
+        staff_by_address = {ref.address: staff for staff, ref in DIRECTORY.items()}
+        verdict = organizer_item_changed(APPOINTMENT, item, mapping, self.newest, staff_by_address)
+        if verdict.mapping is not None:
+            fields = ("change_key", "cancelled", "outlook_start", "outlook_end")
+            self.mapping = mapping.model_copy(
+                update={name: getattr(verdict.mapping, name) for name in fields}
+            )
+        if not any(isinstance(e, AppointmentRescheduled) for e in verdict.events):
+            return False
+        assert self.mapping is not None
+        self.mapping = self.mapping.model_copy(
+            update={"outlook_start": None, "outlook_end": None, "in_doubt": True}
+        )
+        return True
 
     def live_events(self) -> dict[str, list[Any]]:
         return {
@@ -219,8 +263,13 @@ class DeliveriesWithFaults(RuleBasedStateMachine):
         failure = self.pipeline.deliver(index, worker_dies=dies)
         if failure is not None or dies:
             self.queue.append(index)  # redelivered after the visibility timeout
-        elif index == len(self.pipeline.snapshots) - 1 and not self.exchange_faults_pending():
-            # Level-triggered: a clean pass over the newest version makes Exchange show it.
+        elif (
+            index == len(self.pipeline.snapshots) - 1
+            and not self.exchange_faults_pending()
+            and not self.pipeline.unread_outlook_change
+        ):
+            # Level-triggered: a clean pass over the newest version makes Exchange show it
+            # (an Outlook move the sync has not read yet stays where the organizer put it).
             self.pipeline.assert_calendars_show(self.pipeline.newest)
 
     def exchange_faults_pending(self) -> bool:
@@ -260,8 +309,13 @@ class DeliveriesWithFaults(RuleBasedStateMachine):
         self.pipeline.exchange.move_as_organizer(
             mailbox, event.item_id, event.start + shift, event.end + shift
         )
-        # The booking platform refuses the move (409): calbridge applies the booked state again.
-        self.queue.append(len(self.pipeline.snapshots) - 1)
+        self.pipeline.unread_outlook_change = True
+
+    @rule()
+    def mailbox_sync_reads_the_organizers_calendar(self) -> None:
+        if self.pipeline.mailbox_sync():
+            # The booking platform refused the move (409): the appointment is applied again.
+            self.queue.append(len(self.pipeline.snapshots) - 1)
 
     @invariant()
     def at_most_one_live_calbridge_event_per_mailbox(self) -> None:
@@ -273,8 +327,13 @@ class DeliveriesWithFaults(RuleBasedStateMachine):
             return
         self.pipeline.exchange.clear_faults()
         self.queue.append(len(self.pipeline.snapshots) - 1)  # at least once, eventually
-        while self.queue:
-            assert self.pipeline.deliver(self.queue.pop(0)) is None
+        for _ in range(4):  # the sync runs every minute; the platform answers each move
+            while self.queue:
+                assert self.pipeline.deliver(self.queue.pop(0)) is None
+            if not self.pipeline.mailbox_sync():
+                break
+            self.queue.append(len(self.pipeline.snapshots) - 1)
+        assert not self.queue
         self.pipeline.assert_calendars_show(self.pipeline.newest)
         self.pipeline.assert_mapping_records(self.pipeline.newest)
 

@@ -16,19 +16,26 @@ list_events         1 FindItem with a CalendarView (occurrences expanded, no Get
 changes_since       1 SyncFolderItems (ids only, at most ``max_changes``) + 1 GetItem for the
                     changed items of the page, all ids in one request (none when nothing
                     changed: an idle mailbox costs the one SyncFolderItems)
-create_event        1 FindItem (marker: a create repeated after a lost answer returns the first
-                    event) + 1 CreateItem. The UID is set by calbridge (``calbridge_uid``), so
-                    CreateItem's answer (id, change key) completes the ``EventRef``.
-update_event        1 UpdateItem; + 1 GetItem for the UID only when this gateway has not seen
-                    the item before (UIDs never change, so they are remembered per item id)
+create_event        1 CreateItem. The UID is set by calbridge (``calbridge_uid``), so CreateItem's
+                    answer (id, change key) completes the ``EventRef``. EWS has no transaction
+                    id: a create whose answer may have been lost is found by its marker before
+                    it is tried again (the engine looks before every pending create).
+update_event        1 UpdateItem, by item id and change key. The UID comes back when this gateway
+                    has seen the item (UIDs never change, so they are remembered per item id),
+                    otherwise None: the caller keeps the one it stored.
 cancel_event        1 DeleteItem (SendMeetingCancellations=SendToAllAndSaveCopy: a meeting's
                     attendees get cancellations, an appointment without attendees just goes;
                     MoveToDeletedItems, as Outlook does when an organizer cancels)
 ==================  ===========================================================================
 
-Change keys: an update with a change key is sent with ``ConflictResolution=NeverOverwrite``, so
-any change since that key was read makes Exchange refuse it (``ErrorIrresolvableConflict`` →
-``ChangeKeyConflict``); without one it overwrites (``AlwaysOverwrite``).
+Change keys: an update with a change key is sent with ``ConflictResolution=NeverOverwrite``: "if
+there is a conflict, the UpdateItem operation fails and ErrorIrresolvableConflict will be
+returned" ([MS-OXWSCORE] 3.1.4.9.4.1 ConflictResolutionType,
+https://learn.microsoft.com/openspecs/exchange_server_protocols/ms-oxwscore/0dc48948-2f1b-425a-9e53-0c247657ef12),
+which becomes ``ChangeKeyConflict``: the caller looks at the item and decides again. Not
+``AutoResolve`` (the default), which "will in most cases overwrite the existing value": an Outlook
+move the mailbox sync has not read yet would be overwritten without anyone noticing, and never
+reported. Without a change key the update overwrites (``AlwaysOverwrite``).
 """
 
 from __future__ import annotations
@@ -89,7 +96,6 @@ from shared.exchange.ews.properties import (
 from shared.exchange.port import (
     CalendarChanges,
     EventDraft,
-    EventNotFound,
     EventRef,
     ExchangeEvent,
     live_first,
@@ -344,12 +350,6 @@ class EwsCalendarGateway:
 
     # --- writing ------------------------------------------------------------------------------
     async def create_event(self, mailbox: str, draft: EventDraft, transaction_id: str) -> EventRef:
-        earlier = [
-            event for event in await self.find_by_marker(mailbox, draft.marker) if event.is_live
-        ]
-        if earlier:
-            first = earlier[0]
-            return EventRef(item_id=first.item_id, change_key=first.change_key, uid=first.uid)
         uid = calbridge_uid(mailbox, transaction_id)
 
         def work() -> EventRef:
@@ -395,14 +395,6 @@ class EwsCalendarGateway:
 
         new_id, new_change_key = await self._call("UpdateItem", mailbox, work)
         uid = self._uids.get(item_id) or self._uids.get(new_id)
-        if uid is None:
-            current = await self.get_event(mailbox, new_id)
-            if current is None:
-                raise EventNotFound(
-                    f"EWS GetItem for {mailbox}: item {new_id} vanished after its update",
-                    mailbox=mailbox,
-                )
-            uid = current.uid
         self._remember_uid(new_id, uid)
         return EventRef(item_id=new_id, change_key=new_change_key, uid=uid)
 

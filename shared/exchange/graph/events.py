@@ -125,35 +125,10 @@ def create_body(draft: EventDraft, mailbox: str, transaction_id: str) -> dict[st
     return body
 
 
-def update_body(draft: EventDraft, mailbox: str, current: ExchangeEvent | None) -> dict[str, Any]:
-    """The PATCH body that makes the item say what the draft says.
-
-    With the current item at hand only what differs is sent (an unchanged attendee list is left
-    alone, so Exchange sends no needless re-invitations); the body is always sent, since calbridge
-    never reads it back to compare. Without it, every governed property is sent.
-    """
-    fields = draft_fields(draft, mailbox)
-    if current is None:
-        return fields
-    wanted_attendees = {a["emailAddress"]["address"] for a in fields["attendees"]}
-    unchanged = {
-        "subject": current.subject == draft.subject,
-        "start": current.start == draft.start,
-        "end": current.end == draft.end,
-        "location": (current.location or "") == (draft.location or ""),
-        "attendees": set(current.attendee_addresses) == wanted_attendees,
-        "showAs": current.show_as is draft.show_as,
-        "singleValueExtendedProperties": current.marker == draft.marker,
-    }
-    for name, same in unchanged.items():
-        if same:
-            del fields[name]
-    if "start" in fields or "end" in fields:
-        # Graph validates start against end: a move sends both, so neither is checked against
-        # the other's old value.
-        fields["start"] = _date_time_zone(draft.start, draft.time_zone)
-        fields["end"] = _date_time_zone(draft.end, draft.time_zone)
-    return fields
+def update_body(draft: EventDraft, mailbox: str) -> dict[str, Any]:
+    """The PATCH body that makes the item say what the draft says: every property the draft
+    governs, as the EWS adapter's UpdateItem sets them, so nothing has to be read first."""
+    return draft_fields(draft, mailbox)
 
 
 # --- reading ------------------------------------------------------------------------------------

@@ -10,13 +10,28 @@ find_by_marker     1 (+p)    GET users/{m}/events?$filter=<marker>&$expand=<mark
 get_event          1         GET users/{m}/events/{id}
 find_by_uid        1 (+p)    GET users/{m}/events?$filter=iCalUId eq '…'
 create_event       1         POST users/{m}/events with transactionId
-update_event       1 or 2    [GET to compare the change key] + PATCH
-cancel_event       2         GET (organizer? attendees?) + POST …/cancel or DELETE
+update_event       1         PATCH users/{m}/events/{id} (If-Match: the change key)
+cancel_event       1         DELETE users/{m}/events/{id}
 list_events        1 (+p)    GET users/{m}/calendarView (p: one per further page)
 =================  ========  ==========================================================
 
 Every read selects ``events.EVENT_FIELDS`` (never the body) and asks for UTC times. Errors are
 the port's (see ``graph.errors``); nothing here sleeps or retries.
+
+Writes are addressed by id, nothing is read first:
+
+- **update**: a PATCH with every property the draft governs. With a change key it carries
+  ``If-Match: W/"<changeKey>"`` (an event's ``@odata.etag`` is its change key in that form).
+  Graph's "Update event" page lists no If-Match header; Exchange Online answers a stale one with
+  412 ``ErrorIrresolvableConflict`` ("the change key passed in the request does not match the
+  current change key for the item", as reported on
+  https://learn.microsoft.com/answers/questions/271870), which becomes ``ChangeKeyConflict``. A
+  server that ignored the header would let the PATCH overwrite, which is what the page itself
+  documents. A missing item is 404 → ``EventNotFound``.
+- **cancel**: "If the event is a meeting, deleting the event on the organizer's calendar sends a
+  cancellation message to the meeting attendees"
+  (https://learn.microsoft.com/graph/api/event-delete); an appointment without attendees, or an
+  attendee's copy, just goes. Already gone (404) is quiet.
 """
 
 from __future__ import annotations
@@ -47,9 +62,7 @@ from shared.exchange.graph.session import (
 from shared.exchange.marker_property import graph_marker_filter
 from shared.exchange.port import (
     CalendarError,
-    ChangeKeyConflict,
     EventDraft,
-    EventNotFound,
     EventRef,
     ExchangeEvent,
     live_first,
@@ -286,45 +299,16 @@ class GraphCalendarGateway:
         self, mailbox: str, item_id: str, draft: EventDraft, change_key: str | None
     ) -> EventRef:
         session = self._pool.session()
-        current: ExchangeEvent | None = None
-        etag: str | None = None
-        if change_key is not None:
-            # Graph offers no documented If-Match for events, so the change key is compared on a
-            # fresh read first. Race window: an Outlook edit landing between this GET and the
-            # PATCH below is overwritten. The PATCH still carries the etag read here as If-Match,
-            # which closes the window wherever the server honours it (the simulator does).
-            read = await self._read_item(session, mailbox, item_id, operation="update_event")
-            if read is None:
-                raise EventNotFound(
-                    f"Graph update_event for {mailbox}: no such item", mailbox=mailbox
-                )
-            current, document = read
-            if current.change_key != change_key:
-                raise ChangeKeyConflict(
-                    f"Graph update_event for {mailbox}: the item has changed", mailbox=mailbox
-                )
-            raw_etag = document.get("@odata.etag")
-            etag = raw_etag if isinstance(raw_etag, str) else None
         builder = session.users.by_user_id(mailbox).events.by_event_id(item_id)
-        info = self._json_request(
-            "PATCH", builder, update_body(draft, mailbox, current), if_match=etag
-        )
+        etag = f'W/"{change_key}"' if change_key else None
+        info = self._json_request("PATCH", builder, update_body(draft, mailbox), if_match=etag)
         reply = await self._expect_ok(session, info, operation="update_event", mailbox=mailbox)
         return self._ref(reply, operation="update_event", mailbox=mailbox)
 
     async def cancel_event(self, mailbox: str, item_id: str) -> None:
         session = self._pool.session()
-        read = await self._read_item(session, mailbox, item_id, operation="cancel_event")
-        if read is None:
-            return
-        event, document = read
         item = session.users.by_user_id(mailbox).events.by_event_id(item_id)
-        if document.get("isOrganizer") and event.attendees and not event.is_cancelled:
-            # The organizer's meeting: /cancel sends the cancellations and removes the item.
-            info = self._json_request("POST", item.cancel, {})
-        else:
-            # An appointment without attendees, or an attendee's copy: it just goes.
-            info = self._json_request("DELETE", item, None)
+        info = self._json_request("DELETE", item, None)
         reply = await self._send(session, info, operation="cancel_event", mailbox=mailbox)
         if not reply.ok and not is_missing_item(reply):
             raise reply_error(reply, operation="cancel_event", mailbox=mailbox)
