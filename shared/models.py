@@ -206,6 +206,10 @@ class EventMapping(CamelModel):
     # answered yet: a snapshot that is not newer must not move it back meanwhile.
     outlook_start: AwareDatetime | None = None
     outlook_end: AwareDatetime | None = None
+    # The booked times of the snapshot last applied: what an Outlook move is measured against
+    # (a newer snapshot stored but not applied yet must not make the event look moved).
+    booked_start: AwareDatetime | None = None
+    booked_end: AwareDatetime | None = None
     # Secondary staff who declined in Outlook (reported once each).
     declined_staff_ids: list[str] = []
     # A digest of the last draft written (``shared.engine.content.draft_digest``): a snapshot

@@ -97,7 +97,13 @@ def organizer_item_changed(
 
     events: list[OutlookEvent] = []
     updates: dict[str, object] = {"change_key": event.change_key}
-    booked = (snapshot.start, snapshot.end)
+    # Measured against what calbridge applied: a newer snapshot waiting for the apply worker
+    # does not make the event look moved.
+    booked = (
+        (mapping.booked_start, mapping.booked_end)
+        if mapping.booked_start is not None and mapping.booked_end is not None
+        else (snapshot.start, snapshot.end)
+    )
     reported = (mapping.outlook_start, mapping.outlook_end) if mapping.outlook_start else booked
     now = (event.start, event.end)
     if now != reported:

@@ -166,6 +166,8 @@ class ReconcilePlan:
     organizer: MailboxRef | None = None
     attendee_staff_ids: tuple[str, ...] = ()
     generation: int = 0
+    # The snapshot's booked times (a booked snapshot's plan): recorded once it is applied.
+    booked: tuple[datetime, datetime] | None = None
 
     @property
     def exchange_actions(self) -> tuple[ExchangeAction, ...]:
@@ -491,6 +493,7 @@ def _booking(
             organizer=organizer,
             attendee_staff_ids=attendee_ids,
             generation=generation,
+            booked=(snapshot.start, snapshot.end),
         )
 
     invited = attendee_mailboxes(snapshot, directory) + _declined_kept(snapshot, mapping, directory)
@@ -724,6 +727,7 @@ def mapping_after(plan: ReconcilePlan, results: Sequence[ActionResult]) -> Event
                 generation=plan.generation,
                 draft_digest=draft_digest(action.draft),
                 **_kept_from_outlook(plan, previous),
+                **_booked_times(plan, previous, complete),
             )
         elif isinstance(action, CancelEvent):
             cancelled_item = action.item_id
@@ -775,8 +779,25 @@ def mapping_after(plan: ReconcilePlan, results: Sequence[ActionResult]) -> Event
             "applied_version": max(previous.applied_version, plan.version),
             "last_error": problems,
             "in_doubt": False,
+            **_booked_times(plan, previous, True),
         }
     )
+
+
+def _booked_times(
+    plan: ReconcilePlan, previous: EventMapping | None, applied: bool
+) -> dict[str, datetime | None]:
+    """The booked times the mapping records: the plan's snapshot's once it is applied (a
+    snapshot at least as new as the last applied), else what was recorded before."""
+    if (
+        applied
+        and plan.booked is not None
+        and (previous is None or plan.version >= previous.applied_version)
+    ):
+        return {"booked_start": plan.booked[0], "booked_end": plan.booked[1]}
+    if previous is None:
+        return {}
+    return {"booked_start": previous.booked_start, "booked_end": previous.booked_end}
 
 
 def _leaves_doubt(error: CalendarError) -> bool:

@@ -596,6 +596,7 @@ def test_a_successful_create_is_recorded_with_the_new_item_and_version() -> None
 
     [create] = plan.actions
     assert isinstance(create, CreateEvent)
+    booked = snapshot(1, secondaries=("ben",))
     assert after == EventMapping(
         organizer_staff_id="ana",
         mailbox=address("ana"),
@@ -607,6 +608,8 @@ def test_a_successful_create_is_recorded_with_the_new_item_and_version() -> None
         attendee_staff_ids=["ben"],
         generation=1,
         draft_digest=draft_digest(create.draft),
+        booked_start=booked.start,
+        booked_end=booked.end,
     )
 
 
