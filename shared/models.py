@@ -212,6 +212,9 @@ class EventMapping(CamelModel):
     booked_end: AwareDatetime | None = None
     # Secondary staff who declined in Outlook (reported once each).
     declined_staff_ids: list[str] = []
+    # An Outlook change the mailbox sync had not read when a newer snapshot met it (its change
+    # key, or "gone" and the item id): that write waited once for the sync to report the change.
+    read_first: str | None = None
     # A digest of the last draft written (``shared.engine.content.draft_digest``): a snapshot
     # whose draft is the same needs no write, whatever its version.
     draft_digest: str | None = None

@@ -37,7 +37,7 @@ from typing import Final
 
 from shared.apply.executor import ApplyOutcome, apply_appointment
 from shared.apply.store import ApplyStore, MappingWriter, StoredState
-from shared.engine.reconcile import mailboxes_called
+from shared.engine.reconcile import PlanReason, ReconcilePlan, mailboxes_called
 from shared.exchange.gateways import Gateways
 from shared.exchange.port import CalendarError, CalendarGateway
 from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 # rounds than this means something keeps interfering, and the host's retry takes over.
 MAX_PASSES = 3
 _MAX_DELAY_SECONDS = MAX_VISIBILITY_DELAY.total_seconds()
+# How long a newer snapshot waits for the mailbox sync to read an Outlook change it met.
+READ_FIRST_DELAY: Final = timedelta(seconds=15)
 
 
 class ApplyDisposition(StrEnum):
@@ -211,6 +213,8 @@ class AppointmentApplier:
         await self._record(org, appointment_id, snapshot, mapping, writer, outcome)
         if outcome.failure is not None:
             return await self._after_failure(org, appointment_id, snapshot, outcome.failure)
+        if outcome.plan is not None and outcome.plan.reason is PlanReason.OUTLOOK_CHANGE_READ_FIRST:
+            return await self._read_first(org, appointment_id, snapshot, outcome.plan)
         if outcome.problems:
             return ApplyReport(ApplyDisposition.PROBLEM, outcome.problems)
         return ApplyReport(ApplyDisposition.DONE)
@@ -260,6 +264,31 @@ class AppointmentApplier:
             writes.append(writer.write(mapping.model_copy(update={"last_error": problem})))
         await asyncio.gather(*writes)
         return ApplyReport(ApplyDisposition.PROBLEM, problem)
+
+    async def _read_first(
+        self, org: str, appointment_id: str, snapshot: AppointmentSnapshot, plan: ReconcilePlan
+    ) -> ApplyReport:
+        """A newer snapshot met an Outlook change the mailbox sync has not read: the sync reads
+        the organizer's mailbox now (and reports the change), and the snapshot comes back after
+        ``READ_FIRST_DELAY`` to be written."""
+        assert plan.organizer is not None
+        await asyncio.gather(
+            self._store.request_sync(org, plan.organizer.staff_id, "an Outlook change to read"),
+            self._store.requeue(
+                AppointmentChanged(
+                    org=org,
+                    appointment_id=appointment_id,
+                    version=snapshot.version,
+                    staff_ids=[staff.staff_id for staff in snapshot.staff],
+                ),
+                READ_FIRST_DELAY,
+            ),
+        )
+        return ApplyReport(
+            ApplyDisposition.REQUEUED,
+            "an Outlook change the mailbox sync has not read yet is read first",
+            READ_FIRST_DELAY.total_seconds(),
+        )
 
     async def _after_failure(
         self, org: str, appointment_id: str, snapshot: AppointmentSnapshot, failure: CalendarError

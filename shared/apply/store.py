@@ -19,7 +19,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
-from shared.queues import APPOINTMENT_CHANGES, AppointmentChanged, QueueSender
+from shared.queues import (
+    APPOINTMENT_CHANGES,
+    AppointmentChanged,
+    MailboxSyncRequested,
+    QueueSender,
+)
 from shared.store import Repositories, Versioned
 from shared.store.records import (
     ApplyProblemRecord,
@@ -178,6 +183,12 @@ class ApplyStore:
     async def requeue(self, message: AppointmentChanged, delay: timedelta) -> None:
         """Send the change again, invisible for ``delay``."""
         await in_storage_thread(self._queue.send, message, visibility_delay=delay)
+
+    async def request_sync(self, org: str, staff_id: str, reason: str) -> None:
+        """Ask for the staff member's mailbox to be read now (``mailbox-sync``)."""
+        await in_storage_thread(
+            self._queue.send, MailboxSyncRequested(org=org, staff_id=staff_id, reason=reason)
+        )
 
     async def dead_letter(
         self, message: AppointmentChanged, reason: str, dequeue_count: int

@@ -146,6 +146,9 @@ class PlanReason(StrEnum):
     # A lookup found the mapped item changed (or gone) in Outlook since the change key the
     # mapping holds, and the snapshot is not newer: left for the mailbox sync to report.
     OUTLOOK_CHANGE_UNSEEN = "outlook_change_unseen"
+    # The same, and the snapshot is newer: it is written once the mailbox sync has read (and
+    # reported) the change, or on the next pass if the sync still has not (``read_first``).
+    OUTLOOK_CHANGE_READ_FIRST = "outlook_change_read_first"
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,8 @@ class ReconcilePlan:
     generation: int = 0
     # The snapshot's booked times (a booked snapshot's plan): recorded once it is applied.
     booked: tuple[datetime, datetime] | None = None
+    # OUTLOOK_CHANGE_READ_FIRST: the unseen change the write waits for.
+    read_first: str | None = None
 
     @property
     def exchange_actions(self) -> tuple[ExchangeAction, ...]:
@@ -481,7 +486,12 @@ def _booking(
     organizer: MailboxRef,
     directory: Mapping[str, MailboxRef],
 ) -> ReconcilePlan:
-    def plan(reason: PlanReason, actions: list[Action], generation: int) -> ReconcilePlan:
+    def plan(
+        reason: PlanReason,
+        actions: list[Action],
+        generation: int,
+        read_first: str | None = None,
+    ) -> ReconcilePlan:
         return ReconcilePlan(
             org,
             appointment_id,
@@ -494,6 +504,7 @@ def _booking(
             attendee_staff_ids=attendee_ids,
             generation=generation,
             booked=(snapshot.start, snapshot.end),
+            read_first=read_first,
         )
 
     invited = attendee_mailboxes(snapshot, directory) + _declined_kept(snapshot, mapping, directory)
@@ -550,9 +561,15 @@ def _booking(
     if found is Found.MAPPED:
         assert mapping is not None
         assert mapped_id is not None
-        if keep is not None and keep.change_key != mapping.change_key and not newer:
+        if keep is not None and keep.change_key != mapping.change_key:
             # Changed in Outlook since the change key we hold, and the sync has not said so yet.
-            return plan(PlanReason.OUTLOOK_CHANGE_UNSEEN, actions, generation)
+            if not newer:
+                return plan(PlanReason.OUTLOOK_CHANGE_UNSEEN, actions, generation)
+            unseen = keep.change_key or f"changed\n{keep.item_id}"
+            if mapping.read_first != unseen:
+                # A newer snapshot will be written; the staff member's change is read (and
+                # reported) first, or it would pass for calbridge's own write.
+                return plan(PlanReason.OUTLOOK_CHANGE_READ_FIRST, actions, generation, unseen)
         if keep is None:
             needed = _trusted_differs(draft, booked, snapshot, mapping, attendee_ids)
         else:
@@ -563,11 +580,18 @@ def _booking(
         actions.append(UpdateEvent(organizer, mapped_id, change_key, draft))
         return plan(reason, actions, generation)
     if keep is None:
-        if situation is Situation.CONTINUING and not newer:
+        if situation is Situation.CONTINUING:
             # The mapped item is gone and the sync has not said so (an Outlook deletion): a
-            # snapshot that is not newer does not re-create it.
+            # snapshot that is not newer does not re-create it; a newer one does, once the sync
+            # has read (and reported) the deletion.
             assert mapping is not None
-            return plan(PlanReason.OUTLOOK_CHANGE_UNSEEN, actions, mapping.generation)
+            if not newer:
+                return plan(PlanReason.OUTLOOK_CHANGE_UNSEEN, actions, mapping.generation)
+            unseen = f"gone\n{mapping.item_id}"
+            if mapping.read_first != unseen:
+                return plan(
+                    PlanReason.OUTLOOK_CHANGE_READ_FIRST, actions, mapping.generation, unseen
+                )
         create_id = transaction_id(org, appointment_id, organizer.staff_id, generation)
         actions.append(CreateEvent(organizer, draft, create_id))
         return plan(reason, actions, generation)
@@ -741,6 +765,11 @@ def mapping_after(plan: ReconcilePlan, results: Sequence[ActionResult]) -> Event
             current.item_id is not None and failure is not None and _leaves_doubt(failure.error)
         )
         return current.model_copy(update={"last_error": reason, "in_doubt": doubt})
+
+    if plan.reason is PlanReason.OUTLOOK_CHANGE_READ_FIRST:
+        assert previous is not None
+        # Not applied yet: looked at again (in doubt) once the mailbox sync has read the change.
+        return previous.model_copy(update={"read_first": plan.read_first, "in_doubt": True})
 
     if plan.status is AppointmentStatus.CANCELLED:
         if previous is not None:

@@ -26,8 +26,8 @@ class AppointmentChanged(CamelModel):
 
 
 class MailboxSyncRequested(CamelModel):
-    """``mailbox-sync``: read what changed in one staff member's mailbox (planned: the
-    Exchange → booking direction)."""
+    """``mailbox-sync``: read what changed in one staff member's mailbox (the Exchange → booking
+    direction); ``reason`` says who asked (the poll fan-out, a full read, the apply worker)."""
 
     org: OrgId
     staff_id: Identifier
@@ -35,7 +35,7 @@ class MailboxSyncRequested(CamelModel):
 
 
 class WebhookDeliveryDue(CamelModel):
-    """``webhook-deliveries``: deliver (or retry) one outbox row (planned: outbound webhooks)."""
+    """``webhook-deliveries``: deliver (or retry) one outbox row (an outbound webhook)."""
 
     org: OrgId
     event_id: Identifier

@@ -211,6 +211,22 @@ def test_a_secondary_who_declines_is_reported_and_the_appointment_stays(world: W
     assert world.live(BOB_MAILBOX, title) == []
 
 
+def test_a_decline_not_read_yet_is_reported_before_a_newer_snapshot_is_written(
+    world: World,
+) -> None:
+    appointment_id, title, body = book(world, "Declined, then renamed")
+    synced(world, ANN)
+    [copy] = world.live(BOB_MAILBOX, title)
+    Outlook(world.sim.store, BOB_MAILBOX).decline(copy.id)
+    # Before any poll reads the decline, the platform renames the appointment: the write would
+    # leave the sync only calbridge's own change key to see. The organizer's mailbox is read
+    # first, then the newer snapshot is written.
+    renamed = f"{title} (renamed)"
+    put(world, appointment_id, snapshot(2, ANN, [BOB], title=renamed, day=_day_of(body)))
+    received(world, "appointment.staff_declined", appointmentId=appointment_id, staffId=BOB)
+    assert organizer_item(world, renamed).subject == renamed
+
+
 def _day_of(body: dict[str, Any]) -> int:
     start = datetime.fromisoformat(body["start"])
     return (start.date() - date(2027, 3, 1)).days

@@ -225,9 +225,10 @@ def test_transaction_id_repeats_for_a_retry_and_differs_for_each_new_event() -> 
 
 
 def test_a_newer_version_updates_the_mapped_event_with_its_current_change_key() -> None:
+    # The change behind "ck-7" was read first (see the next tests): now it is written over.
     plan = plan_for(
         snapshot(2, title="Mortgage review (moved)"),
-        mapping(applied_version=1),
+        mapping(applied_version=1).model_copy(update={"read_first": "ck-7"}),
         [observed(change_key="ck-7")],
     )
 
@@ -302,11 +303,28 @@ def test_an_unread_outlook_move_is_not_moved_back_by_a_snapshot_that_is_not_newe
     assert (after.change_key, after.in_doubt, after.applied_version) == (MAPPED_KEY, False, 1)
 
 
-def test_a_newer_snapshot_is_written_over_an_outlook_change_nobody_has_read_yet() -> None:
+def test_a_newer_snapshot_waits_once_for_an_outlook_change_nobody_has_read_yet() -> None:
+    # Written at once, the newer snapshot would leave the sync the change key of calbridge's own
+    # write: the organizer's move (or an attendee's decline) would never be reported.
     doubted = mapping(applied_version=1, in_doubt=True)
     moved = observed(start=START + timedelta(hours=2), change_key="ck-outlook")
+    newer = snapshot(2, start=START + timedelta(days=1))
 
-    plan = plan_for(snapshot(2, start=START + timedelta(days=1)), doubted, [moved])
+    first = plan_for(newer, doubted, [moved])
+
+    assert first.reason is PlanReason.OUTLOOK_CHANGE_READ_FIRST
+    assert first.actions == ()
+    waiting = mapping_after(first, [])
+    assert waiting is not None
+    assert (waiting.read_first, waiting.in_doubt, waiting.applied_version) == (
+        "ck-outlook",
+        True,
+        1,
+    )
+    assert waiting.change_key == MAPPED_KEY  # the sync still sees the change as new
+
+    # The next pass: the sync has not read it (same change key): written anyway.
+    plan = plan_for(newer, waiting, [moved])
 
     [update] = plan.actions
     assert isinstance(update, UpdateEvent)
@@ -331,7 +349,13 @@ def test_a_staff_member_whose_mailbox_became_known_is_invited_without_a_new_vers
 
 
 def test_a_missing_event_is_created_again_as_a_new_generation() -> None:
-    plan = plan_for(snapshot(2), mapping(applied_version=1, generation=3, in_doubt=True), [])
+    doubted = mapping(applied_version=1, generation=3, in_doubt=True)
+    first = plan_for(snapshot(2), doubted, [])
+    assert first.reason is PlanReason.OUTLOOK_CHANGE_READ_FIRST  # the deletion is read first
+    waiting = mapping_after(first, [])
+    assert waiting is not None
+
+    plan = plan_for(snapshot(2), waiting, [])
 
     assert plan.reason is PlanReason.RECREATE
     [create] = plan.actions
@@ -350,7 +374,13 @@ def test_an_event_deleted_in_outlook_and_not_read_yet_is_not_recreated_at_the_sa
 
 
 def test_an_event_observed_cancelled_counts_as_missing() -> None:
-    plan = plan_for(snapshot(2), mapping(applied_version=1), [observed(cancelled=True)])
+    cancelled = [observed(cancelled=True)]
+    waiting = mapping(applied_version=1).model_copy(update={"read_first": "gone\nitem-1"})
+    assert plan_for(snapshot(2), mapping(applied_version=1), cancelled).reason is (
+        PlanReason.OUTLOOK_CHANGE_READ_FIRST
+    )
+
+    plan = plan_for(snapshot(2), waiting, cancelled)
 
     assert kinds(plan) == ["CreateEvent"]
 
@@ -715,7 +745,7 @@ def test_an_unknown_organizer_does_not_advance_the_applied_version() -> None:
 
 def test_a_success_clears_an_earlier_error() -> None:
     previous = mapping(applied_version=1).model_copy(update={"last_error": "RetryAfter: x"})
-    plan = plan_for(snapshot(2), previous, [observed()])
+    plan = plan_for(snapshot(2), previous, [observed(change_key=MAPPED_KEY)])
 
     after = mapping_after(plan, succeed(plan, "item-1"))
 

@@ -165,10 +165,20 @@ def test_an_update_refused_as_a_conflict_looks_and_a_newer_snapshot_is_written_o
     assert refused.mapping is not None
     assert refused.mapping.in_doubt
     assert refused.mapping.change_key == booked.change_key
-    looked = apply(gateway, snapshot(2, title="Renamed"), refused.mapping)
+    waited = apply(gateway, snapshot(2, title="Renamed"), refused.mapping)
+
+    # The move is the organizer's: read (and reported) by the mailbox sync before the newer
+    # snapshot is written over it; if the sync has not read it by the next pass, written anyway.
+    assert waited.plan is not None
+    assert waited.plan.reason is PlanReason.OUTLOOK_CHANGE_READ_FIRST
+    assert waited.results == ()
+    assert waited.mapping is not None
+    assert waited.mapping.in_doubt
+    assert exchange.calendar(address("ana"))[0].subject != "Renamed"
+    looked = apply(gateway, snapshot(2, title="Renamed"), waited.mapping)
 
     assert looked.failure is None
-    assert exchange.request_count("find_by_marker") == 1
+    assert exchange.request_count("find_by_marker") == 2
     [event] = exchange.calendar(address("ana"))
     assert event.subject == "Renamed"
     assert looked.mapping is not None
@@ -188,7 +198,13 @@ def test_an_event_deleted_in_outlook_just_before_an_update_is_created_again() ->
     assert isinstance(missing.failure, EventNotFound)
     assert missing.mapping is not None
     assert missing.mapping.in_doubt
-    again = apply(gateway, snapshot(2, secondaries=("ben",), title="Renamed"), missing.mapping)
+    waited = apply(gateway, snapshot(2, secondaries=("ben",), title="Renamed"), missing.mapping)
+    # The deletion is read (and reported) by the mailbox sync before the event is made again.
+    assert waited.plan is not None
+    assert waited.plan.reason is PlanReason.OUTLOOK_CHANGE_READ_FIRST
+    assert waited.mapping is not None
+    assert [e for e in exchange.calendar(address("ana")) if e.is_live] == []
+    again = apply(gateway, snapshot(2, secondaries=("ben",), title="Renamed"), waited.mapping)
 
     assert again.failure is None
     assert again.plan is not None
