@@ -34,7 +34,10 @@ The algorithm
      the change key the mapping holds (or gone), the mailbox sync has not read that change. A
      snapshot that is not newer than the applied one never writes over it (Outlook wins until
      the booking platform answers, as for a move the sync has reported): nothing is written, and
-     the sync reports it. A newer snapshot is the platform's word and is written.
+     the sync reports it. A newer snapshot is the platform's word and is written — but not
+     before the sync has had the chance to read the change (``OUTLOOK_CHANGE_READ_FIRST``: the
+     worker asks for the organizer's mailbox to be read and comes back), or calbridge's write
+     would hide the move, decline or deletion from it for good. It waits once per change.
    - Handover: the organizer changed (removed themselves, or was reassigned, or their mailbox
      moved to another address): cancel the old event in the old mailbox first (Exchange cancels
      its copies), then create (or adopt) the event in the new organizer's mailbox with the
