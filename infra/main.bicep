@@ -100,6 +100,7 @@ param logRetentionDays int = 30
 var queueNames = [
   'appointment-changes'
   'mailbox-sync'
+  'mailbox-subscriptions'
   'webhook-deliveries'
 ]
 

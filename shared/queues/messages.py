@@ -3,12 +3,17 @@ send), and which queue carries each kind."""
 
 from __future__ import annotations
 
-from typing import Annotated, Protocol, TypeVar
+from typing import Annotated, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
 from shared.models import CamelModel, Identifier, OrgId
-from shared.queues.names import APPOINTMENT_CHANGES, MAILBOX_SYNC, WEBHOOK_DELIVERIES
+from shared.queues.names import (
+    APPOINTMENT_CHANGES,
+    MAILBOX_SUBSCRIPTIONS,
+    MAILBOX_SYNC,
+    WEBHOOK_DELIVERIES,
+)
 
 
 class AppointmentChanged(CamelModel):
@@ -20,8 +25,7 @@ class AppointmentChanged(CamelModel):
 
 
 class MailboxSyncRequested(CamelModel):
-    """``mailbox-sync``: read what changed in one staff member's mailbox (planned: the
-    Exchange → booking direction)."""
+    """``mailbox-sync``: read what changed in one staff member's mailbox."""
 
     org: OrgId
     staff_id: Identifier
@@ -29,17 +33,32 @@ class MailboxSyncRequested(CamelModel):
 
 
 class WebhookDeliveryDue(CamelModel):
-    """``webhook-deliveries``: deliver (or retry) one outbox row (planned: outbound webhooks)."""
+    """``webhook-deliveries``: deliver (or retry) one outbox row."""
 
     org: OrgId
     event_id: Identifier
 
 
-QueueMessageModel = AppointmentChanged | MailboxSyncRequested | WebhookDeliveryDue
+class SubscriptionWork(CamelModel):
+    """``mailbox-subscriptions``: bring a staff member's change-notification subscription in
+    line. ``ensure``: make it match the mailbox's assignment (create, renew, or delete it);
+    ``reauthorize``: Graph asked for it (``reauthorizationRequired``); ``recreate``: Graph
+    removed it (``subscriptionRemoved``), so make a new one and sync the mailbox."""
+
+    org: OrgId
+    staff_id: Identifier
+    action: Literal["ensure", "reauthorize", "recreate"] = "ensure"
+    subscription_id: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+
+
+QueueMessageModel = (
+    AppointmentChanged | MailboxSyncRequested | WebhookDeliveryDue | SubscriptionWork
+)
 QUEUE_OF_MESSAGE: dict[type[BaseModel], str] = {
     AppointmentChanged: APPOINTMENT_CHANGES,
     MailboxSyncRequested: MAILBOX_SYNC,
     WebhookDeliveryDue: WEBHOOK_DELIVERIES,
+    SubscriptionWork: MAILBOX_SUBSCRIPTIONS,
 }
 
 M = TypeVar("M", bound=BaseModel)

@@ -107,9 +107,7 @@ def test_changes_come_in_pages_of_at_most_the_size_asked_and_none_is_lost(
     seen: list[str] = []
     pages = 0
     while True:
-        page = world.run(
-            reader(world).changes_since(mailbox, cursor, max_changes=2, window=WINDOW)
-        )
+        page = world.run(reader(world).changes_since(mailbox, cursor, max_changes=2, window=WINDOW))
         pages += 1
         assert len(page.changed) + len(page.deleted) <= 2
         seen += [event.item_id for event in page.changed]
@@ -125,6 +123,4 @@ def test_a_cursor_the_server_no_longer_knows_raises_sync_state_invalid(
 ) -> None:
     world = reader_world
     with pytest.raises(SyncStateInvalid):
-        world.run(
-            reader(world).changes_since(world.organizer, "not-a-sync-state", window=WINDOW)
-        )
+        world.run(reader(world).changes_since(world.organizer, "not-a-sync-state", window=WINDOW))
