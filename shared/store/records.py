@@ -55,9 +55,9 @@ class MailboxRecord(MailboxRef):
     busy_time: bool = True
     # A sync held back by the mass-cancellation guard: why, and since when (None: not held).
     held: ErrorText | None = None
-    # Change notifications received for the mailbox (Graph push), counted by the notification
-    # endpoint. A sync that ends seeing a larger count than when it began syncs again: what
-    # arrived meanwhile may not be in what it read.
+    # Deliveries of change notifications for the mailbox (Graph push), counted by the
+    # notification endpoint. A sync that ends seeing a larger count than when it began syncs
+    # again: what arrived meanwhile may not be in what it read.
     notices: Annotated[int, Field(ge=0)] = 0
     # Why the mailbox has no working change-notification subscription (Graph), None when it
     # has one or needs none; the sweep reads the mailbox meanwhile.
