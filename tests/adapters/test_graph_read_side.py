@@ -15,6 +15,7 @@ import pytest
 from shared.exchange.graph import GraphCalendarGateway
 from shared.exchange.port import (
     CalendarChanges,
+    ExchangeEvent,
     ItemType,
     ReadWindow,
     RetryAfter,
@@ -55,7 +56,8 @@ def read_round(
     gateway: GraphCalendarGateway, run: Runner, cursor: str | None, mailbox: str = ANN
 ) -> CalendarChanges:
     """Every page after ``cursor`` folded into one."""
-    changed, deleted = {}, {}
+    changed: dict[str, ExchangeEvent] = {}
+    deleted: dict[str, None] = {}
     while True:
         page = run(gateway.changes_since(mailbox, cursor, window=WINDOW))
         for event in page.changed:
