@@ -13,6 +13,7 @@ import itertools
 import json
 import time
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -42,12 +43,17 @@ def pushed(world: World) -> None:
     once (the sync that follows a new subscription)."""
     response = world.admin_put("settings", {"webhookUrl": world.sim.urls["booking"] + "/webhooks"})
     assert response.status_code in (200, 201), response.text
-    for staff_id in GRAPH_STAFF:
-        wait_until(lambda s=staff_id: subscription_of(s), what=f"{staff_id}'s subscription")
-        wait_until(
-            lambda s=staff_id: mailbox(s).last_full_read_at and not mailbox(s).sync_pending_since,
-            what=f"{staff_id}'s first sync",
+
+    def ready(staff_id: str) -> bool:
+        read = mailbox(staff_id)
+        return (
+            subscription_of(staff_id) is not None
+            and read.last_full_read_at is not None
+            and read.sync_pending_since is None
         )
+
+    for staff_id in GRAPH_STAFF:
+        wait_until(partial(ready, staff_id), what=f"{staff_id}'s subscription and first sync")
 
 
 def mailbox(staff_id: str) -> MailboxRecord:
@@ -229,7 +235,11 @@ def test_an_organizer_who_cancels_cancels_the_appointment_and_every_copy(world: 
     hook = received(world, "appointment.cancelled", appointmentId=appointment_id)
     assert hook.body["data"]["by"] == DAN
     for address in (EVE_MAILBOX, FAY_MAILBOX):
-        wait_until(lambda a=address: not world.live(a, title), what=f"{address}'s copy cancelled")
+
+        def gone(where: str = address) -> bool:
+            return not world.live(where, title)
+
+        wait_until(gone, what=f"{address}'s copy cancelled")
 
 
 def test_an_organizer_who_deletes_without_cancellations_still_cancels_every_copy(
@@ -387,10 +397,12 @@ def test_lifecycle_events_reauthorize_recreate_and_resync(world: World) -> None:
 
     before = mailbox(DAN).last_sync_at
     world.sim.graph.send_lifecycle(record.subscription_id, "subscriptionRemoved")
-    renewed = wait_until(
-        lambda: (s := subscription_of(DAN)) and s.subscription_id != record.subscription_id and s,
-        what="a new subscription",
-    )
+
+    def replaced() -> SubscriptionRecord | None:
+        now = subscription_of(DAN)
+        return now if now is not None and now.subscription_id != record.subscription_id else None
+
+    renewed = wait_until(replaced, what="a new subscription")
     synced_after(DAN, before)  # and the mailbox read again
     # The new subscription works: a change arrives through it.
     day = BASE + timedelta(days=8)
