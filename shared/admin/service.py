@@ -199,6 +199,12 @@ class AdminApi:
                     org, connection_id, record, current.etag if current else None
                 )
                 requeued = self._requeue_parked(org, connection_id) if config.enabled else 0
+                if config.kind == "graph" and config.enabled and not unchanged:
+                    # Enabled again, or new credentials: its mailboxes' subscriptions are made
+                    # (or renewed) now rather than at the next hourly round.
+                    for staff_id, row in self._repos.mailboxes.list_by_org(org).items():
+                        if row.value.connection_id == connection_id:
+                            self._ask_for_subscription(org, staff_id)
         except QueueUnavailable as exc:
             # Saved, but parked changes stay parked (they are unparked only once queued): the
             # same request again requeues them.

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from shared.config import connection_secret_name
+from shared.config import SecretNotFound, connection_secret_name
 from shared.exchange.fake import FakeCalendarGateway, FakeExchange
 from shared.exchange.port import CalendarGateway, RetryAfter
 from shared.mailbox_sync.fanout import GraphSweep
@@ -46,7 +46,8 @@ NOTIFICATION_URL = f"{FUNCTIONS_URL}/graph/notifications/{ORG}"
 
 class Secrets:
     def resolve(self, reference: str) -> str:
-        assert reference == connection_secret_name(ORG, "graph-secret")
+        if reference != connection_secret_name(ORG, "graph-secret"):
+            raise SecretNotFound(reference)
         return "client-secret"
 
 
@@ -453,3 +454,50 @@ def test_a_windowed_reader_forgets_the_past_quietly_and_keeps_what_lies_beyond_i
     assert past.item_id not in world.repos.mailbox_items.items_of(ORG, "dan")
     assert soon.item_id in world.repos.mailbox_items.items_of(ORG, "dan")
     assert len(world.repos.outbox.list_by_org(ORG)) == told  # time passing tells nobody
+
+
+# --- the admin API asks for subscriptions ------------------------------------------------------
+
+
+def test_assigning_a_graph_mailbox_or_moving_one_off_graph_queues_subscription_work(
+    world: World,
+) -> None:
+    from shared.admin import AdminApi
+
+    admin = AdminApi(
+        world.repos, world.queue, Secrets(), operator_key="op", max_request_bytes=65536
+    )
+
+    def assign(staff_id: str, connection_id: str, mailbox: str) -> None:
+        body = {"connectionId": connection_id, "mailbox": mailbox, "timeZone": "UTC"}
+        answer = admin.put_staff(
+            org=ORG, staff_id=staff_id, body=json.dumps(body).encode(), admin_key="op"
+        )
+        assert answer.status in (200, 201), answer.body
+
+    assign("gus", "cloud", "gus@bank.test")  # a new Graph mailbox
+    assign("hal", "onprem", "hal@bank.test")  # EWS: polled, no subscription
+    assign("dan", "onprem", DAN)  # leaves Graph: its subscription must go
+    work = world.queue.bodies(MAILBOX_SUBSCRIPTIONS)
+    assert [(w["staffId"], w["action"]) for w in work] == [("gus", "ensure"), ("dan", "ensure")]
+
+    # A Graph connection enabled again: each of its mailboxes is looked at.
+    world.queue.sent.clear()
+    connection = {
+        "kind": "graph",
+        "authType": "oauth",
+        "tenantId": "tenant",
+        "clientId": "client",
+        "secretReference": "graph-secret",
+        "enabled": False,
+    }
+    for enabled in (False, True):
+        answer = admin.put_connection(
+            org=ORG,
+            connection_id="cloud",
+            body=json.dumps({**connection, "enabled": enabled}).encode(),
+            admin_key="op",
+        )
+        assert answer.status == 200, answer.body
+    work = world.queue.bodies(MAILBOX_SUBSCRIPTIONS)
+    assert sorted(w["staffId"] for w in work) == ["eve", "gus"]
