@@ -87,6 +87,10 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[index]
 
 
+def progress(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
 def address(staff_id: str) -> str:
     return f"{staff_id}@bench.test"
 
@@ -257,19 +261,24 @@ def baseline_latency(urls: dict[str, str], samples: int) -> tuple[list[float], f
             {"kind": "drop_notifications", "mailbox": address(staff_id), "remaining": None},
         )
     stop = threading.Event()
+    polls = [0]  # syncs the poller queued
 
     def poll_every_minute() -> None:
         while not stop.is_set():
             now = datetime.now(UTC)
             for staff_id in POLLED:
-                if claim_sync(services.repositories, ORG, staff_id, now):
-                    services.queue.send(
-                        MailboxSyncRequested(org=ORG, staff_id=staff_id, reason="poll")
-                    )
+                try:
+                    if claim_sync(services.repositories, ORG, staff_id, now):
+                        services.queue.send(
+                            MailboxSyncRequested(org=ORG, staff_id=staff_id, reason="poll")
+                        )
+                        polls[0] += 1
+                except Exception as error:  # a poller keeps polling
+                    progress(f"poll of {staff_id} failed: {type(error).__name__}")
+            progress(f"baseline poll #{polls[0] // len(POLLED)}")
             stop.wait(BASELINE_INTERVAL_S)
 
     control(urls, "DELETE", "counters")
-    counting_from = time.monotonic()
     poller = threading.Thread(target=poll_every_minute, daemon=True)
     poller.start()
     rng = random.Random(11)
@@ -287,15 +296,16 @@ def baseline_latency(urls: dict[str, str], samples: int) -> tuple[list[float], f
                 create_event(urls, staff_id, hour, day),
             )
         )
-    latencies = [
-        webhook_for(urls, staff_id, start, BASELINE_INTERVAL_S * 2.5) - began
-        for staff_id, start, began in sent
-    ]
+    latencies = []
+    for staff_id, start, began in sent:
+        try:
+            latencies.append(webhook_for(urls, staff_id, start, BASELINE_INTERVAL_S * 2.5) - began)
+        except TimeoutError as missing:
+            progress(str(missing))
     stop.set()
-    minutes = (time.monotonic() - counting_from) / 60
     counters = control(urls, "GET", "counters")
     deltas = sum(n for box, n in counters.get("graph:delta", {}).items() if box.startswith("poll"))
-    return latencies, deltas / len(POLLED) / minutes
+    return latencies, deltas / max(1, polls[0])
 
 
 # --- requests per burst -----------------------------------------------------------------------
@@ -382,6 +392,8 @@ started = time.perf_counter()
 import azure.functions as func
 import function_app
 from shared import bootstrap
+bootstrap.services().notification_intake
+imported = time.perf_counter() - started
 [fn] = [f for f in function_app.app.get_functions()
         if f.get_function_name() == "graph_notifications"]
 request = func.HttpRequest(
@@ -396,7 +408,7 @@ with open("/proc/self/status") as status:
     peak = [int(l.split()[1]) / 1024 for l in status if l.startswith("VmHWM:")][0]
 sdks = sorted(m for m in ("msgraph", "exchangelib", "kiota_http") if m in sys.modules)
 print(json.dumps({{"status": answer.status_code, "first": first, "warm": warm, "peak": peak,
-                  "sdks": sdks}}))
+                  "sdks": sdks, "imported": imported}}))
 """
 
 
@@ -418,6 +430,7 @@ def cold_start(subscription_id: str, eager: bool, rounds: int) -> dict[str, Any]
     assert all(run["status"] == 202 for run in runs), runs
     return {
         "first": statistics.median(r["first"] for r in runs),
+        "imported": statistics.median(r["imported"] for r in runs),
         "warm": statistics.median(r["warm"] for r in runs),
         "peak": statistics.median(r["peak"] for r in runs),
         "sdks": runs[-1]["sdks"],
@@ -457,13 +470,18 @@ def main(argv: list[str] | None = None) -> int:
         with FunctionsRunner(function_app.app, HostConfig.load(), http_port=http_port) as runner:
             administer(urls)
             wait_settled([*PUSHED, *POLLED, BURST_MAILBOX], timeout=120)
+            progress("set up")
             push = push_latency(urls, options.samples)
+            progress("push measured")
             bursts = burst_requests(urls, options.bursts)
-            baseline, polls_per_minute = baseline_latency(urls, options.baseline_samples)
+            progress("bursts measured")
+            baseline, deltas_per_poll = baseline_latency(urls, options.baseline_samples)
+            progress("baseline measured")
             subscription_id = bench_subscription()
             answers = endpoint_answers(runner.base_url, subscription_id, 200)
             lazy = cold_start(subscription_id, eager=False, rounds=5)
             eager = cold_start(subscription_id, eager=True, rounds=5)
+            progress("endpoint measured")
     finally:
         azurite.stop()
         sim_process.terminate()
@@ -487,7 +505,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  each burst: {bursts}")
     print(
         f"  idle Graph requests per mailbox per hour: push {60 / 15:.0f} (the 15-minute sweep); "
-        f"baseline {polls_per_minute * 60:.0f} (measured {polls_per_minute:.2f} delta GETs/min)"
+        f"baseline {60 * deltas_per_poll:.0f} (one poll a minute, {deltas_per_poll:.2f} delta "
+        "GETs per poll)"
     )
     print()
     print("Notification endpoint")
@@ -495,6 +514,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{'fresh process: first answer (s)':<44} lazy {lazy['first']:.3f}  "
         f"eager SDKs {eager['first']:.3f}"
+    )
+    print(
+        f"{'  of which import + services (s)':<44} lazy {lazy['imported']:.3f}  "
+        f"eager SDKs {eager['imported']:.3f}"
     )
     print(
         f"{'fresh process: second answer (s)':<44} lazy {lazy['warm']:.4f}  "

@@ -421,7 +421,7 @@ class _Run:
         past: list[str] = []
         if self.windowed:
             gone, past = await self._outside_window(gone, known)
-        if not changed and len(known) - len(past) >= 2:
+        if not changed and len(gone) >= 2:  # every item it knows (in the window) gone at once
             empty = "the calendar reads as empty while calbridge knows items in it"
             await self.service._finish(self.org, self.mailbox.staff_id, held=empty)
             return SyncReport(SyncOutcome.HELD, empty, pages)
