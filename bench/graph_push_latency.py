@@ -248,7 +248,7 @@ def push_latency(urls: dict[str, str], samples: int, first_day: int = 1) -> list
     return latencies
 
 
-def baseline_latency(urls: dict[str, str], samples: int) -> tuple[list[float], float]:
+def baseline_latency(urls: dict[str, str], samples: int) -> list[float]:
     """Mailboxes read by a sync queued every minute (their notifications are dropped)."""
     from shared import bootstrap
     from shared.mailbox_sync.pending import claim_sync
@@ -303,9 +303,7 @@ def baseline_latency(urls: dict[str, str], samples: int) -> tuple[list[float], f
         except TimeoutError as missing:
             progress(str(missing))
     stop.set()
-    counters = control(urls, "GET", "counters")
-    deltas = sum(n for box, n in counters.get("graph:delta", {}).items() if box.startswith("poll"))
-    return latencies, deltas / max(1, polls[0])
+    return latencies
 
 
 # --- requests per burst -----------------------------------------------------------------------
@@ -334,6 +332,31 @@ def burst_requests(urls: dict[str, str], bursts: int) -> list[dict[str, int]]:
             }
         )
     return results
+
+
+def idle_sync_requests(urls: dict[str, str]) -> int:
+    """Graph requests of one sync of a mailbox where nothing changed (what each poll of the
+    baseline, and each sweep, costs)."""
+    from shared import bootstrap
+    from shared.queues import MailboxSyncRequested
+
+    repos = bootstrap.services().repositories
+    wait_settled([BURST_MAILBOX])
+    found = repos.mailboxes.get(ORG, BURST_MAILBOX)
+    assert found is not None
+    before = found.value.last_sync_at
+    control(urls, "DELETE", "counters")
+    bootstrap.services().queue.send(
+        MailboxSyncRequested(org=ORG, staff_id=BURST_MAILBOX, reason="poll")
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = repos.mailboxes.get(ORG, BURST_MAILBOX)
+        if now is not None and now.value.last_sync_at != before:
+            break
+        time.sleep(0.05)
+    counters: dict[str, dict[str, int]] = control(urls, "GET", "counters")
+    return sum(per.get(address(BURST_MAILBOX), 0) for per in counters.values())
 
 
 # --- the endpoint -----------------------------------------------------------------------------
@@ -487,8 +510,9 @@ def main(argv: list[str] | None = None) -> int:
             push = push_latency(urls, options.samples)
             progress("push measured")
             bursts = burst_requests(urls, options.bursts)
+            idle = idle_sync_requests(urls)
             progress("bursts measured")
-            baseline, deltas_per_poll = baseline_latency(urls, options.baseline_samples)
+            baseline = baseline_latency(urls, options.baseline_samples)
             progress("baseline measured")
             answers = endpoint_answers(runner.base_url, bench_subscription(), 200)
             lazy = cold_start(eager=False, rounds=5)
@@ -526,9 +550,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"  each burst: {bursts}")
     print(
-        f"  idle Graph requests per mailbox per hour: push {60 / 15:.0f} (the 15-minute sweep); "
-        f"baseline {60 * deltas_per_poll:.0f} (one poll a minute, {deltas_per_poll:.2f} delta "
-        "GETs per poll)"
+        f"  an idle sync costs {idle} Graph request(s); per idle mailbox and hour: push "
+        f"{4 * idle} (the 15-minute sweep), baseline {60 * idle} (a poll a minute)"
     )
     print()
     print("Notification endpoint")
