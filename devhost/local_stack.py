@@ -59,6 +59,7 @@ DEFAULT_TABLE_PORT = 10002
 DEFAULT_HTTP_PORT = 7071
 STORAGE_SETTING = "AzureWebJobsStorage"
 QUEUE_PREFIX_SETTING = "CALBRIDGE_QUEUE_PREFIX"
+PUBLIC_URL_SETTING = "CALBRIDGE_PUBLIC_URL"
 DEFAULT_QUEUE_PREFIX = "calbridge-"
 
 
@@ -197,13 +198,22 @@ class LocalStack:
         if sim_section is not None:
             self.environ.update(simulator_environment(sim_section, DEV_ORG))
 
+        http_port = port_or_free(options.http_port)
+        host_config = HostConfig.load(options.host_json)
+        # Graph posts change notifications to the runner: its address is calbridge's public URL
+        # (unless one is given, e.g. a tunnel that a real Graph tenant can reach).
+        if not self.environ.get(PUBLIC_URL_SETTING):
+            prefix = host_config.route_prefix.strip("/")
+            self.environ[PUBLIC_URL_SETTING] = f"http://127.0.0.1:{http_port}" + (
+                f"/{prefix}" if prefix else ""
+            )
         app = self.app_factory()  # only now: the app reads its settings when imported
         self.runner = FunctionsRunner(
             app,
-            HostConfig.load(options.host_json),
+            host_config,
             environ=self.environ,
             functions_key=secrets.functions_key,
-            http_port=port_or_free(options.http_port),
+            http_port=http_port,
         ).start()
 
         context = SeedContext(

@@ -8,6 +8,20 @@ import azure.functions as func
 
 def blueprints() -> list[func.Blueprint]:
     """Every blueprint the app registers, in registration order."""
-    from functions import admin_api, appointment_worker, booking_api, mailbox_sync, webhooks
+    from functions import (
+        admin_api,
+        appointment_worker,
+        booking_api,
+        graph_webhook,
+        mailbox_sync,
+        webhooks,
+    )
 
-    return [booking_api.bp, admin_api.bp, appointment_worker.bp, mailbox_sync.bp, webhooks.bp]
+    return [
+        booking_api.bp,
+        admin_api.bp,
+        appointment_worker.bp,
+        mailbox_sync.bp,
+        graph_webhook.bp,
+        webhooks.bp,
+    ]

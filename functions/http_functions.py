@@ -42,10 +42,10 @@ def http_function(
 
 def to_http_response(answer: HttpAnswer) -> func.HttpResponse:
     return func.HttpResponse(
-        answer.json_text(),
+        answer.body_text(),
         status_code=answer.status,
         headers=dict(answer.headers),
-        mimetype="application/json",
+        mimetype=answer.media_type,
         charset="utf-8",
     )
 

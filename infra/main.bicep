@@ -100,6 +100,7 @@ param logRetentionDays int = 30
 var queueNames = [
   'appointment-changes'
   'mailbox-sync'
+  'mailbox-subscriptions'
   'webhook-deliveries'
 ]
 
@@ -251,8 +252,9 @@ module roles 'modules/roles.bicep' = {
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output FUNCTION_APP_URL string = functionApp.outputs.url
 output FUNCTIONS_API_URL string = '${functionApp.outputs.url}/api'
-// Planned routes (the Graph change-notification webhook, not built yet): the URLs Graph
-// subscriptions will name as notificationUrl and lifecycleNotificationUrl.
+// Where Graph posts an organization's change and lifecycle notifications (the URLs its
+// subscriptions name as notificationUrl and lifecycleNotificationUrl): these, followed by
+// /{org}. calbridge builds them itself from WEBSITE_HOSTNAME (or CALBRIDGE_PUBLIC_URL).
 output GRAPH_NOTIFICATION_URL string = '${functionApp.outputs.url}/api/graph/notifications'
 output GRAPH_LIFECYCLE_URL string = '${functionApp.outputs.url}/api/graph/lifecycle'
 output KEY_VAULT_NAME string = keyVault.outputs.name

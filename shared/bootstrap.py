@@ -38,9 +38,11 @@ from shared.config import (
 from shared.exchange.endpoint_policy import ExchangeEndpointPolicy
 from shared.exchange.gateways import GatewayCache
 from shared.exchange.port import CalendarGateway
-from shared.mailbox_sync.fanout import PollFanOut
+from shared.mailbox_sync.fanout import GraphSweep, PollFanOut
 from shared.mailbox_sync.service import MailboxSyncer
 from shared.models import ConnectionConfig
+from shared.push.notifications import NotificationIntake
+from shared.push.subscriptions import SubscriptionManager
 from shared.queues import QueueSender
 from shared.store import Repositories, build_repositories
 from shared.store.tables import TableService
@@ -111,6 +113,23 @@ class Services:
     @cached_property
     def poll_fanout(self) -> PollFanOut:
         return PollFanOut(self.repositories, self.queue, self.secrets)
+
+    @cached_property
+    def graph_sweep(self) -> GraphSweep:
+        return GraphSweep(self.repositories, self.queue, self.secrets)
+
+    @cached_property
+    def notification_intake(self) -> NotificationIntake:
+        return NotificationIntake(self.repositories, self.queue)
+
+    @cached_property
+    def subscription_manager(self) -> SubscriptionManager:
+        return SubscriptionManager(
+            self.repositories,
+            self.queue,
+            self.gateways,
+            functions_url=self.settings.functions_url,
+        )
 
     @cached_property
     def webhook_delivery(self) -> WebhookDelivery:

@@ -93,12 +93,24 @@ class Settings(BaseSettings):
     graph_ca_bundle: str | None = Field(
         default=None, validation_alias=AliasChoices("CALBRIDGE_GRAPH_CA_BUNDLE")
     )
+    # Where Graph reaches calbridge's HTTP functions (the base its change-notification and
+    # lifecycle URLs are made from, ``.../api``): the operator's own name for the app (a custom
+    # domain) or, by default, the host name App Service gives it (``WEBSITE_HOSTNAME``, set by
+    # the platform itself). Locally, the runner's own address.
+    public_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("CALBRIDGE_PUBLIC_URL")
+    )
+    website_hostname: str | None = Field(
+        default=None, validation_alias=AliasChoices("WEBSITE_HOSTNAME")
+    )
 
     @field_validator(
         "storage_connection_string",
         "storage_table_service_uri",
         "storage_queue_service_uri",
         "managed_identity_client_id",
+        "public_url",
+        "website_hostname",
         mode="before",
     )
     @classmethod
@@ -134,6 +146,15 @@ class Settings(BaseSettings):
                 "the queue endpoint (or set AzureWebJobsStorage to a connection string)"
             )
         return self
+
+    @property
+    def functions_url(self) -> str | None:
+        """The public base of the HTTP functions (``https://host/api``); None when unknown."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        if self.website_hostname:
+            return f"https://{self.website_hostname.strip().rstrip('/')}/api"
+        return None
 
     @property
     def storage_uses_identity(self) -> bool:

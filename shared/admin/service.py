@@ -52,6 +52,7 @@ from shared.queues import (
     AppointmentChanged,
     QueueSender,
     QueueUnavailable,
+    SubscriptionWork,
     WebhookDeliveryDue,
 )
 from shared.store import ConcurrencyConflict, Repositories, StoreUnavailable
@@ -198,6 +199,12 @@ class AdminApi:
                     org, connection_id, record, current.etag if current else None
                 )
                 requeued = self._requeue_parked(org, connection_id) if config.enabled else 0
+                if config.kind == "graph" and config.enabled and not unchanged:
+                    # Enabled again, or new credentials: its mailboxes' subscriptions are made
+                    # (or renewed) now rather than at the next hourly round.
+                    for staff_id, row in self._repos.mailboxes.list_by_org(org).items():
+                        if row.value.connection_id == connection_id:
+                            self._ask_for_subscription(org, staff_id)
         except QueueUnavailable as exc:
             # Saved, but parked changes stay parked (they are unparked only once queued): the
             # same request again requeues them.
@@ -298,11 +305,25 @@ class AdminApi:
         except Refusal as refusal:
             return refusal.answer
 
+    def _is_graph(self, org: str, connection_id: str) -> bool:
+        found = self._repos.connections.get(org, connection_id)
+        return found is not None and found.value.kind == "graph"
+
+    def _ask_for_subscription(self, org: str, staff_id: str) -> None:
+        """A Graph mailbox assigned, or one that left Graph: its change-notification
+        subscription is made (or deleted) by the subscription worker. Should the message be
+        lost, the hourly subscription timer finds the mailbox all the same."""
+        try:
+            self._queue.send(SubscriptionWork(org=org, staff_id=staff_id))
+        except QueueUnavailable as exc:
+            log.warning("staff %s/%s: subscription work not queued: %s", org, staff_id, exc)
+
     def _save_staff(
         self, org: str, staff_id: str, assignment: StaffMailboxAssignment
     ) -> HttpAnswer:
         with storage_refusals(f"staff member {staff_id!r}"):
-            if self._repos.connections.get(org, assignment.connection_id) is None:
+            connection = self._repos.connections.get(org, assignment.connection_id)
+            if connection is None:
                 raise Refusal(
                     422,
                     ApiError(
@@ -333,7 +354,12 @@ class AdminApi:
                 }
             )
             self._repos.mailboxes.put(org, staff_id, record, current.etag if current else None)
+            pushed = connection.value.kind == "graph" or (
+                current is not None and self._is_graph(org, current.value.connection_id)
+            )
         log.info("staff %s/%s assigned to connection %s", org, staff_id, assignment.connection_id)
+        if pushed:
+            self._ask_for_subscription(org, staff_id)
         saved = StaffSaved(
             staff_id=staff_id,
             connection_id=assignment.connection_id,

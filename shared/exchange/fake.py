@@ -16,6 +16,13 @@ Meeting semantics (as Exchange does them, and as the simulator in ``sim/`` does 
 - every write gives the item a new change key; a stale change key → ``ChangeKeyConflict``;
 - a create repeated with the same transaction id returns the first event (Graph transactionId).
 
+Reading changes (``changes_since``) is SyncFolderItems-like by default: every item of the
+calendar, whatever its time. ``FakeExchange(windowed=True)`` reads like Graph's calendarView
+delta instead: from a ``None`` cursor only the items inside the window asked for, and later an
+item moved out of that window is reported deleted (the cursor carries the window).
+Change-notification subscriptions (``subscribe`` ...) are kept per id, as a server keeps them;
+``drop_subscription`` stands for the server removing one.
+
 Owner-side operations (``move_as_organizer``, ``delete_as_owner``, ``respond``,
 ``add_personal_event``) stand for what staff do in Outlook. Test hooks: ``fail_next`` injects
 an error before (or after) an operation takes effect; ``requests`` counts calls per operation
@@ -45,9 +52,12 @@ from shared.exchange.port import (
     ExchangeEvent,
     ItemType,
     MailboxNotFound,
+    ReadWindow,
     ResponseType,
     Sensitivity,
     ShowAs,
+    SubscriptionGone,
+    SubscriptionRef,
     SyncStateInvalid,
     live_first,
 )
@@ -61,6 +71,10 @@ OPERATIONS: Final = (
     "update_event",
     "cancel_event",
     "list_events",
+    "subscribe",
+    "renew_subscription",
+    "reauthorize_subscription",
+    "unsubscribe",
 )
 CANCELLED_PREFIX: Final = "Canceled: "
 
@@ -117,6 +131,27 @@ class _Item:
 
 
 @dataclass
+class FakeSubscription:
+    """A change-notification subscription as the fake server keeps it."""
+
+    subscription_id: str
+    mailbox: str
+    notification_url: str
+    lifecycle_url: str
+    client_state: str = field(repr=False)
+    expires_at: datetime
+    reauthorized: int = 0
+
+    def ref(self) -> SubscriptionRef:
+        return SubscriptionRef(subscription_id=self.subscription_id, expires_at=self.expires_at)
+
+
+def _window_of(bounds: str) -> ReadWindow:
+    start, _, end = bounds.partition("|")
+    return ReadWindow(start=datetime.fromisoformat(start), end=datetime.fromisoformat(end))
+
+
+@dataclass
 class _Fault:
     operation: str
     error: CalendarError
@@ -135,7 +170,9 @@ class _Fault:
 class FakeExchange:
     """An Exchange organization in memory: mailboxes, calendar items, meetings, faults."""
 
-    def __init__(self, mailboxes: Iterable[str] = ()) -> None:
+    def __init__(self, mailboxes: Iterable[str] = (), *, windowed: bool = False) -> None:
+        self.windowed = windowed
+        self.subscriptions: dict[str, FakeSubscription] = {}
         self._calendars: dict[str, dict[str, _Item]] = {}
         self._changed_at: dict[str, int] = {}
         self._removed: dict[str, list[tuple[int, str]]] = {}
@@ -282,34 +319,97 @@ class FakeExchange:
         items = [i for i in self._calendar(mailbox).values() if i.start < end and i.end >= start]
         return [item.view() for item in sorted(items, key=lambda i: (i.start, i.created))]
 
-    def changes_since(self, mailbox: str, cursor: str | None, max_changes: int) -> CalendarChanges:
-        """What changed since ``cursor`` (the sequence number of the last change reported), in
-        the order it happened, at most ``max_changes`` of it."""
+    def changes_since(
+        self,
+        mailbox: str,
+        cursor: str | None,
+        max_changes: int,
+        window: ReadWindow | None = None,
+    ) -> CalendarChanges:
+        """What changed since ``cursor`` (the sequence number of the last change reported, and
+        for a windowed reader its window), in the order it happened, at most ``max_changes`` of
+        it."""
         calendar = self._calendar(mailbox)
         since = 0
         if cursor is not None:
-            if not cursor.isdigit() or int(cursor) > self._sequence:
+            number, _, bounds = cursor.partition("|")
+            if not number.isdigit() or int(number) > self._sequence:
                 raise SyncStateInvalid(f"sync state {cursor!r} is not valid", mailbox=mailbox)
-            since = int(cursor)
+            since = int(number)
+            window = _window_of(bounds) if bounds else None
+        if self.windowed and window is None:
+            raise ValueError("a windowed reader starts from a window")
+        window = window if self.windowed else None
         entries: list[tuple[int, str, _Item | None]] = [
             (self._changed_at[item.change_key], item.item_id, item)
             for item in calendar.values()
             if self._changed_at[item.change_key] > since
+            and (window is None or since > 0 or window.holds(item.start, item.end))
         ]
         entries += [
             (at, item_id, None)
             for at, item_id in self._removed.get(mailbox.lower(), [])
-            if at > since and item_id not in calendar
+            if at > since and item_id not in calendar and (window is None or since > 0)
         ]
         entries.sort(key=lambda entry: entry[0])
         page = entries[:max_changes]
         complete = len(page) == len(entries)
+
+        def shown(item: _Item | None) -> bool:
+            return item is not None and (window is None or window.holds(item.start, item.end))
+
+        position = str(self._sequence if complete else page[-1][0])
+        if window is not None:
+            position += f"|{window.start.isoformat()}|{window.end.isoformat()}"
         return CalendarChanges(
-            changed=tuple(item.view() for _, _, item in page if item is not None),
-            deleted=tuple(item_id for _, item_id, item in page if item is None),
-            cursor=str(self._sequence if complete else page[-1][0]),
+            changed=tuple(item.view() for _, _, item in page if item is not None and shown(item)),
+            deleted=tuple(item_id for _, item_id, item in page if not shown(item)),
+            cursor=position,
             complete=complete,
+            windowed=window is not None,
         )
+
+    # --- change notifications --------------------------------------------------------------
+    def subscribe(
+        self,
+        mailbox: str,
+        notification_url: str,
+        lifecycle_url: str,
+        client_state: str,
+        expires_at: datetime,
+    ) -> SubscriptionRef:
+        self._calendar(mailbox)
+        subscription = FakeSubscription(
+            subscription_id=f"sub-{self._next()}",
+            mailbox=mailbox.lower(),
+            notification_url=notification_url,
+            lifecycle_url=lifecycle_url,
+            client_state=client_state,
+            expires_at=expires_at,
+        )
+        self.subscriptions[subscription.subscription_id] = subscription
+        return subscription.ref()
+
+    def _subscription(self, subscription_id: str) -> FakeSubscription:
+        found = self.subscriptions.get(subscription_id)
+        if found is None:
+            raise SubscriptionGone(f"no subscription {subscription_id}")
+        return found
+
+    def renew_subscription(self, subscription_id: str, expires_at: datetime) -> SubscriptionRef:
+        subscription = self._subscription(subscription_id)
+        subscription.expires_at = expires_at
+        return subscription.ref()
+
+    def reauthorize_subscription(self, subscription_id: str) -> None:
+        self._subscription(subscription_id).reauthorized += 1
+
+    def unsubscribe(self, subscription_id: str) -> None:
+        self.subscriptions.pop(subscription_id, None)
+
+    def drop_subscription(self, subscription_id: str) -> None:
+        """The server removes a subscription of its own accord (Graph ``subscriptionRemoved``)."""
+        self.subscriptions.pop(subscription_id, None)
 
     # --- writing (organizer side, what the port does) ----------------------------------------
     def create_event(self, mailbox: str, draft: EventDraft, transaction_id: str) -> EventRef:
@@ -584,13 +684,54 @@ class FakeCalendarGateway:
         self._perform("cancel_event", mailbox, lambda: self.exchange.cancel_event(mailbox, item_id))
 
     async def changes_since(
-        self, mailbox: str, cursor: str | None, *, max_changes: int = 512
+        self,
+        mailbox: str,
+        cursor: str | None,
+        *,
+        max_changes: int = 512,
+        window: ReadWindow | None = None,
     ) -> CalendarChanges:
         return self._perform(
             "changes_since",
             mailbox,
-            lambda: self.exchange.changes_since(mailbox, cursor, max_changes),
+            lambda: self.exchange.changes_since(mailbox, cursor, max_changes, window),
         )
+
+    async def subscribe(
+        self,
+        mailbox: str,
+        *,
+        notification_url: str,
+        lifecycle_url: str,
+        client_state: str,
+        expires_at: datetime,
+    ) -> SubscriptionRef:
+        return self._perform(
+            "subscribe",
+            mailbox,
+            lambda: self.exchange.subscribe(
+                mailbox, notification_url, lifecycle_url, client_state, expires_at
+            ),
+        )
+
+    async def renew_subscription(
+        self, subscription_id: str, expires_at: datetime
+    ) -> SubscriptionRef:
+        return self._perform(
+            "renew_subscription",
+            "*",
+            lambda: self.exchange.renew_subscription(subscription_id, expires_at),
+        )
+
+    async def reauthorize_subscription(self, subscription_id: str) -> None:
+        self._perform(
+            "reauthorize_subscription",
+            "*",
+            lambda: self.exchange.reauthorize_subscription(subscription_id),
+        )
+
+    async def unsubscribe(self, subscription_id: str) -> None:
+        self._perform("unsubscribe", "*", lambda: self.exchange.unsubscribe(subscription_id))
 
     async def list_events(
         self, mailbox: str, start: datetime, end: datetime

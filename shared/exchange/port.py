@@ -222,20 +222,43 @@ class ExchangeEvent(PortModel):
         return not self.is_cancelled
 
 
+class ReadWindow(PortModel):
+    """The span of time a reader that tracks a calendar view (Graph's calendarView delta) is
+    asked to cover when it starts reading afresh (a ``None`` cursor)."""
+
+    start: AwareDatetime
+    end: AwareDatetime
+
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> ReadWindow:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+    def holds(self, start: datetime, end: datetime) -> bool:
+        """Whether an item from ``start`` to ``end`` lies (at least partly) in the window."""
+        return start < self.end and end > self.start
+
+
 class CalendarChanges(PortModel):
     """One page of what changed in a mailbox's calendar since a cursor (``changes_since``).
 
-    ``changed``: items created or updated (single events and series masters — occurrences and
-    exceptions are read by expanding their series over a window with ``list_events``), read
-    with the same fields as every other read, never the body. ``deleted``: ids of items gone
-    from the calendar. ``cursor``: where the next page starts; store it only once every effect
-    of this page is durable. ``complete``: no more changes after this page right now.
+    ``changed``: items created or updated, read with the same fields as every other read, never
+    the body. A reader of the whole calendar folder (EWS SyncFolderItems) reports single events
+    and series masters (occurrences and exceptions are read by expanding their series over a
+    window with ``list_events``); a reader of a calendar view (Graph calendarView delta,
+    ``windowed``) reports single events, occurrences and exceptions inside its window, each
+    under its own id, and never a series master. ``deleted``: ids of items gone from the
+    calendar — for a windowed reader, also of items that left its window (an item moved past
+    it). ``cursor``: where the next page starts; store it only once every effect of this page
+    is durable. ``complete``: no more changes after this page right now.
     """
 
     changed: tuple[ExchangeEvent, ...] = ()
     deleted: tuple[str, ...] = ()
     cursor: str
     complete: bool
+    windowed: bool = False
 
 
 class EventRef(PortModel):
@@ -320,6 +343,10 @@ class AuthenticationFailed(CalendarError):
     """The connection's credentials were refused (HTTP 401, token endpoint refusal)."""
 
 
+class SubscriptionGone(CalendarError):
+    """The change-notification subscription no longer exists on the server (Graph 404)."""
+
+
 # --- the port -----------------------------------------------------------------------------------
 
 
@@ -377,12 +404,64 @@ class CalendarGateway(Protocol):
 @runtime_checkable
 class CalendarReader(Protocol):
     """The read side of one connection's calendars: what changed, page by page. Implemented by
-    the EWS adapter and the fake; the Graph adapter reads through delta queries (planned)."""
+    the EWS adapter (SyncFolderItems), the Graph adapter (calendarView delta) and the fake."""
 
     async def changes_since(
-        self, mailbox: str, cursor: str | None, *, max_changes: int = 512
+        self,
+        mailbox: str,
+        cursor: str | None,
+        *,
+        max_changes: int = 512,
+        window: ReadWindow | None = None,
     ) -> CalendarChanges:
         """The next page of changes after ``cursor`` (None: every item, as changes from an empty
-        calendar), at most ``max_changes`` of them. Raises ``SyncStateInvalid`` when the cursor
-        is no longer accepted."""
+        calendar), at most ``max_changes`` of them. ``window``: the span a windowed reader
+        covers from a ``None`` cursor on (a cursor carries its own); readers of the whole
+        calendar ignore it. Raises ``SyncStateInvalid`` when the cursor is no longer
+        accepted."""
+        ...
+
+
+class SubscriptionRef(PortModel):
+    """A change-notification subscription on one mailbox's calendar, as the server keeps it."""
+
+    subscription_id: Annotated[str, Field(min_length=1, max_length=256)]
+    expires_at: AwareDatetime
+
+
+@runtime_checkable
+class ChangeSubscriptions(Protocol):
+    """Push: the server tells calbridge when a mailbox's calendar changes (Graph change
+    notifications on ``users/{mailbox}/events``). Implemented by the Graph adapter and the fake.
+
+    A notification names the subscription and carries its ``client_state`` back, so the
+    receiver can tell a real one from a forgery; it says only that something changed, and the
+    reader (``changes_since``) finds out what."""
+
+    async def subscribe(
+        self,
+        mailbox: str,
+        *,
+        notification_url: str,
+        lifecycle_url: str,
+        client_state: str,
+        expires_at: datetime,
+    ) -> SubscriptionRef:
+        """A new subscription to the mailbox's events (created, updated, deleted). The server
+        first checks that both URLs answer its validation request."""
+        ...
+
+    async def renew_subscription(
+        self, subscription_id: str, expires_at: datetime
+    ) -> SubscriptionRef:
+        """Move the subscription's expiry; ``SubscriptionGone`` when the server no longer has
+        it."""
+        ...
+
+    async def reauthorize_subscription(self, subscription_id: str) -> None:
+        """Answer the server's ``reauthorizationRequired``: notifications go on."""
+        ...
+
+    async def unsubscribe(self, subscription_id: str) -> None:
+        """Delete the subscription; one the server no longer has is no error."""
         ...

@@ -46,14 +46,29 @@ class ValidationFailed(CamelModel):
 
 @dataclass(frozen=True)
 class HttpAnswer:
-    """What to answer: status, JSON body, extra headers."""
+    """What to answer: status, JSON body, extra headers. ``text``: a ``text/plain`` body instead
+    of JSON (Graph's validation handshake, which must be echoed as plain text)."""
 
     status: int
     body: Any
     headers: Mapping[str, str] = field(default_factory=dict)
+    text: str | None = None
+
+    @property
+    def media_type(self) -> str:
+        return "application/json" if self.text is None else "text/plain"
 
     def json_text(self) -> str:
         return json.dumps(self.body, ensure_ascii=False)
+
+    def body_text(self) -> str:
+        """The body as sent: the plain text, or the JSON."""
+        return self.json_text() if self.text is None else self.text
+
+
+def text_answer(status: int, text: str) -> HttpAnswer:
+    """A ``text/plain`` answer; never sniffed as anything else by a browser."""
+    return HttpAnswer(status, None, {"X-Content-Type-Options": "nosniff"}, text=text)
 
 
 def json_answer(

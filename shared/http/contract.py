@@ -4,9 +4,10 @@ document is generated from these."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
 
 from shared.models import CamelModel, EmailAddress, Identifier, TimeZoneName
 
@@ -62,3 +63,34 @@ class WebhookReplayed(CamelModel):
 
     event_id: str
     queued: Literal[True] = True
+
+
+# --- Graph change notifications (Microsoft's format, received) ---------------------------------
+# https://learn.microsoft.com/graph/change-notifications-delivery-webhooks and
+# https://learn.microsoft.com/graph/change-notifications-lifecycle-events. Unknown fields are
+# ignored (Graph adds fields over time); calbridge reads the subscription id, the clientState and,
+# for lifecycle notifications, the event.
+
+
+class GraphNotification(CamelModel):
+    """One change or lifecycle notification as Graph posts it."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+    )
+
+    subscription_id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    client_state: Annotated[str, StringConstraints(max_length=256)] | None = None
+    change_type: Annotated[str, StringConstraints(max_length=64)] | None = None
+    lifecycle_event: Annotated[str, StringConstraints(max_length=64)] | None = None
+    tenant_id: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+class GraphNotificationBatch(CamelModel):
+    """What Graph posts to a notification or lifecycle URL: ``{"value": [...]}``."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+    )
+
+    value: Annotated[list[GraphNotification], Field(min_length=1, max_length=1000)]

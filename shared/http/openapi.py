@@ -121,7 +121,7 @@ def _operation(route: ApiRoute, refs: SchemaRefs) -> dict[str, Any]:
         operation["parameters"] = parameters
     if route.request_body is not None:
         operation["requestBody"] = {
-            "required": True,
+            "required": route.body_required,
             "content": _content(refs[(route.request_body, "validation")]),
         }
     responses: dict[str, Any] = {}
@@ -135,6 +135,8 @@ def _operation(route: ApiRoute, refs: SchemaRefs) -> dict[str, Any]:
             )
         elif response.media_type == "application/json":
             entry["content"] = _content({"type": "object"}, response)
+        elif response.media_type == "text/plain":
+            entry["content"] = _content({"type": "string"}, response)
         responses[str(status)] = entry
     operation["responses"] = responses
     return operation

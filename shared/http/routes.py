@@ -10,7 +10,10 @@ docs/openapi.json``.
 Auth levels: booking-platform routes are ``ANONYMOUS`` at the Functions level because the
 per-organization HMAC signature is their authentication (a function key would be one secret
 shared by every organization, and a second thing for each platform to hold); admin routes use
-the function key (``FUNCTION``).
+the function key (``FUNCTION``). Graph's notification and lifecycle routes are ``ANONYMOUS``
+too: Microsoft Graph calls them, and what authenticates a notification is the secret
+``clientState`` of the subscription it names (a function key in the URL would be stored in
+Graph's subscription, readable by anyone who may list it).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from shared.http.contract import (
     AppointmentAccepted,
     AppointmentStale,
     ConnectionSaved,
+    GraphNotificationBatch,
     StaffMailboxAssignment,
     StaffSaved,
     WebhookReplayed,
@@ -84,6 +88,7 @@ class ApiRoute:
     description: str
     responses: Mapping[int, Response]
     request_body: type[BaseModel] | None = None
+    body_required: bool = True
     query: tuple[QueryParameter, ...] = ()
     tags: tuple[str, ...] = field(default=("booking",))
 
@@ -304,6 +309,80 @@ REPLAY_WEBHOOK = ApiRoute(
     tags=("admin",),
 )
 
+
+def graph_route_errors() -> dict[int, Response]:
+    """The refusals Graph's notification and lifecycle routes can answer."""
+    return {
+        400: Response(
+            "Not a Graph notification batch, or a validation token of more than 1024 characters.",
+            ApiError,
+        ),
+        403: Response(
+            "No notification names a subscription of this organization with its clientState: "
+            "nothing changes.",
+            ApiError,
+        ),
+        404: Response("The organization id is not a valid id.", ApiError),
+        413: Response("The body is larger than 1 MiB.", ApiError),
+        503: Response("Storage or the queue is unavailable; Graph delivers again.", ApiError),
+    }
+
+
+VALIDATION_TOKEN = QueryParameter(
+    "validationToken",
+    "Graph's validation handshake when a subscription is made: answered 200 text/plain with "
+    "the decoded token and nothing else.",
+    required=False,
+)
+
+GRAPH_NOTIFICATIONS = ApiRoute(
+    function_name="graph_notifications",
+    method="POST",
+    route="graph/notifications/{org}",
+    auth_level="ANONYMOUS",
+    security=None,
+    summary="Graph change notifications (called by Microsoft Graph)",
+    description=(
+        "The notificationUrl of the organization's Graph subscriptions (one per Exchange Online "
+        "mailbox, on its events). Each notification must name a subscription of the "
+        "organization and carry its clientState; valid ones queue one mailbox sync per mailbox "
+        "(a burst is one sync). Answered 202 well within Graph's 3 seconds."
+    ),
+    request_body=GraphNotificationBatch,
+    body_required=False,
+    query=(VALIDATION_TOKEN,),
+    responses={
+        200: Response("The validation handshake: the decoded token.", media_type="text/plain"),
+        202: Response("Accepted: the mailboxes named will be read."),
+        **graph_route_errors(),
+    },
+    tags=("graph",),
+)
+
+GRAPH_LIFECYCLE = ApiRoute(
+    function_name="graph_lifecycle",
+    method="POST",
+    route="graph/lifecycle/{org}",
+    auth_level="ANONYMOUS",
+    security=None,
+    summary="Graph lifecycle notifications (called by Microsoft Graph)",
+    description=(
+        "The lifecycleNotificationUrl of the organization's Graph subscriptions, checked like "
+        "change notifications: reauthorizationRequired → the subscription is reauthorized; "
+        "subscriptionRemoved → it is made anew and the mailbox read; missed → the mailbox is "
+        "read."
+    ),
+    request_body=GraphNotificationBatch,
+    body_required=False,
+    query=(VALIDATION_TOKEN,),
+    responses={
+        200: Response("The validation handshake: the decoded token.", media_type="text/plain"),
+        202: Response("Accepted."),
+        **graph_route_errors(),
+    },
+    tags=("graph",),
+)
+
 ROUTES: tuple[ApiRoute, ...] = (
     PUT_APPOINTMENT,
     GET_BUSY_TIME,
@@ -313,4 +392,6 @@ ROUTES: tuple[ApiRoute, ...] = (
     PUT_SETTINGS,
     GET_SETTINGS,
     REPLAY_WEBHOOK,
+    GRAPH_NOTIFICATIONS,
+    GRAPH_LIFECYCLE,
 )

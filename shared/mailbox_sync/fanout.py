@@ -1,14 +1,17 @@
-"""The poll fan-out: every minute, one ``mailbox-sync`` message per EWS mailbox that is due.
+"""The fan-outs that queue ``mailbox-sync`` messages on a timer: the EWS poll (every minute) and
+the Graph sweep (every 15 minutes).
 
-A mailbox is due when its organization's poll interval has passed since its last sync and no
-earlier message for it is still pending. The pending mark (``sync_pending_since``) is set, under
-the row's ETag, before the message is sent, and the sync clears it; it expires after
-``PENDING_EXPIRY``, so a lost message never stalls a mailbox. A mailbox whose last full read is a
-day old gets a full read (drift repair, and the recurrence horizon rolled forward).
+**Poll** (EWS): one message per mailbox whose organization's poll interval has passed since its
+last sync. **Sweep** (Graph): one message per mailbox, whatever the notifications did — Graph
+may drop notifications, or stop sending them for hours, and a delta round catches up on
+everything since the stored delta link. Either way a mailbox with a sync still pending is
+skipped (``pending.claim_sync``: the mark is set under the row's ETag before the message is
+sent, and expires, so a lost message never stalls a mailbox), and a mailbox whose last full
+read is a day old gets a full read (drift repair, and the recurrence horizon — for Graph the
+delta window — rolled forward).
 
-Not polled: mailboxes of a disabled connection, of a Graph connection (their changes are
-pushed), and of a connection whose credentials Exchange refused (``auth_failed``) until its
-configuration or its secret changes.
+Not read: mailboxes of a disabled connection, and of a connection whose credentials Exchange
+refused (``auth_failed``) until its configuration or its secret changes.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, Literal
 
 from shared.config import SecretNotFound, SecretResolver, connection_secret_name
+from shared.mailbox_sync.pending import PENDING_EXPIRY, claim_sync
 from shared.mailbox_sync.service import FULL_READ, secret_fingerprint
 from shared.models import Health
 from shared.queues import MailboxSyncRequested, QueueSender
@@ -29,7 +33,8 @@ from shared.store.threads import storage_executor
 
 log = logging.getLogger(__name__)
 
-PENDING_EXPIRY: Final = timedelta(minutes=10)
+__all__ = ["FULL_READ_EVERY", "PENDING_EXPIRY", "FanOutReport", "GraphSweep", "PollFanOut"]
+
 FULL_READ_EVERY: Final = timedelta(days=1)
 # A mailbox synced a little less than an interval ago is due: the timer's minute has jitter.
 _SLACK: Final = timedelta(seconds=5)
@@ -42,6 +47,11 @@ class FanOutReport:
 
 
 class PollFanOut:
+    """The EWS poll: mailboxes of ``ews`` connections whose poll interval has passed."""
+
+    kind: Literal["ews", "graph"] = "ews"
+    reason = "poll"
+
     def __init__(
         self,
         repositories: Repositories,
@@ -55,11 +65,16 @@ class PollFanOut:
         self._secrets = secrets
         self._now = now
 
+    def _synced_within(self, org: str) -> timedelta | None:
+        """A mailbox synced more recently than this is not due (None: every mailbox is)."""
+        interval = timedelta(seconds=self._repos.settings.settings_of(org).poll_interval_seconds)
+        return interval - _SLACK
+
     def run(self) -> FanOutReport:
         now = self._now()
         skipped = 0
         mailboxes_of: dict[str, dict[str, Versioned[MailboxRecord]]] = {}
-        due: list[tuple[str, str, Versioned[MailboxRecord], timedelta]] = []
+        due: list[tuple[str, str, Versioned[MailboxRecord], timedelta | None]] = []
         for org, row in self._repos.connections.every_org():
             connection = row.value
             if not self._polled(org, connection, row.etag):
@@ -67,11 +82,9 @@ class PollFanOut:
                 continue
             if org not in mailboxes_of:
                 mailboxes_of[org] = self._repos.mailboxes.list_by_org(org)
-            interval = timedelta(
-                seconds=self._repos.settings.settings_of(org).poll_interval_seconds
-            )
+            synced_within = self._synced_within(org)
             due += [
-                (org, staff_id, mailbox, interval)
+                (org, staff_id, mailbox, synced_within)
                 for staff_id, mailbox in mailboxes_of[org].items()
                 if mailbox.value.connection_id == connection.connection_id
             ]
@@ -80,7 +93,7 @@ class PollFanOut:
         queued = sum(
             storage_executor().map(lambda args: self._claim_and_queue(*args, now=now), due)
         )
-        log.info("poll fan-out queued %d mailbox syncs", queued)
+        log.info("%s fan-out queued %d mailbox syncs", self.reason, queued)
         return FanOutReport(queued, skipped)
 
     def _claim_and_queue(
@@ -88,24 +101,28 @@ class PollFanOut:
         org: str,
         staff_id: str,
         row: Versioned[MailboxRecord],
-        interval: timedelta,
+        synced_within: timedelta | None,
         *,
         now: datetime,
     ) -> bool:
-        if not self._claim(org, staff_id, row, now, interval):
+        """Claim the mailbox under the ETag it was listed with (no read) and queue its sync."""
+        claimed = claim_sync(
+            self._repos, org, staff_id, now, synced_within=synced_within, listed=row
+        )
+        if not claimed:
             return False
         mailbox = row.value
         reason = (
             FULL_READ
             if mailbox.last_full_read_at is None
             or now - mailbox.last_full_read_at >= FULL_READ_EVERY
-            else "poll"
+            else self.reason
         )
         self._queue.send(MailboxSyncRequested(org=org, staff_id=staff_id, reason=reason))
         return True
 
     def _polled(self, org: str, connection: ConnectionRecord, etag: str) -> bool:
-        if connection.kind != "ews" or not connection.enabled:
+        if connection.kind != self.kind or not connection.enabled:
             return False
         if connection.health is not Health.AUTH_FAILED:
             return True
@@ -128,31 +145,13 @@ class PollFanOut:
             return False
         return True
 
-    def _claim(
-        self,
-        org: str,
-        staff_id: str,
-        current: Versioned[MailboxRecord],
-        now: datetime,
-        interval: timedelta,
-    ) -> bool:
-        """Mark the mailbox pending if it is due, under the ETag it was listed with; False
-        when it is not due (or changed since: another fan-out claimed it, or a sync ended)."""
-        mailbox = current.value
-        if (
-            mailbox.sync_pending_since is not None
-            and now - mailbox.sync_pending_since < PENDING_EXPIRY
-        ):
-            return False
-        if mailbox.last_sync_at is not None and now - mailbox.last_sync_at < interval - _SLACK:
-            return False
-        try:
-            self._repos.mailboxes.put(
-                org,
-                staff_id,
-                mailbox.model_copy(update={"sync_pending_since": now}),
-                current.etag,
-            )
-        except ConcurrencyConflict:
-            return False
-        return True
+
+class GraphSweep(PollFanOut):
+    """The Graph sweep: every mailbox of ``graph`` connections, each time (their changes are
+    pushed; this is the safety net for lost notifications)."""
+
+    kind = "graph"
+    reason = "sweep"
+
+    def _synced_within(self, org: str) -> timedelta | None:
+        return None

@@ -21,6 +21,20 @@ and roll the horizon forward, and after the staff member's busy-time switch chan
 page from the beginning and compares the whole calendar with what calbridge knows: items it knew
 and no longer sees are deleted, and events are made only for real differences.
 
+**Two kinds of reader, one service.** EWS reads the whole calendar folder and reports series
+masters, which are expanded here with one ``list_events``. Graph reads a calendarView delta over
+a window (the recurrence horizon, rolled forward by the daily full read) and reports occurrences
+and exceptions each under its own id, which need no expansion (``CalendarChanges.windowed``).
+For a windowed reader, "not seen" may mean "outside the window": an appointment's organizer
+item it reports gone is looked up once more (``get_event``) before it counts as deleted, and a
+full read forgets items that ended before the window quietly (past time changes nothing for the
+booking platform) and leaves items after it alone.
+
+**Coalescing**: the sync is queued by the poll fan-out, the Graph sweep and the notification
+endpoint, each only when no sync of the mailbox is pending. Notifications that arrive while a
+sync runs are counted (``MailboxRecord.notices``); a sync that ends with a larger count than it
+began with queues one more, so a burst of notifications costs at most two syncs.
+
 **Mass-cancellation guard**: a page (or a full read) that would report more than the
 organization's ``mass_cancellation_share`` of the appointments calbridge knows in this mailbox
 as cancelled (two at least), or a full read that finds the calendar empty while calbridge knows
@@ -64,6 +78,7 @@ from shared.exchange.port import (
     CalendarReader,
     ExchangeEvent,
     ItemType,
+    ReadWindow,
     RetryAfter,
     SyncStateInvalid,
 )
@@ -90,6 +105,8 @@ log = logging.getLogger(__name__)
 FULL_READ: Final = "full"
 # Settings change rarely and every sync needs them: each process reads them at most this often.
 SETTINGS_TTL: Final = timedelta(seconds=30)
+# Why a sync is queued again at its end: notifications came in while it ran.
+NOTIFIED_DURING_SYNC: Final = "notified during sync"
 # Looking back this far when a series is expanded: an occurrence in progress still blocks.
 _EXPANSION_LOOKBACK: Final = timedelta(days=1)
 
@@ -171,7 +188,7 @@ class MailboxSyncer:
             await self._finish(org, staff_id, found, pending_only=True)
             return SyncReport(SyncOutcome.SKIPPED, "the connection's changes are pushed")
         settings = await self._settings_of(org)
-        run = _Run(self, org, found, connection.value, gateway, gateway, settings)
+        run = _Run(self, org, found, connection.value, gateway, gateway, settings, self._now())
         full = (
             message.reason == FULL_READ
             or found.value.sync_state is None
@@ -213,14 +230,19 @@ class MailboxSyncer:
         cursor: str | None = None,
         full: bool = False,
         held: str | None = None,
+        notices_seen: int | None = None,
     ) -> None:
         """Clear the pending mark; after a sync also the cursor, times and health. ``known``:
         the row as this sync last read or wrote it (written under its ETag when nobody changed
-        it meanwhile, read again when somebody did)."""
+        it meanwhile, read again when somebody did). With ``notices_seen`` (a sync that read the
+        mailbox): when more notifications have come in since it began, the mark stays and one
+        more sync is queued."""
         now = self._now()
         synced = known.value
+        again = False
 
         def update(record: MailboxRecord) -> MailboxRecord:
+            nonlocal again
             moved = (record.address, record.connection_id) != (
                 synced.address,
                 synced.connection_id,
@@ -228,7 +250,11 @@ class MailboxSyncer:
             if pending_only or moved:
                 # Moved to another mailbox meanwhile: this sync's cursor is not the new one's.
                 return record.model_copy(update={"sync_pending_since": None})
-            changes: dict[str, object] = {"sync_pending_since": None, "held": held}
+            again = notices_seen is not None and held is None and record.notices > notices_seen
+            changes: dict[str, object] = {
+                "sync_pending_since": now if again else None,
+                "held": held,
+            }
             if held is None:
                 changes |= {
                     "sync_state": cursor,
@@ -242,6 +268,11 @@ class MailboxSyncer:
             return record.model_copy(update=changes)
 
         await in_storage_thread(self._update_mailbox, org, staff_id, update, known)
+        if again:
+            await in_storage_thread(
+                self._queue.send,
+                MailboxSyncRequested(org=org, staff_id=staff_id, reason=NOTIFIED_DURING_SYNC),
+            )
 
     def _update_mailbox(
         self,
@@ -339,6 +370,13 @@ class _Run:
     reader: CalendarReader
     gateway: CalendarGateway
     settings: OrgSettings
+    began: datetime
+    windowed: bool = False  # the reader reported a windowed page (Graph's calendarView delta)
+    # Notifications counted when the sync began (more by its end: one more sync).
+    notices_seen: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.notices_seen = self.row.value.notices
 
     @property
     def repos(self) -> Repositories:
@@ -347,6 +385,15 @@ class _Run:
     @property
     def mailbox(self) -> MailboxRecord:
         return self.row.value
+
+    @property
+    def window(self) -> ReadWindow:
+        """What a windowed reader covers when it starts afresh: the recurrence horizon, from a
+        day back (an event in progress still blocks)."""
+        return ReadWindow(
+            start=self.began - _EXPANSION_LOOKBACK,
+            end=self.began + timedelta(days=self.settings.recurrence_horizon_days),
+        )
 
     async def incremental(self) -> SyncReport:
         cursor = self.mailbox.sync_state
@@ -365,7 +412,13 @@ class _Run:
                 break  # the last page's cursor is stored with the rest at the end
             await self._store_cursor(cursor)
         events += await self._confirm_written_items(cursor)
-        await self.service._finish(self.org, self.mailbox.staff_id, self.row, cursor=cursor)
+        await self.service._finish(
+            self.org,
+            self.mailbox.staff_id,
+            self.row,
+            cursor=cursor,
+            notices_seen=self.notices_seen,
+        )
         return SyncReport(SyncOutcome.SYNCED, pages=pages, events=events)
 
     async def _confirm_written_items(self, change: str | None) -> int:
@@ -388,7 +441,7 @@ class _Run:
                 missing.append(item_id)
             else:
                 found.append(event)
-        effects = await self._decide(found, missing, known=known)
+        effects = await self._decide(found, missing, known=known, looked_up=True)
         return await self._carry_out(effects, f"confirm\n{change}")
 
     async def full_read(self) -> SyncReport:
@@ -409,7 +462,10 @@ class _Run:
             self.repos.mailbox_items.items_of, self.org, self.mailbox.staff_id
         )
         gone = [item_id for item_id in known if item_id not in changed]
-        if not changed and len(known) >= 2:
+        past: list[str] = []
+        if self.windowed:
+            gone, past = await self._outside_window(gone, known)
+        if not changed and len(gone) >= 2:  # every item it knows (in the window) gone at once
             empty = "the calendar reads as empty while calbridge knows items in it"
             await self.service._finish(self.org, self.mailbox.staff_id, self.row, held=empty)
             return SyncReport(SyncOutcome.HELD, empty, pages)
@@ -428,18 +484,83 @@ class _Run:
         if held:
             await self.service._finish(self.org, self.mailbox.staff_id, self.row, held=held)
             return SyncReport(SyncOutcome.HELD, held, pages)
+        await self._forget(past)
         assert cursor is not None
         events = await self._carry_out(effects, cursor)
         await self.service._finish(
-            self.org, self.mailbox.staff_id, self.row, cursor=cursor, full=True
+            self.org,
+            self.mailbox.staff_id,
+            self.row,
+            cursor=cursor,
+            full=True,
+            notices_seen=self.notices_seen,
         )
         return SyncReport(SyncOutcome.SYNCED, "full read", pages, events)
 
+    async def _outside_window(
+        self, gone: list[str], known: Mapping[str, MailboxItemRecord]
+    ) -> tuple[list[str], list[str]]:
+        """Split what a windowed full read did not see: (items to take for deleted, items that
+        ended before the window). Items after the window are neither: a windowed reader cannot
+        say anything about them."""
+        window = self.window
+        deleted: list[str] = []
+        past: list[str] = []
+        for item_id in gone:
+            span = await self._span_of(known[item_id])
+            if span is None or window.holds(*span):
+                deleted.append(item_id)
+            elif span[1] <= window.start:
+                past.append(item_id)
+        return deleted, past
+
+    async def _span_of(self, record: MailboxItemRecord) -> tuple[datetime, datetime] | None:
+        """When an item takes place, as calbridge last knew it (None: not known)."""
+        if record.starts_at is not None and record.ends_at is not None:
+            return record.starts_at, record.ends_at
+        if record.kind is MailboxItemKind.APPOINTMENT and record.appointment_id:
+            mapping, snapshot = await self._appointment(record.appointment_id)
+            if mapping is not None and mapping.outlook_start and mapping.outlook_end:
+                return mapping.outlook_start, mapping.outlook_end
+            if snapshot is not None:
+                return snapshot.start, snapshot.end
+        return None
+
+    async def _forget(self, item_ids: list[str]) -> None:
+        """Drop what calbridge knows of items that ended before the window, and their busy
+        blocks, without telling anyone: time passing changes nothing the platform must hear."""
+        if not item_ids:
+            return
+        org, staff_id = self.org, self.mailbox.staff_id
+        blocks = await in_storage_thread(self.repos.busy_blocks.blocks_of, org, staff_id)
+        forgotten = set(item_ids)
+        await asyncio.gather(
+            *(
+                in_storage_thread(
+                    self.repos.busy_blocks.remove_block,
+                    org,
+                    staff_id,
+                    row.value.event_id,
+                    row.value.occurrence_id,
+                )
+                for row in blocks
+                if row.value.event_id in forgotten
+            ),
+            *(
+                in_storage_thread(self.repos.mailbox_items.remove_item, org, staff_id, item_id)
+                for item_id in item_ids
+            ),
+        )
+
     async def _read(self, cursor: str | None) -> CalendarChanges:
         try:
-            return await self.reader.changes_since(self.mailbox.address, cursor)
+            changes = await self.reader.changes_since(
+                self.mailbox.address, cursor, window=self.window
+            )
         except RetryAfter as throttled:
             raise CalendarErrorWithDelay(throttled, throttled.seconds) from throttled
+        self.windowed = self.windowed or changes.windowed
+        return changes
 
     async def _known_appointments(self) -> int:
         known = await in_storage_thread(
@@ -466,7 +587,9 @@ class _Run:
         deleted: Iterable[str],
         *,
         known: Mapping[str, MailboxItemRecord] | None = None,
+        looked_up: bool = False,
     ) -> PageEffects:
+        """``looked_up``: the deletions were each read again already (``get_event``)."""
         changed, deleted = list(changed), list(deleted)
         effects = PageEffects()
         if not changed and not deleted:
@@ -474,6 +597,8 @@ class _Run:
         org, staff_id = self.org, self.mailbox.staff_id
         if known is None:
             known = await in_storage_thread(self.repos.mailbox_items.items_of, org, staff_id)
+        if self.windowed and not looked_up:
+            changed, deleted = await self._look_again(changed, deleted, known)
         staff_rows = await in_storage_thread(self.repos.mailboxes.list_by_org, org)
         staff_by_address = {row.value.address: sid for sid, row in staff_rows.items()}
         blocks_by_event: dict[str, list[BusyBlock]] = defaultdict(list)
@@ -509,6 +634,7 @@ class _Run:
                         change_key=event.change_key,
                         appointment_id=copy_of,
                         uid=event.uid,
+                        **_span(event),
                     )
                 )
                 continue
@@ -530,6 +656,28 @@ class _Run:
                 verdict = organizer_item_deleted(status.appointment_id, item_id, mapping, snapshot)
                 self._take(effects, status.appointment_id, verdict, None, f"deleted\n{item_id}")
         return effects
+
+    async def _look_again(
+        self,
+        changed: list[ExchangeEvent],
+        deleted: list[str],
+        known: Mapping[str, MailboxItemRecord],
+    ) -> tuple[list[ExchangeEvent], list[str]]:
+        """A windowed reader reports an item that left its window as gone: an appointment's
+        organizer item it reports so is looked up before it counts as deleted (one read each;
+        an organizer moving an appointment past the horizon is rare)."""
+        still_deleted: list[str] = []
+        for item_id in deleted:
+            record = known.get(item_id)
+            if record is None or record.kind is not MailboxItemKind.APPOINTMENT:
+                still_deleted.append(item_id)
+                continue
+            event = await self.gateway.get_event(self.mailbox.address, item_id)
+            if event is None:
+                still_deleted.append(item_id)
+            else:
+                changed.append(event)
+        return changed, still_deleted
 
     def _appointment_of(self, event: ExchangeEvent) -> str | None:
         marker = parse_marker(event.marker)
@@ -563,6 +711,7 @@ class _Run:
                 change_key=event.change_key,
                 appointment_id=appointment_id,
                 uid=event.uid,
+                **_span(event),
             )
         )
         mapping, snapshot = await self._appointment(appointment_id)
@@ -632,6 +781,7 @@ class _Run:
                 uid=event.uid,
                 occurrences=[b.occurrence_id or "" for b in blocks],
                 counted=self.mailbox.busy_time,
+                **_span(event),
             )
         )
 
@@ -723,6 +873,14 @@ class _Run:
 def secret_fingerprint(secret: str) -> str:
     """A digest that tells a changed secret from the one that failed, never the secret."""
     return hashlib.sha256(("calbridge-auth\0" + secret).encode()).hexdigest()[:32]
+
+
+def _span(event: ExchangeEvent) -> dict[str, datetime | None]:
+    """When an item takes place, for its ``MailboxItems`` row (not known for a series master:
+    its own times are its first occurrence's)."""
+    if event.item_type is ItemType.SERIES_MASTER:
+        return {"starts_at": None, "ends_at": None}
+    return {"starts_at": event.start, "ends_at": event.end}
 
 
 def _content_hash(blocks: Iterable[BusyBlock]) -> str:

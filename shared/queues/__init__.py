@@ -23,6 +23,7 @@ from shared.queues.messages import (
     MailboxSyncRequested,
     MessageBody,
     QueueMessageModel,
+    SubscriptionWork,
     WebhookDeliveryDue,
     message_body,
     parse_message,
@@ -31,6 +32,7 @@ from shared.queues.messages import (
 )
 from shared.queues.names import (
     APPOINTMENT_CHANGES,
+    MAILBOX_SUBSCRIPTIONS,
     MAILBOX_SYNC,
     MAX_VISIBILITY_DELAY,
     POISON_SUFFIX,
@@ -44,6 +46,7 @@ from shared.queues.sender import QueueSender, QueueUnavailable
 
 __all__ = [
     "APPOINTMENT_CHANGES",
+    "MAILBOX_SUBSCRIPTIONS",
     "MAILBOX_SYNC",
     "MAX_VISIBILITY_DELAY",
     "POISON_SUFFIX",
@@ -60,6 +63,7 @@ __all__ = [
     "QueueSender",
     "QueueUnavailable",
     "SentMessage",
+    "SubscriptionWork",
     "WebhookDeliveryDue",
     "binding_queue_name",
     "message_body",

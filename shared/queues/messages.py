@@ -3,12 +3,17 @@ send), and which queue carries each kind."""
 
 from __future__ import annotations
 
-from typing import Annotated, Protocol, TypeVar
+from typing import Annotated, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
 from shared.models import CamelModel, Identifier, OrgId
-from shared.queues.names import APPOINTMENT_CHANGES, MAILBOX_SYNC, WEBHOOK_DELIVERIES
+from shared.queues.names import (
+    APPOINTMENT_CHANGES,
+    MAILBOX_SUBSCRIPTIONS,
+    MAILBOX_SYNC,
+    WEBHOOK_DELIVERIES,
+)
 
 
 class AppointmentChanged(CamelModel):
@@ -22,7 +27,9 @@ class AppointmentChanged(CamelModel):
     org: OrgId
     appointment_id: Identifier
     version: Annotated[int, Field(ge=0)]
-    staff_ids: Annotated[list[Identifier], Field(max_length=50)] = []
+    staff_ids: Annotated[
+        list[Identifier], Field(max_length=50, exclude_if=lambda ids: not ids)
+    ] = []
 
 
 class MailboxSyncRequested(CamelModel):
@@ -41,11 +48,26 @@ class WebhookDeliveryDue(CamelModel):
     event_id: Identifier
 
 
-QueueMessageModel = AppointmentChanged | MailboxSyncRequested | WebhookDeliveryDue
+class SubscriptionWork(CamelModel):
+    """``mailbox-subscriptions``: bring a staff member's change-notification subscription in
+    line. ``ensure``: make it match the mailbox's assignment (create, renew, or delete it);
+    ``reauthorize``: Graph asked for it (``reauthorizationRequired``); ``recreate``: Graph
+    removed it (``subscriptionRemoved``), so make a new one and sync the mailbox."""
+
+    org: OrgId
+    staff_id: Identifier
+    action: Literal["ensure", "reauthorize", "recreate"] = "ensure"
+    subscription_id: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+
+
+QueueMessageModel = (
+    AppointmentChanged | MailboxSyncRequested | WebhookDeliveryDue | SubscriptionWork
+)
 QUEUE_OF_MESSAGE: dict[type[BaseModel], str] = {
     AppointmentChanged: APPOINTMENT_CHANGES,
     MailboxSyncRequested: MAILBOX_SYNC,
     WebhookDeliveryDue: WEBHOOK_DELIVERIES,
+    SubscriptionWork: MAILBOX_SUBSCRIPTIONS,
 }
 
 M = TypeVar("M", bound=BaseModel)
@@ -81,8 +103,8 @@ def parse_queue_message(model: type[M], message: MessageBody) -> M:
 
 
 def message_body(message: BaseModel) -> str:
-    """The JSON a message is sent as (camelCase; a hint left at its default is left out)."""
-    return message.model_dump_json(by_alias=True, exclude_defaults=True)
+    """The JSON a message is sent as (camelCase)."""
+    return message.model_dump_json(by_alias=True)
 
 
 def queue_of(message: BaseModel) -> str:

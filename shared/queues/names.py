@@ -21,6 +21,7 @@ from datetime import timedelta
 
 APPOINTMENT_CHANGES = "appointment-changes"
 MAILBOX_SYNC = "mailbox-sync"
+MAILBOX_SUBSCRIPTIONS = "mailbox-subscriptions"
 WEBHOOK_DELIVERIES = "webhook-deliveries"
 
 QUEUE_PREFIX_SETTING = "CALBRIDGE_QUEUE_PREFIX"

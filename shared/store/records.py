@@ -55,6 +55,13 @@ class MailboxRecord(MailboxRef):
     busy_time: bool = True
     # A sync held back by the mass-cancellation guard: why, and since when (None: not held).
     held: ErrorText | None = None
+    # Deliveries of change notifications for the mailbox (Graph push), counted by the
+    # notification endpoint. A sync that ends seeing a larger count than when it began syncs
+    # again: what arrived meanwhile may not be in what it read.
+    notices: Annotated[int, Field(ge=0)] = 0
+    # Why the mailbox has no working change-notification subscription (Graph), None when it
+    # has one or needs none; the sweep reads the mailbox meanwhile.
+    subscription_error: ErrorText | None = None
 
 
 class MailboxItemKind(StrEnum):
@@ -85,6 +92,11 @@ class MailboxItemRecord(CamelModel):
     # False for an item calbridge wrote that no sync of the mailbox has read yet: Exchange does
     # not report an item made and deleted between two syncs, so the sync looks for it.
     confirmed: bool = True
+    # When the item takes place, as last read (None: not known, e.g. a series master): a
+    # windowed reader (Graph's calendarView delta) does not see items outside its window, which
+    # are therefore not taken for deleted.
+    starts_at: AwareDatetime | None = None
+    ends_at: AwareDatetime | None = None
 
 
 class AppointmentUidRecord(CamelModel):
@@ -97,7 +109,9 @@ class AppointmentUidRecord(CamelModel):
 
 class SubscriptionRecord(CamelModel):
     """A row of Subscriptions (org / subscriptionId): one Graph change-notification
-    subscription. Only a hash of the clientState is kept."""
+    subscription on a staff member's mailbox. Only a hash of the clientState is kept
+    (``shared.push.notifications.client_state_hash``); ``notification_url`` is where Graph was
+    told to post (a subscription for an old address is replaced)."""
 
     subscription_id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
     connection_id: Identifier
@@ -105,6 +119,7 @@ class SubscriptionRecord(CamelModel):
     mailbox: EmailAddress
     expires_at: AwareDatetime
     client_state_hash: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    notification_url: Annotated[str, StringConstraints(max_length=2048)] = ""
 
 
 class OutboxRecord(CamelModel):

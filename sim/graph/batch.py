@@ -1,7 +1,8 @@
 """JSON ``$batch``: up to 20 requests in one POST, each run as if sent alone.
 
 Requests run in an order that honours ``dependsOn`` (msgraph-sdk spells it ``depends_on``); a
-request whose dependency failed gets 424 Failed Dependency without running. Each request is
+request whose dependency failed gets 424 Failed Dependency without running. The batch holds up
+to four concurrency slots of its mailbox while it runs (``GraphService.execute``). Each request is
 counted, throttled and fault-injected under its own operation; an injected 500/503/401 becomes
 that request's status inside the batch (a connection reset still drops the whole connection).
 Bodies travel as JSON objects, or base64 for anything else, as Graph does.
@@ -13,7 +14,7 @@ import base64
 import binascii
 import json
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from sim.graph.errors import GraphError, bad_request, error_body
 from sim.store import InjectedFault
@@ -162,10 +163,32 @@ def run_batch(service: GraphService, call: Call) -> SimResponse:
             )
             response = SimResponse(424, error_body(error, "", ""), {}, JSON_TYPE)
         else:
+            inner = _inner_request(call, entry)
             try:
-                response = service.handle_inner(_inner_request(call, entry))
+                if call.mailbox and not call.batch_slots and _names(service, call, inner):
+                    # No slot of the mailbox was free for the batch: Graph answers each of
+                    # its requests there as it would a request sent alone.
+                    raise service._concurrency_error()
+                response = service.handle_inner(inner, batch_mailbox=call.mailbox)
             except InjectedFault as fault:
                 response = _injected_response(fault)
+            except GraphError as error:
+                response = SimResponse(
+                    error.status, error_body(error, "", ""), dict(error.headers), JSON_TYPE
+                )
         statuses[entry["id"]] = response.status
         answers[entry["id"]] = _inner_response(entry["id"], response)
     return json_response(200, {"responses": [answers[entry["id"]] for entry in requests]})
+
+
+def _names(service: GraphService, call: Call, inner: SimRequest) -> bool:
+    """Whether an inner request addresses the batch's own mailbox."""
+    parts = [unquote(part) for part in inner.path.split("/") if part][1:]  # after "v1.0"
+    try:
+        if parts[:1] == ["me"] and call.principal.kind == "user":
+            return service._resolve_user(call.principal.name) == call.mailbox
+        if parts[:1] and parts[0].lower() == "users" and len(parts) > 1:
+            return service._resolve_user(parts[1]) == call.mailbox
+    except GraphError:
+        return False
+    return False

@@ -88,6 +88,7 @@ class Call:
     mailbox: str = ""  # resolved user's address ("" for routes without one)
     user_path: str = ""  # how the request named the user: "me" or "users/<id>"
     applied: list[str] = field(default_factory=list)  # Preference-Applied entries
+    batch_slots: int = 0  # a $batch: the slots of its mailbox it holds (0: none were free)
 
     def option(self, name: str) -> str | None:
         return self.query.get(name.lower()) or self.query.get(name.lower().lstrip("$"))
@@ -175,15 +176,18 @@ class GraphService:
     def handle(self, request: SimRequest) -> SimResponse:
         return self._answer(request, in_batch=False)
 
-    def handle_inner(self, request: SimRequest) -> SimResponse:
-        """One request carried by a $batch (a nested $batch is refused)."""
-        return self._answer(request, in_batch=True)
+    def handle_inner(self, request: SimRequest, *, batch_mailbox: str = "") -> SimResponse:
+        """One request carried by a $batch (a nested $batch is refused). Requests on the
+        batch's own mailbox run in the slots the batch holds (see ``execute``)."""
+        return self._answer(request, in_batch=True, batch_mailbox=batch_mailbox)
 
-    def _answer(self, request: SimRequest, *, in_batch: bool) -> SimResponse:
+    def _answer(
+        self, request: SimRequest, *, in_batch: bool, batch_mailbox: str = ""
+    ) -> SimResponse:
         request_id = str(uuid.uuid4())
         client_request_id = request.header("client-request-id") or request_id
         try:
-            response = self.execute(request, in_batch=in_batch)
+            response = self.execute(request, in_batch=in_batch, batch_mailbox=batch_mailbox)
         except GraphError as error:
             response = SimResponse(
                 error.status,
@@ -218,9 +222,18 @@ class GraphService:
         response.headers.setdefault("OData-Version", "4.0")
         return response
 
-    def execute(self, request: SimRequest, *, in_batch: bool = False) -> SimResponse:
+    def execute(
+        self, request: SimRequest, *, in_batch: bool = False, batch_mailbox: str = ""
+    ) -> SimResponse:
         """Route and run one request (raises GraphError / InjectedFault). $batch calls this for
-        each request it carries."""
+        each request it carries.
+
+        Concurrency (https://learn.microsoft.com/graph/throttling-limits#outlook-service-limits:
+        four requests per app per mailbox): a request holds one slot of its mailbox while it
+        runs, a 5th is a 429. Graph hands up to four requests of a $batch to the mailbox at once
+        (https://learn.microsoft.com/answers/questions/1660054), so a batch holds as many slots
+        of its mailbox as it has requests for it, at most four (as many as are free; none free:
+        each of its requests is a 429), and those requests run in them."""
         principal = request.principal
         if principal is None:
             raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.")
@@ -233,16 +246,21 @@ class GraphService:
             call.mailbox = route.mailbox_hint(call)
         self.store.count(route.operation, call.mailbox or "*")
         slot = (principal.name, call.mailbox)
-        if call.mailbox:
+        held = 0
+        if route.operation == "graph:batch" and call.mailbox:
+            held = self._take_batch_slots(slot, self._batch_requests_for(call))
+            call.batch_slots = held
+        elif call.mailbox and not (in_batch and call.mailbox == batch_mailbox):
             self._take_slot(slot)
+            held = 1
         try:
             fault = self.store.take_fault(call.mailbox or "*", route.operation)
             if fault is not None:
                 self._apply_fault(fault, route.operation)
             response = route.run(call)
         finally:
-            if call.mailbox:
-                self._release_slot(slot)
+            if held:
+                self._release_slot(slot, held)
         if call.applied:
             response.headers["Preference-Applied"] = ", ".join(call.applied)
         return response
@@ -424,25 +442,64 @@ class GraphService:
             )
         return address
 
+    def _concurrency_error(self) -> GraphError:
+        return GraphError(
+            429,
+            "ApplicationThrottled",
+            "Application is over its MailboxConcurrency limit.",
+            {"Retry-After": str(self.concurrency_retry_after_s)},
+        )
+
     def _take_slot(self, slot: tuple[str, str]) -> None:
         with self._in_flight_lock:
             running = self._in_flight.get(slot, 0)
             if running >= self.max_concurrent:
-                raise GraphError(
-                    429,
-                    "ApplicationThrottled",
-                    "Application is over its MailboxConcurrency limit.",
-                    {"Retry-After": str(self.concurrency_retry_after_s)},
-                )
+                raise self._concurrency_error()
             self._in_flight[slot] = running + 1
 
-    def _release_slot(self, slot: tuple[str, str]) -> None:
+    def _take_batch_slots(self, slot: tuple[str, str], wanted: int) -> int:
+        """Up to ``min(wanted, max_concurrent)`` slots, as many as are free (0: none)."""
         with self._in_flight_lock:
-            remaining = self._in_flight.get(slot, 1) - 1
+            running = self._in_flight.get(slot, 0)
+            granted = max(0, min(wanted, self.max_concurrent, self.max_concurrent - running))
+            if granted:
+                self._in_flight[slot] = running + granted
+            return granted
+
+    def _release_slot(self, slot: tuple[str, str], count: int = 1) -> None:
+        with self._in_flight_lock:
+            remaining = self._in_flight.get(slot, count) - count
             if remaining <= 0:
                 self._in_flight.pop(slot, None)
             else:
                 self._in_flight[slot] = remaining
+
+    def in_flight(self, mailbox: str) -> int:
+        """Requests of any app in flight on a mailbox (tests look at it)."""
+        with self._in_flight_lock:
+            return sum(n for (_, box), n in self._in_flight.items() if box == mailbox.lower())
+
+    def _batch_requests_for(self, call: Call) -> int:
+        """How many requests of a $batch address the batch's mailbox (its first user's)."""
+        body = call.json_body()
+        requests = body.get("requests") if isinstance(body, dict) else None
+        count = 0
+        for entry in requests if isinstance(requests, list) else []:
+            url = entry.get("url") if isinstance(entry, dict) else None
+            if not isinstance(url, str):
+                continue
+            parts = [unquote(p) for p in url.split("?", 1)[0].strip("/").split("/")]
+            try:
+                if parts[0].lower() == "me" and call.principal.kind == "user":
+                    address = self._resolve_user(call.principal.name)
+                elif parts[0].lower() == "users" and len(parts) > 1:
+                    address = self._resolve_user(parts[1])
+                else:
+                    continue
+            except GraphError:
+                continue
+            count += address == call.mailbox
+        return count
 
     def _apply_fault(self, fault: Fault, operation: str) -> None:
         if fault.kind in ("throttle", "server_busy"):
@@ -493,10 +550,20 @@ class GraphService:
     def _entity_context(self, call: Call) -> str:
         return f"{self.base_url}/$metadata#users('{quote(call.mailbox)}')/events/$entity"
 
+    def _note_shape(self, operation: str, select: str | None) -> None:
+        """Record what a read of events asked for: ``AllProperties`` without ``$select`` (Graph
+        then returns every property, the body included), else the selected names."""
+        selected = parse_select(select)
+        if selected is None:
+            self.store.record_shape(operation, "AllProperties", ())
+        else:
+            self.store.record_shape(operation, "Select", selected)
+
     def _shape(
-        self, call: Call, items: list[CalendarItem], *, filtered: bool
+        self, call: Call, items: list[CalendarItem], *, filtered: bool, operation: str
     ) -> list[dict[str, Any]]:
         call.view.expansions = parse_expand(call.option("$expand"))
+        self._note_shape(operation, call.option("$select"))
         selected = parse_select(call.option("$select"))
         predicate = parse_filter(call.option("$filter")) if filtered else None
         shaped = []
@@ -539,13 +606,13 @@ class GraphService:
         order = call.option("$orderby")
         if order:
             items = _ordered(items, order)
-        shaped = self._shape(call, items, filtered=True)
+        shaped = self._shape(call, items, filtered=True, operation="graph:listEvents")
         context = f"{self.base_url}/$metadata#users('{quote(call.mailbox)}')/events"
         return self._collection(call, shaped, context)
 
     def _get_event(self, call: Call, graph_id: str) -> SimResponse:
         item = self._load(call, graph_id)
-        shaped = self._shape(call, [item], filtered=False)[0]
+        shaped = self._shape(call, [item], filtered=False, operation="graph:getEvent")[0]
         return json_response(200, {"@odata.context": self._entity_context(call), **shaped})
 
     def _online_by_default(self, call: Call, parsed: event_format.EventInput) -> None:
@@ -705,7 +772,7 @@ class GraphService:
         order = call.option("$orderby")
         if order:
             items = _ordered(items, order)
-        shaped = self._shape(call, items, filtered=True)
+        shaped = self._shape(call, items, filtered=True, operation="graph:calendarView")
         context = f"{self.base_url}/$metadata#users('{quote(call.mailbox)}')/calendarView"
         return self._collection(call, shaped, context)
 
@@ -717,7 +784,7 @@ class GraphService:
             for item in self.store.calendar_view(call.mailbox, start, end)
             if item.master_id == master.id
         ]
-        shaped = self._shape(call, items, filtered=True)
+        shaped = self._shape(call, items, filtered=True, operation="graph:instances")
         context = (
             f"{self.base_url}/$metadata#users('{quote(call.mailbox)}')/events('{graph_id}')"
             "/instances"
@@ -752,6 +819,7 @@ class GraphService:
             start, end = self._window(call)
             options = {"select": call.option("$select") or "", "pagesize": str(size)}
             page = self.delta.start_round(call.mailbox, start, end, size, options)
+        self._note_shape("graph:delta", options.get("select") or None)
         selected = parse_select(options.get("select") or None)
         values: list[dict[str, Any]] = []
         with self.store.lock:

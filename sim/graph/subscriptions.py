@@ -12,6 +12,10 @@ Rules kept from Graph: the validation handshake (POST ``?validationToken=...``, 
 ``text/plain`` echo within 10 s, for the notification URL and the lifecycle URL) decides whether
 a subscription is created; Outlook resources live at most 10,080 minutes; clientState is echoed
 in every notification; notifications carry ids, never event content.
+
+One difference, on purpose: Graph posts only to ``https`` URLs reachable from the internet; the
+simulator posts to ``http`` too, since every subscriber of a local run (the Functions runner,
+the tests' receiver) listens on plain HTTP on loopback.
 """
 
 from __future__ import annotations

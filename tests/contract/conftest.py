@@ -22,9 +22,8 @@ WORLDS: dict[str, WorldFactory] = {
 }
 
 
-# The worlds whose gateway also reads changes (``CalendarReader``); Graph reads through delta
-# queries, which the Graph adapter does not have yet.
-READER_WORLDS: tuple[str, ...] = ("ews", "fake")
+# The worlds whose gateway also reads changes (``CalendarReader``): all of them.
+READER_WORLDS: tuple[str, ...] = ("ews", "fake", "graph")
 
 
 @pytest.fixture(params=sorted(WORLDS))

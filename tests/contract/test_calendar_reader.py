@@ -8,10 +8,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.exchange.port import CalendarChanges, CalendarReader, ExchangeEvent, SyncStateInvalid
+from shared.exchange.port import (
+    CalendarChanges,
+    CalendarReader,
+    ExchangeEvent,
+    ReadWindow,
+    SyncStateInvalid,
+)
 from tests.contract.worlds import CalendarWorld
 
 START = datetime(2031, 6, 2, 9, tzinfo=UTC)
+# What a windowed reader (Graph's calendarView delta) covers from the beginning; readers of the
+# whole calendar ignore it.
+WINDOW = ReadWindow(start=START - timedelta(days=30), end=START + timedelta(days=90))
 
 
 def reader(world: CalendarWorld) -> CalendarReader:
@@ -26,7 +35,9 @@ def read_all(
     changed: dict[str, ExchangeEvent] = {}
     deleted: dict[str, None] = {}
     while True:
-        changes = world.run(reader(world).changes_since(mailbox, cursor, max_changes=page))
+        changes = world.run(
+            reader(world).changes_since(mailbox, cursor, max_changes=page, window=WINDOW)
+        )
         for event in changes.changed:
             changed[event.item_id] = event
             deleted.pop(event.item_id, None)
@@ -51,7 +62,7 @@ def test_from_the_beginning_every_item_is_a_change_then_an_idle_mailbox_has_none
     mine = world.add_personal_event(mailbox, "Dentist", START, START + timedelta(hours=1))
     first = read_all(world, mailbox, None)
     assert mine.item_id in {event.item_id for event in first.changed}
-    again = world.run(reader(world).changes_since(mailbox, first.cursor))
+    again = world.run(reader(world).changes_since(mailbox, first.cursor, window=WINDOW))
     assert (again.changed, again.deleted, again.complete) == ((), (), True)
 
 
@@ -96,7 +107,7 @@ def test_changes_come_in_pages_of_at_most_the_size_asked_and_none_is_lost(
     seen: list[str] = []
     pages = 0
     while True:
-        page = world.run(reader(world).changes_since(mailbox, cursor, max_changes=2))
+        page = world.run(reader(world).changes_since(mailbox, cursor, max_changes=2, window=WINDOW))
         pages += 1
         assert len(page.changed) + len(page.deleted) <= 2
         seen += [event.item_id for event in page.changed]
@@ -112,4 +123,4 @@ def test_a_cursor_the_server_no_longer_knows_raises_sync_state_invalid(
 ) -> None:
     world = reader_world
     with pytest.raises(SyncStateInvalid):
-        world.run(reader(world).changes_since(world.organizer, "not-a-sync-state"))
+        world.run(reader(world).changes_since(world.organizer, "not-a-sync-state", window=WINDOW))

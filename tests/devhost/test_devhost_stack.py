@@ -134,6 +134,8 @@ def check_local_json_and_environment(
     assert seen_at_import["CALBRIDGE_FUNCTIONS_KEY"] == document["functionsKey"]
     assert seen_at_import["CALBRIDGE_TABLE_PREFIX"] == "dev"  # from local.settings.json
     assert seen_at_import["CALBRIDGE_QUEUE_PREFIX"] == "calbridge-"  # bindings need a value
+    # Graph's notifications come to the runner itself.
+    assert seen_at_import["CALBRIDGE_PUBLIC_URL"] == document["functionsUrl"]
     assert [context.functions_url for context in seeded] == [document["functionsUrl"]]
     assert seeded[0].signing_secret == document["signingSecret"]
 

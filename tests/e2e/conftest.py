@@ -4,7 +4,9 @@ would: an EWS connection (service account with impersonation) and a Graph connec
 OAuth), with staff on both.
 
 Nothing of calbridge is replaced: requests go through the registered functions, messages through
-Azurite's queues, Exchange writes through exchangelib and msgraph-sdk to the simulator.
+Azurite's queues, Exchange writes through exchangelib and msgraph-sdk to the simulator, and the
+simulator posts Graph's change notifications to the runner's HTTP server (calbridge's public URL
+here), which made the Graph mailboxes' subscriptions when they were assigned.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from devhost.azurite import Azurite
+from devhost.azurite import Azurite, free_port
 from devhost.hostconfig import HostConfig
 from devhost.runner import FunctionsRunner
 from shared import bootstrap
@@ -159,6 +161,9 @@ class World:
 def world(azurite: Azurite) -> Iterator[World]:
     sim = start_simulator(simulator_config())
     prefix = "e2e" + str(int(time.time() * 1000) % 10**8)
+    # Graph posts change notifications to the runner's HTTP server: its address is calbridge's
+    # public URL here, known before the app reads its settings.
+    http_port = free_port()
     secrets = {
         environment_variable_for(connection_secret_name(ORG, "e2e-ews-password")): SERVICE_PASSWORD,
         environment_variable_for(connection_secret_name(ORG, "e2e-graph-secret")): CLIENT_SECRET,
@@ -173,6 +178,7 @@ def world(azurite: Azurite) -> Iterator[World]:
             CALBRIDGE_GRAPH_URL=sim.urls["graph"],
             CALBRIDGE_GRAPH_AUTHORITY=sim.urls["token"],
             CALBRIDGE_GRAPH_CA_BUNDLE=sim.urls["caBundle"],
+            CALBRIDGE_PUBLIC_URL=f"http://127.0.0.1:{http_port}/api",
             **secrets,
         ):
             import function_app
@@ -184,7 +190,7 @@ def world(azurite: Azurite) -> Iterator[World]:
                 queues=replace(host.queues, max_polling_interval=0.2, visibility_timeout=0.5),
             )
             with (
-                FunctionsRunner(function_app.app, config) as runner,
+                FunctionsRunner(function_app.app, config, http_port=http_port) as runner,
                 httpx.Client(timeout=30) as client,
             ):
                 world = World(sim, runner, client, azurite.connection_string, prefix)

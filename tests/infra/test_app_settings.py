@@ -19,6 +19,8 @@ NOT_DEPLOYED = {
     "storage_connection_string": "the account refuses shared keys: identity-based settings instead",
     "allow_loopback_exchange": "local runs against the simulator only",
     "graph_ca_bundle": "the simulator's own CA, local runs only",
+    "public_url": "only for a custom domain: by default the platform's WEBSITE_HOSTNAME",
+    "website_hostname": "set by App Service itself, never by the template",
 }
 # App settings the Flex Consumption plan deprecates or rejects (the runtime is
 # functionAppConfig.runtime, the package comes from the deployment container).

@@ -10,7 +10,8 @@ from typing import Any
 
 import function_app
 from devhost.indexing import indexed_functions
-from shared.http.routes import ROUTE_PREFIX
+from shared.http.routes import GRAPH_LIFECYCLE, GRAPH_NOTIFICATIONS, ROUTE_PREFIX
+from shared.push.subscriptions import notification_urls
 from tests.infra.templates import (
     REPO,
     dotted,
@@ -115,13 +116,22 @@ def test_every_queue_trigger_finds_its_identity_based_connection() -> None:
         assert f"{connection}__clientId" in settings
 
 
-def test_the_outputs_name_the_app_and_the_planned_graph_urls() -> None:
+def test_the_outputs_name_the_app_and_the_graph_urls_the_routes_serve() -> None:
     outputs = template()["outputs"]
     assert dotted(outputs["FUNCTION_APP_URL"]["value"]) == "functionApp.outputs.url"
     prefix = "${functionApp.outputs.url}/" + ROUTE_PREFIX
     assert outputs["FUNCTIONS_API_URL"]["value"] == prefix
-    assert outputs["GRAPH_NOTIFICATION_URL"]["value"] == prefix + "/graph/notifications"
-    assert outputs["GRAPH_LIFECYCLE_URL"]["value"] == prefix + "/graph/lifecycle"
+    # Each organization's URL is the output followed by /{org}, as the routes say.
+    assert outputs["GRAPH_NOTIFICATION_URL"]["value"] + "/{org}" == (
+        prefix + "/" + GRAPH_NOTIFICATIONS.route
+    )
+    assert (
+        outputs["GRAPH_LIFECYCLE_URL"]["value"] + "/{org}" == prefix + "/" + GRAPH_LIFECYCLE.route
+    )
+    assert notification_urls("https://x/api", "o") == (
+        "https://x/api/" + GRAPH_NOTIFICATIONS.route.replace("{org}", "o"),
+        "https://x/api/" + GRAPH_LIFECYCLE.route.replace("{org}", "o"),
+    )
     host = json.loads((REPO / "host.json").read_text())
     assert host["extensions"]["http"]["routePrefix"] == ROUTE_PREFIX
     [url] = [o for o in template(module_path("functionApp"))["outputs"].items() if o[0] == "url"]

@@ -15,11 +15,19 @@ import pytest
 
 from devhost.routes import RouteTemplate
 from functions.appointment_worker import APPLY_APPOINTMENT_FUNCTION
+from functions.graph_webhook import (
+    EVERY_QUARTER_HOUR,
+    HOURLY,
+    RENEWAL_FUNCTION,
+    SUBSCRIPTION_FUNCTION,
+    SWEEP_FUNCTION,
+)
 from functions.mailbox_sync import EVERY_MINUTE, POLL_FUNCTION, SYNC_FUNCTION
 from functions.webhooks import DELIVER_FUNCTION
 from shared.http.routes import ROUTES
 from shared.queues import (
     APPOINTMENT_CHANGES,
+    MAILBOX_SUBSCRIPTIONS,
     MAILBOX_SYNC,
     STORAGE_CONNECTION_SETTING,
     WEBHOOK_DELIVERIES,
@@ -76,10 +84,13 @@ EXPECTED: list[Indexed] = [http(route.function_name) for route in ROUTES] + [
     queue(APPLY_APPOINTMENT_FUNCTION, APPOINTMENT_CHANGES),
     queue(SYNC_FUNCTION, MAILBOX_SYNC),
     queue(DELIVER_FUNCTION, WEBHOOK_DELIVERIES),
+    queue(SUBSCRIPTION_FUNCTION, MAILBOX_SUBSCRIPTIONS),
     timer(POLL_FUNCTION, EVERY_MINUTE),
+    timer(RENEWAL_FUNCTION, HOURLY),
+    timer(SWEEP_FUNCTION, EVERY_QUARTER_HOUR),
 ]
 
-KNOWN_QUEUES = {APPOINTMENT_CHANGES, MAILBOX_SYNC, WEBHOOK_DELIVERIES}
+KNOWN_QUEUES = {APPOINTMENT_CHANGES, MAILBOX_SYNC, WEBHOOK_DELIVERIES, MAILBOX_SUBSCRIPTIONS}
 
 
 def indexed(name: str, trigger: dict[str, Any]) -> Indexed:

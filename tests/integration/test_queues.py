@@ -14,6 +14,7 @@ from azure.storage.queue import QueueClient
 from devhost.azurite import Azurite, free_port
 from shared.queues import (
     APPOINTMENT_CHANGES,
+    MAILBOX_SUBSCRIPTIONS,
     MAILBOX_SYNC,
     QUEUE_OF_MESSAGE,
     WEBHOOK_DELIVERIES,
@@ -22,6 +23,7 @@ from shared.queues import (
     MailboxSyncRequested,
     MemoryQueueSender,
     QueueUnavailable,
+    SubscriptionWork,
     WebhookDeliveryDue,
     binding_queue_name,
     parse_message,
@@ -35,7 +37,9 @@ def test_binding_name_is_the_prefix_setting_expression() -> None:
     assert binding_queue_name(APPOINTMENT_CHANGES) == "%CALBRIDGE_QUEUE_PREFIX%appointment-changes"
 
 
-@pytest.mark.parametrize("name", [APPOINTMENT_CHANGES, MAILBOX_SYNC, WEBHOOK_DELIVERIES])
+@pytest.mark.parametrize(
+    "name", [APPOINTMENT_CHANGES, MAILBOX_SYNC, WEBHOOK_DELIVERIES, MAILBOX_SUBSCRIPTIONS]
+)
 def test_every_queue_with_a_long_prefix_and_poison_suffix_is_a_valid_name(name: str) -> None:
     prefix = "t" + "0" * 30 + "-"
     assert queue_name(prefix, name + "-poison") == prefix + name + "-poison"
@@ -54,6 +58,7 @@ def test_every_message_kind_has_its_queue() -> None:
         AppointmentChanged: APPOINTMENT_CHANGES,
         MailboxSyncRequested: MAILBOX_SYNC,
         WebhookDeliveryDue: WEBHOOK_DELIVERIES,
+        SubscriptionWork: MAILBOX_SUBSCRIPTIONS,
     } == QUEUE_OF_MESSAGE
 
 

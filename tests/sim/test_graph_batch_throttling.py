@@ -227,3 +227,71 @@ def test_injected_503_is_retried(graph: GraphSession, simulator: RunningSimulato
     user = graph.run(graph.app.users.by_user_id(CARA).get())
 
     assert user.mail == CARA
+
+
+# Graph dispatches up to four requests of a batch to the mailbox at once, so a batch occupies up
+# to four of the mailbox's concurrency slots while it runs:
+# https://learn.microsoft.com/graph/json-batching (requests run in any order unless dependsOn),
+# https://learn.microsoft.com/graph/throttling-limits#outlook-service-limits (four concurrent
+# requests per app per mailbox), https://learn.microsoft.com/answers/questions/1660054 ("Microsoft
+# Graph dispatches up to four individual requests from a batch to the Outlook service
+# simultaneously").
+
+
+def batch_of_gets(graph: GraphSession, address: str, count: int) -> Any:
+    events = graph.app.users.by_user_id(address).events
+    content = BatchRequestContent()
+    for n in range(count):
+        item = BatchRequestItem(events.to_get_request_information(), id=str(n))
+        content.add_request(item.id, item)
+    return graph.app.batch.post(content)
+
+
+async def while_in_flight(
+    simulator: RunningSimulator, address: str, slots: int, first: Any, then: Any
+) -> tuple[Any, Any]:
+    """Start ``first``; once ``slots`` requests are in flight on the mailbox, send ``then``."""
+    started = asyncio.ensure_future(first)
+    while simulator.graph.in_flight(address) < slots and not started.done():
+        await asyncio.sleep(0.01)  # a positive signal, polled: the slots are taken
+    later = await asyncio.gather(then, return_exceptions=True)
+    return await started, later[0]
+
+
+def test_a_batch_holds_up_to_four_slots_of_its_mailbox_while_it_runs(
+    graph: GraphSession, simulator: RunningSimulator
+) -> None:
+    simulator.store.add_fault(
+        Fault(kind="slow", operation="graph:listEvents", mailbox=BOB, remaining=None, delay_s=0.5)
+    )
+    alone = graph.app.users.by_user_id(BOB).events.get(request_configuration=no_retries())
+
+    answer, refused = graph.run(
+        while_in_flight(simulator, BOB, 4, batch_of_gets(graph, BOB, 6), alone)
+    )
+
+    assert set(answer.get_response_status_codes().values()) == {200}
+    assert isinstance(refused, ODataError)
+    assert refused.response_status_code == 429
+    assert refused.error.code == "ApplicationThrottled"
+    assert simulator.graph.in_flight(BOB) == 0
+
+
+def test_a_batch_with_no_free_slot_answers_each_request_with_429(
+    graph: GraphSession, simulator: RunningSimulator
+) -> None:
+    simulator.store.add_fault(
+        Fault(kind="slow", operation="graph:listEvents", mailbox=BOB, remaining=None, delay_s=0.5)
+    )
+    events = graph.app.users.by_user_id(BOB).events
+
+    async def four_at_once() -> Any:
+        return await asyncio.gather(
+            *(events.get(request_configuration=no_retries()) for _ in range(4))
+        )
+
+    _, answer = graph.run(
+        while_in_flight(simulator, BOB, 4, four_at_once(), batch_of_gets(graph, BOB, 2))
+    )
+
+    assert set(answer.get_response_status_codes().values()) == {429}

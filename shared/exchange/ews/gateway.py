@@ -98,6 +98,7 @@ from shared.exchange.port import (
     EventDraft,
     EventRef,
     ExchangeEvent,
+    ReadWindow,
     live_first,
 )
 from shared.models import ConnectionConfig
@@ -297,8 +298,14 @@ class EwsCalendarGateway:
         return sorted(found, key=lambda event: event.start)
 
     async def changes_since(
-        self, mailbox: str, cursor: str | None, *, max_changes: int = SYNC_PAGE_SIZE
+        self,
+        mailbox: str,
+        cursor: str | None,
+        *,
+        max_changes: int = SYNC_PAGE_SIZE,
+        window: ReadWindow | None = None,
     ) -> CalendarChanges:
+        # SyncFolderItems reads the whole calendar folder: ``window`` is for windowed readers.
         def work() -> CalendarChanges:
             calendar = self.connection.calendar(mailbox)
             account = self.connection.account(mailbox)

@@ -13,10 +13,14 @@ create_event       1         POST users/{m}/events with transactionId
 update_event       1         PATCH users/{m}/events/{id} (If-Match: the change key)
 cancel_event       1         DELETE users/{m}/events/{id}
 list_events        1 (+p)    GET users/{m}/calendarView (p: one per further page)
+changes_since      1 (+1)    GET calendarView/delta page [+ one $batch of up to 20 marker
+                             reads when the page has organizer single events] (``delta``)
+subscribe, renew…  1         POST / PATCH / DELETE subscriptions (``subscriptions``)
 =================  ========  ==========================================================
 
 Every read selects ``events.EVENT_FIELDS`` (never the body) and asks for UTC times. Errors are
-the port's (see ``graph.errors``); nothing here sleeps or retries.
+the port's (see ``graph.errors``); nothing here sleeps or retries. Requests hold one of the
+mailbox's concurrency slots while in flight (``session.MailboxSlots``: at most four).
 
 Writes are addressed by id, nothing is read first:
 
@@ -41,6 +45,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from shared.exchange.common import DEFAULT_CALL_DEADLINE_S, within_deadline
+from shared.exchange.graph import delta, subscriptions
 from shared.exchange.graph.errors import exception_error, is_missing_item, reply_error
 from shared.exchange.graph.events import (
     EVENT_FIELDS,
@@ -61,10 +66,13 @@ from shared.exchange.graph.session import (
 )
 from shared.exchange.marker_property import graph_marker_filter
 from shared.exchange.port import (
+    CalendarChanges,
     CalendarError,
     EventDraft,
     EventRef,
     ExchangeEvent,
+    ReadWindow,
+    SubscriptionRef,
     live_first,
 )
 from shared.models import ConnectionConfig
@@ -140,11 +148,19 @@ class GraphCalendarGateway:
     # --- plumbing ---------------------------------------------------------------------------
 
     async def _send(
-        self, session: GraphSession, info: RequestInformation, *, operation: str, mailbox: str
+        self,
+        session: GraphSession,
+        info: RequestInformation,
+        *,
+        operation: str,
+        mailbox: str,
+        slots: int = 1,
     ) -> GraphReply:
+        """One request under the call deadline, holding ``slots`` of the mailbox's concurrency
+        slots (a ``$batch`` holds more than one), errors translated to the port's."""
         try:
             return await within_deadline(
-                session.send(info),
+                session.send_for(mailbox, info, slots=slots),
                 self.call_deadline_s,
                 protocol="Graph",
                 operation=operation,
@@ -331,3 +347,46 @@ class GraphCalendarGateway:
         )
         events = await self._collect(session, info, operation="list_events", mailbox=mailbox)
         return sorted(events, key=lambda event: event.start)
+
+    # --- the read side: changes and their notifications (``delta``, ``subscriptions``) ------
+
+    async def changes_since(
+        self,
+        mailbox: str,
+        cursor: str | None,
+        *,
+        max_changes: int = 512,
+        window: ReadWindow | None = None,
+    ) -> CalendarChanges:
+        return await delta.read_changes(
+            self, mailbox, cursor, max_changes=max_changes, window=window
+        )
+
+    async def subscribe(
+        self,
+        mailbox: str,
+        *,
+        notification_url: str,
+        lifecycle_url: str,
+        client_state: str,
+        expires_at: datetime,
+    ) -> SubscriptionRef:
+        return await subscriptions.subscribe(
+            self,
+            mailbox,
+            notification_url=notification_url,
+            lifecycle_url=lifecycle_url,
+            client_state=client_state,
+            expires_at=expires_at,
+        )
+
+    async def renew_subscription(
+        self, subscription_id: str, expires_at: datetime
+    ) -> SubscriptionRef:
+        return await subscriptions.renew(self, subscription_id, expires_at)
+
+    async def reauthorize_subscription(self, subscription_id: str) -> None:
+        await subscriptions.reauthorize(self, subscription_id)
+
+    async def unsubscribe(self, subscription_id: str) -> None:
+        await subscriptions.unsubscribe(self, subscription_id)

@@ -22,10 +22,11 @@ call works, at the price of new connections.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 import threading
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
@@ -194,6 +195,44 @@ def token_credential(
     )
 
 
+# Graph lets one app have at most four requests in flight per mailbox ("MailboxConcurrency",
+# https://learn.microsoft.com/graph/throttling-limits#outlook-service-limits); a fifth is a 429.
+MAILBOX_CONCURRENCY: Final = 4
+
+
+class MailboxSlots:
+    """At most ``MAILBOX_CONCURRENCY`` requests of this process in flight per mailbox: a request
+    waits for a free slot instead of drawing a 429. One per session (per event loop). Other
+    processes are not seen: their excess comes back as 429 → ``RetryAfter``."""
+
+    def __init__(self, limit: int = MAILBOX_CONCURRENCY) -> None:
+        self.limit = limit
+        self._in_use: dict[str, int] = {}
+        self._freed = asyncio.Condition()
+
+    def in_use(self, mailbox: str) -> int:
+        return self._in_use.get(mailbox.lower(), 0)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, mailbox: str, count: int = 1) -> AsyncIterator[None]:
+        """Hold ``count`` slots (1 to ``limit``) of the mailbox while the body runs."""
+        key = mailbox.lower()
+        count = min(max(count, 1), self.limit)
+        async with self._freed:
+            await self._freed.wait_for(lambda: self._in_use.get(key, 0) + count <= self.limit)
+            self._in_use[key] = self._in_use.get(key, 0) + count
+        try:
+            yield
+        finally:
+            async with self._freed:
+                left = self._in_use.get(key, 0) - count
+                if left > 0:
+                    self._in_use[key] = left
+                else:
+                    self._in_use.pop(key, None)
+                self._freed.notify_all()
+
+
 class GraphSession:
     """HTTP client and msgraph-sdk request adapter of one connection on one event loop."""
 
@@ -234,6 +273,17 @@ class GraphSession:
         self.adapter = GraphRequestAdapter(provider, client=self.http)
         self.adapter.base_url = endpoints.graph_url.rstrip("/")
         self.users = UsersRequestBuilder(self.adapter, {"baseurl": self.adapter.base_url})
+        self.slots = MailboxSlots()
+
+    async def send_for(
+        self, mailbox: str, info: RequestInformation, *, slots: int = 1
+    ) -> GraphReply:
+        """``send`` holding ``slots`` of the mailbox's concurrency slots (none for a request that
+        names no mailbox, ``mailbox`` "")."""
+        if not mailbox:
+            return await self.send(info)
+        async with self.slots.hold(mailbox, slots):
+            return await self.send(info)
 
     async def send(self, info: RequestInformation) -> GraphReply:
         """Send one request; raises the transport's and the credential's own exceptions."""
