@@ -68,6 +68,7 @@ from shared.exchange.port import (
     SyncStateInvalid,
 )
 from shared.models import AppointmentSnapshot, BusyBlock, EventMapping, Health, OrgSettings
+from shared.observability import metrics
 from shared.queues import (
     MAX_VISIBILITY_DELAY,
     MailboxSyncRequested,
@@ -170,6 +171,7 @@ class MailboxSyncer:
         if not isinstance(gateway, CalendarReader):
             await self._finish(org, staff_id, found, pending_only=True)
             return SyncReport(SyncOutcome.SKIPPED, "the connection's changes are pushed")
+        metrics.mailbox_sync_started(org, staff_id, found.value.last_sync_at)
         settings = await self._settings_of(org)
         run = _Run(self, org, found, connection.value, gateway, gateway, settings)
         full = (
@@ -187,6 +189,7 @@ class MailboxSyncer:
             await self._finish(org, staff_id, run.row, pending_only=True)
             return SyncReport(SyncOutcome.AUTH_FAILED, str(refused))
         except CalendarErrorWithDelay as throttled:
+            metrics.exchange_throttled(org, "mailbox-sync")
             await in_storage_thread(
                 self._queue.send,
                 message,

@@ -41,6 +41,7 @@ from shared.exchange.endpoint_policy import (
     resolve_host,
 )
 from shared.http.contract import SIGNATURE_HEADER
+from shared.observability import metrics
 from shared.queues import (
     WEBHOOK_DELIVERIES,
     AppointmentChanged,
@@ -131,7 +132,9 @@ class WebhookDelivery:
         if found is None or found.value.delivered_at or found.value.dead_lettered:
             return DeliveryReport(DeliveryOutcome.ALREADY_SETTLED)
         row, etag = found.value, found.etag
+        started = time.monotonic()
         status, problem = await self._send(org, row)
+        took = time.monotonic() - started
         try:
             if status is not None and 200 <= status < 300:
                 await self._settle(org, row, etag, status)
@@ -151,6 +154,7 @@ class WebhookDelivery:
             report.outcome,
             extra={"org": org, "event": event_id, "type": row.event_type},
         )
+        metrics.webhook_delivery(org, row.event_type, report.outcome, took, status)
         return report
 
     async def _send(self, org: str, row: OutboxRecord) -> tuple[int | None, str]:
