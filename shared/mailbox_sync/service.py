@@ -171,7 +171,7 @@ class MailboxSyncer:
         if not isinstance(gateway, CalendarReader):
             await self._finish(org, staff_id, found, pending_only=True)
             return SyncReport(SyncOutcome.SKIPPED, "the connection's changes are pushed")
-        metrics.mailbox_sync_started(org, staff_id, found.value.last_sync_at)
+        metrics.mailbox_sync_started(org, staff_id, found.value.last_sync_at, self._now())
         settings = await self._settings_of(org)
         run = _Run(self, org, found, connection.value, gateway, gateway, settings)
         full = (

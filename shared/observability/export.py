@@ -162,7 +162,7 @@ class ExportHandler(logging.Handler):
         self.inner = inner
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if _is_silent(record.name):
+        if record.levelno < self.level or _is_silent(record.name):
             return False
         if record.levelno < logging.WARNING and not _is_calbridge(record.name):
             return False
