@@ -10,10 +10,12 @@ the resource's local auth), the exporter signs in as the identity that
 What goes out:
 - **requests**: one span per invocation (HTTP and timer: server spans, queue: consumer
   spans) with the correlation fields as attributes (``shared.observability.correlation``);
-- **dependencies**: Azure SDK calls (storage, Key Vault), EWS over ``requests``, Graph over
-  ``httpx``. Not ``urllib``: that is how webhooks reach the booking platform, whose URL may hold
-  the platform's own token in its query string (and the delivery metrics time those calls);
-  not ``urllib3``: the same calls as ``requests``, a second span each;
+- **dependencies**: Exchange calls, EWS over ``requests`` and Graph over ``httpx``. Not the
+  Azure SDK's storage and Key Vault calls: a few per invocation, thousands a minute while
+  mailboxes are polled, and a failing one fails its invocation, which is recorded. Not
+  ``urllib``: that is how webhooks reach the booking platform, whose URL may hold the
+  platform's own token in its query string (the delivery metrics time those calls); not
+  ``urllib3``: the same calls as ``requests``, a second span each;
 - **traces**: log records through the root logger, behind :class:`ExportHandler`: calbridge's
   own from INFO, every library's from WARNING (below that they are the SDKs talking about
   themselves, the exporter's own requests included), never an exception's message or
@@ -44,12 +46,15 @@ SECOND_EXPORTER_SETTINGS: Final = (
     "PYTHON_ENABLE_OPENTELEMETRY",
 )
 TRACER_NAME: Final = "calbridge"
+RESOURCE_DETECTORS_SETTING: Final = "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS"
+# The operator's choice of trace sampler (e.g. ``microsoft.rate_limited``), when made.
+SAMPLER_SETTING: Final = "OTEL_TRACES_SAMPLER"
 # calbridge's own loggers, exported from INFO; everything else from WARNING.
 CALBRIDGE_LOGGERS: Final = ("shared", "functions", "function_app")
 # Never exported, at any level: the exporter's own logging (exporting it would feed itself).
 SILENT_LOGGERS: Final = ("azure.monitor.opentelemetry", "opentelemetry")
 INSTRUMENTATION_OPTIONS: Final = {
-    "azure_sdk": {"enabled": True},
+    "azure_sdk": {"enabled": False},
     "requests": {"enabled": True},
     "httpx": {"enabled": True},
     "urllib": {"enabled": False},
@@ -110,12 +115,21 @@ def _configure(connection_string: str) -> Any:
     from azure.monitor.opentelemetry import configure_azure_monitor
     from opentelemetry import trace
 
+    # calbridge runs on App Service's Functions platform, never on a VM: describe the resource
+    # from App Service's settings and skip the distro's probe of the VM metadata endpoint.
+    os.environ.setdefault(RESOURCE_DETECTORS_SETTING, "azure_app_service")
+    options: dict[str, Any] = {}
+    if not os.environ.get(SAMPLER_SETTING):
+        # Every invocation, so failure counts are exact. The distro's default would be a rate
+        # limit that starts from nothing and drops the first invocations of each new process.
+        options["sampling_ratio"] = 1.0
     configure_azure_monitor(
         connection_string=connection_string,
         logger_name=HANDOVER_LOGGER,
         instrumentation_options=INSTRUMENTATION_OPTIONS,
         # Live metrics would be a second stream beside the host's own.
         enable_live_metrics=False,
+        **options,
     )
     install_export_handlers(logging.getLogger(HANDOVER_LOGGER))
     # calbridge's INFO lines must reach the handler whatever level the worker set on the root.
@@ -181,7 +195,11 @@ class ExportHandler(logging.Handler):
 
 def exportable(record: logging.LogRecord) -> logging.LogRecord:
     """A copy of ``record`` whose exception is only its type and place (``failure``)."""
+    from shared.observability.correlation import SUMMARY_ATTRIBUTE
+
     exported = copy.copy(record)
+    # The ids are dimensions of their own; their one-line summary is for local formatters.
+    exported.__dict__.pop(SUMMARY_ATTRIBUTE, None)
     if record.exc_info and record.exc_info[1] is not None:
         from shared.observability.correlation import failure_summary
 
