@@ -39,12 +39,9 @@ from contextlib import contextmanager
 from typing import Any, Final
 
 CONNECTION_STRING_SETTING: Final = "APPLICATIONINSIGHTS_CONNECTION_STRING"
-# The settings that would make the Python worker or the host export the same telemetry a
-# second time; the deployment must set neither (checked by the infra tests).
-SECOND_EXPORTER_SETTINGS: Final = (
-    "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY",
-    "PYTHON_ENABLE_OPENTELEMETRY",
-)
+# The setting that makes the Python worker configure azure-monitor-opentelemetry itself: a
+# second exporter of the same telemetry. The deployment must not set it (the infra tests check).
+SECOND_EXPORTER_SETTINGS: Final = ("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY",)
 TRACER_NAME: Final = "calbridge"
 RESOURCE_DETECTORS_SETTING: Final = "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS"
 # The operator's choice of trace sampler (e.g. ``microsoft.rate_limited``), when made.
@@ -127,8 +124,10 @@ def _configure(connection_string: str) -> Any:
         connection_string=connection_string,
         logger_name=HANDOVER_LOGGER,
         instrumentation_options=INSTRUMENTATION_OPTIONS,
-        # Live metrics would be a second stream beside the host's own.
+        # Live metrics would be a second stream beside the host's own; the process counters
+        # (CPU, memory) are the platform's to report, and cost a share of every cold start.
         enable_live_metrics=False,
+        enable_performance_counters=False,
         **options,
     )
     install_export_handlers(logging.getLogger(HANDOVER_LOGGER))

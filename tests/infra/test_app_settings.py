@@ -89,7 +89,7 @@ def test_telemetry_has_one_exporter_the_apps_own() -> None:
     # The app's exporter (shared.observability.export) and the identity it sends as.
     assert CONNECTION_STRING_SETTING in settings
     assert "APPLICATIONINSIGHTS_AUTHENTICATION_STRING" in settings
-    # Either of these would make the Python worker configure a second exporter of its own.
+    # That would make the Python worker configure a second exporter of its own.
     for name in SECOND_EXPORTER_SETTINGS:
         assert str(settings.get(name, "false")).lower() != "true", name
 
