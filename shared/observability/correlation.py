@@ -2,10 +2,11 @@
 
 The trigger layer opens one scope per invocation (:func:`http_invocation`,
 :func:`queue_invocation`, :func:`timer_invocation`); the ids go into a ``ContextVar``, so they
-follow the invocation into coroutines, ``asyncio.to_thread`` and ``in_storage_thread`` calls
-(which copy the context), and never leak into another invocation. :class:`CorrelationFilter`
-copies them onto each record a handler sees, whichever logger emitted it (calbridge's,
-exchangelib's, azure's): log calls themselves name no ids.
+follow the invocation into coroutines and ``asyncio.to_thread`` (which copy the context) and,
+through :func:`carried`, onto the threads that storage, EWS and webhook calls run on; they
+never leak into another invocation. :class:`CorrelationFilter` copies them onto each record a
+handler sees, whichever logger emitted it (calbridge's, exchangelib's, azure's): log calls
+themselves name no ids.
 
 The fields (and the record attributes, log dimensions and span attributes they become):
 
@@ -26,21 +27,26 @@ A failed invocation is logged once here, by exception type and place only, never
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import json
 import logging
 import re
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, Protocol
+from typing import Any, Final, ParamSpec, Protocol, TypeVar
 
 from shared.models import ID_PATTERN
 from shared.observability import export
 
 log = logging.getLogger("shared.observability")
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 # Every correlation field, in the order they are shown.
 FIELDS: Final = (
@@ -203,6 +209,13 @@ def invocation(
                 raise
     finally:
         _current.reset(token)
+
+
+def carried(call: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Callable[[], T]:
+    """``call`` bound to run within the current context (the invocation's ids and span) on
+    another thread: ``loop.run_in_executor(pool, carried(work))``. The event loop's executors do
+    not carry the context by themselves."""
+    return functools.partial(contextvars.copy_context().run, call, *args, **kwargs)
 
 
 def answered(status: int) -> None:

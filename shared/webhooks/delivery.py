@@ -41,7 +41,7 @@ from shared.exchange.endpoint_policy import (
     resolve_host,
 )
 from shared.http.contract import SIGNATURE_HEADER
-from shared.observability import metrics
+from shared.observability import carried, metrics
 from shared.queues import (
     WEBHOOK_DELIVERIES,
     AppointmentChanged,
@@ -164,7 +164,7 @@ class WebhookDelivery:
             return None, "no webhook URL is set for the organization"
         try:
             await asyncio.get_running_loop().run_in_executor(
-                _SENDERS, lambda: self._endpoints.check(url, resolve=self._resolve)
+                _SENDERS, carried(self._endpoints.check, url, resolve=self._resolve)
             )
         except EndpointRefused as refused:
             return None, f"the webhook URL {refused}"
@@ -176,7 +176,7 @@ class WebhookDelivery:
         }
         try:
             status = await asyncio.get_running_loop().run_in_executor(
-                _SENDERS, self._post, url, body, headers
+                _SENDERS, carried(self._post, url, body, headers)
             )
         except OSError as failure:
             return None, f"no answer from the booking platform ({type(failure).__name__})"

@@ -70,6 +70,13 @@ def test_the_capture_sees_real_records_and_a_planted_leak_anywhere_is_caught(
     assert getattr(applied[0], "trigger", None) == "queue"
     assert getattr(applied[0], "message_id", None)
     assert [r for r in records if r.name == "shared.mailbox_sync.service"]
+    # ... and so do the libraries' records of its EWS calls, made on the adapter's threads.
+    assert [
+        r
+        for r in records
+        if r.name.startswith(("exchangelib", "urllib3"))
+        and getattr(r, "appointment", None) == appointment_id
+    ]
     libraries = {r.name.split(".")[0] for r in records if r.levelno == logging.DEBUG}
     assert {"exchangelib", "urllib3"} & libraries, libraries
 

@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +26,7 @@ from shared.observability import export, metrics
 from shared.queues import MailboxSyncRequested
 from shared.store.memory import memory_repositories
 from shared.store.records import DeadLetterRecord
+from shared.store.threads import in_storage_thread
 from shared.webhooks.delivery import DeliveryOutcome
 from tests.unit import test_apply_worker, test_mailbox_sync, test_webhook_delivery
 
@@ -204,6 +206,22 @@ def test_ids_follow_their_invocation_into_tasks_and_threads_and_no_further(
     for record in steps:
         assert record.appointment == f"apt-{record.org}"  # type: ignore[attr-defined]
     assert {record.org for record in steps} == {"one", "two"}  # type: ignore[attr-defined]
+
+
+def test_ids_reach_the_threads_storage_and_exchange_calls_run_on(captured: Captured) -> None:
+    pool = ThreadPoolExecutor(max_workers=1)  # a pool that knows nothing of the invocation
+
+    async def invocation() -> None:
+        with observability.queue_invocation(Context(), appointment_message()):
+            await in_storage_thread(logging.getLogger("azure.core").info, "a storage call")
+            await asyncio.get_running_loop().run_in_executor(
+                pool, observability.carried(logging.getLogger("exchangelib").info, "an EWS call")
+            )
+
+    asyncio.run(invocation())
+    pool.shutdown()
+    calls = [r for r in captured.records if r.getMessage() in ("a storage call", "an EWS call")]
+    assert [getattr(record, "appointment", None) for record in calls] == ["apt-1", "apt-1"]
 
 
 def test_a_failed_invocation_is_logged_by_type_and_place_never_its_message(
