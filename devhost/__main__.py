@@ -26,10 +26,23 @@ import azure.functions as func
 
 from devhost.local_stack import LocalStack, StackOptions
 from devhost.runner import REPO_ROOT
+from shared.observability import CorrelationFilter
 
 
 class ShutdownRequested(Exception):
     """Raised in the main thread by the SIGINT/SIGTERM handler."""
+
+
+class CorrelatedFormatter(logging.Formatter):
+    """``time LEVEL logger: message``, then the invocation's ids when there are any."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        ids = getattr(record, "correlation", "")
+        return f"{line}  [{ids}]" if ids else line
 
 
 def import_app(reference: str) -> func.FunctionApp:
@@ -51,11 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         help="end the Azurite and simulator processes a killed run left behind",
     )
     arguments = parser.parse_args(argv)
-    logging.basicConfig(
-        level=arguments.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logging.basicConfig(level=arguments.log_level.upper(), stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        # What each line is about (org, appointment, queue message, invocation), as Application
+        # Insights shows it in Azure.
+        handler.addFilter(CorrelationFilter())
+        handler.setFormatter(CorrelatedFormatter())
     # The azure SDK logs every HTTP request at INFO; the runner's own lines are what matter here.
     logging.getLogger("azure").setLevel(logging.WARNING)
     if str(REPO_ROOT) not in sys.path:

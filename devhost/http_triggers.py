@@ -28,8 +28,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import azure.functions as func
 
 from devhost.indexing import RegisteredFunction
-from devhost.invocation import InvocationTimer, Invoker, failure_summary
+from devhost.invocation import InvocationTimer, Invoker
 from devhost.routes import RouteTemplate
+from shared.observability import failure_summary
 
 log = logging.getLogger("devhost")
 

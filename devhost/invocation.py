@@ -7,7 +7,8 @@ run on one shared event loop (as in the worker, so clients cached across invocat
 their loop); plain functions run in the calling thread.
 
 Every invocation logs exactly one line: function, trigger, outcome and duration. Never bodies;
-a failure is logged by exception type and location only (:func:`failure_summary`).
+a failure is logged by exception type and location only (``failure_summary``, the rule the
+app's own invocation scope uses too).
 """
 
 from __future__ import annotations
@@ -17,11 +18,9 @@ import inspect
 import logging
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any, TypeVar
 
 import azure.functions as func
@@ -190,25 +189,6 @@ class Invoker:
             if output.binding["name"] == "$return":
                 output.set(result)
         return result
-
-
-def failure_summary(error: BaseException) -> str:
-    """``ValueError (from KeyError) at intake.py:42 in save <- booking_api.py:17 in put``.
-
-    Exception types and where they were raised, never their messages: a library's message may
-    quote the input (pydantic shows ``input_value``), and inputs must not reach a log line.
-    """
-    names = [type(error).__name__]
-    cause = error.__cause__ or error.__context__
-    while cause is not None and len(names) < 4:
-        names.append(type(cause).__name__)
-        cause = cause.__cause__ or cause.__context__
-    frames = traceback.extract_tb(error.__traceback__)[-4:]
-    where = " <- ".join(
-        f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}" for frame in reversed(frames)
-    )
-    described = names[0] + (f" (from {', '.join(names[1:])})" if len(names) > 1 else "")
-    return f"{described} at {where}" if where else described
 
 
 class InvocationTimer:

@@ -38,7 +38,8 @@ from azure.storage.queue import QueueClient, QueueMessage, TextBase64EncodePolic
 
 from devhost.hostconfig import HostConfig, QueueOptions
 from devhost.indexing import RegisteredFunction, SettingNotFound, resolve_setting_expressions
-from devhost.invocation import InvocationTimer, Invoker, QueueOutput, failure_summary
+from devhost.invocation import InvocationTimer, Invoker, QueueOutput
+from shared.observability import failure_summary
 
 log = logging.getLogger("devhost")
 

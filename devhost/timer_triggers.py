@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 from azure.functions.timer import TimerRequest
 
 from devhost.indexing import RegisteredFunction, resolve_setting_expressions
-from devhost.invocation import InvocationTimer, Invoker, failure_summary
+from devhost.invocation import InvocationTimer, Invoker
 from devhost.ncrontab import CronSchedule, next_occurrence
+from shared.observability import failure_summary
 
 log = logging.getLogger("devhost")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared import bootstrap
+from shared import bootstrap, observability
 from shared.queues import (
     APPOINTMENT_CHANGES,
     STORAGE_CONNECTION_SETTING,
@@ -29,8 +29,9 @@ bp = func.Blueprint()
     queue_name=binding_queue_name(APPOINTMENT_CHANGES),
     connection=STORAGE_CONNECTION_SETTING,
 )
-async def apply_appointment_change(message: func.QueueMessage) -> None:
-    change = parse_queue_message(AppointmentChanged, message)
-    await bootstrap.services().appointment_applier.apply(
-        change, dequeue_count=getattr(message, "dequeue_count", None) or 1
-    )
+async def apply_appointment_change(message: func.QueueMessage, context: func.Context) -> None:
+    with observability.queue_invocation(context, message):
+        change = parse_queue_message(AppointmentChanged, message)
+        await bootstrap.services().appointment_applier.apply(
+            change, dequeue_count=getattr(message, "dequeue_count", None) or 1
+        )

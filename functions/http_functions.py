@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import azure.functions as func
 
+from shared import observability
 from shared.http.answers import HttpAnswer
 from shared.http.requests import SignedRequest
 from shared.http.routes import ApiRoute
@@ -41,6 +42,7 @@ def http_function(
 
 
 def to_http_response(answer: HttpAnswer) -> func.HttpResponse:
+    observability.answered(answer.status)
     return func.HttpResponse(
         answer.body_text(),
         status_code=answer.status,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared import bootstrap
+from shared import bootstrap, observability
 from shared.queues import (
     MAILBOX_SYNC,
     STORAGE_CONNECTION_SETTING,
@@ -25,8 +25,9 @@ bp = func.Blueprint()
 
 @bp.function_name(POLL_FUNCTION)
 @bp.timer_trigger(arg_name="timer", schedule=EVERY_MINUTE, run_on_startup=False)
-def poll_mailboxes(timer: func.TimerRequest) -> None:
-    bootstrap.services().poll_fanout.run()
+def poll_mailboxes(timer: func.TimerRequest, context: func.Context) -> None:
+    with observability.timer_invocation(context):
+        bootstrap.services().poll_fanout.run()
 
 
 @bp.function_name(SYNC_FUNCTION)
@@ -35,6 +36,7 @@ def poll_mailboxes(timer: func.TimerRequest) -> None:
     queue_name=binding_queue_name(MAILBOX_SYNC),
     connection=STORAGE_CONNECTION_SETTING,
 )
-async def sync_mailbox(message: func.QueueMessage) -> None:
-    request = parse_queue_message(MailboxSyncRequested, message)
-    await bootstrap.services().mailbox_syncer.sync(request)
+async def sync_mailbox(message: func.QueueMessage, context: func.Context) -> None:
+    with observability.queue_invocation(context, message):
+        request = parse_queue_message(MailboxSyncRequested, message)
+        await bootstrap.services().mailbox_syncer.sync(request)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared import bootstrap
+from shared import bootstrap, observability
 from shared.queues import (
     STORAGE_CONNECTION_SETTING,
     WEBHOOK_DELIVERIES,
@@ -25,6 +25,7 @@ bp = func.Blueprint()
     queue_name=binding_queue_name(WEBHOOK_DELIVERIES),
     connection=STORAGE_CONNECTION_SETTING,
 )
-async def deliver_webhook(message: func.QueueMessage) -> None:
-    due = parse_queue_message(WebhookDeliveryDue, message)
-    await bootstrap.services().webhook_delivery.deliver(due)
+async def deliver_webhook(message: func.QueueMessage, context: func.Context) -> None:
+    with observability.queue_invocation(context, message):
+        due = parse_queue_message(WebhookDeliveryDue, message)
+        await bootstrap.services().webhook_delivery.deliver(due)

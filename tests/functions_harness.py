@@ -30,6 +30,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import azure.functions as func
@@ -38,11 +39,14 @@ from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
 from devhost.http_triggers import HttpAnswer, HttpRouter
+from devhost.invocation import InvocationContext
 from shared import bootstrap
 from shared.booking.signature import SIGNATURE_HEADER, sign_request
 from shared.config import environment_variable_for, org_signing_secret_reference
 from shared.http.routes import ROUTE_PREFIX
 from shared.queues import QUEUE_PREFIX_SETTING
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 __all__ = [
     "app_environment",
@@ -85,9 +89,12 @@ def trigger_binding(fn: Function) -> dict[str, Any]:
 
 
 def _invoke(fn: Function, argument: Any) -> Any:
-    """Call the user function with its trigger argument, awaiting a coroutine function."""
+    """Call the user function with its trigger argument (and a ``context`` when it declares
+    one, as the worker gives), awaiting a coroutine function."""
     user_function = fn.get_user_function()
     kwargs = {trigger_binding(fn)["name"]: argument}
+    if "context" in inspect.signature(user_function).parameters:
+        kwargs["context"] = InvocationContext(str(fn.get_function_name()), str(REPO_ROOT))
     if inspect.iscoroutinefunction(user_function):
         return asyncio.run(user_function(**kwargs))
     return user_function(**kwargs)

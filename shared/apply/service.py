@@ -41,6 +41,7 @@ from shared.engine.reconcile import PlanReason, ReconcilePlan, mailboxes_called
 from shared.exchange.gateways import Gateways
 from shared.exchange.port import CalendarError, CalendarGateway
 from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
+from shared.observability import metrics
 from shared.queues import MAX_VISIBILITY_DELAY, AppointmentChanged, QueueSender
 from shared.store import ConcurrencyConflict, Repositories
 from shared.store.records import ConnectionRecord
@@ -133,6 +134,7 @@ class AppointmentApplier:
                     else f"{type(failure).__name__}: {failure}"
                 )
                 await self._store.dead_letter(message, reason, dequeue_count)
+            metrics.appointment_applied(org, "failed")
             raise
         level, text = _OUTCOME_LOG[report.disposition]
         log.log(
@@ -145,6 +147,7 @@ class AppointmentApplier:
                 "detail": report.detail,
             },
         )
+        metrics.appointment_applied(org, report.disposition)
         return report
 
     async def _apply_latest(self, message: AppointmentChanged) -> ApplyReport:
@@ -294,6 +297,7 @@ class AppointmentApplier:
         self, org: str, appointment_id: str, snapshot: AppointmentSnapshot, failure: CalendarError
     ) -> ApplyReport | LookAgain:
         if failure.retry_after_seconds is not None:
+            metrics.exchange_throttled(org, "apply")
             # The throttled try is counted before the message is re-queued: a crash in between
             # leaves the host's redelivery, and never a re-queued change nobody can see.
             throttled = await self._store.count_throttled_try(

@@ -83,6 +83,7 @@ from shared.exchange.port import (
     SyncStateInvalid,
 )
 from shared.models import AppointmentSnapshot, BusyBlock, EventMapping, Health, OrgSettings
+from shared.observability import metrics
 from shared.queues import (
     MAX_VISIBILITY_DELAY,
     MailboxSyncRequested,
@@ -187,6 +188,7 @@ class MailboxSyncer:
         if not isinstance(gateway, CalendarReader):
             await self._finish(org, staff_id, found, pending_only=True)
             return SyncReport(SyncOutcome.SKIPPED, "the connection's changes are pushed")
+        metrics.mailbox_sync_started(org, staff_id, found.value.last_sync_at, self._now())
         settings = await self._settings_of(org)
         run = _Run(self, org, found, connection.value, gateway, gateway, settings, self._now())
         full = (
@@ -204,6 +206,7 @@ class MailboxSyncer:
             await self._finish(org, staff_id, run.row, pending_only=True)
             return SyncReport(SyncOutcome.AUTH_FAILED, str(refused))
         except CalendarErrorWithDelay as throttled:
+            metrics.exchange_throttled(org, "mailbox-sync")
             await in_storage_thread(
                 self._queue.send,
                 message,

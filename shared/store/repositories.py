@@ -13,6 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from shared.models import AppointmentSnapshot, BusyBlock, EventMapping, OrgSettings
+from shared.observability import metrics
 from shared.store.entities import canonical_datetime
 from shared.store.entity_repository import (
     EntityKey,
@@ -258,6 +259,7 @@ class DeadLetterRepository(EntityRepository[DeadLetterRecord]):
 
     def record(self, org: str, letter: DeadLetterRecord) -> None:
         self.upsert(EntityKey.of((org,), (letter.queue, letter.subject_id)), letter)
+        metrics.dead_lettered(org, letter.queue)
 
     def of_org(self, org: str) -> list[DeadLetterRecord]:
         return [value.value for _, value in self.read_partition((org,))]

@@ -9,11 +9,12 @@ happened, re-queueing and every other invocation's storage work go on.
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final, ParamSpec, TypeVar
+
+from shared.observability import carried
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -40,4 +41,4 @@ def storage_executor() -> ThreadPoolExecutor:
 async def in_storage_thread(call: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     """``await`` a blocking storage call, run on the storage threads."""
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(storage_executor(), functools.partial(call, *args, **kwargs))
+    return await loop.run_in_executor(storage_executor(), carried(call, *args, **kwargs))

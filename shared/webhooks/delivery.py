@@ -42,6 +42,7 @@ from shared.exchange.endpoint_policy import (
     resolve_host,
 )
 from shared.http.contract import SIGNATURE_HEADER
+from shared.observability import carried, metrics
 from shared.queues import (
     WEBHOOK_DELIVERIES,
     AppointmentChanged,
@@ -132,7 +133,9 @@ class WebhookDelivery:
         if found is None or found.value.delivered_at or found.value.dead_lettered:
             return DeliveryReport(DeliveryOutcome.ALREADY_SETTLED)
         row, etag = found.value, found.etag
+        started = time.monotonic()
         status, problem = await self._send(org, row)
+        took = time.monotonic() - started
         try:
             if status is not None and 200 <= status < 300:
                 await self._settle(org, row, etag, status)
@@ -152,6 +155,7 @@ class WebhookDelivery:
             report.outcome,
             extra={"org": org, "event": event_id, "type": row.event_type},
         )
+        metrics.webhook_delivery(org, row.event_type, report.outcome, took, status)
         return report
 
     async def _send(self, org: str, row: OutboxRecord) -> tuple[int | None, str]:
@@ -161,7 +165,7 @@ class WebhookDelivery:
             return None, "no webhook URL is set for the organization"
         try:
             await asyncio.get_running_loop().run_in_executor(
-                _SENDERS, lambda: self._endpoints.check(url, resolve=self._resolve)
+                _SENDERS, carried(self._endpoints.check, url, resolve=self._resolve)
             )
         except EndpointRefused as refused:
             return None, f"the webhook URL {refused}"
@@ -173,7 +177,7 @@ class WebhookDelivery:
         }
         try:
             status = await asyncio.get_running_loop().run_in_executor(
-                _SENDERS, self._post, url, body, headers
+                _SENDERS, carried(self._post, url, body, headers)
             )
         except OSError as failure:
             return None, f"no answer from the booking platform ({type(failure).__name__})"

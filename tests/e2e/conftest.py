@@ -7,11 +7,16 @@ Nothing of calbridge is replaced: requests go through the registered functions, 
 Azurite's queues, Exchange writes through exchangelib and msgraph-sdk to the simulator, and the
 simulator posts Graph's change notifications to the runner's HTTP server (calbridge's public URL
 here), which made the Graph mailboxes' subscriptions when they were assigned.
+
+Every log record of the suite, from every logger at DEBUG, is captured and scanned after each
+test (and once more at the end) for event bodies, private subjects, clients' contact details
+and secrets (``tests/e2e/privacy.py``): a test that makes calbridge log one fails.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -28,10 +33,12 @@ from shared.admin import ADMIN_KEY_HEADER
 from shared.booking.signature import SIGNATURE_HEADER, sign_request
 from shared.config import connection_secret_name, environment_variable_for
 from shared.models import EventMapping
+from shared.observability import CorrelationFilter
 from shared.queues import APPOINTMENT_CHANGES
 from shared.store.records import ApplyProblemRecord
 from sim.server import RunningSimulator, start_simulator
 from sim.store import CalendarItem
+from tests.e2e.privacy import LogCapture, Sensitive, leaks, unplanted
 from tests.functions_harness import app_environment
 from tests.waiting import wait_until
 
@@ -54,13 +61,17 @@ STAFF = {
 CONNECTION_OF = {"ews": "onprem", "graph": "cloud"}
 
 
+def mailbox_password(staff_id: str) -> str:
+    return f"{staff_id}-pw"
+
+
 def simulator_config() -> dict[str, Any]:
     mailboxes = [
         {
             "address": address,
             "name": staff_id.title(),
             "timeZone": "America/Toronto",
-            "password": f"{staff_id}-pw",
+            "password": mailbox_password(staff_id),
         }
         for side in STAFF.values()
         for staff_id, address in side.items()
@@ -96,8 +107,10 @@ class World:
     http: httpx.Client
     storage: str
     queue_prefix: str
+    sensitive: Sensitive
 
     def put_appointment(self, appointment_id: str, snapshot: dict[str, Any]) -> httpx.Response:
+        self.sensitive.snapshot(snapshot)
         body = json.dumps(snapshot).encode()
         url = f"{self.runner.base_url}/orgs/{ORG}/appointments/{appointment_id}"
         target = httpx.URL(url).raw_path.decode()
@@ -157,9 +170,79 @@ class World:
         return wait_until(probe, timeout, f"{appointment_id} v{version} applied")
 
 
+@pytest.fixture(scope="package")
+def sensitive() -> Sensitive:
+    """What no log record may carry; the world and the simulator add to it as the suite runs."""
+    found = Sensitive()
+    found.secrets(
+        [
+            SIGNING_SECRET,
+            OPERATOR_KEY,
+            SERVICE_PASSWORD,
+            CLIENT_SECRET,
+            *(mailbox_password(staff_id) for side in STAFF.values() for staff_id in side),
+        ]
+    )
+    return found
+
+
+@pytest.fixture(scope="package", autouse=True)
+def log_capture(sensitive: Sensitive) -> Iterator[LogCapture]:
+    """Every record of the end-to-end suite, every logger at DEBUG; scanned once more when the
+    suite ends, against everything collected by then."""
+    # The EWS adapter's own logging rules (exchangelib capped at INFO, its arguments withheld)
+    # apply from its import: import it first, then open every logger to DEBUG regardless.
+    import shared.exchange.ews  # noqa: F401
+
+    capture = LogCapture()
+    capture.addFilter(CorrelationFilter())  # the ids, as an exporting handler adds them
+    root = logging.getLogger()
+    loggers = [
+        logger
+        for logger in logging.root.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+    saved = [(logger, logger.level) for logger in [root, *loggers]]
+    for logger in loggers:
+        if logger.level > logging.DEBUG:
+            logger.setLevel(logging.DEBUG)
+    root.setLevel(logging.DEBUG)
+    root.addHandler(capture)
+    try:
+        yield capture
+    finally:
+        root.removeHandler(capture)
+        for logger, level in saved:
+            logger.setLevel(level)
+    records = unplanted(capture.records())
+    # Not vacuous: the suite's invocations logged, calbridge's workers among them.
+    assert any(record.name.startswith("shared.") for record in records), "no record captured"
+    found = leaks(records, sensitive.values())
+    assert found == [], f"sensitive text in log records: {found[:5]}"
+
+
+@pytest.fixture(autouse=True)
+def no_sensitive_text_in_this_tests_logs(
+    log_capture: LogCapture, sensitive: Sensitive
+) -> Iterator[None]:
+    before = len(log_capture.records())
+    yield
+    found = leaks(unplanted(log_capture.records()[before:]), sensitive.values())
+    assert found == [], f"sensitive text in log records: {found[:5]}"
+
+
 @pytest.fixture(scope="module")
-def world(azurite: Azurite) -> Iterator[World]:
+def world(azurite: Azurite, sensitive: Sensitive) -> Iterator[World]:
     sim = start_simulator(simulator_config())
+    sensitive.watch(sim.store)
+    issue = sim.issuer._issue
+
+    def issue_and_remember(*args: Any, **kwargs: Any) -> Any:
+        issued = issue(*args, **kwargs)
+        sensitive.secrets([issued.access_token])
+        return issued
+
+    sim.issuer._issue = issue_and_remember  # type: ignore[method-assign]
     prefix = "e2e" + str(int(time.time() * 1000) % 10**8)
     # Graph posts change notifications to the runner's HTTP server: its address is calbridge's
     # public URL here, known before the app reads its settings.
@@ -193,7 +276,8 @@ def world(azurite: Azurite) -> Iterator[World]:
                 FunctionsRunner(function_app.app, config, http_port=http_port) as runner,
                 httpx.Client(timeout=30) as client,
             ):
-                world = World(sim, runner, client, azurite.connection_string, prefix)
+                sensitive.secrets([runner.functions_key])
+                world = World(sim, runner, client, azurite.connection_string, prefix, sensitive)
                 _administer(world, sim)
                 yield world
     finally:

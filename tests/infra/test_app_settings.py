@@ -10,6 +10,7 @@ from pydantic import AliasChoices
 
 from shared import bootstrap
 from shared.config import Settings
+from shared.observability.export import CONNECTION_STRING_SETTING, SECOND_EXPORTER_SETTINGS
 from shared.store.azure_tables import AzureTableService
 from tests.infra.templates import evaluate, main_variable, parameter_defaults
 
@@ -83,6 +84,16 @@ def test_the_host_and_calbridge_reach_storage_as_the_user_assigned_identity() ->
         assert f"AzureWebJobsStorage__{service}ServiceUri" in settings
     assert "AzureWebJobsStorage__clientId" in settings
     assert str(settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"]).endswith(";Authorization=AAD")
+
+
+def test_telemetry_has_one_exporter_the_apps_own() -> None:
+    settings = deployed()
+    # The app's exporter (shared.observability.export) and the identity it sends as.
+    assert CONNECTION_STRING_SETTING in settings
+    assert "APPLICATIONINSIGHTS_AUTHENTICATION_STRING" in settings
+    # That would make the Python worker configure a second exporter of its own.
+    for name in SECOND_EXPORTER_SETTINGS:
+        assert str(settings.get(name, "false")).lower() != "true", name
 
 
 @pytest.fixture

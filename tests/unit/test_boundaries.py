@@ -4,7 +4,8 @@ which is where the adapters import their SDKs):
 - the SDKs stay behind their adapters: exchangelib only under ``shared/exchange/ews``,
   msgraph-sdk and kiota only under ``shared/exchange/graph``, the Azure Storage SDKs only in
   ``shared/store/azure_tables.py`` and ``shared/queues/azure.py``, Key Vault only in
-  ``shared/config.py``, azure-functions only in ``functions/`` and ``function_app.py``;
+  ``shared/config.py``, azure-functions only in ``functions/`` and ``function_app.py``,
+  OpenTelemetry and the Azure Monitor exporter only in ``shared/observability``;
 - the engine is pure: the domain models, the port, the zone table and itself, nothing else;
 - the HTTP layer knows no service; the booking and admin services do not know each other;
 - production code (``shared/``, ``functions/``, ``function_app.py``) imports nothing from
@@ -113,6 +114,11 @@ def offenders(rule: str, allowed_in: tuple[str, ...], *libraries: str) -> list[s
             "azure-functions in the triggers",
             ("functions/", "function_app.py"),
             ("azure.functions",),
+        ),
+        (
+            "telemetry behind shared/observability",
+            ("shared/observability/",),
+            ("opentelemetry", "azure.monitor"),
         ),
         ("no local stand-ins in production", (), ("sim", "devhost", "bench", "tests", "infra")),
     ],

@@ -102,6 +102,7 @@ from shared.exchange.port import (
     live_first,
 )
 from shared.models import ConnectionConfig
+from shared.observability import carried
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ class EwsCalendarGateway:
         loop = asyncio.get_running_loop()
         try:
             return await within_deadline(
-                loop.run_in_executor(self.connection.executor, work),
+                loop.run_in_executor(self.connection.executor, carried(work)),
                 self.connection.endpoint.call_deadline_s,
                 protocol="EWS",
                 operation=operation,
