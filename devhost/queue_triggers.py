@@ -32,7 +32,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
-from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.functions.queue import QueueMessage as FunctionsQueueMessage
 from azure.storage.queue import QueueClient, QueueMessage, TextBase64EncodePolicy
 
@@ -212,7 +212,9 @@ class QueuePoller:
                         visibility_timeout=self._lease_seconds,
                     )
                 )
-            except AzureError as exc:
+            except Exception as exc:
+                # Azurite or the network failing one receive (an AzureError, or a reply the SDK
+                # cannot parse) must not end this queue's polling: back off and poll again.
                 log.warning("polling queue %s failed: %s", self.queue_name, type(exc).__name__)
                 messages = []
             else:

@@ -324,3 +324,23 @@ def test_setting_expressions_resolve_from_the_environment_and_empty_counts_as_mi
         resolve_setting_expressions("%EMPTY%work", environ)
     with pytest.raises(SettingNotFound, match="ABSENT"):
         resolve_setting_expressions("%ABSENT%work", environ)
+
+
+def test_a_poll_that_fails_in_any_way_does_not_end_the_queues_polling(
+    run_app: Callable[[func.FunctionApp], FunctionsRunner],
+    sender: QueueClient,
+) -> None:
+    seen = Seen()
+    poller = run_app(queue_app(seen, lambda message: None)).pollers[0]
+    receive = poller._queue.receive_messages
+    failures = [ValueError("a reply the SDK cannot parse"), ConnectionResetError()]
+
+    def failing_receive(**kwargs: object) -> object:
+        if failures:
+            raise failures.pop(0)
+        return receive(**kwargs)  # type: ignore[arg-type]
+
+    poller._queue.receive_messages = failing_receive  # type: ignore[method-assign,assignment]
+    sender.send_message("after the failures")
+    wait_until(lambda: seen.counts_for(b"after the failures") == [1])
+    assert failures == []
