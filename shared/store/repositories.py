@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from shared.models import AppointmentSnapshot, BusyBlock, EventMapping, OrgSettings
 from shared.observability import metrics
+from shared.store.call_slots import CallSlotLeases
 from shared.store.entities import canonical_datetime
 from shared.store.entity_repository import (
     EntityKey,
@@ -339,6 +340,7 @@ class Repositories:
     settings: OrgSettingsRepository
     mailbox_items: MailboxItemRepository
     appointment_uids: AppointmentUidRepository
+    call_slots: CallSlotLeases
 
 
 def build_repositories(tables: TableService) -> Repositories:
@@ -356,4 +358,5 @@ def build_repositories(tables: TableService) -> Repositories:
         settings=OrgSettingsRepository(tables),
         mailbox_items=MailboxItemRepository(tables),
         appointment_uids=AppointmentUidRepository(tables),
+        call_slots=CallSlotLeases(tables),
     )

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import base64
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import pytest
@@ -86,7 +87,7 @@ def get_calendar(sim: RunningSimulator, mailbox: str, *, impersonate: bool) -> s
     return code
 
 
-def at_once(calls: list[Callable[[], str]]) -> list[str]:
+def at_once(calls: Sequence[Callable[[], str]]) -> list[str]:
     """Run the calls on their own threads, all started together; their results in order."""
     results: list[str] = [""] * len(calls)
     start = threading.Barrier(len(calls))
@@ -113,7 +114,7 @@ def sim(start_sim: Callable[..., RunningSimulator]) -> RunningSimulator:
 
 def test_delegate_requests_share_the_service_accounts_budget(sim: RunningSimulator) -> None:
     mailboxes = [ANN, BOB, CARA, ANN, BOB]
-    calls = [lambda m=m: get_calendar(sim, m, impersonate=False) for m in mailboxes]
+    calls = [partial(get_calendar, sim, m, impersonate=False) for m in mailboxes]
 
     codes = at_once(calls)
 
@@ -123,7 +124,7 @@ def test_delegate_requests_share_the_service_accounts_budget(sim: RunningSimulat
 
 
 def test_impersonated_requests_use_each_mailboxs_own_budget(sim: RunningSimulator) -> None:
-    calls = [lambda m=m: get_calendar(sim, m, impersonate=True) for m in [ANN] * 3 + [BOB] * 3]
+    calls = [partial(get_calendar, sim, m, impersonate=True) for m in [ANN] * 3 + [BOB] * 3]
 
     codes = at_once(calls)
 
@@ -154,7 +155,7 @@ def test_exchangelib_reads_the_refusal_as_server_busy_with_its_back_off(
     calls: list[Callable[[], str]] = [
         lambda: get_calendar(sim, BOB, impersonate=False) for _ in range(LIMIT)
     ]
-    seen: list[BaseException] = []
+    seen: list[ErrorServerBusy] = []
 
     def exchangelib_call() -> str:
         try:
