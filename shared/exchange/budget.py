@@ -81,8 +81,9 @@ class CallBudget(Protocol):
         ...
 
 
-BudgetFor = Callable[[str], CallBudget]
-"""A connection's budget of one service account, by username."""
+BudgetFor = Callable[[str, int], CallBudget]
+"""A connection's budget of one service account: (username, the most slots one instance may
+hold, i.e. its EWS threads for the account) → budget."""
 
 
 def process_holder() -> str:

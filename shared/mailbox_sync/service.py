@@ -50,7 +50,6 @@ redelivery. The pending mark the poll fan-out set is cleared when a sync ends ei
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
@@ -307,13 +306,9 @@ class MailboxSyncer:
         record = connection.value
         if record.health is Health.AUTH_FAILED:
             return
-        fingerprint = None
-        if record.secret_reference is not None:
-            with contextlib.suppress(SecretNotFound):
-                secret = await in_storage_thread(
-                    self._secrets.resolve, connection_secret_name(org, record.secret_reference)
-                )
-                fingerprint = secret_fingerprint(secret)
+        fingerprint = await in_storage_thread(
+            connection_secrets_fingerprint, self._secrets, org, record
+        )
         failed = record.model_copy(
             update={
                 "health": Health.AUTH_FAILED,
@@ -876,6 +871,21 @@ class _Run:
 def secret_fingerprint(secret: str) -> str:
     """A digest that tells a changed secret from the one that failed, never the secret."""
     return hashlib.sha256(("calbridge-auth\0" + secret).encode()).hexdigest()[:32]
+
+
+def connection_secrets_fingerprint(
+    secrets: SecretResolver, org: str, connection: ConnectionRecord
+) -> str | None:
+    """``secret_fingerprint`` of every secret the connection uses (each service account's), so
+    a change to any of them is noticed; None when one cannot be read."""
+    try:
+        resolved = [
+            secrets.resolve(connection_secret_name(org, reference))
+            for reference in connection.secret_references()
+        ]
+    except SecretNotFound:
+        return None
+    return secret_fingerprint("\0".join(resolved)) if resolved else None
 
 
 def _span(event: ExchangeEvent) -> dict[str, datetime | None]:

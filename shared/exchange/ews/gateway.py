@@ -149,7 +149,10 @@ class EwsCalendarGateway:
         self.connection = connections[0]
         self.connection_id = connection_id
         self._budgets = (
-            {name: budget_for(c.endpoint.username) for name, c in self.connections.items()}
+            {
+                name: budget_for(c.endpoint.username, c.endpoint.max_connections)
+                for name, c in self.connections.items()
+            }
             if budget_for is not None
             else {}
         )
