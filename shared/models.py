@@ -364,6 +364,10 @@ class Health(StrEnum):
     THROTTLED = "throttled"
     UNREACHABLE = "unreachable"
     DISABLED = "disabled"
+    # A mailbox the connection's service account may not open (no impersonation right, no
+    # delegate permission) or that Exchange does not know: that mailbox only, with the reason
+    # in ``last_error``; the connection's other mailboxes go on.
+    ACCESS_DENIED = "access_denied"
 
 
 class BusyBlock(CamelModel):
