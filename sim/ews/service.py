@@ -24,7 +24,7 @@ is refused at once with the ErrorServerBusy fault ("The server cannot service th
 now. Try again later.", the ServerBusyException text), its MessageXml naming the MaxConcurrency
 policy and its limit, with ``concurrency_back_off_ms`` as BackOffMilliseconds. The highest
 number of requests each budget held at once is kept in ``peak_concurrency``; refusals are
-counted in ``concurrency_refusals``.
+counted in ``concurrency_refusals``; requests by caller and mailbox in ``callers``.
 
 With ``validate_responses`` every response is checked against the EWS schema and each invalid
 one is recorded in ``schema_failures``.
@@ -98,6 +98,8 @@ class EwsService:
         self._in_flight: Counter[str] = Counter()
         self.peak_concurrency: Counter[str] = Counter()
         self.concurrency_refusals: Counter[str] = Counter()
+        # (who signed in, the mailbox a request is about) → requests.
+        self.callers: Counter[tuple[str, str]] = Counter()
         self._in_flight_lock = threading.Lock()
         self.schema_failures: list[SchemaFailure] = []
         self.validated_responses = 0
@@ -154,6 +156,8 @@ class EwsService:
                 "ErrorInvalidOperation",
                 f"The operation {name!r} is not available on this calendar-only server.",
             )
+        with self._in_flight_lock:
+            self.callers[(principal.name.lower(), mailbox)] += 1
         ctx.check_impersonation()
         with self._budget_slot(self.budget_of(ctx)):
             fault = self.store.take_fault(mailbox, f"ews:{name}")
@@ -205,10 +209,11 @@ class EwsService:
                     del self._in_flight[budget]
 
     def reset_concurrency_records(self) -> None:
-        """Forget the peaks and refusals recorded so far (between measurements)."""
+        """Forget the peaks, refusals and callers recorded so far (between measurements)."""
         with self._in_flight_lock:
             self.peak_concurrency.clear()
             self.concurrency_refusals.clear()
+            self.callers.clear()
 
     @staticmethod
     def _apply_fault(fault: Fault, ctx: EwsContext) -> None:
