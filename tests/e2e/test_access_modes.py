@@ -134,7 +134,8 @@ def test_a_mailbox_the_account_may_not_open_is_reported_and_the_others_go_on(
         lambda: mailbox(staff_id) if mailbox(staff_id).health is Health.ACCESS_DENIED else None,
         what="the mailbox marked",
     )
-    assert refused.last_error is not None and "ErrorImpersonateUserDenied" in refused.last_error
+    assert refused.last_error is not None
+    assert "ErrorImpersonateUserDenied" in refused.last_error
     assert world.live(address, "Access refused-1") == []
 
     # The mailbox sync reports it too, and the other mailboxes sync as before.
