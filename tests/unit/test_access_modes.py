@@ -245,7 +245,7 @@ def test_a_lease_is_renewed_before_a_call_could_outlive_it() -> None:
         clock.now += timedelta(seconds=30)  # 90 s left: less than a call may take
         (await budget.acquire()).release()
         [renewed] = table.table("CallSlots").query(partition)
-        assert renewed.properties["leasedUntil"] == row.properties["leasedUntil"] + 30
+        assert float(renewed.properties["leasedUntil"]) == float(row.properties["leasedUntil"]) + 30
         assert renewed.properties["holder"] == "one"
 
     asyncio.run(scenario())
