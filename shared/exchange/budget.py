@@ -199,13 +199,17 @@ class SharedCallBudget:
                 self._claiming -= 1
         if claimed is None:
             if not holds_any and not self.held:
-                raise RetryAfter(
+                # Nothing of this instance's will come free: neither this call nor those
+                # waiting behind the claim should wait for one.
+                busy = RetryAfter(
                     BUSY_RETRY_AFTER_S,
                     detail=(
                         f"all {self.slots} concurrent EWS calls of the service account are in "
                         "use by other instances"
                     ),
                 )
+                self._refuse_waiters(busy)
+                raise busy
             return None
         slot, etag = claimed
         lease = _Lease(slot=slot, etag=etag, until=until)
@@ -213,10 +217,23 @@ class SharedCallBudget:
             self._held[slot] = lease
         return lease
 
+    def _refuse_waiters(self, error: RetryAfter) -> None:
+        with self._lock:
+            if self._held or self._claiming:
+                return  # a slot may still come (held, or being claimed by another call)
+            waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            loop.call_soon_threadsafe(_refuse, future, error)
+
     async def _wait_for_one(self, deadline: float) -> _Lease:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_Lease] = loop.create_future()
         with self._lock:
+            # A slot given back since this call last looked: take it rather than wait.
+            for lease in self._held.values():
+                if not lease.busy:
+                    lease.busy = True
+                    return lease
             self._waiters.append((loop, future))
         try:
             return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
@@ -224,7 +241,7 @@ class SharedCallBudget:
             with self._lock:
                 if (loop, future) in self._waiters:
                     self._waiters.remove((loop, future))
-            if future.done() and not future.cancelled():
+            if future.done() and not future.cancelled() and future.exception() is None:
                 # Handed a slot just as the wait ended: give it back rather than lose it.
                 self._give_back(future.result())
             raise RetryAfter(
@@ -293,6 +310,11 @@ class SharedCallBudget:
                 del self._held[lease.slot]
         for lease in idle:
             self._release_quietly(lease)
+
+
+def _refuse(future: asyncio.Future[_Lease], error: RetryAfter) -> None:
+    if not future.done():
+        future.set_exception(error)
 
 
 def _hand_over(future: asyncio.Future[_Lease], lease: _Lease, budget: SharedCallBudget) -> None:

@@ -17,6 +17,9 @@ from shared.store.errors import ConcurrencyConflict
 from shared.store.keys import compose_key
 from shared.store.tables import EntityTable, Properties, TableService
 
+# How often a claim reads the slots again after losing every free one to other instances.
+CLAIM_ROUNDS = 3
+
 
 class CallSlotLeases:
     """The ``SlotLeases`` of ``shared.exchange.budget`` over a table."""
@@ -34,25 +37,30 @@ class CallSlotLeases:
         self, budget: str, slots: int, holder: str, until: datetime, now: datetime
     ) -> tuple[str, str] | None:
         """Take one free (or run-out) slot of the first ``slots``: (slot, ETag), None when all
-        are held. One query, then one conditional write per slot tried."""
+        are held. One query, then one conditional write per slot tried; read again when other
+        instances took the free slots first (at most ``CLAIM_ROUNDS`` reads)."""
         partition = compose_key(budget)
-        rows = {row.row_key: row for row in self._table.query(partition)}
-        numbers = list(range(slots))
-        # Instances start at different slots, so they rarely race for the same row.
-        random.shuffle(numbers)
         lease: Properties = {"holder": holder, "leasedUntil": until.timestamp()}
-        for number in numbers:
-            slot = f"{number:02d}"
-            row = rows.get(slot)
-            try:
-                if row is None:
-                    return slot, self._table.insert(partition, slot, lease)
-                free = not row.properties.get("holder")
-                ran_out = float(row.properties.get("leasedUntil", 0.0)) <= now.timestamp()
-                if free or ran_out:
-                    return slot, self._table.replace(partition, slot, lease, row.etag)
-            except ConcurrencyConflict:
-                continue  # another instance took it first
+        for _ in range(CLAIM_ROUNDS):
+            rows = {row.row_key: row for row in self._table.query(partition)}
+            numbers = list(range(slots))
+            # Instances start at different slots, so they rarely race for the same row.
+            random.shuffle(numbers)
+            raced = False
+            for number in numbers:
+                slot = f"{number:02d}"
+                row = rows.get(slot)
+                try:
+                    if row is None:
+                        return slot, self._table.insert(partition, slot, lease)
+                    free = not row.properties.get("holder")
+                    ran_out = float(row.properties.get("leasedUntil", 0.0)) <= now.timestamp()
+                    if free or ran_out:
+                        return slot, self._table.replace(partition, slot, lease, row.etag)
+                except ConcurrencyConflict:
+                    raced = True  # another instance took it first
+            if not raced:
+                return None
         return None
 
     def renew(self, budget: str, slot: str, etag: str, holder: str, until: datetime) -> str | None:
