@@ -239,7 +239,12 @@ class EwsCalendarGateway:
         budget = self._budgets.get(connection.endpoint.username.strip().lower())
         try:
             slot = await budget.acquire() if budget is not None else None
-            future = connection.executor.submit(carried(lambda: work(connection)))
+            try:
+                future = connection.executor.submit(carried(lambda: work(connection)))
+            except BaseException:
+                if slot is not None:
+                    slot.release()
+                raise
             if slot is not None:
                 # Runs when the work ends, fails, or is dropped before it started.
                 future.add_done_callback(lambda _: slot.release())
