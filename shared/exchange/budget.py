@@ -102,7 +102,7 @@ class _Lease:
     etag: str
     until: datetime
     busy: bool = True
-    idle_token: int = 0
+    idle_since: float = 0.0
 
 
 class _Grant:
@@ -154,7 +154,7 @@ class SharedCallBudget:
         self._held: dict[str, _Lease] = {}
         self._claiming = 0
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[_Lease]]] = []
-        self._tokens = 0
+        self._reaper: threading.Timer | None = None
 
     @property
     def held(self) -> int:
@@ -277,19 +277,31 @@ class SharedCallBudget:
                 loop.call_soon_threadsafe(_hand_over, future, lease, self)
                 return
             lease.busy = False
-            self._tokens += 1
-            lease.idle_token = token = self._tokens
-        timer = threading.Timer(self._idle_release, self._release_if_idle, (lease, token))
-        timer.daemon = True
-        timer.start()
+            lease.idle_since = time.monotonic()
+            if self._reaper is None:
+                self._reaper = self._start_reaper(self._idle_release)
 
-    def _release_if_idle(self, lease: _Lease, token: int) -> None:
+    def _start_reaper(self, delay: float) -> threading.Timer:
+        reaper = threading.Timer(delay, self._reap)
+        reaper.daemon = True
+        reaper.start()
+        return reaper
+
+    def _reap(self) -> None:
+        """Release the slots idle for ``idle_release``; come back for those idle less long (one
+        timer per budget, whatever the number of calls)."""
+        now = time.monotonic()
         with self._lock:
-            current = self._held.get(lease.slot)
-            if current is not lease or lease.busy or lease.idle_token != token:
-                return
-            del self._held[lease.slot]
-        self._release_quietly(lease)
+            idle = [lease for lease in self._held.values() if not lease.busy]
+            done = [lease for lease in idle if now - lease.idle_since >= self._idle_release]
+            for lease in done:
+                del self._held[lease.slot]
+            later = [lease.idle_since for lease in idle if lease not in done]
+            self._reaper = (
+                self._start_reaper(min(later) + self._idle_release - now) if later else None
+            )
+        for lease in done:
+            self._release_quietly(lease)
 
     def _release_quietly(self, lease: _Lease) -> None:
         try:
