@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol, TypeVar
 
+from shared.exchange.common import DEFAULT_CALL_DEADLINE_S
 from shared.exchange.port import RetryAfter
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,9 @@ T = TypeVar("T")
 Run = Callable[[Callable[[], T]], Awaitable[T]]
 
 DEFAULT_LEASE: Final = timedelta(seconds=120)
-DEFAULT_CALL_ALLOWANCE: Final = timedelta(seconds=100)
+# A call never runs longer than its deadline; the rest allows for clocks that differ.
+CLOCK_SKEW: Final = timedelta(seconds=10)
+DEFAULT_CALL_ALLOWANCE: Final = timedelta(seconds=DEFAULT_CALL_DEADLINE_S) + CLOCK_SKEW
 DEFAULT_IDLE_RELEASE: Final = timedelta(seconds=2)
 DEFAULT_WAIT: Final = timedelta(seconds=5)
 # When every slot is held elsewhere: how soon the message comes back.
