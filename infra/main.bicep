@@ -119,6 +119,7 @@ var tableNames = [
   'OrgSettings'
   'MailboxItems'
   'AppointmentUids'
+  'CallSlots'
 ]
 
 var token = toLower(uniqueString(resourceGroup().id, environmentName))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -35,6 +35,7 @@ from shared.config import (
     get_settings,
     secret_resolver,
 )
+from shared.exchange.budget import BudgetFor, CallBudgets
 from shared.exchange.endpoint_policy import ExchangeEndpointPolicy
 from shared.exchange.gateways import GatewayCache
 from shared.exchange.port import CalendarGateway
@@ -46,6 +47,7 @@ from shared.push.subscriptions import SubscriptionManager
 from shared.queues import QueueSender
 from shared.store import Repositories, build_repositories
 from shared.store.tables import TableService
+from shared.store.threads import in_storage_thread
 from shared.webhooks.delivery import WebhookDelivery
 
 if TYPE_CHECKING:
@@ -95,7 +97,12 @@ class Services:
 
     @cached_property
     def gateways(self) -> GatewayCache:
-        return GatewayCache(self.settings, self.secrets, calendar_gateway)
+        return GatewayCache(
+            self.settings,
+            self.secrets,
+            calendar_gateway,
+            budgets=CallBudgets(self.repositories.call_slots, run=in_storage_thread),
+        )
 
     @cached_property
     def appointment_applier(self) -> AppointmentApplier:
@@ -154,7 +161,14 @@ class Services:
 
 
 def calendar_gateway(
-    connection: ConnectionConfig, secret: str, settings: Settings, connection_id: str
+    connection: ConnectionConfig,
+    secret: str,
+    settings: Settings,
+    connection_id: str,
+    /,
+    *,
+    account_secrets: Mapping[str, str] | None = None,
+    budget_for: BudgetFor | None = None,
 ) -> CalendarGateway:
     """The one place that picks the adapter for a connection, by its kind.
 
@@ -166,7 +180,13 @@ def calendar_gateway(
     if connection.kind == "ews":
         from shared.exchange.ews import EwsCalendarGateway
 
-        return EwsCalendarGateway.from_connection(connection, secret, connection_id=connection_id)
+        return EwsCalendarGateway.from_connection(
+            connection,
+            secret,
+            connection_id=connection_id,
+            account_secrets=account_secrets,
+            budget_for=budget_for,
+        )
     if connection.kind == "graph":
         from shared.exchange.graph import GraphCalendarGateway, GraphEndpoints
 

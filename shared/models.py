@@ -258,6 +258,22 @@ HttpsUrl = Annotated[
 ]
 
 
+# How many service accounts one EWS connection may spread its mailboxes over.
+MAX_SERVICE_ACCOUNTS = 16
+# Exchange's default EWSMaxConcurrency (2013 and later): requests one throttling budget may have
+# open at once. calbridge stays below it: a budget is shared with whatever else uses the account.
+EWS_MAX_CONCURRENCY = 27
+DEFAULT_MAX_CONCURRENT_CALLS = 12
+
+
+class ServiceAccount(CamelModel):
+    """One service account of an EWS connection: who signs in, and the secret reference of its
+    password. Signs in with the connection's ``authType``."""
+
+    username: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    secret_reference: SecretReference
+
+
 class ConnectionConfig(CamelModel):
     """How calbridge reaches one Exchange organization (the admin API's connection body).
 
@@ -274,6 +290,19 @@ class ConnectionConfig(CamelModel):
     client_id: ShortText | None = None
     access_mode: AccessMode = "impersonation"
     enabled: bool = True
+    # Several service accounts (EWS with basic or ntlm), instead of ``username`` and
+    # ``secretReference``: each mailbox is read and written through one of them, always the same
+    # while the list is unchanged (``shared.exchange.accounts``), so the accounts' throttling
+    # budgets add up. A connection with ``username`` and ``secretReference`` has one account.
+    service_accounts: (
+        Annotated[list[ServiceAccount], Field(min_length=1, max_length=MAX_SERVICE_ACCOUNTS)] | None
+    ) = None
+    # Delegate access: EWS calls one service account may have open at once, across every
+    # instance of the app (the account's EWSMaxConcurrency budget, 27 by default, is shared with
+    # anything else that signs in as it). Impersonation charges each mailbox's own budget.
+    max_concurrent_calls: Annotated[int, Field(ge=1, le=EWS_MAX_CONCURRENCY - 1, strict=True)] = (
+        DEFAULT_MAX_CONCURRENT_CALLS
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> ConnectionConfig:
@@ -285,13 +314,45 @@ class ConnectionConfig(CamelModel):
                 raise ValueError("authType must be oauth for a Graph connection")
             if self.ews_url is not None:
                 raise ValueError("ewsUrl must be absent for a Graph connection")
-        if self.secret_reference is None:
+        if self.service_accounts is not None:
+            self._check_service_accounts()
+        elif self.secret_reference is None:
             raise ValueError("secretReference is required (the Key Vault name of the secret)")
-        if self.auth_type in ("basic", "ntlm") and not self.username:
+        elif self.auth_type in ("basic", "ntlm") and not self.username:
             raise ValueError(f"username is required for {self.auth_type} authentication")
         if self.auth_type == "oauth" and not (self.tenant_id and self.client_id):
             raise ValueError("tenantId and clientId are required for OAuth")
         return self
+
+    def _check_service_accounts(self) -> None:
+        accounts = self.service_accounts or []
+        if self.kind != "ews" or self.auth_type not in ("basic", "ntlm"):
+            raise ValueError(
+                "serviceAccounts are for EWS connections that sign in with basic or ntlm "
+                "(OAuth connects as one application)"
+            )
+        if self.username is not None or self.secret_reference is not None:
+            raise ValueError(
+                "serviceAccounts replace username and secretReference: give one or the other"
+            )
+        names = [account.username.strip().lower() for account in accounts]
+        if len(set(names)) != len(names):
+            raise ValueError("serviceAccounts lists a username more than once")
+
+    def accounts(self) -> list[ServiceAccount]:
+        """The service accounts the connection signs in as, in the order given (basic and ntlm;
+        empty for OAuth, which signs in as its application)."""
+        if self.service_accounts is not None:
+            return list(self.service_accounts)
+        if self.username and self.secret_reference:
+            return [ServiceAccount(username=self.username, secret_reference=self.secret_reference)]
+        return []
+
+    def secret_references(self) -> list[str]:
+        """Every secret the connection needs, in order (one per service account, or OAuth's)."""
+        if self.service_accounts is not None:
+            return [account.secret_reference for account in self.service_accounts]
+        return [self.secret_reference] if self.secret_reference else []
 
 
 class Health(StrEnum):
@@ -303,6 +364,10 @@ class Health(StrEnum):
     THROTTLED = "throttled"
     UNREACHABLE = "unreachable"
     DISABLED = "disabled"
+    # A mailbox the connection's service account may not open (no impersonation right, no
+    # delegate permission) or that Exchange does not know: that mailbox only, with the reason
+    # in ``last_error``; the connection's other mailboxes go on.
+    ACCESS_DENIED = "access_denied"
 
 
 class BusyBlock(CamelModel):

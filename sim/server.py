@@ -46,6 +46,7 @@ from sim.config import SimConfig, build_store, load_config
 from sim.control import ControlApi
 from sim.ews import EwsService
 from sim.ews.schema import SCHEMA_DIR
+from sim.ews.service import EWS_MAX_CONCURRENCY
 from sim.graph import GraphService
 from sim.people import Outlook
 from sim.store import ExchangeStore, Fault, InjectedFault
@@ -438,9 +439,11 @@ def start_simulator(
     token_port: int = 0,
     booking_port: int = 0,
     validate_ews: bool = True,
+    ews_max_concurrency: int = EWS_MAX_CONCURRENCY,
 ) -> RunningSimulator:
     """Start the simulator in this process (all three listeners) and return once it serves.
-    ``validate_ews`` makes the EWS service check each response against the schema."""
+    ``validate_ews`` makes the EWS service check each response against the schema;
+    ``ews_max_concurrency`` is the EWSMaxConcurrency of every throttling budget."""
     sim_config = config if isinstance(config, SimConfig) else load_config(config)
     store = build_store(sim_config)
     issuer = TokenIssuer(sim_config)
@@ -488,7 +491,9 @@ def start_simulator(
             "caBundle": str(cert_path),
         }
 
-        ews = EwsService(store, validate_responses=validate_ews)
+        ews = EwsService(
+            store, validate_responses=validate_ews, max_concurrency=ews_max_concurrency
+        )
         closers.append(ews.close)
         graph = GraphService(
             store,

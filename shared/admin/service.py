@@ -87,17 +87,29 @@ def org_admin_key_reference(org: str) -> str:
 def check_exchange_secret_reference(config: ConnectionConfig) -> None:
     """Refuse a connection whose secret reference names one of calbridge's own keys (any
     organization's admin key or signing secret): the workers send a connection's secret to the
-    Exchange URL the administrator chose, so such a reference would hand that key out."""
-    reference = config.secret_reference or ""
-    if _CALBRIDGE_KEY_REFERENCE.fullmatch(reference):
-        problem = ValidationProblem(
-            field="secretReference",
+    Exchange URL the administrator chose, so such a reference would hand that key out. Every
+    service account's reference is checked."""
+    named = (
+        [
+            (f"serviceAccounts[{index}].secretReference", account.secret_reference)
+            for index, account in enumerate(config.service_accounts)
+        ]
+        if config.service_accounts is not None
+        else [("secretReference", config.secret_reference or "")]
+    )
+    problems = [
+        ValidationProblem(
+            field=field,
             message=(
-                f"secretReference {reference!r} names a calbridge key (an admin key or a signing "
+                f"{field} {reference!r} names a calbridge key (an admin key or a signing "
                 "secret), not an Exchange credential"
             ),
         )
-        raise invalid("the connection", [problem])
+        for field, reference in named
+        if _CALBRIDGE_KEY_REFERENCE.fullmatch(reference)
+    ]
+    if problems:
+        raise invalid("the connection", problems)
 
 
 class AdminApi:

@@ -18,7 +18,9 @@ What happens to the message (``ApplyDisposition``):
   appointment is recorded in ``ParkedChanges`` and re-queued when the connection is enabled.
 - ``problem`` — a staff member has no known mailbox, or a connection is missing: recorded in
   ``ApplyProblems`` (and on the mapping's ``last_error`` when there is a mapping); the next
-  snapshot or an admin fix re-triggers it. Nothing to retry.
+  snapshot or an admin fix re-triggers it. Nothing to retry. A mailbox the connection's service
+  account may not open (or that Exchange does not know) is a problem too, also marked on that
+  mailbox (``access_denied``); its change comes back after ``MAILBOX_REFUSED_RETRY``.
 - Anything else raises (``AppointmentApplyFailed`` for Exchange's refusals): the host makes the
   message visible again after its visibility timeout and, after ``maxDequeueCount`` tries,
   moves it to the poison queue. A calendar failure is recorded on the mapping at every try; every
@@ -39,7 +41,7 @@ from shared.apply.executor import ApplyOutcome, apply_appointment
 from shared.apply.store import ApplyStore, MappingWriter, StoredState
 from shared.engine.reconcile import PlanReason, ReconcilePlan, mailboxes_called
 from shared.exchange.gateways import Gateways
-from shared.exchange.port import CalendarError, CalendarGateway
+from shared.exchange.port import CalendarError, CalendarGateway, mailbox_refusal
 from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
 from shared.observability import metrics
 from shared.queues import MAX_VISIBILITY_DELAY, AppointmentChanged, QueueSender
@@ -53,6 +55,9 @@ log = logging.getLogger(__name__)
 # rounds than this means something keeps interfering, and the host's retry takes over.
 MAX_PASSES = 3
 _MAX_DELAY_SECONDS = MAX_VISIBILITY_DELAY.total_seconds()
+# How soon a change whose mailbox refused the connection is tried again (rights are granted in
+# Exchange, not through calbridge, so nothing else would bring it back).
+MAILBOX_REFUSED_RETRY: Final = timedelta(minutes=10)
 # How long a newer snapshot waits for the mailbox sync to read an Outlook change it met.
 READ_FIRST_DELAY: Final = timedelta(seconds=15)
 
@@ -215,6 +220,10 @@ class AppointmentApplier:
         )
         await self._record(org, appointment_id, snapshot, mapping, writer, outcome)
         if outcome.failure is not None:
+            if (reason := mailbox_refusal(outcome.failure)) is not None:
+                return await self._mailbox_refused(
+                    org, appointment_id, snapshot, outcome.failure, reason, directory
+                )
             return await self._after_failure(org, appointment_id, snapshot, outcome.failure)
         if outcome.plan is not None and outcome.plan.reason is PlanReason.OUTLOOK_CHANGE_READ_FIRST:
             return await self._read_first(org, appointment_id, snapshot, outcome.plan)
@@ -292,6 +301,36 @@ class AppointmentApplier:
             "an Outlook change the mailbox sync has not read yet is read first",
             READ_FIRST_DELAY.total_seconds(),
         )
+
+    async def _mailbox_refused(
+        self,
+        org: str,
+        appointment_id: str,
+        snapshot: AppointmentSnapshot,
+        failure: CalendarError,
+        reason: str,
+        directory: Mapping[str, MailboxRef],
+    ) -> ApplyReport:
+        """A mailbox the connection may not open (or that Exchange does not know): the
+        appointment's problem and that mailbox's health say why, and the change comes back
+        after ``MAILBOX_REFUSED_RETRY`` (access granted meanwhile, it is applied then) instead of
+        failing its way to the poison queue. Other appointments and mailboxes go on."""
+        address = (failure.mailbox or "").lower()
+        refused = [staff for staff, ref in directory.items() if ref.address.lower() == address]
+        await asyncio.gather(
+            self._store.record_problem(org, appointment_id, snapshot.version, reason),
+            *(self._store.note_mailbox_refused(org, staff_id, reason) for staff_id in refused),
+        )
+        await self._store.requeue(
+            AppointmentChanged(
+                org=org,
+                appointment_id=appointment_id,
+                version=snapshot.version,
+                staff_ids=[staff.staff_id for staff in snapshot.staff],
+            ),
+            MAILBOX_REFUSED_RETRY,
+        )
+        return ApplyReport(ApplyDisposition.PROBLEM, reason, MAILBOX_REFUSED_RETRY.total_seconds())
 
     async def _after_failure(
         self, org: str, appointment_id: str, snapshot: AppointmentSnapshot, failure: CalendarError

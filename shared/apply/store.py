@@ -124,6 +124,10 @@ class ApplyStore:
         )
         await in_storage_thread(self._repos.problems.record, org, record)
 
+    async def note_mailbox_refused(self, org: str, staff_id: str, reason: str) -> None:
+        """The staff member's mailbox refused the connection (``Health.ACCESS_DENIED``)."""
+        await in_storage_thread(self._repos.mailboxes.note_refused, org, staff_id, reason)
+
     async def remember_uid(self, org: str, uid: str, appointment_id: str) -> None:
         """The meeting's UID names this appointment (attendees' copies are known by it)."""
         await in_storage_thread(self._repos.appointment_uids.remember, org, uid, appointment_id)

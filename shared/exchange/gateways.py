@@ -8,16 +8,22 @@ connection's configuration and its secret's fingerprint: editing a connection, o
 secret, builds a fresh gateway on the next call instead of reusing stale credentials. A gateway
 is only built for an EWS URL the operator's endpoint policy allows
 (``shared.exchange.endpoint_policy``).
+
+A connection with several service accounts has each account's secret resolved and handed to the
+builder (``account_secrets``); an EWS connection with delegate access also gets its accounts'
+shared call budgets (``budget_for``, ``shared.exchange.budget``), kept here across rebuilds so
+the slots they hold are not forgotten.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from shared.config import SecretResolver, Settings, connection_secret_name
+from shared.exchange.budget import BudgetFor, CallBudget, CallBudgets
 from shared.exchange.endpoint_policy import (
     EndpointRefused,
     ExchangeEndpointPolicy,
@@ -28,9 +34,24 @@ from shared.exchange.port import CalendarError, CalendarGateway
 from shared.models import ConnectionConfig
 from shared.store.records import ConnectionRecord
 
-GatewayBuilder = Callable[[ConnectionConfig, str, Settings, str], CalendarGateway]
-"""Builds the gateway of a connection from its configuration, resolved secret, the settings and
-its id (the composition root picks the adapter by the connection's kind)."""
+
+class GatewayBuilder(Protocol):
+    """Builds the gateway of a connection from its configuration, resolved secret, the settings
+    and its id (the composition root picks the adapter by the connection's kind). Given only
+    when needed: ``account_secrets`` (secret reference → secret, several service accounts) and
+    ``budget_for`` (EWS delegate access)."""
+
+    def __call__(
+        self,
+        connection: ConnectionConfig,
+        secret: str,
+        settings: Settings,
+        connection_id: str,
+        /,
+        *,
+        account_secrets: Mapping[str, str] | None = None,
+        budget_for: BudgetFor | None = None,
+    ) -> CalendarGateway: ...
 
 
 class Gateways(Protocol):
@@ -52,25 +73,31 @@ class GatewayCache:
         secrets: SecretResolver,
         builder: GatewayBuilder,
         resolve: Resolver = resolve_host,
+        budgets: CallBudgets | None = None,
     ) -> None:
         self._settings = settings
         self._endpoints = ExchangeEndpointPolicy.from_settings(settings)
         self._resolve = resolve
         self._secrets = secrets
         self._builder = builder
+        self._budgets = budgets
         self._gateways: dict[tuple[str, str], tuple[str, CalendarGateway]] = {}
         self._lock = threading.Lock()
 
     def for_connection(self, org: str, connection: ConnectionRecord) -> CalendarGateway:
-        reference = connection.secret_reference
-        if reference is None:
+        references = connection.secret_references()
+        if not references:
             raise MissingSecret(f"connection {connection.connection_id!r} has no secret reference")
-        secret = self._secrets.resolve(connection_secret_name(org, reference))
+        secrets = {
+            reference: self._secrets.resolve(connection_secret_name(org, reference))
+            for reference in references
+        }
+        secret = secrets[references[0]]
         config = ConnectionConfig.model_validate(
             connection.model_dump(include=set(ConnectionConfig.model_fields))
         )
         fingerprint = hashlib.sha256(
-            (config.model_dump_json() + "\0" + secret).encode()
+            "\0".join([config.model_dump_json(), *secrets.values()]).encode()
         ).hexdigest()
         key = (org, connection.connection_id)
         with self._lock:
@@ -86,6 +113,28 @@ class GatewayCache:
                     raise CalendarError(
                         f"connection {connection.connection_id!r}: ewsUrl {refused}"
                     ) from None
-            gateway = self._builder(config, secret, self._settings, connection.connection_id)
+            gateway = self._builder(
+                config,
+                secret,
+                self._settings,
+                connection.connection_id,
+                **self._access(org, connection.connection_id, config, secrets),
+            )
             self._gateways[key] = (fingerprint, gateway)
             return gateway
+
+    def _access(
+        self, org: str, connection_id: str, config: ConnectionConfig, secrets: dict[str, str]
+    ) -> dict[str, Any]:
+        access: dict[str, Any] = {}
+        if len(secrets) > 1:
+            access["account_secrets"] = secrets
+        budgets = self._budgets
+        if config.kind == "ews" and config.access_mode == "delegate" and budgets is not None:
+            slots = config.max_concurrent_calls
+
+            def budget_for(username: str, local_limit: int) -> CallBudget:
+                return budgets.budget(org, connection_id, username, slots, local_limit)
+
+            access["budget_for"] = budget_for
+        return access

@@ -23,12 +23,13 @@ error                       the worker
 ``ChangeKeyConflict``,      looks again at once (``look_again``): the item changed
 ``EventNotFound``           since the change key the mapping holds, or was deleted; the
                             mapping is marked in doubt, so the next pass looks it up
+``AccessDenied``,           records the problem, marks that mailbox ``access_denied``
+``MailboxNotFound``         with the reason (``mailbox_refusal``) and re-queues the
+                            change for much later: one mailbox, not the connection
 anything else               fails the message: the host redelivers it after its
                             visibility timeout and, after ``maxDequeueCount`` tries,
                             moves it to the poison queue with the reason in
-                            ``DeadLetters``. (Planned: ``AuthenticationFailed`` and
-                            ``AccessDenied`` also set the connection's and the
-                            mailbox's health.)
+                            ``DeadLetters``.
 ==========================  ========================================================
 """
 
@@ -332,6 +333,19 @@ class MailboxNotFound(CalendarError):
 class AccessDenied(CalendarError):
     """The connection may not open this mailbox's calendar (EWS ErrorAccessDenied /
     ErrorImpersonateUserDenied, Graph 403)."""
+
+
+def mailbox_refusal(error: CalendarError) -> str | None:
+    """Why Exchange will not let the connection at a mailbox, for that mailbox's health (an
+    error of one mailbox, not of the connection); None for any other error."""
+    if isinstance(error, AccessDenied):
+        return (
+            "the connection's service account may not open this mailbox's calendar (grant it "
+            f"impersonation or delegate access): {error}"
+        )
+    if isinstance(error, MailboxNotFound):
+        return f"Exchange has no such mailbox (check the address or the connection): {error}"
+    return None
 
 
 class SyncStateInvalid(CalendarError):

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
 
-from shared.config import SecretNotFound, SecretResolver, connection_secret_name
+from shared.config import SecretResolver
 from shared.mailbox_sync.pending import PENDING_EXPIRY, claim_sync
-from shared.mailbox_sync.service import FULL_READ, secret_fingerprint
+from shared.mailbox_sync.service import FULL_READ, connection_secrets_fingerprint
 from shared.models import Health
 from shared.queues import MailboxSyncRequested, QueueSender
 from shared.store import ConcurrencyConflict, Repositories, Versioned
@@ -128,13 +128,10 @@ class PollFanOut:
             return True
         # Refused credentials: polled again once the secret differs from the one that failed.
         failed = connection.failed_secret_fingerprint
-        if failed is None or connection.secret_reference is None:
+        if failed is None:
             return False
-        try:
-            secret = self._secrets.resolve(connection_secret_name(org, connection.secret_reference))
-        except SecretNotFound:
-            return False
-        if secret_fingerprint(secret) == failed:
+        current = connection_secrets_fingerprint(self._secrets, org, connection)
+        if current is None or current == failed:
             return False
         recovered = connection.model_copy(
             update={"health": None, "health_detail": None, "failed_secret_fingerprint": None}

@@ -41,16 +41,17 @@ as cancelled (two at least), or a full read that finds the calendar empty while 
 two items or more in it, is not acted on: the mailbox is held (``MailboxRecord.held``) for a
 person to look at, and nothing is written or sent.
 
-**Faults**: throttling re-queues the message after Exchange's delay; refused credentials mark the
-connection ``auth_failed`` (its mailboxes are not polled until its credentials change) and tell
-the booking platform (``connection.health_changed``); other failures raise for the host's
-redelivery. The pending mark the poll fan-out set is cleared when a sync ends either way.
+**Faults**: throttling re-queues the message after Exchange's delay; a mailbox the service
+account may not open (or that Exchange does not know) is marked ``access_denied`` with the reason
+and read again at the next poll; refused credentials mark the connection ``auth_failed`` (its
+mailboxes are not polled until its credentials change) and tell the booking platform
+(``connection.health_changed``); other failures raise for the host's redelivery. The pending
+mark the poll fan-out set is cleared when a sync ends either way.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
@@ -72,15 +73,18 @@ from shared.engine.outlook import (
 )
 from shared.exchange.gateways import Gateways
 from shared.exchange.port import (
+    AccessDenied,
     AuthenticationFailed,
     CalendarChanges,
     CalendarGateway,
     CalendarReader,
     ExchangeEvent,
     ItemType,
+    MailboxNotFound,
     ReadWindow,
     RetryAfter,
     SyncStateInvalid,
+    mailbox_refusal,
 )
 from shared.models import AppointmentSnapshot, BusyBlock, EventMapping, Health, OrgSettings
 from shared.observability import metrics
@@ -117,6 +121,7 @@ class SyncOutcome(StrEnum):
     REQUEUED = "requeued"  # throttled: comes back after Exchange's delay
     HELD = "held"  # the mass-cancellation guard stopped it
     AUTH_FAILED = "auth_failed"
+    ACCESS_DENIED = "access_denied"  # the service account may not open this mailbox
     SKIPPED = "skipped"  # no such mailbox, a disabled or push-only connection
 
 
@@ -205,6 +210,17 @@ class MailboxSyncer:
             await self._auth_failed(org, connection, str(refused))
             await self._finish(org, staff_id, run.row, pending_only=True)
             return SyncReport(SyncOutcome.AUTH_FAILED, str(refused))
+        except (AccessDenied, MailboxNotFound) as refused:
+            # This mailbox only: marked, and read again at the next poll (access granted, it
+            # goes on from its stored cursor); the connection's other mailboxes go on.
+            reason = mailbox_refusal(refused) or str(refused)
+            await in_storage_thread(self._repos.mailboxes.note_refused, org, staff_id, reason)
+            await self._finish(org, staff_id, run.row, pending_only=True)
+            log.warning(
+                "mailbox refused by Exchange",
+                extra={"org": org, "staff": staff_id, "outcome": SyncOutcome.ACCESS_DENIED},
+            )
+            return SyncReport(SyncOutcome.ACCESS_DENIED, reason)
         except CalendarErrorWithDelay as throttled:
             metrics.exchange_throttled(org, "mailbox-sync")
             await in_storage_thread(
@@ -307,13 +323,9 @@ class MailboxSyncer:
         record = connection.value
         if record.health is Health.AUTH_FAILED:
             return
-        fingerprint = None
-        if record.secret_reference is not None:
-            with contextlib.suppress(SecretNotFound):
-                secret = await in_storage_thread(
-                    self._secrets.resolve, connection_secret_name(org, record.secret_reference)
-                )
-                fingerprint = secret_fingerprint(secret)
+        fingerprint = await in_storage_thread(
+            connection_secrets_fingerprint, self._secrets, org, record
+        )
         failed = record.model_copy(
             update={
                 "health": Health.AUTH_FAILED,
@@ -876,6 +888,21 @@ class _Run:
 def secret_fingerprint(secret: str) -> str:
     """A digest that tells a changed secret from the one that failed, never the secret."""
     return hashlib.sha256(("calbridge-auth\0" + secret).encode()).hexdigest()[:32]
+
+
+def connection_secrets_fingerprint(
+    secrets: SecretResolver, org: str, connection: ConnectionRecord
+) -> str | None:
+    """``secret_fingerprint`` of every secret the connection uses (each service account's), so
+    a change to any of them is noticed; None when one cannot be read."""
+    try:
+        resolved = [
+            secrets.resolve(connection_secret_name(org, reference))
+            for reference in connection.secret_references()
+        ]
+    except SecretNotFound:
+        return None
+    return secret_fingerprint("\0".join(resolved)) if resolved else None
 
 
 def _span(event: ExchangeEvent) -> dict[str, datetime | None]:

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from shared.models import AppointmentSnapshot, BusyBlock, EventMapping, OrgSettings
+from shared.models import AppointmentSnapshot, BusyBlock, EventMapping, Health, OrgSettings
 from shared.observability import metrics
+from shared.store.call_slots import CallSlotLeases
 from shared.store.entities import canonical_datetime
 from shared.store.entity_repository import (
     EntityKey,
@@ -188,6 +189,28 @@ class MailboxRepository(OrgScopedRepository[MailboxRecord]):
     model = MailboxRecord
     id_field = "staff_id"
 
+    def note_refused(self, org: str, staff_id: str, reason: str) -> bool:
+        """Mark the mailbox ``access_denied`` with ``reason`` (its sync state stays: access
+        granted again, it goes on from there). False when there is no such row or it was
+        already marked with that reason."""
+        for _ in range(5):
+            found = self.get(org, staff_id)
+            if found is None:
+                return False
+            record = found.value
+            reason = reason[:2000]
+            if record.health is Health.ACCESS_DENIED and record.last_error == reason:
+                return False
+            changed = record.model_copy(
+                update={"health": Health.ACCESS_DENIED, "last_error": reason}
+            )
+            try:
+                self.put(org, staff_id, changed, found.etag)
+                return True
+            except ConcurrencyConflict:
+                continue
+        return False
+
 
 class SubscriptionRepository(OrgScopedRepository[SubscriptionRecord]):
     """Subscriptions (org / subscriptionId): Graph change-notification subscriptions."""
@@ -339,6 +362,7 @@ class Repositories:
     settings: OrgSettingsRepository
     mailbox_items: MailboxItemRepository
     appointment_uids: AppointmentUidRepository
+    call_slots: CallSlotLeases
 
 
 def build_repositories(tables: TableService) -> Repositories:
@@ -356,4 +380,5 @@ def build_repositories(tables: TableService) -> Repositories:
         settings=OrgSettingsRepository(tables),
         mailbox_items=MailboxItemRepository(tables),
         appointment_uids=AppointmentUidRepository(tables),
+        call_slots=CallSlotLeases(tables),
     )

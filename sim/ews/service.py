@@ -12,6 +12,20 @@ from ``retry_after``), ``invalid_sync_state`` / ``expired_delta`` (ErrorInvalidS
 SyncFolderItems), ``slow`` (sleeps, then answers). The rest (http_500, http_503, reset,
 unauthorized) it raises as ``InjectedFault`` for the HTTP server to carry out.
 
+**EWSMaxConcurrency** ("the number of concurrent open connections that a specific user can have
+against an Exchange server that is using EWS at one time", 27 by default since Exchange 2013:
+https://learn.microsoft.com/exchange/client-developer/exchange-web-services/ews-throttling-in-exchange).
+Each request holds one slot of a throttling budget from the moment its caller and mailbox are
+known until it is answered. Whose budget: with ExchangeImpersonation the impersonated mailbox's
+(a copy of the target mailbox's budget, shared by every account impersonating it:
+https://learn.microsoft.com/archive/blogs/exchangedev/more-throttling-changes-for-exchange-online);
+otherwise — the caller's own mailbox or delegate access — the caller's. A request over the limit
+is refused at once with the ErrorServerBusy fault ("The server cannot service this request right
+now. Try again later.", the ServerBusyException text), its MessageXml naming the MaxConcurrency
+policy and its limit, with ``concurrency_back_off_ms`` as BackOffMilliseconds. The highest
+number of requests each budget held at once is kept in ``peak_concurrency``; refusals are
+counted in ``concurrency_refusals``; requests by caller and mailbox in ``callers``.
+
 With ``validate_responses`` every response is checked against the EWS schema and each invalid
 one is recorded in ``schema_failures``.
 """
@@ -20,7 +34,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +67,8 @@ OPERATIONS: dict[str, Operation] = {
 READ_ONLY = frozenset({"GetFolder", "FindItem", "GetItem", "SyncFolderItems", "ConvertId"})
 
 CONTENT_TYPE = "text/xml; charset=utf-8"
+# Exchange 2013 and later (on premises and online): EWSMaxConcurrency's default.
+EWS_MAX_CONCURRENCY = 27
 
 
 @dataclass(frozen=True)
@@ -63,9 +81,26 @@ class SchemaFailure:
 
 
 class EwsService:
-    def __init__(self, store: ExchangeStore, *, validate_responses: bool = False) -> None:
+    def __init__(
+        self,
+        store: ExchangeStore,
+        *,
+        validate_responses: bool = False,
+        max_concurrency: int = EWS_MAX_CONCURRENCY,
+        concurrency_back_off_ms: int = 500,
+    ) -> None:
         self.store = store
         self.validate_responses = validate_responses
+        self.max_concurrency = max_concurrency
+        self.concurrency_back_off_ms = concurrency_back_off_ms
+        # Throttling budget ("impersonation:<mailbox>" or "user:<caller>") → requests in flight,
+        # the most it has held at once, and how many requests were refused for it.
+        self._in_flight: Counter[str] = Counter()
+        self.peak_concurrency: Counter[str] = Counter()
+        self.concurrency_refusals: Counter[str] = Counter()
+        # (who signed in, the mailbox a request is about) → requests.
+        self.callers: Counter[tuple[str, str]] = Counter()
+        self._in_flight_lock = threading.Lock()
         self.schema_failures: list[SchemaFailure] = []
         self.validated_responses = 0
         self._failures_lock = threading.Lock()
@@ -121,17 +156,64 @@ class EwsService:
                 "ErrorInvalidOperation",
                 f"The operation {name!r} is not available on this calendar-only server.",
             )
+        with self._in_flight_lock:
+            self.callers[(principal.name.lower(), mailbox)] += 1
         ctx.check_impersonation()
-        fault = self.store.take_fault(mailbox, f"ews:{name}")
-        if fault is not None:
-            self._apply_fault(fault, ctx)
-        response_envelope, body = new_envelope()
-        if name in READ_ONLY:
-            with self.store.lock:
+        with self._budget_slot(self.budget_of(ctx)):
+            fault = self.store.take_fault(mailbox, f"ews:{name}")
+            if fault is not None:
+                self._apply_fault(fault, ctx)
+            response_envelope, body = new_envelope()
+            if name in READ_ONLY:
+                with self.store.lock:
+                    operation(ctx, envelope.operation, body)
+            else:
                 operation(ctx, envelope.operation, body)
-        else:
-            operation(ctx, envelope.operation, body)
-        return serialize(response_envelope)
+            return serialize(response_envelope)
+
+    # --- EWSMaxConcurrency (see the module docstring) ---------------------------------------
+    @staticmethod
+    def budget_of(ctx: EwsContext) -> str:
+        """The throttling budget a request is charged to."""
+        if ctx.envelope.impersonated is not None:
+            return f"impersonation:{ctx.envelope.impersonated.lower()}"
+        return f"user:{ctx.principal.name.lower()}"
+
+    @contextmanager
+    def _budget_slot(self, budget: str) -> Iterator[None]:
+        with self._in_flight_lock:
+            running = self._in_flight[budget]
+            if running >= self.max_concurrency:
+                self.concurrency_refusals[budget] += 1
+                refused = True
+            else:
+                refused = False
+                self._in_flight[budget] = running + 1
+                self.peak_concurrency[budget] = max(self.peak_concurrency[budget], running + 1)
+        if refused:
+            raise EwsFault(
+                "ErrorServerBusy",
+                "The server cannot service this request right now. Try again later.",
+                message_values={
+                    "BackOffMilliseconds": str(self.concurrency_back_off_ms),
+                    "Policy": "MaxConcurrency",
+                    "MaxConcurrencyLimit": str(self.max_concurrency),
+                },
+            )
+        try:
+            yield
+        finally:
+            with self._in_flight_lock:
+                self._in_flight[budget] -= 1
+                if not self._in_flight[budget]:
+                    del self._in_flight[budget]
+
+    def reset_concurrency_records(self) -> None:
+        """Forget the peaks, refusals and callers recorded so far (between measurements)."""
+        with self._in_flight_lock:
+            self.peak_concurrency.clear()
+            self.concurrency_refusals.clear()
+            self.callers.clear()
 
     @staticmethod
     def _apply_fault(fault: Fault, ctx: EwsContext) -> None:

@@ -232,8 +232,16 @@ def no_sensitive_text_in_this_tests_logs(
 
 
 @pytest.fixture(scope="module")
-def world(azurite: Azurite, sensitive: Sensitive) -> Iterator[World]:
-    sim = start_simulator(simulator_config())
+def world_simulator_config() -> dict[str, Any]:
+    """The simulator's organization of a module's world (a module may override this)."""
+    return simulator_config()
+
+
+@pytest.fixture(scope="module")
+def world(
+    azurite: Azurite, sensitive: Sensitive, world_simulator_config: dict[str, Any]
+) -> Iterator[World]:
+    sim = start_simulator(world_simulator_config)
     sensitive.watch(sim.store)
     issue = sim.issuer._issue
 

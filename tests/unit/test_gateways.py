@@ -41,11 +41,19 @@ def connection(reference: str = "ews-password", **changes: Any) -> ConnectionRec
 class Builds:
     def __init__(self) -> None:
         self.secrets: list[str] = []
+        self.access: list[dict[str, Any]] = []
 
     def __call__(
-        self, config: ConnectionConfig, secret: str, settings: Settings, connection_id: str
+        self,
+        config: ConnectionConfig,
+        secret: str,
+        settings: Settings,
+        connection_id: str,
+        /,
+        **access: Any,
     ) -> CalendarGateway:
         self.secrets.append(secret)
+        self.access.append(access)
         return FakeCalendarGateway(FakeExchange(), connection_id=connection_id)
 
 

@@ -17,7 +17,9 @@ Why each choice (measured with exchangelib 5.6 against the simulator):
   — ``account.calendar`` would cost two (root, then calendar) for every new Account.
 - Access: impersonation sends ``ExchangeImpersonation`` (each mailbox's own throttling budget);
   delegate access names the mailbox in the folder id and relies on the service account's
-  folder permissions (its own, shared budget).
+  folder permissions (its own, shared budget: the gateway keeps the account's calls within it
+  across instances, ``shared.exchange.budget``). One ``EwsConnection`` per service account: a
+  connection with several has one each (``EwsCalendarGateway.connection_for``).
 - The session pool never shrinks (``SteadyPoolProtocol``). exchangelib answers ErrorServerBusy
   by dropping a session: ``decrease_poolsize`` takes the pool lock and then waits for a free
   session, whose ``get_session`` may try to grow the pool under that same lock — a thread that

@@ -43,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, TypeVar
 from zoneinfo import ZoneInfo
@@ -71,6 +71,8 @@ from exchangelib.services import (
     UpdateItem,
 )
 
+from shared.exchange.accounts import account_for
+from shared.exchange.budget import BudgetFor
 from shared.exchange.common import within_deadline
 from shared.exchange.ews.connection import (
     DEFAULT_MAX_CONNECTIONS,
@@ -122,11 +124,39 @@ UID_MEMORY: Final = 4096
 
 
 class EwsCalendarGateway:
-    """The ``CalendarGateway`` port for one EWS connection (see the module docstring)."""
+    """The ``CalendarGateway`` port for one EWS connection (see the module docstring).
 
-    def __init__(self, connection: EwsConnection, *, connection_id: str = "ews") -> None:
-        self.connection = connection
+    A connection with several service accounts has one ``EwsConnection`` per account; each
+    mailbox is served by one of them (``shared.exchange.accounts.account_for``). With delegate
+    access every call first takes a slot of its account's shared budget (``budget_for``, see
+    ``shared.exchange.budget``); impersonated calls are charged to each mailbox's own budget and
+    take none."""
+
+    def __init__(
+        self,
+        connection: EwsConnection | Sequence[EwsConnection],
+        *,
+        connection_id: str = "ews",
+        budget_for: BudgetFor | None = None,
+    ) -> None:
+        connections = [connection] if isinstance(connection, EwsConnection) else list(connection)
+        if not connections:
+            raise ValueError("an EWS gateway needs at least one service account")
+        self.connections = {c.endpoint.username.strip().lower(): c for c in connections}
+        if len(self.connections) != len(connections):
+            raise ValueError("each service account may be given once")
+        # The first account's connection (the only one of a single-account connection).
+        self.connection = connections[0]
         self.connection_id = connection_id
+        self._budgets = (
+            {
+                name: budget_for(c.endpoint.username, c.endpoint.max_connections)
+                for name, c in self.connections.items()
+            }
+            if budget_for is not None
+            else {}
+        )
+        self._usernames = list(self.connections)
         self._uids: OrderedDict[str, str] = OrderedDict()
 
     @classmethod
@@ -144,9 +174,13 @@ class EwsCalendarGateway:
         connection_id: str = "ews",
         server_build: tuple[int, ...] = DEFAULT_SERVER_BUILD,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        account_secrets: Mapping[str, str] | None = None,
+        budget_for: BudgetFor | None = None,
     ) -> EwsCalendarGateway:
         """The gateway of an EWS connection; ``secret`` is the resolved password of its service
-        account. Builds objects only: nothing is sent until the first port call."""
+        account, ``account_secrets`` those of each of its ``serviceAccounts`` (by secret
+        reference). ``budget_for`` is used with delegate access only. Builds objects only:
+        nothing is sent until the first port call."""
         if connection.kind != "ews":
             raise EwsConnectionNotSupported(f"kind: not an EWS connection ({connection.kind!r})")
         if connection.ews_url is None:
@@ -155,32 +189,68 @@ class EwsCalendarGateway:
             raise EwsConnectionNotSupported(
                 f"authType: {connection.auth_type} is not supported for EWS yet (use basic or ntlm)"
             )
-        if not connection.username:
+        accounts = connection.accounts()
+        if not accounts:
             raise EwsConnectionNotSupported("username: basic and ntlm need the service account")
-        endpoint = EwsEndpoint(
-            url=connection.ews_url,
-            username=connection.username,
-            password=secret,
-            auth=connection.auth_type,
-            access=connection.access_mode,
-            server_build=server_build,
-            max_connections=max_connections,
+        passwords = dict(account_secrets or {})
+        if len(accounts) == 1:
+            passwords.setdefault(accounts[0].secret_reference, secret)
+        missing = [a.secret_reference for a in accounts if a.secret_reference not in passwords]
+        if missing:
+            raise EwsConnectionNotSupported(
+                f"serviceAccounts: no secret resolved for {', '.join(missing)}"
+            )
+        endpoints = [
+            EwsEndpoint(
+                url=connection.ews_url,
+                username=account.username,
+                password=passwords[account.secret_reference],
+                auth=connection.auth_type,
+                access=connection.access_mode,
+                server_build=server_build,
+                max_connections=max_connections,
+            )
+            for account in accounts
+        ]
+        return cls(
+            [EwsConnection(endpoint) for endpoint in endpoints],
+            connection_id=connection_id,
+            budget_for=budget_for if connection.access_mode == "delegate" else None,
         )
-        return cls.for_endpoint(endpoint, connection_id=connection_id)
 
     def close(self) -> None:
         """Release the HTTP sessions (the gateway is unusable afterwards)."""
-        self.connection.close()
+        for connection in self.connections.values():
+            connection.close()
+
+    def connection_for(self, mailbox: str) -> EwsConnection:
+        """The service account's connection that serves ``mailbox``."""
+        if len(self._usernames) == 1:
+            return self.connection
+        return self.connections[account_for(mailbox, self._usernames)]
 
     # --- plumbing ---------------------------------------------------------------------------
-    async def _call(self, operation: str, mailbox: str, work: Callable[[], T]) -> T:
-        """Run ``work`` (blocking exchangelib calls) on the connection's threads, within its
-        deadline; failures become port errors."""
-        loop = asyncio.get_running_loop()
+    async def _call(self, operation: str, mailbox: str, work: Callable[[EwsConnection], T]) -> T:
+        """Run ``work`` (blocking exchangelib calls) on the threads of the mailbox's service
+        account, within its deadline and, with delegate access, in a slot of the account's
+        budget (held until the thread is done, even when the deadline gave up on it); failures
+        become port errors."""
+        connection = self.connection_for(mailbox)
+        budget = self._budgets.get(connection.endpoint.username.strip().lower())
         try:
+            slot = await budget.acquire() if budget is not None else None
+            try:
+                future = connection.executor.submit(carried(lambda: work(connection)))
+            except BaseException:
+                if slot is not None:
+                    slot.release()
+                raise
+            if slot is not None:
+                # Runs when the work ends, fails, or is dropped before it started.
+                future.add_done_callback(lambda _: slot.release())
             return await within_deadline(
-                loop.run_in_executor(self.connection.executor, carried(work)),
-                self.connection.endpoint.call_deadline_s,
+                asyncio.wrap_future(future),
+                connection.endpoint.call_deadline_s,
                 protocol="EWS",
                 operation=operation,
                 mailbox=mailbox,
@@ -216,14 +286,15 @@ class EwsCalendarGateway:
 
     def _find(
         self,
+        connection: EwsConnection,
         mailbox: str,
         *,
         query: Q | None = None,
         view: CalendarView | None = None,
     ) -> list[ExchangeEvent]:
         """One FindItem on the mailbox's calendar with ``FIND_FIELDS``."""
-        calendar = self.connection.calendar(mailbox)
-        account = self.connection.account(mailbox)
+        calendar = connection.calendar(mailbox)
+        account = connection.account(mailbox)
         restriction = (
             Restriction(query, folders=[calendar], applies_to=Restriction.ITEMS)
             if query is not None
@@ -243,9 +314,9 @@ class EwsCalendarGateway:
         )
         return [event_from_item(item, mailbox) for item in self._results(items)]
 
-    def _get(self, mailbox: str, item_id: str) -> ExchangeEvent | None:
+    def _get(self, connection: EwsConnection, mailbox: str, item_id: str) -> ExchangeEvent | None:
         """One GetItem with ``GET_FIELDS``; None when the item does not exist."""
-        account = self.connection.account(mailbox)
+        account = connection.account(mailbox)
         try:
             [item] = self._results(
                 GetItem(account=account).call(
@@ -258,15 +329,17 @@ class EwsCalendarGateway:
 
     # --- reading ------------------------------------------------------------------------------
     async def find_by_marker(self, mailbox: str, marker: str) -> list[ExchangeEvent]:
-        def work() -> list[ExchangeEvent]:
-            found = self._find(mailbox, query=Q(**{MARKER_FIELD: marker}))
+        def work(connection: EwsConnection) -> list[ExchangeEvent]:
+            found = self._find(connection, mailbox, query=Q(**{MARKER_FIELD: marker}))
             # Exchange compares strings without regard to case; markers are exact.
             return live_first(event for event in found if event.marker == marker)
 
         return self._remember(await self._call("FindItem", mailbox, work))
 
     async def get_event(self, mailbox: str, item_id: str) -> ExchangeEvent | None:
-        event = await self._call("GetItem", mailbox, lambda: self._get(mailbox, item_id))
+        event = await self._call(
+            "GetItem", mailbox, lambda connection: self._get(connection, mailbox, item_id)
+        )
         if event is not None:
             self._remember_uid(event.item_id, event.uid)
         return event
@@ -274,8 +347,8 @@ class EwsCalendarGateway:
     async def find_by_uid(self, mailbox: str, uid: str) -> ExchangeEvent | None:
         goid = clean_global_object_id(uid)
 
-        def work() -> list[ExchangeEvent]:
-            found = self._find(mailbox, query=Q(**{CLEAN_GLOBAL_OBJECT_ID_FIELD: goid}))
+        def work(connection: EwsConnection) -> list[ExchangeEvent]:
+            found = self._find(connection, mailbox, query=Q(**{CLEAN_GLOBAL_OBJECT_ID_FIELD: goid}))
             # The restriction is Exchange's; the check keeps a server that matched loosely from
             # handing over another meeting (hex UIDs compare by their bytes, not their case).
             return live_first(
@@ -295,7 +368,9 @@ class EwsCalendarGateway:
             start=EWSDateTime.from_datetime(start.astimezone(utc)),
             end=EWSDateTime.from_datetime(end.astimezone(utc)),
         )
-        found = await self._call("FindItem", mailbox, lambda: self._find(mailbox, view=view))
+        found = await self._call(
+            "FindItem", mailbox, lambda connection: self._find(connection, mailbox, view=view)
+        )
         return sorted(found, key=lambda event: event.start)
 
     async def changes_since(
@@ -307,9 +382,9 @@ class EwsCalendarGateway:
         window: ReadWindow | None = None,
     ) -> CalendarChanges:
         # SyncFolderItems reads the whole calendar folder: ``window`` is for windowed readers.
-        def work() -> CalendarChanges:
-            calendar = self.connection.calendar(mailbox)
-            account = self.connection.account(mailbox)
+        def work(connection: EwsConnection) -> CalendarChanges:
+            calendar = connection.calendar(mailbox)
+            account = connection.account(mailbox)
             sync = SyncFolderItems(account=account)
             changed_ids: dict[str, None] = {}
             deleted: dict[str, None] = {}
@@ -360,9 +435,9 @@ class EwsCalendarGateway:
     async def create_event(self, mailbox: str, draft: EventDraft, transaction_id: str) -> EventRef:
         uid = calbridge_uid(mailbox, transaction_id)
 
-        def work() -> EventRef:
-            calendar = self.connection.calendar(mailbox)
-            account = self.connection.account(mailbox)
+        def work(connection: EwsConnection) -> EventRef:
+            calendar = connection.calendar(mailbox)
+            account = connection.account(mailbox)
             item = CalendarItem(
                 account=account, folder=calendar, uid=uid, **draft_values(draft, mailbox)
             )
@@ -382,9 +457,9 @@ class EwsCalendarGateway:
     async def update_event(
         self, mailbox: str, item_id: str, draft: EventDraft, change_key: str | None
     ) -> EventRef:
-        def work() -> tuple[str, str | None]:
-            calendar = self.connection.calendar(mailbox)
-            account = self.connection.account(mailbox)
+        def work(connection: EwsConnection) -> tuple[str, str | None]:
+            calendar = connection.calendar(mailbox)
+            account = connection.account(mailbox)
             item = CalendarItem(
                 account=account,
                 folder=calendar,
@@ -407,8 +482,8 @@ class EwsCalendarGateway:
         return EventRef(item_id=new_id, change_key=new_change_key, uid=uid)
 
     async def cancel_event(self, mailbox: str, item_id: str) -> None:
-        def work() -> None:
-            account = self.connection.account(mailbox)
+        def work(connection: EwsConnection) -> None:
+            account = connection.account(mailbox)
             try:
                 DeleteItem(account=account).get(
                     items=[ItemId(id=item_id)],
