@@ -252,10 +252,16 @@ class AzureTable:
         conditions: Sequence[Condition],
     ) -> list[StoredRow]:
         for index, condition in enumerate(conditions):
-            clauses.append(
-                f"{condition.property} {_ODATA_OPERATORS[condition.comparison]} @c{index}"
-            )
-            parameters[f"c{index}"] = condition.value
+            operator = _ODATA_OPERATORS[condition.comparison]
+            value = condition.value
+            if isinstance(value, int) and not isinstance(value, bool):
+                # Integers are stored as Int64, and the SDK writes a small parameter as an
+                # Int32 literal, which an Int64 property never equals: write the literal as
+                # Int64 (``0L``) ourselves.
+                clauses.append(f"{condition.property} {operator} {int(value)}L")
+                continue
+            clauses.append(f"{condition.property} {operator} @c{index}")
+            parameters[f"c{index}"] = value
         query_filter = " and ".join(clauses)
         return self._call(
             action,

@@ -162,6 +162,12 @@ class DeadLetterRecord(CamelModel):
     failed_at: AwareDatetime
 
 
+# How an ApplyProblems row recording a refused Outlook move begins: the booking platform answered
+# 409 to ``appointment.rescheduled`` and the event was moved back (``shared.webhooks.delivery``);
+# the status API counts these as refused reschedules.
+REFUSED_RESCHEDULE_PROBLEM = "the booking platform refused the move made in Outlook (HTTP 409)"
+
+
 class ApplyProblemRecord(CamelModel):
     """A row of ApplyProblems (org / appointmentId): why Exchange does not show the
     appointment's latest snapshot yet (a staff member without a mailbox, a missing connection,

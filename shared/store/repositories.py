@@ -204,6 +204,25 @@ class OutboxRepository(OrgScopedRepository[OutboxRecord]):
     model = OutboxRecord
     id_field = "event_id"
 
+    # The rows the status API counts, each one filtered query: delivered rows, however many,
+    # are never read.
+
+    def never_tried(self, org: str) -> list[OutboxRecord]:
+        """Rows no delivery has tried yet (new, or replayed: their tries start over)."""
+        return self._undelivered(org, Condition("attempts", "eq", 0))
+
+    def retried_since(self, org: str, since: datetime) -> list[OutboxRecord]:
+        """Undelivered rows whose next try was due at ``since`` or later (being retried)."""
+        return self._undelivered(org, Condition("nextAttemptAt", "ge", canonical_datetime(since)))
+
+    def dead_lettered(self, org: str) -> list[OutboxRecord]:
+        """Rows given up after their last try (until replayed)."""
+        return self._undelivered(org, Condition("deadLettered", "eq", True))
+
+    def _undelivered(self, org: str, condition: Condition) -> list[OutboxRecord]:
+        rows = self.read_partition((org,), [condition])
+        return [row.value for _, row in rows if row.value.delivered_at is None]
+
     def add(self, org: str, row: OutboxRecord) -> bool:
         """Keep a new event; False when a row with its id exists already (the same change told
         again: its delivery state is left as it is)."""

@@ -50,7 +50,12 @@ from shared.queues import (
     WebhookDeliveryDue,
 )
 from shared.store import ConcurrencyConflict, Repositories
-from shared.store.records import ApplyProblemRecord, DeadLetterRecord, OutboxRecord
+from shared.store.records import (
+    REFUSED_RESCHEDULE_PROBLEM,
+    ApplyProblemRecord,
+    DeadLetterRecord,
+    OutboxRecord,
+)
 from shared.store.threads import in_storage_thread
 from shared.webhooks.events import APPOINTMENT_RESCHEDULED
 
@@ -261,8 +266,7 @@ class WebhookDelivery:
             ApplyProblemRecord(
                 appointment_id=appointment_id,
                 version=version,
-                problem="the booking platform refused the move made in Outlook (HTTP 409): "
-                "moved back to the booked time",
+                problem=f"{REFUSED_RESCHEDULE_PROBLEM}: moved back to the booked time",
                 recorded_at=self._now(),
             ),
         )
