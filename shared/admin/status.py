@@ -358,7 +358,8 @@ class StatusReader:
             )
             for row in rows.webhooks_dead
         ]
-        return _newest_first(entries, lambda entry: entry.failed_at)[:DEAD_LETTERS_SHOWN]
+        newest = _newest_first(entries, lambda entry: entry.failed_at, untimed_first=False)
+        return newest[:DEAD_LETTERS_SHOWN]
 
     def _errors(
         self, rows: _Rows, mailboxes: list[MailboxRecord], organizers: dict[str, str]
@@ -418,7 +419,13 @@ class StatusReader:
         return _newest_first(errors, lambda error: error.at)[:NEWEST_ERRORS]
 
 
-def _newest_first(items: Iterable[T], at: Callable[[T], datetime | None]) -> list[T]:
-    """Items without a time (current states) first, then the newest first."""
+def _newest_first(
+    items: Iterable[T], at: Callable[[T], datetime | None], *, untimed_first: bool = True
+) -> list[T]:
+    """The newest first; items without a time (current states) first, or last."""
     oldest = datetime.min.replace(tzinfo=UTC)
-    return sorted(items, key=lambda item: (at(item) is None, at(item) or oldest), reverse=True)
+    return sorted(
+        items,
+        key=lambda item: ((at(item) is None) == untimed_first, at(item) or oldest),
+        reverse=True,
+    )
