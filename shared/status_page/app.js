@@ -98,15 +98,19 @@
     return answer;
   }
 
+  // An action, then the status read again; its outcome is said once the page shows it.
   async function act(label, method, relative, body) {
     say(`${label}…`, false);
+    let outcome = `${label}: done.`;
+    let failed = false;
     try {
       await call(method, relative, body);
-      say(`${label}: done.`, false);
     } catch (failure) {
-      say(`${label} failed: ${failure.message}`, true);
+      outcome = `${label} failed: ${failure.message}`;
+      failed = true;
     }
     await refresh(true);
+    say(outcome, failed);
   }
 
   function button(label, title, onPress) {
