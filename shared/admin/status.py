@@ -199,7 +199,7 @@ class StatusReader:
         """Every partition the status needs, read side by side."""
         repos = self._repos
         connections = _submit(repos.connections.list_by_org, org)
-        mailboxes = _submit(repos.mailboxes.list_by_org, org)
+        mailboxes = _submit(repos.mailboxes.status_of, org)
         subscriptions = _submit(repos.subscriptions.list_by_org, org)
         parked = _submit(repos.parked.list_by_org, org)
         problems = _submit(repos.problems.list_by_org, org)
@@ -211,7 +211,7 @@ class StatusReader:
         waiting |= {row.event_id: row for row in retried.result() if not row.dead_lettered}
         return _Rows(
             connections=[row.value for row in connections.result().values()],
-            mailboxes=[row.value for row in mailboxes.result().values()],
+            mailboxes=mailboxes.result(),
             subscriptions=[row.value for row in subscriptions.result().values()],
             parked=[row.value for row in parked.result().values()],
             problems=[row.value for row in problems.result().values()],
@@ -221,7 +221,13 @@ class StatusReader:
         )
 
     def _organizers(self, org: str, rows: _Rows) -> dict[str, str]:
-        """appointment id → organizer staff id, for the appointments with work waiting."""
+        """appointment id → organizer staff id, for the appointments with work waiting: from
+        the rows that name it, else read from the snapshot."""
+        organizers: dict[str, str] = {}
+        named: list[ParkedChangeRecord | ApplyProblemRecord] = [*rows.parked, *rows.problems]
+        for row in named:
+            if row.organizer_staff_id is not None:
+                organizers[row.appointment_id] = row.organizer_staff_id
         wanted: list[str] = []
         for appointment_id in (
             *(row.appointment_id for row in rows.parked),
@@ -232,13 +238,12 @@ class StatusReader:
                 if letter.queue == APPOINTMENT_CHANGES
             ),
         ):
-            if appointment_id not in wanted:
+            if appointment_id not in organizers and appointment_id not in wanted:
                 wanted.append(appointment_id)
         reads = {
             appointment_id: _submit(self._repos.appointments.get, org, appointment_id)
             for appointment_id in wanted[:MAX_ATTRIBUTED]
         }
-        organizers: dict[str, str] = {}
         for appointment_id, read in reads.items():
             found = read.result()
             if found is not None:

@@ -234,8 +234,15 @@ class AzureTable:
 
             self._call("delete_many", delete)
 
-    def query(self, partition_key: str, conditions: Sequence[Condition] = ()) -> list[StoredRow]:
-        return self._filtered("query", ["PartitionKey eq @pk"], {"pk": partition_key}, conditions)
+    def query(
+        self,
+        partition_key: str,
+        conditions: Sequence[Condition] = (),
+        select: Sequence[str] = (),
+    ) -> list[StoredRow]:
+        return self._filtered(
+            "query", ["PartitionKey eq @pk"], {"pk": partition_key}, conditions, select
+        )
 
     def scan(self, conditions: Sequence[Condition] = ()) -> list[StoredRow]:
         if not conditions:
@@ -250,6 +257,7 @@ class AzureTable:
         clauses: list[str],
         parameters: dict[str, Any],
         conditions: Sequence[Condition],
+        select: Sequence[str] = (),
     ) -> list[StoredRow]:
         for index, condition in enumerate(conditions):
             operator = _ODATA_OPERATORS[condition.comparison]
@@ -263,11 +271,15 @@ class AzureTable:
             clauses.append(f"{condition.property} {operator} @c{index}")
             parameters[f"c{index}"] = value
         query_filter = " and ".join(clauses)
+        # The keys are always wanted: a row is named by them.
+        selected = ["PartitionKey", "RowKey", *select] if select else None
         return self._call(
             action,
             lambda: [
                 _to_row(entity)
-                for entity in self._client.query_entities(query_filter, parameters=parameters)
+                for entity in self._client.query_entities(
+                    query_filter, parameters=parameters, select=selected
+                )
             ],
         )
 

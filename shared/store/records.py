@@ -148,6 +148,9 @@ class ParkedChangeRecord(CamelModel):
     appointment_id: Identifier
     connection_id: Identifier
     parked_at: AwareDatetime
+    # The appointment's organizer, whose mailbox the status API shows the change under (None
+    # in rows written before it was kept: the status then reads the snapshot).
+    organizer_staff_id: Identifier | None = None
 
 
 class DeadLetterRecord(CamelModel):
@@ -185,3 +188,6 @@ class ApplyProblemRecord(CamelModel):
     recorded_at: AwareDatetime
     throttled_since: AwareDatetime | None = None
     throttled_tries: Annotated[int, Field(ge=0)] = 0
+    # The appointment's organizer, whose mailbox the status API shows the problem under (None
+    # when not known to the writer: the status then reads the snapshot).
+    organizer_staff_id: Identifier | None = None

@@ -188,6 +188,16 @@ class MailboxRepository(OrgScopedRepository[MailboxRecord]):
     model = MailboxRecord
     id_field = "staff_id"
 
+    # What the status API shows of a mailbox: everything but the sync cursor (an EWS sync
+    # state or a Graph delta link, up to a few KB each).
+    STATUS_FIELDS = tuple(name for name in MailboxRecord.model_fields if name != "sync_state")
+
+    def status_of(self, org: str) -> list[MailboxRecord]:
+        """The organization's mailboxes without their sync cursors (``sync_state`` None), by
+        staff id: for reading, never for writing back."""
+        rows = self.read_partition((org,), fields=self.STATUS_FIELDS)
+        return [row.value for _, row in rows]
+
 
 class SubscriptionRepository(OrgScopedRepository[SubscriptionRecord]):
     """Subscriptions (org / subscriptionId): Graph change-notification subscriptions."""

@@ -261,6 +261,7 @@ class WebhookDelivery:
                 continue
         stored = self._repos.appointments.get(org, appointment_id)
         version = stored.value.version if stored is not None else applied
+        organizer = stored.value.organizer_staff_id if stored is not None else None
         self._repos.problems.record(
             org,
             ApplyProblemRecord(
@@ -268,6 +269,7 @@ class WebhookDelivery:
                 version=version,
                 problem=f"{REFUSED_RESCHEDULE_PROBLEM}: moved back to the booked time",
                 recorded_at=self._now(),
+                organizer_staff_id=organizer,
             ),
         )
         self._queue.send(
