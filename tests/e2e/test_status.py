@@ -17,7 +17,8 @@ from tests.e2e.test_booking_to_exchange import put, snapshot, unique
 from tests.e2e.test_exchange_to_booking import synced
 from tests.waiting import wait_until
 
-(ANN, ANN_MAILBOX), (BOB, _), _ = STAFF["ews"].items()
+ANN, BOB = "ann", "bob"
+ANN_MAILBOX = STAFF["ews"][ANN]
 
 
 @pytest.fixture(scope="module", autouse=True)
