@@ -326,6 +326,7 @@ class StatusReader:
             lag_seconds=lag,
             sync_pending_since=row.sync_pending_since,
             held=row.held,
+            last_full_read_at=row.last_full_read_at,
             resyncing=row.last_full_read_at is None,
             pending=tally.pending(),
             dead_lettered=tally.dead(),

@@ -128,7 +128,9 @@ class MailboxStatus(CamelModel):
     sync_pending_since: datetime | None = None
     # Why a sync was held back (the mass-cancellation guard), null when not held.
     held: str | None = None
-    # Waiting for a full read: a resync asked for, a new mailbox, a lost cursor.
+    # The last full read of the calendar; null while resyncing (waiting for a full read: a
+    # resync asked for, a new mailbox, a lost cursor).
+    last_full_read_at: datetime | None = None
     resyncing: bool
     pending: PendingWork
     dead_lettered: DeadLetteredWork

@@ -213,7 +213,7 @@
       if (mailbox.held) health.appendChild(element('span', 'tag held', 'held'));
       const lag = cell(row, null);
       lag.appendChild(lagBar(mailbox.lagSeconds));
-      lag.title = `last synced ${when(mailbox.lastSyncedAt)}`;
+      lag.title = `last synced ${when(mailbox.lastSyncedAt)}; last read in full ${when(mailbox.lastFullReadAt)}`;
       cell(row, work(mailbox.pending), 'pending');
       cell(row, work(mailbox.deadLettered), 'dead');
       cell(row, mailbox.refusedReschedules || '—', 'refused');
@@ -241,7 +241,7 @@
       cell(row, entry.reason, 'error-text');
       const replay = entry.queue === 'webhook-deliveries'
         ? () => act(`Replay of webhook ${entry.subjectId}`, 'POST', `${path('orgs', keys.org, 'webhooks', entry.subjectId)}/replay`)
-        : () => act(`Replay of ${entry.subjectId}`, 'POST', `${path('orgs', keys.org)}/replay`, { queue: entry.queue, subjectId: entry.subjectId });
+        : () => act(`Replay of ${entry.subjectId}`, 'POST', `${path('orgs', keys.org)}/replay`, { queue: entry.queue, id: entry.subjectId });
       cell(row, null).appendChild(button('Replay', 'Try this work again', replay));
       body.appendChild(row);
     }
