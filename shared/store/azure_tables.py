@@ -103,7 +103,9 @@ def _to_entity(partition_key: str, row_key: str, properties: Properties) -> dict
 def _to_row(entity: Any) -> StoredRow:
     properties: dict[str, Scalar] = {}
     for name, value in entity.items():
-        if name in ("PartitionKey", "RowKey"):
+        # A property a ``$select`` named that the row does not have comes back as null: Table
+        # Storage has no null, so it is absent.
+        if name in ("PartitionKey", "RowKey") or value is None:
             continue
         properties[name] = value.value if isinstance(value, EntityProperty) else value
     return StoredRow(entity["PartitionKey"], entity["RowKey"], properties, entity.metadata["etag"])

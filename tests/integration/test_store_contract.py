@@ -527,3 +527,24 @@ def test_mailboxes_are_read_for_the_status_without_their_cursors(repos: Reposito
     repos.mailboxes.put("o1", "ann", record, None)
     assert repos.mailboxes.status_of("o1") == [record.model_copy(update={"sync_state": None})]
     assert repos.mailboxes.status_of("o2") == []
+
+
+def test_a_field_a_row_was_written_without_reads_as_its_default_when_selected(
+    tables: TableService, repos: Repositories
+) -> None:
+    """A row from before a field existed (``notices``, ``busyTime`` here): selecting the field
+    reads its default, not a null."""
+    tables.table("Mailboxes").upsert(
+        "o1",
+        "old",
+        {
+            "staffId": "old",
+            "connectionId": "c1",
+            "address": "old@example.com",
+            "timeZone": "Europe/Berlin",
+        },
+    )
+    [record] = repos.mailboxes.status_of("o1")
+    assert record.notices == 0
+    assert record.busy_time is True
+    assert record.last_sync_at is None
