@@ -66,7 +66,7 @@ DEAD_LETTERS_SHOWN = 100
 # retried" (its delivery message is long gone); never-tried and dead-lettered rows always are.
 RETRY_LOOKBACK = timedelta(days=7)
 # Answers of the status route are never kept by a browser or a proxy.
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache", "X-Content-Type-Options": "nosniff"}
 
 
 @dataclass(frozen=True)

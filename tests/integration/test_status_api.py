@@ -145,6 +145,7 @@ def test_connections_and_mailboxes_are_shown_with_their_health_and_resync(app: N
 
     response = status()
     assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
     answer = read(response)
     connections = {c["connectionId"]: c for c in answer["connections"]}
     assert connections["onprem"] == {
