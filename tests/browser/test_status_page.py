@@ -221,3 +221,27 @@ def test_resync_disable_and_enable_buttons_call_the_admin_routes(
     # The page still works after a refused action: the status is shown again.
     assert mailbox_row(driver, "ann") is not None
     assert console_errors(driver) == []
+
+
+def test_keys_kept_for_the_tab_survive_a_reload_and_are_forgotten_on_request(
+    chromium: webdriver.Chrome, prepared: World
+) -> None:
+    driver = chromium
+    driver.get(f"{prepared.runner.base_url}/status-page")
+    driver.execute_script("window.sessionStorage.clear()")
+    driver.find_element(By.ID, "org").send_keys(ORG)
+    driver.find_element(By.ID, "function-key").send_keys(prepared.runner.functions_key)
+    driver.find_element(By.ID, "admin-key").send_keys(OPERATOR_KEY)
+    driver.find_element(By.ID, "remember").click()
+    driver.find_element(By.ID, "show").click()
+    wait_until(lambda: mailbox_row(driver, "ann"), 10, "the mailboxes to show")
+    assert driver.execute_script("return window.sessionStorage.length") == 1
+    # A reload in the same tab shows the status again without typing; no key in any URL.
+    driver.refresh()
+    wait_until(lambda: mailbox_row(driver, "ann"), 10, "the mailboxes to show after a reload")
+    assert OPERATOR_KEY not in driver.current_url
+    driver.find_element(By.ID, "forget").click()
+    assert driver.execute_script("return window.sessionStorage.length") == 0
+    assert driver.find_element(By.ID, "admin-key").get_attribute("value") == ""
+    assert not driver.find_element(By.ID, "status").is_displayed()
+    assert console_errors(driver) == []
