@@ -344,6 +344,8 @@ class LocalStack:
         lines += [
             f"  local.json  {self.options.local_json}",
             "  try it      .venv/bin/python -m devhost.demo",
+            f"  status      {self.runner.base_url}/status-page  (organization dev, the two keys "
+            "above)",
             "Stop with Ctrl-C.",
         ]
         return "\n".join(lines)

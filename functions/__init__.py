@@ -14,6 +14,7 @@ def blueprints() -> list[func.Blueprint]:
         booking_api,
         graph_webhook,
         mailbox_sync,
+        status_page,
         webhooks,
     )
 
@@ -24,4 +25,5 @@ def blueprints() -> list[func.Blueprint]:
         mailbox_sync.bp,
         graph_webhook.bp,
         webhooks.bp,
+        status_page.bp,
     ]

@@ -14,6 +14,7 @@ from shared import bootstrap, observability
 from shared.http.contract import ADMIN_KEY_HEADER
 from shared.http.routes import (
     GET_SETTINGS,
+    GET_STATUS,
     PUT_CONNECTION,
     PUT_SETTINGS,
     PUT_STAFF,
@@ -79,5 +80,18 @@ def replay_webhook(req: func.HttpRequest, context: func.Context) -> func.HttpRes
                 org=req.route_params.get("org", ""),
                 event_id=req.route_params.get("eventId", ""),
                 admin_key=req.headers.get(ADMIN_KEY_HEADER),
+            )
+        )
+
+
+# --- status -----------------------------------------------------------------------------------
+
+
+@http_function(bp, GET_STATUS, "GET orgs/{org}/status FUNCTION")
+def get_status(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    with observability.http_invocation(context, req):
+        return to_http_response(
+            bootstrap.services().status.get_status(
+                org=req.route_params.get("org", ""), admin_key=req.headers.get(ADMIN_KEY_HEADER)
             )
         )

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared.admin import AdminApi
+from shared.admin.status import StatusReader
 from shared.apply.service import AppointmentApplier
 from shared.booking.intake import BookingIntake
 from shared.config import (
@@ -94,6 +95,10 @@ class Services:
             max_request_bytes=self.settings.max_request_bytes,
             endpoints=ExchangeEndpointPolicy.from_settings(self.settings),
         )
+
+    @cached_property
+    def status(self) -> StatusReader:
+        return StatusReader(self.repositories, self.admin.authenticate)
 
     @cached_property
     def gateways(self) -> GatewayCache:

@@ -138,6 +138,11 @@ class AdminApi:
 
     # --- authentication -----------------------------------------------------------------------
 
+    def authenticate(self, org: str, presented: str | None) -> None:
+        """The key check of a request without a body (other admin services use it): raises a
+        ``Refusal`` (404 for an invalid organization id, 401, 503)."""
+        self._authenticate(org, presented, b"")
+
     def _authenticate(self, org: str, presented: str | None, body: bytes) -> None:
         gate(org, body, self._max_request_bytes)
         if not presented:

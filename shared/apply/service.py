@@ -252,7 +252,13 @@ class AppointmentApplier:
                 writes.append(self._store.note_organizer_item(org, appointment_id, outcome.mapping))
         if outcome.failure is None and outcome.problems:
             writes.append(
-                self._store.record_problem(org, appointment_id, snapshot.version, outcome.problems)
+                self._store.record_problem(
+                    org,
+                    appointment_id,
+                    snapshot.version,
+                    outcome.problems,
+                    snapshot.organizer_staff_id,
+                )
             )
         elif outcome.failure is None and _may_have_problem_row(mapping):
             writes.append(self._store.clear_problem(org, appointment_id))
@@ -268,10 +274,16 @@ class AppointmentApplier:
         unavailable: ConnectionUnavailable,
     ) -> ApplyReport:
         if unavailable.disabled:
-            await self._store.park(org, appointment_id, unavailable.connection_id)
+            await self._store.park(
+                org, appointment_id, unavailable.connection_id, snapshot.organizer_staff_id
+            )
             return ApplyReport(ApplyDisposition.PARKED, str(unavailable))
         problem = str(unavailable)
-        writes = [self._store.record_problem(org, appointment_id, snapshot.version, problem)]
+        writes = [
+            self._store.record_problem(
+                org, appointment_id, snapshot.version, problem, snapshot.organizer_staff_id
+            )
+        ]
         if mapping is not None:
             writes.append(writer.write(mapping.model_copy(update={"last_error": problem})))
         await asyncio.gather(*writes)
@@ -340,7 +352,7 @@ class AppointmentApplier:
             # The throttled try is counted before the message is re-queued: a crash in between
             # leaves the host's redelivery, and never a re-queued change nobody can see.
             throttled = await self._store.count_throttled_try(
-                org, appointment_id, snapshot.version, str(failure)
+                org, appointment_id, snapshot.version, str(failure), snapshot.organizer_staff_id
             )
             seconds = failure.retry_after_seconds
             await self._store.requeue(

@@ -114,13 +114,21 @@ class ApplyStore:
             self._repos.event_map.put, org, appointment_id, mapping, etag
         )
 
-    async def record_problem(self, org: str, appointment_id: str, version: int, text: str) -> None:
+    async def record_problem(
+        self,
+        org: str,
+        appointment_id: str,
+        version: int,
+        text: str,
+        organizer_staff_id: str | None = None,
+    ) -> None:
         """Why Exchange does not show the snapshot (``ApplyProblems``)."""
         record = ApplyProblemRecord(
             appointment_id=appointment_id,
             version=version,
             problem=text[:_MAX_TEXT],
             recorded_at=self._now(),
+            organizer_staff_id=organizer_staff_id,
         )
         await in_storage_thread(self._repos.problems.record, org, record)
 
@@ -155,7 +163,12 @@ class ApplyStore:
         await in_storage_thread(self._repos.problems.clear, org, appointment_id)
 
     async def count_throttled_try(
-        self, org: str, appointment_id: str, version: int, text: str
+        self,
+        org: str,
+        appointment_id: str,
+        version: int,
+        text: str,
+        organizer_staff_id: str | None = None,
     ) -> ApplyProblemRecord:
         """Count one throttled try in ``ApplyProblems``, keeping when the throttling began."""
 
@@ -171,16 +184,26 @@ class ApplyStore:
                 recorded_at=now,
                 throttled_since=since or now,
                 throttled_tries=tries + 1,
+                organizer_staff_id=organizer_staff_id,
             )
             self._repos.problems.record(org, record)
             return record
 
         return await in_storage_thread(count)
 
-    async def park(self, org: str, appointment_id: str, connection_id: str) -> None:
+    async def park(
+        self,
+        org: str,
+        appointment_id: str,
+        connection_id: str,
+        organizer_staff_id: str | None = None,
+    ) -> None:
         """Hold the change until the connection is enabled again (``ParkedChanges``)."""
         record = ParkedChangeRecord(
-            appointment_id=appointment_id, connection_id=connection_id, parked_at=self._now()
+            appointment_id=appointment_id,
+            connection_id=connection_id,
+            parked_at=self._now(),
+            organizer_staff_id=organizer_staff_id,
         )
         await in_storage_thread(self._repos.parked.park, org, record)
 

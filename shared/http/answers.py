@@ -53,10 +53,12 @@ class HttpAnswer:
     body: Any
     headers: Mapping[str, str] = field(default_factory=dict)
     text: str | None = None
+    # The media type of ``text`` when it is not plain text (the status page's files).
+    text_type: str = "text/plain"
 
     @property
     def media_type(self) -> str:
-        return "application/json" if self.text is None else "text/plain"
+        return "application/json" if self.text is None else self.text_type
 
     def json_text(self) -> str:
         return json.dumps(self.body, ensure_ascii=False)

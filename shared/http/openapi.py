@@ -135,7 +135,7 @@ def _operation(route: ApiRoute, refs: SchemaRefs) -> dict[str, Any]:
             )
         elif response.media_type == "application/json":
             entry["content"] = _content({"type": "object"}, response)
-        elif response.media_type == "text/plain":
+        else:  # text: plain, or the status page's HTML, script and style sheet
             entry["content"] = _content({"type": "string"}, response)
         responses[str(status)] = entry
     operation["responses"] = responses

@@ -33,6 +33,7 @@ from shared.http.contract import (
     AppointmentStale,
     ConnectionSaved,
     GraphNotificationBatch,
+    OrgStatus,
     StaffMailboxAssignment,
     StaffSaved,
     WebhookReplayed,
@@ -383,6 +384,84 @@ GRAPH_LIFECYCLE = ApiRoute(
     tags=("graph",),
 )
 
+# --- status: the organization's health, and the page that shows it -----------------------------
+
+GET_STATUS = ApiRoute(
+    function_name="get_status",
+    method="GET",
+    route="orgs/{org}/status",
+    auth_level="FUNCTION",
+    security="admin",
+    summary="The organization's health at a glance",
+    description=(
+        "Read from storage, never from Exchange. Per connection: kind, enabled, health (ok, "
+        "auth_failed, throttled, unreachable, disabled), last error, resync progress (its "
+        "mailboxes read in full / all) and parked changes. Per mailbox: last successful sync, "
+        "lag (seconds since), health, last error, held, resyncing, pending work (parked "
+        "changes, apply problems, undelivered webhooks), dead-lettered work, refused "
+        "reschedules and the Graph subscription's expiry. Then the organization's totals, its "
+        "dead letters and its newest errors. Never a secret, an event's content or a client's "
+        "details. Answered with Cache-Control: no-store."
+    ),
+    responses={
+        200: Response("The organization's status.", OrgStatus),
+        **{
+            status: response
+            for status, response in admin_route_errors().items()
+            if status in (401, 404, 503)
+        },
+    },
+    tags=("admin",),
+)
+
+STATUS_PAGE_HEADERS = (
+    "Served with a strict Content-Security-Policy (scripts, styles and requests from this "
+    "origin only; no inline script), X-Content-Type-Options: nosniff and Cache-Control: "
+    "no-store."
+)
+
+GET_STATUS_PAGE = ApiRoute(
+    function_name="get_status_page",
+    method="GET",
+    route="status-page",
+    auth_level="ANONYMOUS",
+    security=None,
+    summary="The status page (HTML)",
+    description=(
+        "One page where an administrator enters the organization id, the function key and the "
+        "admin key (kept in the page's memory or the tab's sessionStorage, sent in headers, "
+        "never put in a URL) and sees GET .../status at a glance, with resync, replay, disable "
+        "and enable buttons calling the admin routes. The page itself holds no data. "
+        + STATUS_PAGE_HEADERS
+    ),
+    responses={200: Response("The page.", media_type="text/html")},
+    tags=("status",),
+)
+
+GET_STATUS_PAGE_SCRIPT = ApiRoute(
+    function_name="get_status_page_script",
+    method="GET",
+    route="status-page/app.js",
+    auth_level="ANONYMOUS",
+    security=None,
+    summary="The status page's script",
+    description="Plain JavaScript, no framework. " + STATUS_PAGE_HEADERS,
+    responses={200: Response("The script.", media_type="text/javascript")},
+    tags=("status",),
+)
+
+GET_STATUS_PAGE_STYLE = ApiRoute(
+    function_name="get_status_page_style",
+    method="GET",
+    route="status-page/style.css",
+    auth_level="ANONYMOUS",
+    security=None,
+    summary="The status page's style sheet",
+    description=STATUS_PAGE_HEADERS,
+    responses={200: Response("The style sheet.", media_type="text/css")},
+    tags=("status",),
+)
+
 ROUTES: tuple[ApiRoute, ...] = (
     PUT_APPOINTMENT,
     GET_BUSY_TIME,
@@ -394,4 +473,9 @@ ROUTES: tuple[ApiRoute, ...] = (
     REPLAY_WEBHOOK,
     GRAPH_NOTIFICATIONS,
     GRAPH_LIFECYCLE,
+    # status
+    GET_STATUS,
+    GET_STATUS_PAGE,
+    GET_STATUS_PAGE_SCRIPT,
+    GET_STATUS_PAGE_STYLE,
 )

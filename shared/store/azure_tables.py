@@ -103,7 +103,9 @@ def _to_entity(partition_key: str, row_key: str, properties: Properties) -> dict
 def _to_row(entity: Any) -> StoredRow:
     properties: dict[str, Scalar] = {}
     for name, value in entity.items():
-        if name in ("PartitionKey", "RowKey"):
+        # A property a ``$select`` named that the row does not have comes back as null: Table
+        # Storage has no null, so it is absent.
+        if name in ("PartitionKey", "RowKey") or value is None:
             continue
         properties[name] = value.value if isinstance(value, EntityProperty) else value
     return StoredRow(entity["PartitionKey"], entity["RowKey"], properties, entity.metadata["etag"])
@@ -234,8 +236,15 @@ class AzureTable:
 
             self._call("delete_many", delete)
 
-    def query(self, partition_key: str, conditions: Sequence[Condition] = ()) -> list[StoredRow]:
-        return self._filtered("query", ["PartitionKey eq @pk"], {"pk": partition_key}, conditions)
+    def query(
+        self,
+        partition_key: str,
+        conditions: Sequence[Condition] = (),
+        select: Sequence[str] = (),
+    ) -> list[StoredRow]:
+        return self._filtered(
+            "query", ["PartitionKey eq @pk"], {"pk": partition_key}, conditions, select
+        )
 
     def scan(self, conditions: Sequence[Condition] = ()) -> list[StoredRow]:
         if not conditions:
@@ -250,18 +259,29 @@ class AzureTable:
         clauses: list[str],
         parameters: dict[str, Any],
         conditions: Sequence[Condition],
+        select: Sequence[str] = (),
     ) -> list[StoredRow]:
         for index, condition in enumerate(conditions):
-            clauses.append(
-                f"{condition.property} {_ODATA_OPERATORS[condition.comparison]} @c{index}"
-            )
-            parameters[f"c{index}"] = condition.value
+            operator = _ODATA_OPERATORS[condition.comparison]
+            value = condition.value
+            if isinstance(value, int) and not isinstance(value, bool):
+                # Integers are stored as Int64, and the SDK writes a small parameter as an
+                # Int32 literal, which an Int64 property never equals: write the literal as
+                # Int64 (``0L``) ourselves.
+                clauses.append(f"{condition.property} {operator} {int(value)}L")
+                continue
+            clauses.append(f"{condition.property} {operator} @c{index}")
+            parameters[f"c{index}"] = value
         query_filter = " and ".join(clauses)
+        # The keys are always wanted: a row is named by them.
+        selected = ["PartitionKey", "RowKey", *select] if select else None
         return self._call(
             action,
             lambda: [
                 _to_row(entity)
-                for entity in self._client.query_entities(query_filter, parameters=parameters)
+                for entity in self._client.query_entities(
+                    query_filter, parameters=parameters, select=selected
+                )
             ],
         )
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, Generic, TypeVar
@@ -97,6 +97,13 @@ class EntityCodec(Generic[M]):
             )
             for name, field in self.model.model_fields.items()
         ]
+
+    def property_names(self, fields: Sequence[str]) -> list[str]:
+        """The property names of the model fields named (``sync_state`` → ``syncState``)."""
+        names = dict(
+            zip(self.model.model_fields, (name for name, _, _ in self._fields), strict=True)
+        )
+        return [names[field] for field in fields]
 
     def to_properties(self, value: M) -> dict[str, Scalar]:
         python_values = value.model_dump(by_alias=True)

@@ -103,11 +103,17 @@ class EntityRepository(Generic[M]):
         self._table.delete(key.partition_key, key.row_key, etag)
 
     def read_partition(
-        self, partition: Sequence[str], conditions: Sequence[Condition] = ()
+        self,
+        partition: Sequence[str],
+        conditions: Sequence[Condition] = (),
+        *,
+        fields: Sequence[str] = (),
     ) -> list[tuple[list[str], Versioned[M]]]:
         """Rows of one partition matching ``conditions``: (raw row-key parts, value) pairs in
-        row-key order."""
-        rows = self._table.query(compose_key(*partition), conditions)
+        row-key order. With ``fields`` (model field names), only those are read: the others
+        read as None or their defaults, so leave out only fields that may be None."""
+        select = self._codec.property_names(fields) if fields else ()
+        rows = self._table.query(compose_key(*partition), conditions, select)
         return [(split_key(row.row_key), self._versioned(row)) for row in rows]
 
     def read_all(

@@ -108,12 +108,28 @@ class MemoryTable:
             for row_key in row_keys:
                 self._rows.pop((partition_key, row_key), None)
 
-    def query(self, partition_key: str, conditions: Sequence[Condition] = ()) -> list[StoredRow]:
+    def query(
+        self,
+        partition_key: str,
+        conditions: Sequence[Condition] = (),
+        select: Sequence[str] = (),
+    ) -> list[StoredRow]:
         with self._lock:
             rows = [
                 _copy(row)
                 for (partition, _), row in self._rows.items()
                 if partition == partition_key and _matches(row, conditions)
+            ]
+        if select:
+            kept = set(select)
+            rows = [
+                StoredRow(
+                    row.partition_key,
+                    row.row_key,
+                    {name: value for name, value in row.properties.items() if name in kept},
+                    row.etag,
+                )
+                for row in rows
             ]
         return sorted(rows, key=lambda row: row.row_key)
 

@@ -148,6 +148,9 @@ class ParkedChangeRecord(CamelModel):
     appointment_id: Identifier
     connection_id: Identifier
     parked_at: AwareDatetime
+    # The appointment's organizer, whose mailbox the status API shows the change under (None
+    # in rows written before it was kept: the status then reads the snapshot).
+    organizer_staff_id: Identifier | None = None
 
 
 class DeadLetterRecord(CamelModel):
@@ -160,6 +163,12 @@ class DeadLetterRecord(CamelModel):
     reason: ErrorText
     dequeue_count: Annotated[int, Field(ge=0)]
     failed_at: AwareDatetime
+
+
+# How an ApplyProblems row recording a refused Outlook move begins: the booking platform answered
+# 409 to ``appointment.rescheduled`` and the event was moved back (``shared.webhooks.delivery``);
+# the status API counts these as refused reschedules.
+REFUSED_RESCHEDULE_PROBLEM = "the booking platform refused the move made in Outlook (HTTP 409)"
 
 
 class ApplyProblemRecord(CamelModel):
@@ -179,3 +188,6 @@ class ApplyProblemRecord(CamelModel):
     recorded_at: AwareDatetime
     throttled_since: AwareDatetime | None = None
     throttled_tries: Annotated[int, Field(ge=0)] = 0
+    # The appointment's organizer, whose mailbox the status API shows the problem under (None
+    # when not known to the writer: the status then reads the snapshot).
+    organizer_staff_id: Identifier | None = None

@@ -211,6 +211,16 @@ class MailboxRepository(OrgScopedRepository[MailboxRecord]):
                 continue
         return False
 
+    # What the status API shows of a mailbox: everything but the sync cursor (an EWS sync
+    # state or a Graph delta link, up to a few KB each).
+    STATUS_FIELDS = tuple(name for name in MailboxRecord.model_fields if name != "sync_state")
+
+    def status_of(self, org: str) -> list[MailboxRecord]:
+        """The organization's mailboxes without their sync cursors (``sync_state`` None), by
+        staff id: for reading, never for writing back."""
+        rows = self.read_partition((org,), fields=self.STATUS_FIELDS)
+        return [row.value for _, row in rows]
+
 
 class SubscriptionRepository(OrgScopedRepository[SubscriptionRecord]):
     """Subscriptions (org / subscriptionId): Graph change-notification subscriptions."""
@@ -226,6 +236,25 @@ class OutboxRepository(OrgScopedRepository[OutboxRecord]):
     table_name = "Outbox"
     model = OutboxRecord
     id_field = "event_id"
+
+    # The rows the status API counts, each one filtered query: delivered rows, however many,
+    # are never read.
+
+    def never_tried(self, org: str) -> list[OutboxRecord]:
+        """Rows no delivery has tried yet (new, or replayed: their tries start over)."""
+        return self._undelivered(org, Condition("attempts", "eq", 0))
+
+    def retried_since(self, org: str, since: datetime) -> list[OutboxRecord]:
+        """Undelivered rows whose next try was due at ``since`` or later (being retried)."""
+        return self._undelivered(org, Condition("nextAttemptAt", "ge", canonical_datetime(since)))
+
+    def dead_lettered(self, org: str) -> list[OutboxRecord]:
+        """Rows given up after their last try (until replayed)."""
+        return self._undelivered(org, Condition("deadLettered", "eq", True))
+
+    def _undelivered(self, org: str, condition: Condition) -> list[OutboxRecord]:
+        rows = self.read_partition((org,), [condition])
+        return [row.value for _, row in rows if row.value.delivered_at is None]
 
     def add(self, org: str, row: OutboxRecord) -> bool:
         """Keep a new event; False when a row with its id exists already (the same change told

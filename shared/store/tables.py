@@ -76,8 +76,14 @@ class EntityTable(Protocol):
         as the service allows; missing rows are not an error."""
         ...
 
-    def query(self, partition_key: str, conditions: Sequence[Condition] = ()) -> list[StoredRow]:
-        """Rows of one partition matching every condition, in RowKey order."""
+    def query(
+        self,
+        partition_key: str,
+        conditions: Sequence[Condition] = (),
+        select: Sequence[str] = (),
+    ) -> list[StoredRow]:
+        """Rows of one partition matching every condition, in RowKey order; with ``select``,
+        only those properties of each row (OData ``$select``: less to send and decode)."""
         ...
 
     def scan(self, conditions: Sequence[Condition] = ()) -> list[StoredRow]:

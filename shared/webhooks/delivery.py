@@ -50,7 +50,12 @@ from shared.queues import (
     WebhookDeliveryDue,
 )
 from shared.store import ConcurrencyConflict, Repositories
-from shared.store.records import ApplyProblemRecord, DeadLetterRecord, OutboxRecord
+from shared.store.records import (
+    REFUSED_RESCHEDULE_PROBLEM,
+    ApplyProblemRecord,
+    DeadLetterRecord,
+    OutboxRecord,
+)
 from shared.store.threads import in_storage_thread
 from shared.webhooks.events import APPOINTMENT_RESCHEDULED
 
@@ -256,14 +261,15 @@ class WebhookDelivery:
                 continue
         stored = self._repos.appointments.get(org, appointment_id)
         version = stored.value.version if stored is not None else applied
+        organizer = stored.value.organizer_staff_id if stored is not None else None
         self._repos.problems.record(
             org,
             ApplyProblemRecord(
                 appointment_id=appointment_id,
                 version=version,
-                problem="the booking platform refused the move made in Outlook (HTTP 409): "
-                "moved back to the booked time",
+                problem=f"{REFUSED_RESCHEDULE_PROBLEM}: moved back to the booked time",
                 recorded_at=self._now(),
+                organizer_staff_id=organizer,
             ),
         )
         self._queue.send(

@@ -483,3 +483,68 @@ def test_racing_puts_of_many_versions_keep_the_newest(repos: Repositories) -> No
     stored = repos.appointments.get("acme", "apt-1")
     assert stored is not None
     assert stored.value.version == 6
+
+
+# --- what the status API reads ----------------------------------------------------------------
+
+
+def test_integer_conditions_match_the_integers_stored(repos: Repositories) -> None:
+    """Integers are stored as Int64: a condition on one must match them (Azure needs an Int64
+    literal, ``0L``)."""
+    fresh = OutboxRecord(event_id="e-new", event_type="busy_time.changed", payload="{}")
+    tried = fresh.model_copy(update={"event_id": "e-tried", "attempts": 3})
+    for row in (fresh, tried):
+        assert repos.outbox.add("o1", row)
+    assert [row.event_id for row in repos.outbox.never_tried("o1")] == ["e-new"]
+
+
+def test_undelivered_outbox_rows_are_found_by_filtered_queries(repos: Repositories) -> None:
+    base = OutboxRecord(event_id="x", event_type="busy_time.changed", payload="{}")
+    rows = {
+        "retrying": {"attempts": 2, "next_attempt_at": T0 + timedelta(minutes=1)},
+        "long-ago": {"attempts": 2, "next_attempt_at": T0 - timedelta(days=30)},
+        "delivered": {"attempts": 2, "next_attempt_at": T0, "delivered_at": T0},
+        "dead": {"attempts": 8, "next_attempt_at": T0, "dead_lettered": True},
+    }
+    for event_id, changes in rows.items():
+        repos.outbox.add("o1", base.model_copy(update={"event_id": event_id, **changes}))
+    retried = repos.outbox.retried_since("o1", T0 - timedelta(days=7))
+    assert sorted(row.event_id for row in retried) == ["dead", "retrying"]
+    assert [row.event_id for row in repos.outbox.dead_lettered("o1")] == ["dead"]
+
+
+def test_mailboxes_are_read_for_the_status_without_their_cursors(repos: Repositories) -> None:
+    record = MailboxRecord(
+        staff_id="ann",
+        connection_id="c1",
+        address="ann@example.com",
+        time_zone="Europe/Berlin",
+        sync_state="H4sI" + "x" * 2000,
+        last_sync_at=T0,
+        health=Health.OK,
+        held="3 of 4 appointments would be cancelled",
+    )
+    repos.mailboxes.put("o1", "ann", record, None)
+    assert repos.mailboxes.status_of("o1") == [record.model_copy(update={"sync_state": None})]
+    assert repos.mailboxes.status_of("o2") == []
+
+
+def test_a_field_a_row_was_written_without_reads_as_its_default_when_selected(
+    tables: TableService, repos: Repositories
+) -> None:
+    """A row from before a field existed (``notices``, ``busyTime`` here): selecting the field
+    reads its default, not a null."""
+    tables.table("Mailboxes").upsert(
+        "o1",
+        "old",
+        {
+            "staffId": "old",
+            "connectionId": "c1",
+            "address": "old@example.com",
+            "timeZone": "Europe/Berlin",
+        },
+    )
+    [record] = repos.mailboxes.status_of("o1")
+    assert record.notices == 0
+    assert record.busy_time is True
+    assert record.last_sync_at is None
