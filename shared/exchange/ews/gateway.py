@@ -93,6 +93,7 @@ from shared.exchange.ews.properties import (
     calbridge_uid,
     clean_global_object_id,
 )
+from shared.exchange.oauth import TokenAuthority, connection_credentials
 from shared.exchange.port import (
     CalendarChanges,
     EventDraft,
@@ -144,25 +145,30 @@ class EwsCalendarGateway:
         connection_id: str = "ews",
         server_build: tuple[int, ...] = DEFAULT_SERVER_BUILD,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        authority: TokenAuthority | None = None,
     ) -> EwsCalendarGateway:
         """The gateway of an EWS connection; ``secret`` is the resolved password of its service
-        account. Builds objects only: nothing is sent until the first port call."""
+        account, or for OAuth its application's client secret or PEM certificate with key
+        (tokens from ``authority``, Microsoft's by default). Builds objects only: nothing is sent
+        until the first port call."""
         if connection.kind != "ews":
             raise EwsConnectionNotSupported(f"kind: not an EWS connection ({connection.kind!r})")
         if connection.ews_url is None:
             raise EwsConnectionNotSupported("ewsUrl: an EWS connection needs the service URL")
-        if connection.auth_type not in ("basic", "ntlm"):
-            raise EwsConnectionNotSupported(
-                f"authType: {connection.auth_type} is not supported for EWS yet (use basic or ntlm)"
-            )
-        if not connection.username:
+        oauth = None
+        if connection.auth_type == "oauth":
+            oauth = connection_credentials(connection, secret, connection_id=connection_id)
+        elif not connection.username:
             raise EwsConnectionNotSupported("username: basic and ntlm need the service account")
         endpoint = EwsEndpoint(
             url=connection.ews_url,
-            username=connection.username,
-            password=secret,
+            username=connection.username or "",
+            password="" if oauth is not None else secret,
             auth=connection.auth_type,
             access=connection.access_mode,
+            ntlm_version=connection.ntlm_version or "v2",
+            oauth=oauth,
+            authority=authority or TokenAuthority(),
             server_build=server_build,
             max_connections=max_connections,
         )

@@ -28,9 +28,15 @@ import ssl
 import threading
 from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
-from urllib.parse import urlsplit
+
+from shared.exchange.oauth import (
+    CONNECT_TIMEOUT_S,
+    ClientCredentials,
+    TokenAuthority,
+    client_credential,
+)
 
 if TYPE_CHECKING:
     from kiota_abstractions.request_information import RequestInformation
@@ -38,23 +44,13 @@ if TYPE_CHECKING:
     from shared.config import Settings
 
 GRAPH_SCOPE: Final = "https://graph.microsoft.com/.default"
-# Authorities whose instance metadata Microsoft publishes; any other (the simulator) is used as
-# given, without the instance discovery call that would go to the internet.
-_KNOWN_AUTHORITIES: Final = frozenset(
-    {
-        "login.microsoftonline.com",
-        "login.microsoftonline.us",
-        "login.chinacloudapi.cn",
-        "login.microsoft.com",
-        "login.windows.net",
-        "sts.windows.net",
-    }
-)
-_CONNECT_TIMEOUT_S: Final = 10.0
+_CONNECT_TIMEOUT_S: Final = CONNECT_TIMEOUT_S
 DEFAULT_TIMEOUT_S: Final = 60.0
 T = TypeVar("T")
 # Token requests are rare (once per token lifetime per connection): a few threads serve them all.
 TOKEN_THREADS: Final = 4
+# Graph app-only credentials: the rule both adapters share (a client secret or a certificate).
+GraphCredentials = ClientCredentials
 
 
 @dataclass(frozen=True)
@@ -74,23 +70,17 @@ class GraphEndpoints:
         )
 
     @property
+    def token_authority(self) -> TokenAuthority:
+        return TokenAuthority(self.authority, self.ca_bundle)
+
+    @property
     def authority_host(self) -> str:
         """The authority as azure-identity takes it: host[:port], no scheme."""
-        text = self.authority.strip().rstrip("/")
-        return urlsplit(text).netloc if "://" in text else text
+        return self.token_authority.host
 
     @property
     def is_known_authority(self) -> bool:
-        return self.authority_host.lower() in _KNOWN_AUTHORITIES
-
-
-@dataclass(frozen=True)
-class GraphCredentials:
-    """App-only OAuth client credentials of one Graph connection. ``repr`` hides the secret."""
-
-    tenant_id: str
-    client_id: str
-    client_secret: str = field(repr=False)
+        return self.token_authority.is_known
 
 
 @dataclass(frozen=True)
@@ -162,36 +152,12 @@ class IsolatedTokenCredential:
 
 
 def token_credential(
-    credentials: GraphCredentials, endpoints: GraphEndpoints
+    credentials: ClientCredentials, endpoints: GraphEndpoints
 ) -> IsolatedTokenCredential:
-    """azure-identity's async ``ClientSecretCredential`` for the connection, on the token loop.
-
-    Its token requests go through ``requests`` (which MSAL loads anyway) on a worker thread
-    instead of aiohttp: importing aiohttp costs ≈ 0.35 s of a cold start. No retries either: an
-    unreachable authority comes back at once as ``ExchangeUnavailable`` and the worker
-    re-queues, instead of backing off in here.
-    """
-    from azure.core.pipeline.transport import AsyncioRequestsTransport
-    from azure.identity.aio import ClientSecretCredential
-
-    # The same limits as Graph requests: azure-core's own default read timeout is 300 s, long
-    # enough for a hanging authority to hold a worker for five minutes.
-    transport_options: dict[str, Any] = {
-        "connection_timeout": _CONNECT_TIMEOUT_S,
-        "read_timeout": DEFAULT_TIMEOUT_S,
-    }
-    if endpoints.ca_bundle:
-        transport_options["connection_verify"] = endpoints.ca_bundle
+    """azure-identity's async credential for the connection (client secret or certificate, by
+    ``shared.exchange.oauth.client_credential``), on the token loop."""
     return IsolatedTokenCredential(
-        ClientSecretCredential(
-            credentials.tenant_id,
-            credentials.client_id,
-            credentials.client_secret,
-            authority=endpoints.authority_host,
-            disable_instance_discovery=not endpoints.is_known_authority,
-            retry_total=0,
-            transport=AsyncioRequestsTransport(**transport_options),
-        )
+        client_credential(credentials, endpoints.token_authority, asynchronous=True)
     )
 
 
@@ -314,7 +280,7 @@ class GraphClientPool:
 
     def __init__(
         self,
-        credentials: GraphCredentials,
+        credentials: ClientCredentials,
         endpoints: GraphEndpoints,
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
