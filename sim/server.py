@@ -444,7 +444,7 @@ def start_simulator(
     sim_config = config if isinstance(config, SimConfig) else load_config(config)
     store = build_store(sim_config)
     issuer = TokenIssuer(sim_config)
-    authenticator = Authenticator(sim_config, issuer)
+    authenticator = Authenticator(sim_config, issuer, on_logon=store.count)
     temp_dir = Path(tempfile.mkdtemp(prefix="sim-"))
     servers: list[SimHTTPServer] = []
     closers: list[Callable[[], None]] = []
