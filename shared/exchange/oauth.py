@@ -8,17 +8,22 @@ secret): azure-identity's ``CertificateCredential`` signs a client assertion wit
 the ``x5t`` header naming the certificate's thumbprint), as Microsoft documents in
 https://learn.microsoft.com/entra/identity-platform/certificate-credentials.
 
-The EWS adapter needs the synchronous credential (exchangelib sends from worker threads), the
-Graph adapter the asynchronous one (kiota awaits ``get_token``): both are built here from the same
-``ClientCredentials`` and ``TokenAuthority``, with the same options. Certificate material is
+Both adapters get the same credential, built here from ``ClientCredentials`` and
+``TokenAuthority``: azure-identity's async one, run on one token loop of its own
+(``IsolatedTokenCredential``); kiota awaits it (Graph), exchangelib's threads wait for it (EWS,
+``get_token_blocking``). Certificate material is
 parsed here first, so a malformed secret is refused with a message that names the connection and
 its secret reference, never the content.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from shared.exchange.port import (
@@ -45,6 +50,9 @@ _KNOWN_AUTHORITIES: Final = frozenset(
         "sts.windows.net",
     }
 )
+T = TypeVar("T")
+# Token requests are rare (once per token lifetime per connection): a few threads serve them all.
+TOKEN_THREADS: Final = 4
 CONNECT_TIMEOUT_S: Final = 10.0
 # azure-core's own default read timeout is 300 s, long enough for a hanging authority to hold a
 # worker for five minutes.
@@ -114,27 +122,25 @@ class CertificateInvalid(AuthenticationFailed):
 
 def check_certificate(credentials: ClientCredentials) -> None:
     """Refuse certificate material azure-identity could not sign with. The message names the
-    connection and the secret reference, never the content (nor cryptography's message, which
-    could quote it)."""
+    connection and the secret reference, never the content; cryptography's exception (whose
+    message could quote it) is neither chained nor kept as the context."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     where = f"connection {credentials.connection_id!r}: the secret {credentials.secret_reference!r}"
     data = credentials.secret.encode()
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError):
+    key: Any = _parsed(lambda: serialization.load_pem_private_key(data, password=None))
+    if key is None:
         raise CertificateInvalid(
             f"{where} holds no unencrypted PEM private key (credentialType certificate needs "
             "the PEM certificate with its private key)"
-        ) from None
+        )
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise CertificateInvalid(f"{where}: the private key is not an RSA key") from None
-    try:
-        certificate = x509.load_pem_x509_certificate(data)
-    except ValueError:
-        raise CertificateInvalid(f"{where} holds no PEM certificate beside its key") from None
+        raise CertificateInvalid(f"{where}: the private key is not an RSA key")
+    certificate: Any = _parsed(lambda: x509.load_pem_x509_certificate(data))
+    if certificate is None:
+        raise CertificateInvalid(f"{where} holds no PEM certificate beside its key")
     public = certificate.public_key()
     if not isinstance(public, rsa.RSAPublicKey) or public.public_numbers() != (
         key.public_key().public_numbers()
@@ -142,49 +148,108 @@ def check_certificate(credentials: ClientCredentials) -> None:
         raise CertificateInvalid(f"{where}: the certificate does not match the private key")
 
 
-def client_credential(
-    credentials: ClientCredentials, authority: TokenAuthority, *, asynchronous: bool
-) -> Any:
-    """azure-identity's ``ClientSecretCredential`` or ``CertificateCredential`` for
-    ``credentials``: from ``azure.identity.aio`` (async) or ``azure.identity`` (sync).
+def _parsed(parse: Callable[[], T]) -> T | None:
+    """What ``parse`` returns, None when it refuses the material (the error is dropped here)."""
+    try:
+        return parse()
+    except (ValueError, TypeError):
+        return None
 
-    No retries: an unreachable authority comes back at once (``token_error`` makes it
-    ``ExchangeUnavailable``) and the worker re-queues, instead of backing off in here. The async
-    one sends with ``requests`` on a worker thread instead of aiohttp: importing aiohttp costs
-    ≈ 0.35 s of a cold start, and MSAL loads ``requests`` anyway.
+
+def client_credential(credentials: ClientCredentials, authority: TokenAuthority) -> Any:
+    """azure-identity's async ``ClientSecretCredential`` or ``CertificateCredential`` for
+    ``credentials`` (run it on the token loop: ``IsolatedTokenCredential``).
+
+    Both adapters use the async credential: its errors carry the token endpoint's answer (the
+    sync ones, through MSAL, say only "Authentication failed"), so a throttled or failing
+    authority is told from a refusal the same way for EWS and Graph. Its token requests go
+    through ``requests`` on the token loop's threads instead of aiohttp: importing aiohttp costs
+    ≈ 0.35 s of a cold start, and MSAL loads ``requests`` anyway. No retries: an unreachable
+    authority comes back at once (``token_error`` makes it ``ExchangeUnavailable``) and the
+    worker re-queues, instead of backing off in here.
     """
+    from azure.core.pipeline.transport import AsyncioRequestsTransport
+    from azure.identity.aio import CertificateCredential, ClientSecretCredential
+
     transport_options: dict[str, Any] = {
         "connection_timeout": CONNECT_TIMEOUT_S,
         "read_timeout": READ_TIMEOUT_S,
     }
     if authority.ca_bundle:
         transport_options["connection_verify"] = authority.ca_bundle
-    if asynchronous:
-        from azure.core.pipeline.transport import AsyncioRequestsTransport
-        from azure.identity import aio as identity
-
-        transport: Any = AsyncioRequestsTransport(**transport_options)
-    else:
-        import azure.identity as identity  # type: ignore[no-redef]
-        from azure.core.pipeline.transport import RequestsTransport
-
-        transport = RequestsTransport(**transport_options)
     options: dict[str, Any] = {
         "authority": authority.host,
         "disable_instance_discovery": not authority.is_known,
         "retry_total": 0,
-        "transport": transport,
+        "transport": AsyncioRequestsTransport(**transport_options),
     }
     if credentials.kind == "certificate":
-        return identity.CertificateCredential(
+        return CertificateCredential(
             credentials.tenant_id,
             credentials.client_id,
             certificate_data=credentials.secret.encode(),
             **options,
         )
-    return identity.ClientSecretCredential(
+    return ClientSecretCredential(
         credentials.tenant_id, credentials.client_id, credentials.secret, **options
     )
+
+
+class _TokenLoop:
+    """One event loop on a daemon thread where every Graph connection's token credential runs,
+    with a small thread pool of its own as that loop's default executor."""
+
+    _running: ClassVar[_TokenLoop | None] = None
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.loop.set_default_executor(
+            ThreadPoolExecutor(max_workers=TOKEN_THREADS, thread_name_prefix="graph-token")
+        )
+        threading.Thread(target=self.loop.run_forever, name="graph-token", daemon=True).start()
+
+    @classmethod
+    def shared(cls) -> _TokenLoop:
+        with cls._lock:
+            if cls._running is None:
+                cls._running = cls()
+            return cls._running
+
+    async def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Await ``coroutine`` on the token loop from any other loop (cancellation included)."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self.loop))
+
+
+class IsolatedTokenCredential:
+    """azure-identity's async credential, run on the token loop (``_TokenLoop``).
+
+    Its requests transport runs ``requests`` on its loop's *default executor*. Left on the
+    caller's loop, that executor is shared with anything else in the process, and a token
+    request queued behind other work would stall every Graph call; on the token loop, the
+    executor is the Graph tokens' own. The credential then also belongs to no caller's loop, so
+    one credential, and its token cache, serves every loop. kiota awaits ``get_token``;
+    exchangelib's threads call ``get_token_blocking``.
+    """
+
+    def __init__(self, credential: Any) -> None:
+        self._credential = credential
+
+    async def get_token(self, *scopes: str, **options: Any) -> Any:
+        return await _TokenLoop.shared().run(self._credential.get_token(*scopes, **options))
+
+    def get_token_blocking(self, *scopes: str, timeout_s: float = READ_TIMEOUT_S * 2) -> Any:
+        """``get_token`` from a thread that is not running an event loop."""
+        future = asyncio.run_coroutine_threadsafe(
+            self._credential.get_token(*scopes), _TokenLoop.shared().loop
+        )
+        return future.result(timeout_s)
+
+    def close_blocking(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._credential.close(), _TokenLoop.shared().loop)
+
+    async def close(self) -> None:
+        await _TokenLoop.shared().run(self._credential.close())
 
 
 def token_error(error: BaseException, *, where: str, mailbox: str) -> CalendarError | None:

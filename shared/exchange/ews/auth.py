@@ -135,13 +135,14 @@ class NtlmAuth(HttpNtlmAuth):
 
 
 class BearerTokenAuth(AuthBase):
-    """``Authorization: Bearer <token>`` from an azure-identity credential (sync)."""
+    """``Authorization: Bearer <token>`` from the connection's azure-identity credential
+    (``shared.exchange.oauth.IsolatedTokenCredential``, waited for on exchangelib's thread)."""
 
     def __init__(self, credential: t.Any, scope: str = EWS_SCOPE) -> None:
         self.credential = credential
         self.scope = scope
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        token = self.credential.get_token(self.scope)
+        token = self.credential.get_token_blocking(self.scope)
         request.headers["Authorization"] = f"Bearer {token.token}"
         return request

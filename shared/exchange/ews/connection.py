@@ -58,7 +58,12 @@ from exchangelib.transport import NOAUTH
 
 from shared.exchange.common import DEFAULT_CALL_DEADLINE_S
 from shared.exchange.ews.auth import BearerTokenAuth, NtlmAuth
-from shared.exchange.oauth import ClientCredentials, TokenAuthority, client_credential
+from shared.exchange.oauth import (
+    ClientCredentials,
+    IsolatedTokenCredential,
+    TokenAuthority,
+    client_credential,
+)
 from shared.models import NtlmVersion
 
 # Exchange Server 2016 CU23. Its EWS schema (Exchange2016) is what 2016, 2019 and Subscription
@@ -132,15 +137,15 @@ class SteadyPoolProtocol(Protocol):
         return session
 
 
-def session_auth(endpoint: EwsEndpoint) -> Callable[[Any], Any] | None:
+def session_auth(
+    endpoint: EwsEndpoint, credential: IsolatedTokenCredential | None
+) -> Callable[[Any], Any] | None:
     """What each new session of the endpoint authenticates with (see ``ews.auth``)."""
     if endpoint.auth == "ntlm":
         version = endpoint.ntlm_version
         # exchangelib's HttpNtlmAuth carries the user name as exchangelib spells it for NTLM.
         return lambda made: NtlmAuth(made.username, made.password, version)
-    if endpoint.oauth is not None:
-        # One credential per connection: its token cache serves every session.
-        credential = client_credential(endpoint.oauth, endpoint.authority, asynchronous=False)
+    if credential is not None:
         return lambda _made: BearerTokenAuth(credential)
     return None
 
@@ -166,7 +171,13 @@ class EwsConnection:
             max_connections=endpoint.max_connections,
         )
         self.protocol = self._own_protocol()
-        self.protocol.session_auth = session_auth(endpoint)
+        # OAuth: one credential per connection, its token cache serving every session.
+        self._credential = (
+            IsolatedTokenCredential(client_credential(endpoint.oauth, endpoint.authority))
+            if endpoint.oauth is not None
+            else None
+        )
+        self.protocol.session_auth = session_auth(endpoint, self._credential)
         self.protocol.TIMEOUT = endpoint.timeout_s
         self.executor = ThreadPoolExecutor(
             max_workers=endpoint.max_connections, thread_name_prefix="ews"
@@ -229,3 +240,5 @@ class EwsConnection:
         if cached is not None and cached[0] is self.protocol:
             del Protocol[self._config]
         self.protocol.close()
+        if self._credential is not None:
+            self._credential.close_blocking()
