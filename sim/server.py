@@ -443,7 +443,7 @@ def start_simulator(
     ``validate_ews`` makes the EWS service check each response against the schema."""
     sim_config = config if isinstance(config, SimConfig) else load_config(config)
     store = build_store(sim_config)
-    issuer = TokenIssuer(sim_config)
+    issuer = TokenIssuer(sim_config, on_issue=store.count)
     authenticator = Authenticator(sim_config, issuer, on_logon=store.count)
     temp_dir = Path(tempfile.mkdtemp(prefix="sim-"))
     servers: list[SimHTTPServer] = []

@@ -7,8 +7,10 @@ that peek at ``exp`` work; only this process can verify them. Grants:
   credential (a JWT client assertion signed with a registered certificate's key,
   ``verify_client_assertion``) → an "app" principal reaching the client's mailboxes;
 - password (ROPC) for mailbox users → "user", and for service accounts → "service".
-Scopes pick the audience: ``https://graph.microsoft.com/.default`` (Graph) or
-``https://outlook.office365.com/.default`` (EWS). Revoking a client or user makes every token it
+Each client-credentials token issued is counted (``token:client-secret`` or
+``token:client-certificate`` per client id, ``/control/counters``). Scopes pick the audience:
+``https://graph.microsoft.com/.default`` (Graph) or ``https://outlook.office365.com/.default``
+(EWS). Revoking a client or user makes every token it
 holds answer 401 at the protocols (and refuses new ones until restored).
 """
 
@@ -72,8 +74,11 @@ class TokenIssuer:
         *,
         lifetime_s: int | None = None,
         clock: Callable[[], float] = time.time,
+        on_issue: Callable[[str, str], None] | None = None,
     ) -> None:
         self.config = config
+        # Told (how, to whom) for each token issued: ("token:client-certificate", client id).
+        self._on_issue = on_issue
         self.lifetime_s = lifetime_s or config.token_lifetime_s
         self.clock = clock
         self._key = secrets.token_bytes(32)
@@ -122,7 +127,7 @@ class TokenIssuer:
                 "invalid_client",
                 "AADSTS7000215: Invalid client secret provided.",
             )
-        return self._issue_app(client, tenant, scope)
+        return self._issue_app(client, tenant, scope, how="token:client-secret")
 
     def issue_client_assertion(
         self,
@@ -138,15 +143,20 @@ class TokenIssuer:
         claimed = client_id or _unverified_claims(assertion).get("iss", "")
         client = self._client(tenant, str(claimed))
         verify_client_assertion(assertion, client, token_endpoint=token_endpoint, now=self.clock())
-        return self._issue_app(client, tenant, scope)
+        return self._issue_app(client, tenant, scope, how="token:client-certificate")
 
-    def _issue_app(self, client: OAuthClient, tenant: str, scope: str | None) -> IssuedToken:
+    def _issue_app(
+        self, client: OAuthClient, tenant: str, scope: str | None, *, how: str
+    ) -> IssuedToken:
         client_id = client.client_id
         audience = self._audience(scope)
         principal = Principal(
             kind="app", name=client_id, auth_scheme="bearer", app_mailboxes=client.mailboxes
         )
-        return self._issue(principal, audience, tenant)
+        issued = self._issue(principal, audience, tenant)
+        if self._on_issue is not None:
+            self._on_issue(how, client_id)
+        return issued
 
     def issue_password(
         self, tenant: str, username: str, password: str, scope: str | None

@@ -194,7 +194,9 @@ def test_oauth_with_a_client_secret_or_a_certificate(
     simulator: RunningSimulator, kind: str, credential_type: str, client_id: str, secret: str
 ) -> None:
     write_and_find(build(simulator, oauth(kind, credential_type, client_id, simulator), secret))
-    assert not [name for name in simulator.store.counter_snapshot() if name.startswith("auth:")]
+    counters = simulator.store.counter_snapshot()
+    assert not [name for name in counters if name.startswith("auth:")]  # no NTLM, no Basic
+    assert counters[f"token:client-{credential_type}"] == {client_id.lower(): 1}
 
 
 @pytest.mark.parametrize("kind", ["ews", "graph"])

@@ -133,6 +133,7 @@ def test_azure_identity_certificate_credential_gets_tokens_for_graph_and_ews(
         assert principal is not None
         assert (principal.kind, principal.name) == ("app", CERT_CLIENT)
         assert principal.app_mailboxes == frozenset({ANN})
+    assert sim.store.counter_snapshot()["token:client-certificate"] == {CERT_CLIENT.lower(): 2}
 
 
 @pytest.mark.parametrize(
