@@ -58,9 +58,14 @@ CLIENT_SECRET = "graph~client~secret"
 EWS_APP_CLIENT_ID = "0a9b8c7d-6e5f-4a3b-8c2d-1e0f9a8b7c6d"
 EWS_APP_SECRET = "ews~app~secret"
 EWS_APP_CERTIFICATE = self_signed("e2e-ews-app")
+_KEY_LINES = EWS_APP_CERTIFICATE.key_pem.splitlines()
 EWS_APP_SECRETS = {
     "e2e-ews-app-secret": EWS_APP_SECRET,
     "e2e-ews-app-certificate": EWS_APP_CERTIFICATE.secret,
+    # What an operator might paste by mistake: the key cut short, then the certificate.
+    "e2e-ews-app-broken-certificate": "\n".join(_KEY_LINES[:6] + _KEY_LINES[-1:])
+    + "\n"
+    + EWS_APP_CERTIFICATE.certificate_pem,
 }
 
 # staff id → mailbox; the "ews" staff live on the on-premises connection, "graph" staff online.

@@ -7,18 +7,22 @@ lines and the secrets (the suite's privacy check)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from azure.data.tables import TableServiceClient
 
 from shared import bootstrap
-from shared.models import EventMapping
-from shared.store.records import MailboxRecord
+from shared.models import EventMapping, Health
+from shared.queues import MailboxSyncRequested
+from shared.store.records import ConnectionRecord, MailboxRecord
 from sim.people import Outlook
 from tests.e2e.conftest import (
     EWS_APP_CERTIFICATE,
     EWS_APP_CLIENT_ID,
+    EWS_APP_SECRETS,
     ORG,
     SERVICE,
     STAFF,
@@ -27,6 +31,7 @@ from tests.e2e.conftest import (
 )
 from tests.e2e.test_booking_to_exchange import put, snapshot, unique
 from tests.e2e.test_exchange_to_booking import received, synced, webhooks
+from tests.waiting import wait_until
 
 (ANN, ANN_MAILBOX), (BOB, BOB_MAILBOX), _ = STAFF["ews"].items()
 NTLM = {
@@ -159,3 +164,38 @@ def test_switching_from_ntlm_to_oauth_keeps_sync_state_and_mappings(world: World
     hook = received(world, "appointment.rescheduled", appointmentId=moved_id)
     assert hook.body["data"]["by"] == ANN
     assert len(webhooks(world, "appointment.rescheduled", appointmentId=moved_id)) == 1
+
+
+def test_a_certificate_secret_that_holds_no_usable_key_is_reported_without_its_content(
+    world: World,
+) -> None:
+    broken = EWS_APP_SECRETS["e2e-ews-app-broken-certificate"]
+    repos = bootstrap.services().repositories
+    try:
+        save_onprem(
+            world, {**OAUTH_CERTIFICATE, "secretReference": "e2e-ews-app-broken-certificate"}
+        )
+        bootstrap.services().queue.send(MailboxSyncRequested(org=ORG, staff_id=ANN, reason="poll"))
+
+        def refused() -> ConnectionRecord | None:
+            found = repos.connections.get(ORG, "onprem")
+            health = found.value.health if found else None
+            return found.value if found and health is Health.AUTH_FAILED else None
+
+        connection = wait_until(refused, what="the connection marked auth_failed")
+        detail = connection.health_detail or ""
+        assert "connection 'onprem'" in detail
+        assert "'e2e-ews-app-broken-certificate'" in detail
+        assert "private key" in detail
+        hook = received(world, "connection.health_changed", connectionId="onprem")
+        # The certificate's lines are in no table row, no webhook (logs: the suite's scan).
+        lines = [line for line in broken.splitlines() if "-----" not in line]
+        tables = TableServiceClient.from_connection_string(world.storage)
+        for table in tables.list_tables():
+            if table.name.startswith(world.queue_prefix):
+                for row in tables.get_table_client(table.name).list_entities():
+                    text = json.dumps(row, default=str)
+                    assert not [line for line in lines if line in text]
+        assert not [line for line in lines if line in hook.raw]
+    finally:
+        save_onprem(world, NTLM)
