@@ -282,9 +282,21 @@ class ConnectionConfig(CamelModel):
     enabled: bool = True
     # OAuth only: what the secret reference names (a client secret, or for "certificate" the
     # PEM certificate with its private key, as Key Vault keeps a certificate's secret).
-    credential_type: CredentialType = "secret"
+    credential_type: Annotated[
+        CredentialType,
+        Field(
+            description="OAuth only: `secret` (the secret reference holds a client secret) or "
+            "`certificate` (it holds the PEM certificate with its unencrypted RSA private key)."
+        ),
+    ] = "secret"
     # NTLM only: which NTLM response to send (None: v2).
-    ntlm_version: NtlmVersion | None = None
+    ntlm_version: Annotated[
+        NtlmVersion | None,
+        Field(
+            description="NTLM only: `v2` (the default) or `v1`, for a server that accepts "
+            "nothing newer."
+        ),
+    ] = None
 
     @model_validator(mode="after")
     def _complete(self) -> ConnectionConfig:

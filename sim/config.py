@@ -241,12 +241,18 @@ def build_store(config: SimConfig) -> ExchangeStore:
 
 DEMO_TENANT = "7d3c1a52-3f8e-4a53-9a55-c0b1a5e0d0a1"
 DEMO_CLIENT = "5b0f6c8e-6f0c-4d1e-8f55-2a9b7d1e4c33"
+# The application an administrator switches the on-premises connection to OAuth with.
+DEMO_EWS_CLIENT = "8c2d4e6f-1a3b-4c5d-9e7f-0b1c2d3e4f5a"
+DEMO_EWS_CLIENT_SECRET = "ews-demo-secret"
+DEMO_EWS_MAILBOXES = 3  # the first mailboxes: the ones ``make run`` puts on EWS
 
 
-def demo_config() -> dict[str, Any]:
+def demo_config(*, ews_app_certificate: str | None = None) -> dict[str, Any]:
     """The demo organization ``make run`` starts: contoso.test with a few staff mailboxes in
     different time zones, an EWS service account with impersonation rights, an OAuth client
-    for Graph, and a booking-platform secret for the demo org."""
+    for Graph, an OAuth client for EWS (the first three mailboxes; a client secret and, when
+    given, the PEM certificate ``ews_app_certificate``), and a booking-platform secret for the
+    demo org."""
     staff = [
         ("ann@contoso.test", "Ann Lee", "America/Toronto"),
         ("bob@contoso.test", "Bob Ray", "America/Toronto"),
@@ -273,7 +279,14 @@ def demo_config() -> dict[str, Any]:
                 "clientId": DEMO_CLIENT,
                 "clientSecret": "graph-demo-secret",
                 "mailboxes": ["*"],
-            }
+            },
+            {
+                "tenantId": DEMO_TENANT,
+                "clientId": DEMO_EWS_CLIENT,
+                "clientSecret": DEMO_EWS_CLIENT_SECRET,
+                "certificates": [ews_app_certificate] if ews_app_certificate else [],
+                "mailboxes": [address for address, _, _ in staff[:DEMO_EWS_MAILBOXES]],
+            },
         ],
         "bookingPlatform": {"secrets": {"demo-org": "demo-webhook-secret"}},
         "tokenLifetimeSeconds": DEFAULT_TOKEN_LIFETIME_S,
