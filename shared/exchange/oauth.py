@@ -11,9 +11,8 @@ https://learn.microsoft.com/entra/identity-platform/certificate-credentials.
 Both adapters get the same credential, built here from ``ClientCredentials`` and
 ``TokenAuthority``: azure-identity's async one, run on one token loop of its own
 (``IsolatedTokenCredential``); kiota awaits it (Graph), exchangelib's threads wait for it (EWS,
-``get_token_blocking``). Certificate material is
-parsed here first, so a malformed secret is refused with a message that names the connection and
-its secret reference, never the content.
+``get_token_blocking``). Certificate material is parsed here first, so a malformed secret is
+refused with a message that names the connection and its secret reference, never the content.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 from urllib.parse import urlsplit
 
 from shared.exchange.port import (
@@ -32,12 +31,12 @@ from shared.exchange.port import (
     ExchangeUnavailable,
     RetryAfter,
 )
+from shared.models import CredentialType
 
 if TYPE_CHECKING:
     from shared.config import Settings
     from shared.models import ConnectionConfig
 
-CredentialKind = Literal["secret", "certificate"]
 # Authorities whose instance metadata Microsoft publishes; any other (the simulator) is used as
 # given, without the instance discovery call that would go to the internet.
 _KNOWN_AUTHORITIES: Final = frozenset(
@@ -90,7 +89,7 @@ class ClientCredentials:
     tenant_id: str
     client_id: str
     secret: str = field(repr=False)
-    kind: CredentialKind = "secret"
+    kind: CredentialType = "secret"
     connection_id: str = ""
     secret_reference: str = ""
 
@@ -196,7 +195,7 @@ def client_credential(credentials: ClientCredentials, authority: TokenAuthority)
 
 
 class _TokenLoop:
-    """One event loop on a daemon thread where every Graph connection's token credential runs,
+    """One event loop on a daemon thread where every OAuth connection's token credential runs,
     with a small thread pool of its own as that loop's default executor."""
 
     _running: ClassVar[_TokenLoop | None] = None
@@ -226,8 +225,8 @@ class IsolatedTokenCredential:
 
     Its requests transport runs ``requests`` on its loop's *default executor*. Left on the
     caller's loop, that executor is shared with anything else in the process, and a token
-    request queued behind other work would stall every Graph call; on the token loop, the
-    executor is the Graph tokens' own. The credential then also belongs to no caller's loop, so
+    request queued behind other work would stall every call; on the token loop, the
+    executor is the tokens' own. The credential then also belongs to no caller's loop, so
     one credential, and its token cache, serves every loop. kiota awaits ``get_token``;
     exchangelib's threads call ``get_token_blocking``.
     """
