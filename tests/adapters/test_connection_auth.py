@@ -21,7 +21,9 @@ from shared.exchange.oauth import CertificateInvalid
 from shared.exchange.port import AuthenticationFailed, CalendarGateway, EventDraft
 from shared.models import ConnectionConfig
 from sim.server import RunningSimulator, start_simulator
+from tests.adapters.test_ews_adapter import CONTRACT_TESTS
 from tests.certificates import self_signed
+from tests.contract.ews_world import ews_oauth_world
 from tests.sim.conftest import (
     ANN,
     CLIENT_ID,
@@ -253,3 +255,11 @@ def test_invalid_certificate_material_is_refused_naming_the_connection_and_refer
         if len(line) > 8 and "-----" not in line:
             assert line not in message
             assert line not in caplog.text
+
+
+@pytest.mark.parametrize("name", sorted(CONTRACT_TESTS))
+def test_the_port_contract_holds_over_ews_with_oauth_and_a_certificate(
+    name: str, request: pytest.FixtureRequest
+) -> None:
+    with ews_oauth_world(request) as world:
+        CONTRACT_TESTS[name](world)
