@@ -224,6 +224,9 @@ class Authenticator:
             connection.principal = None
             connection.ntlm_scheme = label
             connection.ntlm_context = spnego.server(protocol="ntlm")
+            # The level is this server's own (checked above the context, ``ntlm_refusal``):
+            # pyspnego's acceptor would otherwise apply the process's LM_COMPAT_LEVEL too.
+            connection.ntlm_context._lm = connection.ntlm_context._nt_v1 = True
             try:
                 challenge = connection.ntlm_context.step(token)
             except Exception as error:  # pyspnego raises its own hierarchy for bad tokens

@@ -175,6 +175,19 @@ def test_ntlm_versions_do_not_leak_between_connections_of_one_process(
     assert counters["auth:ntlm-v2"] == {SERVICE: 1}
 
 
+@pytest.mark.parametrize("process_level", ["0", "5"])
+def test_the_process_lm_compat_level_does_not_change_a_connections_version(
+    simulator: RunningSimulator, monkeypatch: pytest.MonkeyPatch, process_level: str
+) -> None:
+    """pyspnego reads LM_COMPAT_LEVEL from the environment; a connection's version wins."""
+    monkeypatch.setenv("LM_COMPAT_LEVEL", process_level)
+    write_and_find(build(simulator, ews(simulator, ntlm_version="v1"), PASSWORDS[SERVICE]))
+    write_and_find(build(simulator, ews(simulator, ntlm_version="v2"), PASSWORDS[SERVICE]))
+    counters = simulator.store.counter_snapshot()
+    assert counters["auth:ntlm-v1"] == {SERVICE: 1}
+    assert counters["auth:ntlm-v2"] == {SERVICE: 1}
+
+
 def test_a_server_that_demands_ntlm_v2_refuses_a_v1_connection_and_takes_a_v2_one() -> None:
     with start_simulator(config(ntlmCompatibilityLevel=5), validate_ews=False) as strict:
         v1 = build(strict, ews(strict, ntlm_version="v1"), PASSWORDS[SERVICE])
