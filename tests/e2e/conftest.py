@@ -58,6 +58,8 @@ CLIENT_SECRET = "graph~client~secret"
 EWS_APP_CLIENT_ID = "0a9b8c7d-6e5f-4a3b-8c2d-1e0f9a8b7c6d"
 EWS_APP_SECRET = "ews~app~secret"
 EWS_APP_CERTIFICATE = self_signed("e2e-ews-app")
+# The Graph application's certificate, for switching ``cloud`` from its secret to it.
+GRAPH_APP_CERTIFICATE = self_signed("e2e-graph-app")
 _KEY_LINES = EWS_APP_CERTIFICATE.key_pem.splitlines()
 EWS_APP_SECRETS = {
     "e2e-ews-app-secret": EWS_APP_SECRET,
@@ -66,6 +68,7 @@ EWS_APP_SECRETS = {
     "e2e-ews-app-broken-certificate": "\n".join(_KEY_LINES[:6] + _KEY_LINES[-1:])
     + "\n"
     + EWS_APP_CERTIFICATE.certificate_pem,
+    "e2e-graph-certificate": GRAPH_APP_CERTIFICATE.secret,
 }
 
 # staff id → mailbox; the "ews" staff live on the on-premises connection, "graph" staff online.
@@ -106,6 +109,7 @@ def simulator_config() -> dict[str, Any]:
                 "tenantId": TENANT_ID,
                 "clientId": CLIENT_ID,
                 "clientSecret": CLIENT_SECRET,
+                "certificates": [GRAPH_APP_CERTIFICATE.certificate_pem],
                 "mailboxes": list(STAFF["graph"].values()),
             },
             {

@@ -20,6 +20,7 @@ from shared.queues import MailboxSyncRequested
 from shared.store.records import ConnectionRecord, MailboxRecord
 from sim.people import Outlook
 from tests.e2e.conftest import (
+    CLIENT_ID,
     EWS_APP_CERTIFICATE,
     EWS_APP_CLIENT_ID,
     EWS_APP_SECRETS,
@@ -199,3 +200,47 @@ def test_a_certificate_secret_that_holds_no_usable_key_is_reported_without_its_c
         assert not [line for line in lines if line in hook.raw]
     finally:
         save_onprem(world, NTLM)
+
+
+def test_switching_graph_from_a_client_secret_to_a_certificate_keeps_the_delta_cursor(
+    world: World,
+) -> None:
+    (dan, dan_mailbox), (eve, eve_mailbox), _ = STAFF["graph"].items()
+    cloud = {
+        "kind": "graph",
+        "authType": "oauth",
+        "tenantId": TENANT_ID,
+        "clientId": CLIENT_ID,
+        "secretReference": "e2e-graph-secret",
+    }
+    try:
+        appointment_id, title, day = unique("Graph switch")
+        put(world, appointment_id, snapshot(1, dan, [eve], title=title, day=day))
+        for staff_id in (dan, eve):
+            synced(world, staff_id)
+        before = {staff_id: mailbox(staff_id) for staff_id in (dan, eve)}
+        [organizer_copy] = world.live(dan_mailbox, title)
+        hooks_before = len(world.sim.booking.received)
+
+        response = world.admin_put(
+            "connections/cloud",
+            {**cloud, "credentialType": "certificate", "secretReference": "e2e-graph-certificate"},
+        )
+        assert response.status_code == 200, response.text
+        world.sim.store.reset_counters()
+        for staff_id, was in before.items():
+            assert mailbox(staff_id).sync_state == was.sync_state
+        put(world, appointment_id, snapshot(2, dan, [eve], title=title, day=day, hour=13))
+        [moved] = world.live(dan_mailbox, title)
+        assert moved.id == organizer_copy.id
+        assert len(world.live(eve_mailbox, title)) == 1
+        for staff_id in (dan, eve):
+            synced(world, staff_id)
+            assert mailbox(staff_id).last_full_read_at == before[staff_id].last_full_read_at
+        assert len(world.sim.booking.received) == hooks_before
+        counters = world.sim.store.counter_snapshot()
+        assert CLIENT_ID.lower() in counters["token:client-certificate"]
+        assert "token:client-secret" not in counters
+    finally:
+        response = world.admin_put("connections/cloud", cloud)
+        assert response.status_code == 200, response.text
