@@ -13,7 +13,9 @@ platform stand-in, and two connections to the simulator, as an administrator wou
 through the admin API: ``onprem`` (EWS, NTLM, a service account
 with impersonation) for the first three mailboxes of the simulator's demo organization, and
 ``cloud`` (Graph, app-only OAuth) for the others. The secrets they name are put in the app's
-environment (:func:`simulator_environment`) before the app starts, as Key Vault would hold them.
+environment (:func:`simulator_environment`) before the app starts, as Key Vault would hold them,
+with those of the simulator's EWS application (a client secret, and a certificate with its key),
+so an administrator can switch ``onprem`` to OAuth.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devhost.app_certificate import app_certificate_path
 from shared.admin import ADMIN_KEY_HEADER
 from shared.config import connection_secret_name, environment_variable_for
+from sim.config import DEMO_EWS_CLIENT
 
 log = logging.getLogger("devhost")
 
@@ -36,6 +40,10 @@ GRAPH_CONNECTION = "cloud"
 EWS_SECRET_REFERENCE = "dev-ews-password"  # noqa: S105 - a Key Vault name, not a secret
 GRAPH_SECRET_REFERENCE = "dev-graph-secret"  # noqa: S105 - a Key Vault name
 EWS_STAFF_COUNT = 3  # the first mailboxes go to the EWS connection, the rest to Graph
+# The EWS application's credentials, for switching ``onprem`` to OAuth (README, "Switching a
+# connection to OAuth").
+EWS_APP_SECRET_REFERENCE = "dev-ews-app-secret"  # noqa: S105 - a Key Vault name
+EWS_APP_CERTIFICATE_REFERENCE = "dev-ews-app-certificate"
 
 
 @dataclass(frozen=True)
@@ -123,6 +131,20 @@ def simulator_environment(sim: Mapping[str, Any], org: str) -> dict[str, str]:
         environment[
             environment_variable_for(connection_secret_name(org, GRAPH_SECRET_REFERENCE))
         ] = str(client["clientSecret"])
+    # The EWS application (for switching ``onprem`` to OAuth): its client secret and, when
+    # ``make run`` made one, its certificate with the key.
+    for client in config.get("oauthClients", []):
+        if client.get("clientId") != DEMO_EWS_CLIENT:
+            continue
+        if client.get("clientSecret"):
+            environment[
+                environment_variable_for(connection_secret_name(org, EWS_APP_SECRET_REFERENCE))
+            ] = str(client["clientSecret"])
+        certificate = app_certificate_path(Path(str(sim["config"])))
+        if client.get("certificates") and certificate.is_file():
+            environment[
+                environment_variable_for(connection_secret_name(org, EWS_APP_CERTIFICATE_REFERENCE))
+            ] = certificate.read_text(encoding="utf-8")
     return environment
 
 

@@ -3,7 +3,8 @@
 The simulator is started as ``python -m sim --config FILE --host 127.0.0.1 --port 0`` and prints
 one JSON line with its URLs (``ews``, ``graph``, ``token``, ``control``, ``booking``). Its config
 file is the demo organization (``sim.config.demo_config``) with the booking-platform secrets of
-calbridge's organizations added, unless ``CALBRIDGE_SIM_CONFIG`` names a config file to use as
+calbridge's organizations added and the dev EWS application's certificate registered
+(``devhost.app_certificate``), unless ``CALBRIDGE_SIM_CONFIG`` names a config file to use as
 it is.
 
 Every step is tolerant: when that config file is missing, the module to run has no entry point,
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devhost.app_certificate import app_certificate_path, certificate_part, load_or_create
 from devhost.azurite import die_with_parent, stop_process
 from devhost.dev_secrets import write_private_json
 from sim.config import demo_config
@@ -63,7 +65,8 @@ def prepare_config(
         if not user_file.is_file():
             raise SimulatorUnavailable(f"{CONFIG_FILE_VARIABLE}={user_file} is not a file")
         return user_file
-    config = demo_config()
+    pem = load_or_create(app_certificate_path(path))
+    config = demo_config(ews_app_certificate=certificate_part(pem))
     secrets: dict[str, str] = config["bookingPlatform"]["secrets"]
     secrets.update(booking_secrets)
     write_private_json(path, config)

@@ -179,11 +179,13 @@ def calendar_gateway(
 
     Each adapter package is imported here, and only for the kind asked for: exchangelib and
     msgraph-sdk cost hundreds of milliseconds to import, and ``import function_app`` must stay
-    cheap (cold start). Graph's endpoints come from the settings (real Microsoft by default, the
-    simulator locally); the secret is resolved by the caller and only passed through.
+    cheap (cold start). Graph's endpoints and the OAuth token authority (EWS and Graph) come
+    from the settings (real Microsoft by default, the simulator locally); the secret is resolved
+    by the caller and only passed through.
     """
     if connection.kind == "ews":
         from shared.exchange.ews import EwsCalendarGateway
+        from shared.exchange.oauth import TokenAuthority
 
         return EwsCalendarGateway.from_connection(
             connection,
@@ -191,6 +193,7 @@ def calendar_gateway(
             connection_id=connection_id,
             account_secrets=account_secrets,
             budget_for=budget_for,
+            authority=TokenAuthority.from_settings(settings),
         )
     if connection.kind == "graph":
         from shared.exchange.graph import GraphCalendarGateway, GraphEndpoints

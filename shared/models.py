@@ -233,6 +233,11 @@ def utc(value: datetime) -> datetime:
 
 
 AuthType = Literal["basic", "ntlm", "oauth"]
+# What an OAuth connection's secret holds: a client secret, or a PEM certificate with its key.
+CredentialType = Literal["secret", "certificate"]
+# The NTLM response calbridge sends: v2 (NTLMv2, the default) or v1 for servers that accept
+# nothing newer ("Send NTLM response only", LAN Manager authentication level 2).
+NtlmVersion = Literal["v1", "v2"]
 AccessMode = Literal["impersonation", "delegate"]
 # Key Vault secret names: letters, digits and dashes.
 # A connection's secret, named within its organization: stored in Key Vault as
@@ -278,7 +283,8 @@ class ConnectionConfig(CamelModel):
     """How calbridge reaches one Exchange organization (the admin API's connection body).
 
     Holds a secret *reference* (a Key Vault secret name), never a secret. EWS connections use
-    Basic, NTLM or OAuth; Graph connections are app-only OAuth.
+    Basic, NTLM (v2, or v1 with ``ntlmVersion``) or OAuth; Graph connections are app-only OAuth.
+    OAuth uses a client secret or a certificate (``credentialType``).
     """
 
     kind: ConnectionKind
@@ -303,6 +309,23 @@ class ConnectionConfig(CamelModel):
     max_concurrent_calls: Annotated[int, Field(ge=1, le=EWS_MAX_CONCURRENCY - 1, strict=True)] = (
         DEFAULT_MAX_CONCURRENT_CALLS
     )
+    # OAuth only: what the secret reference names (a client secret, or for "certificate" the
+    # PEM certificate with its private key, as Key Vault keeps a certificate's secret).
+    credential_type: Annotated[
+        CredentialType,
+        Field(
+            description="OAuth only: `secret` (the secret reference holds a client secret) or "
+            "`certificate` (it holds the PEM certificate with its unencrypted RSA private key)."
+        ),
+    ] = "secret"
+    # NTLM only: which NTLM response to send (None: v2).
+    ntlm_version: Annotated[
+        NtlmVersion | None,
+        Field(
+            description="NTLM only: `v2` (the default) or `v1`, for a server that accepts "
+            "nothing newer."
+        ),
+    ] = None
 
     @model_validator(mode="after")
     def _complete(self) -> ConnectionConfig:
@@ -322,6 +345,13 @@ class ConnectionConfig(CamelModel):
             raise ValueError(f"username is required for {self.auth_type} authentication")
         if self.auth_type == "oauth" and not (self.tenant_id and self.client_id):
             raise ValueError("tenantId and clientId are required for OAuth")
+        if self.credential_type == "certificate" and self.auth_type != "oauth":
+            raise ValueError(
+                f"credentialType certificate needs authType oauth ({self.auth_type} takes a "
+                "password)"
+            )
+        if self.ntlm_version is not None and self.auth_type != "ntlm":
+            raise ValueError(f"ntlmVersion applies to authType ntlm only, not {self.auth_type}")
         return self
 
     def _check_service_accounts(self) -> None:

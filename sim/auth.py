@@ -8,6 +8,17 @@ NTLM is connection-based as on IIS: once a connection completes the handshake, l
 on that connection are the same principal without a new handshake (exchangelib relies on this
 to avoid three round trips per call).
 
+Which NTLM responses are accepted follows the server's "LAN Manager authentication level"
+(``ntlmCompatibilityLevel`` in the config, the ``LmCompatibilityLevel`` registry value), as
+https://learn.microsoft.com/previous-versions/windows/it-pro/windows-10/security/threat-protection/security-policy-settings/network-security-lan-manager-authentication-level
+documents for the server side: levels 0 to 3 accept LM, NTLM (v1) and NTLMv2 responses, level 4
+refuses LM, level 5 refuses LM and NTLM (accepts NTLMv2 only). No level refuses NTLMv2. The kind
+of response is read from the AUTHENTICATE message itself (MS-NLMP 2.2.1.3: an NT response of 24
+bytes is NTLM v1, a longer one NTLMv2, none at all LM only), before pyspnego checks it, so the
+process-wide ``LM_COMPAT_LEVEL`` that pyspnego would read plays no part. Each NTLM logon is
+counted as ``auth:ntlm-v1`` / ``auth:ntlm-v2`` (``/control/counters``), so a test sees which
+handshake a client really made.
+
 pyspnego's NTLM acceptor reads credentials from the file named by the ``NTLM_USER_FILE``
 environment variable, which is process-wide; every simulator running in the process registers
 its users in one shared file (smbpasswd format with LM/NT hashes, so any password character is
@@ -22,6 +33,7 @@ import logging
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +101,27 @@ class NtlmUserFile:
         os.environ["NTLM_USER_FILE"] = str(cls._path)
 
 
+def ntlm_response_kind(authenticate: bytes) -> str:
+    """ "lm", "v1" or "v2": what an NTLM AUTHENTICATE message answers the challenge with
+    (the length of its NtChallengeResponse, MS-NLMP 2.2.1.3); "" when it is too short to say."""
+    if len(authenticate) < 28:
+        return ""
+    nt_length = int.from_bytes(authenticate[20:22], "little")
+    if nt_length == 0:
+        return "lm"
+    return "v1" if nt_length == 24 else "v2"
+
+
+def ntlm_refusal(level: int, kind: str) -> str | None:
+    """Why a server at LAN Manager authentication level ``level`` refuses a ``kind`` response
+    (None: accepted)."""
+    if kind == "lm" and level >= 4:
+        return f"LM responses are refused at LAN Manager authentication level {level}"
+    if kind == "v1" and level >= 5:
+        return f"NTLM (v1) responses are refused at LAN Manager authentication level {level}"
+    return None
+
+
 @dataclass
 class ConnectionAuth:
     """Authentication state of one TCP connection (one HTTP handler instance)."""
@@ -109,9 +142,18 @@ class AuthOutcome:
 class Authenticator:
     """Turns an Authorization header (and the connection's NTLM state) into a Principal."""
 
-    def __init__(self, config: SimConfig, issuer: TokenIssuer) -> None:
+    def __init__(
+        self,
+        config: SimConfig,
+        issuer: TokenIssuer,
+        *,
+        on_logon: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.config = config
         self.issuer = issuer
+        self.ntlm_level = config.ntlm_compatibility_level
+        # Told (what, who) for each NTLM logon: ("auth:ntlm-v2", "svc@contoso.test").
+        self._on_logon = on_logon
         accounts = [(m.address, m.password) for m in config.mailboxes if m.password is not None]
         accounts += [(s.username, s.password) for s in config.service_accounts]
         NtlmUserFile.register(self, accounts)
@@ -182,6 +224,9 @@ class Authenticator:
             connection.principal = None
             connection.ntlm_scheme = label
             connection.ntlm_context = spnego.server(protocol="ntlm")
+            # The level is this server's own (checked above the context, ``ntlm_refusal``):
+            # pyspnego's acceptor would otherwise apply the process's LM_COMPAT_LEVEL too.
+            connection.ntlm_context._lm = connection.ntlm_context._nt_v1 = True
             try:
                 challenge = connection.ntlm_context.step(token)
             except Exception as error:  # pyspnego raises its own hierarchy for bad tokens
@@ -191,6 +236,11 @@ class Authenticator:
             return AuthOutcome(None, [f"{label} {encoded}"], "NTLM challenge")
         if message_type == 3 and connection.ntlm_context is not None:
             context, connection.ntlm_context = connection.ntlm_context, None
+            kind = ntlm_response_kind(token)
+            refused = ntlm_refusal(self.ntlm_level, kind)
+            if refused is not None:
+                logger.info("NTLM authentication refused: %s", refused)
+                return self._ews_refusal(refused)
             try:
                 context.step(token)
             except Exception as error:  # wrong password, unknown user, bad MIC
@@ -203,6 +253,8 @@ class Authenticator:
             if principal is None:
                 return self._ews_refusal("NTLM user unknown")
             connection.principal = principal
+            if self._on_logon is not None:
+                self._on_logon(f"auth:ntlm-{kind}", address)
             return AuthOutcome(principal)
         connection.ntlm_context = None
         return self._ews_refusal("unexpected NTLM message")

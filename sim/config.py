@@ -8,10 +8,16 @@ plus ``demo_config()``, the organization ``make run`` starts with.
  "serviceAccounts": [{"username": "svc@contoso.test", "password": "...",
                       "impersonate": ["ann@contoso.test"], "delegateFor": ["bob@contoso.test"]}],
  "oauthClients": [{"tenantId": "...", "clientId": "...", "clientSecret": "...",
-                   "mailboxes": ["*"]}],
+                   "certificates": ["-----BEGIN CERTIFICATE-----..."], "mailboxes": ["*"]}],
  "bookingPlatform": {"secrets": {"org-1": "..."}},
- "tokenLifetimeSeconds": 3600}
+ "tokenLifetimeSeconds": 3600,
+ "ntlmCompatibilityLevel": 3}
 ```
+
+An OAuth client has a client secret, certificates (PEM, public part only: what an app
+registration holds) or both. ``ntlmCompatibilityLevel`` is the EWS server's "LAN Manager
+authentication level" (0 to 5, Windows' default 3): at 4 it refuses LM responses, at 5 LM and NTLMv1
+too (``sim.auth``).
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from sim.store import ExchangeStore, Mailbox
 from sim.wire import AuthScheme, Principal
 
 DEFAULT_TOKEN_LIFETIME_S = 3600
+# Windows' default "LAN Manager authentication level": send NTLMv2, accept LM, NTLM and NTLMv2.
+DEFAULT_NTLM_COMPATIBILITY_LEVEL = 3
 
 
 class ConfigError(ValueError):
@@ -62,8 +70,10 @@ class ServiceAccount:
 class OAuthClient:
     tenant_id: str
     client_id: str
-    client_secret: str
+    client_secret: str | None
     mailboxes: frozenset[str]
+    # PEM certificates registered for the client (public part only).
+    certificates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,7 @@ class SimConfig:
     oauth_clients: tuple[OAuthClient, ...] = ()
     booking_secrets: dict[str, str] = field(default_factory=dict)
     token_lifetime_s: int = DEFAULT_TOKEN_LIFETIME_S
+    ntlm_compatibility_level: int = DEFAULT_NTLM_COMPATIBILITY_LEVEL
     raw: dict[str, Any] = field(default_factory=dict)
 
     def mailbox(self, address: str) -> MailboxConfig | None:
@@ -161,11 +172,20 @@ def parse_config(raw: dict[str, Any]) -> SimConfig:
     clients: list[OAuthClient] = []
     for index, entry in enumerate(_entries(raw, "oauthClients")):
         where = f"oauthClients[{index}]"
+        certificates = entry.get("certificates", [])
+        if not isinstance(certificates, list) or not all(
+            isinstance(c, str) and "BEGIN CERTIFICATE" in c for c in certificates
+        ):
+            raise ConfigError(f"{where}.certificates: expected a list of PEM certificates")
+        secret = entry.get("clientSecret")
+        if not secret and not certificates:
+            raise ConfigError(f"{where}: needs a clientSecret or certificates")
         clients.append(
             OAuthClient(
                 tenant_id=str(_require(entry, "tenantId", where)),
                 client_id=str(_require(entry, "clientId", where)),
-                client_secret=str(_require(entry, "clientSecret", where)),
+                client_secret=str(secret) if secret else None,
+                certificates=tuple(certificates),
                 mailboxes=check_known(
                     _addresses(entry.get("mailboxes", ["*"]), f"{where}.mailboxes"),
                     f"{where}.mailboxes",
@@ -181,7 +201,11 @@ def parse_config(raw: dict[str, Any]) -> SimConfig:
     lifetime = raw.get("tokenLifetimeSeconds", DEFAULT_TOKEN_LIFETIME_S)
     if not isinstance(lifetime, int) or lifetime < 1:
         raise ConfigError("tokenLifetimeSeconds: expected a positive integer")
+    level = raw.get("ntlmCompatibilityLevel", DEFAULT_NTLM_COMPATIBILITY_LEVEL)
+    if not isinstance(level, int) or isinstance(level, bool) or not 0 <= level <= 5:
+        raise ConfigError("ntlmCompatibilityLevel: expected an integer from 0 to 5")
     return SimConfig(
+        ntlm_compatibility_level=level,
         mailboxes=tuple(mailboxes),
         service_accounts=tuple(accounts),
         oauth_clients=tuple(clients),
@@ -217,12 +241,18 @@ def build_store(config: SimConfig) -> ExchangeStore:
 
 DEMO_TENANT = "7d3c1a52-3f8e-4a53-9a55-c0b1a5e0d0a1"
 DEMO_CLIENT = "5b0f6c8e-6f0c-4d1e-8f55-2a9b7d1e4c33"
+# The application an administrator switches the on-premises connection to OAuth with.
+DEMO_EWS_CLIENT = "8c2d4e6f-1a3b-4c5d-9e7f-0b1c2d3e4f5a"
+DEMO_EWS_CLIENT_SECRET = "ews-demo-secret"
+DEMO_EWS_MAILBOXES = 3  # the first mailboxes: the ones ``make run`` puts on EWS
 
 
-def demo_config() -> dict[str, Any]:
+def demo_config(*, ews_app_certificate: str | None = None) -> dict[str, Any]:
     """The demo organization ``make run`` starts: contoso.test with a few staff mailboxes in
     different time zones, an EWS service account with impersonation rights, an OAuth client
-    for Graph, and a booking-platform secret for the demo org."""
+    for Graph, an OAuth client for EWS (the first three mailboxes; a client secret and, when
+    given, the PEM certificate ``ews_app_certificate``), and a booking-platform secret for the
+    demo org."""
     staff = [
         ("ann@contoso.test", "Ann Lee", "America/Toronto"),
         ("bob@contoso.test", "Bob Ray", "America/Toronto"),
@@ -249,7 +279,14 @@ def demo_config() -> dict[str, Any]:
                 "clientId": DEMO_CLIENT,
                 "clientSecret": "graph-demo-secret",
                 "mailboxes": ["*"],
-            }
+            },
+            {
+                "tenantId": DEMO_TENANT,
+                "clientId": DEMO_EWS_CLIENT,
+                "clientSecret": DEMO_EWS_CLIENT_SECRET,
+                "certificates": [ews_app_certificate] if ews_app_certificate else [],
+                "mailboxes": [address for address, _, _ in staff[:DEMO_EWS_MAILBOXES]],
+            },
         ],
         "bookingPlatform": {"secrets": {"demo-org": "demo-webhook-secret"}},
         "tokenLifetimeSeconds": DEFAULT_TOKEN_LIFETIME_S,

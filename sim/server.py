@@ -446,8 +446,8 @@ def start_simulator(
     ``ews_max_concurrency`` is the EWSMaxConcurrency of every throttling budget."""
     sim_config = config if isinstance(config, SimConfig) else load_config(config)
     store = build_store(sim_config)
-    issuer = TokenIssuer(sim_config)
-    authenticator = Authenticator(sim_config, issuer)
+    issuer = TokenIssuer(sim_config, on_issue=store.count)
+    authenticator = Authenticator(sim_config, issuer, on_logon=store.count)
     temp_dir = Path(tempfile.mkdtemp(prefix="sim-"))
     servers: list[SimHTTPServer] = []
     closers: list[Callable[[], None]] = []

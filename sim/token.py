@@ -3,11 +3,14 @@
 
 Tokens are JWT-shaped (header.claims.signature, HMAC-SHA256 with a per-process key) so clients
 that peek at ``exp`` work; only this process can verify them. Grants:
-- client_credentials for configured OAuth clients → an "app" principal reaching the client's
-  mailboxes;
+- client_credentials for configured OAuth clients, with the client secret or a certificate
+  credential (a JWT client assertion signed with a registered certificate's key,
+  ``verify_client_assertion``) → an "app" principal reaching the client's mailboxes;
 - password (ROPC) for mailbox users → "user", and for service accounts → "service".
-Scopes pick the audience: ``https://graph.microsoft.com/.default`` (Graph) or
-``https://outlook.office365.com/.default`` (EWS). Revoking a client or user makes every token it
+Each client-credentials token issued is counted (``token:client-secret`` or
+``token:client-certificate`` per client id, ``/control/counters``). Scopes pick the audience:
+``https://graph.microsoft.com/.default`` (Graph) or ``https://outlook.office365.com/.default``
+(EWS). Revoking a client or user makes every token it
 holds answer 401 at the protocols (and refuses new ones until restored).
 """
 
@@ -27,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-from sim.config import SimConfig
+from sim.config import OAuthClient, SimConfig
 from sim.wire import Principal, SimRequest, SimResponse
 
 GRAPH_AUDIENCE = "https://graph.microsoft.com"
@@ -71,8 +74,11 @@ class TokenIssuer:
         *,
         lifetime_s: int | None = None,
         clock: Callable[[], float] = time.time,
+        on_issue: Callable[[str, str], None] | None = None,
     ) -> None:
         self.config = config
+        # Told (how, to whom) for each token issued: ("token:client-certificate", client id).
+        self._on_issue = on_issue
         self.lifetime_s = lifetime_s or config.token_lifetime_s
         self.clock = clock
         self._key = secrets.token_bytes(32)
@@ -98,9 +104,7 @@ class TokenIssuer:
             f"Use {GRAPH_AUDIENCE}/.default or {EWS_AUDIENCE}/.default.",
         )
 
-    def issue_client_credentials(
-        self, tenant: str, client_id: str, client_secret: str, scope: str | None
-    ) -> IssuedToken:
+    def _client(self, tenant: str, client_id: str) -> OAuthClient:
         client = self.config.oauth_client(client_id)
         if client is None or client.tenant_id.lower() != tenant.lower():
             raise TokenError(
@@ -109,17 +113,50 @@ class TokenIssuer:
                 f"AADSTS700016: Application with identifier '{client_id}' was not found in the "
                 f"directory '{tenant}'.",
             )
-        if not hmac.compare_digest(client.client_secret, client_secret):
+        return client
+
+    def issue_client_credentials(
+        self, tenant: str, client_id: str, client_secret: str, scope: str | None
+    ) -> IssuedToken:
+        client = self._client(tenant, client_id)
+        if client.client_secret is None or not hmac.compare_digest(
+            client.client_secret.encode(), client_secret.encode()
+        ):
             raise TokenError(
                 401,
                 "invalid_client",
                 "AADSTS7000215: Invalid client secret provided.",
             )
+        return self._issue_app(client, tenant, scope, how="token:client-secret")
+
+    def issue_client_assertion(
+        self,
+        tenant: str,
+        client_id: str,
+        assertion: str,
+        scope: str | None,
+        *,
+        token_endpoint: str,
+    ) -> IssuedToken:
+        """client_credentials with a certificate: ``assertion`` is the JWT the client signed
+        with its certificate's key (see ``verify_client_assertion``)."""
+        claimed = client_id or _unverified_claims(assertion).get("iss", "")
+        client = self._client(tenant, str(claimed))
+        verify_client_assertion(assertion, client, token_endpoint=token_endpoint, now=self.clock())
+        return self._issue_app(client, tenant, scope, how="token:client-certificate")
+
+    def _issue_app(
+        self, client: OAuthClient, tenant: str, scope: str | None, *, how: str
+    ) -> IssuedToken:
+        client_id = client.client_id
         audience = self._audience(scope)
         principal = Principal(
             kind="app", name=client_id, auth_scheme="bearer", app_mailboxes=client.mailboxes
         )
-        return self._issue(principal, audience, tenant)
+        issued = self._issue(principal, audience, tenant)
+        if self._on_issue is not None:
+            self._on_issue(how, client_id)
+        return issued
 
     def issue_password(
         self, tenant: str, username: str, password: str, scope: str | None
@@ -283,7 +320,11 @@ class TokenEndpoint:
             "jwks_uri": f"{base}/discovery/v2.0/keys",
             "response_types_supported": ["code", "id_token", "code id_token", "token id_token"],
             "scopes_supported": ["openid", "profile", "email", "offline_access"],
-            "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+            "token_endpoint_auth_methods_supported": [
+                "client_secret_post",
+                "client_secret_basic",
+                "private_key_jwt",
+            ],
             "grant_types_supported": ["client_credentials", "password"],
             "tenant_region_scope": "NA",
         }
@@ -313,7 +354,21 @@ class TokenEndpoint:
                 return _oauth_error(401, "invalid_client", "Malformed client authentication.")
         grant = form.get("grant_type")
         try:
-            if grant == "client_credentials":
+            if grant == "client_credentials" and "client_assertion" in form:
+                if form.get("client_assertion_type") != CLIENT_ASSERTION_TYPE:
+                    raise TokenError(
+                        400,
+                        "invalid_request",
+                        f"AADSTS50012: client_assertion_type must be {CLIENT_ASSERTION_TYPE}.",
+                    )
+                issued = self.issuer.issue_client_assertion(
+                    tenant,
+                    client_id,
+                    form["client_assertion"],
+                    form.get("scope"),
+                    token_endpoint=f"{self.base_url}/{tenant}/oauth2/v2.0/token",
+                )
+            elif grant == "client_credentials":
                 issued = self.issuer.issue_client_credentials(
                     tenant, client_id, client_secret, form.get("scope")
                 )
@@ -336,6 +391,125 @@ class TokenEndpoint:
             "access_token": issued.access_token,
         }
         return SimResponse(200, json.dumps(answer).encode(), headers={"Cache-Control": "no-store"})
+
+
+CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+# Clock skew Entra ID allows around an assertion's nbf and exp.
+ASSERTION_SKEW_S = 300
+
+
+def _invalid_assertion(code: str, text: str) -> TokenError:
+    return TokenError(401, "invalid_client", f"AADSTS{code}: {text}")
+
+
+def _unverified_claims(assertion: str) -> dict[str, Any]:
+    try:
+        claims = json.loads(_unb64url(assertion.split(".")[1]))
+    except (IndexError, ValueError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def _thumbprints(pem: str) -> dict[bytes, Any]:
+    """The SHA-1 (``x5t``) and SHA-256 (``x5t#S256``) thumbprints of a registered certificate's
+    DER form, each naming its public key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    certificate = x509.load_pem_x509_certificate(pem.encode())
+    key = certificate.public_key()
+    return {
+        certificate.fingerprint(hashes.SHA1()): key,  # noqa: S303 (the x5t header)
+        certificate.fingerprint(hashes.SHA256()): key,
+    }
+
+
+def _thumbprint_bytes(value: Any) -> bytes | None:
+    """A thumbprint header's bytes. The documentation says base64url; MSAL sends standard
+    base64 with padding, which Entra ID accepts as well: both are read."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.rstrip("=").replace("+", "-").replace("/", "_")
+    try:
+        return _unb64url(text)
+    except ValueError:
+        return None
+
+
+def verify_client_assertion(
+    assertion: str, client: OAuthClient, *, token_endpoint: str, now: float
+) -> None:
+    """Check a certificate credential as Microsoft identity platform does
+    (https://learn.microsoft.com/entra/identity-platform/certificate-credentials): a JWT whose
+    header has ``alg`` RS256 or PS256 and names the certificate by ``x5t`` (base64url SHA-1
+    thumbprint) or ``x5t#S256`` (SHA-256); claims ``aud`` = the token endpoint, ``iss`` = ``sub``
+    = the client id, ``exp`` and ``nbf`` around now, a ``jti``; signed with the private key of a
+    certificate registered for the client. Raises ``TokenError`` naming what failed."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    parts = assertion.split(".")
+    try:
+        if len(parts) != 3:
+            raise ValueError("not three parts")
+        header = json.loads(_unb64url(parts[0]))
+        claims = json.loads(_unb64url(parts[1]))
+        signature = _unb64url(parts[2])
+        if not isinstance(header, dict) or not isinstance(claims, dict):
+            raise ValueError("not JSON objects")
+    except ValueError:
+        raise _invalid_assertion("50027", "JWT token is invalid or malformed.") from None
+    algorithm = header.get("alg")
+    if algorithm not in ("RS256", "PS256"):
+        raise _invalid_assertion(
+            "5002738", f"Invalid JWT token. '{algorithm}' is not a supported signature algorithm."
+        )
+    thumbprint = header.get("x5t#S256") or header.get("x5t")
+    registered: dict[bytes, Any] = {}
+    for pem in client.certificates:
+        registered.update(_thumbprints(pem))
+    named = _thumbprint_bytes(thumbprint)
+    key = registered.get(named) if named else None
+    if key is None or not isinstance(key, rsa.RSAPublicKey):
+        raise _invalid_assertion(
+            "700027",
+            f"The certificate with identifier used to sign the client assertion is not "
+            f"registered on application. [Reason - The key was not found., Thumbprint of key "
+            f"used by client: '{thumbprint}']",
+        )
+    signed = f"{parts[0]}.{parts[1]}".encode()
+    chosen = (
+        padding.PKCS1v15()
+        if algorithm == "RS256"
+        else padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.AUTO)
+    )
+    try:
+        key.verify(signature, signed, chosen, hashes.SHA256())
+    except InvalidSignature:
+        raise _invalid_assertion(
+            "700027", "Client assertion failed signature validation."
+        ) from None
+    if claims.get("iss") != client.client_id or claims.get("sub") != client.client_id:
+        raise _invalid_assertion(
+            "700021",
+            "Client assertion application identifier doesn't match 'client_id' parameter.",
+        )
+    if str(claims.get("aud", "")).rstrip("/").lower() != token_endpoint.rstrip("/").lower():
+        raise _invalid_assertion(
+            "70002",
+            f"Client assertion audience claim does not match the token endpoint {token_endpoint}.",
+        )
+    exp, nbf = claims.get("exp"), claims.get("nbf", claims.get("iat", now))
+    if (
+        not isinstance(exp, int | float)
+        or not isinstance(nbf, int | float)
+        or exp + ASSERTION_SKEW_S < now
+        or nbf - ASSERTION_SKEW_S > now
+    ):
+        raise _invalid_assertion("700024", "Client assertion is not within its valid time range.")
+    if not claims.get("jti"):
+        raise _invalid_assertion("50027", "JWT token is invalid or malformed (no jti).")
 
 
 def _oauth_error(status: int, error: str, description: str) -> SimResponse:

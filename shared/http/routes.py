@@ -213,8 +213,14 @@ PUT_CONNECTION = ApiRoute(
     description=(
         "An EWS connection (on-premises Exchange: URL, Basic/NTLM/OAuth, impersonation or "
         "delegate access) or a Graph connection (Exchange Online, app-only OAuth). The secret "
-        "is named by reference (a Key Vault secret name), never sent. Enabling a connection "
-        "re-queues the changes held back while it was disabled."
+        "is named by reference (a Key Vault secret name), never sent. NTLM sends NTLMv2 "
+        "responses unless `ntlmVersion` is `v1` (for a server that takes nothing newer). OAuth "
+        "(client credentials through azure-identity) uses a client secret, or with "
+        "`credentialType` `certificate` a certificate: the secret then holds the PEM "
+        "certificate with its unencrypted RSA private key. Saving a connection again with "
+        "other authentication (e.g. NTLM to OAuth) keeps every mailbox's sync state and every "
+        "appointment's event. Enabling a connection re-queues the changes held back while it "
+        "was disabled."
     ),
     request_body=ConnectionConfig,
     responses={

@@ -189,7 +189,14 @@ class MailboxSyncer:
         if connection is None or not connection.value.enabled:
             await self._finish(org, staff_id, found, pending_only=True)
             return SyncReport(SyncOutcome.SKIPPED, "the connection is disabled or missing")
-        gateway = self._gateways.for_connection(org, connection.value)
+        try:
+            gateway = self._gateways.for_connection(org, connection.value)
+        except AuthenticationFailed as refused:
+            # Credentials unusable before any call (a certificate secret that holds no
+            # certificate): the connection's health says so, as for a refusal by Exchange.
+            await self._auth_failed(org, connection, str(refused))
+            await self._finish(org, staff_id, found, pending_only=True)
+            return SyncReport(SyncOutcome.AUTH_FAILED, str(refused))
         if not isinstance(gateway, CalendarReader):
             await self._finish(org, staff_id, found, pending_only=True)
             return SyncReport(SyncOutcome.SKIPPED, "the connection's changes are pushed")

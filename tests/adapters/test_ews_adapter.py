@@ -26,7 +26,7 @@ import pytest
 
 from shared.bootstrap import calendar_gateway
 from shared.engine.marker import marker_for
-from shared.exchange.ews import EwsCalendarGateway, EwsConnectionNotSupported, EwsEndpoint
+from shared.exchange.ews import EwsCalendarGateway, EwsEndpoint
 from shared.exchange.ews.properties import (
     GLOBAL_OBJECT_ID_CLASS,
     calbridge_uid,
@@ -565,14 +565,6 @@ def test_the_composition_root_builds_an_ews_gateway_from_a_connection(
     finally:
         made.close()
     assert simulator.store.find_by_uid(BOB, ref.uid or "")
-
-
-def test_oauth_on_ews_is_refused_with_a_clear_message(simulator: RunningSimulator) -> None:
-    connection = _connection(
-        simulator, auth_type="oauth", username=None, tenant_id="t-1", client_id="c-1"
-    )
-    with pytest.raises(EwsConnectionNotSupported, match="authType: oauth"):
-        EwsCalendarGateway.from_connection(connection, "secret")
 
 
 def test_importing_the_app_and_the_composition_root_does_not_import_exchangelib() -> None:

@@ -28,12 +28,14 @@ from shared.exchange.common import (
 )
 from shared.exchange.ews import EwsCalendarGateway, EwsEndpoint
 from shared.exchange.marker_property import MARKER_PROPERTY_NAME, MARKER_PROPERTY_SET_ID
+from shared.exchange.oauth import ClientCredentials, TokenAuthority
 from shared.exchange.port import Attendee, CalendarGateway, ExchangeEvent
 from sim.ews.calendar_items import ews_item_id
 from sim.ews.ids import decode_item_id, encode_change_key
 from sim.people import Outlook
 from sim.server import RunningSimulator, start_simulator
 from sim.store import CalendarItem, ExtendedPropertyKey, Fault, iter_attendees
+from tests.certificates import self_signed
 from tests.contract.worlds import THROTTLE_SECONDS, ExchangeFault
 
 T = TypeVar("T")
@@ -46,12 +48,24 @@ MISSING_MAILBOX = "nobody@bank.example"
 MARKER_KEY = ExtendedPropertyKey(MARKER_PROPERTY_SET_ID.lower(), MARKER_PROPERTY_NAME, "String")
 
 AccessMode = Literal["impersonation", "delegate"]
+OAUTH_TENANT = "2b3c4d5e-6f70-4182-93a4-b5c6d7e8f901"
+OAUTH_CLIENT = "4c5d6e7f-8091-4a2b-8c3d-4e5f60718293"
+OAUTH_CERTIFICATE = self_signed("contract-ews-app")
 
 
 def world_config(access: AccessMode) -> dict[str, Any]:
-    """A simulator organization with the world's mailboxes and calbridge's service account."""
+    """A simulator organization with the world's mailboxes, calbridge's service account and an
+    application (``OAUTH_CLIENT``) registered with ``OAUTH_CERTIFICATE``."""
     mailboxes = (ORGANIZER, *ATTENDEES)
     return {
+        "oauthClients": [
+            {
+                "tenantId": OAUTH_TENANT,
+                "clientId": OAUTH_CLIENT,
+                "certificates": [OAUTH_CERTIFICATE.certificate_pem],
+                "mailboxes": ["*"],
+            }
+        ],
         "mailboxes": [
             {"address": address, "timeZone": "Europe/Berlin", "password": f"Pw!{index}"}
             for index, address in enumerate(mailboxes)
@@ -160,24 +174,38 @@ class SimulatorWorld:
         self._faulted.clear()
 
 
-def ews_gateway(sim: RunningSimulator, access: AccessMode) -> EwsCalendarGateway:
-    """calbridge's gateway for the simulator's EWS endpoint, signed in as the service account."""
-    return EwsCalendarGateway.for_endpoint(
-        EwsEndpoint(
+def ews_gateway(
+    sim: RunningSimulator, access: AccessMode, *, oauth: bool = False
+) -> EwsCalendarGateway:
+    """calbridge's gateway for the simulator's EWS endpoint, signed in as the service account
+    (NTLM), or with ``oauth`` as the application with its certificate."""
+    if oauth:
+        endpoint = EwsEndpoint(
+            url=sim.urls["ews"],
+            username="",
+            password="",
+            auth="oauth",
+            access=access,
+            oauth=ClientCredentials(
+                OAUTH_TENANT, OAUTH_CLIENT, OAUTH_CERTIFICATE.secret, kind="certificate"
+            ),
+            authority=TokenAuthority(sim.urls["token"], sim.ca_bundle),
+        )
+    else:
+        endpoint = EwsEndpoint(
             url=sim.urls["ews"],
             username=SERVICE_ACCOUNT,
             password=SERVICE_PASSWORD,
             auth="ntlm",
             access=access,
-        ),
-        connection_id=f"ews-{access}",
-    )
+        )
+    return EwsCalendarGateway.for_endpoint(endpoint, connection_id=f"ews-{access}")
 
 
 @contextmanager
-def simulated_ews_world(access: AccessMode) -> Iterator[SimulatorWorld]:
+def simulated_ews_world(access: AccessMode, *, oauth: bool = False) -> Iterator[SimulatorWorld]:
     with start_simulator(world_config(access), validate_ews=False) as sim:
-        gateway = ews_gateway(sim, access)
+        gateway = ews_gateway(sim, access, oauth=oauth)
         world = SimulatorWorld(
             sim=sim, gateway=gateway, ids=ews_item_id, internal_id=decode_item_id
         )
@@ -199,4 +227,11 @@ def ews_world(request: pytest.FixtureRequest) -> Iterator[SimulatorWorld]:
 def ews_delegate_world(request: pytest.FixtureRequest) -> Iterator[SimulatorWorld]:
     """The same with a service account that has delegate access to every mailbox."""
     with simulated_ews_world("delegate") as world:
+        yield world
+
+
+@contextmanager
+def ews_oauth_world(request: pytest.FixtureRequest) -> Iterator[SimulatorWorld]:
+    """The contract world reached as an application with a certificate (OAuth, impersonation)."""
+    with simulated_ews_world("impersonation", oauth=True) as world:
         yield world

@@ -21,6 +21,7 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
@@ -32,6 +33,7 @@ from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 from devhost.azurite import free_port
 from devhost.hostconfig import HostConfig, QueueOptions
 from devhost.runner import REPO_ROOT, FunctionsRunner
+from tests.waiting import wait_until
 
 SYNTHETIC_APP = textwrap.dedent(
     """
@@ -219,6 +221,7 @@ def test_python_m_devhost_starts_serves_and_stops_everything_on_a_signal(
                     assert f"{member['mailbox']:<24} {member['kind']:<5}" in demo.stdout
                     line = next(x for x in demo.stdout.splitlines() if member["mailbox"] in x)
                     assert role in line, demo.stdout
+                switch_the_ews_connection_to_oauth(local, environ)
 
             process.send_signal(stop_signal)
             assert process.wait(timeout=30) == 0
@@ -241,6 +244,60 @@ def test_python_m_devhost_starts_serves_and_stops_everything_on_a_signal(
     log = (tmp_path / "err.txt").read_text()
     assert str(local["signingSecret"]) not in log + output
     assert str(local["functionsKey"]) not in log + output
+
+
+def switch_the_ews_connection_to_oauth(local: dict[str, object], environ: dict[str, str]) -> None:
+    """The README's "Switching a connection to OAuth": ``onprem`` saved again with the
+    simulator's EWS application and the certificate ``make run`` made; the next booking on it
+    is written with a token got with that certificate."""
+    from sim.config import DEMO_EWS_CLIENT, DEMO_TENANT
+
+    sim = cast(dict[str, str], local["sim"])
+    url = urlsplit(str(local["functionsUrl"]))
+    body = {
+        "kind": "ews",
+        "ewsUrl": sim["ews"],
+        "authType": "oauth",
+        "tenantId": DEMO_TENANT,
+        "clientId": DEMO_EWS_CLIENT,
+        "credentialType": "certificate",
+        "secretReference": "dev-ews-app-certificate",
+        "accessMode": "impersonation",
+    }
+    connection = http.client.HTTPConnection("127.0.0.1", url.port, timeout=10)
+    connection.request(
+        "PUT",
+        "/api/orgs/dev/connections/onprem",
+        body=json.dumps(body),
+        headers={
+            "Content-Type": "application/json",
+            "x-functions-key": str(local["functionsKey"]),
+            "X-Calbridge-Admin-Key": str(local["adminKey"]),
+        },
+    )
+    answer = connection.getresponse()
+    assert answer.status == 200, answer.read()
+    connection.close()
+    demo = subprocess.run(
+        [sys.executable, "-m", "devhost.demo", "--appointment-id", "after-oauth"],
+        cwd=REPO_ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "ann@contoso.test" in demo.stdout
+
+    def token_by_certificate() -> bool:
+        with urllib.request.urlopen(f"{sim['control']}/counters", timeout=10) as response:  # noqa: S310
+            counters = json.loads(response.read())
+        # The new appointment's CreateItem was sent with a token got with the certificate.
+        return DEMO_EWS_CLIENT.lower() in counters.get("token:client-certificate", {}) and (
+            counters.get("ews:CreateItem", {}).get("ann@contoso.test", 0) >= 2
+        )
+
+    wait_until(token_by_certificate, 30, "the EWS booking written with a certificate's token")
 
 
 STUCK_APP = textwrap.dedent(

@@ -38,6 +38,7 @@ from shared.queues import APPOINTMENT_CHANGES
 from shared.store.records import ApplyProblemRecord
 from sim.server import RunningSimulator, start_simulator
 from sim.store import CalendarItem
+from tests.certificates import self_signed
 from tests.e2e.privacy import LogCapture, Sensitive, leaks, unplanted
 from tests.functions_harness import app_environment
 from tests.waiting import wait_until
@@ -52,6 +53,23 @@ SERVICE_PASSWORD = "Svc-pass:1"
 TENANT_ID = "7d0e0a55-41b4-4a0e-9f3c-0d1b2c3d4e5f"
 CLIENT_ID = "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e5f"
 CLIENT_SECRET = "graph~client~secret"
+# An application registered for the on-premises mailboxes, for switching ``onprem`` to OAuth:
+# it has a client secret and a certificate.
+EWS_APP_CLIENT_ID = "0a9b8c7d-6e5f-4a3b-8c2d-1e0f9a8b7c6d"
+EWS_APP_SECRET = "ews~app~secret"
+EWS_APP_CERTIFICATE = self_signed("e2e-ews-app")
+# The Graph application's certificate, for switching ``cloud`` from its secret to it.
+GRAPH_APP_CERTIFICATE = self_signed("e2e-graph-app")
+_KEY_LINES = EWS_APP_CERTIFICATE.key_pem.splitlines()
+EWS_APP_SECRETS = {
+    "e2e-ews-app-secret": EWS_APP_SECRET,
+    "e2e-ews-app-certificate": EWS_APP_CERTIFICATE.secret,
+    # What an operator might paste by mistake: the key cut short, then the certificate.
+    "e2e-ews-app-broken-certificate": "\n".join(_KEY_LINES[:6] + _KEY_LINES[-1:])
+    + "\n"
+    + EWS_APP_CERTIFICATE.certificate_pem,
+    "e2e-graph-certificate": GRAPH_APP_CERTIFICATE.secret,
+}
 
 # staff id → mailbox; the "ews" staff live on the on-premises connection, "graph" staff online.
 STAFF = {
@@ -91,8 +109,16 @@ def simulator_config() -> dict[str, Any]:
                 "tenantId": TENANT_ID,
                 "clientId": CLIENT_ID,
                 "clientSecret": CLIENT_SECRET,
+                "certificates": [GRAPH_APP_CERTIFICATE.certificate_pem],
                 "mailboxes": list(STAFF["graph"].values()),
-            }
+            },
+            {
+                "tenantId": TENANT_ID,
+                "clientId": EWS_APP_CLIENT_ID,
+                "clientSecret": EWS_APP_SECRET,
+                "certificates": [EWS_APP_CERTIFICATE.certificate_pem],
+                "mailboxes": list(STAFF["ews"].values()),
+            },
         ],
         "bookingPlatform": {"secrets": {ORG: SIGNING_SECRET}},
     }
@@ -180,6 +206,7 @@ def sensitive() -> Sensitive:
             OPERATOR_KEY,
             SERVICE_PASSWORD,
             CLIENT_SECRET,
+            *EWS_APP_SECRETS.values(),  # (a PEM is watched line by line)
             *(mailbox_password(staff_id) for side in STAFF.values() for staff_id in side),
         ]
     )
@@ -258,6 +285,10 @@ def world(
     secrets = {
         environment_variable_for(connection_secret_name(ORG, "e2e-ews-password")): SERVICE_PASSWORD,
         environment_variable_for(connection_secret_name(ORG, "e2e-graph-secret")): CLIENT_SECRET,
+        **{
+            environment_variable_for(connection_secret_name(ORG, reference)): value
+            for reference, value in EWS_APP_SECRETS.items()
+        },
     }
     try:
         with app_environment(

@@ -187,6 +187,11 @@ def test_the_operator_may_allow_private_networks_and_loopback(
         ({k: v for k, v in EWS_CONNECTION.items() if k != "ewsUrl"}, "ewsUrl", "required"),
         ({**GRAPH_CONNECTION, "authType": "basic"}, "authType", "oauth"),
         ({**EWS_CONNECTION, "secretReference": "no/slashes"}, "secretReference", ""),
+        # A password is no certificate; an NTLM version means nothing to OAuth.
+        ({**EWS_CONNECTION, "credentialType": "certificate"}, "credentialType", "oauth"),
+        ({**GRAPH_CONNECTION, "credentialType": "pfx"}, "credentialType", ""),
+        ({**GRAPH_CONNECTION, "ntlmVersion": "v1"}, "ntlmVersion", "ntlm only"),
+        ({**EWS_CONNECTION, "ntlmVersion": "v3"}, "ntlmVersion", ""),
     ],
 )
 def test_an_invalid_connection_is_refused_naming_the_field(
@@ -449,3 +454,32 @@ def test_a_dead_lettered_webhook_can_be_replayed_once_and_a_delivered_one_cannot
         "POST", f"/api/orgs/{ORG}/webhooks/nope/replay", headers={ADMIN_KEY_HEADER: ORG_KEY}
     )
     assert missing.status_code == 404
+
+
+def test_oauth_with_a_certificate_and_ntlm_v1_are_saved_and_switching_keeps_the_mailboxes(
+    app: None,
+) -> None:
+    response = admin_put(f"{ORG}/connections/onprem", {**EWS_CONNECTION, "ntlmVersion": "v1"})
+    assert response.status_code == 201, response.get_body()
+    assert connections()["onprem"].ntlm_version == "v1"
+    staff = {"connectionId": "onprem", "mailbox": "ann@acme.test", "timeZone": "Europe/Berlin"}
+    assert admin_put(f"{ORG}/staff/ann", staff).status_code == 201
+    before = mailboxes()["ann"]
+    oauth = {
+        "kind": "ews",
+        "ewsUrl": EWS_CONNECTION["ewsUrl"],
+        "authType": "oauth",
+        "tenantId": "tenant-1",
+        "clientId": "client-1",
+        "credentialType": "certificate",
+        "secretReference": "acme-ews-certificate",
+    }
+    response = admin_put(f"{ORG}/connections/onprem", oauth)
+    assert response.status_code == 200, response.get_body()
+    saved = connections()["onprem"]
+    assert (saved.auth_type, saved.credential_type, saved.ntlm_version) == (
+        "oauth",
+        "certificate",
+        None,
+    )
+    assert mailboxes()["ann"] == before

@@ -4,11 +4,14 @@ client, over one keep-alive connection), Bearer tokens for Graph and EWS, and 40
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import httpx
 import pytest
 import spnego
 
+from shared.exchange.ews.auth import ntlm_context
+from sim.auth import ntlm_refusal, ntlm_response_kind
 from sim.server import RunningSimulator
 from tests.sim.conftest import (
     ANN,
@@ -19,6 +22,7 @@ from tests.sim.conftest import (
     PASSWORDS,
     SERVICE,
     SimTokenCredential,
+    sample_config,
     user_credential,
 )
 
@@ -38,9 +42,19 @@ def basic(username: str, password: str) -> str:
 
 
 def ntlm_handshake(
-    client: httpx.Client, url: str, username: str, password: str, scheme: str = "NTLM"
+    client: httpx.Client,
+    url: str,
+    username: str,
+    password: str,
+    scheme: str = "NTLM",
+    version: str | None = None,
 ) -> httpx.Response:
-    context = spnego.client(username, password, protocol="ntlm")
+    """A genuine NTLM handshake on one connection; ``version`` "v1" or "v2" pins the response
+    the client sends (None: pyspnego's default, v2)."""
+    if version is None:
+        context = spnego.client(username, password, protocol="ntlm")
+    else:
+        context = ntlm_context(username, password, version)  # type: ignore[arg-type]
     negotiate = context.step()
     assert negotiate is not None
     first = client.post(
@@ -205,3 +219,80 @@ def test_client_token_revocation_hits_only_that_client(simulator: RunningSimulat
         assert simulator.issuer.verify(SimTokenCredential(simulator).get_token(GRAPH_SCOPE).token)
     finally:
         simulator.issuer.restore(CLIENT_ID)
+
+
+# --- LAN Manager authentication level ---------------------------------------------------------
+# https://learn.microsoft.com/previous-versions/windows/it-pro/windows-10/security/threat-protection/security-policy-settings/network-security-lan-manager-authentication-level
+# Server side: levels 0-3 accept LM, NTLM and NTLMv2 responses; 4 refuses LM; 5 refuses LM and
+# NTLM (NTLMv2 only). No level refuses NTLMv2.
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_at_the_default_level_both_ntlm_versions_are_accepted_and_told_apart(
+    simulator: RunningSimulator, version: str
+) -> None:
+    assert simulator.config.ntlm_compatibility_level == 3
+    simulator.store.reset_counters()
+    with httpx.Client() as client:
+        response = ntlm_handshake(
+            client, simulator.urls["ews"], SERVICE, PASSWORDS[SERVICE], version=version
+        )
+    assert response.status_code != 401
+    counters = simulator.store.counter_snapshot()
+    assert counters.get(f"auth:ntlm-{version}") == {SERVICE: 1}
+    other = "v2" if version == "v1" else "v1"
+    assert f"auth:ntlm-{other}" not in counters
+
+
+def test_level_5_refuses_ntlm_v1_and_accepts_ntlm_v2(start_sim: Any) -> None:
+    strict = start_sim(sample_config(ntlmCompatibilityLevel=5))
+    with httpx.Client() as client:
+        refused = ntlm_handshake(
+            client, strict.urls["ews"], SERVICE, PASSWORDS[SERVICE], version="v1"
+        )
+        assert refused.status_code == 401
+        # The refused connection stays unauthenticated.
+        again = client.post(strict.urls["ews"], content=SOAP_BODY, headers=SOAP_HEADERS)
+        assert again.status_code == 401
+    with httpx.Client() as client:
+        accepted = ntlm_handshake(
+            client, strict.urls["ews"], SERVICE, PASSWORDS[SERVICE], version="v2"
+        )
+        assert accepted.status_code != 401
+    assert "auth:ntlm-v1" not in strict.store.counter_snapshot()
+
+
+@pytest.mark.parametrize(
+    ("level", "kind", "refused"),
+    [
+        (0, "lm", False),
+        (3, "lm", False),
+        (3, "v1", False),
+        (4, "lm", True),
+        (4, "v1", False),
+        (5, "lm", True),
+        (5, "v1", True),
+        *[(level, "v2", False) for level in range(6)],
+    ],
+)
+def test_which_responses_each_level_refuses(level: int, kind: str, refused: bool) -> None:
+    assert (ntlm_refusal(level, kind) is not None) is refused
+
+
+def test_the_response_kind_is_read_from_the_nt_response_length() -> None:
+    def authenticate(nt_length: int) -> bytes:
+        header = b"NTLMSSP\x00" + (3).to_bytes(4, "little") + bytes(8)
+        return header + nt_length.to_bytes(2, "little") + bytes(6) + bytes(40)
+
+    assert ntlm_response_kind(authenticate(0)) == "lm"
+    assert ntlm_response_kind(authenticate(24)) == "v1"
+    assert ntlm_response_kind(authenticate(130)) == "v2"
+    assert ntlm_response_kind(b"NTLMSSP\x00") == ""
+
+
+@pytest.mark.parametrize("level", [-1, 6, "5", True])
+def test_an_out_of_range_level_is_a_config_error(level: Any) -> None:
+    from sim.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match="ntlmCompatibilityLevel"):
+        parse_config(sample_config(ntlmCompatibilityLevel=level))

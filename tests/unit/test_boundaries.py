@@ -106,8 +106,8 @@ def offenders(rule: str, allowed_in: tuple[str, ...], *libraries: str) -> list[s
         ),
         ("Key Vault behind the config", ("shared/config.py",), ("azure.keyvault",)),
         (
-            "azure-identity for Graph and Key Vault",
-            ("shared/exchange/graph/", "shared/config.py"),
+            "azure-identity for OAuth to Exchange and Key Vault",
+            ("shared/exchange/oauth.py", "shared/exchange/graph/", "shared/config.py"),
             ("azure.identity",),
         ),
         (

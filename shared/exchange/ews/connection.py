@@ -33,6 +33,7 @@ Why each choice (measured with exchangelib 5.6 against the simulator):
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -55,8 +56,17 @@ from exchangelib.errors import SessionPoolMinSizeReached
 from exchangelib.folders import Calendar, Root
 from exchangelib.properties import DistinguishedFolderId
 from exchangelib.protocol import Protocol
+from exchangelib.transport import NOAUTH
 
 from shared.exchange.common import DEFAULT_CALL_DEADLINE_S
+from shared.exchange.ews.auth import BearerTokenAuth, NtlmAuth
+from shared.exchange.oauth import (
+    ClientCredentials,
+    IsolatedTokenCredential,
+    TokenAuthority,
+    client_credential,
+)
+from shared.models import NtlmVersion
 
 # Exchange Server 2016 CU23. Its EWS schema (Exchange2016) is what 2016, 2019 and Subscription
 # Edition all serve, so one build fits every supported on-premises server.
@@ -66,22 +76,27 @@ DEFAULT_MAX_CONNECTIONS: Final = 4
 # the message come back (ExchangeUnavailable) rather than hold its slot.
 DEFAULT_TIMEOUT_S: Final = 30.0
 
-AuthKind = Literal["basic", "ntlm"]
+AuthKind = Literal["basic", "ntlm", "oauth"]
 AccessKind = Literal["impersonation", "delegate"]
-_AUTH_TYPES: Final = {"basic": BASIC, "ntlm": NTLM}
+# OAuth: exchangelib sends no credentials of its own; the session carries ``BearerTokenAuth``.
+_AUTH_TYPES: Final = {"basic": BASIC, "ntlm": NTLM, "oauth": NOAUTH}
 _ACCESS_TYPES: Final = {"impersonation": IMPERSONATION, "delegate": DELEGATE}
 
 
 @dataclass(frozen=True)
 class EwsEndpoint:
-    """How to reach one EWS service as one service account. ``password`` is the resolved secret:
-    kept out of ``repr`` so a logged endpoint never shows it."""
+    """How to reach one EWS service as one service account (Basic, NTLM) or application
+    (OAuth). ``password`` is the resolved secret: kept out of ``repr`` so a logged endpoint never
+    shows it. OAuth takes ``oauth`` (the application's credentials) and ``authority`` instead."""
 
     url: str
     username: str
     password: str = field(repr=False)
     auth: AuthKind = "ntlm"
     access: AccessKind = "impersonation"
+    ntlm_version: NtlmVersion = "v2"
+    oauth: ClientCredentials | None = None
+    authority: TokenAuthority = field(default_factory=TokenAuthority)
     server_build: tuple[int, ...] = DEFAULT_SERVER_BUILD
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     timeout_s: float = DEFAULT_TIMEOUT_S
@@ -90,6 +105,8 @@ class EwsEndpoint:
     def __post_init__(self) -> None:
         if self.auth not in _AUTH_TYPES:
             raise ValueError(f"unsupported EWS authentication {self.auth!r}")
+        if (self.auth == "oauth") != (self.oauth is not None):
+            raise ValueError("oauth credentials go with auth 'oauth', and only with it")
         if self.access not in _ACCESS_TYPES:
             raise ValueError(f"unsupported EWS access mode {self.access!r}")
         if not 2 <= len(self.server_build) <= 4:
@@ -108,8 +125,31 @@ class SteadyPoolProtocol(Protocol):
     gateway at once, and a connection-count refusal surfaces as an error instead of looping.
     """
 
+    # Turns the auth exchangelib made for a new session into the connection's own (NTLM with
+    # its version, a bearer token); None keeps exchangelib's (Basic).
+    session_auth: Callable[[Any], Any] | None = None
+
     def decrease_poolsize(self) -> None:
         raise SessionPoolMinSizeReached("calbridge keeps its session pool at its size")
+
+    def create_session(self) -> Any:
+        session = super().create_session()
+        if self.session_auth is not None:
+            session.auth = self.session_auth(session.auth)
+        return session
+
+
+def session_auth(
+    endpoint: EwsEndpoint, credential: IsolatedTokenCredential | None
+) -> Callable[[Any], Any] | None:
+    """What each new session of the endpoint authenticates with (see ``ews.auth``)."""
+    if endpoint.auth == "ntlm":
+        version = endpoint.ntlm_version
+        # exchangelib's HttpNtlmAuth carries the user name as exchangelib spells it for NTLM.
+        return lambda made: NtlmAuth(made.username, made.password, version)
+    if credential is not None:
+        return lambda _made: BearerTokenAuth(credential)
+    return None
 
 
 class EwsConnection:
@@ -122,13 +162,24 @@ class EwsConnection:
         self._calendars: dict[str, Calendar] = {}
         self._config = Configuration(
             service_endpoint=endpoint.url,
-            credentials=Credentials(endpoint.username, endpoint.password),
+            credentials=(
+                None
+                if endpoint.auth == "oauth"
+                else Credentials(endpoint.username, endpoint.password)
+            ),
             auth_type=_AUTH_TYPES[endpoint.auth],
             version=Version(build=Build(*endpoint.server_build)),
             retry_policy=FailFast(),
             max_connections=endpoint.max_connections,
         )
         self.protocol = self._own_protocol()
+        # OAuth: one credential per connection, its token cache serving every session.
+        self._credential = (
+            IsolatedTokenCredential(client_credential(endpoint.oauth, endpoint.authority))
+            if endpoint.oauth is not None
+            else None
+        )
+        self.protocol.session_auth = session_auth(endpoint, self._credential)
         self.protocol.TIMEOUT = endpoint.timeout_s
         self.executor = ThreadPoolExecutor(
             max_workers=endpoint.max_connections, thread_name_prefix="ews"
@@ -191,3 +242,5 @@ class EwsConnection:
         if cached is not None and cached[0] is self.protocol:
             del Protocol[self._config]
         self.protocol.close()
+        if self._credential is not None:
+            self._credential.close_blocking()

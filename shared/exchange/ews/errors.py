@@ -33,6 +33,7 @@ from exchangelib.errors import (
     UnauthorizedError,
 )
 
+from shared.exchange.oauth import token_error
 from shared.exchange.port import (
     AccessDenied,
     AuthenticationFailed,
@@ -101,6 +102,9 @@ def calendar_error(error: BaseException, *, operation: str, mailbox: str) -> Cal
     where = f"EWS {operation} for {mailbox}"
     if isinstance(error, CalendarError):
         return error
+    refused_token = token_error(error, where=where, mailbox=mailbox)
+    if refused_token is not None:
+        return refused_token
     if isinstance(error, ErrorServerBusy):
         if not throttled_by_exchange(error):
             return ExchangeUnavailable(f"{where}: the server failed (HTTP)", mailbox=mailbox)

@@ -41,6 +41,7 @@ reported. Without a change key the update overwrites (``AlwaysOverwrite``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -95,6 +96,7 @@ from shared.exchange.ews.properties import (
     calbridge_uid,
     clean_global_object_id,
 )
+from shared.exchange.oauth import TokenAuthority, connection_credentials
 from shared.exchange.port import (
     CalendarChanges,
     EventDraft,
@@ -176,42 +178,50 @@ class EwsCalendarGateway:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         account_secrets: Mapping[str, str] | None = None,
         budget_for: BudgetFor | None = None,
+        authority: TokenAuthority | None = None,
     ) -> EwsCalendarGateway:
         """The gateway of an EWS connection; ``secret`` is the resolved password of its service
-        account, ``account_secrets`` those of each of its ``serviceAccounts`` (by secret
-        reference). ``budget_for`` is used with delegate access only. Builds objects only:
-        nothing is sent until the first port call."""
+        account (``account_secrets``: those of each of its ``serviceAccounts``, by secret
+        reference), or for OAuth its application's client secret or PEM certificate with key
+        (tokens from ``authority``, Microsoft's by default). ``budget_for`` is used with
+        delegate access only. Builds objects only: nothing is sent until the first port call."""
         if connection.kind != "ews":
             raise EwsConnectionNotSupported(f"kind: not an EWS connection ({connection.kind!r})")
         if connection.ews_url is None:
             raise EwsConnectionNotSupported("ewsUrl: an EWS connection needs the service URL")
-        if connection.auth_type not in ("basic", "ntlm"):
-            raise EwsConnectionNotSupported(
-                f"authType: {connection.auth_type} is not supported for EWS yet (use basic or ntlm)"
-            )
-        accounts = connection.accounts()
-        if not accounts:
-            raise EwsConnectionNotSupported("username: basic and ntlm need the service account")
-        passwords = dict(account_secrets or {})
-        if len(accounts) == 1:
-            passwords.setdefault(accounts[0].secret_reference, secret)
-        missing = [a.secret_reference for a in accounts if a.secret_reference not in passwords]
-        if missing:
-            raise EwsConnectionNotSupported(
-                f"serviceAccounts: no secret resolved for {', '.join(missing)}"
-            )
-        endpoints = [
-            EwsEndpoint(
-                url=connection.ews_url,
-                username=account.username,
-                password=passwords[account.secret_reference],
-                auth=connection.auth_type,
-                access=connection.access_mode,
-                server_build=server_build,
-                max_connections=max_connections,
-            )
-            for account in accounts
-        ]
+        endpoint = functools.partial(
+            EwsEndpoint,
+            url=connection.ews_url,
+            auth=connection.auth_type,
+            access=connection.access_mode,
+            authority=authority or TokenAuthority(),
+            server_build=server_build,
+            max_connections=max_connections,
+        )
+        if connection.auth_type == "oauth":
+            # One application: its tokens, no password, no service accounts.
+            oauth = connection_credentials(connection, secret, connection_id=connection_id)
+            endpoints = [endpoint(username="", password="", oauth=oauth)]
+        else:
+            accounts = connection.accounts()
+            if not accounts:
+                raise EwsConnectionNotSupported("username: basic and ntlm need the service account")
+            passwords = dict(account_secrets or {})
+            if len(accounts) == 1:
+                passwords.setdefault(accounts[0].secret_reference, secret)
+            missing = [a.secret_reference for a in accounts if a.secret_reference not in passwords]
+            if missing:
+                raise EwsConnectionNotSupported(
+                    f"serviceAccounts: no secret resolved for {', '.join(missing)}"
+                )
+            endpoints = [
+                endpoint(
+                    username=account.username,
+                    password=passwords[account.secret_reference],
+                    ntlm_version=connection.ntlm_version or "v2",
+                )
+                for account in accounts
+            ]
         return cls(
             [EwsConnection(endpoint) for endpoint in endpoints],
             connection_id=connection_id,

@@ -12,18 +12,10 @@ from __future__ import annotations
 
 from typing import Final
 
-from shared.exchange.common import (
-    DEFAULT_RETRY_AFTER_S,
-    error_for_http_status,
-    parse_retry_after,
-)
+from shared.exchange.common import error_for_http_status, parse_retry_after
 from shared.exchange.graph.session import GraphReply
-from shared.exchange.port import (
-    AuthenticationFailed,
-    CalendarError,
-    ExchangeUnavailable,
-    RetryAfter,
-)
+from shared.exchange.oauth import token_error
+from shared.exchange.port import CalendarError, ExchangeUnavailable
 
 # 404 codes that mean the user (mailbox) is unknown rather than the item.
 _MAILBOX_MISSING: Final = frozenset(
@@ -64,35 +56,15 @@ def reply_error(reply: GraphReply, *, operation: str, mailbox: str) -> CalendarE
 def exception_error(error: BaseException, *, operation: str, mailbox: str) -> CalendarError | None:
     """The port error for an exception raised while sending (None: not ours to translate).
 
-    A refusal by the token endpoint (an answer with a 4xx status) means the connection's
-    credentials are wrong or revoked — except 429 (Entra ID throttling: ``RetryAfter``) and 408;
-    no answer at all, or a 5xx, means it is unreachable.
+    Token failures are read by the rule both adapters share (``shared.exchange.oauth.token_error``);
+    no answer from Graph itself, or a timeout, means it is unreachable.
     """
     import httpx
-    from azure.core.exceptions import AzureError, ClientAuthenticationError
 
     where = f"Graph {operation} for {mailbox}"
-    if isinstance(error, ClientAuthenticationError):
-        status = getattr(error.response, "status_code", None)
-        if status == 429:
-            headers = getattr(error.response, "headers", None) or {}
-            seconds = parse_retry_after(headers.get("Retry-After"))
-            return RetryAfter(
-                DEFAULT_RETRY_AFTER_S if seconds is None else seconds,
-                mailbox=mailbox,
-                detail=f"{where}: the token endpoint is throttling (HTTP 429)",
-            )
-        if isinstance(status, int) and 400 <= status < 500 and status != 408:
-            return AuthenticationFailed(
-                f"{where}: the token endpoint refused the client credentials (HTTP {status})",
-                mailbox=mailbox,
-            )
-        return ExchangeUnavailable(f"{where}: the token endpoint is unreachable", mailbox=mailbox)
-    if isinstance(error, AzureError):
-        # No usable answer from the token endpoint: not reached (ServiceRequestError), the
-        # connection dropped or timed out after the request went (ServiceResponseError), or an
-        # answer cut short (HttpResponseError / IncompleteReadError).
-        return ExchangeUnavailable(f"{where}: the token endpoint is unreachable", mailbox=mailbox)
+    translated = token_error(error, where=where, mailbox=mailbox)
+    if translated is not None:
+        return translated
     if isinstance(error, httpx.TimeoutException):
         return ExchangeUnavailable(f"{where}: timed out", mailbox=mailbox)
     if isinstance(error, httpx.TransportError):

@@ -65,6 +65,7 @@ from shared.exchange.graph.session import (
     GraphSession,
 )
 from shared.exchange.marker_property import graph_marker_filter
+from shared.exchange.oauth import connection_credentials
 from shared.exchange.port import (
     CalendarChanges,
     CalendarError,
@@ -133,13 +134,12 @@ class GraphCalendarGateway:
         connection_id: str = "graph",
         page_size: int = DEFAULT_PAGE_SIZE,
     ) -> GraphCalendarGateway:
-        """The gateway of a Graph connection; ``secret`` is the resolved client secret and
-        ``endpoints`` where Graph is (``GraphEndpoints.from_settings``; default: Microsoft's)."""
+        """The gateway of a Graph connection; ``secret`` is the resolved client secret (or PEM
+        certificate with its key, for ``credentialType`` certificate) and ``endpoints`` where
+        Graph is (``GraphEndpoints.from_settings``; default: Microsoft's)."""
         if connection.kind != "graph":
             raise ValueError(f"not a Graph connection (kind {connection.kind!r})")
-        if not (connection.tenant_id and connection.client_id):
-            raise ValueError("a Graph connection needs tenantId and clientId")
-        credentials = GraphCredentials(connection.tenant_id, connection.client_id, secret)
+        credentials = connection_credentials(connection, secret, connection_id=connection_id)
         return cls(credentials, endpoints, connection_id=connection_id, page_size=page_size)
 
     async def aclose(self) -> None:

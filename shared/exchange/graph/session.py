@@ -14,9 +14,9 @@ connections do). ``GraphClientPool`` therefore keeps one ``GraphSession`` per ga
 rebuilds it when called from a different running loop; the old loop's client is abandoned, not
 closed, since that loop may be gone (its sockets are freed by the garbage collector, with a
 ResourceWarning). The credential is not loop-bound: it runs on a loop of its own
-(``IsolatedTokenCredential``) and is kept, so tokens survive. Intended use: one gateway per
-process, used from one loop — the Functions worker's — and ``aclose()``-d there; a new loop per
-call works, at the price of new connections.
+(``shared.exchange.oauth.IsolatedTokenCredential``) and is kept, so tokens survive. Intended
+use: one gateway per process, used from one loop — the Functions worker's — and ``aclose()``-d
+there; a new loop per call works, at the price of new connections.
 """
 
 from __future__ import annotations
@@ -25,12 +25,17 @@ import asyncio
 import contextlib
 import json
 import ssl
-import threading
-from collections.abc import AsyncIterator, Coroutine
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
-from urllib.parse import urlsplit
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from shared.exchange.oauth import (
+    CONNECT_TIMEOUT_S,
+    ClientCredentials,
+    IsolatedTokenCredential,
+    TokenAuthority,
+    client_credential,
+)
 
 if TYPE_CHECKING:
     from kiota_abstractions.request_information import RequestInformation
@@ -38,23 +43,10 @@ if TYPE_CHECKING:
     from shared.config import Settings
 
 GRAPH_SCOPE: Final = "https://graph.microsoft.com/.default"
-# Authorities whose instance metadata Microsoft publishes; any other (the simulator) is used as
-# given, without the instance discovery call that would go to the internet.
-_KNOWN_AUTHORITIES: Final = frozenset(
-    {
-        "login.microsoftonline.com",
-        "login.microsoftonline.us",
-        "login.chinacloudapi.cn",
-        "login.microsoft.com",
-        "login.windows.net",
-        "sts.windows.net",
-    }
-)
-_CONNECT_TIMEOUT_S: Final = 10.0
+_CONNECT_TIMEOUT_S: Final = CONNECT_TIMEOUT_S
 DEFAULT_TIMEOUT_S: Final = 60.0
-T = TypeVar("T")
-# Token requests are rare (once per token lifetime per connection): a few threads serve them all.
-TOKEN_THREADS: Final = 4
+# Graph app-only credentials: the rule both adapters share (a client secret or a certificate).
+GraphCredentials = ClientCredentials
 
 
 @dataclass(frozen=True)
@@ -74,23 +66,17 @@ class GraphEndpoints:
         )
 
     @property
+    def token_authority(self) -> TokenAuthority:
+        return TokenAuthority(self.authority, self.ca_bundle)
+
+    @property
     def authority_host(self) -> str:
         """The authority as azure-identity takes it: host[:port], no scheme."""
-        text = self.authority.strip().rstrip("/")
-        return urlsplit(text).netloc if "://" in text else text
+        return self.token_authority.host
 
     @property
     def is_known_authority(self) -> bool:
-        return self.authority_host.lower() in _KNOWN_AUTHORITIES
-
-
-@dataclass(frozen=True)
-class GraphCredentials:
-    """App-only OAuth client credentials of one Graph connection. ``repr`` hides the secret."""
-
-    tenant_id: str
-    client_id: str
-    client_secret: str = field(repr=False)
+        return self.token_authority.is_known
 
 
 @dataclass(frozen=True)
@@ -115,84 +101,12 @@ class GraphReply:
         return ""
 
 
-class _TokenLoop:
-    """One event loop on a daemon thread where every Graph connection's token credential runs,
-    with a small thread pool of its own as that loop's default executor."""
-
-    _running: ClassVar[_TokenLoop | None] = None
-    _lock: ClassVar[threading.Lock] = threading.Lock()
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.loop.set_default_executor(
-            ThreadPoolExecutor(max_workers=TOKEN_THREADS, thread_name_prefix="graph-token")
-        )
-        threading.Thread(target=self.loop.run_forever, name="graph-token", daemon=True).start()
-
-    @classmethod
-    def shared(cls) -> _TokenLoop:
-        with cls._lock:
-            if cls._running is None:
-                cls._running = cls()
-            return cls._running
-
-    async def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Await ``coroutine`` on the token loop from any other loop (cancellation included)."""
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self.loop))
-
-
-class IsolatedTokenCredential:
-    """azure-identity's async credential, run on the token loop (``_TokenLoop``).
-
-    Its requests transport runs ``requests`` on its loop's *default executor*. Left on the
-    caller's loop, that executor is shared with anything else in the process, and a token
-    request queued behind other work would stall every Graph call; on the token loop, the
-    executor is the Graph tokens' own. The credential then also belongs to no caller's loop, so
-    one credential, and its token cache, serves every loop. kiota awaits ``get_token``.
-    """
-
-    def __init__(self, credential: Any) -> None:
-        self._credential = credential
-
-    async def get_token(self, *scopes: str, **options: Any) -> Any:
-        return await _TokenLoop.shared().run(self._credential.get_token(*scopes, **options))
-
-    async def close(self) -> None:
-        await _TokenLoop.shared().run(self._credential.close())
-
-
 def token_credential(
-    credentials: GraphCredentials, endpoints: GraphEndpoints
+    credentials: ClientCredentials, endpoints: GraphEndpoints
 ) -> IsolatedTokenCredential:
-    """azure-identity's async ``ClientSecretCredential`` for the connection, on the token loop.
-
-    Its token requests go through ``requests`` (which MSAL loads anyway) on a worker thread
-    instead of aiohttp: importing aiohttp costs ≈ 0.35 s of a cold start. No retries either: an
-    unreachable authority comes back at once as ``ExchangeUnavailable`` and the worker
-    re-queues, instead of backing off in here.
-    """
-    from azure.core.pipeline.transport import AsyncioRequestsTransport
-    from azure.identity.aio import ClientSecretCredential
-
-    # The same limits as Graph requests: azure-core's own default read timeout is 300 s, long
-    # enough for a hanging authority to hold a worker for five minutes.
-    transport_options: dict[str, Any] = {
-        "connection_timeout": _CONNECT_TIMEOUT_S,
-        "read_timeout": DEFAULT_TIMEOUT_S,
-    }
-    if endpoints.ca_bundle:
-        transport_options["connection_verify"] = endpoints.ca_bundle
-    return IsolatedTokenCredential(
-        ClientSecretCredential(
-            credentials.tenant_id,
-            credentials.client_id,
-            credentials.client_secret,
-            authority=endpoints.authority_host,
-            disable_instance_discovery=not endpoints.is_known_authority,
-            retry_total=0,
-            transport=AsyncioRequestsTransport(**transport_options),
-        )
-    )
+    """azure-identity's async credential for the connection (client secret or certificate, by
+    ``shared.exchange.oauth.client_credential``), on the token loop."""
+    return IsolatedTokenCredential(client_credential(credentials, endpoints.token_authority))
 
 
 # Graph lets one app have at most four requests in flight per mailbox ("MailboxConcurrency",
@@ -314,7 +228,7 @@ class GraphClientPool:
 
     def __init__(
         self,
-        credentials: GraphCredentials,
+        credentials: ClientCredentials,
         endpoints: GraphEndpoints,
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
