@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 from azure.data.tables import TableServiceClient
+from azure.storage.queue import QueueClient
 
 from shared import bootstrap
 from shared.booking.signature import sign_request
 from shared.http.contract import SIGNATURE_HEADER
 from shared.models import Health
-from shared.queues import MailboxSyncRequested
+from shared.queues import MAILBOX_SYNC, MailboxSyncRequested
 from sim.booking import ReceivedWebhook
 from sim.people import Outlook
 from sim.store import CalendarItem, Fault, FreeBusy, Recurrence
@@ -36,8 +37,17 @@ def webhooks_go_to_the_stand_in(world: World) -> None:
 
 
 def synced(world: World, staff_id: str) -> None:
-    """Sync one mailbox as the poll fan-out would, and wait until it has run."""
+    """Sync one mailbox as the poll fan-out would, and wait until it has run.
+
+    A sync already under way (queued by the poll timer, or by an earlier step) may have read the
+    mailbox before this test's Outlook actions: its end must not pass for this sync's. So first
+    wait until no sync message is waiting or in flight."""
     repos = bootstrap.services().repositories
+    syncs = QueueClient.from_connection_string(world.storage, world.queue_prefix + MAILBOX_SYNC)
+    wait_until(
+        lambda: syncs.get_queue_properties().approximate_message_count == 0,
+        what="syncs under way to end",
+    )
     before = repos.mailboxes.get(ORG, staff_id)
     assert before is not None
     last = before.value.last_sync_at
