@@ -104,6 +104,7 @@ class Services:
             self.queue,
             self.gateways,
             max_dequeue_count=host_queue_settings().max_dequeue_count,
+            secrets=self.secrets,
         )
 
     @cached_property

@@ -26,9 +26,9 @@ error                       the worker
 anything else               fails the message: the host redelivers it after its
                             visibility timeout and, after ``maxDequeueCount`` tries,
                             moves it to the poison queue with the reason in
-                            ``DeadLetters``. (Planned: ``AuthenticationFailed`` and
-                            ``AccessDenied`` also set the connection's and the
-                            mailbox's health.)
+                            ``DeadLetters``.
+``AuthenticationFailed``    marks the connection ``auth_failed`` and parks the change
+                            until the connection recovers (``shared.connections``)
 ==========================  ========================================================
 """
 

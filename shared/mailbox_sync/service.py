@@ -50,7 +50,6 @@ redelivery. The pending mark the poll fan-out set is cleared when a sync ends ei
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
@@ -61,7 +60,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
-from shared.config import SecretNotFound, SecretResolver, connection_secret_name
+from shared.config import SecretResolver
+from shared.connections import AUTH_RETRY, mark_auth_failed, recover
 from shared.engine.busy import busy_block, changed_window
 from shared.engine.marker import parse_marker
 from shared.engine.outlook import (
@@ -99,7 +99,7 @@ from shared.store.records import (
     OutboxRecord,
 )
 from shared.store.threads import in_storage_thread
-from shared.webhooks.events import busy_time_row, health_row, outlook_event_row
+from shared.webhooks.events import busy_time_row, outlook_event_row
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,11 @@ class MailboxSyncer:
         if connection is None or not connection.value.enabled:
             await self._finish(org, staff_id, found, pending_only=True)
             return SyncReport(SyncOutcome.SKIPPED, "the connection is disabled or missing")
+        retrying = connection.value.health is Health.AUTH_FAILED
+        if retrying and message.reason != AUTH_RETRY:
+            # Refused credentials: no call until they change, a save or test, or the slow retry.
+            await self._finish(org, staff_id, found, pending_only=True)
+            return SyncReport(SyncOutcome.SKIPPED, "the connection's credentials were refused")
         gateway = self._gateways.for_connection(org, connection.value)
         if not isinstance(gateway, CalendarReader):
             await self._finish(org, staff_id, found, pending_only=True)
@@ -215,6 +220,11 @@ class MailboxSyncer:
                 ),
             )
             return SyncReport(SyncOutcome.REQUEUED, str(throttled.error))
+        if retrying:
+            # The slow retry read the mailbox: the credentials work again.
+            await in_storage_thread(
+                recover, self._repos, self._queue, org, connection.value.connection_id, self._now()
+            )
         log.info(
             "mailbox synced",
             extra={"org": org, "staff": staff_id, "outcome": report.outcome, "pages": report.pages},
@@ -304,39 +314,16 @@ class MailboxSyncer:
         self, org: str, connection: Versioned[ConnectionRecord], detail: str
     ) -> None:
         """Mark the connection and tell the booking platform, once per failure."""
-        record = connection.value
-        if record.health is Health.AUTH_FAILED:
-            return
-        fingerprint = None
-        if record.secret_reference is not None:
-            with contextlib.suppress(SecretNotFound):
-                secret = await in_storage_thread(
-                    self._secrets.resolve, connection_secret_name(org, record.secret_reference)
-                )
-                fingerprint = secret_fingerprint(secret)
-        failed = record.model_copy(
-            update={
-                "health": Health.AUTH_FAILED,
-                "health_detail": detail[:2000],
-                "failed_secret_fingerprint": fingerprint,
-            }
-        )
-        try:
-            await in_storage_thread(
-                self._repos.connections.put, org, record.connection_id, failed, connection.etag
-            )
-        except ConcurrencyConflict:
-            return  # someone else changed it: their write stands
-        now = self._now()
-        row = health_row(
+        await in_storage_thread(
+            mark_auth_failed,
+            self._repos,
+            self._queue,
+            self._secrets,
             org,
-            record.connection_id,
-            Health.AUTH_FAILED.value,
-            "Exchange refused the connection's credentials",
-            f"auth_failed\n{now.isoformat()}",
-            now,
+            connection,
+            detail,
+            self._now(),
         )
-        await self._tell(org, [row])
 
     async def _tell(self, org: str, rows: Iterable[OutboxRecord]) -> None:
         """Keep each event in the outbox, then queue its delivery (a row told again is queued
@@ -871,11 +858,6 @@ class _Run:
         )
         if written is not None:
             self.row = written
-
-
-def secret_fingerprint(secret: str) -> str:
-    """A digest that tells a changed secret from the one that failed, never the secret."""
-    return hashlib.sha256(("calbridge-auth\0" + secret).encode()).hexdigest()[:32]
 
 
 def _span(event: ExchangeEvent) -> dict[str, datetime | None]:

@@ -29,8 +29,11 @@ class ConnectionRecord(ConnectionConfig):
     health: Health | None = None
     health_detail: ErrorText | None = None
     # With ``auth_failed``: a digest of the secret Exchange refused, so a changed secret is
-    # noticed (see ``shared.mailbox_sync.fanout.secret_fingerprint``); never the secret.
+    # noticed (see ``shared.connections.secret_fingerprint``); never the secret.
     failed_secret_fingerprint: Annotated[str, StringConstraints(max_length=64)] | None = None
+    # With ``auth_failed``: when the slow retry last tried the refused credentials on one
+    # mailbox (``shared.connections.AUTH_RETRY_EVERY``).
+    auth_retried_at: AwareDatetime | None = None
 
 
 class MailboxRecord(MailboxRef):
