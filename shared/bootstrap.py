@@ -23,9 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from shared.admin import AdminApi
+from shared.admin.operations import ConnectionAdmin
 from shared.apply.service import AppointmentApplier
 from shared.booking.intake import BookingIntake
 from shared.config import (
@@ -43,7 +44,7 @@ from shared.mailbox_sync.service import MailboxSyncer
 from shared.models import ConnectionConfig
 from shared.push.notifications import NotificationIntake
 from shared.push.subscriptions import SubscriptionManager
-from shared.queues import QueueSender
+from shared.queues import MemoryPoisonQueues, PoisonQueues, QueueSender
 from shared.store import Repositories, build_repositories
 from shared.store.tables import TableService
 from shared.webhooks.delivery import WebhookDelivery
@@ -91,6 +92,19 @@ class Services:
             operator_key=admin_key.get_secret_value() if admin_key else None,
             max_request_bytes=self.settings.max_request_bytes,
             endpoints=ExchangeEndpointPolicy.from_settings(self.settings),
+        )
+
+    @cached_property
+    def connection_admin(self) -> ConnectionAdmin:
+        # The queue sender reads its poison queues back for a replay (Azure's and the
+        # in-memory one of tests that give one); otherwise there are none to read.
+        poison = self.queue if hasattr(self.queue, "drain") else MemoryPoisonQueues()
+        return ConnectionAdmin(
+            self.admin,
+            self.repositories,
+            self.queue,
+            self.gateways,
+            cast(PoisonQueues, poison),
         )
 
     @cached_property
