@@ -343,6 +343,11 @@ class AdminApi:
             if base and current is not None and current.value.busy_time != assignment.busy_time:
                 # The next sync reads the whole calendar again and decides its busy time anew.
                 base["last_full_read_at"] = None
+            if current is not None and not same_mailbox:
+                # Moved (e.g. on-premises EWS → Graph after the mailbox moved): the next read
+                # is a new baseline on the new connection, which adopts calbridge's events by
+                # their marker and reports nothing already known.
+                base = {"rebaseline": True}
             record = MailboxRecord(
                 **{
                     **base,

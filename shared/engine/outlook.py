@@ -136,6 +136,21 @@ def organizer_item_changed(
     )
 
 
+def adopted_after_move(
+    event: ExchangeEvent, mapping: EventMapping | None, mailbox: str, connection_id: str
+) -> EventMapping | None:
+    """The mapping of an appointment whose organizer's mailbox moved to another connection,
+    pointed at the item as the new connection names it (found there by its marker, which
+    survives the move); None when there is nothing to adopt. The change key is kept as it was:
+    judging the item against it then tells a real Outlook change made meanwhile from what is
+    already known."""
+    if mapping is None or mapping.item_id == event.item_id or mapping.cancelled:
+        return None
+    if mapping.connection_id == connection_id or mapping.mailbox.lower() != mailbox.lower():
+        return None
+    return mapping.model_copy(update={"item_id": event.item_id, "connection_id": connection_id})
+
+
 def organizer_item_deleted(
     appointment_id: str,
     item_id: str,

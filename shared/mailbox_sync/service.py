@@ -55,18 +55,19 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
 from shared.config import SecretResolver
 from shared.connections import AUTH_RETRY, mark_auth_failed, recover
-from shared.engine.busy import busy_block, changed_window
+from shared.engine.busy import busy_block, changed_window, content_changed_window
 from shared.engine.marker import parse_marker
 from shared.engine.outlook import (
     OutlookEvent,
     OutlookVerdict,
+    adopted_after_move,
     organizer_item_changed,
     organizer_item_deleted,
 )
@@ -278,6 +279,7 @@ class MailboxSyncer:
                 }
                 if full:
                     changes["last_full_read_at"] = now
+                    changes["rebaseline"] = False
             return record.model_copy(update=changes)
 
         await in_storage_thread(self._update_mailbox, org, staff_id, update, known)
@@ -452,6 +454,8 @@ class _Run:
             self.repos.mailbox_items.items_of, self.org, self.mailbox.staff_id
         )
         gone = [item_id for item_id in known if item_id not in changed]
+        if self.mailbox.rebaseline:
+            return await self._rebaseline(changed, gone, known, cursor, pages)
         past: list[str] = []
         if self.windowed:
             gone, past = await self._outside_window(gone, known)
@@ -486,6 +490,55 @@ class _Run:
             notices_seen=self.notices_seen,
         )
         return SyncReport(SyncOutcome.SYNCED, "full read", pages, events)
+
+    async def _rebaseline(
+        self,
+        changed: Mapping[str, ExchangeEvent],
+        gone: list[str],
+        known: Mapping[str, MailboxItemRecord],
+        cursor: str | None,
+        pages: int,
+    ) -> SyncReport:
+        """The first full read after the mailbox moved to another connection: items are read
+        under the new connection's ids. What calbridge knew under the old ids is forgotten, not
+        reported deleted; calbridge's appointments are adopted by their marker (only a real
+        Outlook change made meanwhile is told); busy time is told only where it differs from
+        what the booking platform already has."""
+        fresh = [
+            event
+            for event in changed.values()
+            if (record := known.get(event.item_id)) is None or record.change_key != event.change_key
+        ]
+        effects = await self._decide(fresh, [], known=known, looked_up=True)
+        org, staff_id = self.org, self.mailbox.staff_id
+        before = [
+            row.value
+            for row in await in_storage_thread(self.repos.busy_blocks.blocks_of, org, staff_id)
+        ]
+        forgotten = set(gone)
+        put = {(b.event_id, b.occurrence_id) for b in effects.block_puts}
+        effects.item_removals += gone
+        effects.block_removals += [
+            (b.event_id, b.occurrence_id)
+            for b in before
+            if b.event_id in forgotten and (b.event_id, b.occurrence_id) not in put
+        ]
+        kept = [b for b in before if b.event_id not in forgotten]
+        replaced = {b.event_id for b in effects.block_puts}
+        after = [b for b in kept if b.event_id not in replaced] + effects.block_puts
+        window = content_changed_window(before, after)
+        effects.windows = [window] if window else []
+        held = self._guard(effects, await self._known_appointments())
+        if held:
+            await self.service._finish(org, staff_id, self.row, held=held)
+            return SyncReport(SyncOutcome.HELD, held, pages)
+        assert cursor is not None
+        events = await self._carry_out(effects, cursor)
+        await self.service._finish(
+            org, staff_id, self.row, cursor=cursor, full=True, notices_seen=self.notices_seen
+        )
+        log.info("mailbox %s/%s: new baseline after a move", org, staff_id)
+        return SyncReport(SyncOutcome.SYNCED, "new baseline", pages, events)
 
     async def _outside_window(
         self, gone: list[str], known: Mapping[str, MailboxItemRecord]
@@ -705,7 +758,16 @@ class _Run:
             )
         )
         mapping, snapshot = await self._appointment(appointment_id)
-        verdict = organizer_item_changed(appointment_id, event, mapping, snapshot, staff_by_address)
+        # The organizer's mailbox moved to this connection: the item is calbridge's event under
+        # its new id.
+        adopted = adopted_after_move(
+            event, mapping, self.mailbox.address, self.connection.connection_id
+        )
+        verdict = organizer_item_changed(
+            appointment_id, event, adopted or mapping, snapshot, staff_by_address
+        )
+        if adopted is not None and verdict.mapping is None:
+            verdict = replace(verdict, mapping=adopted)
         self._take(effects, appointment_id, verdict, event, event.change_key or event.item_id)
 
     def _take(

@@ -65,6 +65,11 @@ class MailboxRecord(MailboxRef):
     # Why the mailbox has no working change-notification subscription (Graph), None when it
     # has one or needs none; the sweep reads the mailbox meanwhile.
     subscription_error: ErrorText | None = None
+    # The mailbox moved to another connection (or address): its next full read is a new
+    # baseline. What calbridge knew under the old ids is forgotten without being reported, the
+    # appointments calbridge made are adopted by their marker, and only real differences in
+    # busy time are told.
+    rebaseline: bool = False
 
 
 class MailboxItemKind(StrEnum):
