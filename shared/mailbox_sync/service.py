@@ -63,7 +63,7 @@ from typing import Final
 from shared.config import SecretResolver
 from shared.connections import AUTH_RETRY, mark_auth_failed, recover
 from shared.engine.busy import busy_block, changed_window, content_changed_window
-from shared.engine.marker import parse_marker
+from shared.engine.marker import marker_for, parse_marker
 from shared.engine.outlook import (
     OutlookEvent,
     OutlookVerdict,
@@ -510,6 +510,13 @@ class _Run:
             if (record := known.get(event.item_id)) is None or record.change_key != event.change_key
         ]
         effects = await self._decide(fresh, [], known=known, looked_up=True)
+        if self.windowed:
+            # Items after the window are not read yet under their new ids: kept, and
+            # calbridge's appointments among them adopted by their marker now.
+            inside, past = await self._outside_window(gone, known)
+            later = [item_id for item_id in gone if item_id not in inside and item_id not in past]
+            gone = inside + past
+            await self._adopt(later, known, effects)
         org, staff_id = self.org, self.mailbox.staff_id
         before = [
             row.value
@@ -539,6 +546,43 @@ class _Run:
         )
         log.info("mailbox %s/%s: new baseline after a move", org, staff_id)
         return SyncReport(SyncOutcome.SYNCED, "new baseline", pages, events)
+
+    async def _adopt(
+        self, item_ids: list[str], known: Mapping[str, MailboxItemRecord], effects: PageEffects
+    ) -> None:
+        """Calbridge's appointments among ``item_ids`` (known under the old connection's ids),
+        found on this connection by their marker: their mappings and item rows take the new
+        ids."""
+        for item_id in item_ids:
+            record = known[item_id]
+            if record.kind is not MailboxItemKind.APPOINTMENT or not record.appointment_id:
+                continue
+            mapping, _ = await self._appointment(record.appointment_id)
+            marker = marker_for(self.org, record.appointment_id)
+            found = [
+                event
+                for event in await self.gateway.find_by_marker(self.mailbox.address, marker)
+                if event.is_live
+            ]
+            if not found:
+                continue
+            event = found[0]
+            adopted = adopted_after_move(
+                event, mapping, self.mailbox.address, self.connection.connection_id
+            )
+            if adopted is None:
+                continue
+            effects.mappings[record.appointment_id] = (adopted, event, event.change_key or "")
+            effects.item_removals.append(item_id)
+            effects.item_puts.append(
+                record.model_copy(
+                    update={
+                        "item_id": event.item_id,
+                        "change_key": event.change_key,
+                        **_span(event),
+                    }
+                )
+            )
 
     async def _outside_window(
         self, gone: list[str], known: Mapping[str, MailboxItemRecord]
@@ -844,8 +888,8 @@ class _Run:
         repos = self.repos
         for appointment_id, mapping in effects.copies_to_cancel:
             await self._cancel_copies(appointment_id, mapping)
-        for appointment_id, (mapping, _, _) in effects.mappings.items():
-            await in_storage_thread(self._store_mapping, appointment_id, mapping)
+        for appointment_id, (mapping, event, _) in effects.mappings.items():
+            await in_storage_thread(self._store_mapping, appointment_id, mapping, event)
         writes = [
             *(
                 in_storage_thread(repos.busy_blocks.put_block, org, staff_id, b)
@@ -874,17 +918,28 @@ class _Run:
             await self.service._tell(org, rows)
         return len(rows)
 
-    def _store_mapping(self, appointment_id: str, decided: EventMapping) -> None:
+    def _store_mapping(
+        self, appointment_id: str, decided: EventMapping, event: ExchangeEvent | None = None
+    ) -> None:
         """Store what the sync decided about a mapping: only the Outlook-side fields, on top of
-        the newest row (the apply worker may have written it meanwhile)."""
+        the newest row (the apply worker may have written it meanwhile); after a mailbox moved
+        to another connection, also the item's new id and connection (adopted by its marker)."""
         fields = ("change_key", "cancelled", "outlook_start", "outlook_end", "declined_staff_ids")
         for _ in range(5):
             current = self.repos.event_map.get(self.org, appointment_id)
-            if current is None or current.value.item_id != decided.item_id:
+            if current is None:
+                return
+            base = current.value
+            if event is not None:
+                base = (
+                    adopted_after_move(
+                        event, base, self.mailbox.address, self.connection.connection_id
+                    )
+                    or base
+                )
+            if base.item_id != decided.item_id:
                 return  # a new event of the appointment: what was decided is about the old one
-            merged = current.value.model_copy(
-                update={name: getattr(decided, name) for name in fields}
-            )
+            merged = base.model_copy(update={name: getattr(decided, name) for name in fields})
             try:
                 self.repos.event_map.put(self.org, appointment_id, merged, current.etag)
                 return
