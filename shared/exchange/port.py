@@ -422,6 +422,18 @@ class CalendarReader(Protocol):
         ...
 
 
+@runtime_checkable
+class PermanentDeletion(Protocol):
+    """Deleting an item for good rather than to Deleted Items (EWS DeleteItem ``HardDelete``,
+    Graph ``permanentDelete``): the connection test writes a test event and must leave nothing
+    behind, not even in Deleted Items. Implemented by both adapters and the fake."""
+
+    async def delete_permanently(self, mailbox: str, item_id: str) -> None:
+        """Delete the item without sending anything and without keeping it in Deleted Items.
+        Already gone: no error."""
+        ...
+
+
 class SubscriptionRef(PortModel):
     """A change-notification subscription on one mailbox's calendar, as the server keeps it."""
 

@@ -2,9 +2,11 @@
 calendar, can it write there, and if not, why — in words an administrator can act on.
 
 The read probe is one calendar view over an hour. The write probe creates a test event (no
-attendees, shown as free, marked ``calbridge/probe/...`` so no sync takes it for an appointment)
-and removes it at once; a probe whose removal fails says so, and ``remove_probe_leftovers``
-looks for the marker to remove it on the next test. Nothing is left behind.
+attendees, shown as free, two days in the past, marked ``calbridge/probe/...`` so no sync takes
+it for an appointment) and deletes it at once for good (``PermanentDeletion``: EWS
+``HardDelete``, Graph ``permanentDelete``), so not even Deleted Items keeps it; a create whose
+answer was lost is looked for by its marker and deleted too. A probe whose removal fails says
+so (``probe_not_removed``).
 
 Every adapter raises the port's typed errors, so the reasons are the same for EWS, Graph and the
 fake: refused credentials (a wrong password, a token refused), no right on the mailbox (no
@@ -28,6 +30,7 @@ from shared.exchange.port import (
     EventDraft,
     ExchangeUnavailable,
     MailboxNotFound,
+    PermanentDeletion,
     PortModel,
     RetryAfter,
     ShowAs,
@@ -121,10 +124,19 @@ def probe_draft(now: datetime, time_zone: str = "UTC") -> EventDraft:
     )
 
 
+async def _delete(gateway: CalendarGateway, mailbox: str, item_id: str) -> None:
+    """For good where the connection can (nothing left in Deleted Items), else as Outlook
+    deletes."""
+    if isinstance(gateway, PermanentDeletion):
+        await gateway.delete_permanently(mailbox, item_id)
+    else:
+        await gateway.cancel_event(mailbox, item_id)
+
+
 async def remove_probe(gateway: CalendarGateway, mailbox: str, marker: str) -> None:
     """Remove every test event carrying ``marker`` (a create whose answer was lost included)."""
     for event in await gateway.find_by_marker(mailbox, marker):
-        await gateway.cancel_event(mailbox, event.item_id)
+        await _delete(gateway, mailbox, event.item_id)
 
 
 async def probe_mailbox(
@@ -156,7 +168,7 @@ async def probe_mailbox(
             mailbox=mailbox, can_read=True, can_write=False, problem=problem, detail=detail
         )
     try:
-        await gateway.cancel_event(mailbox, ref.item_id)
+        await _delete(gateway, mailbox, ref.item_id)
         await remove_probe(gateway, mailbox, draft.marker)
     except (CalendarError, TimeoutError) as error:
         _, detail = classify(error, auth=auth)

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.exchange.probe import PROBE_MARKER_PREFIX, ProbeProblem, probe_mailbox
+from shared.exchange.port import PermanentDeletion
+from shared.exchange.probe import PROBE_MARKER_PREFIX, ProbeProblem, probe_draft, probe_mailbox
 from tests.contract.worlds import CalendarWorld, ExchangeFault
 
 NOW = datetime(2031, 5, 6, 9, 30, tzinfo=UTC)
@@ -56,3 +57,17 @@ def test_a_failing_exchange_is_told_apart(
     assert (probe.can_read, probe.can_write) == (False, False)
     assert probe.problem is problem
     assert probe.detail
+
+
+def test_a_permanent_deletion_leaves_nothing_and_is_idempotent(
+    calendar_world: CalendarWorld,
+) -> None:
+    world = calendar_world
+    assert isinstance(world.gateway, PermanentDeletion)
+    marker = f"{PROBE_MARKER_PREFIX}contract-{NOW.timestamp()}"
+    draft = probe_draft(NOW).model_copy(update={"marker": marker})
+    ref = world.run(world.gateway.create_event(world.organizer, draft, transaction_id=marker))
+    world.run(world.gateway.delete_permanently(world.organizer, ref.item_id))
+    assert all(event.item_id != ref.item_id for event in world.calendar(world.organizer))
+    assert world.run(world.gateway.find_by_marker(world.organizer, marker)) == []
+    world.run(world.gateway.delete_permanently(world.organizer, ref.item_id))  # gone: no error
