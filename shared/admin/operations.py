@@ -186,11 +186,6 @@ class ConnectionAdmin:
             if change is None:
                 raise refuse(404, "unknown_connection", f"connection {connection_id!r} is gone")
             record = change.connection
-            if record.kind == "graph" and enabled:
-                # Subscriptions were left to expire meanwhile: made or renewed now.
-                for staff_id, row in self._repos.mailboxes.list_by_org(org).items():
-                    if row.value.connection_id == connection_id:
-                        self._api._ask_for_subscription(org, staff_id)
             state = ConnectionState(
                 connection_id=connection_id,
                 enabled=record.enabled,

@@ -28,7 +28,13 @@ from typing import Final
 
 from shared.config import SecretNotFound, SecretResolver, connection_secret_name
 from shared.models import Health
-from shared.queues import AppointmentChanged, MailboxSyncRequested, QueueSender, WebhookDeliveryDue
+from shared.queues import (
+    AppointmentChanged,
+    MailboxSyncRequested,
+    QueueSender,
+    SubscriptionWork,
+    WebhookDeliveryDue,
+)
 from shared.store import ConcurrencyConflict, Repositories, Versioned
 from shared.store.records import ConnectionRecord
 from shared.webhooks.events import health_row
@@ -105,10 +111,18 @@ def requeue_parked(repos: Repositories, queue: QueueSender, org: str, connection
 
 
 def catch_up(
-    repos: Repositories, queue: QueueSender, org: str, connection_id: str, reason: str = CATCH_UP
+    repos: Repositories,
+    queue: QueueSender,
+    org: str,
+    connection_id: str,
+    reason: str = CATCH_UP,
+    *,
+    pushed: bool = False,
 ) -> int:
     """Queue a sync of every mailbox of the connection: each reads on from its stored cursor
-    (or in full when it has none), so nothing that changed in Exchange meanwhile is missed."""
+    (or in full when it has none), so nothing that changed in Exchange meanwhile is missed.
+    ``pushed`` (a Graph connection): each mailbox's change-notification subscription, left to
+    lapse meanwhile, is made or renewed too."""
     staff = [
         staff_id
         for staff_id, row in repos.mailboxes.list_by_org(org).items()
@@ -116,6 +130,8 @@ def catch_up(
     ]
     for staff_id in staff:
         queue.send(MailboxSyncRequested(org=org, staff_id=staff_id, reason=reason))
+        if pushed:
+            queue.send(SubscriptionWork(org=org, staff_id=staff_id))
     return len(staff)
 
 
@@ -138,7 +154,7 @@ def after_save(
         # Also when nothing changed: a requeue that failed half-way is finished by saving again.
         requeued = requeue_parked(repos, queue, org, after.connection_id)
         if before is not None and not calls_allowed(before):
-            syncs = catch_up(repos, queue, org, after.connection_id)
+            syncs = catch_up(repos, queue, org, after.connection_id, pushed=after.kind == "graph")
     return HealthChange(after, changed, requeued, syncs)
 
 
