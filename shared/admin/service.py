@@ -216,9 +216,10 @@ class AdminApi:
                     self._now(),
                 )
                 requeued = change.requeued
-                if config.kind == "graph" and config.enabled and not unchanged:
-                    # Enabled again, or new credentials: its mailboxes' subscriptions are made
-                    # (or renewed) now rather than at the next hourly round.
+                if config.kind == "graph" and config.enabled and not unchanged and not change.syncs:
+                    # New credentials: its mailboxes' subscriptions are made (or renewed) now
+                    # rather than at the next hourly round (the catch-up of a connection
+                    # callable again asked for them already).
                     for staff_id, row in self._repos.mailboxes.list_by_org(org).items():
                         if row.value.connection_id == connection_id:
                             self._ask_for_subscription(org, staff_id)
