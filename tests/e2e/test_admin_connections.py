@@ -101,7 +101,8 @@ def ews_requests(world: World) -> int:
     counters = world.sim.store.counter_snapshot()
     return sum(
         n
-        for by_mailbox in counters.values()
+        for operation, by_mailbox in counters.items()
+        if operation != "graph:notification"  # the simulator's own posts to calbridge
         for mailbox, n in by_mailbox.items()
         if mailbox in EWS_MAILBOXES
     )
@@ -473,3 +474,60 @@ def test_poisoned_work_is_replayed_once_exchange_is_back(world: World) -> None:
     world.applied(appointment_id, 1)
     assert len(world.live(ANN_MAILBOX, title)) == 1
     assert all(letter.subject_id != appointment_id for letter in repos().dead_letters.of_org(ORG))
+
+
+def test_a_paused_graph_connection_is_neither_swept_nor_renewed_and_catches_up_on_resume(
+    world: World,
+) -> None:
+    dan_id, dan_mailbox = next(iter(STAFF["graph"].items()))
+    synced(dan_id)
+    on_cloud = {
+        row.value.address
+        for row in repos().mailboxes.list_by_org(ORG).values()
+        if row.value.connection_id == "cloud"
+    }
+
+    def graph_requests() -> int:
+        """Requests calbridge made for those mailboxes (not the notifications the simulator
+        posted to calbridge, which it counts too)."""
+        counters = world.sim.store.counter_snapshot()
+        return sum(
+            n
+            for operation, by_mailbox in counters.items()
+            if operation != "graph:notification"
+            for mailbox, n in by_mailbox.items()
+            if mailbox in on_cloud
+        )
+
+    assert world.admin_call("POST", "connections/cloud/disable").status_code == 200
+    wait_until(lambda: "disabled" in health_events(world, "cloud"), what="cloud disabled")
+    before = graph_requests()
+    last_sync = repos().mailboxes.get(ORG, dan_id).value.last_sync_at
+    # Dan works in Outlook: Graph notifies calbridge, whose queued sync makes no call.
+    start = datetime(2027, 3, 9, 15, tzinfo=UTC)
+    Outlook(world.sim.store, dan_mailbox).create_event(
+        "Physio while paused", start, start + timedelta(hours=1)
+    )
+    assert bootstrap.services().graph_sweep.run().queued == 0
+    assert bootstrap.services().subscription_manager.due() == 0
+    bootstrap.services().queue.send(MailboxSyncRequested(org=ORG, staff_id=dan_id, reason="sweep"))
+    wait_until(
+        lambda: repos().mailboxes.get(ORG, dan_id).value.sync_pending_since is None,
+        what="the queued sync to be skipped",
+    )
+    assert repos().mailboxes.get(ORG, dan_id).value.last_sync_at == last_sync
+    assert graph_requests() == before
+
+    enabled = world.admin_call("POST", "connections/cloud/enable")
+    assert enabled.status_code == 200, enabled.text
+    assert enabled.json()["syncsQueued"] == len(on_cloud)
+    wait_until(
+        lambda: repos().mailboxes.get(ORG, dan_id).value.last_sync_at != last_sync,
+        what="dan's mailbox caught up",
+    )
+    blocks = repos().busy_blocks.blocks_of(ORG, dan_id)
+    assert [b.value.subject for b in blocks].count("Physio while paused") == 1
+    wait_until(lambda: hooks(world, "busy_time.changed", staffId=dan_id), what="dan's busy time")
+    wait_until(
+        lambda: health_events(world, "cloud")[-2:] == ["disabled", "ok"], what="cloud ok again"
+    )
