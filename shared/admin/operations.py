@@ -96,6 +96,7 @@ class ConnectionAdmin:
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         test_budget_seconds: float = TEST_BUDGET_SECONDS,
+        test_concurrency: int = TEST_CONCURRENCY,
     ) -> None:
         self._api = api
         self._repos = repositories
@@ -104,6 +105,7 @@ class ConnectionAdmin:
         self._poison = poison
         self._now = now
         self._test_budget = test_budget_seconds
+        self._test_concurrency = test_concurrency
 
     # --- reading connections back -------------------------------------------------------------
 
@@ -262,7 +264,7 @@ class ConnectionAdmin:
         self, org: str, record: ConnectionRecord, mailboxes: list[tuple[str, str]]
     ) -> list[MailboxProbe]:
         deadline = time.monotonic() + self._test_budget
-        limit = asyncio.Semaphore(TEST_CONCURRENCY)
+        limit = asyncio.Semaphore(self._test_concurrency)
         try:
             gateway = self._gateways.for_connection(org, record)
         except Exception as error:

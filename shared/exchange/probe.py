@@ -169,7 +169,6 @@ async def probe_mailbox(
         )
     try:
         await _delete(gateway, mailbox, ref.item_id)
-        await remove_probe(gateway, mailbox, draft.marker)
     except (CalendarError, TimeoutError) as error:
         _, detail = classify(error, auth=auth)
         return MailboxProbe(
