@@ -222,10 +222,15 @@ class AppointmentApplier:
             look_first=look_first,
         )
         await self._record(org, appointment_id, snapshot, mapping, writer, outcome)
-        if isinstance(outcome.failure, AuthenticationFailed):
+        refusing = (
+            _connection_refusing(outcome.failure, directory, snapshot)
+            if isinstance(outcome.failure, AuthenticationFailed)
+            else None
+        )
+        if outcome.failure is not None and refusing is not None:
             # Exchange refused the connection's credentials: no more calls to it until they
             # work again (a save, a test, the slow retry); this change waits with the others.
-            connection_id = _connection_refusing(outcome.failure, directory, snapshot)
+            connection_id = refusing
             await self._store.auth_failed(org, connection_id, str(outcome.failure))
             await self._store.park(org, appointment_id, connection_id)
             return ApplyReport(ApplyDisposition.PARKED, str(outcome.failure))
@@ -354,17 +359,15 @@ def _connection_refusing(
     failure: AuthenticationFailed,
     directory: Mapping[str, MailboxRef],
     snapshot: AppointmentSnapshot,
-) -> str:
+) -> str | None:
     """The connection whose credentials were refused: that of the mailbox the failed call
-    named, else the organizer's."""
+    named, else the organizer's (None: neither is known; the failure is retried as any)."""
     named = (failure.mailbox or "").lower()
     for ref in directory.values():
         if ref.address.lower() == named:
             return ref.connection_id
     organizer = directory.get(snapshot.organizer_staff_id)
-    if organizer is not None:
-        return organizer.connection_id
-    return next(iter(directory.values())).connection_id
+    return organizer.connection_id if organizer is not None else None
 
 
 def _may_have_problem_row(mapping: EventMapping | None) -> bool:
