@@ -56,6 +56,7 @@ from shared.queues import (
 )
 from shared.store import ConcurrencyConflict, Repositories
 from shared.store.records import ConnectionRecord, MailboxRecord
+from shared.store.threads import in_storage_thread
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,8 @@ class ConnectionAdmin:
         """Read and write each assigned mailbox's calendar (a test event made and removed at
         once), several mailboxes at a time, within ``TEST_BUDGET_SECONDS``. A test that reads a
         mailbox of an ``auth_failed`` connection recovers it."""
-        try:
+
+        def look_up() -> tuple[ConnectionRecord, list[tuple[str, MailboxRecord]]]:
             self._api._authenticate(org, admin_key, body)
             record = self._connection(org, connection_id)
             if body.strip() not in (b"", b"{}"):
@@ -218,6 +220,12 @@ class ConnectionAdmin:
                     for staff_id, row in self._mailboxes(org).items()
                     if row.connection_id == connection_id
                 )
+            return record, assigned
+
+        try:
+            # Secrets and storage are reached on the storage threads: the event loop is the
+            # workers' too.
+            record, assigned = await in_storage_thread(look_up)
         except Refusal as refusal:
             return refusal.answer
         results = await self._probe_all(org, record, [(s, m.address) for s, m in assigned])
@@ -236,7 +244,7 @@ class ConnectionAdmin:
         health = record.health
         if any(t.can_read for t in tests) and record.health is Health.AUTH_FAILED:
             try:
-                change = await asyncio.to_thread(
+                change = await in_storage_thread(
                     recover, self._repos, self._queue, org, connection_id, self._now()
                 )
                 health = change.connection.health if change else health
