@@ -791,6 +791,16 @@ class _Run:
         event: ExchangeEvent,
         staff_by_address: Mapping[str, str],
     ) -> None:
+        verdict, adopted = await self._judge(appointment_id, event, staff_by_address)
+        if verdict.events:
+            # An Outlook change to report: the apply worker may have written the item since
+            # this page was read, and the mapping read just now be newer than the item. Read
+            # the item again, then the mapping, and judge once more (one request, only when a
+            # change is to be told).
+            fresh = await self.gateway.get_event(self.mailbox.address, event.item_id)
+            if fresh is None or fresh.change_key != event.change_key:
+                event = fresh or event
+                verdict, adopted = await self._judge(appointment_id, event, staff_by_address)
         effects.item_puts.append(
             MailboxItemRecord(
                 item_id=event.item_id,
@@ -801,18 +811,24 @@ class _Run:
                 **_span(event),
             )
         )
+        if adopted is not None and verdict.mapping is None:
+            verdict = replace(verdict, mapping=adopted)
+        self._take(effects, appointment_id, verdict, event, event.change_key or event.item_id)
+
+    async def _judge(
+        self, appointment_id: str, event: ExchangeEvent, staff_by_address: Mapping[str, str]
+    ) -> tuple[OutlookVerdict, EventMapping | None]:
+        """What the organizer's item as read says against the stored mapping and snapshot; and
+        the mapping adopted when the organizer's mailbox moved to this connection (the item is
+        calbridge's event under its new id)."""
         mapping, snapshot = await self._appointment(appointment_id)
-        # The organizer's mailbox moved to this connection: the item is calbridge's event under
-        # its new id.
         adopted = adopted_after_move(
             event, mapping, self.mailbox.address, self.connection.connection_id
         )
         verdict = organizer_item_changed(
             appointment_id, event, adopted or mapping, snapshot, staff_by_address
         )
-        if adopted is not None and verdict.mapping is None:
-            verdict = replace(verdict, mapping=adopted)
-        self._take(effects, appointment_id, verdict, event, event.change_key or event.item_id)
+        return verdict, adopted
 
     def _take(
         self,

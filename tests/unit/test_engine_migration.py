@@ -89,3 +89,18 @@ def test_a_real_difference_is_covered_by_the_window(
     else:
         assert window is not None
         assert all(window[0] <= b.start and b.end <= window[1] for b in differing)
+
+
+def test_an_item_where_a_newer_snapshot_puts_it_is_the_apply_workers_write() -> None:
+    from shared.engine.outlook import organizer_item_changed
+    from tests.builders import snapshot
+
+    newer = snapshot(3, organizer="ann", start=BASE + timedelta(hours=2))
+    applied = mapping(applied_version=1, booked_start=BASE, booked_end=BASE + timedelta(minutes=30))
+    written = ExchangeEvent(item_id="ews-id", change_key="new-ck", start=newer.start, end=newer.end)
+    verdict = organizer_item_changed("apt", written, applied, newer, {})
+    assert verdict.events == ()
+    moved = written.model_copy(
+        update={"start": BASE + timedelta(hours=5), "end": BASE + timedelta(hours=6)}
+    )
+    assert len(organizer_item_changed("apt", moved, applied, newer, {}).events) == 1
