@@ -94,12 +94,6 @@ def organizer_item_changed(
     assert snapshot is not None
     if event.is_cancelled:
         return _cancelled(appointment_id, mapping)
-    if snapshot.version > mapping.applied_version and (event.start, event.end) == (
-        snapshot.start,
-        snapshot.end,
-    ):
-        # Where the newer snapshot puts it: the apply worker's write, its mapping not stored yet.
-        return OutlookVerdict(reason="calbridge is writing the newer snapshot")
 
     events: list[OutlookEvent] = []
     updates: dict[str, object] = {"change_key": event.change_key}
@@ -112,13 +106,15 @@ def organizer_item_changed(
     )
     reported = (mapping.outlook_start, mapping.outlook_end) if mapping.outlook_start else booked
     now = (event.start, event.end)
-    if now != reported:
+    # Where a newer snapshot puts it: the apply worker's write, its mapping not stored yet.
+    writing = snapshot.version > mapping.applied_version and now == (snapshot.start, snapshot.end)
+    if now != reported and not writing:
         events.append(
             AppointmentRescheduled(
                 appointment_id, event.start, event.end, by=mapping.organizer_staff_id
             )
         )
-    moved = now != booked
+    moved = now != booked and not writing
     updates["outlook_start"] = event.start if moved else None
     updates["outlook_end"] = event.end if moved else None
 

@@ -104,3 +104,12 @@ def test_an_item_where_a_newer_snapshot_puts_it_is_the_apply_workers_write() -> 
         update={"start": BASE + timedelta(hours=5), "end": BASE + timedelta(hours=6)}
     )
     assert len(organizer_item_changed("apt", moved, applied, newer, {}).events) == 1
+    # What staff did meanwhile is still told: a secondary's decline.
+    from shared.exchange.port import Attendee, ResponseType
+
+    declined = written.model_copy(
+        update={"attendees": (Attendee(address="bob@bank.test", response=ResponseType.DECLINED),)}
+    )
+    with_bob = snapshot(3, organizer="ann", secondaries=["bob"], start=BASE + timedelta(hours=2))
+    told = organizer_item_changed("apt", declined, applied, with_bob, {"bob@bank.test": "bob"})
+    assert [type(e).__name__ for e in told.events] == ["StaffDeclined"]
