@@ -35,6 +35,16 @@ endpoint, each only when no sync of the mailbox is pending. Notifications that a
 sync runs are counted (``MailboxRecord.notices``); a sync that ends with a larger count than it
 began with queues one more, so a burst of notifications costs at most two syncs.
 
+**Racing the apply worker**: an Outlook change to calbridge's appointment is read again
+(``get_event``) and judged against the mapping as stored after that read before it is told, so
+a page read before the apply worker wrote the item does not pass calbridge's own write for a
+staff member's move; an item where a newer snapshot puts it is taken for that write.
+
+**A mailbox moved to another connection** (``MailboxRecord.rebaseline``): its first full read
+is a new baseline — calbridge's appointments adopted by their marker under the new ids (beyond
+a windowed reader's window, looked up with ``find_by_marker``), what was known under the old ids
+forgotten without being reported, busy time told only where its content differs.
+
 **Mass-cancellation guard**: a page (or a full read) that would report more than the
 organization's ``mass_cancellation_share`` of the appointments calbridge knows in this mailbox
 as cancelled (two at least), or a full read that finds the calendar empty while calbridge knows
