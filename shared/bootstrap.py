@@ -23,9 +23,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from shared.admin import AdminApi
+from shared.admin.operations import ConnectionAdmin
 from shared.admin.status import StatusReader
 from shared.apply.service import AppointmentApplier
 from shared.booking.intake import BookingIntake
@@ -45,7 +46,7 @@ from shared.mailbox_sync.service import MailboxSyncer
 from shared.models import ConnectionConfig
 from shared.push.notifications import NotificationIntake
 from shared.push.subscriptions import SubscriptionManager
-from shared.queues import QueueSender
+from shared.queues import MemoryPoisonQueues, PoisonQueues, QueueSender
 from shared.store import Repositories, build_repositories
 from shared.store.tables import TableService
 from shared.store.threads import in_storage_thread
@@ -101,6 +102,19 @@ class Services:
         return StatusReader(self.repositories, self.admin.authenticate)
 
     @cached_property
+    def connection_admin(self) -> ConnectionAdmin:
+        # The queue sender reads its poison queues back for a replay (Azure's and the
+        # in-memory one of tests that give one); otherwise there are none to read.
+        poison = self.queue if hasattr(self.queue, "drain") else MemoryPoisonQueues()
+        return ConnectionAdmin(
+            self.admin,
+            self.repositories,
+            self.queue,
+            self.gateways,
+            cast(PoisonQueues, poison),
+        )
+
+    @cached_property
     def gateways(self) -> GatewayCache:
         return GatewayCache(
             self.settings,
@@ -116,6 +130,7 @@ class Services:
             self.queue,
             self.gateways,
             max_dequeue_count=host_queue_settings().max_dequeue_count,
+            secrets=self.secrets,
         )
 
     @cached_property

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from shared.config import SecretNotFound, SecretResolver, SecretUnavailable
+from shared.connections import after_save
 from shared.exchange.endpoint_policy import (
     EndpointRefused,
     ExchangeEndpointPolicy,
@@ -47,9 +48,8 @@ from shared.http.contract import (
     WebhookReplayed,
 )
 from shared.http.requests import check_id, gate, parse_json_body
-from shared.models import ConnectionConfig, OrgSettings
+from shared.models import ConnectionConfig, Health, OrgSettings
 from shared.queues import (
-    AppointmentChanged,
     QueueSender,
     QueueUnavailable,
     SubscriptionWork,
@@ -205,20 +205,38 @@ class AdminApi:
                         "health": current.value.health,
                         "health_detail": current.value.health_detail,
                         "failed_secret_fingerprint": current.value.failed_secret_fingerprint,
+                        "auth_retried_at": current.value.auth_retried_at,
                     }
-                    if current is not None and unchanged
+                    if current is not None
+                    and unchanged
+                    # Saving refused credentials again retries them (the secret may have been
+                    # fixed in the secret store): no longer auth_failed.
+                    and current.value.health is not Health.AUTH_FAILED
                     else {}
                 )
+                if not config.enabled:
+                    kept = {"health": Health.DISABLED}
+                elif current is not None and current.value.health is Health.DISABLED:
+                    kept = {"health": Health.OK}
                 record = ConnectionRecord(
                     connection_id=connection_id, **config.model_dump(), **kept
                 )
                 self._repos.connections.put(
                     org, connection_id, record, current.etag if current else None
                 )
-                requeued = self._requeue_parked(org, connection_id) if config.enabled else 0
-                if config.kind == "graph" and config.enabled and not unchanged:
-                    # Enabled again, or new credentials: its mailboxes' subscriptions are made
-                    # (or renewed) now rather than at the next hourly round.
+                change = after_save(
+                    self._repos,
+                    self._queue,
+                    org,
+                    current.value if current else None,
+                    record,
+                    self._now(),
+                )
+                requeued = change.requeued
+                if config.kind == "graph" and config.enabled and not unchanged and not change.syncs:
+                    # New credentials: its mailboxes' subscriptions are made (or renewed) now
+                    # rather than at the next hourly round (the catch-up of a connection
+                    # callable again asked for them already).
                     for staff_id, row in self._repos.mailboxes.list_by_org(org).items():
                         if row.value.connection_id == connection_id:
                             self._ask_for_subscription(org, staff_id)
@@ -234,23 +252,6 @@ class AdminApi:
             requeued_parked_changes=requeued,
         )
         return json_answer(201 if current is None else 200, saved)
-
-    def _requeue_parked(self, org: str, connection_id: str) -> int:
-        """Changes held back while the connection was disabled go back to the queue."""
-        parked = self._repos.parked.parked_on(org, connection_id)
-        for change in parked:
-            stored = self._repos.appointments.get(org, change.appointment_id)
-            if stored is not None:
-                self._queue.send(
-                    AppointmentChanged(
-                        org=org,
-                        appointment_id=change.appointment_id,
-                        version=stored.value.version,
-                    )
-                )
-            # Queued again: the worker takes it from here (parked again if need be).
-            self._repos.parked.unpark(org, change.appointment_id)
-        return len(parked)
 
     # --- organization settings ----------------------------------------------------------------
 
@@ -360,6 +361,11 @@ class AdminApi:
             if base and current is not None and current.value.busy_time != assignment.busy_time:
                 # The next sync reads the whole calendar again and decides its busy time anew.
                 base["last_full_read_at"] = None
+            if current is not None and not same_mailbox:
+                # Moved (e.g. on-premises EWS → Graph after the mailbox moved): the next read
+                # is a new baseline on the new connection, which adopts calbridge's events by
+                # their marker and reports nothing already known.
+                base = {"rebaseline": True}
             record = MailboxRecord(
                 **{
                     **base,

@@ -14,8 +14,10 @@ What happens to the message (``ApplyDisposition``):
   visibility delay and this one completes. The worker never sleeps. Each throttled try is
   counted in ``ApplyProblems`` (since when, how many tries) and logged as a warning, so an
   appointment that Exchange throttles without end shows in the status and the logs.
-- ``parked`` — a connection the pass needs is disabled for maintenance: no call is made, the
-  appointment is recorded in ``ParkedChanges`` and re-queued when the connection is enabled.
+- ``parked`` — a connection the pass needs is disabled for maintenance, or refuses its
+  credentials (``auth_failed``; a 401 during this pass marks it so): no call is made, the
+  appointment is recorded in ``ParkedChanges`` and re-queued when the connection may be called
+  again (enabled, saved, tested, or recovered by the slow retry; ``shared.connections``).
 - ``problem`` — a staff member has no known mailbox, or a connection is missing: recorded in
   ``ApplyProblems`` (and on the mapping's ``last_error`` when there is a mapping); the next
   snapshot or an admin fix re-triggers it. Nothing to retry. A mailbox the connection's service
@@ -39,10 +41,16 @@ from typing import Final
 
 from shared.apply.executor import ApplyOutcome, apply_appointment
 from shared.apply.store import ApplyStore, MappingWriter, StoredState
+from shared.config import SecretResolver
 from shared.engine.reconcile import PlanReason, ReconcilePlan, mailboxes_called
 from shared.exchange.gateways import Gateways
-from shared.exchange.port import CalendarError, CalendarGateway, mailbox_refusal
-from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
+from shared.exchange.port import (
+    AuthenticationFailed,
+    CalendarError,
+    CalendarGateway,
+    mailbox_refusal,
+)
+from shared.models import AppointmentSnapshot, EventMapping, Health, MailboxRef
 from shared.observability import metrics
 from shared.queues import MAX_VISIBILITY_DELAY, AppointmentChanged, QueueSender
 from shared.store import ConcurrencyConflict, Repositories
@@ -99,13 +107,17 @@ class AppointmentApplyFailed(Exception):
 
 
 class ConnectionUnavailable(Exception):
-    """A connection the pass needs is disabled or missing."""
+    """A connection the pass needs is disabled, refusing its credentials, or missing. A disabled
+    or refusing connection holds the change (parked); a missing one is a problem."""
 
-    def __init__(self, connection_id: str, *, disabled: bool) -> None:
-        state = "disabled" if disabled else "not configured"
+    def __init__(self, connection_id: str, *, disabled: bool, auth_failed: bool = False) -> None:
+        if auth_failed:
+            state = "refusing its credentials (auth_failed)"
+        else:
+            state = "disabled" if disabled else "not configured"
         super().__init__(f"connection {connection_id!r} is {state}")
         self.connection_id = connection_id
-        self.disabled = disabled
+        self.disabled = disabled or auth_failed
 
 
 class AppointmentApplier:
@@ -118,9 +130,10 @@ class AppointmentApplier:
         gateways: Gateways,
         *,
         max_dequeue_count: int = 5,
+        secrets: SecretResolver | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._store = ApplyStore(repositories, queue, now)
+        self._store = ApplyStore(repositories, queue, now, secrets)
         self._gateways = gateways
         self._max_dequeue_count = max_dequeue_count
 
@@ -219,6 +232,18 @@ class AppointmentApplier:
             look_first=look_first,
         )
         await self._record(org, appointment_id, snapshot, mapping, writer, outcome)
+        refusing = (
+            _connection_refusing(outcome.failure, directory, snapshot)
+            if isinstance(outcome.failure, AuthenticationFailed)
+            else None
+        )
+        if outcome.failure is not None and refusing is not None:
+            # Exchange refused the connection's credentials: no more calls to it until they
+            # work again (a save, a test, the slow retry); this change waits with the others.
+            connection_id = refusing
+            await self._store.auth_failed(org, connection_id, str(outcome.failure))
+            await self._store.park(org, appointment_id, connection_id)
+            return ApplyReport(ApplyDisposition.PARKED, str(outcome.failure))
         if outcome.failure is not None:
             if (reason := mailbox_refusal(outcome.failure)) is not None:
                 return await self._mailbox_refused(
@@ -386,6 +411,21 @@ def _staff_to_look_up(snapshot: AppointmentSnapshot, mapping: EventMapping | Non
     return wanted
 
 
+def _connection_refusing(
+    failure: AuthenticationFailed,
+    directory: Mapping[str, MailboxRef],
+    snapshot: AppointmentSnapshot,
+) -> str | None:
+    """The connection whose credentials were refused: that of the mailbox the failed call
+    named, else the organizer's (None: neither is known; the failure is retried as any)."""
+    named = (failure.mailbox or "").lower()
+    for ref in directory.values():
+        if ref.address.lower() == named:
+            return ref.connection_id
+    organizer = directory.get(snapshot.organizer_staff_id)
+    return organizer.connection_id if organizer is not None else None
+
+
 def _may_have_problem_row(mapping: EventMapping | None) -> bool:
     """Whether an ApplyProblems row can exist: only when the last pass had a problem, which it
     either put on the mapping, or could not (no mapping yet, or a pass that died after its
@@ -410,5 +450,7 @@ def _connections_needed(
             raise ConnectionUnavailable(mailbox.connection_id, disabled=False)
         if not record.enabled:
             raise ConnectionUnavailable(mailbox.connection_id, disabled=True)
+        if record.health is Health.AUTH_FAILED:
+            raise ConnectionUnavailable(mailbox.connection_id, disabled=False, auth_failed=True)
         found[mailbox.connection_id] = record
     return found

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from shared.config import SecretResolver
+from shared.connections import mark_auth_failed
 from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
 from shared.queues import (
     APPOINTMENT_CHANGES,
@@ -57,11 +59,29 @@ class ApplyStore:
     appointments."""
 
     def __init__(
-        self, repositories: Repositories, queue: QueueSender, now: Callable[[], datetime]
+        self,
+        repositories: Repositories,
+        queue: QueueSender,
+        now: Callable[[], datetime],
+        secrets: SecretResolver | None = None,
     ) -> None:
         self._repos = repositories
         self._queue = queue
         self._now = now
+        self._secrets = secrets
+
+    async def auth_failed(self, org: str, connection_id: str, detail: str) -> None:
+        """Exchange refused the connection's credentials: mark it ``auth_failed`` (once) and
+        tell the booking platform."""
+
+        def mark() -> None:
+            current = self._repos.connections.get(org, connection_id)
+            if current is not None:
+                mark_auth_failed(
+                    self._repos, self._queue, self._secrets, org, current, detail, self._now()
+                )
+
+        await in_storage_thread(mark)
 
     # --- reading --------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ makes, or none.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -92,3 +93,21 @@ def changed_window(
 
 def _identity(block: BusyBlock) -> tuple[str, str]:
     return block.event_id, block.occurrence_id or ""
+
+
+def _content(block: BusyBlock) -> tuple[datetime, datetime, bool, bool, str | None]:
+    return (block.start, block.end, block.all_day, block.private, block.subject)
+
+
+def content_changed_window(
+    before: Iterable[BusyBlock], after: Iterable[BusyBlock]
+) -> tuple[datetime, datetime] | None:
+    """Like ``changed_window``, but blocks are compared by what the booking platform sees
+    (times, all-day, private, subject), not by the ids Exchange gave them: after a mailbox moved
+    to another connection, the same busy time under new ids is no change."""
+    old = Counter(_content(block) for block in before)
+    new = Counter(_content(block) for block in after)
+    touched = [*(old - new).elements(), *(new - old).elements()]
+    if not touched:
+        return None
+    return min(t[0] for t in touched), max(t[1] for t in touched)

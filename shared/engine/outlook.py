@@ -106,13 +106,15 @@ def organizer_item_changed(
     )
     reported = (mapping.outlook_start, mapping.outlook_end) if mapping.outlook_start else booked
     now = (event.start, event.end)
-    if now != reported:
+    # Where a newer snapshot puts it: the apply worker's write, its mapping not stored yet.
+    writing = snapshot.version > mapping.applied_version and now == (snapshot.start, snapshot.end)
+    if now != reported and not writing:
         events.append(
             AppointmentRescheduled(
                 appointment_id, event.start, event.end, by=mapping.organizer_staff_id
             )
         )
-    moved = now != booked
+    moved = now != booked and not writing
     updates["outlook_start"] = event.start if moved else None
     updates["outlook_end"] = event.end if moved else None
 
@@ -134,6 +136,21 @@ def organizer_item_changed(
         mapping=updated if updated != mapping else None,
         reason="changed in Outlook" if events else "edited in Outlook",
     )
+
+
+def adopted_after_move(
+    event: ExchangeEvent, mapping: EventMapping | None, mailbox: str, connection_id: str
+) -> EventMapping | None:
+    """The mapping of an appointment whose organizer's mailbox moved to another connection,
+    pointed at the item as the new connection names it (found there by its marker, which
+    survives the move); None when there is nothing to adopt. The change key is kept as it was:
+    judging the item against it then tells a real Outlook change made meanwhile from what is
+    already known."""
+    if mapping is None or mapping.item_id == event.item_id or mapping.cancelled:
+        return None
+    if mapping.connection_id == connection_id or mapping.mailbox.lower() != mailbox.lower():
+        return None
+    return mapping.model_copy(update={"item_id": event.item_id, "connection_id": connection_id})
 
 
 def organizer_item_deleted(

@@ -452,6 +452,10 @@ class FakeExchange:
             self._send_to_attendees(item, previous=previous, moved=moved)
         return self._ref(item)
 
+    def delete_permanently(self, mailbox: str, item_id: str) -> None:
+        """Gone for good, nothing sent (this fake keeps no Deleted Items either way)."""
+        self._remove(mailbox, item_id)
+
     def cancel_event(self, mailbox: str, item_id: str) -> None:
         item = self._remove(mailbox, item_id)
         if item is None or not item.is_organizers:
@@ -682,6 +686,13 @@ class FakeCalendarGateway:
 
     async def cancel_event(self, mailbox: str, item_id: str) -> None:
         self._perform("cancel_event", mailbox, lambda: self.exchange.cancel_event(mailbox, item_id))
+
+    async def delete_permanently(self, mailbox: str, item_id: str) -> None:
+        self._perform(
+            "delete_permanently",
+            mailbox,
+            lambda: self.exchange.delete_permanently(mailbox, item_id),
+        )
 
     async def changes_since(
         self,

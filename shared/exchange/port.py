@@ -26,6 +26,8 @@ error                       the worker
 ``AccessDenied``,           records the problem, marks that mailbox ``access_denied``
 ``MailboxNotFound``         with the reason (``mailbox_refusal``) and re-queues the
                             change for much later: one mailbox, not the connection
+``AuthenticationFailed``    marks the connection ``auth_failed`` and parks the change
+                            until the connection recovers (``shared.connections``)
 anything else               fails the message: the host redelivers it after its
                             visibility timeout and, after ``maxDequeueCount`` tries,
                             moves it to the poison queue with the reason in
@@ -433,6 +435,18 @@ class CalendarReader(Protocol):
         covers from a ``None`` cursor on (a cursor carries its own); readers of the whole
         calendar ignore it. Raises ``SyncStateInvalid`` when the cursor is no longer
         accepted."""
+        ...
+
+
+@runtime_checkable
+class PermanentDeletion(Protocol):
+    """Deleting an item for good rather than to Deleted Items (EWS DeleteItem ``HardDelete``,
+    Graph ``permanentDelete``): the connection test writes a test event and must leave nothing
+    behind, not even in Deleted Items. Implemented by both adapters and the fake."""
+
+    async def delete_permanently(self, mailbox: str, item_id: str) -> None:
+        """Delete the item without sending anything and without keeping it in Deleted Items.
+        Already gone: no error."""
         ...
 
 

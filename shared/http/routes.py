@@ -25,6 +25,15 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from shared.http.admin_contract import (
+    ConnectionList,
+    ConnectionState,
+    ConnectionTest,
+    ConnectionView,
+    ReplayReport,
+    ReplayRequest,
+    ResyncQueued,
+)
 from shared.http.answers import ApiError, ValidationFailed
 from shared.http.contract import (
     ADMIN_KEY_HEADER,
@@ -484,4 +493,188 @@ ROUTES: tuple[ApiRoute, ...] = (
     GET_STATUS_PAGE,
     GET_STATUS_PAGE_SCRIPT,
     GET_STATUS_PAGE_STYLE,
+)
+
+
+# --- admin: connection operations (maintenance, test, resync, replay, reading back) -----------
+
+
+def _admin_errors(*statuses: int) -> dict[int, Response]:
+    return {status: r for status, r in admin_route_errors().items() if status in statuses}
+
+
+_UNKNOWN_CONNECTION = Response("No such connection in the organization.", ApiError)
+
+LIST_CONNECTIONS = ApiRoute(
+    function_name="list_connections",
+    method="GET",
+    route="orgs/{org}/connections",
+    auth_level="FUNCTION",
+    security="admin",
+    summary="The organization's Exchange connections",
+    description=(
+        "Every connection's settings as stored (the secret by reference, never the secret), "
+        "its health and last error, and its mailboxes' resync progress."
+    ),
+    responses={200: Response("The connections.", ConnectionList), **_admin_errors(401, 404, 503)},
+    tags=("admin",),
+)
+
+GET_CONNECTION = ApiRoute(
+    function_name="get_connection",
+    method="GET",
+    route="orgs/{org}/connections/{connectionId}",
+    auth_level="FUNCTION",
+    security="admin",
+    summary="One Exchange connection",
+    description=(
+        "The connection's settings as stored (the secret by reference, never the secret), its "
+        "health and last error, and its mailboxes' resync progress."
+    ),
+    responses={
+        200: Response("The connection.", ConnectionView),
+        **_admin_errors(400, 401, 503),
+        404: Response("No such connection (or the organization id is not valid).", ApiError),
+    },
+    tags=("admin",),
+)
+
+
+def _maintenance_route(name: str, action: str, summary: str, description: str) -> ApiRoute:
+    return ApiRoute(
+        function_name=name,
+        method="POST",
+        route=f"orgs/{{org}}/connections/{{connectionId}}/{action}",
+        auth_level="FUNCTION",
+        security="admin",
+        summary=summary,
+        description=description,
+        body_required=False,
+        responses={
+            200: Response("The connection's state.", ConnectionState),
+            **_admin_errors(400, 401, 409, 503),
+            404: _UNKNOWN_CONNECTION,
+        },
+        tags=("admin",),
+    )
+
+
+DISABLE_CONNECTION = _maintenance_route(
+    "disable_connection",
+    "disable",
+    "Pause a connection for maintenance",
+    "From now on calbridge makes no call to this Exchange: timers skip its mailboxes, the "
+    "workers park the appointment changes they would write, Graph sweeps and subscription "
+    "renewals wait. Booking changes keep arriving and are kept. Tells the booking platform "
+    "connection.health_changed (disabled). No body.",
+)
+
+ENABLE_CONNECTION = _maintenance_route(
+    "enable_connection",
+    "enable",
+    "Resume a connection after maintenance",
+    "The newest snapshot of each appointment parked meanwhile is applied once, and every "
+    "mailbox of the connection is read from its stored cursor to catch up on what changed in "
+    "Exchange. Also retries refused credentials. Tells the booking platform "
+    "connection.health_changed (ok). No body.",
+)
+
+TEST_CONNECTION = ApiRoute(
+    function_name="test_connection",
+    method="POST",
+    route="orgs/{org}/connections/{connectionId}/test",
+    auth_level="FUNCTION",
+    security="admin",
+    summary="Test a connection on every assigned mailbox",
+    description=(
+        "For each mailbox on the connection: can calbridge read its calendar, and write there "
+        "(a test event, free and in the past, made and removed at once), with which access mode; "
+        "when not, why (refused credentials, no right on the mailbox, unknown mailbox, "
+        "unreachable server, TLS failure, throttling, time limit). Mailboxes are tested several "
+        "at a time and the answer comes within about 20 seconds. A test that reads a mailbox "
+        "of a connection marked auth_failed recovers it. No body."
+    ),
+    body_required=False,
+    responses={
+        200: Response("What each mailbox's test found.", ConnectionTest),
+        **_admin_errors(400, 401, 503),
+        404: _UNKNOWN_CONNECTION,
+    },
+    tags=("admin",),
+)
+
+RESYNC_CONNECTION = ApiRoute(
+    function_name="resync_connection",
+    method="POST",
+    route="orgs/{org}/connections/{connectionId}/resync",
+    auth_level="FUNCTION",
+    security="admin",
+    summary="Read every mailbox of a connection in full",
+    description=(
+        "Each mailbox's calendar is read in full on its next sync (queued now) and compared "
+        "with what calbridge knows: only real differences are reported. Progress: mailboxesRead "
+        "of mailboxes in GET .../connections/{connectionId}. No body."
+    ),
+    body_required=False,
+    responses={
+        202: Response("Queued.", ResyncQueued),
+        **_admin_errors(400, 401, 503),
+        404: _UNKNOWN_CONNECTION,
+    },
+    tags=("admin",),
+)
+
+RESYNC_STAFF = ApiRoute(
+    function_name="resync_staff",
+    method="POST",
+    route="orgs/{org}/staff/{staffId}/resync",
+    auth_level="FUNCTION",
+    security="admin",
+    summary="Read one staff member's mailbox in full",
+    description=(
+        "The calendar is read in full on the mailbox's next sync (queued now) and compared with "
+        "what calbridge knows: only real differences are reported. No body."
+    ),
+    body_required=False,
+    responses={
+        202: Response("Queued.", ResyncQueued),
+        **_admin_errors(400, 401, 503),
+        404: Response("The staff member has no mailbox in the organization.", ApiError),
+    },
+    tags=("admin",),
+)
+
+REPLAY = ApiRoute(
+    function_name="replay_failed_work",
+    method="POST",
+    route="orgs/{org}/replay",
+    auth_level="FUNCTION",
+    security="admin",
+    summary="Replay dead-lettered and poison work",
+    description=(
+        "Work that failed on its last try — messages in a queue's poison queue "
+        "(<queue>-poison), dead letters, webhooks the delivery gave up on — is queued again "
+        "(an appointment with its newest snapshot, a webhook with its tries started over). No "
+        "body (or {}) replays all of the organization's; {queue, id} replays one."
+    ),
+    request_body=ReplayRequest,
+    body_required=False,
+    responses={
+        202: Response("Queued again.", ReplayReport),
+        **_admin_errors(400, 401, 413, 422, 503),
+        404: Response("No such failed item (or the organization id is not valid).", ApiError),
+    },
+    tags=("admin",),
+)
+
+ROUTES = (
+    *ROUTES,
+    LIST_CONNECTIONS,
+    GET_CONNECTION,
+    DISABLE_CONNECTION,
+    ENABLE_CONNECTION,
+    TEST_CONNECTION,
+    RESYNC_CONNECTION,
+    RESYNC_STAFF,
+    REPLAY,
 )

@@ -11,7 +11,11 @@ read is a day old gets a full read (drift repair, and the recurrence horizon —
 delta window — rolled forward).
 
 Not read: mailboxes of a disabled connection, and of a connection whose credentials Exchange
-refused (``auth_failed``) until its configuration or its secret changes.
+refused (``auth_failed``) until its configuration or its secret changes — except by the slow
+retry: every ``AUTH_RETRY_EVERY`` one mailbox of such a connection is read with the refused
+credentials (a password fixed on the Exchange side, or a secret fixed in Key Vault that this
+process still reads as it was), and a success recovers the connection
+(``shared.connections.recover``).
 """
 
 from __future__ import annotations
@@ -23,8 +27,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
 
 from shared.config import SecretResolver
+from shared.connections import (
+    AUTH_RETRY,
+    AUTH_RETRY_EVERY,
+    connection_secrets_fingerprint,
+    requeue_parked,
+)
 from shared.mailbox_sync.pending import PENDING_EXPIRY, claim_sync
-from shared.mailbox_sync.service import FULL_READ, connection_secrets_fingerprint
+from shared.mailbox_sync.service import FULL_READ
 from shared.models import Health
 from shared.queues import MailboxSyncRequested, QueueSender
 from shared.store import ConcurrencyConflict, Repositories, Versioned
@@ -75,9 +85,13 @@ class PollFanOut:
         skipped = 0
         mailboxes_of: dict[str, dict[str, Versioned[MailboxRecord]]] = {}
         due: list[tuple[str, str, Versioned[MailboxRecord], timedelta | None]] = []
+        retries: list[tuple[str, str]] = []
         for org, row in self._repos.connections.every_org():
             connection = row.value
-            if not self._polled(org, connection, row.etag):
+            polled = self._polled(org, connection, row.etag)
+            if polled is False:
+                if self._retry_due(org, row, now):
+                    retries.append((org, connection.connection_id))
                 skipped += 1
                 continue
             if org not in mailboxes_of:
@@ -93,6 +107,8 @@ class PollFanOut:
         queued = sum(
             storage_executor().map(lambda args: self._claim_and_queue(*args, now=now), due)
         )
+        for org, connection_id in retries:
+            queued += self._queue_auth_retry(org, connection_id)
         log.info("%s fan-out queued %d mailbox syncs", self.reason, queued)
         return FanOutReport(queued, skipped)
 
@@ -121,6 +137,40 @@ class PollFanOut:
         self._queue.send(MailboxSyncRequested(org=org, staff_id=staff_id, reason=reason))
         return True
 
+    def _retry_due(self, org: str, row: Versioned[ConnectionRecord], now: datetime) -> bool:
+        """An ``auth_failed`` connection of this fan-out's kind whose slow retry is due: the
+        retry time is claimed under the row's ETag, so one timer run retries it once."""
+        connection = row.value
+        if connection.kind != self.kind or not connection.enabled:
+            return False
+        if connection.health is not Health.AUTH_FAILED:
+            return False
+        last = connection.auth_retried_at
+        if last is not None and now - last < AUTH_RETRY_EVERY:
+            return False
+        claimed = connection.model_copy(update={"auth_retried_at": now})
+        try:
+            self._repos.connections.put(org, connection.connection_id, claimed, row.etag)
+        except ConcurrencyConflict:
+            return False
+        return True
+
+    def _queue_auth_retry(self, org: str, connection_id: str) -> int:
+        """One mailbox of the connection (the first by staff id) is read with the refused
+        credentials: its success recovers the connection and queues the rest."""
+        staff = sorted(
+            staff_id
+            for staff_id, row in self._repos.mailboxes.list_by_org(org).items()
+            if row.value.connection_id == connection_id
+        )
+        if not staff:
+            return 0
+        self._queue.send(MailboxSyncRequested(org=org, staff_id=staff[0], reason=AUTH_RETRY))
+        log.info(
+            "connection %s/%s: refused credentials tried again on one mailbox", org, connection_id
+        )
+        return 1
+
     def _polled(self, org: str, connection: ConnectionRecord, etag: str) -> bool:
         if connection.kind != self.kind or not connection.enabled:
             return False
@@ -134,12 +184,19 @@ class PollFanOut:
         if current is None or current == failed:
             return False
         recovered = connection.model_copy(
-            update={"health": None, "health_detail": None, "failed_secret_fingerprint": None}
+            update={
+                "health": None,
+                "health_detail": None,
+                "failed_secret_fingerprint": None,
+                "auth_retried_at": None,
+            }
         )
         try:
             self._repos.connections.put(org, connection.connection_id, recovered, etag)
         except ConcurrencyConflict:
             return False
+        # The changes held back meanwhile are applied now with the new secret.
+        requeue_parked(self._repos, self._queue, org, connection.connection_id)
         return True
 
 

@@ -35,6 +35,16 @@ endpoint, each only when no sync of the mailbox is pending. Notifications that a
 sync runs are counted (``MailboxRecord.notices``); a sync that ends with a larger count than it
 began with queues one more, so a burst of notifications costs at most two syncs.
 
+**Racing the apply worker**: an Outlook change to calbridge's appointment is read again
+(``get_event``) and judged against the mapping as stored after that read before it is told, so
+a page read before the apply worker wrote the item does not pass calbridge's own write for a
+staff member's move; an item where a newer snapshot puts it is taken for that write.
+
+**A mailbox moved to another connection** (``MailboxRecord.rebaseline``): its first full read
+is a new baseline — calbridge's appointments adopted by their marker under the new ids (beyond
+a windowed reader's window, looked up with ``find_by_marker``), what was known under the old ids
+forgotten without being reported, busy time told only where its content differs.
+
 **Mass-cancellation guard**: a page (or a full read) that would report more than the
 organization's ``mass_cancellation_share`` of the appointments calbridge knows in this mailbox
 as cancelled (two at least), or a full read that finds the calendar empty while calbridge knows
@@ -57,17 +67,19 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
-from shared.config import SecretNotFound, SecretResolver, connection_secret_name
-from shared.engine.busy import busy_block, changed_window
-from shared.engine.marker import parse_marker
+from shared.config import SecretResolver
+from shared.connections import AUTH_RETRY, mark_auth_failed, recover
+from shared.engine.busy import busy_block, changed_window, content_changed_window
+from shared.engine.marker import marker_for, parse_marker
 from shared.engine.outlook import (
     OutlookEvent,
     OutlookVerdict,
+    adopted_after_move,
     organizer_item_changed,
     organizer_item_deleted,
 )
@@ -103,7 +115,7 @@ from shared.store.records import (
     OutboxRecord,
 )
 from shared.store.threads import in_storage_thread
-from shared.webhooks.events import busy_time_row, health_row, outlook_event_row
+from shared.webhooks.events import busy_time_row, outlook_event_row
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +201,11 @@ class MailboxSyncer:
         if connection is None or not connection.value.enabled:
             await self._finish(org, staff_id, found, pending_only=True)
             return SyncReport(SyncOutcome.SKIPPED, "the connection is disabled or missing")
+        retrying = connection.value.health is Health.AUTH_FAILED
+        if retrying and message.reason != AUTH_RETRY:
+            # Refused credentials: no call until they change, a save or test, or the slow retry.
+            await self._finish(org, staff_id, found, pending_only=True)
+            return SyncReport(SyncOutcome.SKIPPED, "the connection's credentials were refused")
         try:
             gateway = self._gateways.for_connection(org, connection.value)
         except AuthenticationFailed as refused:
@@ -238,6 +255,11 @@ class MailboxSyncer:
                 ),
             )
             return SyncReport(SyncOutcome.REQUEUED, str(throttled.error))
+        if retrying:
+            # The slow retry read the mailbox: the credentials work again.
+            await in_storage_thread(
+                recover, self._repos, self._queue, org, connection.value.connection_id, self._now()
+            )
         log.info(
             "mailbox synced",
             extra={"org": org, "staff": staff_id, "outcome": report.outcome, "pages": report.pages},
@@ -291,6 +313,7 @@ class MailboxSyncer:
                 }
                 if full:
                     changes["last_full_read_at"] = now
+                    changes["rebaseline"] = False
             return record.model_copy(update=changes)
 
         await in_storage_thread(self._update_mailbox, org, staff_id, update, known)
@@ -327,35 +350,16 @@ class MailboxSyncer:
         self, org: str, connection: Versioned[ConnectionRecord], detail: str
     ) -> None:
         """Mark the connection and tell the booking platform, once per failure."""
-        record = connection.value
-        if record.health is Health.AUTH_FAILED:
-            return
-        fingerprint = await in_storage_thread(
-            connection_secrets_fingerprint, self._secrets, org, record
-        )
-        failed = record.model_copy(
-            update={
-                "health": Health.AUTH_FAILED,
-                "health_detail": detail[:2000],
-                "failed_secret_fingerprint": fingerprint,
-            }
-        )
-        try:
-            await in_storage_thread(
-                self._repos.connections.put, org, record.connection_id, failed, connection.etag
-            )
-        except ConcurrencyConflict:
-            return  # someone else changed it: their write stands
-        now = self._now()
-        row = health_row(
+        await in_storage_thread(
+            mark_auth_failed,
+            self._repos,
+            self._queue,
+            self._secrets,
             org,
-            record.connection_id,
-            Health.AUTH_FAILED.value,
-            "Exchange refused the connection's credentials",
-            f"auth_failed\n{now.isoformat()}",
-            now,
+            connection,
+            detail,
+            self._now(),
         )
-        await self._tell(org, [row])
 
     async def _tell(self, org: str, rows: Iterable[OutboxRecord]) -> None:
         """Keep each event in the outbox, then queue its delivery (a row told again is queued
@@ -484,6 +488,8 @@ class _Run:
             self.repos.mailbox_items.items_of, self.org, self.mailbox.staff_id
         )
         gone = [item_id for item_id in known if item_id not in changed]
+        if self.mailbox.rebaseline:
+            return await self._rebaseline(changed, gone, known, cursor, pages)
         past: list[str] = []
         if self.windowed:
             gone, past = await self._outside_window(gone, known)
@@ -518,6 +524,99 @@ class _Run:
             notices_seen=self.notices_seen,
         )
         return SyncReport(SyncOutcome.SYNCED, "full read", pages, events)
+
+    async def _rebaseline(
+        self,
+        changed: Mapping[str, ExchangeEvent],
+        gone: list[str],
+        known: Mapping[str, MailboxItemRecord],
+        cursor: str | None,
+        pages: int,
+    ) -> SyncReport:
+        """The first full read after the mailbox moved to another connection: items are read
+        under the new connection's ids. What calbridge knew under the old ids is forgotten, not
+        reported deleted; calbridge's appointments are adopted by their marker (only a real
+        Outlook change made meanwhile is told); busy time is told only where it differs from
+        what the booking platform already has."""
+        fresh = [
+            event
+            for event in changed.values()
+            if (record := known.get(event.item_id)) is None or record.change_key != event.change_key
+        ]
+        effects = await self._decide(fresh, [], known=known, looked_up=True)
+        if self.windowed:
+            # Items after the window are not read yet under their new ids: kept, and
+            # calbridge's appointments among them adopted by their marker now.
+            inside, past = await self._outside_window(gone, known)
+            later = [item_id for item_id in gone if item_id not in inside and item_id not in past]
+            gone = inside + past
+            await self._adopt(later, known, effects)
+        org, staff_id = self.org, self.mailbox.staff_id
+        before = [
+            row.value
+            for row in await in_storage_thread(self.repos.busy_blocks.blocks_of, org, staff_id)
+        ]
+        forgotten = set(gone)
+        put = {(b.event_id, b.occurrence_id) for b in effects.block_puts}
+        effects.item_removals += gone
+        effects.block_removals += [
+            (b.event_id, b.occurrence_id)
+            for b in before
+            if b.event_id in forgotten and (b.event_id, b.occurrence_id) not in put
+        ]
+        kept = [b for b in before if b.event_id not in forgotten]
+        replaced = {b.event_id for b in effects.block_puts}
+        after = [b for b in kept if b.event_id not in replaced] + effects.block_puts
+        window = content_changed_window(before, after)
+        effects.windows = [window] if window else []
+        held = self._guard(effects, await self._known_appointments())
+        if held:
+            await self.service._finish(org, staff_id, self.row, held=held)
+            return SyncReport(SyncOutcome.HELD, held, pages)
+        assert cursor is not None
+        events = await self._carry_out(effects, cursor)
+        await self.service._finish(
+            org, staff_id, self.row, cursor=cursor, full=True, notices_seen=self.notices_seen
+        )
+        log.info("mailbox %s/%s: new baseline after a move", org, staff_id)
+        return SyncReport(SyncOutcome.SYNCED, "new baseline", pages, events)
+
+    async def _adopt(
+        self, item_ids: list[str], known: Mapping[str, MailboxItemRecord], effects: PageEffects
+    ) -> None:
+        """Calbridge's appointments among ``item_ids`` (known under the old connection's ids),
+        found on this connection by their marker: their mappings and item rows take the new
+        ids."""
+        for item_id in item_ids:
+            record = known[item_id]
+            if record.kind is not MailboxItemKind.APPOINTMENT or not record.appointment_id:
+                continue
+            mapping, _ = await self._appointment(record.appointment_id)
+            marker = marker_for(self.org, record.appointment_id)
+            found = [
+                event
+                for event in await self.gateway.find_by_marker(self.mailbox.address, marker)
+                if event.is_live
+            ]
+            if not found:
+                continue
+            event = found[0]
+            adopted = adopted_after_move(
+                event, mapping, self.mailbox.address, self.connection.connection_id
+            )
+            if adopted is None:
+                continue
+            effects.mappings[record.appointment_id] = (adopted, event, event.change_key or "")
+            effects.item_removals.append(item_id)
+            effects.item_puts.append(
+                record.model_copy(
+                    update={
+                        "item_id": event.item_id,
+                        "change_key": event.change_key,
+                        **_span(event),
+                    }
+                )
+            )
 
     async def _outside_window(
         self, gone: list[str], known: Mapping[str, MailboxItemRecord]
@@ -726,6 +825,16 @@ class _Run:
         event: ExchangeEvent,
         staff_by_address: Mapping[str, str],
     ) -> None:
+        verdict, adopted = await self._judge(appointment_id, event, staff_by_address)
+        if verdict.events:
+            # An Outlook change to report: the apply worker may have written the item since
+            # this page was read, and the mapping read just now be newer than the item. Read
+            # the item again, then the mapping, and judge once more (one request, only when a
+            # change is to be told).
+            fresh = await self.gateway.get_event(self.mailbox.address, event.item_id)
+            if fresh is None or fresh.change_key != event.change_key:
+                event = fresh or event
+                verdict, adopted = await self._judge(appointment_id, event, staff_by_address)
         effects.item_puts.append(
             MailboxItemRecord(
                 item_id=event.item_id,
@@ -736,9 +845,24 @@ class _Run:
                 **_span(event),
             )
         )
-        mapping, snapshot = await self._appointment(appointment_id)
-        verdict = organizer_item_changed(appointment_id, event, mapping, snapshot, staff_by_address)
+        if adopted is not None and verdict.mapping is None:
+            verdict = replace(verdict, mapping=adopted)
         self._take(effects, appointment_id, verdict, event, event.change_key or event.item_id)
+
+    async def _judge(
+        self, appointment_id: str, event: ExchangeEvent, staff_by_address: Mapping[str, str]
+    ) -> tuple[OutlookVerdict, EventMapping | None]:
+        """What the organizer's item as read says against the stored mapping and snapshot; and
+        the mapping adopted when the organizer's mailbox moved to this connection (the item is
+        calbridge's event under its new id)."""
+        mapping, snapshot = await self._appointment(appointment_id)
+        adopted = adopted_after_move(
+            event, mapping, self.mailbox.address, self.connection.connection_id
+        )
+        verdict = organizer_item_changed(
+            appointment_id, event, adopted or mapping, snapshot, staff_by_address
+        )
+        return verdict, adopted
 
     def _take(
         self,
@@ -814,8 +938,8 @@ class _Run:
         repos = self.repos
         for appointment_id, mapping in effects.copies_to_cancel:
             await self._cancel_copies(appointment_id, mapping)
-        for appointment_id, (mapping, _, _) in effects.mappings.items():
-            await in_storage_thread(self._store_mapping, appointment_id, mapping)
+        for appointment_id, (mapping, event, _) in effects.mappings.items():
+            await in_storage_thread(self._store_mapping, appointment_id, mapping, event)
         writes = [
             *(
                 in_storage_thread(repos.busy_blocks.put_block, org, staff_id, b)
@@ -844,17 +968,28 @@ class _Run:
             await self.service._tell(org, rows)
         return len(rows)
 
-    def _store_mapping(self, appointment_id: str, decided: EventMapping) -> None:
+    def _store_mapping(
+        self, appointment_id: str, decided: EventMapping, event: ExchangeEvent | None = None
+    ) -> None:
         """Store what the sync decided about a mapping: only the Outlook-side fields, on top of
-        the newest row (the apply worker may have written it meanwhile)."""
+        the newest row (the apply worker may have written it meanwhile); after a mailbox moved
+        to another connection, also the item's new id and connection (adopted by its marker)."""
         fields = ("change_key", "cancelled", "outlook_start", "outlook_end", "declined_staff_ids")
         for _ in range(5):
             current = self.repos.event_map.get(self.org, appointment_id)
-            if current is None or current.value.item_id != decided.item_id:
+            if current is None:
+                return
+            base = current.value
+            if event is not None:
+                base = (
+                    adopted_after_move(
+                        event, base, self.mailbox.address, self.connection.connection_id
+                    )
+                    or base
+                )
+            if base.item_id != decided.item_id:
                 return  # a new event of the appointment: what was decided is about the old one
-            merged = current.value.model_copy(
-                update={name: getattr(decided, name) for name in fields}
-            )
+            merged = base.model_copy(update={name: getattr(decided, name) for name in fields})
             try:
                 self.repos.event_map.put(self.org, appointment_id, merged, current.etag)
                 return
@@ -890,26 +1025,6 @@ class _Run:
         )
         if written is not None:
             self.row = written
-
-
-def secret_fingerprint(secret: str) -> str:
-    """A digest that tells a changed secret from the one that failed, never the secret."""
-    return hashlib.sha256(("calbridge-auth\0" + secret).encode()).hexdigest()[:32]
-
-
-def connection_secrets_fingerprint(
-    secrets: SecretResolver, org: str, connection: ConnectionRecord
-) -> str | None:
-    """``secret_fingerprint`` of every secret the connection uses (each service account's), so
-    a change to any of them is noticed; None when one cannot be read."""
-    try:
-        resolved = [
-            secrets.resolve(connection_secret_name(org, reference))
-            for reference in connection.secret_references()
-        ]
-    except SecretNotFound:
-        return None
-    return secret_fingerprint("\0".join(resolved)) if resolved else None
 
 
 def _span(event: ExchangeEvent) -> dict[str, datetime | None]:

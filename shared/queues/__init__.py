@@ -42,6 +42,7 @@ from shared.queues.names import (
     binding_queue_name,
     queue_name,
 )
+from shared.queues.poison import MemoryPoisonQueues, PoisonQueues
 from shared.queues.sender import QueueSender, QueueUnavailable
 
 __all__ = [
@@ -57,8 +58,10 @@ __all__ = [
     "AppointmentChanged",
     "InvalidQueueMessage",
     "MailboxSyncRequested",
+    "MemoryPoisonQueues",
     "MemoryQueueSender",
     "MessageBody",
+    "PoisonQueues",
     "QueueMessageModel",
     "QueueSender",
     "QueueUnavailable",

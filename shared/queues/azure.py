@@ -11,16 +11,22 @@ import threading
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueServiceClient, TextBase64EncodePolicy
 from pydantic import BaseModel
 
 from shared.queues.messages import message_body, queue_of
-from shared.queues.names import queue_name
+from shared.queues.names import POISON_SUFFIX, queue_name
+from shared.queues.poison import DRAIN_LIMIT, message_text
 from shared.queues.sender import QueueUnavailable, delay_seconds
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from azure.core.credentials import TokenCredential
+
+# How long a poison message being looked at stays hidden from another replay.
+_DRAIN_VISIBILITY_SECONDS = 60
 
 
 class AzureQueueSender:
@@ -77,3 +83,38 @@ class AzureQueueSender:
             client.send_message(message_body(message), visibility_timeout=delay)
         except AzureError as exc:
             raise QueueUnavailable(f"queue {name}: {type(exc).__name__}") from exc
+
+    def drain(self, queue: str, handle: Callable[[str], bool], limit: int = DRAIN_LIMIT) -> int:
+        """``PoisonQueues.drain`` over ``<prefix><queue>-poison`` (missing: nothing to drain).
+        Bodies are read raw (the host keeps them as sent) and handed over as JSON text."""
+        name = queue_name(self._prefix, queue) + POISON_SUFFIX
+        client = self._service.get_queue_client(name)
+        taken = 0
+        looked = 0
+        left = []
+        try:
+            while looked < limit:
+                page = list(
+                    client.receive_messages(
+                        messages_per_page=32,
+                        max_messages=min(32, limit - looked),
+                        visibility_timeout=_DRAIN_VISIBILITY_SECONDS,
+                    )
+                )
+                if not page:
+                    break
+                for message in page:
+                    looked += 1
+                    if handle(message_text(str(message.content))):
+                        client.delete_message(message)
+                        taken += 1
+                    else:
+                        left.append(message)
+            for message in left:
+                # Another organization's, or one that cannot be replayed: visible again now.
+                client.update_message(message, visibility_timeout=0)
+        except ResourceNotFoundError:
+            return taken
+        except AzureError as exc:
+            raise QueueUnavailable(f"queue {name}: {type(exc).__name__}") from exc
+        return taken

@@ -29,8 +29,11 @@ class ConnectionRecord(ConnectionConfig):
     health: Health | None = None
     health_detail: ErrorText | None = None
     # With ``auth_failed``: a digest of the secret Exchange refused, so a changed secret is
-    # noticed (see ``shared.mailbox_sync.fanout.secret_fingerprint``); never the secret.
+    # noticed (see ``shared.connections.secret_fingerprint``); never the secret.
     failed_secret_fingerprint: Annotated[str, StringConstraints(max_length=64)] | None = None
+    # With ``auth_failed``: when the slow retry last tried the refused credentials on one
+    # mailbox (``shared.connections.AUTH_RETRY_EVERY``).
+    auth_retried_at: AwareDatetime | None = None
 
 
 class MailboxRecord(MailboxRef):
@@ -62,6 +65,11 @@ class MailboxRecord(MailboxRef):
     # Why the mailbox has no working change-notification subscription (Graph), None when it
     # has one or needs none; the sweep reads the mailbox meanwhile.
     subscription_error: ErrorText | None = None
+    # The mailbox moved to another connection (or address): its next full read is a new
+    # baseline. What calbridge knew under the old ids is forgotten without being reported, the
+    # appointments calbridge made are adopted by their marker, and only real differences in
+    # busy time are told.
+    rebaseline: bool = False
 
 
 class MailboxItemKind(StrEnum):

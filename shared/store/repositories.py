@@ -316,6 +316,10 @@ class DeadLetterRepository(EntityRepository[DeadLetterRecord]):
     def of_org(self, org: str) -> list[DeadLetterRecord]:
         return [value.value for _, value in self.read_partition((org,))]
 
+    def forget(self, org: str, queue: str, subject_id: str) -> None:
+        """The work was replayed: its dead letter goes (a missing row is fine)."""
+        self.remove(EntityKey.of((org,), (queue, subject_id)))
+
 
 class BusyBlockRepository(EntityRepository[BusyBlock]):
     """BusyBlocks (org|staffId / eventId|occurrence): a staff member's busy time from Exchange.

@@ -9,6 +9,7 @@ Routes (operation names, used for faults and counters, in brackets), under ``use
 ``me``: GET the user [getUser], ``mailboxSettings`` [mailboxSettings]; ``events`` or
 ``calendar/events``: GET [listEvents], POST [createEvent]; ``events/{id}``: GET [getEvent],
 PATCH [updateEvent], DELETE [deleteEvent]; ``events/{id}/cancel`` [cancel];
+``events/{id}/permanentDelete`` [permanentDelete];
 ``events/{id}/accept|decline|tentativelyAccept`` [respond]; ``events/{id}/instances``
 [instances]; ``calendarView`` [calendarView]; ``calendarView/delta()`` [delta]. At the root:
 ``subscriptions`` GET [listSubscriptions], POST [subscribe]; ``subscriptions/{id}`` GET
@@ -353,6 +354,13 @@ class GraphService:
             if action == "cancel":
                 self._method(method, "POST")
                 return Route("graph:cancel", lambda c: self._cancel(c, graph_id), user_ref)
+            if action == "permanentdelete":
+                self._method(method, "POST")
+                return Route(
+                    "graph:permanentDelete",
+                    lambda c: self._permanent_delete(c, graph_id),
+                    user_ref,
+                )
             if action in _RESPONSES:
                 self._method(method, "POST")
                 response = _RESPONSES[action]
@@ -701,6 +709,13 @@ class GraphService:
             except SimError as error:
                 raise GraphError.from_store(error) from None
         return SimResponse(204, b"", {}, "")
+
+    def _permanent_delete(self, call: Call, graph_id: str) -> SimResponse:
+        """``POST events/{id}/permanentDelete``: the event goes to the Purges folder of the
+        dumpster, where no client can reach it; 204 without a body. (This store keeps no
+        Deleted Items, so the item is simply gone; as for DELETE, an organizer's meeting sends
+        its cancellations.)"""
+        return self._delete_event(call, graph_id)
 
     def _action_body(self, call: Call) -> dict[str, Any]:
         body = call.json_body()

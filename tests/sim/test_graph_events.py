@@ -247,6 +247,23 @@ def test_organizer_delete_sends_cancellations(
     assert copy_in(simulator, BOB, created.i_cal_u_id).is_cancelled is True
 
 
+def test_permanent_delete_removes_the_event_and_answers_204_without_a_body(
+    graph: GraphSession, simulator: RunningSimulator
+) -> None:
+    # "Permanently delete an event and place it in the Purges folder in the dumpster in the
+    # mailbox. Email clients such as Outlook or Outlook on the web can't access permanently
+    # deleted items." POST /users/{id}/events/{id}/permanentDelete; "If successful, this method
+    # returns a 204 No Content response code."
+    # (https://learn.microsoft.com/graph/api/event-permanentdelete)
+    created = graph.run(events_of(graph, ANN).post(meeting("Purge me", 10)))
+    item = events_of(graph, ANN).by_event_id(created.id)
+
+    graph.run(item.permanent_delete.post())
+
+    assert copy_in(simulator, ANN, created.i_cal_u_id) is None
+    assert odata_error(graph, item.get()).response_status_code == 404
+
+
 def test_a_patch_with_a_stale_if_match_is_refused_with_412_and_changes_nothing(
     graph: GraphSession, simulator: RunningSimulator
 ) -> None:

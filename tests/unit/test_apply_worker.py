@@ -6,6 +6,7 @@ try — and that nothing is written twice."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from shared.apply.service import (
     AppointmentApplier,
     AppointmentApplyFailed,
 )
+from shared.connections import recover
 from shared.exchange.fake import FakeCalendarGateway, FakeExchange
 from shared.exchange.port import (
     AuthenticationFailed,
@@ -24,7 +26,7 @@ from shared.exchange.port import (
     ExchangeUnavailable,
     RetryAfter,
 )
-from shared.models import ConnectionConfig
+from shared.models import ConnectionConfig, Health
 from shared.queues import (
     APPOINTMENT_CHANGES,
     MAX_VISIBILITY_DELAY,
@@ -239,16 +241,49 @@ def test_a_persistent_failure_is_dead_lettered_with_its_reason_on_the_last_try(
     setup: Setup,
 ) -> None:
     message = setup.store(1)
-    setup.exchange.fail_next("create_event", AuthenticationFailed("credentials refused"), times=3)
+    setup.exchange.fail_next("create_event", ExchangeUnavailable("HTTP 503"), times=3)
     for attempt in (1, 2, 3):
         with pytest.raises(AppointmentApplyFailed):
             setup.apply(message, dequeue_count=attempt)
     [letter] = setup.repos.dead_letters.of_org(ORG)
     assert letter.queue == APPOINTMENT_CHANGES
     assert letter.subject_id == "apt-1"
-    assert "AuthenticationFailed" in letter.reason
+    assert "ExchangeUnavailable" in letter.reason
     assert letter.dequeue_count == 3
     assert letter.message == {"org": ORG, "appointmentId": "apt-1", "version": 1}
+
+
+def test_refused_credentials_mark_the_connection_and_hold_the_work_until_it_recovers(
+    setup: Setup,
+) -> None:
+    message = setup.store(1)
+    setup.exchange.fail_next("create_event", AuthenticationFailed("401 from the server"))
+    report = setup.apply(message)
+    assert report.disposition is ApplyDisposition.PARKED
+    connection = setup.repos.connections.get(ORG, "onprem")
+    assert connection is not None
+    assert connection.value.health is Health.AUTH_FAILED
+    [parked] = setup.repos.parked.parked_on(ORG, "onprem")
+    assert parked.appointment_id == "apt-1"
+    [told] = [json.loads(r.value.payload) for r in setup.repos.outbox.list_by_org(ORG).values()]
+    assert told["type"] == "connection.health_changed"
+    assert told["data"]["health"] == "auth_failed"
+    # Held: a newer snapshot makes no call while the connection is auth_failed.
+    calls = setup.exchange.request_count()
+    newer = setup.store(2)
+    assert setup.apply(newer).disposition is ApplyDisposition.PARKED
+    assert setup.exchange.request_count() == calls
+    setup.queue.sent.clear()
+    change = recover(setup.repos, setup.queue, ORG, "onprem", datetime.now(UTC))
+    assert change is not None
+    assert change.requeued == 1
+    [requeued] = setup.queue.bodies(APPOINTMENT_CHANGES)
+    assert requeued == {"org": ORG, "appointmentId": "apt-1", "version": 2}
+    assert setup.apply(AppointmentChanged.model_validate(requeued)).disposition is (
+        ApplyDisposition.DONE
+    )
+    assert len(setup.live(ORGANIZER)) == 1
+    assert setup.repos.parked.parked_on(ORG, "onprem") == []
 
 
 def test_an_unknown_organizer_is_a_recorded_problem_cleared_once_fixed(setup: Setup) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from shared.apply.service import AppointmentApplier
 from shared.config import connection_secret_name
+from shared.connections import AUTH_RETRY, AUTH_RETRY_EVERY
 from shared.exchange.fake import FakeCalendarGateway, FakeExchange
 from shared.exchange.port import (
     AuthenticationFailed,
@@ -273,3 +274,53 @@ def test_the_fan_out_skips_disabled_connections_and_follows_the_poll_interval(
     )
     world.clock[0] += PENDING_EXPIRY + timedelta(minutes=10)
     assert world.fanout.run().queued == 0
+
+
+def _refuse_credentials(world: World) -> None:
+    world.exchange.fail_next("*", AuthenticationFailed("HTTP 401"), mailbox=ANN, times=1_000)
+    assert world.sync().outcome is SyncOutcome.AUTH_FAILED
+    world.exchange.clear_faults()
+
+
+def test_a_queued_sync_of_an_auth_failed_connection_makes_no_call() -> None:
+    world = World()
+    _refuse_credentials(world)
+    calls = world.exchange.request_count()
+    assert world.sync("bob").outcome is SyncOutcome.SKIPPED
+    assert world.exchange.request_count() == calls
+
+
+def test_the_slow_retry_reads_one_mailbox_every_interval_and_its_success_recovers() -> None:
+    world = World()
+    _refuse_credentials(world)
+    world.queue.sent.clear()
+    # The same secret, not yet due: nothing queued.
+    assert world.fanout.run().queued == 0
+    world.clock[0] += AUTH_RETRY_EVERY
+    assert world.fanout.run().queued == 1
+    [retry] = world.queue.bodies(MAILBOX_SYNC)
+    assert retry == {"org": ORG, "staffId": "ann", "reason": AUTH_RETRY}
+    # Claimed for this interval: the next timer run does not retry again.
+    assert world.fanout.run().queued == 0
+    world.queue.sent.clear()
+    assert world.sync("ann", reason=AUTH_RETRY).outcome is SyncOutcome.SYNCED
+    connection = world.repos.connections.get(ORG, "onprem")
+    assert connection is not None
+    assert connection.value.health is Health.OK
+    told = sorted(e["data"]["health"] for e in world.events("connection.health_changed"))
+    assert told == ["auth_failed", "ok"]
+    # Every mailbox catches up from its cursor.
+    assert sorted(m["staffId"] for m in world.queue.bodies(MAILBOX_SYNC)) == ["ann", "bob"]
+
+
+def test_a_failed_slow_retry_stays_auth_failed_and_tells_nothing_new() -> None:
+    world = World()
+    _refuse_credentials(world)
+    world.exchange.fail_next("*", AuthenticationFailed("HTTP 401"), mailbox=ANN, times=1_000)
+    world.clock[0] += AUTH_RETRY_EVERY
+    world.fanout.run()
+    assert world.sync("ann", reason=AUTH_RETRY).outcome is SyncOutcome.AUTH_FAILED
+    connection = world.repos.connections.get(ORG, "onprem")
+    assert connection is not None
+    assert connection.value.health is Health.AUTH_FAILED
+    assert len(world.events("connection.health_changed")) == 1

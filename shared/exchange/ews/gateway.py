@@ -54,6 +54,7 @@ from exchangelib.errors import ErrorItemNotFound
 from exchangelib.items import (
     ALL_OCCURRENCES,
     ALWAYS_OVERWRITE,
+    HARD_DELETE,
     ID_ONLY,
     MOVE_TO_DELETED_ITEMS,
     NEVER_OVERWRITE,
@@ -505,6 +506,24 @@ class EwsCalendarGateway:
                 )
             except ErrorItemNotFound:
                 return  # already gone: cancelling is idempotent
+
+        await self._call("DeleteItem", mailbox, work)
+        self._uids.pop(item_id, None)
+
+    async def delete_permanently(self, mailbox: str, item_id: str) -> None:
+        def work(connection: EwsConnection) -> None:
+            account = connection.account(mailbox)
+            try:
+                DeleteItem(account=account).get(
+                    items=[ItemId(id=item_id)],
+                    delete_type=HARD_DELETE,
+                    send_meeting_cancellations=SEND_TO_NONE,
+                    affected_task_occurrences=ALL_OCCURRENCES,
+                    suppress_read_receipts=True,
+                    expect_result=None,
+                )
+            except ErrorItemNotFound:
+                return
 
         await self._call("DeleteItem", mailbox, work)
         self._uids.pop(item_id, None)

@@ -329,6 +329,14 @@ class GraphCalendarGateway:
         if not reply.ok and not is_missing_item(reply):
             raise reply_error(reply, operation="cancel_event", mailbox=mailbox)
 
+    async def delete_permanently(self, mailbox: str, item_id: str) -> None:
+        session = self._pool.session()
+        action = session.users.by_user_id(mailbox).events.by_event_id(item_id).permanent_delete
+        info = self._json_request("POST", action, None)
+        reply = await self._send(session, info, operation="delete_permanently", mailbox=mailbox)
+        if not reply.ok and not is_missing_item(reply):
+            raise reply_error(reply, operation="delete_permanently", mailbox=mailbox)
+
     async def list_events(
         self, mailbox: str, start: datetime, end: datetime
     ) -> list[ExchangeEvent]:
