@@ -37,7 +37,7 @@ from pydantic import ValidationError
 
 from shared.http.answers import HttpAnswer, Refusal, refuse, text_answer, unavailable
 from shared.http.contract import GraphNotification, GraphNotificationBatch
-from shared.http.requests import gate
+from shared.http.requests import check_json, gate
 from shared.mailbox_sync.pending import claim_sync, release_claim
 from shared.queues import (
     MailboxSyncRequested,
@@ -116,7 +116,9 @@ class NotificationIntake:
 
     def _valid(self, org: str, body: bytes) -> list[tuple[GraphNotification, SubscriptionRecord]]:
         """The notifications that name one of the organization's subscriptions with its
-        clientState; 400 for a body that is not Graph's, 403 when none passes."""
+        clientState; 400 for a body that is not Graph's (or names a key twice: which one
+        counts would be up to the parser), 403 when none passes."""
+        check_json(body)
         try:
             batch = GraphNotificationBatch.model_validate_json(body)
         except ValidationError:
@@ -193,8 +195,13 @@ class NotificationIntake:
 
 
 def _handshake(token: str) -> HttpAnswer:
+    """Graph's token (a sentence and a request id) back as plain text, as Graph requires; a
+    token Graph would not send (too long, a control character such as a line break) is
+    refused rather than reflected."""
     if not token or len(token) > MAX_VALIDATION_TOKEN:
         raise refuse(400, "bad_request", "validationToken must be 1 to 1024 characters")
+    if not token.isprintable():
+        raise refuse(400, "bad_request", "validationToken must be printable text")
     return text_answer(200, token)
 
 

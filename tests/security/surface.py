@@ -155,6 +155,6 @@ def assert_refused(response: httpx.Response, status: int | tuple[int, ...], *wor
     assert isinstance(body, dict), body
     assert body.get("error"), body
     assert body.get("message"), body
-    text = json.dumps(body).lower()
+    text = json.dumps(body, ensure_ascii=False).lower()
     for word in words:
         assert word.lower() in text, (word, body)
