@@ -156,7 +156,7 @@ def test_an_id_that_is_no_id_is_refused_in_every_path_parameter(
 ) -> None:
     with unchanged.throughout():
         answers = {
-            case: send_as_caller(world, Call.of(route, **{parameter: value}))
+            case: send_as_caller(world, Call.of(route, None, **{parameter: value}))
             for case, value in BAD_IDS.items()
         }
     for case, answer in answers.items():
@@ -280,7 +280,7 @@ def test_absurd_numbers_are_422_naming_the_field(world: World, unchanged: Unchan
         body = json.dumps({**snapshot_document(organizer="ann"), "version": version}).encode()
         answer = unchanged(put_snapshot, world, body)
         assert_refused(answer, 422, "version")
-    absurd = {
+    absurd: dict[str, list[Any]] = {
         "recurrenceHorizonDays": [10**30, -1, 0, 1.5, "180", True],
         "pollIntervalSeconds": [0, -60, 10**20, 59.9],
         "massCancellationShare": [0, -0.5, 1.0000001, 1e308, "0.5"],
