@@ -454,7 +454,8 @@ def no_secret_in_logs_or_answers(
     request: pytest.FixtureRequest, log_capture: LogCapture, sensitive: Sensitive
 ) -> Iterator[None]:
     """After each test: no log record and no answer of the test carries a secret or private
-    data (clients' contact details, notes, event bodies, private subjects)."""
+    data (clients' contact details, notes, event bodies, private subjects), and no answer is
+    anything but JSON or plain text (nothing from a request comes back as HTML)."""
     world: World | None = (
         request.getfixturevalue("world") if "world" in request.fixturenames else None
     )
@@ -466,6 +467,10 @@ def no_secret_in_logs_or_answers(
     if world is None:
         return
     for answer in world.answers[answers_before:]:
+        media_type = answer.headers.get("content-type", "").split(";")[0].strip()
+        assert media_type in ("application/json", "text/plain", ""), (
+            f"{answer.request.method} {answer.request.url} answered {media_type}"
+        )
         text = (answer.text + json.dumps(dict(answer.headers))).casefold()
         named = [kind for value, kind in sensitive.values().items() if value in text]
         assert named == [], f"{answer.request.method} {answer.request.url} answered {named}"
