@@ -42,9 +42,7 @@ OrgId = Annotated[str, StringConstraints(pattern=ORG_ID_PATTERN, max_length=ORG_
 MAX_APPOINTMENT_DURATION = timedelta(hours=24)
 # No control character anywhere (NUL is not whitespace), no path separator in the domain: an
 # address goes into Graph and EWS requests and into log lines.
-_EMAIL = re.compile(
-    r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f/\\]+\.[^@\s\x00-\x1f\x7f/\\]+$"
-)
+_EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f/\\]+\.[^@\s\x00-\x1f\x7f/\\]+$")
 
 
 def _writable_time_zone(name: str) -> str:
