@@ -85,7 +85,8 @@ def _rfc3339_instant(value: object) -> object:
 
 def _email(value: str) -> str:
     if not _EMAIL.fullmatch(value):  # `$` alone also matches before a final "\n"
-        raise ValueError(f"{value!r} is not an email address")
+        # Not repeated: a client's address is private data, and the field is named.
+        raise ValueError("not an email address")
     return value.lower()
 
 
