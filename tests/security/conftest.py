@@ -1,12 +1,15 @@
 """The security suite's world: Azurite, the Exchange simulator and the real function app behind
 the local runner (the functions key enforced, as the host does), set up as two organizations'
 administrators would: ``sec`` (an EWS and a Graph connection, a webhook URL, one appointment
-applied) and ``rival`` (a Graph connection), each with its own signing secret and admin key.
+applied) and ``rival`` (a Graph connection), each with its own signing secret and admin key;
+``fuzz``, a third, is schemathesis's own (its writes never touch the other two).
 
 Once set up, the world is held still: timers never run and the queue pollers stop, so whatever a
-request changes stays where :class:`Observer` can see it — every row of every table, every
-message of every queue (poison queues included), every request the simulator served and every
-webhook the booking stand-in received. A refused request must leave all of it as it was.
+request changes stays where :class:`Observer` can see it — every row of every table (its
+ETag), every queue's messages (poison queues included), every request the simulator's EWS and
+Graph served, its Graph subscriptions and every webhook the booking stand-in received. A refused
+request must leave all of it as it was (``unchanged``: read before and after each test, or
+around each request with ``CALBRIDGE_SECURITY_EACH_REQUEST=1``).
 
 Every log record of the suite (every logger at DEBUG) and every answer the runner gives are
 kept and scanned for secrets and private data after each test (``no_secret_in_logs_or_answers``).
