@@ -10,9 +10,16 @@ import time
 import httpx
 import pytest
 
+from shared.admin.service import org_admin_key_reference
 from shared.booking.signature import sign_request, sign_webhook
+from shared.config import (
+    environment_variable_for,
+    org_previous_signing_secret_reference,
+    org_signing_secret_reference,
+)
 from shared.http.contract import ADMIN_KEY_HEADER, SIGNATURE_HEADER
 from shared.http.routes import ApiRoute
+from tests.e2e.privacy import Sensitive
 from tests.security.conftest import ADMIN_KEYS, ORG, RIVAL, SIGNING_SECRETS, Unchanged, World
 from tests.security.surface import Call, assert_refused, route_id, routes_of, send_as_caller
 
@@ -210,3 +217,33 @@ def test_the_function_key_in_the_query_string_is_the_hosts_not_an_admin_key(
         path = f"{call.path}{sep}code={world.runner.functions_key}"
         answer = unchanged(world.send, route.method, path, call.body)
         assert_refused(answer, 401, "missing")
+
+
+def test_a_rotated_out_admin_key_or_signing_secret_no_longer_opens_anything(
+    world: World, unchanged: Unchanged, monkeypatch: pytest.MonkeyPatch, sensitive: Sensitive
+) -> None:
+    """Expired credentials: once an organization's admin key or signing secret is replaced
+    (and the previous secret's grace period is over), the old one is refused everywhere; the new
+    one works (a read, which changes nothing)."""
+    new_key, new_secret = "sec-admin-key-rotated-71d0", "sec-signing-secret-rotated-2e95"
+    sensitive.secrets([new_key, new_secret])
+    monkeypatch.setenv(environment_variable_for(org_admin_key_reference(ORG)), new_key)
+    monkeypatch.setenv(environment_variable_for(org_signing_secret_reference(ORG)), new_secret)
+    monkeypatch.delenv(
+        environment_variable_for(org_previous_signing_secret_reference(ORG)), raising=False
+    )
+    for route in ADMIN:
+        call = Call.of(route)
+        answer = unchanged(send_as_caller, world, call)  # the old key
+        assert_refused(answer, 401, "does not match")
+    for route in SIGNED:
+        call = Call.of(route)
+        answer = unchanged(world.signed, route.method, call.path, call.body)  # the old secret
+        assert_refused(answer, 401, "signature_mismatch")
+    headers = {**world.admin_headers(), ADMIN_KEY_HEADER: new_key}
+    for read in [r for r in ADMIN if r.method == "GET" and r.route == "orgs/{org}/settings"]:
+        assert unchanged(world.send, "GET", Call.of(read).path, b"", headers).status_code == 200
+    [busy] = [r for r in SIGNED if r.method == "GET"]
+    call = Call.of(busy)
+    answer = unchanged(world.signed, "GET", call.path, b"", secret=new_secret)
+    assert answer.status_code == 200, answer.text
