@@ -76,6 +76,7 @@ MALFORMED = {
     "a string": b'"x"',
     "a number": b"7",
     "a UTF-16 body": '{"version": 1}'.encode("utf-16"),
+    "a UTF-8 byte order mark": b'\xef\xbb\xbf{"version": 1}',
 }
 
 

@@ -151,12 +151,14 @@ def what_schemathesis_ran(request: pytest.FixtureRequest) -> Iterator[None]:
     """Prints, once the module's runs are over, the operations, modes and the statuses seen."""
     yield
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is None or not SEEN:
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None or not SEEN:
         return
     total = sum(sum(statuses.values()) for statuses in SEEN.values())
-    reporter.write_line(
-        f"\nschemathesis: {len(OPERATIONS)} operations, {EXAMPLES} examples per operation, mode "
-        f"and credentials, {total} requests"
-    )
-    for run, statuses in sorted(SEEN.items()):
-        reporter.write_line(f"  {run}: {dict(sorted(statuses.items()))}")
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(
+            f"\nschemathesis: {len(OPERATIONS)} operations, {EXAMPLES} examples per operation, "
+            f"mode and credentials, {total} requests"
+        )
+        for run, statuses in sorted(SEEN.items()):
+            reporter.write_line(f"  {run}: {dict(sorted(statuses.items()))}")
