@@ -32,7 +32,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
-from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.functions.queue import QueueMessage as FunctionsQueueMessage
 from azure.storage.queue import QueueClient, QueueMessage, TextBase64EncodePolicy
 
@@ -212,7 +212,10 @@ class QueuePoller:
                         visibility_timeout=self._lease_seconds,
                     )
                 )
-            except AzureError as exc:
+            except Exception as exc:
+                # Whatever one poll meets (an outage, or os.environ changed by another thread
+                # while the HTTP library read it: KeyError), the next poll is tried, as the
+                # host's listener does: a poller that died would stop the queue for good.
                 log.warning("polling queue %s failed: %s", self.queue_name, type(exc).__name__)
                 messages = []
             else:

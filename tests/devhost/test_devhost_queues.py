@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import azure.functions as func
 import pytest
@@ -324,3 +325,25 @@ def test_setting_expressions_resolve_from_the_environment_and_empty_counts_as_mi
         resolve_setting_expressions("%EMPTY%work", environ)
     with pytest.raises(SettingNotFound, match="ABSENT"):
         resolve_setting_expressions("%ABSENT%work", environ)
+
+
+def test_a_poll_that_fails_unexpectedly_is_followed_by_the_next_poll(
+    run_app: Callable[[func.FunctionApp], FunctionsRunner],
+    sender: QueueClient,
+) -> None:
+    """A poll can meet more than an Azure error: the HTTP library reads os.environ while
+    another thread changes it (KeyError). The poller tries again; it never stops for good."""
+    seen = Seen()
+    poller = run_app(queue_app(seen, lambda message: None)).pollers[0]
+    receive = poller._queue.receive_messages
+    failures = iter([KeyError("PYTEST_CURRENT_TEST"), RuntimeError("unexpected")])
+
+    def failing_twice(**kwargs: Any) -> Any:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return receive(**kwargs)
+
+    poller._queue.receive_messages = failing_twice  # type: ignore[method-assign]
+    sender.send_message('{"org": "dev"}')
+    wait_until(lambda: len(seen.calls) == 1, what="the message after two failed polls")

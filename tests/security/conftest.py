@@ -150,6 +150,9 @@ class Observer:
         # Its threads' log records are the observer's, not calbridge's (see ``log_capture``).
         self._pool = ThreadPoolExecutor(8, thread_name_prefix=OBSERVER_THREADS)
 
+    def close(self) -> None:
+        self._pool.shutdown()
+
     def _rows(self, table: str) -> dict[tuple[str, str], str]:
         client = self._tables.get_table_client(table)
         return {
@@ -351,7 +354,10 @@ def world(azurite: Azurite, sensitive: Sensitive, log_capture: LogCapture) -> It
                 _administer(world)
                 _settle(world)
                 world.answers.clear()
-                yield world
+                try:
+                    yield world
+                finally:
+                    observer.close()
     finally:
         sim.stop()
 
