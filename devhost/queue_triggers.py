@@ -213,8 +213,9 @@ class QueuePoller:
                     )
                 )
             except Exception as exc:
-                # Azurite or the network failing one receive (an AzureError, or a reply the SDK
-                # cannot parse) must not end this queue's polling: back off and poll again.
+                # Whatever one poll meets (an outage, or os.environ changed by another thread
+                # while the HTTP library read it: KeyError), the next poll is tried, as the
+                # host's listener does: a poller that died would stop the queue for good.
                 log.warning("polling queue %s failed: %s", self.queue_name, type(exc).__name__)
                 messages = []
             else:

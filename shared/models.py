@@ -40,7 +40,9 @@ ORG_ID_MAX_LENGTH = 63
 OrgId = Annotated[str, StringConstraints(pattern=ORG_ID_PATTERN, max_length=ORG_ID_MAX_LENGTH)]
 
 MAX_APPOINTMENT_DURATION = timedelta(hours=24)
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# No control character anywhere (NUL is not whitespace), no path separator in the domain: an
+# address goes into Graph and EWS requests and into log lines.
+_EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f/\\]+\.[^@\s\x00-\x1f\x7f/\\]+$")
 
 
 def _writable_time_zone(name: str) -> str:
@@ -83,7 +85,8 @@ def _rfc3339_instant(value: object) -> object:
 
 def _email(value: str) -> str:
     if not _EMAIL.fullmatch(value):  # `$` alone also matches before a final "\n"
-        raise ValueError(f"{value!r} is not an email address")
+        # Not repeated: a client's address is private data, and the field is named.
+        raise ValueError("not an email address")
     return value.lower()
 
 
@@ -245,6 +248,14 @@ AccessMode = Literal["impersonation", "delegate"]
 # can only ever name its own secrets. 56 characters leave room for the longest org id within
 # Key Vault's 127.
 SecretReference = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{1,56}$")]
+# An Entra ID tenant (a GUID or a domain such as contoso.onmicrosoft.com) or application (a
+# GUID): they go into the token endpoint's URL, so no path separator or control character.
+DirectoryId = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,253}[A-Za-z0-9])?$")
+]
+# A service account (``svc@contoso.com``, ``CONTOSO\svc``): sent in an authentication header,
+# so no control character (a line break would end the header).
+AccountName = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]{1,255}$")]
 
 
 def _no_credentials_in_url(url: str) -> str:
@@ -290,10 +301,10 @@ class ConnectionConfig(CamelModel):
     kind: ConnectionKind
     ews_url: HttpsUrl | None = None
     auth_type: AuthType
-    username: ShortText | None = None
+    username: AccountName | None = None
     secret_reference: SecretReference | None = None
-    tenant_id: ShortText | None = None
-    client_id: ShortText | None = None
+    tenant_id: DirectoryId | None = None
+    client_id: DirectoryId | None = None
     access_mode: AccessMode = "impersonation"
     enabled: bool = True
     # Several service accounts (EWS with basic or ntlm), instead of ``username`` and
@@ -434,4 +445,4 @@ class OrgSettings(CamelModel):
     poll_interval_seconds: Annotated[int, Field(ge=60, le=86_400, strict=True)] = 60
     # One sync reporting more than this share of a mailbox's appointments cancelled at once is
     # held and reported instead of acted on (one bad read must never cancel a day of bookings).
-    mass_cancellation_share: Annotated[float, Field(gt=0, le=1)] = 0.5
+    mass_cancellation_share: Annotated[float, Field(gt=0, le=1, strict=True)] = 0.5

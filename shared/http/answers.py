@@ -68,9 +68,17 @@ class HttpAnswer:
         return self.json_text() if self.text is None else self.text
 
 
+# A plain-text answer echoes what a caller sent (Graph's validation token): a browser must
+# neither sniff it as HTML nor run anything in it, should one be led to open it.
+TEXT_HEADERS: Mapping[str, str] = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+}
+
+
 def text_answer(status: int, text: str) -> HttpAnswer:
     """A ``text/plain`` answer; never sniffed as anything else by a browser."""
-    return HttpAnswer(status, None, {"X-Content-Type-Options": "nosniff"}, text=text)
+    return HttpAnswer(status, None, TEXT_HEADERS, text=text)
 
 
 def json_answer(

@@ -106,9 +106,8 @@ def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return seen
 
 
-def parse_json_body(body: bytes, model: type[ModelT], what: str) -> ModelT:
-    """A JSON body as ``model``: 400 when it is not JSON or names a key twice, 422 naming every
-    problem otherwise."""
+def check_json(body: bytes) -> None:
+    """400 unless the body is JSON that names each key of each object once."""
     try:
         json.loads(body, object_pairs_hook=_refuse_duplicate_keys)
     except DuplicateKey as exc:
@@ -119,6 +118,12 @@ def parse_json_body(body: bytes, model: type[ModelT], what: str) -> ModelT:
         raise refuse(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
     except RecursionError as exc:
         raise refuse(400, "invalid_json", "the body's JSON is nested too deeply") from exc
+
+
+def parse_json_body(body: bytes, model: type[ModelT], what: str) -> ModelT:
+    """A JSON body as ``model``: 400 when it is not JSON or names a key twice, 422 naming every
+    problem otherwise."""
+    check_json(body)
     try:
         return model.model_validate_json(body, by_alias=True, by_name=False)
     except ValidationError as exc:

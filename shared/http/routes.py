@@ -330,7 +330,9 @@ def graph_route_errors() -> dict[int, Response]:
     """The refusals Graph's notification and lifecycle routes can answer."""
     return {
         400: Response(
-            "Not a Graph notification batch, or a validation token of more than 1024 characters.",
+            "Not a Graph notification batch (or one naming a key twice), or a validation "
+            "request Graph would not send: a token that is empty, longer than 1024 characters "
+            "or not printable text, or a body beside the token.",
             ApiError,
         ),
         403: Response(
@@ -346,8 +348,8 @@ def graph_route_errors() -> dict[int, Response]:
 
 VALIDATION_TOKEN = QueryParameter(
     "validationToken",
-    "Graph's validation handshake when a subscription is made: answered 200 text/plain with "
-    "the decoded token and nothing else.",
+    "Graph's validation handshake when a subscription is made (no body): answered 200 "
+    "text/plain with the decoded token and nothing else.",
     required=False,
 )
 

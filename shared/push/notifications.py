@@ -37,7 +37,7 @@ from pydantic import ValidationError
 
 from shared.http.answers import HttpAnswer, Refusal, refuse, text_answer, unavailable
 from shared.http.contract import GraphNotification, GraphNotificationBatch
-from shared.http.requests import gate
+from shared.http.requests import check_json, gate
 from shared.mailbox_sync.pending import claim_sync, release_claim
 from shared.queues import (
     MailboxSyncRequested,
@@ -45,7 +45,7 @@ from shared.queues import (
     QueueUnavailable,
     SubscriptionWork,
 )
-from shared.store import Repositories, StoreError
+from shared.store import Repositories, StoreError, UnstorableEntity
 from shared.store.records import SubscriptionRecord
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class NotificationIntake:
         try:
             gate(org, body, MAX_NOTIFICATION_BYTES)
             if validation_token is not None:
-                return _handshake(validation_token)
+                return _handshake(validation_token, body)
             valid = self._valid(org, body)
             mailboxes = {record.staff_id for _, record in valid}
             queued = sum(self._notify(org, staff_id, NOTIFIED) for staff_id in sorted(mailboxes))
@@ -104,7 +104,7 @@ class NotificationIntake:
         try:
             gate(org, body, MAX_NOTIFICATION_BYTES)
             if validation_token is not None:
-                return _handshake(validation_token)
+                return _handshake(validation_token, body)
             valid = self._valid(org, body)
             for notification, record in valid:
                 self._lifecycle_event(org, notification, record)
@@ -116,7 +116,9 @@ class NotificationIntake:
 
     def _valid(self, org: str, body: bytes) -> list[tuple[GraphNotification, SubscriptionRecord]]:
         """The notifications that name one of the organization's subscriptions with its
-        clientState; 400 for a body that is not Graph's, 403 when none passes."""
+        clientState; 400 for a body that is not Graph's (or names a key twice: which one
+        counts would be up to the parser), 403 when none passes."""
+        check_json(body)
         try:
             batch = GraphNotificationBatch.model_validate_json(body)
         except ValidationError:
@@ -145,6 +147,10 @@ class NotificationIntake:
     def _subscription(self, org: str, subscription_id: str) -> SubscriptionRecord | None:
         try:
             found = self._repos.subscriptions.get(org, subscription_id)
+        except UnstorableEntity:
+            # An id too long to be a row key (up to 256 characters may encode past Table
+            # Storage's 1,024): no subscription of ours has it. A forgery, not an outage.
+            return None
         except StoreError as error:
             raise unavailable("storage") from error
         return found.value if found is not None else None
@@ -192,9 +198,16 @@ class NotificationIntake:
             raise unavailable("the work queue") from error
 
 
-def _handshake(token: str) -> HttpAnswer:
+def _handshake(token: str, body: bytes) -> HttpAnswer:
+    """Graph's token (a sentence and a request id) back as plain text, as Graph requires; a
+    request Graph would not send (a body: Graph's handshake has none; a token too long, or
+    with a control character such as a line break) is refused rather than reflected."""
+    if body:
+        raise refuse(400, "bad_request", "a validation request (validationToken) has no body")
     if not token or len(token) > MAX_VALIDATION_TOKEN:
         raise refuse(400, "bad_request", "validationToken must be 1 to 1024 characters")
+    if not token.isprintable():
+        raise refuse(400, "bad_request", "validationToken must be printable text")
     return text_answer(200, token)
 
 
