@@ -26,7 +26,7 @@ import contextlib
 import json
 import ssl
 import threading
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
@@ -149,13 +149,25 @@ class IsolatedTokenCredential:
     request queued behind other work would stall every Graph call; on the token loop, the
     executor is the Graph tokens' own. The credential then also belongs to no caller's loop, so
     one credential, and its token cache, serves every loop. kiota awaits ``get_token``.
+
+    ``make`` builds the azure-identity credential; it is called again when Graph refuses a token
+    (``token_refused``): azure-identity would otherwise keep offering its cached token until it
+    expires, an hour in which every request draws 401 even after the app's credentials work
+    again.
     """
 
-    def __init__(self, credential: Any) -> None:
-        self._credential = credential
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._credential = make()
 
     async def get_token(self, *scopes: str, **options: Any) -> Any:
         return await _TokenLoop.shared().run(self._credential.get_token(*scopes, **options))
+
+    async def token_refused(self) -> None:
+        """Graph answered 401 to a token this credential handed out: the next ``get_token``
+        asks the authority afresh (with a new credential and an empty token cache)."""
+        refused, self._credential = self._credential, self._make()
+        await _TokenLoop.shared().run(refused.close())
 
     async def close(self) -> None:
         await _TokenLoop.shared().run(self._credential.close())
@@ -183,7 +195,7 @@ def token_credential(
     if endpoints.ca_bundle:
         transport_options["connection_verify"] = endpoints.ca_bundle
     return IsolatedTokenCredential(
-        ClientSecretCredential(
+        lambda: ClientSecretCredential(
             credentials.tenant_id,
             credentials.client_id,
             credentials.client_secret,
@@ -269,6 +281,7 @@ class GraphSession:
         self.http = GraphClientFactory.create_with_default_middleware(
             client=http, options=middleware_options
         )
+        self.credential = credential
         provider = AzureIdentityAuthenticationProvider(credential, scopes=[GRAPH_SCOPE])
         self.adapter = GraphRequestAdapter(provider, client=self.http)
         self.adapter.base_url = endpoints.graph_url.rstrip("/")
@@ -295,6 +308,13 @@ class GraphSession:
         # per request), quoting character by character — a few ms for a long $filter.
         info.url = info.url
         response = await self.adapter.send_primitive_async(info, "bytes", {})
+        if response.status_code == 401 and isinstance(self.credential, IsolatedTokenCredential):
+            # The token was refused: revoked since it was cached, or the app's rights changed.
+            # It is never offered again, and the request (not carried out: 401) goes once more
+            # with a fresh token; a second 401 means the credentials themselves are refused.
+            await self.credential.token_refused()
+            info.headers.remove("Authorization")  # kiota keeps a header it finds in place
+            response = await self.adapter.send_primitive_async(info, "bytes", {})
         document: Any = None
         if response.content:
             try:
