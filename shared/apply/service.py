@@ -259,8 +259,13 @@ class AppointmentApplier:
         unavailable: ConnectionUnavailable,
     ) -> ApplyReport:
         if unavailable.disabled:
-            await self._store.park(org, appointment_id, unavailable.connection_id)
-            return ApplyReport(ApplyDisposition.PARKED, str(unavailable))
+            if await self._store.park(org, appointment_id, unavailable.connection_id):
+                return ApplyReport(ApplyDisposition.PARKED, str(unavailable))
+            again = AppointmentChanged(
+                org=org, appointment_id=appointment_id, version=snapshot.version
+            )
+            await self._store.requeue(again, timedelta(0))
+            return ApplyReport(ApplyDisposition.REQUEUED, "the connection was enabled meanwhile")
         problem = str(unavailable)
         writes = [self._store.record_problem(org, appointment_id, snapshot.version, problem)]
         if mapping is not None:

@@ -173,12 +173,28 @@ class ApplyStore:
 
         return await in_storage_thread(count)
 
-    async def park(self, org: str, appointment_id: str, connection_id: str) -> None:
-        """Hold the change until the connection is enabled again (``ParkedChanges``)."""
+    async def park(self, org: str, appointment_id: str, connection_id: str) -> bool:
+        """Hold the change until the connection is enabled again (``ParkedChanges``). False
+        when the connection turned out enabled once the change was parked: it is not held then,
+        and the caller sends it again.
+
+        Enabling a connection requeues what is parked at that moment, so a change parked just
+        after would wait for the next enable: the connection is read again after parking
+        (whichever of the two comes second sees the other; both may requeue, which is
+        harmless)."""
         record = ParkedChangeRecord(
             appointment_id=appointment_id, connection_id=connection_id, parked_at=self._now()
         )
-        await in_storage_thread(self._repos.parked.park, org, record)
+
+        def park_while_disabled() -> bool:
+            self._repos.parked.park(org, record)
+            found = self._repos.connections.get(org, connection_id)
+            if found is not None and found.value.enabled:
+                self._repos.parked.unpark(org, appointment_id)
+                return False
+            return True
+
+        return await in_storage_thread(park_while_disabled)
 
     async def requeue(self, message: AppointmentChanged, delay: timedelta) -> None:
         """Send the change again, invisible for ``delay``."""
