@@ -284,9 +284,9 @@ def world(azurite: Azurite, sensitive: Sensitive) -> Iterator[World]:
         sim.stop()
 
 
-def _administer(world: World, sim: RunningSimulator) -> None:
-    """What the organization's administrator sets up: two connections, six staff."""
-    connections = {
+def connection_settings(sim: RunningSimulator) -> dict[str, dict[str, Any]]:
+    """The two connections' settings as the administrator PUTs them, by connection id."""
+    return {
         "onprem": {
             "kind": "ews",
             "ewsUrl": sim.urls["ews"],
@@ -303,7 +303,11 @@ def _administer(world: World, sim: RunningSimulator) -> None:
             "secretReference": "e2e-graph-secret",
         },
     }
-    for connection_id, body in connections.items():
+
+
+def _administer(world: World, sim: RunningSimulator) -> None:
+    """What the organization's administrator sets up: two connections, six staff."""
+    for connection_id, body in connection_settings(sim).items():
         response = world.admin_put(f"connections/{connection_id}", body)
         assert response.status_code in (200, 201), response.text
     for side, staff in STAFF.items():
