@@ -38,7 +38,7 @@ began with queues one more, so a burst of notifications costs at most two syncs.
 **Mass-cancellation guard**: a page (or a full read) that would report more than the
 organization's ``mass_cancellation_share`` of the appointments calbridge knows in this mailbox
 as cancelled (two at least), or a full read that finds the calendar empty while calbridge knows
-two items or more in it, is not acted on: the mailbox is held (``MailboxRecord.held``) for a
+two events or more in it (a series counts once), is not acted on: the mailbox is held (``MailboxRecord.held``) for a
 person to look at, and nothing is written or sent.
 
 **Faults**: throttling re-queues the message after Exchange's delay; refused credentials mark the
@@ -468,7 +468,9 @@ class _Run:
         past: list[str] = []
         if self.windowed:
             gone, past = await self._outside_window(gone, known)
-        if not changed and len(gone) >= 2:  # every item it knows (in the window) gone at once
+        # Every event it knows (in the window) gone at once; a series' occurrences, each under
+        # its own id in a windowed read, are one event (their iCalendar UID).
+        if not changed and len({known[item_id].uid or item_id for item_id in gone}) >= 2:
             empty = "the calendar reads as empty while calbridge knows items in it"
             await self.service._finish(self.org, self.mailbox.staff_id, self.row, held=empty)
             return SyncReport(SyncOutcome.HELD, empty, pages)

@@ -88,9 +88,17 @@ from shared.queues import (
 )
 from shared.queues.names import POISON_SUFFIX
 from sim.booking import ReceivedWebhook
-from sim.store import CalendarItem, ExtendedPropertyKey, FreeBusy
+from sim.store import CalendarItem, ExtendedPropertyKey, FreeBusy, Recurrence
 from tests.builders import snapshot_document
-from tests.e2e.conftest import CLIENT_ID, CONNECTION_OF, ORG, STAFF, World, connection_settings
+from tests.e2e.conftest import (
+    CLIENT_ID,
+    CONNECTION_OF,
+    ORG,
+    SPARE_GRAPH,
+    STAFF,
+    World,
+    connection_settings,
+)
 from tests.e2e.test_exchange_to_booking import busy
 from tests.waiting import wait_until
 
@@ -1037,3 +1045,47 @@ def test_the_booking_side_and_every_mailbox_converge(world: World) -> None:
             f"convergence: {len(RUNS)} examples in {time.monotonic() - began:.1f} s; "
             f"converging took {', '.join(f'{s:.1f}' for _, s in RUNS)} s"
         )
+
+
+# --- what the machine found, as plain regression tests ------------------------------------------
+
+
+def test_a_deleted_series_read_in_full_is_not_taken_for_an_emptied_calendar(world: World) -> None:
+    # Found by the machine: a staff member's only event was a daily series; Exchange forgot the
+    # mailbox's delta token and the series was deleted. The full read saw an empty calendar
+    # where calbridge knew three items (the occurrences, each under its own id in Graph's
+    # calendarView delta) and held the mailbox as if a whole calendar had vanished: the series
+    # kept blocking time and the mailbox stopped syncing. One series is one event.
+    [(staff_id, address)] = SPARE_GRAPH.items()
+    repositories = bootstrap.services().repositories
+    response = world.admin_put(
+        f"staff/{staff_id}",
+        {"connectionId": "cloud", "mailbox": address, "timeZone": ZONE},
+    )
+    assert response.status_code in (200, 201), response.text
+
+    def mailbox() -> Any:
+        found = repositories.mailboxes.get(ORG, staff_id)
+        assert found is not None
+        return found.value
+
+    wait_until(lambda: mailbox().last_full_read_at is not None, what="the first read")
+    first = datetime.combine(FIRST_DAY, datetime.min.time()).replace(hour=9)
+    series = world.sim.person(address).create_series(
+        "Daily stand-up",
+        first,
+        first + timedelta(hours=1),
+        Recurrence(pattern="daily", start_date=first.date(), count=3),
+        time_zone="UTC",
+    )
+    window = (first.replace(tzinfo=UTC), first.replace(tzinfo=UTC) + timedelta(days=4))
+    wait_until(lambda: len(busy(world, staff_id, *window)) == 3, what="three busy occurrences")
+
+    world.sim.store.invalidate_sync_states(address)
+    world.sim.store.delete_item(address, series.id)
+    wait_until(
+        lambda: mailbox().held or not busy(world, staff_id, *window),
+        what="the deletion read, or the mailbox held",
+    )
+    assert mailbox().held is None
+    assert busy(world, staff_id, *window) == []
