@@ -38,8 +38,8 @@ began with queues one more, so a burst of notifications costs at most two syncs.
 **Mass-cancellation guard**: a page (or a full read) that would report more than the
 organization's ``mass_cancellation_share`` of the appointments calbridge knows in this mailbox
 as cancelled (two at least), or a full read that finds the calendar empty while calbridge knows
-two events or more in it (a series counts once), is not acted on: the mailbox is held (``MailboxRecord.held``) for a
-person to look at, and nothing is written or sent.
+two events or more in it (a series counts once), is not acted on: the mailbox is held
+(``MailboxRecord.held``) for a person to look at, and nothing is written or sent.
 
 **Faults**: throttling re-queues the message after Exchange's delay; refused credentials mark the
 connection ``auth_failed`` (its mailboxes are not polled until its credentials change) and tell
