@@ -53,10 +53,10 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections import Counter
 import json
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
