@@ -103,8 +103,8 @@ from tests.e2e.conftest import (
 from tests.e2e.test_exchange_to_booking import busy
 from tests.waiting import wait_until
 
-EXAMPLES = int(os.environ.get("CALBRIDGE_CONVERGENCE_EXAMPLES", "3"))
-STEPS = int(os.environ.get("CALBRIDGE_CONVERGENCE_STEPS", "14"))
+EXAMPLES = int(os.environ.get("CALBRIDGE_CONVERGENCE_EXAMPLES", "5"))
+STEPS = int(os.environ.get("CALBRIDGE_CONVERGENCE_STEPS", "20"))
 LONG_RUN = "CALBRIDGE_CONVERGENCE_EXAMPLES" in os.environ
 
 ADDRESS = {staff_id: address for side in STAFF.values() for staff_id, address in side.items()}
@@ -927,7 +927,11 @@ class ConvergenceMachine(RuleBasedStateMachine):
                         datetime.fromisoformat(h.body["data"]["start"]).isoformat()
                         for h in self.webhooks_of("appointment.rescheduled")
                         if h.body["data"]["appointmentId"] == aid
-                    }, f"{aid}: the organizer's move to {last.start} was never reported"
+                    }, (
+                        f"{aid}: the organizer's move to {last.start} was never reported; "
+                        f"mapping {self.world.mapping(aid)}; problem {self.world.problem(aid)}; "
+                        f"model {appointment}"
+                    )
 
     def check_busy_time(self) -> None:
         start = self.when(-1, 0)
@@ -1104,3 +1108,48 @@ def test_a_deleted_series_read_in_full_is_not_taken_for_an_emptied_calendar(worl
     )
     assert mailbox().held is None
     assert busy(world, staff_id, *window) == []
+
+
+@pytest.mark.parametrize("side", ["ews", "graph"])
+def test_a_redelivered_message_does_not_undo_an_outlook_move_not_read_yet(
+    world: World, side: str
+) -> None:
+    (organizer, address), *_ = STAFF[side].items()
+    appointment_id = f"redelivered-{int(time.time() * 1000) % 10**8}"
+    start = datetime.combine(FIRST_DAY + timedelta(days=150), datetime.min.time(), UTC)
+    start = start.replace(hour=10)
+    title = f"Redelivered {appointment_id}"
+    document = snapshot_document(
+        1, organizer=organizer, start=start, minutes=MINUTES, time_zone=ZONE, title=title
+    )
+    response = world.put_appointment(appointment_id, document)
+    assert response.status_code == 202, response.text
+    world.applied(appointment_id, 1)
+    [item] = world.live(address, title)
+    moved = start + timedelta(hours=2)
+    world.sim.person(address).move(item.id, moved, moved + timedelta(minutes=MINUTES))
+
+    # The same message again (at-least-once delivery) before any sync has read the move.
+    bootstrap.services().queue.send(
+        AppointmentChanged(org=ORG, appointment_id=appointment_id, version=1)
+    )
+    queue = QueueClient.from_connection_string(
+        world.storage, world.queue_prefix + APPOINTMENT_CHANGES
+    )
+    wait_until(
+        lambda: queue.get_queue_properties().approximate_message_count == 0,
+        what="the redelivered message to be processed",
+    )
+    bootstrap.services().queue.send(
+        MailboxSyncRequested(org=ORG, staff_id=organizer, reason="poll")
+    )
+    wait_until(
+        lambda: [
+            hook
+            for hook in world.sim.booking.received
+            if hook.event_type == "appointment.rescheduled"
+            and hook.body["data"]["appointmentId"] == appointment_id
+        ],
+        what="the move reported",
+    )
+    assert [i.start for i in world.live(address, title)] == [moved]
