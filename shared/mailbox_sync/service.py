@@ -709,6 +709,7 @@ class _Run:
         event: ExchangeEvent,
         staff_by_address: Mapping[str, str],
     ) -> None:
+        mapping, snapshot = await self._appointment(appointment_id)
         effects.item_puts.append(
             MailboxItemRecord(
                 item_id=event.item_id,
@@ -716,10 +717,13 @@ class _Run:
                 change_key=event.change_key,
                 appointment_id=appointment_id,
                 uid=event.uid,
+                # Read between calbridge's create and its mapping write (the worker's note
+                # carries no item id yet): the item cannot be judged now, and Exchange will not
+                # report it again unless it changes, so the next sync looks it up.
+                confirmed=not (mapping is not None and mapping.item_id is None),
                 **_span(event),
             )
         )
-        mapping, snapshot = await self._appointment(appointment_id)
         verdict = organizer_item_changed(appointment_id, event, mapping, snapshot, staff_by_address)
         self._take(effects, appointment_id, verdict, event, event.change_key or event.item_id)
 
