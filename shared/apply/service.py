@@ -242,8 +242,15 @@ class AppointmentApplier:
             # work again (a save, a test, the slow retry); this change waits with the others.
             connection_id = refusing
             await self._store.auth_failed(org, connection_id, str(outcome.failure))
-            await self._store.park(org, appointment_id, connection_id)
-            return ApplyReport(ApplyDisposition.PARKED, str(outcome.failure))
+            if await self._store.park(
+                org, appointment_id, connection_id, snapshot.organizer_staff_id
+            ):
+                return ApplyReport(ApplyDisposition.PARKED, str(outcome.failure))
+            again = AppointmentChanged(
+                org=org, appointment_id=appointment_id, version=snapshot.version
+            )
+            await self._store.requeue(again, timedelta(0))
+            return ApplyReport(ApplyDisposition.REQUEUED, "the connection recovered meanwhile")
         if outcome.failure is not None:
             if (reason := mailbox_refusal(outcome.failure)) is not None:
                 return await self._mailbox_refused(
@@ -299,10 +306,15 @@ class AppointmentApplier:
         unavailable: ConnectionUnavailable,
     ) -> ApplyReport:
         if unavailable.disabled:
-            await self._store.park(
+            if await self._store.park(
                 org, appointment_id, unavailable.connection_id, snapshot.organizer_staff_id
+            ):
+                return ApplyReport(ApplyDisposition.PARKED, str(unavailable))
+            again = AppointmentChanged(
+                org=org, appointment_id=appointment_id, version=snapshot.version
             )
-            return ApplyReport(ApplyDisposition.PARKED, str(unavailable))
+            await self._store.requeue(again, timedelta(0))
+            return ApplyReport(ApplyDisposition.REQUEUED, "the connection was enabled meanwhile")
         problem = str(unavailable)
         writes = [
             self._store.record_problem(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from shared.config import SecretResolver
-from shared.connections import mark_auth_failed
+from shared.connections import calls_allowed, mark_auth_failed
 from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
 from shared.queues import (
     APPOINTMENT_CHANGES,
@@ -217,15 +217,31 @@ class ApplyStore:
         appointment_id: str,
         connection_id: str,
         organizer_staff_id: str | None = None,
-    ) -> None:
-        """Hold the change until the connection is enabled again (``ParkedChanges``)."""
+    ) -> bool:
+        """Hold the change until the connection may be called again (``ParkedChanges``). False
+        when the connection turned out callable once the change was parked (enabled, its
+        credentials not refused): it is not held then, and the caller sends it again.
+
+        Enabling (or recovering) a connection requeues what is parked at that moment, so a
+        change parked just after would wait for the next time: the connection is read again
+        after parking (whichever of the two comes second sees the other; both may requeue,
+        which is harmless)."""
         record = ParkedChangeRecord(
             appointment_id=appointment_id,
             connection_id=connection_id,
             parked_at=self._now(),
             organizer_staff_id=organizer_staff_id,
         )
-        await in_storage_thread(self._repos.parked.park, org, record)
+
+        def park_while_disabled() -> bool:
+            self._repos.parked.park(org, record)
+            found = self._repos.connections.get(org, connection_id)
+            if found is not None and calls_allowed(found.value):
+                self._repos.parked.unpark(org, appointment_id)
+                return False
+            return True
+
+        return await in_storage_thread(park_while_disabled)
 
     async def requeue(self, message: AppointmentChanged, delay: timedelta) -> None:
         """Send the change again, invisible for ``delay``."""

@@ -229,13 +229,25 @@ class IsolatedTokenCredential:
     executor is the tokens' own. The credential then also belongs to no caller's loop, so
     one credential, and its token cache, serves every loop. kiota awaits ``get_token``;
     exchangelib's threads call ``get_token_blocking``.
+
+    ``make`` builds the azure-identity credential; it is called again when the service refuses
+    a token (``token_refused``): azure-identity would otherwise keep offering its cached token
+    until it expires, an hour in which every request draws 401 even after the app's credentials
+    work again.
     """
 
-    def __init__(self, credential: Any) -> None:
-        self._credential = credential
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._credential = make()
 
     async def get_token(self, *scopes: str, **options: Any) -> Any:
         return await _TokenLoop.shared().run(self._credential.get_token(*scopes, **options))
+
+    async def token_refused(self) -> None:
+        """The service answered 401 to a token this credential handed out: the next
+        ``get_token`` asks the authority afresh (a new credential, an empty token cache)."""
+        refused, self._credential = self._credential, self._make()
+        await _TokenLoop.shared().run(refused.close())
 
     def get_token_blocking(self, *scopes: str, timeout_s: float = READ_TIMEOUT_S * 2) -> Any:
         """``get_token`` from a thread that is not running an event loop."""

@@ -48,8 +48,8 @@ forgotten without being reported, busy time told only where its content differs.
 **Mass-cancellation guard**: a page (or a full read) that would report more than the
 organization's ``mass_cancellation_share`` of the appointments calbridge knows in this mailbox
 as cancelled (two at least), or a full read that finds the calendar empty while calbridge knows
-two items or more in it, is not acted on: the mailbox is held (``MailboxRecord.held``) for a
-person to look at, and nothing is written or sent.
+two events or more in it (a series counts once), is not acted on: the mailbox is held
+(``MailboxRecord.held``) for a person to look at, and nothing is written or sent.
 
 **Faults**: throttling re-queues the message after Exchange's delay; a mailbox the service
 account may not open (or that Exchange does not know) is marked ``access_denied`` with the reason
@@ -493,7 +493,9 @@ class _Run:
         past: list[str] = []
         if self.windowed:
             gone, past = await self._outside_window(gone, known)
-        if not changed and len(gone) >= 2:  # every item it knows (in the window) gone at once
+        # Every event it knows (in the window) gone at once; a series' occurrences, each under
+        # its own id in a windowed read, are one event (their iCalendar UID).
+        if not changed and len({known[item_id].uid or item_id for item_id in gone}) >= 2:
             empty = "the calendar reads as empty while calbridge knows items in it"
             await self.service._finish(self.org, self.mailbox.staff_id, self.row, held=empty)
             return SyncReport(SyncOutcome.HELD, empty, pages)
@@ -825,7 +827,7 @@ class _Run:
         event: ExchangeEvent,
         staff_by_address: Mapping[str, str],
     ) -> None:
-        verdict, adopted = await self._judge(appointment_id, event, staff_by_address)
+        verdict, adopted, mapping = await self._judge(appointment_id, event, staff_by_address)
         if verdict.events:
             # An Outlook change to report: the apply worker may have written the item since
             # this page was read, and the mapping read just now be newer than the item. Read
@@ -834,7 +836,9 @@ class _Run:
             fresh = await self.gateway.get_event(self.mailbox.address, event.item_id)
             if fresh is None or fresh.change_key != event.change_key:
                 event = fresh or event
-                verdict, adopted = await self._judge(appointment_id, event, staff_by_address)
+                verdict, adopted, mapping = await self._judge(
+                    appointment_id, event, staff_by_address
+                )
         effects.item_puts.append(
             MailboxItemRecord(
                 item_id=event.item_id,
@@ -842,6 +846,10 @@ class _Run:
                 change_key=event.change_key,
                 appointment_id=appointment_id,
                 uid=event.uid,
+                # Read between calbridge's create and its mapping write (the worker's note
+                # carries no item id yet): the item cannot be judged now, and Exchange will not
+                # report it again unless it changes, so the next sync looks it up.
+                confirmed=not (mapping is not None and mapping.item_id is None),
                 **_span(event),
             )
         )
@@ -851,10 +859,10 @@ class _Run:
 
     async def _judge(
         self, appointment_id: str, event: ExchangeEvent, staff_by_address: Mapping[str, str]
-    ) -> tuple[OutlookVerdict, EventMapping | None]:
-        """What the organizer's item as read says against the stored mapping and snapshot; and
-        the mapping adopted when the organizer's mailbox moved to this connection (the item is
-        calbridge's event under its new id)."""
+    ) -> tuple[OutlookVerdict, EventMapping | None, EventMapping | None]:
+        """What the organizer's item as read says against the stored mapping and snapshot; the
+        mapping adopted when the organizer's mailbox moved to this connection (the item is
+        calbridge's event under its new id); and the stored mapping."""
         mapping, snapshot = await self._appointment(appointment_id)
         adopted = adopted_after_move(
             event, mapping, self.mailbox.address, self.connection.connection_id
@@ -862,7 +870,7 @@ class _Run:
         verdict = organizer_item_changed(
             appointment_id, event, adopted or mapping, snapshot, staff_by_address
         )
-        return verdict, adopted
+        return verdict, adopted, mapping
 
     def _take(
         self,

@@ -346,19 +346,52 @@ def test_a_refused_client_secret_is_authentication_failed_without_the_secret(
 def test_a_revoked_token_is_authentication_failed(simulator: RunningSimulator, run: Runner) -> None:
     gateway = gateway_for(simulator)
     run(gateway.find_by_marker(ANN, new_marker()))  # a token is issued and cached
-    simulator.issuer.revoke(CLIENT_ID, block=False)  # that token now gets 401 from Graph
+    # That token now gets 401 from Graph, and the authority refuses the client a new one.
+    simulator.issuer.revoke(CLIENT_ID, block=True)
 
     with pytest.raises(AuthenticationFailed) as raised:
         run(gateway.find_by_marker(ANN, new_marker()))
 
-    assert "401" in str(raised.value)
+    assert "refused" in str(raised.value)
+    simulator.issuer.restore(CLIENT_ID)
+    run(gateway.aclose())
+
+
+def test_a_token_graph_refused_is_not_offered_again(
+    simulator: RunningSimulator, run: Runner
+) -> None:
+    # Found by the convergence machine: the tokens were revoked, then the app's credentials
+    # worked again (restored in Entra ID), yet the gateway kept offering the token it had
+    # cached, Graph kept answering 401, and the connection stayed auth_failed for good. A token
+    # Graph refused is dropped and the request tried once more with a fresh one.
+    gateway = gateway_for(simulator)
+    run(gateway.find_by_marker(ANN, new_marker()))  # a token is issued and cached
+    simulator.issuer.revoke(CLIENT_ID, block=True)
+
+    with pytest.raises(AuthenticationFailed):
+        run(gateway.find_by_marker(ANN, new_marker()))
+
+    simulator.issuer.restore(CLIENT_ID)
+    assert run(gateway.find_by_marker(ANN, new_marker())) == []
+    run(gateway.aclose())
+
+
+def test_a_token_revoked_while_cached_is_replaced_without_failing_the_call(
+    simulator: RunningSimulator, run: Runner
+) -> None:
+    gateway = gateway_for(simulator)
+    run(gateway.find_by_marker(ANN, new_marker()))  # a token is issued and cached
+    simulator.issuer.revoke(CLIENT_ID, block=False)  # that token now gets 401, new ones work
+
+    assert run(gateway.find_by_marker(ANN, new_marker())) == []
     run(gateway.aclose())
 
 
 def test_an_injected_401_is_authentication_failed(
     simulator: RunningSimulator, gateway: GraphCalendarGateway, run: Runner
 ) -> None:
-    add_fault(simulator, "unauthorized", "graph:getEvent")
+    # Twice: the request goes once more with a fresh token after a first 401.
+    add_fault(simulator, "unauthorized", "graph:getEvent", remaining=2)
     ref = run(gateway.create_event(ANN, draft(), "tx-401"))
 
     with pytest.raises(AuthenticationFailed):

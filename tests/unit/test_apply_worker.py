@@ -218,6 +218,32 @@ def test_a_disabled_connection_is_not_called_and_the_change_is_parked(setup: Set
     assert parked.appointment_id == "apt-1"
 
 
+def test_a_connection_enabled_while_the_change_is_being_parked_still_gets_the_change(
+    setup: Setup,
+) -> None:
+    # Found by the convergence machine: the worker read the connection disabled; the
+    # administrator enabled it and requeued what was parked at that moment (nothing yet); then
+    # the worker parked the change, which waited for an enable that had already happened.
+    setup.put_connection(enabled=False)
+    park = setup.repos.parked.park
+
+    def enabled_meanwhile(org: str, record: Any) -> None:
+        setup.put_connection(enabled=True)
+        assert setup.repos.parked.parked_on(ORG, "onprem") == []  # what enabling requeues
+        park(org, record)
+
+    setup.repos.parked.park = enabled_meanwhile  # type: ignore[method-assign]
+    report = setup.apply(setup.store(1))
+
+    assert report.disposition is ApplyDisposition.REQUEUED
+    assert setup.repos.parked.parked_on(ORG, "onprem") == []
+    [message] = setup.queue.bodies(APPOINTMENT_CHANGES)
+    assert message["appointmentId"] == "apt-1"
+    setup.repos.parked.park = park  # type: ignore[method-assign]
+    assert setup.apply(setup.store(1)).disposition is ApplyDisposition.DONE
+    assert len(setup.live(ORGANIZER)) == 1
+
+
 def test_a_change_key_conflict_is_settled_by_observing_again(setup: Setup) -> None:
     setup.apply(setup.store(1))
     setup.exchange.fail_next("update_event", ChangeKeyConflict("changed meanwhile"))

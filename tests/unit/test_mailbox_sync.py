@@ -324,3 +324,32 @@ def test_a_failed_slow_retry_stays_auth_failed_and_tells_nothing_new() -> None:
     assert connection is not None
     assert connection.value.health is Health.AUTH_FAILED
     assert len(world.events("connection.health_changed")) == 1
+
+
+def test_an_outlook_move_read_before_the_worker_recorded_its_create_is_still_reported(
+    world: World,
+) -> None:
+    # Found by the convergence machine: the organizer moved a just-created event, and the sync
+    # (a Graph notification's) read it in the moment between the create and the worker's
+    # mapping write. Not yet calbridge's item, it was remembered as read with the moved change
+    # key, so no later sync looked at it again: the move was never reported (and the next pass
+    # of the same snapshot moved the event back).
+    world.book("apt-race", hour=9)
+    written = world.repos.event_map.get(ORG, "apt-race")
+    assert written is not None
+    item_id = world.item_of("apt-race")
+    pending = written.value.model_copy(update={"item_id": None, "change_key": None})
+    world.repos.event_map.put(ORG, "apt-race", pending, written.etag)
+    start = DAY + timedelta(days=1, hours=13)
+    world.exchange.move_as_organizer(ANN, item_id, start, start + timedelta(minutes=30))
+
+    world.sync()  # reads the moved item while the worker's note says "creating"
+    assert world.events("appointment.rescheduled") == []
+    now = world.repos.event_map.get(ORG, "apt-race")
+    assert now is not None
+    world.repos.event_map.put(ORG, "apt-race", written.value, now.etag)  # the worker's write
+    world.sync()
+
+    [moved] = world.events("appointment.rescheduled")
+    assert moved["data"]["appointmentId"] == "apt-race"
+    assert datetime.fromisoformat(moved["data"]["start"]) == start

@@ -174,9 +174,10 @@ class EwsConnection:
         )
         self.protocol = self._own_protocol()
         # OAuth: one credential per connection, its token cache serving every session.
+        oauth = endpoint.oauth
         self._credential = (
-            IsolatedTokenCredential(client_credential(endpoint.oauth, endpoint.authority))
-            if endpoint.oauth is not None
+            IsolatedTokenCredential(lambda: client_credential(oauth, endpoint.authority))
+            if oauth is not None
             else None
         )
         self.protocol.session_auth = session_auth(endpoint, self._credential)

@@ -106,7 +106,9 @@ def token_credential(
 ) -> IsolatedTokenCredential:
     """azure-identity's async credential for the connection (client secret or certificate, by
     ``shared.exchange.oauth.client_credential``), on the token loop."""
-    return IsolatedTokenCredential(client_credential(credentials, endpoints.token_authority))
+    return IsolatedTokenCredential(
+        lambda: client_credential(credentials, endpoints.token_authority)
+    )
 
 
 # Graph lets one app have at most four requests in flight per mailbox ("MailboxConcurrency",
@@ -183,6 +185,7 @@ class GraphSession:
         self.http = GraphClientFactory.create_with_default_middleware(
             client=http, options=middleware_options
         )
+        self.credential = credential
         provider = AzureIdentityAuthenticationProvider(credential, scopes=[GRAPH_SCOPE])
         self.adapter = GraphRequestAdapter(provider, client=self.http)
         self.adapter.base_url = endpoints.graph_url.rstrip("/")
@@ -209,6 +212,13 @@ class GraphSession:
         # per request), quoting character by character — a few ms for a long $filter.
         info.url = info.url
         response = await self.adapter.send_primitive_async(info, "bytes", {})
+        if response.status_code == 401 and isinstance(self.credential, IsolatedTokenCredential):
+            # The token was refused: revoked since it was cached, or the app's rights changed.
+            # It is never offered again, and the request (not carried out: 401) goes once more
+            # with a fresh token; a second 401 means the credentials themselves are refused.
+            await self.credential.token_refused()
+            info.headers.remove("Authorization")  # kiota keeps a header it finds in place
+            response = await self.adapter.send_primitive_async(info, "bytes", {})
         document: Any = None
         if response.content:
             try:
