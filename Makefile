@@ -9,7 +9,7 @@ CHECKOV_VENV := .venv-checkov
 STAMP_CHECKOV := $(CHECKOV_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint typecheck infra-check unit bench clean
+.PHONY: setup run test lint typecheck infra-check browser unit bench clean
 
 setup: $(STAMP_PY) $(STAMP_NODE)
 
@@ -50,8 +50,20 @@ typecheck: $(STAMP_PY)
 infra-check: $(STAMP_PY) $(STAMP_CHECKOV)
 	$(PY) -m infra.check --checkov $(CHECKOV_VENV)/bin/checkov
 
+## The status page's browser test (tests/browser) drives Debian's headless Chromium through its
+## WebDriver: installed with apt-get where missing (as root, or through sudo).
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then exit 0; fi; \
+	if [ -n "$$CALBRIDGE_SKIP_BROWSER_TESTS" ]; then exit 0; fi; \
+	echo "setup: installing Debian's chromium and chromium-driver for the browser test"; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; else \
+	  echo "browser: install chromium and chromium-driver (or set CALBRIDGE_SKIP_BROWSER_TESTS=1)"; \
+	  exit 1; fi; \
+	$$SUDO apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver
+
 ## Set up, then ruff, mypy, the infra checks and the whole pytest suite (tests start their own Azurite).
-test: setup lint typecheck infra-check
+test: setup browser lint typecheck infra-check
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -2,7 +2,7 @@
 ``chromium-driver``) driven by Selenium, against the local runner with Azurite and the Exchange
 simulator, set up as the end-to-end suite's world is (``tests/e2e/conftest.py``).
 
-The browser must be there: ``.ci/run`` installs it on a fresh machine. Only an explicit
+The browser must be there: ``make test`` installs it on a fresh machine. Only an explicit
 ``CALBRIDGE_SKIP_BROWSER_TESTS=1`` skips these tests; a missing browser otherwise fails them.
 """
 
@@ -65,7 +65,7 @@ def chromium() -> Iterator[webdriver.Chrome]:
     if missing:
         pytest.fail(
             f"{', '.join(missing)} missing: install Debian's chromium and chromium-driver "
-            f"(.ci/run does), or set {SKIP_SETTING}=1 to skip the browser tests explicitly"
+            f"(make test does), or set {SKIP_SETTING}=1 to skip the browser tests explicitly"
         )
     profile = tempfile.mkdtemp(prefix="calbridge-chromium-")
     options = Options()
