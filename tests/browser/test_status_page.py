@@ -94,6 +94,8 @@ def console_errors(driver: webdriver.Chrome) -> list[str]:
 @pytest.fixture(scope="module")
 def prepared(world: World) -> World:
     synced(world, "ann")
+    # Bob's own sync first: one still under way would clear the error planted below.
+    synced(world, "bob")
     repos = bootstrap.services().repositories
     bob = repos.mailboxes.get(ORG, "bob")
     assert bob is not None
