@@ -493,31 +493,22 @@ class EwsCalendarGateway:
         return EventRef(item_id=new_id, change_key=new_change_key, uid=uid)
 
     async def cancel_event(self, mailbox: str, item_id: str) -> None:
-        def work(connection: EwsConnection) -> None:
-            account = connection.account(mailbox)
-            try:
-                DeleteItem(account=account).get(
-                    items=[ItemId(id=item_id)],
-                    delete_type=MOVE_TO_DELETED_ITEMS,
-                    send_meeting_cancellations=SEND_TO_ALL_AND_SAVE_COPY,
-                    affected_task_occurrences=ALL_OCCURRENCES,
-                    suppress_read_receipts=True,
-                    expect_result=None,
-                )
-            except ErrorItemNotFound:
-                return  # already gone: cancelling is idempotent
-
-        await self._call("DeleteItem", mailbox, work)
-        self._uids.pop(item_id, None)
+        await self._delete(mailbox, item_id, MOVE_TO_DELETED_ITEMS, SEND_TO_ALL_AND_SAVE_COPY)
 
     async def delete_permanently(self, mailbox: str, item_id: str) -> None:
+        await self._delete(mailbox, item_id, HARD_DELETE, SEND_TO_NONE)
+
+    async def _delete(
+        self, mailbox: str, item_id: str, delete_type: str, cancellations: str
+    ) -> None:
+        """DeleteItem of one item; an item already gone is fine (deleting is idempotent)."""
+
         def work(connection: EwsConnection) -> None:
-            account = connection.account(mailbox)
             try:
-                DeleteItem(account=account).get(
+                DeleteItem(account=connection.account(mailbox)).get(
                     items=[ItemId(id=item_id)],
-                    delete_type=HARD_DELETE,
-                    send_meeting_cancellations=SEND_TO_NONE,
+                    delete_type=delete_type,
+                    send_meeting_cancellations=cancellations,
                     affected_task_occurrences=ALL_OCCURRENCES,
                     suppress_read_receipts=True,
                     expect_result=None,
