@@ -8,10 +8,7 @@ import datetime
 import functools
 from dataclasses import dataclass, field
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from devhost.app_certificate import self_signed_pem
 
 
 @dataclass(frozen=True)
@@ -28,24 +25,7 @@ class SampleCertificate:
 @functools.cache
 def self_signed(common_name: str = "calbridge-test") -> SampleCertificate:
     """One RSA-2048 self-signed certificate per name (cached: key generation takes a while)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .sign(key, hashes.SHA256())
+    key_pem, certificate_pem = self_signed_pem(
+        common_name, valid_from=datetime.timedelta(days=1), valid_for=datetime.timedelta(days=365)
     )
-    return SampleCertificate(
-        certificate_pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
-        key_pem=key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode(),
-    )
+    return SampleCertificate(certificate_pem=certificate_pem, key_pem=key_pem)
