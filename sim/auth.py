@@ -12,12 +12,27 @@ Which NTLM responses are accepted follows the server's "LAN Manager authenticati
 (``ntlmCompatibilityLevel`` in the config, the ``LmCompatibilityLevel`` registry value), as
 https://learn.microsoft.com/previous-versions/windows/it-pro/windows-10/security/threat-protection/security-policy-settings/network-security-lan-manager-authentication-level
 documents for the server side: levels 0 to 3 accept LM, NTLM (v1) and NTLMv2 responses, level 4
-refuses LM, level 5 refuses LM and NTLM (accepts NTLMv2 only). No level refuses NTLMv2. The kind
-of response is read from the AUTHENTICATE message itself (MS-NLMP 2.2.1.3: an NT response of 24
-bytes is NTLM v1, a longer one NTLMv2, none at all LM only), before pyspnego checks it, so the
-process-wide ``LM_COMPAT_LEVEL`` that pyspnego would read plays no part. Each NTLM logon is
-counted as ``auth:ntlm-v1`` / ``auth:ntlm-v2`` (``/control/counters``), so a test sees which
-handshake a client really made.
+refuses LM, level 5 refuses LM and NTLM (accepts NTLMv2 only). No level refuses NTLMv2.
+
+So demanding NTLM v1 is a setting of the simulator's own, not a Windows one: ``ntlmVersions``
+(default ``["v1", "v2"]``) lists the NT response versions the server implements, and ``["v1"]``
+refuses NTLMv2. It stands for a server that predates NTLMv2: Microsoft's description of the same
+setting for Windows 2000 notes that "Windows NT 4.0 computers prior to SP4 do not support
+NTLMv2" (https://technet.microsoft.com/en-us/library/cc938105.aspx); the page above lists the
+client side of it, levels 0 to 2 ("Send LM & NTLM responses", "Send NTLM responses only"), which
+send NTLM (v1) responses, with LM at 0 and 1, not NTLMv2 ones. A response is accepted only if
+both the level and ``ntlmVersions`` allow it; LM responses follow the level alone. A refusal by
+either looks the same to the client: the AUTHENTICATE is answered 401 with the usual
+challenges, as a wrong password is, and the connection stays unauthenticated. Both are read
+from the config at start.
+
+The kind of response is read from the AUTHENTICATE message itself (MS-NLMP 2.2.1.3: an NT
+response of 24 bytes is NTLM v1, a longer one NTLMv2, none at all LM only), before pyspnego
+checks it, so the process-wide ``LM_COMPAT_LEVEL`` that pyspnego would read plays no part. Each
+NTLM logon is counted as ``auth:ntlm-v1`` / ``auth:ntlm-v2`` and each refused kind as
+``auth:ntlm-v1-refused`` / ``auth:ntlm-v2-refused`` / ``auth:ntlm-lm-refused`` (under the name
+the client gave), at ``/control/counters``, so a test sees which handshake a client really made
+and how often it tried.
 
 pyspnego's NTLM acceptor reads credentials from the file named by the ``NTLM_USER_FILE``
 environment variable, which is process-wide; every simulator running in the process registers
@@ -40,8 +55,9 @@ from typing import Any
 
 import spnego
 from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1
+from spnego._ntlm_raw.messages import Authenticate
 
-from sim.config import SimConfig
+from sim.config import NTLM_VERSIONS, SimConfig
 from sim.token import EWS_AUDIENCE, GRAPH_AUDIENCE, TokenIssuer
 from sim.wire import AuthScheme, Principal
 
@@ -112,13 +128,27 @@ def ntlm_response_kind(authenticate: bytes) -> str:
     return "v1" if nt_length == 24 else "v2"
 
 
-def ntlm_refusal(level: int, kind: str) -> str | None:
-    """Why a server at LAN Manager authentication level ``level`` refuses a ``kind`` response
-    (None: accepted)."""
+def ntlm_user(authenticate: bytes) -> str:
+    """The name an NTLM AUTHENTICATE message signs in as (DOMAIN\\user, or the UPN when it
+    carries no domain); "" when the message cannot be read."""
+    try:
+        message = Authenticate.unpack(authenticate)
+    except Exception:  # pyspnego raises its own hierarchy, and struct errors, on bad bytes
+        return ""
+    user, domain = message.user_name or "", message.domain_name or ""
+    return f"{domain}\\{user}" if domain and user else user
+
+
+def ntlm_refusal(level: int, kind: str, versions: frozenset[str] = NTLM_VERSIONS) -> str | None:
+    """Why a server at LAN Manager authentication level ``level`` that implements the NTLM
+    ``versions`` refuses a ``kind`` response (None: accepted)."""
     if kind == "lm" and level >= 4:
         return f"LM responses are refused at LAN Manager authentication level {level}"
     if kind == "v1" and level >= 5:
         return f"NTLM (v1) responses are refused at LAN Manager authentication level {level}"
+    if kind in NTLM_VERSIONS and kind not in versions:
+        accepted = " and ".join(sorted(versions))
+        return f"NTLM {kind} responses are refused: this server implements NTLM {accepted} only"
     return None
 
 
@@ -152,7 +182,8 @@ class Authenticator:
         self.config = config
         self.issuer = issuer
         self.ntlm_level = config.ntlm_compatibility_level
-        # Told (what, who) for each NTLM logon: ("auth:ntlm-v2", "svc@contoso.test").
+        self.ntlm_versions = config.ntlm_versions
+        # Told (what, who) for each NTLM logon and refusal: ("auth:ntlm-v2", "svc@contoso.test").
         self._on_logon = on_logon
         accounts = [(m.address, m.password) for m in config.mailboxes if m.password is not None]
         accounts += [(s.username, s.password) for s in config.service_accounts]
@@ -237,9 +268,12 @@ class Authenticator:
         if message_type == 3 and connection.ntlm_context is not None:
             context, connection.ntlm_context = connection.ntlm_context, None
             kind = ntlm_response_kind(token)
-            refused = ntlm_refusal(self.ntlm_level, kind)
+            refused = ntlm_refusal(self.ntlm_level, kind, self.ntlm_versions)
             if refused is not None:
                 logger.info("NTLM authentication refused: %s", refused)
+                if self._on_logon is not None:
+                    user = ntlm_user(token)
+                    self._on_logon(f"auth:ntlm-{kind}-refused", self.resolve_username(user) or user)
                 return self._ews_refusal(refused)
             try:
                 context.step(token)

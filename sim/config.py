@@ -11,13 +11,17 @@ plus ``demo_config()``, the organization ``make run`` starts with.
                    "certificates": ["-----BEGIN CERTIFICATE-----..."], "mailboxes": ["*"]}],
  "bookingPlatform": {"secrets": {"org-1": "..."}},
  "tokenLifetimeSeconds": 3600,
- "ntlmCompatibilityLevel": 3}
+ "ntlmCompatibilityLevel": 3,
+ "ntlmVersions": ["v1", "v2"]}
 ```
 
 An OAuth client has a client secret, certificates (PEM, public part only: what an app
 registration holds) or both. ``ntlmCompatibilityLevel`` is the EWS server's "LAN Manager
 authentication level" (0 to 5, Windows' default 3): at 4 it refuses LM responses, at 5 LM and NTLMv1
-too (``sim.auth``).
+too. ``ntlmVersions`` is the simulator's own (no Windows level refuses NTLMv2): the NTLM response
+versions the server implements, ``["v1", "v2"]`` by default; ``["v1"]`` plays a server that
+predates NTLMv2 and so demands v1. A response is accepted only if both allow it, so ``["v1"]``
+at level 5 is refused as accepting no NTLM response at all (``sim.auth``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from sim.wire import AuthScheme, Principal
 DEFAULT_TOKEN_LIFETIME_S = 3600
 # Windows' default "LAN Manager authentication level": send NTLMv2, accept LM, NTLM and NTLMv2.
 DEFAULT_NTLM_COMPATIBILITY_LEVEL = 3
+# The NTLM response versions a server implements (``ntlmVersions``): both, as Windows does.
+NTLM_VERSIONS = frozenset({"v1", "v2"})
 
 
 class ConfigError(ValueError):
@@ -84,6 +90,7 @@ class SimConfig:
     booking_secrets: dict[str, str] = field(default_factory=dict)
     token_lifetime_s: int = DEFAULT_TOKEN_LIFETIME_S
     ntlm_compatibility_level: int = DEFAULT_NTLM_COMPATIBILITY_LEVEL
+    ntlm_versions: frozenset[str] = NTLM_VERSIONS
     raw: dict[str, Any] = field(default_factory=dict)
 
     def mailbox(self, address: str) -> MailboxConfig | None:
@@ -204,8 +211,10 @@ def parse_config(raw: dict[str, Any]) -> SimConfig:
     level = raw.get("ntlmCompatibilityLevel", DEFAULT_NTLM_COMPATIBILITY_LEVEL)
     if not isinstance(level, int) or isinstance(level, bool) or not 0 <= level <= 5:
         raise ConfigError("ntlmCompatibilityLevel: expected an integer from 0 to 5")
+    versions = _ntlm_versions(raw.get("ntlmVersions", sorted(NTLM_VERSIONS)), level)
     return SimConfig(
         ntlm_compatibility_level=level,
+        ntlm_versions=versions,
         mailboxes=tuple(mailboxes),
         service_accounts=tuple(accounts),
         oauth_clients=tuple(clients),
@@ -213,6 +222,23 @@ def parse_config(raw: dict[str, Any]) -> SimConfig:
         token_lifetime_s=lifetime,
         raw=raw,
     )
+
+
+def _ntlm_versions(value: Any, level: int) -> frozenset[str]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, str) and v in NTLM_VERSIONS for v in value)
+        or len(set(value)) != len(value)
+    ):
+        raise ConfigError('ntlmVersions: expected a non-empty list of "v1" and/or "v2"')
+    versions = frozenset(value)
+    if versions == {"v1"} and level >= 5:
+        raise ConfigError(
+            f"ntlmVersions: only v1 at ntlmCompatibilityLevel {level}, which refuses v1, "
+            "accepts no NTLM response"
+        )
+    return versions
 
 
 def load_config(source: str | Path | dict[str, Any]) -> SimConfig:

@@ -224,7 +224,9 @@ def test_client_token_revocation_hits_only_that_client(simulator: RunningSimulat
 # --- LAN Manager authentication level ---------------------------------------------------------
 # https://learn.microsoft.com/previous-versions/windows/it-pro/windows-10/security/threat-protection/security-policy-settings/network-security-lan-manager-authentication-level
 # Server side: levels 0-3 accept LM, NTLM and NTLMv2 responses; 4 refuses LM; 5 refuses LM and
-# NTLM (NTLMv2 only). No level refuses NTLMv2.
+# NTLM (NTLMv2 only). No level refuses NTLMv2: ``ntlmVersions: ["v1"]`` is the simulator's own
+# setting for a server that predates NTLMv2 ("Windows NT 4.0 computers prior to SP4 do not
+# support NTLMv2", https://technet.microsoft.com/en-us/library/cc938105.aspx).
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
@@ -262,6 +264,63 @@ def test_level_5_refuses_ntlm_v1_and_accepts_ntlm_v2(start_sim: Any) -> None:
     assert "auth:ntlm-v1" not in strict.store.counter_snapshot()
 
 
+def test_a_v1_only_server_refuses_ntlm_v2_and_accepts_ntlm_v1(start_sim: Any) -> None:
+    v1_only = start_sim(sample_config(ntlmVersions=["v1"]))
+    assert v1_only.config.ntlm_versions == {"v1"}
+    assert v1_only.config.ntlm_compatibility_level == 3
+    with httpx.Client() as client:
+        refused = ntlm_handshake(
+            client, v1_only.urls["ews"], SERVICE, PASSWORDS[SERVICE], version="v2"
+        )
+        assert refused.status_code == 401
+        again = client.post(v1_only.urls["ews"], content=SOAP_BODY, headers=SOAP_HEADERS)
+        assert again.status_code == 401
+    with httpx.Client() as client:
+        # pyspnego's own default is v2 as well.
+        assert ntlm_handshake(client, v1_only.urls["ews"], ANN, PASSWORDS[ANN]).status_code == 401
+    with httpx.Client() as client:
+        accepted = ntlm_handshake(
+            client, v1_only.urls["ews"], "CONTOSO\\svc", PASSWORDS[SERVICE], version="v1"
+        )
+        assert accepted.status_code != 401
+        # The connection is authenticated from then on, as after any NTLM logon.
+        again = client.post(v1_only.urls["ews"], content=SOAP_BODY, headers=SOAP_HEADERS)
+        assert again.status_code != 401
+    counters = v1_only.store.counter_snapshot()
+    assert counters["auth:ntlm-v1"] == {SERVICE: 1}
+    assert counters["auth:ntlm-v2-refused"] == {SERVICE: 1, ANN: 1}
+    assert "auth:ntlm-v2" not in counters
+
+
+def test_refusing_v2_looks_to_the_client_as_refusing_v1_at_level_5_does(start_sim: Any) -> None:
+    """The same 401 with the same challenges, as for a wrong password: a client cannot tell
+    which rule refused it."""
+
+    def refusal(config: dict[str, Any], version: str, password: str) -> tuple[int, list[str]]:
+        running = start_sim(config)
+        with httpx.Client() as client:
+            answer = ntlm_handshake(client, running.urls["ews"], SERVICE, password, version=version)
+        return answer.status_code, answer.headers.get_list("www-authenticate")
+
+    v1_only = refusal(sample_config(ntlmVersions=["v1"]), "v2", PASSWORDS[SERVICE])
+    level_5 = refusal(sample_config(ntlmCompatibilityLevel=5), "v1", PASSWORDS[SERVICE])
+    wrong_password = refusal(sample_config(), "v2", "not the password")
+    assert v1_only == level_5 == wrong_password
+    assert v1_only[0] == 401
+    assert v1_only[1][:2] == ["Negotiate", "NTLM"]
+
+
+@pytest.mark.parametrize("versions", [["v2"], ["v1", "v2"]])
+def test_a_server_that_implements_ntlm_v2_takes_it(start_sim: Any, versions: list[str]) -> None:
+    running = start_sim(sample_config(ntlmVersions=versions))
+    with httpx.Client() as client:
+        response = ntlm_handshake(
+            client, running.urls["ews"], SERVICE, PASSWORDS[SERVICE], version="v2"
+        )
+    assert response.status_code != 401
+    assert running.store.counter_snapshot()["auth:ntlm-v2"] == {SERVICE: 1}
+
+
 @pytest.mark.parametrize(
     ("level", "kind", "refused"),
     [
@@ -277,6 +336,51 @@ def test_level_5_refuses_ntlm_v1_and_accepts_ntlm_v2(start_sim: Any) -> None:
 )
 def test_which_responses_each_level_refuses(level: int, kind: str, refused: bool) -> None:
     assert (ntlm_refusal(level, kind) is not None) is refused
+
+
+@pytest.mark.parametrize(
+    ("level", "versions", "kind", "refused"),
+    [
+        (3, {"v1"}, "v2", True),
+        (3, {"v1"}, "v1", False),
+        (3, {"v1"}, "lm", False),  # LM follows the level alone
+        (4, {"v1"}, "lm", True),
+        (4, {"v1"}, "v1", False),
+        (3, {"v2"}, "v1", True),
+        (3, {"v2"}, "v2", False),
+        (5, {"v2"}, "v1", True),
+        (5, {"v1", "v2"}, "v2", False),
+        (0, {"v1", "v2"}, "v1", False),
+    ],
+)
+def test_a_response_needs_both_the_level_and_the_versions(
+    level: int, versions: set[str], kind: str, refused: bool
+) -> None:
+    assert (ntlm_refusal(level, kind, frozenset(versions)) is not None) is refused
+
+
+def test_the_default_is_both_versions() -> None:
+    from sim.config import parse_config
+
+    assert parse_config(sample_config()).ntlm_versions == {"v1", "v2"}
+    assert parse_config(sample_config(ntlmVersions=["v2", "v1"])).ntlm_versions == {"v1", "v2"}
+
+
+@pytest.mark.parametrize(
+    "versions", [[], ["v3"], "v1", ["V1"], ["v1", "v1"], [1], None, {"v1": True}]
+)
+def test_bad_ntlm_versions_are_a_config_error(versions: Any) -> None:
+    from sim.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match="ntlmVersions"):
+        parse_config(sample_config(ntlmVersions=versions))
+
+
+def test_v1_only_at_level_5_accepts_nothing_and_is_a_config_error() -> None:
+    from sim.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match=r"ntlmVersions.*ntlmCompatibilityLevel 5"):
+        parse_config(sample_config(ntlmVersions=["v1"], ntlmCompatibilityLevel=5))
 
 
 def test_the_response_kind_is_read_from_the_nt_response_length() -> None:
