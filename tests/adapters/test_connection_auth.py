@@ -1,7 +1,8 @@
 """Each way a connection authenticates, through the composition root and the simulator for
-real: EWS with Basic, NTLM v2 and v1 and OAuth (client secret or certificate through
-azure-identity), Graph with a client secret or a certificate. Refusals come back as the port's
-``AuthenticationFailed``; certificate material never appears in a message."""
+real: EWS with Basic, NTLM v2 and v1 (each also against a server that demands the other) and
+OAuth (client secret or certificate through azure-identity), Graph with a client secret or a
+certificate. Refusals come back as the port's ``AuthenticationFailed``; certificate material
+never appears in a message."""
 
 from __future__ import annotations
 
@@ -191,10 +192,35 @@ def test_the_process_lm_compat_level_does_not_change_a_connections_version(
 def test_a_server_that_demands_ntlm_v2_refuses_a_v1_connection_and_takes_a_v2_one() -> None:
     with start_simulator(config(ntlmCompatibilityLevel=5), validate_ews=False) as strict:
         v1 = build(strict, ews(strict, ntlm_version="v1"), PASSWORDS[SERVICE])
-        with pytest.raises(AuthenticationFailed):
+        with pytest.raises(AuthenticationFailed) as refused:
             write_and_find(v1)
+        assert PASSWORDS[SERVICE] not in str(refused.value)
+        # One refused handshake, given up at once: no retry, no request past authentication.
+        assert strict.store.counter_snapshot() == {"auth:ntlm-v1-refused": {SERVICE: 1}}
         write_and_find(build(strict, ews(strict, ntlm_version="v2"), PASSWORDS[SERVICE]))
         assert "auth:ntlm-v1" not in strict.store.counter_snapshot()
+        assert strict.store.counter_snapshot()["auth:ntlm-v2"] == {SERVICE: 1}
+
+
+@pytest.mark.parametrize("refused_version", ["v2", None])
+def test_a_server_that_demands_ntlm_v1_takes_a_v1_connection_and_refuses_a_v2_one(
+    refused_version: str | None,
+) -> None:
+    """``ntlmVersions: ["v1"]``: the simulator's stand-in for a server without NTLMv2. A v2
+    connection (v2 is also what a connection without ``ntlmVersion`` sends) is refused."""
+    with start_simulator(config(ntlmVersions=["v1"]), validate_ews=False) as v1_only:
+        v2 = build(v1_only, ews(v1_only, ntlm_version=refused_version), PASSWORDS[SERVICE])
+        with pytest.raises(AuthenticationFailed) as refused:
+            write_and_find(v2)
+        assert PASSWORDS[SERVICE] not in str(refused.value)
+        # One refused handshake, given up at once: no retry, no request past authentication.
+        assert v1_only.store.counter_snapshot() == {"auth:ntlm-v2-refused": {SERVICE: 1}}
+        v1_only.store.reset_counters()
+        write_and_find(build(v1_only, ews(v1_only, ntlm_version="v1"), PASSWORDS[SERVICE]))
+        counters = v1_only.store.counter_snapshot()
+        assert counters["auth:ntlm-v1"] == {SERVICE: 1}
+        assert {name for name in counters if name.startswith("auth:")} == {"auth:ntlm-v1"}
+        assert counters["ews:CreateItem"] == {ANN: 1}
 
 
 @pytest.mark.parametrize(
