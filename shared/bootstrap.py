@@ -232,6 +232,8 @@ def storage_client_options() -> dict[str, Any]:
     from shared.store.threads import STORAGE_THREADS
 
     session = requests.Session()
+    # The transport applies use_env_settings only to sessions it makes itself: this one is ours.
+    session.trust_env = False
     adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=STORAGE_THREADS + 8)
     session.mount("https://", adapter)
     session.mount("http://", adapter)

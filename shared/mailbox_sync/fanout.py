@@ -5,7 +5,7 @@ the Graph sweep (every 15 minutes).
 last sync. **Sweep** (Graph): one message per mailbox, whatever the notifications did — Graph
 may drop notifications, or stop sending them for hours, and a delta round catches up on
 everything since the stored delta link. Either way a mailbox with a sync still pending is
-skipped (``pending.claim_sync``: the mark is set under the row's ETag before the message is
+skipped (``pending.claim_many``: the mark is set under the row's ETag before the message is
 sent, and expires, so a lost message never stalls a mailbox), and a mailbox whose last full
 read is a day old gets a full read (drift repair, and the recurrence horizon — for Graph the
 delta window — rolled forward).
@@ -33,7 +33,7 @@ from shared.connections import (
     connection_secrets_fingerprint,
     requeue_parked,
 )
-from shared.mailbox_sync.pending import PENDING_EXPIRY, claim_sync
+from shared.mailbox_sync.pending import PENDING_EXPIRY, claim_many
 from shared.mailbox_sync.service import FULL_READ
 from shared.models import Health
 from shared.queues import MailboxSyncRequested, QueueSender
@@ -84,7 +84,8 @@ class PollFanOut:
         now = self._now()
         skipped = 0
         mailboxes_of: dict[str, dict[str, Versioned[MailboxRecord]]] = {}
-        due: list[tuple[str, str, Versioned[MailboxRecord], timedelta | None]] = []
+        due: dict[str, dict[str, Versioned[MailboxRecord]]] = {}
+        synced_within: dict[str, timedelta | None] = {}
         retries: list[tuple[str, str]] = []
         for org, row in self._repos.connections.every_org():
             connection = row.value
@@ -96,46 +97,41 @@ class PollFanOut:
                 continue
             if org not in mailboxes_of:
                 mailboxes_of[org] = self._repos.mailboxes.list_by_org(org)
-            synced_within = self._synced_within(org)
-            due += [
-                (org, staff_id, mailbox, synced_within)
+                synced_within[org] = self._synced_within(org)
+            due.setdefault(org, {}).update(
+                (staff_id, mailbox)
                 for staff_id, mailbox in mailboxes_of[org].items()
                 if mailbox.value.connection_id == connection.connection_id
-            ]
-        # Claims and messages of different mailboxes are independent: sent side by side, so
+            )
+        # Each organization's due mailboxes are claimed together (a transaction per hundred
+        # rows, under the ETags they were listed with), then their messages sent side by side:
         # thousands of mailboxes fit well inside the timer's minute.
-        queued = sum(
-            storage_executor().map(lambda args: self._claim_and_queue(*args, now=now), due)
-        )
+        messages = [
+            self._message(org, staff_id, due[org][staff_id].value, now)
+            for org in due
+            for staff_id in sorted(
+                claim_many(self._repos, org, due[org], now, synced_within=synced_within[org])
+            )
+        ]
+        for _ in storage_executor().map(self._queue.send, messages):
+            pass
+        queued = len(messages)
         for org, connection_id in retries:
             queued += self._queue_auth_retry(org, connection_id)
         log.info("%s fan-out queued %d mailbox syncs", self.reason, queued)
         return FanOutReport(queued, skipped)
 
-    def _claim_and_queue(
-        self,
-        org: str,
-        staff_id: str,
-        row: Versioned[MailboxRecord],
-        synced_within: timedelta | None,
-        *,
-        now: datetime,
-    ) -> bool:
-        """Claim the mailbox under the ETag it was listed with (no read) and queue its sync."""
-        claimed = claim_sync(
-            self._repos, org, staff_id, now, synced_within=synced_within, listed=row
-        )
-        if not claimed:
-            return False
-        mailbox = row.value
+    def _message(
+        self, org: str, staff_id: str, mailbox: MailboxRecord, now: datetime
+    ) -> MailboxSyncRequested:
+        """The sync a claimed mailbox is due: a full read once a day, else this fan-out's."""
         reason = (
             FULL_READ
             if mailbox.last_full_read_at is None
             or now - mailbox.last_full_read_at >= FULL_READ_EVERY
             else self.reason
         )
-        self._queue.send(MailboxSyncRequested(org=org, staff_id=staff_id, reason=reason))
-        return True
+        return MailboxSyncRequested(org=org, staff_id=staff_id, reason=reason)
 
     def _retry_due(self, org: str, row: Versioned[ConnectionRecord], now: datetime) -> bool:
         """An ``auth_failed`` connection of this fan-out's kind whose slow retry is due: the

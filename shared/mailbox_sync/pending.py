@@ -10,6 +10,7 @@ came in while the sync was reading.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -42,16 +43,7 @@ def claim_sync(
         if current is None:
             return False
         mailbox = current.value
-        pending = (
-            mailbox.sync_pending_since is not None
-            and now - mailbox.sync_pending_since < PENDING_EXPIRY
-        )
-        recent = (
-            synced_within is not None
-            and mailbox.last_sync_at is not None
-            and now - mailbox.last_sync_at < synced_within
-        )
-        claim = not pending and not recent
+        claim = _claimable(mailbox, now, synced_within)
         if not claim and not notice:
             return False
         changes: dict[str, object] = {}
@@ -69,6 +61,38 @@ def claim_sync(
             continue  # the notice must be counted: read again
         return claim
     raise ConcurrencyConflict(f"mailbox {staff_id!r} kept changing")
+
+
+def claim_many(
+    repositories: Repositories,
+    org: str,
+    listed: Mapping[str, Versioned[MailboxRecord]],
+    now: datetime,
+    *,
+    synced_within: timedelta | None = None,
+) -> set[str]:
+    """``claim_sync`` for many mailboxes of one organization, each under the ETag it was
+    listed with, in as few round trips as the table allows. Returns the staff ids claimed (and
+    whose messages the caller must send)."""
+    claims = [
+        (staff_id, row.value.model_copy(update={"sync_pending_since": now}), row.etag)
+        for staff_id, row in listed.items()
+        if _claimable(row.value, now, synced_within)
+    ]
+    return repositories.mailboxes.put_many(org, claims)
+
+
+def _claimable(mailbox: MailboxRecord, now: datetime, synced_within: timedelta | None) -> bool:
+    """No sync pending (or its mark expired), and not synced within ``synced_within``."""
+    pending = (
+        mailbox.sync_pending_since is not None and now - mailbox.sync_pending_since < PENDING_EXPIRY
+    )
+    recent = (
+        synced_within is not None
+        and mailbox.last_sync_at is not None
+        and now - mailbox.last_sync_at < synced_within
+    )
+    return not pending and not recent
 
 
 def release_claim(

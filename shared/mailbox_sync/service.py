@@ -428,7 +428,7 @@ class _Run:
             changes = await self._read(cursor)
             pages += 1
             effects = await self._decide(changes.changed, changes.deleted)
-            held = self._guard(effects, await self._known_appointments())
+            held = await self._guard(effects)
             if held:
                 await self.service._finish(self.org, self.mailbox.staff_id, self.row, held=held)
                 return SyncReport(SyncOutcome.HELD, held, pages)
@@ -510,7 +510,7 @@ class _Run:
             or (record.kind is MailboxItemKind.BUSY and record.counted != counted)
         ]
         effects = await self._decide(fresh, gone, known=known)
-        held = self._guard(effects, await self._known_appointments())
+        held = await self._guard(effects)
         if held:
             await self.service._finish(self.org, self.mailbox.staff_id, self.row, held=held)
             return SyncReport(SyncOutcome.HELD, held, pages)
@@ -571,7 +571,7 @@ class _Run:
         after = [b for b in kept if b.event_id not in replaced] + effects.block_puts
         window = content_changed_window(before, after)
         effects.windows = [window] if window else []
-        held = self._guard(effects, await self._known_appointments())
+        held = await self._guard(effects)
         if held:
             await self.service._finish(org, staff_id, self.row, held=held)
             return SyncReport(SyncOutcome.HELD, held, pages)
@@ -685,17 +685,19 @@ class _Run:
         self.windowed = self.windowed or changes.windowed
         return changes
 
-    async def _known_appointments(self) -> int:
+    async def _guard(self, effects: PageEffects) -> str | None:
+        """The mass-cancellation guard. The appointments calbridge knows in the mailbox are
+        counted only when the page cancels two or more (an idle page reads nothing more)."""
+        if effects.cancellations < 2:
+            return None
         known = await in_storage_thread(
             self.repos.mailbox_items.items_of, self.org, self.mailbox.staff_id
         )
-        return sum(1 for item in known.values() if item.kind is MailboxItemKind.APPOINTMENT)
-
-    def _guard(self, effects: PageEffects, known_appointments: int) -> str | None:
+        known_appointments = sum(
+            1 for item in known.values() if item.kind is MailboxItemKind.APPOINTMENT
+        )
         share = self.settings.mass_cancellation_share
-        if effects.cancellations >= 2 and effects.cancellations > share * max(
-            known_appointments, 1
-        ):
+        if effects.cancellations > share * max(known_appointments, 1):
             return (
                 f"{effects.cancellations} of {known_appointments} appointments would be "
                 "cancelled at once: held for a person to look at"

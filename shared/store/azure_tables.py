@@ -38,14 +38,19 @@ from azure.data.tables import (
 )
 
 from shared.store.errors import ConcurrencyConflict, StoreError, StoreUnavailable
-from shared.store.tables import Condition, Properties, Scalar, StoredRow
+from shared.store.tables import (
+    TRANSACTION_LIMIT,
+    Condition,
+    Properties,
+    Scalar,
+    StoredRow,
+    check_transaction,
+)
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
-# An entity group transaction holds at most 100 operations, all of one partition.
-TRANSACTION_LIMIT = 100
 _C = TypeVar("_C")
 
 
@@ -213,6 +218,34 @@ class AzureTable:
         ]
         for chunk in _chunks(operations):
             self._call("upsert_many", functools.partial(self._client.submit_transaction, chunk))
+
+    def replace_many(self, partition_key: str, rows: Sequence[tuple[str, Properties, str]]) -> None:
+        check_transaction(rows)
+        operations: list[Any] = [
+            (
+                TransactionOperation.UPDATE,
+                _to_entity(partition_key, row_key, properties),
+                {
+                    "mode": UpdateMode.REPLACE,
+                    "etag": etag,
+                    "match_condition": MatchConditions.IfNotModified,
+                },
+            )
+            for row_key, properties, etag in rows
+        ]
+
+        def replace() -> None:
+            try:
+                self._client.submit_transaction(operations)
+            except TableTransactionError as exc:
+                if exc.status_code in (404, 412):
+                    raise ConcurrencyConflict(
+                        f"table {self.name}: a row changed or vanished since it was read"
+                    ) from exc
+                raise
+
+        if operations:
+            self._call("replace_many", replace)
 
     def delete_many(self, partition_key: str, row_keys: Sequence[str]) -> None:
         keys = list(dict.fromkeys(row_keys))

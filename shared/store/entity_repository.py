@@ -13,15 +13,23 @@ methods: :class:`OrgScopedRepository` covers every table keyed ``org / id``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
 from shared.store.entities import EntityCodec, check_entity_size
-from shared.store.errors import UnstorableEntity
+from shared.store.errors import ConcurrencyConflict, UnstorableEntity
 from shared.store.keys import MAX_KEY_LENGTH, compose_key, split_key
-from shared.store.tables import Condition, EntityTable, Properties, StoredRow, TableService
+from shared.store.tables import (
+    TRANSACTION_LIMIT,
+    Condition,
+    EntityTable,
+    Properties,
+    StoredRow,
+    TableService,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -149,12 +157,41 @@ class OrgScopedRepository(EntityRepository[M]):
         return self.read(EntityKey.of((org,), (row_id,)))
 
     def put(self, org: str, row_id: str, value: M, etag: str | None) -> str:
+        self._check_id(row_id, value)
+        return self.write(EntityKey.of((org,), (row_id,)), value, etag)
+
+    def put_many(self, org: str, rows: Sequence[tuple[str, M, str]]) -> set[str]:
+        """Replace each (id, value, ETag) row last read with that ETag, up to
+        ``TRANSACTION_LIMIT`` rows a round trip. Returns the ids written: a row changed or gone
+        since it was read is not, and the rest of its batch is then written row by row."""
+        written: set[str] = set()
+        for start in range(0, len(rows), TRANSACTION_LIMIT):
+            batch = rows[start : start + TRANSACTION_LIMIT]
+            encoded = []
+            partition_key = ""
+            for row_id, value, etag in batch:
+                self._check_id(row_id, value)
+                key = EntityKey.of((org,), (row_id,))
+                partition_key = key.partition_key
+                encoded.append((key.row_key, self._properties(key, value), etag))
+            try:
+                self._table.replace_many(partition_key, encoded)
+                written.update(row_id for row_id, _, _ in batch)
+                continue
+            except ConcurrencyConflict:
+                pass
+            for row_id, value, etag in batch:
+                with suppress(ConcurrencyConflict):
+                    self.put(org, row_id, value, etag)
+                    written.add(row_id)
+        return written
+
+    def _check_id(self, row_id: str, value: M) -> None:
         if self.id_field is not None and getattr(value, self.id_field) != row_id:
             raise ValueError(
                 f"{self.table_name}: {self.id_field} {getattr(value, self.id_field)!r} "
                 f"does not match the row id {row_id!r}"
             )
-        return self.write(EntityKey.of((org,), (row_id,)), value, etag)
 
     def delete(self, org: str, row_id: str, etag: str | None = None) -> None:
         self.remove(EntityKey.of((org,), (row_id,)), etag)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 from shared.store.errors import ConcurrencyConflict, StoreError
 from shared.store.repositories import Repositories, build_repositories
-from shared.store.tables import Condition, Properties, Scalar, StoredRow
+from shared.store.tables import Condition, Properties, Scalar, StoredRow, check_transaction
 
 # What Table Storage refuses in PartitionKey and RowKey.
 _FORBIDDEN_KEY_CHARACTERS = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
@@ -102,6 +102,20 @@ class MemoryTable:
         with self._lock:  # all or nothing, as one transaction
             for row in stored:
                 self._rows[(partition_key, row.row_key)] = row
+
+    def replace_many(self, partition_key: str, rows: Sequence[tuple[str, Properties, str]]) -> None:
+        check_transaction(rows)
+        with self._lock:  # all or nothing, as one transaction
+            for row_key, _, etag in rows:
+                current = self._rows.get((partition_key, row_key))
+                if current is None or current.etag != etag:
+                    raise ConcurrencyConflict(
+                        f"table {self._name}: a row changed or vanished since it was read"
+                    )
+            for row_key, properties, _ in rows:
+                self._rows[(partition_key, row_key)] = self._stored(
+                    partition_key, row_key, properties
+                )
 
     def delete_many(self, partition_key: str, row_keys: Sequence[str]) -> None:
         with self._lock:

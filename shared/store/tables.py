@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
+
+from shared.store.errors import StoreError
 
 Scalar = str | int | float | bool
 Properties = Mapping[str, Scalar]
@@ -39,6 +41,19 @@ class Condition:
     property: str
     comparison: Comparison
     value: Scalar
+
+
+# An entity group transaction holds at most 100 operations, all of one partition.
+TRANSACTION_LIMIT: Final = 100
+
+
+def check_transaction(rows: Sequence[tuple[str, object, str]]) -> None:
+    """Refuse what one transaction cannot hold: more than ``TRANSACTION_LIMIT`` rows, or a row
+    key twice."""
+    if len(rows) > TRANSACTION_LIMIT:
+        raise StoreError(f"a transaction holds at most {TRANSACTION_LIMIT} rows, not {len(rows)}")
+    if len({row_key for row_key, _, _ in rows}) != len(rows):
+        raise StoreError("a transaction names a row twice")
 
 
 class EntityTable(Protocol):
@@ -69,6 +84,12 @@ class EntityTable(Protocol):
     def upsert_many(self, partition_key: str, rows: Sequence[tuple[str, Properties]]) -> None:
         """``upsert`` every (row key, properties) of one partition, in as few round trips as
         the service allows (a row key given twice: the last wins)."""
+        ...
+
+    def replace_many(self, partition_key: str, rows: Sequence[tuple[str, Properties, str]]) -> None:
+        """``replace`` every (row key, properties, ETag) of one partition in one round trip, all
+        or nothing: if any row changed or vanished, none is written (ConcurrencyConflict). At
+        most ``TRANSACTION_LIMIT`` rows, each row key once."""
         ...
 
     def delete_many(self, partition_key: str, row_keys: Sequence[str]) -> None:

@@ -130,6 +130,36 @@ def test_delete_with_a_stale_etag_conflicts_and_without_one_is_quiet(repos: Repo
     repos.event_map.delete("acme", "apt-1")  # already gone: fine
 
 
+def test_many_rows_are_replaced_together_each_under_the_etag_it_was_read_with(
+    repos: Repositories,
+) -> None:
+    """``put_many``: a hundred rows a round trip; a batch holding a row changed since it was
+    read (or gone) still writes its other rows, and never the stale one."""
+    ids = [f"apt-{n:03d}" for n in range(130)]
+    etags = {i: repos.event_map.put("acme", i, mapping(1), etag=None) for i in ids}
+    repos.event_map.put("acme", "apt-007", mapping(5), etag=etags["apt-007"])  # changed since
+    repos.event_map.delete("acme", "apt-120")  # gone since
+    written = repos.event_map.put_many("acme", [(i, mapping(2), etags[i]) for i in ids])
+    assert written == set(ids) - {"apt-007", "apt-120"}
+    stored = repos.event_map.list_by_org("acme")
+    assert stored["apt-007"].value.applied_version == 5
+    assert "apt-120" not in stored
+    assert {i for i, row in stored.items() if row.value.applied_version == 2} == written
+
+
+def test_a_transaction_is_all_or_nothing(tables: TableService) -> None:
+    table = tables.table("Transactions")
+    first = table.insert("p", "a", {"n": 1})
+    second = table.insert("p", "b", {"n": 1})
+    table.replace("p", "b", {"n": 2}, second)
+    with pytest.raises(ConcurrencyConflict):
+        table.replace_many("p", [("a", {"n": 3}, first), ("b", {"n": 3}, second)])
+    assert [(row.row_key, row.properties["n"]) for row in table.query("p")] == [
+        ("a", 1),
+        ("b", 2),
+    ]
+
+
 def test_rows_are_scoped_by_organization(repos: Repositories) -> None:
     repos.event_map.put("acme", "apt-1", mapping(1), etag=None)
     repos.event_map.put("acme|x", "apt-2", mapping(2), etag=None)

@@ -23,6 +23,7 @@ from shared.exchange.port import (
     Sensitivity,
 )
 from shared.mailbox_sync.fanout import PENDING_EXPIRY, PollFanOut
+from shared.mailbox_sync.pending import claim_many, claim_sync
 from shared.mailbox_sync.service import FULL_READ, MailboxSyncer, SyncOutcome
 from shared.models import ConnectionConfig, Health, OrgSettings
 from shared.queues import (
@@ -255,6 +256,20 @@ def test_the_fan_out_queues_due_mailboxes_once_until_they_sync_or_the_mark_expir
     assert world.fanout.run().queued == 1  # ann is due again (interval 60 s)
     world.clock[0] += PENDING_EXPIRY
     assert world.fanout.run().queued == 2  # bob's mark expired: a lost message stalls nothing
+
+
+def test_a_mailbox_claimed_between_the_fan_outs_listing_and_its_claim_is_not_queued_again(
+    world: World,
+) -> None:
+    """The fan-out claims the mailboxes it listed under the ETags it listed them with, many in
+    one transaction: one claimed meanwhile (a notification's claim_sync) is left to that claim,
+    and the others of its batch are still claimed and queued."""
+    listed = world.repos.mailboxes.list_by_org(ORG)
+    assert claim_sync(world.repos, ORG, "ann", world.clock[0])  # a racing claim wins ann
+    claimed = claim_many(world.repos, ORG, listed, world.clock[0])
+    assert claimed == {"bob"}
+    assert world.mailbox("bob").sync_pending_since == world.clock[0]
+    assert world.fanout.run().queued == 0  # both pending now
 
 
 def test_the_fan_out_skips_disabled_connections_and_follows_the_poll_interval(
