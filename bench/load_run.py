@@ -51,7 +51,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import SimProcess, cpu_seconds, percentile, start_sim_process
+from bench.harness import SimProcess, cpu_seconds, percentile, rss_mib, start_sim_process
 from devhost.azurite import free_port, start_azurite
 from shared.config import (
     connection_secret_name,
@@ -77,14 +77,6 @@ def progress(text: str) -> None:
 
 def address(staff_id: str) -> str:
     return f"{staff_id}@load.test"
-
-
-def rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 # --- counting Azurite operations at the SDK transport ----------------------------------------

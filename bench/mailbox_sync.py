@@ -47,7 +47,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import SimProcess, cpu_seconds, percentile, start_sim_process
+from bench.harness import SimProcess, cpu_seconds, percentile, rss_mib, start_sim_process
 from devhost.azurite import start_azurite
 from shared.config import (
     connection_secret_name,
@@ -149,6 +149,7 @@ class PollRound:
     requests: Counter[str]
     fan_out_seconds: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds by process
+    rss_mib: float = 0.0  # the worker's resident memory after the round
 
 
 class Bench:
@@ -331,7 +332,7 @@ class Bench:
         self.wait_synced(self.idle, before)
         seconds = time.perf_counter() - began
         used = {name: after - cpu[name] for name, after in self.cpu().items()}
-        return PollRound(seconds, self.requests(self.idle), fanned_out, used)
+        return PollRound(seconds, self.requests(self.idle), fanned_out, used, rss_mib())
 
     def gateway(self) -> Any:
         """A gateway of the connection's own, for the baseline (warm once used)."""
@@ -575,6 +576,12 @@ class Bench:
         print(
             "  by operation:",
             ", ".join(f"{op} {n}" for op, n in sorted(rounds[-1].requests.items())),
+        )
+        memory = [p.rss_mib for p in rounds]
+        print(
+            "  worker RSS after each round, MiB: "
+            + ", ".join(f"{m:.0f}" for m in memory)
+            + f" (last minus second: {memory[-1] - memory[min(1, len(memory) - 1)]:+.1f})"
         )
         print()
         print("a mailbox with n changes since its last poll: EWS requests in one sync")
