@@ -124,6 +124,10 @@ FULL_READ: Final = "full"
 SETTINGS_TTL: Final = timedelta(seconds=30)
 # Why a sync is queued again at its end: notifications came in while it ran.
 NOTIFIED_DURING_SYNC: Final = "notified during sync"
+# Changes one page holds: what is decided and stored together before the cursor moves on. EWS
+# reads them 512 a SyncFolderItems call and fetches their details in one GetItem, so n changes
+# up to this cost ceil(n / 512) + 1 requests.
+PAGE_CHANGES: Final = 2560
 # Looking back this far when a series is expanded: an occurrence in progress still blocks.
 _EXPANSION_LOOKBACK: Final = timedelta(days=1)
 
@@ -678,7 +682,7 @@ class _Run:
     async def _read(self, cursor: str | None) -> CalendarChanges:
         try:
             changes = await self.reader.changes_since(
-                self.mailbox.address, cursor, window=self.window
+                self.mailbox.address, cursor, max_changes=PAGE_CHANGES, window=self.window
             )
         except RetryAfter as throttled:
             raise CalendarErrorWithDelay(throttled, throttled.seconds) from throttled

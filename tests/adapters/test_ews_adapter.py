@@ -631,3 +631,48 @@ def test_the_port_contract_holds_with_delegate_access(
 ) -> None:
     with ews_delegate_world(request) as world:
         CONTRACT_TESTS[name](world)
+
+
+def test_a_page_of_many_changes_is_read_512_a_call_and_fetched_in_one_get_item(
+    simulator: RunningSimulator, gateway: EwsCalendarGateway
+) -> None:
+    """n changes cost ceil(n / 512) SyncFolderItems — Exchange returns at most 512 changes a
+    call (learn.microsoft.com, "SyncFolderItems operation": "will return a maximum of 512
+    changes") — and one GetItem for all of them, as long as the page holds them."""
+    cursor = None
+    while True:
+        read = run(gateway.changes_since(BOB, cursor, max_changes=2560))
+        cursor = read.cursor
+        if read.complete:
+            break
+    bob = Outlook(simulator.store, BOB)
+    made = {f"Block {n}" for n in range(1200)}
+    ids = []
+    for n in range(1200):
+        start = datetime(2033, 1, 3, 8, 0) + timedelta(days=n // 20, minutes=20 * (n % 20))
+        ids.append(bob.create_event(f"Block {n}", start, start + timedelta(minutes=15)).id)
+    simulator.store.reset_counters()
+    try:
+        _read_in_pages(simulator, gateway, cursor, made)
+    finally:
+        for item_id in ids:  # the simulator is shared by the module's tests
+            bob.delete(item_id)
+
+
+def _read_in_pages(
+    simulator: RunningSimulator, gateway: EwsCalendarGateway, cursor: str | None, made: set[str]
+) -> None:
+
+    whole = run(gateway.changes_since(BOB, cursor, max_changes=2560))
+    assert requests_made(simulator) == {"SyncFolderItems": 3, "GetItem": 1}
+    assert {event.subject for event in whole.changed} == made
+    assert whole.complete
+
+    simulator.store.reset_counters()
+    part = run(gateway.changes_since(BOB, cursor, max_changes=600))
+    assert requests_made(simulator) == {"SyncFolderItems": 2, "GetItem": 1}
+    assert len(part.changed) == 600
+    assert not part.complete
+    rest = run(gateway.changes_since(BOB, part.cursor, max_changes=2560))
+    assert {event.subject for event in (*part.changed, *rest.changed)} == made
+    assert rest.complete

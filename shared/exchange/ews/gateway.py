@@ -13,9 +13,11 @@ find_by_uid         1 FindItem, restricted to the meeting's clean global object 
                     restrict on ``calendar:UID``; see ``properties``)
 get_event           1 GetItem (the only read with attendees and organizer address)
 list_events         1 FindItem with a CalendarView (occurrences expanded, no GetItem)
-changes_since       1 SyncFolderItems (ids only, at most ``max_changes``) + 1 GetItem for the
-                    changed items of the page, all ids in one request (none when nothing
-                    changed: an idle mailbox costs the one SyncFolderItems)
+changes_since       SyncFolderItems (ids only, 512 changes a call, Exchange's maximum) until the
+                    last item in range or ``max_changes``, then 1 GetItem for the changed
+                    items of the page, all ids in one request (none when nothing changed: an
+                    idle mailbox costs the one SyncFolderItems; n changes cost
+                    ceil(n / 512) + 1 while n ≤ ``max_changes``)
 create_event        1 CreateItem. The UID is set by calbridge (``calbridge_uid``), so CreateItem's
                     answer (id, change key) completes the ``EventRef``. EWS has no transaction
                     id: a create whose answer may have been lost is found by its marker before
@@ -396,26 +398,32 @@ class EwsCalendarGateway:
         def work(connection: EwsConnection) -> CalendarChanges:
             calendar = connection.calendar(mailbox)
             account = connection.account(mailbox)
-            sync = SyncFolderItems(account=account)
             changed_ids: dict[str, None] = {}
             deleted: dict[str, None] = {}
-            for change, item in sync.call(
-                folder=calendar,
-                shape=ID_ONLY,
-                additional_fields=set(),
-                sync_state=cursor,
-                ignore=None,
-                max_changes_returned=max_changes,
-                sync_scope=None,
-            ):
-                if isinstance(item, Exception):
-                    raise item
-                if change == SyncFolderItems.DELETE:
-                    deleted[item.id] = None
-                    changed_ids.pop(item.id, None)
-                elif change in (SyncFolderItems.CREATE, SyncFolderItems.UPDATE):
-                    changed_ids[item.id] = None
-                    deleted.pop(item.id, None)
+            state, complete, read = cursor, False, 0
+            # Ids only, up to 512 changes a call, until the last item in range or the page is
+            # full; a later call's word on an item replaces an earlier one's.
+            while not complete and read < max_changes:
+                sync = SyncFolderItems(account=account)
+                for change, item in sync.call(
+                    folder=calendar,
+                    shape=ID_ONLY,
+                    additional_fields=set(),
+                    sync_state=state,
+                    ignore=None,
+                    max_changes_returned=min(SYNC_PAGE_SIZE, max_changes - read),
+                    sync_scope=None,
+                ):
+                    if isinstance(item, Exception):
+                        raise item
+                    read += 1
+                    if change == SyncFolderItems.DELETE:
+                        deleted[item.id] = None
+                        changed_ids.pop(item.id, None)
+                    elif change in (SyncFolderItems.CREATE, SyncFolderItems.UPDATE):
+                        changed_ids[item.id] = None
+                        deleted.pop(item.id, None)
+                state, complete = sync.sync_state, bool(sync.includes_last_item_in_range)
             # The details of every changed item of the page in one GetItem (exchangelib would
             # split at 100 ids), never one request per item.
             changed: list[ExchangeEvent] = []
@@ -432,10 +440,7 @@ class EwsCalendarGateway:
                         raise result
                     changed.append(event_from_item(result, mailbox))
             return CalendarChanges(
-                changed=tuple(changed),
-                deleted=tuple(deleted),
-                cursor=sync.sync_state,
-                complete=bool(sync.includes_last_item_in_range),
+                changed=tuple(changed), deleted=tuple(deleted), cursor=state, complete=complete
             )
 
         changes = await self._call("SyncFolderItems", mailbox, work)
