@@ -404,6 +404,8 @@ class _Run:
     windowed: bool = False  # the reader reported a windowed page (Graph's calendarView delta)
     # Notifications counted when the sync began (more by its end: one more sync).
     notices_seen: int = field(init=False)
+    # Staff id → mailbox address (None: no mailbox), read as appointments' staff need them.
+    addresses: dict[str, str | None] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.notices_seen = self.row.value.notices
@@ -728,8 +730,6 @@ class _Run:
             known = await in_storage_thread(self.repos.mailbox_items.items_of, org, staff_id)
         if self.windowed and not looked_up:
             changed, deleted = await self._look_again(changed, deleted, known)
-        staff_rows = await in_storage_thread(self.repos.mailboxes.list_by_org, org)
-        staff_by_address = {row.value.address: sid for sid, row in staff_rows.items()}
         blocks_by_event: dict[str, list[BusyBlock]] = defaultdict(list)
         for row in await in_storage_thread(self.repos.busy_blocks.blocks_of, org, staff_id):
             blocks_by_event[row.value.event_id].append(row.value)
@@ -744,7 +744,7 @@ class _Run:
         for event in changed:
             appointment_id = self._appointment_of(event)
             if appointment_id is not None:
-                await self._appointment_changed(effects, appointment_id, event, staff_by_address)
+                await self._appointment_changed(effects, appointment_id, event)
                 continue
             copy_of = (
                 known[event.item_id].appointment_id
@@ -831,9 +831,8 @@ class _Run:
         effects: PageEffects,
         appointment_id: str,
         event: ExchangeEvent,
-        staff_by_address: Mapping[str, str],
     ) -> None:
-        verdict, adopted, mapping = await self._judge(appointment_id, event, staff_by_address)
+        verdict, adopted, mapping = await self._judge(appointment_id, event)
         if verdict.events:
             # An Outlook change to report: the apply worker may have written the item since
             # this page was read, and the mapping read just now be newer than the item. Read
@@ -842,9 +841,7 @@ class _Run:
             fresh = await self.gateway.get_event(self.mailbox.address, event.item_id)
             if fresh is None or fresh.change_key != event.change_key:
                 event = fresh or event
-                verdict, adopted, mapping = await self._judge(
-                    appointment_id, event, staff_by_address
-                )
+                verdict, adopted, mapping = await self._judge(appointment_id, event)
         effects.item_puts.append(
             MailboxItemRecord(
                 item_id=event.item_id,
@@ -864,12 +861,16 @@ class _Run:
         self._take(effects, appointment_id, verdict, event, event.change_key or event.item_id)
 
     async def _judge(
-        self, appointment_id: str, event: ExchangeEvent, staff_by_address: Mapping[str, str]
+        self, appointment_id: str, event: ExchangeEvent
     ) -> tuple[OutlookVerdict, EventMapping | None, EventMapping | None]:
         """What the organizer's item as read says against the stored mapping and snapshot; the
         mapping adopted when the organizer's mailbox moved to this connection (the item is
         calbridge's event under its new id); and the stored mapping."""
         mapping, snapshot = await self._appointment(appointment_id)
+        # Whose answers count: the booked secondary staff, known by their mailboxes' addresses.
+        staff_by_address = await self._addresses_of(
+            snapshot.secondary_staff_ids if snapshot is not None else []
+        )
         adopted = adopted_after_move(
             event, mapping, self.mailbox.address, self.connection.connection_id
         )
@@ -877,6 +878,21 @@ class _Run:
             appointment_id, event, adopted or mapping, snapshot, staff_by_address
         )
         return verdict, adopted, mapping
+
+    async def _addresses_of(self, staff_ids: list[str]) -> dict[str, str]:
+        """Address → staff id of these staff members who have a mailbox (each row read once a
+        sync, side by side)."""
+        unread = [staff_id for staff_id in staff_ids if staff_id not in self.addresses]
+        rows = await asyncio.gather(
+            *(in_storage_thread(self.repos.mailboxes.get, self.org, s) for s in unread)
+        )
+        for staff_id, row in zip(unread, rows, strict=True):
+            self.addresses[staff_id] = row.value.address if row is not None else None
+        return {
+            address: staff_id
+            for staff_id in staff_ids
+            if (address := self.addresses.get(staff_id)) is not None
+        }
 
     def _take(
         self,
