@@ -20,12 +20,16 @@ that first invocation's set-up (azure-monitor-opentelemetry imported and configu
 nowhere: the endpoint is a closed local port), skipped where the package is missing. The
 snapshot case is a booking request's first validation, which builds the models it uses.
 
+The "before" case imports the app as it was at ``--baseline-ref`` (default ``87fdb75``, before
+the composition root imported its services on first use and the models deferred their build),
+unpacked with ``git archive`` into a temporary folder in the same way.
+
 Cases are measured in turns (one round of every case, then the next), after one unmeasured
 round, so a noisy machine weighs on all of them alike. Beside the wall time (the bar's figure)
 each case shows the CPU time its process used: what another process's load on a shared machine
 adds to the wall time, it does not add there.
 
-Usage: .venv/bin/python bench/cold_import.py [--rounds 5]
+Usage: .venv/bin/python bench/cold_import.py [--rounds 5] [--baseline-ref 87fdb75] [--no-baseline]
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
+from io import BytesIO
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +95,9 @@ CASES: dict[str, tuple[str, dict[str, str]]] = {
     ),
 }
 NEEDS_EXPORTER = {"  + first invocation: exporter set up"}
+DEFAULT_BASELINE_REF = "87fdb75"
+# What the app package holds (``.funcignore`` leaves the rest out), for a commit's tree.
+PACKAGE_PATHS = ("function_app.py", "host.json", "requirements.txt", "functions", "shared")
 
 
 def copy_package(into: Path) -> None:
@@ -99,6 +108,18 @@ def copy_package(into: Path) -> None:
         target = into / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(REPO_ROOT / name, target)
+
+
+def unpack_package(ref: str, into: Path) -> None:
+    """The app's files at ``ref`` (git archive), without touching the repository's worktrees."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", ref, "--", *PACKAGE_PATHS],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
 
 
 def measure_once(app: Path, imports: str, settings: dict[str, str]) -> tuple[float, ...]:
@@ -121,25 +142,32 @@ def measure_once(app: Path, imports: str, settings: dict[str, str]) -> tuple[flo
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--baseline-ref", default=DEFAULT_BASELINE_REF)
+    parser.add_argument("--no-baseline", action="store_true")
     options = parser.parse_args()
     try:
         exporter = importlib.util.find_spec("azure.monitor.opentelemetry") is not None
     except ModuleNotFoundError:  # not even the azure.monitor namespace
         exporter = False
     cases = {n: c for n, c in CASES.items() if exporter or n not in NEEDS_EXPORTER}
+    before = f"before ({options.baseline_ref}): import function_app"
+    if not options.no_baseline:
+        cases[before] = CASES["import function_app"]
     # wall seconds, CPU seconds, peak RSS MiB per round
     figures: dict[str, list[tuple[float, ...]]] = {name: [] for name in cases}
     with tempfile.TemporaryDirectory(prefix="calbridge-package-") as folder:
-        app = Path(folder)
+        app, baseline = Path(folder) / "app", Path(folder) / "baseline"
         copy_package(app)
+        if not options.no_baseline:
+            unpack_package(options.baseline_ref, baseline)
         for round_number in range(options.rounds + 1):
             for name, (imports, settings) in cases.items():
-                measured = measure_once(app, imports, settings)
+                measured = measure_once(baseline if name == before else app, imports, settings)
                 if round_number:  # the first round only warms the file cache
                     figures[name].append(measured)
     print(f"fresh-process imports from the app package (no .pyc), median of {options.rounds}")
     print(f"{'case':<42} {'seconds':>8} {'CPU s':>6} {'peak RSS MiB':>13}")
-    for name in CASES:
+    for name in [*CASES, *([before] if before in cases else [])]:
         if name not in cases:
             print(f"{name:<42} skipped: azure-monitor-opentelemetry is not installed")
             continue
