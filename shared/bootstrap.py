@@ -10,8 +10,9 @@ point it at Azurite through the environment (``AzureWebJobsStorage``,
 :func:`reset`, or compose their own :class:`Services` with :func:`build_services` (in-memory
 tables, a memory queue) and :func:`install` it.
 
-Azure SDK modules are imported here only when real clients are built, so importing the function
-app stays cheap.
+Each service, the settings and the Azure SDK modules are imported here only when first built,
+so importing the function app (what the host does to index the functions) loads none of them,
+and an invocation loads only the services it uses.
 """
 
 from __future__ import annotations
