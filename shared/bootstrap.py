@@ -10,8 +10,9 @@ point it at Azurite through the environment (``AzureWebJobsStorage``,
 :func:`reset`, or compose their own :class:`Services` with :func:`build_services` (in-memory
 tables, a memory queue) and :func:`install` it.
 
-Azure SDK modules are imported here only when real clients are built, so importing the function
-app stays cheap.
+Each service, the settings and the Azure SDK modules are imported here only when first built,
+so importing the function app (what the host does to index the functions) loads none of them,
+and an invocation loads only the services it uses.
 """
 
 from __future__ import annotations
@@ -25,35 +26,27 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from shared.admin import AdminApi
-from shared.admin.operations import ConnectionAdmin
-from shared.admin.status import StatusReader
-from shared.apply.service import AppointmentApplier
-from shared.booking.intake import BookingIntake
-from shared.config import (
-    SecretResolver,
-    Settings,
-    azure_credential,
-    get_settings,
-    secret_resolver,
-)
-from shared.exchange.budget import BudgetFor, CallBudgets
-from shared.exchange.endpoint_policy import ExchangeEndpointPolicy
-from shared.exchange.gateways import GatewayCache
-from shared.exchange.port import CalendarGateway
-from shared.mailbox_sync.fanout import GraphSweep, PollFanOut
-from shared.mailbox_sync.service import MailboxSyncer
-from shared.models import ConnectionConfig
-from shared.push.notifications import NotificationIntake
-from shared.push.subscriptions import SubscriptionManager
-from shared.queues import MemoryPoisonQueues, PoisonQueues, QueueSender
-from shared.store import Repositories, build_repositories
-from shared.store.tables import TableService
-from shared.store.threads import in_storage_thread
-from shared.webhooks.delivery import WebhookDelivery
-
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
+
+    from shared.admin import AdminApi
+    from shared.admin.operations import ConnectionAdmin
+    from shared.admin.status import StatusReader
+    from shared.apply.service import AppointmentApplier
+    from shared.booking.intake import BookingIntake
+    from shared.config import SecretResolver, Settings
+    from shared.exchange.budget import BudgetFor
+    from shared.exchange.gateways import GatewayCache
+    from shared.exchange.port import CalendarGateway
+    from shared.mailbox_sync.fanout import GraphSweep, PollFanOut
+    from shared.mailbox_sync.service import MailboxSyncer
+    from shared.models import ConnectionConfig
+    from shared.push.notifications import NotificationIntake
+    from shared.push.subscriptions import SubscriptionManager
+    from shared.queues import QueueSender
+    from shared.store import Repositories
+    from shared.store.tables import TableService
+    from shared.webhooks.delivery import WebhookDelivery
 
 HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
 
@@ -87,6 +80,9 @@ class Services:
 
     @cached_property
     def admin(self) -> AdminApi:
+        from shared.admin import AdminApi
+        from shared.exchange.endpoint_policy import ExchangeEndpointPolicy
+
         admin_key = self.settings.admin_key
         return AdminApi(
             self.repositories,
@@ -99,10 +95,15 @@ class Services:
 
     @cached_property
     def status(self) -> StatusReader:
+        from shared.admin.status import StatusReader
+
         return StatusReader(self.repositories, self.admin.authenticate)
 
     @cached_property
     def connection_admin(self) -> ConnectionAdmin:
+        from shared.admin.operations import ConnectionAdmin
+        from shared.queues import MemoryPoisonQueues, PoisonQueues
+
         # The queue sender reads its poison queues back for a replay (Azure's and the
         # in-memory one of tests that give one); otherwise there are none to read.
         poison = self.queue if hasattr(self.queue, "drain") else MemoryPoisonQueues()
@@ -116,6 +117,10 @@ class Services:
 
     @cached_property
     def gateways(self) -> GatewayCache:
+        from shared.exchange.budget import CallBudgets
+        from shared.exchange.gateways import GatewayCache
+        from shared.store.threads import in_storage_thread
+
         return GatewayCache(
             self.settings,
             self.secrets,
@@ -125,6 +130,8 @@ class Services:
 
     @cached_property
     def appointment_applier(self) -> AppointmentApplier:
+        from shared.apply.service import AppointmentApplier
+
         return AppointmentApplier(
             self.repositories,
             self.queue,
@@ -135,22 +142,32 @@ class Services:
 
     @cached_property
     def mailbox_syncer(self) -> MailboxSyncer:
+        from shared.mailbox_sync.service import MailboxSyncer
+
         return MailboxSyncer(self.repositories, self.queue, self.gateways, self.secrets)
 
     @cached_property
     def poll_fanout(self) -> PollFanOut:
+        from shared.mailbox_sync.fanout import PollFanOut
+
         return PollFanOut(self.repositories, self.queue, self.secrets)
 
     @cached_property
     def graph_sweep(self) -> GraphSweep:
+        from shared.mailbox_sync.fanout import GraphSweep
+
         return GraphSweep(self.repositories, self.queue, self.secrets)
 
     @cached_property
     def notification_intake(self) -> NotificationIntake:
+        from shared.push.notifications import NotificationIntake
+
         return NotificationIntake(self.repositories, self.queue)
 
     @cached_property
     def subscription_manager(self) -> SubscriptionManager:
+        from shared.push.subscriptions import SubscriptionManager
+
         return SubscriptionManager(
             self.repositories,
             self.queue,
@@ -160,6 +177,9 @@ class Services:
 
     @cached_property
     def webhook_delivery(self) -> WebhookDelivery:
+        from shared.exchange.endpoint_policy import ExchangeEndpointPolicy
+        from shared.webhooks.delivery import WebhookDelivery
+
         return WebhookDelivery(
             self.repositories,
             self.queue,
@@ -169,6 +189,8 @@ class Services:
 
     @cached_property
     def intake(self) -> BookingIntake:
+        from shared.booking.intake import BookingIntake
+
         return BookingIntake(
             appointments=self.repositories.appointments,
             busy_blocks=self.repositories.busy_blocks,
@@ -247,6 +269,7 @@ def azure_table_service(
 ) -> TableService:
     """The storage account's tables: through the connection string when the settings have one,
     otherwise through the table endpoint as the app's identity."""
+    from shared.config import azure_credential
     from shared.store.azure_tables import AzureTableService
 
     if settings.storage_connection_string is not None:
@@ -267,6 +290,7 @@ def azure_queue_sender(
 ) -> QueueSender:
     """The storage account's queues: through the connection string when the settings have one,
     otherwise through the queue endpoint as the app's identity."""
+    from shared.config import azure_credential
     from shared.queues.azure import AzureQueueSender
 
     if settings.storage_connection_string is not None:
@@ -291,6 +315,9 @@ def build_services(
     clock: Callable[[], float] = time.time,
 ) -> Services:
     """Services from settings; any part given replaces the real one."""
+    from shared.config import azure_credential, get_settings, secret_resolver
+    from shared.store import build_repositories
+
     settings = settings or get_settings()
     # One credential for everything reached as the app's identity, so its tokens are cached
     # once; not built at all when nothing needs it (local runs on Azurite and env secrets).
@@ -337,6 +364,8 @@ def install(replacement: Services) -> None:
 def reset() -> None:
     """Forget the built services and the cached settings: the next call reads the environment
     again."""
+    from shared.config import get_settings
+
     global _current
     with _lock:
         _current = None

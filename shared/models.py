@@ -98,10 +98,19 @@ LongText = Annotated[str, StringConstraints(max_length=4000)]
 
 
 class CamelModel(BaseModel):
-    """Base: camelCase JSON, unknown fields refused, immutable."""
+    """Base: camelCase JSON, unknown fields refused, immutable.
+
+    Validators and serializers are built on a model's first use, not when its class is made
+    (``defer_build``): importing the function app, which the host does to index the functions,
+    then costs no schema building, and each invocation builds only the models it uses.
+    """
 
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        defer_build=True,
     )
 
 

@@ -120,9 +120,10 @@ ReportedAddress = Annotated[str, AfterValidator(_lower)]
 
 
 class PortModel(BaseModel):
-    """Base of the port's models: immutable, unknown fields refused."""
+    """Base of the port's models: immutable, unknown fields refused; built on first use
+    (``defer_build``, as ``shared.models.CamelModel``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class EventDraft(PortModel):

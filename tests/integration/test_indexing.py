@@ -3,11 +3,19 @@ methods, auth level, queue, connection setting and schedule equal the code's con
 
 The table below is built from those constants. A new function must be added to it (the test
 names any function the app registers that the table does not list, and vice versa).
+
+Indexing is the host importing ``function_app`` in a fresh process: it must stay cheap (the
+cold-start bar, ``bench/cold_import.py``), so nothing an invocation alone needs is imported then.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import azure.functions as func
@@ -25,6 +33,7 @@ from functions.graph_webhook import (
 from functions.mailbox_sync import EVERY_MINUTE, POLL_FUNCTION, SYNC_FUNCTION
 from functions.webhooks import DELIVER_FUNCTION
 from shared.http.routes import ROUTES
+from shared.observability.export import CONNECTION_STRING_SETTING
 from shared.queues import (
     APPOINTMENT_CHANGES,
     MAILBOX_SUBSCRIPTIONS,
@@ -139,6 +148,91 @@ def test_http_functions_each_have_one_trigger_and_an_http_output() -> None:
 
 def test_indexing_happens_once_per_process() -> None:
     assert registered_functions() is registered_functions()
+
+
+# --- what indexing imports ----------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+# Imported by the invocations that use them, never to index: the Exchange SDKs (loaded by the
+# gateway of a connection's kind), the Azure clients (storage, identity, Key Vault: built with
+# the services on first use), telemetry (set up by the first invocation when configured), and
+# calbridge's services and their settings (``shared.bootstrap`` imports each on first use).
+NOT_IMPORTED_TO_INDEX = (
+    "exchangelib",
+    "msgraph",
+    "msgraph_core",
+    "kiota_abstractions",
+    "kiota_http",
+    "kiota_authentication_azure",
+    "httpx",
+    "azure.core",
+    "azure.storage",
+    "azure.data",
+    "azure.identity",
+    "azure.keyvault",
+    "aiohttp",
+    "requests",
+    "azure.monitor",
+    "opentelemetry",
+    "pydantic_settings",
+    "shared.config",
+    "shared.store",
+    "shared.exchange",
+    "shared.engine",
+    "shared.apply",
+    "shared.mailbox_sync",
+    "shared.push",
+    "shared.admin",
+    "shared.booking",
+    "shared.connections",
+    "shared.webhooks",
+)
+
+
+INDEXING = """
+import json, sys
+import function_app, shared.bootstrap
+from pydantic import BaseModel
+
+def subclasses(model):
+    for sub in model.__subclasses__():
+        yield sub
+        yield from subclasses(sub)
+
+banned = {banned!r}
+print(json.dumps({{
+    "imported": sorted(
+        m for m in sys.modules if any(m == b or m.startswith(b + ".") for b in banned)
+    ),
+    "built": sorted(
+        m.__qualname__ for m in subclasses(BaseModel)
+        if m.__module__.startswith("shared.") and m.__pydantic_complete__
+    ),
+}}))
+"""
+
+
+@pytest.mark.parametrize("telemetry", [False, True], ids=["no-telemetry", "telemetry-configured"])
+def test_importing_the_app_imports_no_sdk_and_no_service_and_builds_no_model(
+    telemetry: bool,
+) -> None:
+    environ = {k: v for k, v in os.environ.items() if k != CONNECTION_STRING_SETTING}
+    if telemetry:  # to nowhere: the first invocation sets the exporter up, not the import
+        environ[CONNECTION_STRING_SETTING] = (
+            "InstrumentationKey=00000000-0000-0000-0000-000000000000;"
+            "IngestionEndpoint=http://127.0.0.1:9/"
+        )
+    done = subprocess.run(
+        [sys.executable, "-c", INDEXING.format(banned=NOT_IMPORTED_TO_INDEX)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+        env=environ,
+        timeout=60,
+    )
+    # Models build their validators on first use (defer_build): indexing builds none.
+    assert json.loads(done.stdout) == {"imported": [], "built": []}
 
 
 # --- the harness itself, on a small synthetic app --------------------------------------------

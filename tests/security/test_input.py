@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from shared import bootstrap
+from shared.config import get_settings
 from shared.http.routes import ROUTES, ApiRoute
 from shared.push.notifications import MAX_NOTIFICATION_BYTES
 from tests.builders import snapshot_document
@@ -35,7 +35,7 @@ STRICT_BODY = [route for route in WITH_BODY if not is_graph(route)]
 def body_limit(route: ApiRoute) -> int:
     if is_graph(route):
         return MAX_NOTIFICATION_BYTES
-    return bootstrap.get_settings().max_request_bytes
+    return get_settings().max_request_bytes
 
 
 def example(route: ApiRoute) -> dict[str, Any]:
