@@ -249,7 +249,9 @@ class MailboxSyncer:
                 extra={"org": org, "staff": staff_id, "outcome": SyncOutcome.ACCESS_DENIED},
             )
             return SyncReport(SyncOutcome.ACCESS_DENIED, reason)
-        except CalendarErrorWithDelay as throttled:
+        except (CalendarErrorWithDelay, RetryAfter) as throttled:
+            # Throttled on any request of the sync (the page, a look-up, an expansion): the
+            # message comes back after Exchange's delay; what was stored so far stays.
             metrics.exchange_throttled(org, "mailbox-sync")
             await in_storage_thread(
                 self._queue.send,
@@ -258,7 +260,8 @@ class MailboxSyncer:
                     seconds=max(1.0, min(throttled.seconds, MAX_VISIBILITY_DELAY.total_seconds()))
                 ),
             )
-            return SyncReport(SyncOutcome.REQUEUED, str(throttled.error))
+            detail = throttled.error if isinstance(throttled, CalendarErrorWithDelay) else throttled
+            return SyncReport(SyncOutcome.REQUEUED, str(detail))
         if retrying:
             # The slow retry read the mailbox: the credentials work again.
             await in_storage_thread(

@@ -221,6 +221,27 @@ def test_throttling_re_queues_the_sync_after_exchanges_delay(world: World) -> No
     assert sent.visibility_delay == timedelta(seconds=42)
 
 
+def test_throttling_on_a_look_up_after_the_page_re_queues_the_sync_too(world: World) -> None:
+    """Found by the load run: ErrorServerBusy on the item read again before an Outlook move is
+    told (not on the page itself) raised for the host's redelivery, and five of them in a row
+    poisoned the message; it comes back after Exchange's delay like a throttled page."""
+    world.book("apt-busy", hour=9)
+    world.sync("ann", FULL_READ)
+    start = DAY + timedelta(days=1, hours=13)
+    world.exchange.move_as_organizer(
+        ANN, world.item_of("apt-busy"), start, start + timedelta(minutes=30)
+    )
+    world.queue.sent.clear()
+    world.exchange.fail_next("get_event", RetryAfter(9))
+    report = world.sync()
+    assert report.outcome is SyncOutcome.REQUEUED
+    [sent] = [s for s in world.queue.sent if s.queue == MAILBOX_SYNC]
+    assert sent.visibility_delay == timedelta(seconds=9)
+    assert world.events("appointment.rescheduled") == []
+    world.sync()  # the message back: the move is told once
+    assert len(world.events("appointment.rescheduled")) == 1
+
+
 def test_refused_credentials_mark_the_connection_and_stop_its_polling_until_the_secret_changes(
     world: World,
 ) -> None:
