@@ -33,7 +33,7 @@ from shared.store.records import (
     OutboxRecord,
     SubscriptionRecord,
 )
-from shared.store.tables import Condition, TableService
+from shared.store.tables import Condition, Scalar, TableService
 from tests.builders import snapshot as build_snapshot
 
 T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
@@ -554,7 +554,7 @@ def test_a_query_reads_every_row_of_a_partition_beyond_one_page(tables: TableSer
 def test_a_queried_row_is_the_row_a_point_read_gives(tables: TableService) -> None:
     """Every kind of scalar, as a query and a point read return it, with the same ETag."""
     table = tables.table("Typed")
-    properties = {
+    properties: dict[str, Scalar] = {
         "text": "O'Brien — Zoë",
         "small": 7,
         "negative": -5,
