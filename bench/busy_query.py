@@ -16,9 +16,9 @@ and a daily stand-up series (weekdays) — made in "Outlook" through the simulat
 API, then read into the BusyBlocks table by the real ``mailbox-sync`` worker (one full read per
 mailbox, queued as the poll would).
 
-Measured: ``--queries`` windows of ``--window-days`` days at random offsets inside the horizon
-for random staff members, each asked twice, taking turns in chunks so the machine's load falls
-on both alike:
+Measured: ``--queries`` windows of ``--window-days`` days at random offsets inside the horizon,
+each for a random staff member and each answered both ways; the two ways take turns in chunks
+of 25 windows, so the machine's changing load falls on both alike:
 
 - **calbridge**: the signed ``GET .../busy`` over HTTP to the local runner, answer parsed
   (signing included: the client's whole round trip);
@@ -30,8 +30,15 @@ on both alike:
 Exchange requests are counted at the simulator around each chunk. Every answer is compared with
 the baseline's blocks for the same window (by content: times, all-day, private, subject).
 
-Usage: .venv/bin/python bench/busy_query.py [--staff 50] [--days 90] [--per-day 3]
+CPU per query is taken per process (this one — the script's client, the local runner and the
+function —, Azurite, the simulator) over each chunk: on a shared machine it moves less than the
+times do. Background work counts too: the runner's queue pollers read Azurite a few times a
+second whatever is asked (in Azure the Functions host polls, outside the worker).
+
+Usage: .venv/bin/python bench/busy_query.py [--staff 30] [--days 90] [--per-day 3]
        [--queries 500] [--window-days 30] [--seed 1]
+(about 3 minutes on an idle 2-core machine with the defaults; the set-up is most of it: the
+mailbox-sync worker's first read of each calendar.)
 """
 
 from __future__ import annotations
@@ -58,7 +65,7 @@ from zoneinfo import ZoneInfo
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import SimProcess, percentile, start_sim_process
+from bench.harness import SimProcess, cpu_seconds, percentile, start_sim_process
 from devhost.azurite import start_azurite
 from shared.config import (
     connection_secret_name,
@@ -74,6 +81,7 @@ SERVICE_PASSWORD = "Svc-bench:1"
 CONNECTION = "onprem"
 TIME_ZONE = "Europe/Berlin"
 CHUNK = 25  # queries per turn
+OURS = "this process"  # the script, the local runner and the functions it serves
 
 
 def address(staff_id: str) -> str:
@@ -115,11 +123,12 @@ class Figures:
     ms: list[float] = field(default_factory=list)
     blocks: list[int] = field(default_factory=list)
     requests: Counter[str] = field(default_factory=Counter)
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds by process
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--staff", type=int, default=50)
+    parser.add_argument("--staff", type=int, default=30)
     parser.add_argument("--days", type=int, default=90, help="horizon of the calendars")
     parser.add_argument("--per-day", type=int, default=3, help="own events per working day")
     parser.add_argument("--queries", type=int, default=500)
@@ -146,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     )
     try:
-        Bench(sim, staff, options).run()
+        Bench(sim, staff, options, azurite.process.pid).run()
     finally:
         azurite.stop()
         sim.stop()
@@ -154,12 +163,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class Bench:
-    def __init__(self, sim: SimProcess, staff: list[str], options: argparse.Namespace) -> None:
+    def __init__(
+        self, sim: SimProcess, staff: list[str], options: argparse.Namespace, azurite_pid: int
+    ) -> None:
         import function_app
         from devhost.runner import FunctionsRunner
         from shared import bootstrap
 
         self.sim = sim
+        self.processes = {
+            OURS: os.getpid(),
+            "Azurite": azurite_pid,
+            "simulator": sim.process.pid,
+        }
         self.staff = staff
         self.options = options
         self.random = random.Random(options.seed)
@@ -390,6 +406,11 @@ class Bench:
         answer: list[dict[str, Any]] = json.loads(text)
         return answer
 
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by Azurite and the simulator (read from ``/proc``, which
+        costs this process some CPU: read outside this process's own figure)."""
+        return {name: cpu_seconds(pid) for name, pid in self.processes.items() if name != OURS}
+
     def requests(self) -> Counter[str]:
         counted: Counter[str] = Counter()
         for operation, per_mailbox in self.sim.control("GET", "counters").items():
@@ -413,6 +434,8 @@ class Bench:
             order = [(calbridge, True), (baseline, False)]
             for path, ours in order if turn % 2 == 0 else order[::-1]:
                 self.sim.control("DELETE", "counters")
+                cpu = self.cpu()
+                cpu[OURS] = time.process_time()
                 for index in chunk:
                     began = time.perf_counter()
                     if ours:
@@ -422,6 +445,10 @@ class Bench:
                     path.ms.append((time.perf_counter() - began) * 1000)
                     path.blocks.append(len(answer))
                     (answers if ours else expected)[index] = answer
+                used = {OURS: time.process_time() - cpu[OURS]}
+                used |= {name: after - cpu[name] for name, after in self.cpu().items()}
+                for name, seconds in used.items():
+                    path.cpu[name] = path.cpu.get(name, 0.0) + seconds
                 path.requests += self.requests()
         differing = sum(
             1 for index in answers if content(answers[index]) != content(expected[index])
@@ -455,6 +482,14 @@ class Bench:
                 f"{label:<48} {percentile(path.ms, 0.5):7.1f} {percentile(path.ms, 0.95):7.1f} "
                 f"{percentile(path.ms, 0.99):7.1f} {max(path.ms):7.1f} "
                 f"{sum(path.requests.values()):18d}"
+            )
+        print("  CPU per query, ms (this process: the script's client, the runner, the function):")
+        for label, path in (("calbridge", calbridge), ("baseline", baseline)):
+            print(
+                f"    {label:<10}",
+                ", ".join(
+                    f"{name} {1000 * path.cpu[name] / len(path.ms):.1f}" for name in self.processes
+                ),
             )
         print(
             f"  Exchange requests by operation: calbridge {dict(calbridge.requests) or '{}'}, "
