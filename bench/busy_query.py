@@ -37,8 +37,8 @@ second whatever is asked (in Azure the Functions host polls, outside the worker)
 
 Usage: .venv/bin/python bench/busy_query.py [--staff 30] [--days 90] [--per-day 3]
        [--queries 500] [--window-days 30] [--seed 1]
-(about 3 minutes on an idle 2-core machine with the defaults; the set-up is most of it: the
-mailbox-sync worker's first read of each calendar.)
+(about 5 minutes with the defaults on the 2-core development machine shared with other test
+runs; the set-up is most of it: the mailbox-sync worker's first read of each calendar.)
 """
 
 from __future__ import annotations
