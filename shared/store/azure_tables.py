@@ -6,16 +6,25 @@ created on first use, once per process per table. Azure SDK errors are translate
 into :mod:`shared.store.errors`: 409 on insert, 412 on a stale ETag and 404 on a conditional
 replace become :class:`ConcurrencyConflict`; connection failures and 5xx become
 :class:`StoreUnavailable`. Integers are written as Int64 so large versions survive.
+
+Queries (Query Entities, https://learn.microsoft.com/rest/api/storageservices/query-entities)
+are sent through the SDK client's own pipeline — its authentication (shared key or the
+identity's token), retries and transport — but their JSON is decoded here: the SDK's generic
+deserializer and entity conversion cost about twice the client CPU of the request itself,
+which made them most of a busy-time query's time (``docs/benchmarks.md``, "The busy-time
+query").
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -27,6 +36,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.rest import HttpRequest
 from azure.data.tables import (
     EdmType,
     EntityProperty,
@@ -60,6 +70,15 @@ def _chunks(items: Sequence[_C]) -> Iterator[list[_C]]:
 
 
 _ODATA_OPERATORS = {"eq": "eq", "ne": "ne", "lt": "lt", "le": "le", "gt": "gt", "ge": "ge"}
+
+# A query's answer in JSON with minimal metadata: each row's ETag as ``odata.etag``, and the
+# type of a value JSON cannot tell as ``<name>@odata.type`` (Int64 is sent as a string).
+_QUERY_HEADERS = {
+    "Accept": "application/json;odata=minimalmetadata",
+    "DataServiceVersion": "3.0",
+    "MaxDataServiceVersion": "3.0;NetFx",
+}
+_CONTINUATION = "x-ms-continuation-"
 
 # Tables known to exist, per storage endpoint, for the life of the process.
 _created_tables: set[tuple[str, str]] = set()
@@ -114,6 +133,41 @@ def _to_row(entity: Any) -> StoredRow:
             continue
         properties[name] = value.value if isinstance(value, EntityProperty) else value
     return StoredRow(entity["PartitionKey"], entity["RowKey"], properties, entity.metadata["etag"])
+
+
+def _queried_row(entity: dict[str, Any]) -> StoredRow:
+    """One row of a query's JSON answer (minimal metadata). Int64 and Double values come typed
+    (``Edm.Int64`` as a string; ``Edm.Double`` as a string for NaN and the infinities); other
+    typed values (DateTime, Guid, Binary: calbridge writes none) stay the strings sent."""
+    properties: dict[str, Scalar] = {}
+    for name, value in entity.items():
+        if value is None or name in _ROW_METADATA or "odata." in name:
+            continue
+        kind = entity.get(name + "@odata.type")
+        if kind == "Edm.Int64":
+            value = int(value)
+        elif kind == "Edm.Double":
+            value = float(value)
+        properties[name] = value
+    etag = entity.get("odata.etag")
+    if etag is None:  # what the service derives it from, as the SDK does
+        etag = "W/\"datetime'" + quote(str(entity["Timestamp"])) + "'\""
+    return StoredRow(entity["PartitionKey"], entity["RowKey"], properties, str(etag))
+
+
+_ROW_METADATA = frozenset({"PartitionKey", "RowKey", "Timestamp"})
+
+
+def _odata_literal(value: Scalar) -> str:
+    """A condition's value as an OData literal: strings quoted (a quote doubled), integers as
+    Int64 (``0L``: an Int64 property never equals an Int32 literal), booleans lower case."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}L"
+    if isinstance(value, float):
+        return repr(value)
+    return "'" + value.replace("'", "''") + "'"
 
 
 class AzureTable:
@@ -276,47 +330,55 @@ class AzureTable:
         select: Sequence[str] = (),
     ) -> list[StoredRow]:
         return self._filtered(
-            "query", ["PartitionKey eq @pk"], {"pk": partition_key}, conditions, select
+            "query", [f"PartitionKey eq {_odata_literal(partition_key)}"], conditions, select
         )
 
     def scan(self, conditions: Sequence[Condition] = ()) -> list[StoredRow]:
-        if not conditions:
-            return self._call(
-                "scan", lambda: [_to_row(entity) for entity in self._client.list_entities()]
-            )
-        return self._filtered("scan", [], {}, conditions)
+        return self._filtered("scan", [], conditions)
 
     def _filtered(
         self,
         action: str,
         clauses: list[str],
-        parameters: dict[str, Any],
         conditions: Sequence[Condition],
         select: Sequence[str] = (),
     ) -> list[StoredRow]:
-        for index, condition in enumerate(conditions):
+        for condition in conditions:
             operator = _ODATA_OPERATORS[condition.comparison]
-            value = condition.value
-            if isinstance(value, int) and not isinstance(value, bool):
-                # Integers are stored as Int64, and the SDK writes a small parameter as an
-                # Int32 literal, which an Int64 property never equals: write the literal as
-                # Int64 (``0L``) ourselves.
-                clauses.append(f"{condition.property} {operator} {int(value)}L")
-                continue
-            clauses.append(f"{condition.property} {operator} @c{index}")
-            parameters[f"c{index}"] = value
-        query_filter = " and ".join(clauses)
-        # The keys are always wanted: a row is named by them.
-        selected = ["PartitionKey", "RowKey", *select] if select else None
-        return self._call(
-            action,
-            lambda: [
-                _to_row(entity)
-                for entity in self._client.query_entities(
-                    query_filter, parameters=parameters, select=selected
-                )
-            ],
-        )
+            clauses.append(f"{condition.property} {operator} {_odata_literal(condition.value)}")
+        parameters = {"$filter": " and ".join(clauses)} if clauses else {}
+        if select:
+            # The keys are always wanted: a row is named by them.
+            parameters["$select"] = ",".join(["PartitionKey", "RowKey", *select])
+        return self._call(action, functools.partial(self._query, parameters))
+
+    def _query(self, parameters: dict[str, str]) -> list[StoredRow]:
+        """Every page of a query: a page holds at most 1,000 rows (and ends early at a
+        partition's or a server's boundary); the next one is asked for with the continuation
+        the answer's headers name, until there is none."""
+        rows: list[StoredRow] = []
+        headers = {**_QUERY_HEADERS, "x-ms-version": self._client.api_version}
+        path = f"/{quote(self.name)}()"
+        while True:
+            request = HttpRequest("GET", path, params=parameters, headers=headers)
+            # The generated client under the TableClient: its pipeline, without the SDK's
+            # generic deserializer (the SDK sends its batches the same way).
+            response = self._client._client.send_request(request)
+            if response.status_code != 200:
+                raise HttpResponseError(response=response)
+            rows += [_queried_row(entity) for entity in json.loads(response.content)["value"]]
+            following = {
+                name: response.headers.get(_CONTINUATION + name)
+                for name in ("NextPartitionKey", "NextRowKey")
+            }
+            if following["NextPartitionKey"] is None:
+                return rows
+            parameters = {
+                **parameters,
+                **{name: value for name, value in following.items() if value is not None},
+            }
+            if following["NextRowKey"] is None:
+                parameters.pop("NextRowKey", None)
 
 
 class AzureTableService:

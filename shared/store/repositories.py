@@ -372,10 +372,7 @@ class BusyBlockRepository(EntityRepository[BusyBlock]):
             Condition("start", "lt", canonical_datetime(end)),
             Condition("end", "gt", canonical_datetime(start)),
         )
-        blocks = [
-            versioned.value for _, versioned in self.read_partition((org, staff_id), conditions)
-        ]
-        return sorted(blocks, key=lambda block: (block.start, block.end, block.event_id))
+        return self.read_values((org, staff_id), conditions, order_by=("start", "end", "event_id"))
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from shared.store.records import (
     OutboxRecord,
     SubscriptionRecord,
 )
-from shared.store.tables import TableService
+from shared.store.tables import Condition, Scalar, TableService
 from tests.builders import snapshot as build_snapshot
 
 T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
@@ -346,6 +346,25 @@ def test_busy_blocks_overlapping_a_window_come_back_by_start(repos: Repositories
     ]
 
 
+def test_blocks_at_the_same_times_come_back_by_event_then_occurrence(
+    repos: Repositories,
+) -> None:
+    busy = repos.busy_blocks
+    for event_id, occurrence_id in (("b", "2"), ("c", None), ("a", None), ("b", "1")):
+        busy.put_block("acme", "s1", block(event_id, 1, 1, occurrence_id=occurrence_id))
+    busy.put_block("acme", "s1", block("z-earlier", 0.5, 1))
+    busy.put_block("acme", "s1", block("a-longer", 1, 2))
+    found = busy.overlapping("acme", "s1", T0, T0 + timedelta(hours=6))
+    assert [(b.event_id, b.occurrence_id) for b in found] == [
+        ("z-earlier", None),
+        ("a", None),
+        ("b", "1"),
+        ("b", "2"),
+        ("c", None),
+        ("a-longer", None),
+    ]
+
+
 def test_putting_a_block_again_replaces_it(repos: Repositories) -> None:
     repos.busy_blocks.put_block("acme", "s1", block("e1", 0, 1, subject="Before"))
     repos.busy_blocks.put_block("acme", "s1", block("e1", 2, 1, private=True))
@@ -513,6 +532,67 @@ def test_racing_puts_of_many_versions_keep_the_newest(repos: Repositories) -> No
     stored = repos.appointments.get("acme", "apt-1")
     assert stored is not None
     assert stored.value.version == 6
+
+
+# --- queries ----------------------------------------------------------------------------------
+
+
+def test_a_query_reads_every_row_of_a_partition_beyond_one_page(tables: TableService) -> None:
+    """Table Storage answers at most 1,000 rows a page; the rest follow the continuation."""
+    table = tables.table("Paged")
+    table.upsert_many("p", [(f"r{n:05d}", {"n": n}) for n in range(1050)])
+    table.upsert_many("q", [(f"r{n:05d}", {"n": n}) for n in range(3)])
+    rows = table.query("p")
+    assert [row.row_key for row in rows] == [f"r{n:05d}" for n in range(1050)]
+    assert [row.properties["n"] for row in rows] == list(range(1050))
+    assert [row.row_key for row in table.query("p", [Condition("n", "ge", 998)])] == [
+        f"r{n:05d}" for n in range(998, 1050)
+    ]
+    assert len(table.scan()) == 1053
+
+
+def test_a_queried_row_is_the_row_a_point_read_gives(tables: TableService) -> None:
+    """Every kind of scalar, as a query and a point read return it, with the same ETag."""
+    table = tables.table("Typed")
+    properties: dict[str, Scalar] = {
+        "text": "O'Brien — Zoë",
+        "small": 7,
+        "negative": -5,
+        "large": 2**40 + 1,
+        "smallest": -(2**63),
+        "fraction": 2.5,
+        "whole": 2.0,
+        "yes": True,
+        "no": False,
+    }
+    etag = table.insert("p", "r", properties)
+    [queried] = table.query("p")
+    read = table.get("p", "r")
+    assert read is not None
+    assert queried == read
+    assert queried.etag == etag
+    assert queried.properties == properties
+    assert {name: type(value) for name, value in queried.properties.items()} == {
+        name: type(value) for name, value in properties.items()
+    }
+
+
+def test_conditions_on_text_with_quotes_match_exactly(tables: TableService) -> None:
+    table = tables.table("Quoted")
+    for row_key, text in (("a", "O'Brien"), ("b", "O''Brien"), ("c", "' or true or '")):
+        table.insert("p", row_key, {"text": text})
+    for row_key, text in (("a", "O'Brien"), ("b", "O''Brien"), ("c", "' or true or '")):
+        assert [row.row_key for row in table.query("p", [Condition("text", "eq", text)])] == [
+            row_key
+        ]
+    assert [row.row_key for row in table.scan([Condition("text", "eq", "O'Brien")])] == ["a"]
+
+
+def test_selected_properties_are_the_only_ones_read(tables: TableService) -> None:
+    table = tables.table("Selected")
+    table.insert("p", "r", {"wanted": 1, "other": "x"})
+    [row] = table.query("p", select=["wanted", "missing"])
+    assert (row.row_key, row.properties) == ("r", {"wanted": 1})
 
 
 # --- what the status API reads ----------------------------------------------------------------

@@ -157,6 +157,18 @@ def test_property_busy_blocks_round_trip(
         event_id="AAMk+/=",
     )
     assert codec.from_properties(codec.to_properties(block)) == block
+    assert codec.from_many([codec.to_properties(block)] * 2) == [block, block]
+
+
+def test_many_rows_decode_as_each_row_does() -> None:
+    """Rows decoded together read as each one alone: structured fields, absent nullable ones,
+    defaults."""
+    codec = EntityCodec(AppointmentSnapshot, "Appointments")
+    first = snapshot(3)
+    second = snapshot(4, notes=None)
+    rows = [codec.to_properties(first), codec.to_properties(second)]
+    assert codec.from_many(rows) == [codec.from_properties(row) for row in rows] == [first, second]
+    assert codec.from_many([]) == []
 
 
 # --- models stored in the state tables ---------------------------------------------------------
