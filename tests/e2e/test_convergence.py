@@ -90,7 +90,7 @@ from shared.queues import (
 )
 from shared.queues.names import POISON_SUFFIX
 from sim.booking import ReceivedWebhook
-from sim.store import CalendarItem, ExtendedPropertyKey, FreeBusy, Recurrence
+from sim.store import CalendarItem, ExtendedPropertyKey, FreeBusy, Recurrence, iter_attendees
 from tests.builders import snapshot_document
 from tests.e2e.conftest import (
     CLIENT_ID,
@@ -107,7 +107,6 @@ from tests.waiting import wait_until
 EXAMPLES = int(os.environ.get("CALBRIDGE_CONVERGENCE_EXAMPLES", "5"))
 STEPS = int(os.environ.get("CALBRIDGE_CONVERGENCE_STEPS", "20"))
 LONG_RUN = "CALBRIDGE_CONVERGENCE_EXAMPLES" in os.environ
-CREDENTIAL_OUTAGES = os.environ.get("CALBRIDGE_CONVERGENCE_CREDENTIALS") == "1"
 # A known race, tolerated (and printed) unless strict: a mailbox sync that reads calbridge's
 # own update between the Exchange write and the mapping write (a Graph notification comes at
 # once) takes it for the organizer's move and reports a reschedule to a time the platform
@@ -459,13 +458,19 @@ class ConvergenceMachine(RuleBasedStateMachine):
     @rule(index=PICK, send_cancellations=st.booleans())
     def organizer_cancels_it(self, index: int, send_cancellations: bool) -> None:
         """Cancel the meeting, or delete it without sending cancellations (the copies stay
-        until calbridge cancels them)."""
+        until calbridge cancels them). An appointment without attendees has nobody to send a
+        cancellation to: Outlook offers only Delete for it (Exchange refuses the cancellation
+        with ErrorInvalidRecipients)."""
         found = self._with_organizer_item(index)
         if found is None:
             return
         appointment, item = found
-        if send_cancellations:
+        if send_cancellations and any(
+            a.address.lower() != item.mailbox.lower() for a in iter_attendees(item)
+        ):
             self.outlook(item.mailbox, "cancel", itemId=item.id)
+        elif send_cancellations:
+            self.outlook(item.mailbox, "delete", itemId=item.id)
         else:
             DONE["delete without cancellations"] += 1
             self.world.sim.store.delete_item(item.mailbox, item.id)
@@ -633,17 +638,13 @@ class ConvergenceMachine(RuleBasedStateMachine):
                 self.post_control("lifecycle", {"subscriptionId": subscription_id, "event": event})
                 return
 
-    @precondition(lambda self: CREDENTIAL_OUTAGES and len(self.credentials_broken) < 2)
+    @precondition(lambda self: len(self.credentials_broken) < 2)
     @rule(side=st.sampled_from(["ews", "graph"]))
     def credentials_revoked(self, side: str) -> None:
         """The service account's password stops working (EWS 401) or the app's tokens are
-        revoked (Graph): the connection is marked ``auth_failed``, its work held until the
-        administrator fixes the credentials, then applied.
-
-        Off in ``make test`` until the apply worker holds a change that meets refused
-        credentials (today it fails like an outage, is retried by the host and ends on the
-        poison queue: a booking made during the outage is lost until replayed); set
-        ``CALBRIDGE_CONVERGENCE_CREDENTIALS=1`` to run it."""
+        revoked (Graph): the connection is marked ``auth_failed`` by the first worker that
+        meets the refusal, and its work (bookings, syncs) held until the administrator fixes
+        the credentials and saves the connection again, then applied once."""
         connection_id = CONNECTION_OF[side]
         if connection_id in self.credentials_broken:
             return
