@@ -50,6 +50,12 @@ The algorithm
      Outlook and the booking platform has not answered yet; nothing is re-created.
    - A staff member without a known mailbox: the organizer → nothing can be written, a
      ``RecordProblem`` says why; a secondary → the event is written without them, and recorded.
+   - **A decline stands until the booking platform answers it**: a secondary who declined in
+     Outlook (the mailbox sync recorded it) is left off the attendees while the snapshot still
+     names them, for an update reaches every attendee the item lists, one who declined as a new
+     invitation. The next write takes them off the organizer's item (which shows the decline
+     until then). A snapshot that no longer names them answers the decline, which is then
+     forgotten: named again later, they are invited afresh.
 3. **Record**: the new mapping comes from what the executor reports, never from what the plan
    hoped (``mapping_after``). All actions done → ``applied_version`` advances to the snapshot's.
    A failure → the previous mapping stays (plus ``last_error``), so the redelivered message
@@ -176,6 +182,8 @@ class ReconcilePlan:
     booked: tuple[datetime, datetime] | None = None
     # OUTLOOK_CHANGE_READ_FIRST: the unseen change the write waits for.
     read_first: str | None = None
+    # A booked plan: the declines the snapshot has not answered yet (None: as recorded).
+    standing_declines: tuple[str, ...] | None = None
 
     @property
     def exchange_actions(self) -> tuple[ExchangeAction, ...]:
@@ -508,9 +516,13 @@ def _booking(
             generation=generation,
             booked=(snapshot.start, snapshot.end),
             read_first=read_first,
+            standing_declines=declined,
         )
 
-    invited = attendee_mailboxes(snapshot, directory) + _declined_kept(snapshot, mapping, directory)
+    declined = _standing_declines(snapshot, mapping)
+    invited = [
+        ref for ref in attendee_mailboxes(snapshot, directory) if ref.staff_id not in declined
+    ]
     attendee_ids = tuple(ref.staff_id for ref in invited)
     actions: list[Action] = [
         RecordProblem(
@@ -602,21 +614,15 @@ def _booking(
     return plan(reason, actions, generation)
 
 
-def _declined_kept(
-    snapshot: AppointmentSnapshot, mapping: EventMapping | None, directory: Mapping[str, MailboxRef]
-) -> list[MailboxRef]:
-    """Staff who declined in Outlook and whom the booking platform has since dropped: they stay
-    on the organizer's item, so it still shows their decline and no update reaches them."""
+def _standing_declines(
+    snapshot: AppointmentSnapshot, mapping: EventMapping | None
+) -> tuple[str, ...]:
+    """Secondaries who declined in Outlook and whom the snapshot still names: the booking
+    platform has not answered their decline (by dropping them) yet, so they stay uninvited."""
     if mapping is None:
-        return []
-    named = {staff.staff_id for staff in snapshot.staff}
-    return [
-        directory[staff_id]
-        for staff_id in mapping.declined_staff_ids
-        if staff_id in mapping.attendee_staff_ids
-        and staff_id not in named
-        and staff_id in directory
-    ]
+        return ()
+    named = set(snapshot.secondary_staff_ids)
+    return tuple(staff_id for staff_id in mapping.declined_staff_ids if staff_id in named)
 
 
 def _outlook_move_held(
@@ -811,6 +817,7 @@ def mapping_after(plan: ReconcilePlan, results: Sequence[ActionResult]) -> Event
             "applied_version": max(previous.applied_version, plan.version),
             "last_error": problems,
             "in_doubt": False,
+            "declined_staff_ids": _declines_after(plan, previous),
             **_booked_times(plan, previous, True),
         }
     )
@@ -839,14 +846,24 @@ def _leaves_doubt(error: CalendarError) -> bool:
 
 
 def _kept_from_outlook(plan: ReconcilePlan, previous: EventMapping | None) -> dict[str, object]:
-    """What the mapping keeps of Outlook-side changes across calbridge's write: the declines of
-    the same event, and an Outlook move the snapshot did not answer (it was not newer)."""
-    if previous is None or previous.generation != plan.generation:
+    """What the mapping keeps of Outlook-side changes across calbridge's write: the declines
+    the snapshot has not answered, and (the same event) an Outlook move the snapshot did not
+    answer (it was not newer)."""
+    if previous is None:
         return {}
-    kept: dict[str, object] = {"declined_staff_ids": list(previous.declined_staff_ids)}
+    kept: dict[str, object] = {"declined_staff_ids": _declines_after(plan, previous)}
+    if previous.generation != plan.generation:
+        return kept
     if plan.version <= previous.applied_version:
         kept |= {"outlook_start": previous.outlook_start, "outlook_end": previous.outlook_end}
     return kept
+
+
+def _declines_after(plan: ReconcilePlan, previous: EventMapping) -> list[str]:
+    """The declines the mapping keeps: those the plan's snapshot has not answered."""
+    if plan.standing_declines is None:
+        return list(previous.declined_staff_ids)
+    return list(plan.standing_declines)
 
 
 def _known_uid(previous: EventMapping | None, action: CreateEvent | UpdateEvent) -> str | None:

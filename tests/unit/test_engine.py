@@ -541,6 +541,57 @@ def test_rebooking_after_a_cancellation_creates_a_new_event() -> None:
     assert plan.generation == 3
 
 
+def declined(*attendees: str, by: tuple[str, ...]) -> EventMapping:
+    """The applied mapping once the mailbox sync recorded the declines ``by``."""
+    return mapping(attendees=attendees).model_copy(update={"declined_staff_ids": list(by)})
+
+
+def test_a_decline_the_platform_has_not_answered_keeps_them_off_the_next_write() -> None:
+    # An update reaches every attendee the meeting lists, one who declined as a new invitation.
+    moved = snapshot(2, secondaries=("ben", "cai"), start=START + timedelta(hours=1))
+    plan = plan_for(moved, declined("ben", "cai", by=("ben",)), seen={})
+
+    [update] = plan.actions
+    assert isinstance(update, UpdateEvent)
+    assert update.draft.required_attendees == (address("cai"),)
+    after = mapping_after(plan, succeed(plan, "item-1"))
+    assert after is not None
+    assert after.attendee_staff_ids == ["cai"]
+    assert after.declined_staff_ids == ["ben"]  # still standing: never invited again
+    again = snapshot(3, secondaries=("ben", "cai"), start=moved.start)
+    assert plan_for(again, after, seen={}).actions == ()
+
+
+def test_a_decline_the_platform_answered_is_forgotten_and_a_new_booking_invites_them() -> None:
+    dropped = plan_for(snapshot(2), declined("ben", by=("ben",)), seen={})
+
+    [update] = dropped.actions
+    assert isinstance(update, UpdateEvent)
+    assert update.draft.required_attendees == ()
+    answered = mapping_after(dropped, succeed(dropped, "item-1"))
+    assert answered is not None
+    assert answered.declined_staff_ids == []
+    [invite] = plan_for(snapshot(3, secondaries=("ben",)), answered, seen={}).actions
+    assert isinstance(invite, UpdateEvent)
+    assert invite.draft.required_attendees == (address("ben"),)
+
+
+def test_a_decline_is_answered_even_when_nothing_is_written() -> None:
+    moved = snapshot(2, secondaries=("ben", "cai"), start=START + timedelta(hours=1))
+    first = plan_for(moved, declined("ben", "cai", by=("ben",)), seen={})
+    left_off = mapping_after(first, succeed(first, "item-1"))
+    assert left_off is not None
+    # The platform drops ben, nothing else changes: he is off the meeting already, nothing is
+    # written, and his decline is forgotten.
+    plan = plan_for(snapshot(3, secondaries=("cai",), start=moved.start), left_off, seen={})
+
+    assert plan.actions == ()
+    after = mapping_after(plan, succeed(plan))
+    assert after is not None
+    assert after.declined_staff_ids == []
+    assert after.applied_version == 3
+
+
 # --- cancelled ------------------------------------------------------------------------------
 
 
