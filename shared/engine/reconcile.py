@@ -66,6 +66,9 @@ The algorithm
    mailbox with no item id yet — and a failed create leaves that same pending mapping. The
    next pass then looks in that mailbox: it adopts the event there, or, if the organizer has
    changed meanwhile, cancels it. No event is ever written where the mapping does not point.
+   An event adopted for the very snapshot it was created from that shows another time, title
+   or location was changed in Outlook since: it is adopted as it is, without a write and
+   without a change key, so the mailbox sync reports the change (``OUTLOOK_CHANGE_ADOPTED``).
 
 Echo rule: every write's new change key lands in the mapping; the Exchange → booking direction
 treats a change whose change key equals the stored one as our own write, never as a user's. The
@@ -158,6 +161,9 @@ class PlanReason(StrEnum):
     # The same, and the snapshot is newer: it is written once the mailbox sync has read (and
     # reported) the change, or on the next pass if the sync still has not (``read_first``).
     OUTLOOK_CHANGE_READ_FIRST = "outlook_change_read_first"
+    # A pending create's event found changed in Outlook since it was created (from this very
+    # snapshot): adopted as it is, without a write, for the mailbox sync to report.
+    OUTLOOK_CHANGE_ADOPTED = "outlook_change_adopted"
 
 
 @dataclass(frozen=True)
@@ -184,6 +190,9 @@ class ReconcilePlan:
     read_first: str | None = None
     # A booked plan: the declines the snapshot has not answered yet (None: as recorded).
     standing_declines: tuple[str, ...] | None = None
+    # OUTLOOK_CHANGE_ADOPTED: the event adopted, and the digest of the draft it was made from.
+    adopted: ExchangeEvent | None = None
+    adopted_digest: str | None = None
 
     @property
     def exchange_actions(self) -> tuple[ExchangeAction, ...]:
@@ -502,6 +511,7 @@ def _booking(
         actions: list[Action],
         generation: int,
         read_first: str | None = None,
+        adopted: ExchangeEvent | None = None,
     ) -> ReconcilePlan:
         return ReconcilePlan(
             org,
@@ -517,6 +527,8 @@ def _booking(
             booked=(snapshot.start, snapshot.end),
             read_first=read_first,
             standing_declines=declined,
+            adopted=adopted,
+            adopted_digest=draft_digest(draft) if adopted is not None else None,
         )
 
     declined = _standing_declines(snapshot, mapping)
@@ -610,8 +622,22 @@ def _booking(
         create_id = transaction_id(org, appointment_id, organizer.staff_id, generation)
         actions.append(CreateEvent(organizer, draft, create_id))
         return plan(reason, actions, generation)
+    if situation is Situation.PENDING_CREATE and not newer and _shows_otherwise(keep, draft):
+        # The pending create made this very draft there (its answer was lost, or its worker
+        # died before storing it): what differs was changed in Outlook since. Writing the draft
+        # would undo it unseen; adopted as it is, the mailbox sync reports it.
+        return plan(PlanReason.OUTLOOK_CHANGE_ADOPTED, actions, generation, adopted=keep)
     actions.append(UpdateEvent(organizer, keep.item_id, keep.change_key, draft))
     return plan(reason, actions, generation)
+
+
+def _shows_otherwise(event: ExchangeEvent, draft: EventDraft) -> bool:
+    """The event shows another time, title or location than the draft."""
+    return (
+        (event.start, event.end) != (draft.start, draft.end)
+        or event.subject != draft.subject
+        or (event.location or None) != (draft.location or None)
+    )
 
 
 def _standing_declines(
@@ -805,6 +831,26 @@ def mapping_after(plan: ReconcilePlan, results: Sequence[ActionResult]) -> Event
     if wrote:
         assert current is not None
         return current.model_copy(update={"last_error": problems})
+    if plan.reason is PlanReason.OUTLOOK_CHANGE_ADOPTED:
+        assert plan.adopted is not None
+        assert plan.organizer is not None
+        # No change key: calbridge has not written the item since it changed, so the mailbox
+        # sync judges it as the staff member's change (an adopted key would pass for an echo).
+        return EventMapping(
+            organizer_staff_id=plan.organizer.staff_id,
+            mailbox=plan.organizer.address,
+            connection_id=plan.organizer.connection_id,
+            item_id=plan.adopted.item_id,
+            change_key=None,
+            uid=plan.adopted.uid,
+            applied_version=plan.version,
+            attendee_staff_ids=list(plan.attendee_staff_ids),
+            generation=plan.generation,
+            draft_digest=plan.adopted_digest,
+            last_error=problems,
+            **_kept_from_outlook(plan, previous),
+            **_booked_times(plan, previous, True),
+        )
     if previous is None:
         return None
     if plan.reason is PlanReason.ORGANIZER_UNKNOWN:

@@ -743,6 +743,29 @@ def test_a_pending_create_is_adopted_in_its_mailbox() -> None:
     assert plan.generation == 4
 
 
+def test_a_pending_create_moved_in_outlook_before_it_was_recorded_is_adopted_as_it_is() -> None:
+    # The worker created the event and died before storing it; the organizer moved it; the
+    # message comes back. Writing the draft would undo the move unseen.
+    pending = mapping(item_id=None, applied_version=1, generation=4)
+    moved = observed("made-after-all", start=START + timedelta(hours=2), change_key="ck-moved")
+
+    plan = plan_for(snapshot(1), pending, [moved])
+
+    assert plan.reason is PlanReason.OUTLOOK_CHANGE_ADOPTED
+    assert plan.actions == ()
+    after = mapping_after(plan, succeed(plan))
+    assert after is not None
+    assert (after.item_id, after.uid, after.generation) == ("made-after-all", moved.uid, 4)
+    assert after.change_key is None  # the sync takes the move for the staff member's
+    assert (after.booked_start, after.applied_version, after.in_doubt) == (START, 1, False)
+    # The next pass trusts it and writes nothing: the move waits for the platform's answer.
+    assert plan_for(snapshot(1), after, seen={}).actions == ()
+    # A newer snapshot is the platform's word: written over it, as for any adopted event.
+    newer = plan_for(snapshot(2), pending, [moved])
+    assert newer.reason is PlanReason.ADOPT
+    assert kinds(newer) == ["UpdateEvent"]
+
+
 def test_a_pending_create_is_cancelled_when_the_organizer_changed_meanwhile() -> None:
     pending = mapping(organizer="ana", item_id=None, applied_version=1, generation=1)
 
