@@ -5,7 +5,8 @@ rule matches is then held, either
 
 - **before** it reaches the server (the server never sees it), or
 - **after** the server has answered it (the request was carried out, and its answer is kept
-  from the client),
+  from the client; a 401 challenge of NTLM's handshake is passed on, and the request sent
+  again with credentials is the one held),
 
 and the client waits for an answer that never comes, as a worker does whose process is about to
 die. :meth:`Network.wait_held` tells the test that the hold happened (so it can kill the worker
@@ -28,6 +29,8 @@ from typing import BinaryIO
 from urllib.parse import unquote
 
 _HEAD_LIMIT = 64 * 1024
+# The answer to a request that was not carried out but challenged (NTLM's handshake).
+_CHALLENGE = b"HTTP/1.1 401"
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,13 @@ class Network:
                 return None
             hold.request = request
             return hold.rule
+
+    def _untake(self) -> None:
+        """The request taken was not carried out after all (a 401 challenge of NTLM's
+        handshake): the next matching one is taken instead."""
+        with self._lock:
+            if self._armed is not None and not self._armed.happened.is_set():
+                self._armed.request = None
 
     def _hold(self, *sockets: socket.socket) -> None:
         """Keep these connections open, unanswered, until released."""
@@ -214,7 +224,11 @@ class _Answers:
                 data = self.server.recv(65536)
                 if not data:
                     break
-                if self._withhold:
+                if self._withhold and data.startswith(_CHALLENGE):
+                    # Not carried out: the client authenticates and sends it again.
+                    self._withhold = False
+                    self.network._untake()
+                elif self._withhold:
                     # The server answered: what was asked is done. The client never hears.
                     self.holding = True
                     self.network._hold(self.client, self.server)

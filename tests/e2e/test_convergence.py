@@ -1432,3 +1432,35 @@ def test_a_worker_killed_at_each_point_loses_nothing_and_repeats_nothing(
         point for point in KILL_POINTS if DONE[f"killed at {point}"] > before[f"killed at {point}"]
     }
     assert reached == set(KILL_POINTS)
+
+
+def test_an_outlook_move_after_a_worker_died_between_its_create_and_its_mapping_is_reported(
+    world: World, network: Network, instances: InstancePool
+) -> None:
+    # Found by the machine: the worker created the event and died before storing the mapping;
+    # the organizer moved the event before the message came back; the next pass adopted the
+    # event it found by its marker and wrote the booked time over the move, which was then
+    # never reported (the sync saw calbridge's own write).
+    ConvergenceMachine.world = world
+    ConvergenceMachine.network = network
+    ConvergenceMachine.instances = instances
+    machine = ConvergenceMachine()
+    kill = KILL_POINTS["apply: Exchange written, mapping not stored"]
+    instance = instances.take()
+    try:
+        with world.runner.queues_paused():
+            network.arm(kill.hold(world.queue_prefix))
+            instance.go()
+            machine.book("ann", ["bob"], 1, 10)
+            assert network.wait_held(KILL_WAIT_S) is not None, "the create was never sent"
+            instance.kill()
+            network.release()
+            # Before the message comes back (this runner takes it once resumed).
+            machine.organizer_moves_it(hours=2, index=0)
+    finally:
+        instance.kill()
+        network.release()
+        instance.replay_logs()
+    [appointment] = machine.appointments.values()
+    assert [action.kind for action in appointment.outlook] == ["move"]
+    machine.teardown()
