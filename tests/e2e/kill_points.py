@@ -13,7 +13,8 @@ held is the first one of its kind the dying instance makes once the network is a
 - **apply, mapping → message settled**: every effect is stored; the queue message is not
   deleted, so the change runs again.
 - **sync, rows → cursor**: busy blocks, item rows, mappings, outbox rows and their delivery
-  messages are written; the cursor (the ``Mailboxes`` row) is not, so the page is read again.
+  messages are written; the cursor (the ``Mailboxes`` row) is not, so the page is read again
+  (from a cursor Exchange reports nothing after for an item made and deleted since).
 - **sync, outbox rows → deliveries queued**: the events to tell are in the outbox; their
   ``webhook-deliveries`` messages are not sent (the page read again sends them).
 - **delivery, webhook sent → outbox settled**: the booking platform received the webhook; its
@@ -91,6 +92,16 @@ def table_write(prefix: str, table: str, *, update: bool = False) -> Callable[[R
     return matches
 
 
+_MARKS_WRITTEN_PAST = re.compile(rb'"writtenPast"\s*:\s*"')
+
+
+def cursor_write(prefix: str) -> Callable[[Request], bool]:
+    """The write of a mailbox row that stores a sync's cursor (not the one before a page's
+    rows that marks them as written past the stored cursor)."""
+    mailbox_write = table_write(prefix, "Mailboxes")
+    return lambda r: mailbox_write(r) and not _MARKS_WRITTEN_PAST.search(r.body)
+
+
 def queue_send(prefix: str, queue: str) -> Callable[[Request], bool]:
     path = f"/{prefix}{queue}/messages"
     return lambda r: r.service == "queues" and r.method == "POST" and r.path.endswith(path)
@@ -122,7 +133,7 @@ KILL_POINTS: Final[dict[str, KillPoint]] = {
         KillPoint(
             "sync: rows written, cursor not stored",
             "outlook",
-            lambda prefix: HoldRule("cursor", table_write(prefix, "Mailboxes")),
+            lambda prefix: HoldRule("cursor", cursor_write(prefix)),
         ),
         KillPoint(
             "sync: outbox rows written, deliveries not queued",

@@ -1464,3 +1464,40 @@ def test_an_outlook_move_after_a_worker_died_between_its_create_and_its_mapping_
     [appointment] = machine.appointments.values()
     assert [action.kind for action in appointment.outlook] == ["move"]
     machine.teardown()
+
+
+@pytest.mark.parametrize(
+    "point",
+    ["sync: rows written, cursor not stored", "sync: outbox rows written, deliveries not queued"],
+)
+def test_an_own_event_read_by_a_sync_that_died_and_deleted_since_leaves_no_busy_time(
+    world: World, network: Network, instances: InstancePool, point: str
+) -> None:
+    # Found by the machine: the sync wrote the busy block of a new event and died before
+    # storing its cursor; the event was deleted before the message came back; read again from
+    # the old cursor, Exchange reported nothing of an event made and deleted since, and the
+    # busy block stayed for good.
+    ConvergenceMachine.world = world
+    ConvergenceMachine.network = network
+    ConvergenceMachine.instances = instances
+    machine = ConvergenceMachine()
+    machine.sync_everyone()  # cara's mailbox has a cursor: the sync is an incremental one
+    instance = instances.take()
+    try:
+        with world.runner.queues_paused():
+            network.arm(KILL_POINTS[point].hold(world.queue_prefix))
+            instance.go()
+            machine.staff_creates_own_event("cara", "plain", 1, 9)
+            bootstrap.services().queue.send(
+                MailboxSyncRequested(org=ORG, staff_id="cara", reason="poll")
+            )
+            assert network.wait_held(KILL_WAIT_S) is not None, "the sync never got there"
+            instance.kill()
+            network.release()
+            # Before the message comes back (this runner takes it once resumed).
+            machine.staff_moves_or_deletes_own_event(index=0, hours=1, delete=True)
+    finally:
+        instance.kill()
+        network.release()
+        instance.replay_logs()
+    machine.teardown()
