@@ -14,6 +14,8 @@ For every queueTrigger function, one poller thread (host.json ``extensions.queue
 
 While a message runs it stays invisible for the function timeout (host.json
 ``functionTimeout``), so a runner that dies mid-message gives it back after that.
+A poller can be paused (:meth:`QueuePoller.pause`): it takes no new message until resumed,
+as when another instance of the app is the one taking a queue's messages for a while.
 Queue names may use ``%SETTING%`` expressions; the ``connection`` names the setting holding the
 connection string (``AzureWebJobsStorage`` when empty). Queues are created when missing.
 
@@ -137,6 +139,9 @@ class QueuePoller:
         self._invoker = invoker
         self._output_sender = output_sender
         self._stop = threading.Event()
+        self._resumed = threading.Event()
+        self._resumed.set()
+        self._receiving = threading.Lock()  # held while a poll receives
         self._polls = 0
         self._received = 0
         self._polled = threading.Condition()
@@ -171,6 +176,16 @@ class QueuePoller:
             target = self._polls + more
             return self._polled.wait_for(lambda: self._polls >= target, timeout)
 
+    def pause(self) -> None:
+        """Take no new message until :meth:`resume` (invocations under way go on). Returns
+        once a poll under way has ended: a message sent after the call is left to others."""
+        self._resumed.clear()
+        with self._receiving:
+            pass
+
+    def resume(self) -> None:
+        self._resumed.set()
+
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop polling; unstarted messages are handed back (see ``_run_and_release``) and
         running ones get until ``timeout`` to finish. True when none is still running."""
@@ -204,14 +219,20 @@ class QueuePoller:
                     self._slot_freed.wait(0.5)
             if self._stop.is_set():
                 return
+            if not self._resumed.is_set():
+                self._resumed.wait(MIN_POLLING_INTERVAL)
+                continue
             try:
-                messages = list(
-                    self._queue.receive_messages(
-                        max_messages=self.options.batch_size,
-                        messages_per_page=self.options.batch_size,
-                        visibility_timeout=self._lease_seconds,
+                with self._receiving:
+                    if not self._resumed.is_set():
+                        continue
+                    messages = list(
+                        self._queue.receive_messages(
+                            max_messages=self.options.batch_size,
+                            messages_per_page=self.options.batch_size,
+                            visibility_timeout=self._lease_seconds,
+                        )
                     )
-                )
             except Exception as exc:
                 # Whatever one poll meets (an outage, or os.environ changed by another thread
                 # while the HTTP library read it: KeyError), the next poll is tried, as the

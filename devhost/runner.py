@@ -18,7 +18,8 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import azure.functions as func
@@ -105,6 +106,18 @@ class FunctionsRunner:
             self.base_url,
         )
         return self
+
+    @contextmanager
+    def queues_paused(self) -> Iterator[None]:
+        """No queue poller takes a new message meanwhile (invocations under way go on): as
+        when another instance of the app takes every queue's messages for a while."""
+        for poller in self.pollers:
+            poller.pause()
+        try:
+            yield
+        finally:
+            for poller in self.pollers:
+                poller.resume()
 
     def stop(self, grace: float = DEFAULT_STOP_GRACE_S) -> bool:
         """Stop taking work, release the port, and give running invocations ``grace`` seconds

@@ -416,7 +416,8 @@ def _staff_to_look_up(snapshot: AppointmentSnapshot, mapping: EventMapping | Non
     """Everyone the snapshot names, and whom the mapping still involves."""
     wanted = [s.staff_id for s in snapshot.staff]
     if mapping is not None:
-        # The mapping's organizer (a handover reaches them) and who declined (they stay listed).
+        # The mapping's organizer (a handover reaches them) and who declined (still listed on
+        # the organizer's item until the next write).
         for staff_id in [mapping.organizer_staff_id, *mapping.declined_staff_ids]:
             if staff_id not in wanted:
                 wanted.append(staff_id)

@@ -93,8 +93,9 @@ def event_draft(
     times: tuple[datetime, datetime] | None = None,
 ) -> EventDraft:
     """The event the organizer's calendar should hold for this appointment. ``attendees`` and
-    ``times`` replace the snapshot's when the engine keeps what Outlook shows (a staff member
-    who declined stays listed; a move the booking platform has not answered stays)."""
+    ``times`` replace the snapshot's when the engine decides otherwise (a staff member whose
+    decline the booking platform has not answered is left off; a move it has not answered
+    stays)."""
     zone = ZoneInfo(snapshot.time_zone)
     start, end = times or (snapshot.start, snapshot.end)
     invited = attendee_mailboxes(snapshot, directory) if attendees is None else attendees

@@ -50,6 +50,12 @@ The algorithm
      Outlook and the booking platform has not answered yet; nothing is re-created.
    - A staff member without a known mailbox: the organizer → nothing can be written, a
      ``RecordProblem`` says why; a secondary → the event is written without them, and recorded.
+   - **A decline stands until the booking platform answers it**: a secondary who declined in
+     Outlook (the mailbox sync recorded it) is left off the attendees while the snapshot still
+     names them, for an update reaches every attendee the item lists, one who declined as a new
+     invitation. The next write takes them off the organizer's item (which shows the decline
+     until then). A snapshot that no longer names them answers the decline, which is then
+     forgotten: named again later, they are invited afresh.
 3. **Record**: the new mapping comes from what the executor reports, never from what the plan
    hoped (``mapping_after``). All actions done → ``applied_version`` advances to the snapshot's.
    A failure → the previous mapping stays (plus ``last_error``), so the redelivered message
@@ -60,6 +66,9 @@ The algorithm
    mailbox with no item id yet — and a failed create leaves that same pending mapping. The
    next pass then looks in that mailbox: it adopts the event there, or, if the organizer has
    changed meanwhile, cancels it. No event is ever written where the mapping does not point.
+   An event adopted for the very snapshot it was created from that shows another time, title
+   or location was changed in Outlook since: it is adopted as it is, without a write and
+   without a change key, so the mailbox sync reports the change (``OUTLOOK_CHANGE_ADOPTED``).
 
 Echo rule: every write's new change key lands in the mapping; the Exchange → booking direction
 treats a change whose change key equals the stored one as our own write, never as a user's. The
@@ -152,6 +161,9 @@ class PlanReason(StrEnum):
     # The same, and the snapshot is newer: it is written once the mailbox sync has read (and
     # reported) the change, or on the next pass if the sync still has not (``read_first``).
     OUTLOOK_CHANGE_READ_FIRST = "outlook_change_read_first"
+    # A pending create's event found changed in Outlook since it was created (from this very
+    # snapshot): adopted as it is, without a write, for the mailbox sync to report.
+    OUTLOOK_CHANGE_ADOPTED = "outlook_change_adopted"
 
 
 @dataclass(frozen=True)
@@ -176,6 +188,11 @@ class ReconcilePlan:
     booked: tuple[datetime, datetime] | None = None
     # OUTLOOK_CHANGE_READ_FIRST: the unseen change the write waits for.
     read_first: str | None = None
+    # A booked plan: the declines the snapshot has not answered yet (None: as recorded).
+    standing_declines: tuple[str, ...] | None = None
+    # OUTLOOK_CHANGE_ADOPTED: the event adopted, and the digest of the draft it was made from.
+    adopted: ExchangeEvent | None = None
+    adopted_digest: str | None = None
 
     @property
     def exchange_actions(self) -> tuple[ExchangeAction, ...]:
@@ -494,6 +511,7 @@ def _booking(
         actions: list[Action],
         generation: int,
         read_first: str | None = None,
+        adopted: ExchangeEvent | None = None,
     ) -> ReconcilePlan:
         return ReconcilePlan(
             org,
@@ -508,9 +526,15 @@ def _booking(
             generation=generation,
             booked=(snapshot.start, snapshot.end),
             read_first=read_first,
+            standing_declines=declined,
+            adopted=adopted,
+            adopted_digest=draft_digest(draft) if adopted is not None else None,
         )
 
-    invited = attendee_mailboxes(snapshot, directory) + _declined_kept(snapshot, mapping, directory)
+    declined = _standing_declines(snapshot, mapping)
+    invited = [
+        ref for ref in attendee_mailboxes(snapshot, directory) if ref.staff_id not in declined
+    ]
     attendee_ids = tuple(ref.staff_id for ref in invited)
     actions: list[Action] = [
         RecordProblem(
@@ -598,25 +622,33 @@ def _booking(
         create_id = transaction_id(org, appointment_id, organizer.staff_id, generation)
         actions.append(CreateEvent(organizer, draft, create_id))
         return plan(reason, actions, generation)
+    if situation is Situation.PENDING_CREATE and not newer and _shows_otherwise(keep, draft):
+        # The pending create made this very draft there (its answer was lost, or its worker
+        # died before storing it): what differs was changed in Outlook since. Writing the draft
+        # would undo it unseen; adopted as it is, the mailbox sync reports it.
+        return plan(PlanReason.OUTLOOK_CHANGE_ADOPTED, actions, generation, adopted=keep)
     actions.append(UpdateEvent(organizer, keep.item_id, keep.change_key, draft))
     return plan(reason, actions, generation)
 
 
-def _declined_kept(
-    snapshot: AppointmentSnapshot, mapping: EventMapping | None, directory: Mapping[str, MailboxRef]
-) -> list[MailboxRef]:
-    """Staff who declined in Outlook and whom the booking platform has since dropped: they stay
-    on the organizer's item, so it still shows their decline and no update reaches them."""
+def _shows_otherwise(event: ExchangeEvent, draft: EventDraft) -> bool:
+    """The event shows another time, title or location than the draft."""
+    return (
+        (event.start, event.end) != (draft.start, draft.end)
+        or event.subject != draft.subject
+        or (event.location or None) != (draft.location or None)
+    )
+
+
+def _standing_declines(
+    snapshot: AppointmentSnapshot, mapping: EventMapping | None
+) -> tuple[str, ...]:
+    """Secondaries who declined in Outlook and whom the snapshot still names: the booking
+    platform has not answered their decline (by dropping them) yet, so they stay uninvited."""
     if mapping is None:
-        return []
-    named = {staff.staff_id for staff in snapshot.staff}
-    return [
-        directory[staff_id]
-        for staff_id in mapping.declined_staff_ids
-        if staff_id in mapping.attendee_staff_ids
-        and staff_id not in named
-        and staff_id in directory
-    ]
+        return ()
+    named = set(snapshot.secondary_staff_ids)
+    return tuple(staff_id for staff_id in mapping.declined_staff_ids if staff_id in named)
 
 
 def _outlook_move_held(
@@ -799,6 +831,26 @@ def mapping_after(plan: ReconcilePlan, results: Sequence[ActionResult]) -> Event
     if wrote:
         assert current is not None
         return current.model_copy(update={"last_error": problems})
+    if plan.reason is PlanReason.OUTLOOK_CHANGE_ADOPTED:
+        assert plan.adopted is not None
+        assert plan.organizer is not None
+        # No change key: calbridge has not written the item since it changed, so the mailbox
+        # sync judges it as the staff member's change (an adopted key would pass for an echo).
+        return EventMapping(
+            organizer_staff_id=plan.organizer.staff_id,
+            mailbox=plan.organizer.address,
+            connection_id=plan.organizer.connection_id,
+            item_id=plan.adopted.item_id,
+            change_key=None,
+            uid=plan.adopted.uid,
+            applied_version=plan.version,
+            attendee_staff_ids=list(plan.attendee_staff_ids),
+            generation=plan.generation,
+            draft_digest=plan.adopted_digest,
+            last_error=problems,
+            **_kept_from_outlook(plan, previous),
+            **_booked_times(plan, previous, True),
+        )
     if previous is None:
         return None
     if plan.reason is PlanReason.ORGANIZER_UNKNOWN:
@@ -811,6 +863,7 @@ def mapping_after(plan: ReconcilePlan, results: Sequence[ActionResult]) -> Event
             "applied_version": max(previous.applied_version, plan.version),
             "last_error": problems,
             "in_doubt": False,
+            "declined_staff_ids": _declines_after(plan, previous),
             **_booked_times(plan, previous, True),
         }
     )
@@ -839,14 +892,24 @@ def _leaves_doubt(error: CalendarError) -> bool:
 
 
 def _kept_from_outlook(plan: ReconcilePlan, previous: EventMapping | None) -> dict[str, object]:
-    """What the mapping keeps of Outlook-side changes across calbridge's write: the declines of
-    the same event, and an Outlook move the snapshot did not answer (it was not newer)."""
-    if previous is None or previous.generation != plan.generation:
+    """What the mapping keeps of Outlook-side changes across calbridge's write: the declines
+    the snapshot has not answered, and (the same event) an Outlook move the snapshot did not
+    answer (it was not newer)."""
+    if previous is None:
         return {}
-    kept: dict[str, object] = {"declined_staff_ids": list(previous.declined_staff_ids)}
+    kept: dict[str, object] = {"declined_staff_ids": _declines_after(plan, previous)}
+    if previous.generation != plan.generation:
+        return kept
     if plan.version <= previous.applied_version:
         kept |= {"outlook_start": previous.outlook_start, "outlook_end": previous.outlook_end}
     return kept
+
+
+def _declines_after(plan: ReconcilePlan, previous: EventMapping) -> list[str]:
+    """The declines the mapping keeps: those the plan's snapshot has not answered."""
+    if plan.standing_declines is None:
+        return list(previous.declined_staff_ids)
+    return list(plan.standing_declines)
 
 
 def _known_uid(previous: EventMapping | None, action: CreateEvent | UpdateEvent) -> str | None:

@@ -176,6 +176,7 @@ class FakeExchange:
         self._calendars: dict[str, dict[str, _Item]] = {}
         self._changed_at: dict[str, int] = {}
         self._removed: dict[str, list[tuple[int, str]]] = {}
+        self._created_at: dict[str, int] = {}
         self._transactions: dict[tuple[str, str], str] = {}
         self._faults: list[_Fault] = []
         self._sequence = 0
@@ -214,7 +215,9 @@ class FakeExchange:
         return base64.b64encode(digest[:27]).decode()
 
     def _new_item_id(self) -> str:
-        return "AAMkAD" + self._token("item")
+        item_id = "AAMkAD" + self._token("item")
+        self._created_at[item_id] = self._sequence
+        return item_id
 
     def _new_change_key(self) -> str:
         key = "DwAAAB" + self._token("change")[:24]
@@ -346,10 +349,14 @@ class FakeExchange:
             if self._changed_at[item.change_key] > since
             and (window is None or since > 0 or window.holds(item.start, item.end))
         ]
+        # Like Exchange, an item made and deleted since the cursor is not reported at all.
         entries += [
             (at, item_id, None)
             for at, item_id in self._removed.get(mailbox.lower(), [])
-            if at > since and item_id not in calendar and (window is None or since > 0)
+            if at > since
+            and item_id not in calendar
+            and (window is None or since > 0)
+            and self._created_at.get(item_id, 0) <= since
         ]
         entries.sort(key=lambda entry: entry[0])
         page = entries[:max_changes]

@@ -15,6 +15,10 @@ page by page (``CalendarReader.changes_since``) and, for each page:
    ETag, busy blocks, item rows, outbox rows) and the ``webhook-deliveries`` messages;
 4. and only then stores the cursor. A crash in between re-reads the page: busy blocks and item
    rows are upserted, outbox rows keep ids derived from the change, so nothing is duplicated.
+   Exchange does not report an item made and deleted since a cursor, so the rows a page wrote
+   carry the digest of the cursor it was read from, and the mailbox row says so until the
+   cursor moves on (``MailboxRecord.written_past``): a sync that starts from that cursor looks
+   up the items of those rows its own read does not report, and what is gone is deleted.
 
 A **full read** (a cursor Exchange no longer knows, the first sync, once a day to repair drift
 and roll the horizon forward, and after the staff member's busy-time switch changed) reads every
@@ -312,6 +316,7 @@ class MailboxSyncer:
             }
             if held is None:
                 changes |= {
+                    "written_past": None,
                     "sync_state": cursor,
                     "last_sync_at": now,
                     "health": Health.OK,
@@ -432,21 +437,28 @@ class _Run:
 
     async def incremental(self) -> SyncReport:
         cursor = self.mailbox.sync_state
+        assert cursor is not None
+        # Rows written after this cursor by a sync that did not store its own: see the module.
+        left_behind = self.mailbox.written_past == cursor_digest(cursor)
+        started_from = cursor
+        reported: set[str] = set()
         pages = events = 0
         while True:
             changes = await self._read(cursor)
             pages += 1
+            reported |= {event.item_id for event in changes.changed} | set(changes.deleted)
             effects = await self._decide(changes.changed, changes.deleted)
             held = await self._guard(effects)
             if held:
                 await self.service._finish(self.org, self.mailbox.staff_id, self.row, held=held)
                 return SyncReport(SyncOutcome.HELD, held, pages)
-            events += await self._carry_out(effects, changes.cursor)
+            events += await self._carry_out(effects, changes.cursor, read_after=cursor)
             cursor = changes.cursor
             if changes.complete:
                 break  # the last page's cursor is stored with the rest at the end
             await self._store_cursor(cursor)
-        events += await self._confirm_written_items(cursor)
+        unread = await self._left_behind(started_from, reported) if left_behind else []
+        events += await self._confirm_written_items(cursor, unread)
         await self.service._finish(
             self.org,
             self.mailbox.staff_id,
@@ -456,13 +468,26 @@ class _Run:
         )
         return SyncReport(SyncOutcome.SYNCED, pages=pages, events=events)
 
-    async def _confirm_written_items(self, change: str | None) -> int:
-        """Items calbridge wrote that no sync has read yet: Exchange reports nothing for an item
-        made and deleted between two syncs, so each is looked up (one GetItem each; none when
-        every item was read, as in an idle mailbox)."""
+    async def _left_behind(self, cursor: str, reported: set[str]) -> list[str]:
+        """The items whose rows a sync from ``cursor`` wrote before it died, that this read did
+        not report again."""
+        written = await in_storage_thread(
+            self.repos.mailbox_items.read_after,
+            self.org,
+            self.mailbox.staff_id,
+            cursor_digest(cursor),
+        )
+        return [item_id for item_id in written if item_id not in reported]
+
+    async def _confirm_written_items(self, change: str | None, unread: list[str]) -> int:
+        """Items calbridge wrote that no sync has read yet, and ``unread`` (left behind by a
+        sync that died): Exchange reports nothing for an item made and deleted between two
+        syncs, so each is looked up (one GetItem each; none when every item was read, as in an
+        idle mailbox)."""
         unconfirmed = await in_storage_thread(
             self.repos.mailbox_items.unconfirmed_of, self.org, self.mailbox.staff_id
         )
+        unconfirmed = list(dict.fromkeys([*unconfirmed, *unread]))
         if not unconfirmed:
             return 0
         known = await in_storage_thread(
@@ -966,9 +991,22 @@ class _Run:
 
     # --- carrying out ---------------------------------------------------------------------------
 
-    async def _carry_out(self, effects: PageEffects, change: str) -> int:
+    async def _carry_out(
+        self, effects: PageEffects, change: str, *, read_after: str | None = None
+    ) -> int:
+        """Write what a page comes to; ``read_after``: the cursor an incremental page was read
+        from (its rows say so, and so does the mailbox row until the cursor moves on)."""
         org, staff_id = self.org, self.mailbox.staff_id
         repos = self.repos
+        if read_after is not None and (
+            effects.item_puts or effects.mappings or effects.outlook or effects.windows
+        ):
+            digest = cursor_digest(read_after)
+            effects.item_puts = [
+                item.model_copy(update={"read_after": digest}) for item in effects.item_puts
+            ]
+            if self.mailbox.written_past != digest:
+                await self._mark_written_past(digest)
         for appointment_id, mapping in effects.copies_to_cancel:
             await self._cancel_copies(appointment_id, mapping)
         for appointment_id, (mapping, event, _) in effects.mappings.items():
@@ -1049,9 +1087,19 @@ class _Run:
             if copy is not None and copy.is_live:
                 await gateway.cancel_event(row.value.address, copy.item_id)
 
+    async def _mark_written_past(self, digest: str) -> None:
+        def mark(record: MailboxRecord) -> MailboxRecord:
+            return record.model_copy(update={"written_past": digest})
+
+        written = await in_storage_thread(
+            self.service._update_mailbox, self.org, self.mailbox.staff_id, mark, self.row
+        )
+        if written is not None:
+            self.row = written
+
     async def _store_cursor(self, cursor: str) -> None:
         def advance(record: MailboxRecord) -> MailboxRecord:
-            return record.model_copy(update={"sync_state": cursor})
+            return record.model_copy(update={"sync_state": cursor, "written_past": None})
 
         written = await in_storage_thread(
             self.service._update_mailbox, self.org, self.mailbox.staff_id, advance, self.row
@@ -1066,6 +1114,12 @@ def _span(event: ExchangeEvent) -> dict[str, datetime | None]:
     if event.item_type is ItemType.SERIES_MASTER:
         return {"starts_at": None, "ends_at": None}
     return {"starts_at": event.start, "ends_at": event.end}
+
+
+def cursor_digest(cursor: str) -> str:
+    """What an item row and the mailbox row keep of a cursor (a delta link or an EWS sync state
+    can be kilobytes long)."""
+    return hashlib.sha256(cursor.encode()).hexdigest()[:32]
 
 
 def _content_hash(blocks: Iterable[BusyBlock]) -> str:

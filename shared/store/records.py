@@ -70,6 +70,12 @@ class MailboxRecord(MailboxRef):
     # appointments calbridge made are adopted by their marker, and only real differences in
     # busy time are told.
     rebaseline: bool = False
+    # A digest of the cursor (``sync_state``) after which a sync is writing rows it has not yet
+    # stored its own cursor for (None: none). Cleared with the cursor; found still set to the
+    # digest of the cursor a sync starts from, it says the sync before died (or failed) after
+    # writing rows for changes it read: their items are looked up if the read does not report
+    # them again (Exchange reports nothing for an item made and deleted since a cursor).
+    written_past: Annotated[str, StringConstraints(max_length=64)] | None = None
 
 
 class MailboxItemKind(StrEnum):
@@ -105,6 +111,9 @@ class MailboxItemRecord(CamelModel):
     # are therefore not taken for deleted.
     starts_at: AwareDatetime | None = None
     ends_at: AwareDatetime | None = None
+    # The digest of the cursor the incremental read that wrote this row started from (None: a
+    # full read, or calbridge's own write); see ``MailboxRecord.written_past``.
+    read_after: Annotated[str, StringConstraints(max_length=64)] | None = None
 
 
 class AppointmentUidRecord(CamelModel):

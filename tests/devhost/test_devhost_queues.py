@@ -280,6 +280,28 @@ def test_a_batch_runs_concurrently_within_batch_size_plus_threshold(
     assert 2 <= seen.most_running <= 4 + 2
 
 
+def test_a_paused_runner_leaves_new_messages_to_another_instance_until_resumed(
+    run_app: Callable[[func.FunctionApp], FunctionsRunner],
+    sender: QueueClient,
+) -> None:
+    seen = Seen()
+    runner = run_app(queue_app(seen, lambda m: None))
+    poller = runner.pollers[0]
+    assert poller.wait_for_polls(1)
+    with runner.queues_paused():
+        sent = sender.send_message("while paused")
+        # Another instance takes it (the paused runner did not), then gives it back.
+        [taken] = list(sender.receive_messages(max_messages=1, visibility_timeout=30))
+        assert taken.id == sent.id
+        sender.update_message(taken.id, taken.pop_receipt, visibility_timeout=0)
+        [again] = list(sender.receive_messages(max_messages=1, visibility_timeout=30))
+        assert again.id == sent.id
+        sender.update_message(again.id, again.pop_receipt, visibility_timeout=0)
+        assert seen.calls == []
+    wait_until(lambda: seen.counts_for(b"while paused") == [3])
+    wait_until(lambda: queue_is_empty(sender))
+
+
 def test_queue_output_binding_sends_base64_messages_after_success(
     run_app: Callable[[func.FunctionApp], FunctionsRunner],
     sender: QueueClient,

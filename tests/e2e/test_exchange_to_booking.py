@@ -23,7 +23,7 @@ from sim.booking import ReceivedWebhook
 from sim.people import Outlook
 from sim.store import CalendarItem, Fault, FreeBusy, Recurrence
 from tests.e2e.conftest import ORG, SIGNING_SECRET, STAFF, World
-from tests.e2e.test_booking_to_exchange import put, snapshot, unique
+from tests.e2e.test_booking_to_exchange import attendee_addresses, put, snapshot, unique
 from tests.waiting import wait_until
 
 (ANN, ANN_MAILBOX), (BOB, BOB_MAILBOX), (CARA, CARA_MAILBOX) = STAFF["ews"].items()
@@ -213,12 +213,44 @@ def test_a_secondary_who_declines_is_reported_and_the_appointment_stays(world: W
     received(world, "appointment.staff_declined", appointmentId=appointment_id, staffId=BOB)
     assert organizer_item(world, title)  # still booked
     assert not webhooks(world, "appointment.cancelled", appointmentId=appointment_id)
-    # The platform drops bob; the organizer's item still shows his decline, bob gets nothing.
-    put(world, appointment_id, snapshot(2, ANN, [], title=title, day=_day_of(body)))
-    item = organizer_item(world, title)
-    responses = {a.address: a.response.value for a in item.required_attendees}
+    # The organizer's item shows the decline until the platform answers it.
+    responses = {
+        a.address: a.response.value for a in organizer_item(world, title).required_attendees
+    }
     assert responses.get(BOB_MAILBOX) == "Decline"
+    # The platform drops bob: he leaves the organizer's item, and his calendar stays empty.
+    put(world, appointment_id, snapshot(2, ANN, [], title=title, day=_day_of(body)))
+    assert BOB_MAILBOX not in attendee_addresses(organizer_item(world, title))
     assert world.live(BOB_MAILBOX, title) == []
+    # Booked again later, he is invited afresh.
+    put(world, appointment_id, snapshot(3, ANN, [BOB], title=title, day=_day_of(body)))
+    assert len(world.live(BOB_MAILBOX, title)) == 1
+
+
+def test_a_decline_not_answered_yet_is_not_undone_by_the_platforms_next_change(
+    world: World,
+) -> None:
+    # Found by the convergence machine: bob declined; before the platform dropped him it sent
+    # another change (a new time) that still named him. The update reached bob as a new
+    # invitation (Exchange sends an update to every attendee the meeting lists, one who
+    # declined included), and when the platform then dropped him his decline was still on
+    # record: calbridge left him on the meeting, and the appointment stayed in his calendar.
+    appointment_id, title, body = book(world, "Declined, then moved")
+    [copy] = world.live(BOB_MAILBOX, title)
+    Outlook(world.sim.store, BOB_MAILBOX).decline(copy.id)
+    synced(world, ANN)
+    received(world, "appointment.staff_declined", appointmentId=appointment_id, staffId=BOB)
+    day = _day_of(body)
+    put(world, appointment_id, snapshot(2, ANN, [BOB], title=title, day=day, hour=15))
+    assert world.live(BOB_MAILBOX, title) == []  # not invited again: his decline stands
+    moved = organizer_item(world, title).start
+    assert moved is not None
+    assert moved.hour == 15
+    put(world, appointment_id, snapshot(3, ANN, [], title=title, day=day, hour=15))
+    assert world.live(BOB_MAILBOX, title) == []
+    synced(world, ANN)
+    declines = webhooks(world, "appointment.staff_declined", appointmentId=appointment_id)
+    assert len(declines) == 1
 
 
 def test_a_decline_not_read_yet_is_reported_before_a_newer_snapshot_is_written(

@@ -541,6 +541,57 @@ def test_rebooking_after_a_cancellation_creates_a_new_event() -> None:
     assert plan.generation == 3
 
 
+def declined(*attendees: str, by: tuple[str, ...]) -> EventMapping:
+    """The applied mapping once the mailbox sync recorded the declines ``by``."""
+    return mapping(attendees=attendees).model_copy(update={"declined_staff_ids": list(by)})
+
+
+def test_a_decline_the_platform_has_not_answered_keeps_them_off_the_next_write() -> None:
+    # An update reaches every attendee the meeting lists, one who declined as a new invitation.
+    moved = snapshot(2, secondaries=("ben", "cai"), start=START + timedelta(hours=1))
+    plan = plan_for(moved, declined("ben", "cai", by=("ben",)), seen={})
+
+    [update] = plan.actions
+    assert isinstance(update, UpdateEvent)
+    assert update.draft.required_attendees == (address("cai"),)
+    after = mapping_after(plan, succeed(plan, "item-1"))
+    assert after is not None
+    assert after.attendee_staff_ids == ["cai"]
+    assert after.declined_staff_ids == ["ben"]  # still standing: never invited again
+    again = snapshot(3, secondaries=("ben", "cai"), start=moved.start)
+    assert plan_for(again, after, seen={}).actions == ()
+
+
+def test_a_decline_the_platform_answered_is_forgotten_and_a_new_booking_invites_them() -> None:
+    dropped = plan_for(snapshot(2), declined("ben", by=("ben",)), seen={})
+
+    [update] = dropped.actions
+    assert isinstance(update, UpdateEvent)
+    assert update.draft.required_attendees == ()
+    answered = mapping_after(dropped, succeed(dropped, "item-1"))
+    assert answered is not None
+    assert answered.declined_staff_ids == []
+    [invite] = plan_for(snapshot(3, secondaries=("ben",)), answered, seen={}).actions
+    assert isinstance(invite, UpdateEvent)
+    assert invite.draft.required_attendees == (address("ben"),)
+
+
+def test_a_decline_is_answered_even_when_nothing_is_written() -> None:
+    moved = snapshot(2, secondaries=("ben", "cai"), start=START + timedelta(hours=1))
+    first = plan_for(moved, declined("ben", "cai", by=("ben",)), seen={})
+    left_off = mapping_after(first, succeed(first, "item-1"))
+    assert left_off is not None
+    # The platform drops ben, nothing else changes: he is off the meeting already, nothing is
+    # written, and his decline is forgotten.
+    plan = plan_for(snapshot(3, secondaries=("cai",), start=moved.start), left_off, seen={})
+
+    assert plan.actions == ()
+    after = mapping_after(plan, succeed(plan))
+    assert after is not None
+    assert after.declined_staff_ids == []
+    assert after.applied_version == 3
+
+
 # --- cancelled ------------------------------------------------------------------------------
 
 
@@ -690,6 +741,29 @@ def test_a_pending_create_is_adopted_in_its_mailbox() -> None:
     assert isinstance(update, UpdateEvent)
     assert update.item_id == "made-after-all"
     assert plan.generation == 4
+
+
+def test_a_pending_create_moved_in_outlook_before_it_was_recorded_is_adopted_as_it_is() -> None:
+    # The worker created the event and died before storing it; the organizer moved it; the
+    # message comes back. Writing the draft would undo the move unseen.
+    pending = mapping(item_id=None, applied_version=1, generation=4)
+    moved = observed("made-after-all", start=START + timedelta(hours=2), change_key="ck-moved")
+
+    plan = plan_for(snapshot(1), pending, [moved])
+
+    assert plan.reason is PlanReason.OUTLOOK_CHANGE_ADOPTED
+    assert plan.actions == ()
+    after = mapping_after(plan, succeed(plan))
+    assert after is not None
+    assert (after.item_id, after.uid, after.generation) == ("made-after-all", moved.uid, 4)
+    assert after.change_key is None  # the sync takes the move for the staff member's
+    assert (after.booked_start, after.applied_version, after.in_doubt) == (START, 1, False)
+    # The next pass trusts it and writes nothing: the move waits for the platform's answer.
+    assert plan_for(snapshot(1), after, seen={}).actions == ()
+    # A newer snapshot is the platform's word: written over it, as for any adopted event.
+    newer = plan_for(snapshot(2), pending, [moved])
+    assert newer.reason is PlanReason.ADOPT
+    assert kinds(newer) == ["UpdateEvent"]
 
 
 def test_a_pending_create_is_cancelled_when_the_organizer_changed_meanwhile() -> None:

@@ -174,6 +174,38 @@ def test_an_idle_mailbox_tells_nothing_and_a_re_read_page_tells_nothing_twice(
     assert len(world.blocks()) == 1
 
 
+def test_an_item_read_by_a_sync_that_died_before_its_cursor_and_deleted_since_is_forgotten(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.sync()  # the first (full) read
+    item = world.exchange.add_personal_event(
+        ANN, "Dentist", DAY.replace(hour=9), DAY.replace(hour=10)
+    )
+    # The sync writes the busy block, the item row and the event, then dies before storing
+    # its cursor (here: the write of the mailbox row fails).
+    put = world.repos.mailboxes.put
+
+    def dies_at_the_cursor(org: str, staff_id: str, record: MailboxRecord, etag: Any) -> Any:
+        if record.sync_state != world.mailbox().sync_state:
+            raise RuntimeError("the worker died")
+        return put(org, staff_id, record, etag)
+
+    monkeypatch.setattr(world.repos.mailboxes, "put", dies_at_the_cursor)
+    with pytest.raises(RuntimeError):
+        world.sync()
+    monkeypatch.undo()
+    assert len(world.blocks()) == 1
+    # Deleted before the message comes back: read from the old cursor, Exchange reports
+    # nothing of an item made and deleted since.
+    world.exchange.delete_as_owner(ANN, item.item_id)
+    assert world.sync().outcome is SyncOutcome.SYNCED
+    assert world.blocks() == []
+    assert world.repos.mailbox_items.items_of(ORG, "ann") == {}
+    assert world.mailbox().written_past is None
+    # The next sync has nothing left to look up.
+    assert world.sync().outcome is SyncOutcome.SYNCED
+
+
 def test_a_lost_cursor_reads_everything_again_without_duplicates_or_new_events(
     world: World,
 ) -> None:
