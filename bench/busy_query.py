@@ -54,7 +54,6 @@ import time
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -65,42 +64,21 @@ from zoneinfo import ZoneInfo
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.ews_org import (
+    ORG,
+    SIGNING_SECRET,
+    address,
+    administer,
+    app_environment,
+    connection_gateway,
+    sim_config,
+)
 from bench.harness import SimProcess, cpu_seconds, percentile, start_sim_process
 from devhost.azurite import start_azurite
-from shared.config import (
-    connection_secret_name,
-    environment_variable_for,
-    org_signing_secret_reference,
-)
 
-ORG = "bench"
-ADMIN_KEY = "bench-admin"
-SIGNING_SECRET = "bench-signing-secret"
-SERVICE = "svc@bench.test"
-SERVICE_PASSWORD = "Svc-bench:1"
-CONNECTION = "onprem"
 TIME_ZONE = "Europe/Berlin"
 CHUNK = 25  # queries per turn
 OURS = "this process"  # the script, the local runner and the functions it serves
-
-
-def address(staff_id: str) -> str:
-    return f"{staff_id}@bench.test"
-
-
-def sim_config(staff: list[str]) -> dict[str, Any]:
-    return {
-        "mailboxes": [{"address": address(s), "name": s, "timeZone": TIME_ZONE} for s in staff],
-        "serviceAccounts": [
-            {
-                "username": SERVICE,
-                "password": SERVICE_PASSWORD,
-                "impersonate": [address(s) for s in staff],
-                "delegateFor": [],
-            }
-        ],
-        "bookingPlatform": {"secrets": {ORG: SIGNING_SECRET}},
-    }
 
 
 def instant(value: datetime) -> str:
@@ -139,21 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--days must exceed --window-days by at least 2")
 
     staff = [f"s{index:03d}" for index in range(options.staff)]
-    sim = start_sim_process(sim_config(staff))
+    sim = start_sim_process(sim_config(staff, TIME_ZONE))
     azurite = start_azurite()
-    os.environ.update(
-        {
-            "AzureWebJobsStorage": azurite.connection_string,
-            "CALBRIDGE_TABLE_PREFIX": "benchbusy",
-            "CALBRIDGE_QUEUE_PREFIX": "benchbusy-",
-            "CALBRIDGE_ALLOW_LOOPBACK_EXCHANGE": "true",
-            "CALBRIDGE_ADMIN_KEY": ADMIN_KEY,
-            environment_variable_for(org_signing_secret_reference(ORG)): SIGNING_SECRET,
-            environment_variable_for(
-                connection_secret_name(ORG, "bench-ews-password")
-            ): SERVICE_PASSWORD,
-        }
-    )
+    os.environ.update(app_environment(azurite.connection_string, "benchbusy"))
     try:
         Bench(sim, staff, options, azurite.process.pid).run()
     finally:
@@ -193,7 +159,13 @@ class Bench:
     def run(self) -> None:
         with self.runner:
             began = time.perf_counter()
-            self.administer()
+            administer(
+                self.services,
+                self.sim,
+                self.staff,
+                TIME_ZONE,
+                {"recurrenceHorizonDays": self.options.days},
+            )
             with ThreadPoolExecutor(8) as pool:
                 made = sum(pool.map(self.make_calendar, self.staff))
             print(
@@ -211,43 +183,6 @@ class Bench:
             calbridge, baseline, differing = self.measure()
         self.loop.close()
         self.report(stored, calbridge, baseline, differing)
-
-    def admin(self, call: Callable[..., Any], **kwargs: Any) -> None:
-        body = json.dumps(kwargs.pop("body")).encode()
-        answer = call(org=ORG, body=body, admin_key=ADMIN_KEY, **kwargs)
-        assert answer.status in (200, 201), answer.body
-
-    def administer(self) -> None:
-        admin = self.services.admin
-        self.admin(
-            admin.put_connection,
-            connection_id=CONNECTION,
-            body={
-                "kind": "ews",
-                "ewsUrl": self.sim.urls["ews"],
-                "authType": "ntlm",
-                "username": SERVICE,
-                "secretReference": "bench-ews-password",
-                "accessMode": "impersonation",
-            },
-        )
-        self.admin(
-            admin.put_settings,
-            body={
-                "webhookUrl": self.sim.urls["booking"] + "/webhooks",
-                "recurrenceHorizonDays": self.options.days,
-            },
-        )
-        for staff_id in self.staff:
-            self.admin(
-                admin.put_staff,
-                staff_id=staff_id,
-                body={
-                    "connectionId": CONNECTION,
-                    "mailbox": address(staff_id),
-                    "timeZone": TIME_ZONE,
-                },
-            )
 
     def create(self, staff_id: str, **event: Any) -> None:
         self.sim.control("POST", f"people/{address(staff_id)}/createEvent", event)
@@ -374,18 +309,6 @@ class Bench:
             answer: list[dict[str, Any]] = json.loads(response.read())
         return answer
 
-    def gateway(self) -> Any:
-        """A gateway of the connection's own (its clients warm once used)."""
-        from shared import bootstrap
-        from shared.exchange.gateways import GatewayCache
-
-        connection = self.services.repositories.connections.get(ORG, CONNECTION)
-        assert connection is not None
-        cache = GatewayCache(
-            self.services.settings, self.services.secrets, bootstrap.calendar_gateway
-        )
-        return cache.for_connection(ORG, connection.value)
-
     def read_exchange(self, gateway: Any, window: Window) -> list[dict[str, Any]]:
         """The baseline: the calendar view of the window, the engine's rule, the answer's
         shape."""
@@ -419,7 +342,7 @@ class Bench:
 
     def measure(self) -> tuple[Figures, Figures, int]:
         windows = self.windows()
-        gateway = self.gateway()
+        gateway = connection_gateway(self.services)
         # Warm both: the route's code paths and storage connections, the adapter's sessions and
         # every mailbox's account.
         for staff_id in self.staff:

@@ -47,29 +47,23 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.ews_org import (
+    ORG,
+    SIGNING_SECRET,
+    address,
+    administer,
+    app_environment,
+    connection_gateway,
+    sim_config,
+)
 from bench.harness import SimProcess, cpu_seconds, percentile, rss_mib, start_sim_process
 from devhost.azurite import start_azurite
-from shared.config import (
-    connection_secret_name,
-    environment_variable_for,
-    org_signing_secret_reference,
-)
 
-ORG = "bench"
-ADMIN_KEY = "bench-admin"
-SIGNING_SECRET = "bench-signing-secret"
-SERVICE = "svc@bench.test"
-SERVICE_PASSWORD = "Svc-bench:1"
-CONNECTION = "onprem"
 CHANGES = (1, 10, 100, 512, 1200)
 LATENCY_STAFF = "latency"
 HORIZON_DAYS = 180
 # The host runs up to batchSize + newBatchThreshold messages of a queue at once (host.json).
 CONCURRENCY = 16 + 8
-
-
-def address(staff_id: str) -> str:
-    return f"{staff_id}@bench.test"
 
 
 def idle_staff(count: int) -> list[str]:
@@ -78,23 +72,6 @@ def idle_staff(count: int) -> list[str]:
 
 def changes_staff(n: int) -> str:
     return f"changes{n}"
-
-
-def sim_config(staff: list[str]) -> dict[str, Any]:
-    return {
-        "mailboxes": [
-            {"address": address(s), "name": s, "timeZone": "America/Toronto"} for s in staff
-        ],
-        "serviceAccounts": [
-            {
-                "username": SERVICE,
-                "password": SERVICE_PASSWORD,
-                "impersonate": [address(s) for s in staff],
-                "delegateFor": [],
-            }
-        ],
-        "bookingPlatform": {"secrets": {ORG: SIGNING_SECRET}},
-    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,21 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         *(changes_staff(n) for n in CHANGES),
         LATENCY_STAFF,
     ]
-    sim = start_sim_process(sim_config(staff))
+    sim = start_sim_process(sim_config(staff, "America/Toronto"))
     azurite = start_azurite()
-    os.environ.update(
-        {
-            "AzureWebJobsStorage": azurite.connection_string,
-            "CALBRIDGE_TABLE_PREFIX": "benchsync",
-            "CALBRIDGE_QUEUE_PREFIX": "benchsync-",
-            "CALBRIDGE_ALLOW_LOOPBACK_EXCHANGE": "true",
-            "CALBRIDGE_ADMIN_KEY": ADMIN_KEY,
-            environment_variable_for(org_signing_secret_reference(ORG)): SIGNING_SECRET,
-            environment_variable_for(
-                connection_secret_name(ORG, "bench-ews-password")
-            ): SERVICE_PASSWORD,
-        }
-    )
+    os.environ.update(app_environment(azurite.connection_string, "benchsync"))
     try:
         Bench(sim, staff, options, azurite.process.pid).run()
     finally:
@@ -180,7 +145,9 @@ class Bench:
 
     def run(self) -> None:
         with self.runner:
-            self.administer()
+            administer(
+                self.services, self.sim, self.staff, "America/Toronto", {"pollIntervalSeconds": 60}
+            )
             began = time.perf_counter()
             self.seed()
             print(f"seeded {len(self.idle)} mailboxes in {time.perf_counter() - began:.1f} s")
@@ -195,45 +162,6 @@ class Bench:
             latency = self.latency()
         self.loop.close()
         self.report(rounds, baseline_rounds, changes, latency)
-
-    def admin(self, call: Callable[..., Any], **kwargs: Any) -> None:
-        body = json.dumps(kwargs.pop("body")).encode()
-        answer = call(org=ORG, body=body, admin_key=ADMIN_KEY, **kwargs)
-        assert answer.status in (200, 201), answer.body
-
-    def administer(self) -> None:
-        admin = self.services.admin
-        self.admin(
-            admin.put_connection,
-            connection_id=CONNECTION,
-            body={
-                "kind": "ews",
-                "ewsUrl": self.sim.urls["ews"],
-                "authType": "ntlm",
-                "username": SERVICE,
-                "secretReference": "bench-ews-password",
-                "accessMode": "impersonation",
-            },
-        )
-        self.admin(
-            admin.put_settings,
-            body={"webhookUrl": self.sim.urls["booking"] + "/webhooks", "pollIntervalSeconds": 60},
-        )
-        with ThreadPoolExecutor(8) as pool:
-            list(
-                pool.map(
-                    lambda s: self.admin(
-                        admin.put_staff,
-                        staff_id=s,
-                        body={
-                            "connectionId": CONNECTION,
-                            "mailbox": address(s),
-                            "timeZone": "America/Toronto",
-                        },
-                    ),
-                    self.staff,
-                )
-            )
 
     def create_events(self, staff_id: str, count: int, *, series: bool = False) -> None:
         """``count`` events of the staff member's own, spread over the horizon (and a weekly
@@ -334,22 +262,10 @@ class Bench:
         used = {name: after - cpu[name] for name, after in self.cpu().items()}
         return PollRound(seconds, self.requests(self.idle), fanned_out, used, rss_mib())
 
-    def gateway(self) -> Any:
-        """A gateway of the connection's own, for the baseline (warm once used)."""
-        from shared import bootstrap
-        from shared.exchange.gateways import GatewayCache
-
-        connection = self.services.repositories.connections.get(ORG, CONNECTION)
-        assert connection is not None
-        cache = GatewayCache(
-            self.services.settings, self.services.secrets, bootstrap.calendar_gateway
-        )
-        return cache.for_connection(ORG, connection.value)
-
     def calendar_view_all(self) -> PollRound:
         """The baseline: one CalendarView of the horizon per mailbox, CONCURRENCY at a time."""
         if not hasattr(self, "_baseline_gateway"):
-            self._baseline_gateway = self.gateway()
+            self._baseline_gateway = connection_gateway(self.services)
         gateway = self._baseline_gateway
 
         async def poll_all() -> None:
@@ -392,7 +308,7 @@ class Bench:
         self.sync_one(staff_id)
         synced = self.requests([staff_id])
         if not hasattr(self, "_baseline_gateway"):
-            self._baseline_gateway = self.gateway()
+            self._baseline_gateway = connection_gateway(self.services)
         self.sim.control("DELETE", "counters")
         now = datetime.now(UTC)
         self.loop.run(
@@ -471,7 +387,7 @@ class Bench:
             for item in self.sim.control("GET", f"mailboxes/{address(LATENCY_STAFF)}/items")
         }
         figures: dict[str, list[float]] = {"move": [], "busy": [], "baseline": []}
-        gateway = self.gateway()
+        gateway = connection_gateway(self.services)
         for k, appointment_id in enumerate(ids):
             item = items[f"Mortgage review {appointment_id}"]
             start = datetime.fromisoformat(item["start"]) + timedelta(hours=1)
