@@ -253,7 +253,7 @@ class MailboxSyncer:
                 extra={"org": org, "staff": staff_id, "outcome": SyncOutcome.ACCESS_DENIED},
             )
             return SyncReport(SyncOutcome.ACCESS_DENIED, reason)
-        except (CalendarErrorWithDelay, RetryAfter) as throttled:
+        except RetryAfter as throttled:
             # Throttled on any request of the sync (the page, a look-up, an expansion): the
             # message comes back after Exchange's delay; what was stored so far stays.
             metrics.exchange_throttled(org, "mailbox-sync")
@@ -264,8 +264,7 @@ class MailboxSyncer:
                     seconds=max(1.0, min(throttled.seconds, MAX_VISIBILITY_DELAY.total_seconds()))
                 ),
             )
-            detail = throttled.error if isinstance(throttled, CalendarErrorWithDelay) else throttled
-            return SyncReport(SyncOutcome.REQUEUED, str(detail))
+            return SyncReport(SyncOutcome.REQUEUED, str(throttled))
         if retrying:
             # The slow retry read the mailbox: the credentials work again.
             await in_storage_thread(
@@ -386,15 +385,6 @@ class MailboxSyncer:
                 for row in rows
             )
         )
-
-
-class CalendarErrorWithDelay(Exception):
-    """Internal: Exchange throttled a read; ``seconds`` until the message should come back."""
-
-    def __init__(self, error: Exception, seconds: float) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.seconds = seconds
 
 
 @dataclass
@@ -710,12 +700,9 @@ class _Run:
         )
 
     async def _read(self, cursor: str | None) -> CalendarChanges:
-        try:
-            changes = await self.reader.changes_since(
-                self.mailbox.address, cursor, max_changes=PAGE_CHANGES, window=self.window
-            )
-        except RetryAfter as throttled:
-            raise CalendarErrorWithDelay(throttled, throttled.seconds) from throttled
+        changes = await self.reader.changes_since(
+            self.mailbox.address, cursor, max_changes=PAGE_CHANGES, window=self.window
+        )
         self.windowed = self.windowed or changes.windowed
         return changes
 

@@ -1427,16 +1427,21 @@ def test_a_redelivered_message_does_not_undo_an_outlook_move_not_read_yet(
     assert [i.start for i in world.live(address, title)] == [moved]
 
 
+def machine_in(world: World, network: Network, instances: InstancePool) -> ConvergenceMachine:
+    """The machine outside Hypothesis, for a regression test to drive its rules by hand."""
+    ConvergenceMachine.world = world
+    ConvergenceMachine.network = network
+    ConvergenceMachine.instances = instances
+    return ConvergenceMachine()
+
+
 def test_a_worker_killed_at_each_point_loses_nothing_and_repeats_nothing(
     world: World, network: Network, instances: InstancePool
 ) -> None:
     # Every kill point the machine draws from is reached (the relays hold its request, and the
     # instance dies there): a point a change of calbridge's requests no longer reaches would
     # otherwise only show as "point not reached" in the machine's tally.
-    ConvergenceMachine.world = world
-    ConvergenceMachine.network = network
-    ConvergenceMachine.instances = instances
-    machine = ConvergenceMachine()
+    machine = machine_in(world, network, instances)
     machine.book("ann", ["dan"], 0, 10)
     machine.settle()
     before = Counter(DONE)
@@ -1458,10 +1463,7 @@ def test_an_outlook_move_after_a_worker_died_between_its_create_and_its_mapping_
     # the organizer moved the event before the message came back; the next pass adopted the
     # event it found by its marker and wrote the booked time over the move, which was then
     # never reported (the sync saw calbridge's own write).
-    ConvergenceMachine.world = world
-    ConvergenceMachine.network = network
-    ConvergenceMachine.instances = instances
-    machine = ConvergenceMachine()
+    machine = machine_in(world, network, instances)
     kill = KILL_POINTS["apply: Exchange written, mapping not stored"]
     instance = instances.take()
     try:
@@ -1494,10 +1496,7 @@ def test_an_own_event_read_by_a_sync_that_died_and_deleted_since_leaves_no_busy_
     # storing its cursor; the event was deleted before the message came back; read again from
     # the old cursor, Exchange reported nothing of an event made and deleted since, and the
     # busy block stayed for good.
-    ConvergenceMachine.world = world
-    ConvergenceMachine.network = network
-    ConvergenceMachine.instances = instances
-    machine = ConvergenceMachine()
+    machine = machine_in(world, network, instances)
     machine.sync_everyone()  # cara's mailbox has a cursor: the sync is an incremental one
     instance = instances.take()
     try:
