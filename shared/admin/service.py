@@ -55,7 +55,13 @@ from shared.queues import (
     SubscriptionWork,
     WebhookDeliveryDue,
 )
-from shared.store import ConcurrencyConflict, Repositories, StoreUnavailable
+from shared.store import (
+    ConcurrencyConflict,
+    Repositories,
+    StoreUnavailable,
+    Versioned,
+    decided_afresh,
+)
 from shared.store.records import ConnectionRecord, MailboxRecord
 
 log = logging.getLogger(__name__)
@@ -185,44 +191,52 @@ class AdminApi:
             problem = ValidationProblem(field="ewsUrl", message=f"ewsUrl {refused}")
             raise invalid("the connection", [problem]) from None
 
+    def _write_connection(
+        self, org: str, connection_id: str, config: ConnectionConfig
+    ) -> tuple[Versioned[ConnectionRecord] | None, ConnectionRecord, bool]:
+        """Read the connection's row, keep the health the workers found while the
+        configuration stays, write it back under the ETag read. Returns the row as it was, the
+        row written and whether the configuration stayed."""
+        current = self._repos.connections.get(org, connection_id)
+        # The health found by the workers stays while the configuration does; a changed
+        # configuration (new credentials, URL) is tried afresh.
+        unchanged = (
+            current is not None
+            and ConnectionConfig.model_validate(
+                current.value.model_dump(include=set(ConnectionConfig.model_fields))
+            )
+            == config
+        )
+        kept = (
+            {
+                "health": current.value.health,
+                "health_detail": current.value.health_detail,
+                "failed_secret_fingerprint": current.value.failed_secret_fingerprint,
+                "auth_retried_at": current.value.auth_retried_at,
+            }
+            if current is not None
+            and unchanged
+            # Saving refused credentials again retries them (the secret may have been
+            # fixed in the secret store): no longer auth_failed.
+            and current.value.health is not Health.AUTH_FAILED
+            else {}
+        )
+        if not config.enabled:
+            kept = {"health": Health.DISABLED}
+        elif current is not None and current.value.health is Health.DISABLED:
+            kept = {"health": Health.OK}
+        record = ConnectionRecord(connection_id=connection_id, **config.model_dump(), **kept)
+        self._repos.connections.put(org, connection_id, record, current.etag if current else None)
+        return current, record, unchanged
+
     def _save_connection(
         self, org: str, connection_id: str, config: ConnectionConfig
     ) -> HttpAnswer:
         try:
             with storage_refusals(f"connection {connection_id!r}"):
-                current = self._repos.connections.get(org, connection_id)
-                # The health found by the workers stays while the configuration does; a changed
-                # configuration (new credentials, URL) is tried afresh.
-                unchanged = (
-                    current is not None
-                    and ConnectionConfig.model_validate(
-                        current.value.model_dump(include=set(ConnectionConfig.model_fields))
-                    )
-                    == config
-                )
-                kept = (
-                    {
-                        "health": current.value.health,
-                        "health_detail": current.value.health_detail,
-                        "failed_secret_fingerprint": current.value.failed_secret_fingerprint,
-                        "auth_retried_at": current.value.auth_retried_at,
-                    }
-                    if current is not None
-                    and unchanged
-                    # Saving refused credentials again retries them (the secret may have been
-                    # fixed in the secret store): no longer auth_failed.
-                    and current.value.health is not Health.AUTH_FAILED
-                    else {}
-                )
-                if not config.enabled:
-                    kept = {"health": Health.DISABLED}
-                elif current is not None and current.value.health is Health.DISABLED:
-                    kept = {"health": Health.OK}
-                record = ConnectionRecord(
-                    connection_id=connection_id, **config.model_dump(), **kept
-                )
-                self._repos.connections.put(
-                    org, connection_id, record, current.etag if current else None
+                # A worker that wrote the row's health meanwhile does not refuse the save.
+                current, record, unchanged = decided_afresh(
+                    lambda: self._write_connection(org, connection_id, config)
                 )
                 change = after_save(
                     self._repos,
@@ -336,6 +350,38 @@ class AdminApi:
         except QueueUnavailable as exc:
             log.warning("staff %s/%s: subscription work not queued: %s", org, staff_id, exc)
 
+    def _write_assignment(
+        self, org: str, staff_id: str, assignment: StaffMailboxAssignment
+    ) -> tuple[Versioned[MailboxRecord] | None, bool]:
+        """Read the mailbox row, keep its sync state if the mailbox stays, write it back under
+        the ETag read. Returns the row as it was and whether the mailbox stayed."""
+        current = self._repos.mailboxes.get(org, staff_id)
+        same_mailbox = current is not None and (
+            current.value.connection_id == assignment.connection_id
+            and current.value.address == assignment.mailbox
+        )
+        base = current.value.model_dump() if current is not None and same_mailbox else {}
+        if base and current is not None and current.value.busy_time != assignment.busy_time:
+            # The next sync reads the whole calendar again and decides its busy time anew.
+            base["last_full_read_at"] = None
+        if current is not None and not same_mailbox:
+            # Moved (e.g. on-premises EWS → Graph after the mailbox moved): the next read
+            # is a new baseline on the new connection, which adopts calbridge's events by
+            # their marker and reports nothing already known.
+            base = {"rebaseline": True}
+        record = MailboxRecord(
+            **{
+                **base,
+                "staff_id": staff_id,
+                "connection_id": assignment.connection_id,
+                "address": assignment.mailbox,
+                "time_zone": assignment.time_zone,
+                "busy_time": assignment.busy_time,
+            }
+        )
+        self._repos.mailboxes.put(org, staff_id, record, current.etag if current else None)
+        return current, same_mailbox
+
     def _save_staff(
         self, org: str, staff_id: str, assignment: StaffMailboxAssignment
     ) -> HttpAnswer:
@@ -352,31 +398,10 @@ class AdminApi:
                         ),
                     ),
                 )
-            current = self._repos.mailboxes.get(org, staff_id)
-            same_mailbox = current is not None and (
-                current.value.connection_id == assignment.connection_id
-                and current.value.address == assignment.mailbox
+            # A sync that wrote the row meanwhile does not refuse the assignment.
+            current, same_mailbox = decided_afresh(
+                lambda: self._write_assignment(org, staff_id, assignment)
             )
-            base = current.value.model_dump() if current is not None and same_mailbox else {}
-            if base and current is not None and current.value.busy_time != assignment.busy_time:
-                # The next sync reads the whole calendar again and decides its busy time anew.
-                base["last_full_read_at"] = None
-            if current is not None and not same_mailbox:
-                # Moved (e.g. on-premises EWS → Graph after the mailbox moved): the next read
-                # is a new baseline on the new connection, which adopts calbridge's events by
-                # their marker and reports nothing already known.
-                base = {"rebaseline": True}
-            record = MailboxRecord(
-                **{
-                    **base,
-                    "staff_id": staff_id,
-                    "connection_id": assignment.connection_id,
-                    "address": assignment.mailbox,
-                    "time_zone": assignment.time_zone,
-                    "busy_time": assignment.busy_time,
-                }
-            )
-            self._repos.mailboxes.put(org, staff_id, record, current.etag if current else None)
             pushed = connection.value.kind == "graph" or (
                 current is not None and self._is_graph(org, current.value.connection_id)
             )

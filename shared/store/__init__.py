@@ -6,7 +6,8 @@
   implement it.
 - :mod:`entity_repository` — the generic ETag repository; :mod:`repositories` the state tables.
 - :mod:`records` — row models that are not part of the booking contract.
-- :mod:`errors` — ``ConcurrencyConflict`` and friends.
+- :mod:`errors` — ``ConcurrencyConflict`` and friends, ``decided_afresh`` to retry a write
+  that lost a race.
 - :mod:`threads` — the thread pool async services run storage calls on.
 
 The Azure Storage SDKs are imported in two modules only: :mod:`azure_tables` here and
@@ -20,6 +21,7 @@ from shared.store.errors import (
     StoreError,
     StoreUnavailable,
     UnstorableEntity,
+    decided_afresh,
 )
 from shared.store.repositories import (
     AppointmentRepository,
@@ -53,4 +55,5 @@ __all__ = [
     "UnstorableEntity",
     "Versioned",
     "build_repositories",
+    "decided_afresh",
 ]

@@ -6,6 +6,11 @@ table, the key and the property concerned, never a property's value (values may 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 class StoreError(Exception):
     """Base class of every storage error."""
@@ -24,3 +29,16 @@ class UnstorableEntity(StoreError):
 
 class StoreUnavailable(StoreError):
     """The storage service could not be reached or answered with a server error."""
+
+
+def decided_afresh(attempt: Callable[[], T], attempts: int = 5) -> T:
+    """Run ``attempt`` — read a row, decide, write it back under the ETag read — again while it
+    loses a race (``ConcurrencyConflict``): for a write whose outcome does not depend on what
+    the row held when the caller looked (an administrator's ``PUT`` names the whole assignment;
+    a worker merely changed the row's sync fields meanwhile). The last conflict propagates."""
+    for _ in range(attempts - 1):
+        try:
+            return attempt()
+        except ConcurrencyConflict:
+            continue
+    return attempt()

@@ -467,6 +467,16 @@ class ConvergenceMachine(RuleBasedStateMachine):
 
         return self.pick(self.soon(candidates), index)
 
+    @staticmethod
+    def create_answered(appointment: Appointment) -> bool:
+        """Whether calbridge knows the outcome of its create: not while the worker that made
+        the event died before storing the item's id and the message has not come back yet.
+        A cancellation in Outlook inside that window is a known gap (the retried create finds
+        no event and makes it again: see the expected failure at the end of this module), so
+        the machine does not cancel there; moves and declines it does."""
+        found = bootstrap.services().repositories.event_map.get(ORG, appointment.appointment_id)
+        return found is not None and found.value.item_id is not None
+
     @precondition(lambda self: self.appointments)
     @rule(index=PICK, hours=st.integers(1, 5))
     def organizer_moves_it(self, index: int, hours: int) -> None:
@@ -486,12 +496,23 @@ class ConvergenceMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.appointments)
     @rule(index=PICK, send_cancellations=st.booleans())
-    def organizer_cancels_it(self, index: int, send_cancellations: bool) -> None:
+    def organizer_cancels_it(
+        self, index: int, send_cancellations: bool, *, in_the_gap: bool = False
+    ) -> None:
         """Cancel the meeting, or delete it without sending cancellations (the copies stay
         until calbridge cancels them). An appointment without attendees has nobody to send a
         cancellation to: Outlook offers only Delete for it (Exchange refuses the cancellation
         with ErrorInvalidRecipients)."""
-        found = self._with_organizer_item(index)
+
+        def candidates() -> list[tuple[Appointment, CalendarItem]]:
+            return [
+                (a, i)
+                for a in self.booked()
+                if (in_the_gap or self.create_answered(a))
+                and (i := self.organizer_item(a)) is not None
+            ]
+
+        found = self.pick(self.soon(candidates), index)
         if found is None:
             return
         appointment, item = found
@@ -721,16 +742,13 @@ class ConvergenceMachine(RuleBasedStateMachine):
                     self.save_connection(connection_id, enabled=True)
 
     def save_connection(self, connection_id: str, *, enabled: bool) -> None:
-        """As an administrator's client does: a 409 (a worker changed the connection's health
-        meanwhile) is sent again."""
+        """As an administrator does: the workers write the row's health meanwhile, which the
+        service decides around (no 409 to send again)."""
         settings_of = connection_settings_here(self.world, self.network)[connection_id]
-        for _ in range(10):
-            response = self.world.admin_put(
-                f"connections/{connection_id}", {**settings_of, "enabled": enabled}
-            )
-            if response.status_code != 409:
-                break
-        assert response.status_code in (200, 201), response.text
+        response = self.world.admin_put(
+            f"connections/{connection_id}", {**settings_of, "enabled": enabled}
+        )
+        assert response.status_code == 200, response.text
 
     @precondition(lambda self: len(self.paused) < 2)
     @rule(side=st.sampled_from(["ews", "graph"]))
@@ -1516,4 +1534,45 @@ def test_an_own_event_read_by_a_sync_that_died_and_deleted_since_leaves_no_busy_
         instance.kill()
         network.release()
         instance.replay_logs()
+    machine.teardown()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "known gap: a create whose answer was lost, then the organizer's cancellation before "
+        "the retry, leaves no event with the marker in the calendar; telling that apart from a "
+        "create that never happened needs the organizer's Deleted Items (both protocols move a "
+        "cancelled meeting there) or the attendees' copies"
+    ),
+)
+@pytest.mark.parametrize("send_cancellations", [True, False])
+def test_an_outlook_cancel_after_a_worker_died_between_its_create_and_its_mapping_is_reported(
+    world: World, network: Network, instances: InstancePool, send_cancellations: bool
+) -> None:
+    # Found by the machine: the worker created the event and died before storing the mapping;
+    # the organizer cancelled the meeting in Outlook (or deleted it) before the message came
+    # back; the next pass found no event with the marker and created it again: the
+    # cancellation was never reported and the appointment came back in Outlook.
+    machine = machine_in(world, network, instances)
+    kill = KILL_POINTS["apply: Exchange written, mapping not stored"]
+    instance = instances.take()
+    try:
+        with world.runner.queues_paused():
+            network.arm(kill.hold(world.queue_prefix))
+            instance.go()
+            machine.book("cara", ["dan", "ann"], 0, 10)
+            assert network.wait_held(KILL_WAIT_S) is not None, "the create was never sent"
+            instance.kill()
+            network.release()
+            # Before the message comes back (this runner takes it once resumed).
+            machine.organizer_cancels_it(
+                index=0, send_cancellations=send_cancellations, in_the_gap=True
+            )
+    finally:
+        instance.kill()
+        network.release()
+        instance.replay_logs()
+    [appointment] = machine.appointments.values()
+    assert [action.kind for action in appointment.outlook] == ["cancel"]
     machine.teardown()
