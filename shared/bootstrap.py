@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from shared.store import Repositories
     from shared.store.tables import TableService
     from shared.webhooks.delivery import WebhookDelivery
+    from shared.webhooks.sweep import WebhookSweep
 
 HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
 
@@ -186,6 +187,12 @@ class Services:
             self.secrets,
             endpoints=ExchangeEndpointPolicy.from_settings(self.settings),
         )
+
+    @cached_property
+    def webhook_sweep(self) -> WebhookSweep:
+        from shared.webhooks.sweep import WebhookSweep
+
+        return WebhookSweep(self.repositories, self.queue)
 
     @cached_property
     def intake(self) -> BookingIntake:

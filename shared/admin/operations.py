@@ -487,9 +487,7 @@ class ConnectionAdmin:
             current = self._repos.outbox.get(org, message.event_id)
             if current is None or current.value.delivered_at is not None:
                 return
-            fresh = current.value.model_copy(
-                update={"attempts": 0, "dead_lettered": False, "next_attempt_at": None}
-            )
+            fresh = current.value.tried_afresh(self._now())
             self._repos.outbox.put(org, message.event_id, fresh, current.etag)
         self._queue.send(message)
 

@@ -311,9 +311,7 @@ class AdminApi:
                     raise refuse(
                         409, "already_delivered", f"webhook {event_id!r} was delivered already"
                     )
-                fresh = current.value.model_copy(
-                    update={"attempts": 0, "dead_lettered": False, "next_attempt_at": None}
-                )
+                fresh = current.value.tried_afresh(self._now())
                 self._repos.outbox.put(org, event_id, fresh, current.etag)
             try:
                 self._queue.send(WebhookDeliveryDue(org=org, event_id=event_id))

@@ -5,6 +5,7 @@ outbound webhooks. Field names become property names (camelCase); see ``entities
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
@@ -143,7 +144,10 @@ class OutboxRecord(CamelModel):
     """A row of Outbox (org / eventId): one outbound webhook and its delivery progress.
 
     ``payload`` is the exact JSON body to sign and send (the event envelope), so retries send
-    identical bytes.
+    identical bytes. ``next_attempt_at`` is when the row's next try is due while it is neither
+    delivered nor dead-lettered (set when the row is made and at each retry or replay, cleared
+    once it is settled): a row left overdue lost its queue message, and the sweep
+    (``shared.webhooks.sweep``) queues it again.
     """
 
     event_id: Identifier
@@ -156,6 +160,12 @@ class OutboxRecord(CamelModel):
     answer_status: Annotated[int, Field(ge=100, le=599)] | None = None
     dead_lettered: bool = False
     last_error: ErrorText | None = None
+
+    def tried_afresh(self, now: datetime) -> OutboxRecord:
+        """The row sent again by a replay: its tries start over, due at once."""
+        return self.model_copy(
+            update={"attempts": 0, "dead_lettered": False, "next_attempt_at": now}
+        )
 
 
 class ParkedChangeRecord(CamelModel):

@@ -261,6 +261,17 @@ class OutboxRepository(OrgScopedRepository[OutboxRecord]):
         rows = self.read_partition((org,), [condition])
         return [row.value for _, row in rows if row.value.delivered_at is None]
 
+    def overdue(self, before: datetime) -> list[tuple[str, Versioned[OutboxRecord]]]:
+        """(org, row) of every organization's rows whose next try was due before ``before``
+        and that are neither delivered nor dead-lettered: one filtered query over the table
+        (the service reads every row; only the overdue ones come back)."""
+        rows = self.read_all([Condition("nextAttemptAt", "lt", canonical_datetime(before))])
+        return [
+            (partition[0], row)
+            for partition, _, row in rows
+            if row.value.delivered_at is None and not row.value.dead_lettered
+        ]
+
     def add(self, org: str, row: OutboxRecord) -> bool:
         """Keep a new event; False when a row with its id exists already (the same change told
         again: its delivery state is left as it is)."""

@@ -195,6 +195,7 @@ class WebhookDelivery:
                 "delivered_at": self._now(),
                 "answer_status": status,
                 "last_error": None,
+                "next_attempt_at": None,
             }
         )
         await in_storage_thread(self._repos.outbox.put, org, row.event_id, settled, etag)
@@ -203,7 +204,12 @@ class WebhookDelivery:
         attempts = row.attempts + 1
         if attempts >= self._max_attempts:
             dead = row.model_copy(
-                update={"attempts": attempts, "dead_lettered": True, "last_error": reason[:2000]}
+                update={
+                    "attempts": attempts,
+                    "dead_lettered": True,
+                    "last_error": reason[:2000],
+                    "next_attempt_at": None,
+                }
             )
             await in_storage_thread(self._repos.outbox.put, org, row.event_id, dead, etag)
             await in_storage_thread(self._dead_letter, org, row, reason, attempts)

@@ -51,6 +51,7 @@ def outbox_row(
         event_id=event_id,
         event_type=event_type,
         payload=json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
+        next_attempt_at=occurred_at,
     )
 
 

@@ -3,9 +3,10 @@ against Azurite. Every refusal is checked to change nothing."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import azure.functions as func
@@ -454,6 +455,37 @@ def test_a_dead_lettered_webhook_can_be_replayed_once_and_a_delivered_one_cannot
         "POST", f"/api/orgs/{ORG}/webhooks/nope/replay", headers={ADMIN_KEY_HEADER: ORG_KEY}
     )
     assert missing.status_code == 404
+
+
+def test_the_outbox_sweep_queues_again_only_what_lost_its_message(
+    app: None, azurite: Azurite, name_prefix: str
+) -> None:
+    # Through the registered timer function and Azurite's table filter: an overdue row of any
+    # organization is queued once; a delivered one and one not due yet are not.
+    from azure.storage.queue import QueueClient
+
+    from functions.webhooks import OUTBOX_SWEEP_FUNCTION
+    from shared.queues import WEBHOOK_DELIVERIES
+    from shared.webhooks.events import busy_time_row
+    from tests.functions_harness import call_timer_function, registered_functions
+
+    repos = bootstrap.services().repositories
+    now = datetime.now(UTC)
+    long_ago = now - timedelta(hours=1)
+    lost = busy_time_row(OTHER_ORG, "ann", (now, now), "lost", long_ago)
+    delivered = busy_time_row(ORG, "ann", (now, now), "delivered", long_ago)
+    fresh = busy_time_row(ORG, "ann", (now, now), "fresh", now)
+    repos.outbox.add(OTHER_ORG, lost)
+    repos.outbox.add(ORG, delivered.model_copy(update={"delivered_at": now}))
+    repos.outbox.add(ORG, fresh)
+    sweep = registered_functions()[OUTBOX_SWEEP_FUNCTION]
+    call_timer_function(sweep)
+    call_timer_function(sweep)  # the row's next try moved on: not queued twice
+    queue = QueueClient.from_connection_string(
+        azurite.connection_string, name_prefix + WEBHOOK_DELIVERIES
+    )
+    bodies = [json.loads(base64.b64decode(m.content)) for m in queue.peek_messages(max_messages=32)]
+    assert bodies == [{"org": OTHER_ORG, "eventId": lost.event_id}]
 
 
 def test_oauth_with_a_certificate_and_ntlm_v1_are_saved_and_switching_keeps_the_mailboxes(

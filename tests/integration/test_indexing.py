@@ -31,7 +31,7 @@ from functions.graph_webhook import (
     SWEEP_FUNCTION,
 )
 from functions.mailbox_sync import EVERY_MINUTE, POLL_FUNCTION, SYNC_FUNCTION
-from functions.webhooks import DELIVER_FUNCTION
+from functions.webhooks import DELIVER_FUNCTION, EVERY_FIVE_MINUTES, OUTBOX_SWEEP_FUNCTION
 from shared.http.routes import ROUTES
 from shared.observability.export import CONNECTION_STRING_SETTING
 from shared.queues import (
@@ -97,6 +97,7 @@ EXPECTED: list[Indexed] = [http(route.function_name) for route in ROUTES] + [
     timer(POLL_FUNCTION, EVERY_MINUTE),
     timer(RENEWAL_FUNCTION, HOURLY),
     timer(SWEEP_FUNCTION, EVERY_QUARTER_HOUR),
+    timer(OUTBOX_SWEEP_FUNCTION, EVERY_FIVE_MINUTES),
 ]
 
 KNOWN_QUEUES = {APPOINTMENT_CHANGES, MAILBOX_SYNC, WEBHOOK_DELIVERIES, MAILBOX_SUBSCRIPTIONS}

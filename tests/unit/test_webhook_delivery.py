@@ -19,6 +19,7 @@ from shared.store import Repositories
 from shared.store.memory import memory_repositories
 from shared.webhooks.delivery import DeliveryOutcome, DeliveryReport, WebhookDelivery
 from shared.webhooks.events import busy_time_row
+from shared.webhooks.sweep import OVERDUE_AFTER, WebhookSweep
 
 ORG = "acme"
 SECRET = "acme-signing-secret"
@@ -126,3 +127,63 @@ def test_a_url_that_cannot_be_used_is_a_failed_try_and_nothing_is_sent(
     assert report.outcome is DeliveryOutcome.RETRYING
     assert why in report.detail
     assert platform.requests == []
+
+
+# --- the outbox sweep ---------------------------------------------------------------------------
+
+
+def sweep_at(repos: Repositories, queue: MemoryQueueSender, moment: datetime) -> int:
+    return WebhookSweep(repos, queue, now=lambda: moment).run()
+
+
+def test_a_row_whose_delivery_was_never_queued_is_queued_by_the_sweep_once() -> None:
+    # The row is in the outbox (made at NOW) and no message was sent for it: the worker that
+    # wrote it died before queueing, or the queue refused the message.
+    repos, queue, _, message = setup(Platform(200))
+    assert sweep_at(repos, queue, NOW + OVERDUE_AFTER - timedelta(seconds=1)) == 0
+    later = NOW + OVERDUE_AFTER + timedelta(seconds=1)
+    assert sweep_at(repos, queue, later) == 1
+    assert queue.bodies(WEBHOOK_DELIVERIES) == [message.model_dump(mode="json", by_alias=True)]
+    # Its message is out: the next sweeps leave it alone until that one is overdue in turn.
+    assert sweep_at(repos, queue, later + timedelta(minutes=5)) == 0
+    assert sweep_at(repos, queue, later + OVERDUE_AFTER + timedelta(seconds=1)) == 1
+
+
+def test_delivered_dead_lettered_and_retrying_rows_are_left_to_their_worker() -> None:
+    repos, queue, delivery, message = setup(Platform(200))
+    deliver(delivery, message)
+    settled = repos.outbox.get(ORG, message.event_id)
+    assert settled is not None
+    assert settled.value.next_attempt_at is None
+    assert sweep_at(repos, queue, NOW + timedelta(days=1)) == 0
+
+    repos, queue, delivery, message = setup(Platform(500, 500, 500))
+    for _ in range(3):
+        deliver(delivery, message)
+    dead = repos.outbox.get(ORG, message.event_id)
+    assert dead is not None
+    assert dead.value.dead_lettered
+    queue.sent.clear()
+    assert sweep_at(repos, queue, NOW + timedelta(days=1)) == 0
+
+    # Retrying: its next try is due after its backoff, so it is overdue only after that.
+    repos, queue, delivery, message = setup(Platform(500))
+    deliver(delivery, message)
+    retrying = repos.outbox.get(ORG, message.event_id)
+    assert retrying is not None
+    due = retrying.value.next_attempt_at
+    assert due is not None
+    assert due > NOW
+    assert sweep_at(repos, queue, due + OVERDUE_AFTER - timedelta(seconds=1)) == 0
+
+
+def test_a_replayed_row_is_due_at_once_and_swept_if_its_message_is_lost() -> None:
+    repos, queue, delivery, message = setup(Platform(500, 500, 500))
+    for _ in range(3):
+        deliver(delivery, message)
+    row = repos.outbox.get(ORG, message.event_id)
+    assert row is not None
+    replayed_at = NOW + timedelta(days=2)
+    repos.outbox.put(ORG, message.event_id, row.value.tried_afresh(replayed_at), row.etag)
+    queue.sent.clear()
+    assert sweep_at(repos, queue, replayed_at + OVERDUE_AFTER + timedelta(seconds=1)) == 1
