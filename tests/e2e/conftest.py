@@ -19,14 +19,13 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 
-from devhost.azurite import Azurite, free_port
-from devhost.hostconfig import HostConfig
+from devhost.azurite import Azurite
 from devhost.runner import FunctionsRunner
 from shared import bootstrap
 from shared.admin import ADMIN_KEY_HEADER
@@ -40,7 +39,7 @@ from sim.server import RunningSimulator, start_simulator
 from sim.store import CalendarItem
 from tests.certificates import self_signed
 from tests.e2e.privacy import LogCapture, Sensitive, leaks, unplanted
-from tests.functions_harness import app_environment
+from tests.local_app import local_app
 from tests.waiting import wait_until
 
 T = TypeVar("T")
@@ -302,9 +301,6 @@ def world(
 
     sim.issuer._issue = issue_and_remember  # type: ignore[method-assign]
     prefix = "e2e" + str(int(time.time() * 1000) % 10**8)
-    # Graph posts change notifications to the runner's HTTP server: its address is calbridge's
-    # public URL here, known before the app reads its settings.
-    http_port = free_port()
     secrets = {
         environment_variable_for(connection_secret_name(ORG, "e2e-ews-password")): SERVICE_PASSWORD,
         environment_variable_for(connection_secret_name(ORG, "e2e-graph-secret")): CLIENT_SECRET,
@@ -314,34 +310,17 @@ def world(
         },
     }
     try:
-        with app_environment(
+        with local_app(
             azurite.connection_string,
             prefix,
+            sim,
             {ORG: SIGNING_SECRET},
-            CALBRIDGE_ADMIN_KEY=OPERATOR_KEY,
-            CALBRIDGE_ALLOW_LOOPBACK_EXCHANGE="true",  # the simulator's EWS is on loopback
-            CALBRIDGE_GRAPH_URL=sim.urls["graph"],
-            CALBRIDGE_GRAPH_AUTHORITY=sim.urls["token"],
-            CALBRIDGE_GRAPH_CA_BUNDLE=sim.urls["caBundle"],
-            CALBRIDGE_PUBLIC_URL=f"http://127.0.0.1:{http_port}/api",
-            **secrets,
-        ):
-            import function_app
-
-            host = HostConfig.load()
-            # Poll often and retry soon: the scenarios wait on the worker.
-            config = replace(
-                host,
-                queues=replace(host.queues, max_polling_interval=0.2, visibility_timeout=0.5),
-            )
-            with (
-                FunctionsRunner(function_app.app, config, http_port=http_port) as runner,
-                httpx.Client(timeout=30) as client,
-            ):
-                sensitive.secrets([runner.functions_key])
-                world = World(sim, runner, client, azurite.connection_string, prefix, sensitive)
-                _administer(world, sim)
-                yield world
+            {"CALBRIDGE_ADMIN_KEY": OPERATOR_KEY, **secrets},
+        ) as (runner, client):
+            sensitive.secrets([runner.functions_key])
+            world = World(sim, runner, client, azurite.connection_string, prefix, sensitive)
+            _administer(world, sim)
+            yield world
     finally:
         sim.stop()
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
@@ -32,8 +32,7 @@ import pytest
 from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueServiceClient
 
-from devhost.azurite import Azurite, free_port
-from devhost.hostconfig import HostConfig
+from devhost.azurite import Azurite
 from devhost.runner import FunctionsRunner
 from shared import bootstrap
 from shared.admin.service import org_admin_key_reference
@@ -43,7 +42,7 @@ from shared.http.contract import ADMIN_KEY_HEADER, SIGNATURE_HEADER
 from sim.server import RunningSimulator, start_simulator
 from tests.builders import snapshot_document
 from tests.e2e.privacy import LogCapture, Sensitive, leaks, unplanted
-from tests.functions_harness import app_environment
+from tests.local_app import local_app
 from tests.waiting import wait_until
 
 T = TypeVar("T")
@@ -310,7 +309,6 @@ def world(azurite: Azurite, sensitive: Sensitive, log_capture: LogCapture) -> It
     sim = start_simulator(simulator_config())
     sensitive.watch(sim.store)
     prefix = "sec" + str(int(time.time() * 1000) % 10**8)
-    http_port = free_port()
     connection_secrets = {
         environment_variable_for(connection_secret_name(org, f"{org}-graph-secret")): CLIENT_SECRET
         for org in (ORG, RIVAL)
@@ -323,41 +321,25 @@ def world(azurite: Azurite, sensitive: Sensitive, log_capture: LogCapture) -> It
         for org, key in ADMIN_KEYS.items()
     }
     try:
-        with app_environment(
+        # Held still: no timer fires during the suite (the end-to-end suite drives them).
+        with local_app(
             azurite.connection_string,
             prefix,
+            sim,
             SIGNING_SECRETS,
-            CALBRIDGE_ADMIN_KEY=OPERATOR_KEY,
-            # A local run: the simulator's EWS and the booking stand-in are on loopback.
-            CALBRIDGE_ALLOW_LOOPBACK_EXCHANGE="true",
-            CALBRIDGE_GRAPH_URL=sim.urls["graph"],
-            CALBRIDGE_GRAPH_AUTHORITY=sim.urls["token"],
-            CALBRIDGE_GRAPH_CA_BUNDLE=sim.urls["caBundle"],
-            CALBRIDGE_PUBLIC_URL=f"http://127.0.0.1:{http_port}/api",
-            **connection_secrets,
-            **admin_keys,
-        ):
-            import function_app
-
-            host = HostConfig.load()
-            config = replace(
-                host,
-                queues=replace(host.queues, max_polling_interval=0.2, visibility_timeout=0.5),
-            )
-            runner = FunctionsRunner(function_app.app, config, http_port=http_port)
-            # Held still: no timer fires during the suite (the end-to-end suite drives them).
-            runner.timers = []
-            with runner, httpx.Client(timeout=30) as client:
-                sensitive.secrets([runner.functions_key])
-                observer = Observer(azurite.connection_string, prefix, sim)
-                world = World(sim, runner, client, observer, sensitive)
-                _administer(world)
-                _settle(world)
-                world.answers.clear()
-                try:
-                    yield world
-                finally:
-                    observer.close()
+            {"CALBRIDGE_ADMIN_KEY": OPERATOR_KEY, **connection_secrets, **admin_keys},
+            timers=False,
+        ) as (runner, client):
+            sensitive.secrets([runner.functions_key])
+            observer = Observer(azurite.connection_string, prefix, sim)
+            world = World(sim, runner, client, observer, sensitive)
+            _administer(world)
+            _settle(world)
+            world.answers.clear()
+            try:
+                yield world
+            finally:
+                observer.close()
     finally:
         sim.stop()
 
