@@ -998,25 +998,20 @@ class _Run:
             await self._cancel_copies(appointment_id, mapping)
         for appointment_id, (mapping, event, _) in effects.mappings.items():
             await in_storage_thread(self._store_mapping, appointment_id, mapping, event)
-        writes = [
-            *(
-                in_storage_thread(repos.busy_blocks.put_block, org, staff_id, b)
-                for b in effects.block_puts
-            ),
-            *(
-                in_storage_thread(repos.busy_blocks.remove_block, org, staff_id, event_id, occ)
-                for event_id, occ in effects.block_removals
-            ),
-            *(
-                in_storage_thread(repos.mailbox_items.put_item, org, staff_id, i)
-                for i in effects.item_puts
-            ),
-            *(
-                in_storage_thread(repos.mailbox_items.remove_item, org, staff_id, item_id)
-                for item_id in effects.item_removals
-            ),
-        ]
-        await asyncio.gather(*writes)
+
+        # The mailbox's busy blocks and item rows, each table's rows in batches (up to a
+        # hundred rows a round trip: a first read of a full calendar is a few calls, not one
+        # per row), the two tables side by side; removals before writes, so a row removed and
+        # written again by one page ends up written.
+        def blocks() -> None:
+            repos.busy_blocks.remove_blocks(org, staff_id, effects.block_removals)
+            repos.busy_blocks.put_blocks(org, staff_id, effects.block_puts)
+
+        def items() -> None:
+            repos.mailbox_items.remove_items(org, staff_id, effects.item_removals)
+            repos.mailbox_items.put_items(org, staff_id, effects.item_puts)
+
+        await asyncio.gather(in_storage_thread(blocks), in_storage_thread(items))
         now = self.service._now()
         rows = [outlook_event_row(org, event, key, now) for event, key in effects.outlook]
         if effects.windows:

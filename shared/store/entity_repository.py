@@ -96,7 +96,12 @@ class EntityRepository(Generic[M]):
                 (key.row_key, self._properties(key, value))
             )
         for partition_key, properties in by_partition.items():
-            self._table.upsert_many(partition_key, properties)
+            if len(properties) == 1:
+                # One row: a plain write costs less than a batch of one.
+                [(row_key, only)] = properties
+                self._table.upsert(partition_key, row_key, only)
+            else:
+                self._table.upsert_many(partition_key, properties)
 
     def remove_many(self, keys: Sequence[EntityKey]) -> None:
         """``remove`` every row (no ETag), a partition's rows together."""
@@ -104,7 +109,10 @@ class EntityRepository(Generic[M]):
         for key in keys:
             by_partition.setdefault(key.partition_key, []).append(key.row_key)
         for partition_key, row_keys in by_partition.items():
-            self._table.delete_many(partition_key, row_keys)
+            if len(row_keys) == 1:
+                self._table.delete(partition_key, row_keys[0], None)
+            else:
+                self._table.delete_many(partition_key, row_keys)
 
     def remove(self, key: EntityKey, etag: str | None = None) -> None:
         """Delete the row (only if unchanged when an ETag is given); a missing row is fine."""
