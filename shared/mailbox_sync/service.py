@@ -234,10 +234,12 @@ class MailboxSyncer:
             or found.value.last_full_read_at is None
         )
         try:
-            report = await (run.full_read() if full else run.incremental())
-        except SyncStateInvalid:
-            log.info("sync state of %s/%s no longer valid: reading it all", org, staff_id)
-            report = await run.full_read()
+            try:
+                report = await (run.full_read() if full else run.incremental())
+            except SyncStateInvalid:
+                # The full read that takes its place meets the same faults, handled below.
+                log.info("sync state of %s/%s no longer valid: reading it all", org, staff_id)
+                report = await run.full_read()
         except AuthenticationFailed as refused:
             await self._auth_failed(org, connection, str(refused))
             await self._finish(org, staff_id, run.row, pending_only=True)

@@ -18,9 +18,11 @@ from shared.connections import AUTH_RETRY, AUTH_RETRY_EVERY
 from shared.exchange.fake import FakeCalendarGateway, FakeExchange
 from shared.exchange.port import (
     AuthenticationFailed,
+    CalendarError,
     CalendarGateway,
     RetryAfter,
     Sensitivity,
+    SyncStateInvalid,
 )
 from shared.mailbox_sync.fanout import PENDING_EXPIRY, PollFanOut
 from shared.mailbox_sync.pending import claim_many, claim_sync
@@ -272,6 +274,25 @@ def test_throttling_on_a_look_up_after_the_page_re_queues_the_sync_too(world: Wo
     assert world.events("appointment.rescheduled") == []
     world.sync()  # the message back: the move is told once
     assert len(world.events("appointment.rescheduled")) == 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "outcome"),
+    [
+        (AuthenticationFailed("HTTP 401"), SyncOutcome.AUTH_FAILED),
+        (RetryAfter(7), SyncOutcome.REQUEUED),
+    ],
+)
+def test_a_fault_of_the_full_read_that_replaces_a_lost_sync_state_is_handled_as_any_other(
+    world: World, fault: CalendarError, outcome: SyncOutcome
+) -> None:
+    """Found by the convergence machine: Exchange forgot the mailbox's sync state and refused
+    the credentials of the full read that takes its place; that refusal escaped the sync (the
+    message failed five times and was poisoned) instead of marking the connection."""
+    world.sync("ann", FULL_READ)
+    world.exchange.fail_next("changes_since", SyncStateInvalid("forgotten", mailbox=ANN))
+    world.exchange.fail_next("changes_since", fault)
+    assert world.sync().outcome is outcome
 
 
 def test_refused_credentials_mark_the_connection_and_stop_its_polling_until_the_secret_changes(
