@@ -222,8 +222,13 @@ class EventMapping(CamelModel):
     # (a newer snapshot stored but not applied yet must not make the event look moved).
     booked_start: AwareDatetime | None = None
     booked_end: AwareDatetime | None = None
-    # Secondary staff who declined in Outlook (reported once each).
+    # Secondary staff who declined in Outlook (reported once each), until the booking platform
+    # answers by no longer naming them.
     declined_staff_ids: list[str] = []
+    # Secondaries whose decline the platform answered (it no longer names them) and whom the
+    # organizer's item still lists, declined: no write is made for them alone (it would reach
+    # them); the next write the appointment needs anyway leaves them off.
+    answered_declines: list[str] = []
     # An Outlook change the mailbox sync had not read when a newer snapshot met it (its change
     # key, or "gone" and the item id): that write waited once for the sync to report the change.
     read_first: str | None = None

@@ -418,7 +418,8 @@ def _staff_to_look_up(snapshot: AppointmentSnapshot, mapping: EventMapping | Non
     if mapping is not None:
         # The mapping's organizer (a handover reaches them) and who declined (still listed on
         # the organizer's item until the next write).
-        for staff_id in [mapping.organizer_staff_id, *mapping.declined_staff_ids]:
+        declined = [*mapping.declined_staff_ids, *mapping.answered_declines]
+        for staff_id in [mapping.organizer_staff_id, *declined]:
             if staff_id not in wanted:
                 wanted.append(staff_id)
     return wanted

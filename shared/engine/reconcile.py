@@ -50,12 +50,14 @@ The algorithm
      Outlook and the booking platform has not answered yet; nothing is re-created.
    - A staff member without a known mailbox: the organizer → nothing can be written, a
      ``RecordProblem`` says why; a secondary → the event is written without them, and recorded.
-   - **A decline stands until the booking platform answers it**: a secondary who declined in
-     Outlook (the mailbox sync recorded it) is left off the attendees while the snapshot still
-     names them, for an update reaches every attendee the item lists, one who declined as a new
-     invitation. The next write takes them off the organizer's item (which shows the decline
-     until then). A snapshot that no longer names them answers the decline, which is then
-     forgotten: named again later, they are invited afresh.
+   - **A decline stands**: a secondary who declined in Outlook (the mailbox sync recorded it)
+     is left off the attendees of every write while the snapshot still names them, for an
+     update reaches every attendee the item lists, one who declined as a new invitation. No
+     write is made for a decline alone, and none when the booking platform answers it with a
+     snapshot that no longer names them (``answered_declines``): the organizer's item keeps
+     showing the decline, and nothing reaches the one who declined. The next write the
+     appointment needs anyway (a new time, a new title) leaves them off the item. Named again
+     after the platform dropped them, they are invited afresh.
 3. **Record**: the new mapping comes from what the executor reports, never from what the plan
    hoped (``mapping_after``). All actions done → ``applied_version`` advances to the snapshot's.
    A failure → the previous mapping stays (plus ``last_error``), so the redelivered message
@@ -585,6 +587,13 @@ def _booking(
         if held is None
         else event_draft(org, appointment_id, snapshot, directory, attendees=invited)
     )
+    # The attendees the organizer's item lists (as the last write named them): a draft that
+    # differs from the last one only in its attendees is judged by ``_attendees_differ``.
+    listed = (
+        tuple(directory[s].address for s in mapping.attendee_staff_ids if s in directory)
+        if mapping is not None
+        else ()
+    )
     if found is Found.MAPPED:
         assert mapping is not None
         assert mapped_id is not None
@@ -598,9 +607,9 @@ def _booking(
                 # reported) first, or it would pass for calbridge's own write.
                 return plan(PlanReason.OUTLOOK_CHANGE_READ_FIRST, actions, generation, unseen)
         if keep is None:
-            needed = _trusted_differs(draft, booked, snapshot, mapping, attendee_ids)
+            needed = _trusted_differs(draft, booked, snapshot, mapping, attendee_ids, listed)
         else:
-            needed = _differs(keep, draft, booked, snapshot, mapping, attendee_ids)
+            needed = _differs(keep, draft, booked, snapshot, mapping, attendee_ids, listed)
         if not needed:
             return plan(PlanReason.UP_TO_DATE, actions, generation)
         change_key = keep.change_key if keep is not None else mapping.change_key
@@ -669,14 +678,22 @@ def _outlook_move_held(
 
 
 def _new_content(
-    draft: EventDraft, booked: EventDraft, snapshot: AppointmentSnapshot, mapping: EventMapping
+    draft: EventDraft,
+    booked: EventDraft,
+    snapshot: AppointmentSnapshot,
+    mapping: EventMapping,
+    listed: tuple[str, ...],
 ) -> bool:
-    """The draft says something the last write did not: its digest is neither the draft's nor
-    (while an Outlook move is held) the booked draft's. A mapping from before drafts were
+    """The draft says something the last write did not, attendees aside (``listed``: those the
+    item lists): the last write's digest is neither the draft's nor (while an Outlook move is
+    held) the booked draft's, with either attendee list. A mapping from before drafts were
     digested: a newer snapshot."""
     if mapping.draft_digest is None:
         return snapshot.version > mapping.applied_version
-    return mapping.draft_digest not in (draft_digest(draft), draft_digest(booked))
+    drafts = (draft, booked)
+    digests = {draft_digest(d) for d in drafts}
+    digests |= {draft_digest(d.model_copy(update={"required_attendees": listed})) for d in drafts}
+    return mapping.draft_digest not in digests
 
 
 def _trusted_differs(
@@ -685,6 +702,7 @@ def _trusted_differs(
     snapshot: AppointmentSnapshot,
     mapping: EventMapping,
     attendee_ids: tuple[str, ...],
+    listed: tuple[str, ...],
 ) -> bool:
     """The mapped item needs an update, judged from the mapping alone: new content, an Outlook
     move the mailbox sync recorded that the draft's time does not keep (the platform answered
@@ -693,10 +711,18 @@ def _trusted_differs(
     shown = (mapping.outlook_start, mapping.outlook_end)
     moved = mapping.outlook_start is not None and shown != (draft.start, draft.end)
     return (
-        _new_content(draft, booked, snapshot, mapping)
+        _new_content(draft, booked, snapshot, mapping, listed)
         or moved
-        or tuple(mapping.attendee_staff_ids) != attendee_ids
+        or _attendees_differ(mapping, attendee_ids)
     )
+
+
+def _attendees_differ(mapping: EventMapping, attendee_ids: tuple[str, ...]) -> bool:
+    """Staff to invite or to take off the organizer's item — not counting those who declined
+    and are still listed there, declined: a write for them alone would reach them."""
+    declined = {*mapping.declined_staff_ids, *mapping.answered_declines}
+    listed = tuple(staff_id for staff_id in mapping.attendee_staff_ids if staff_id not in declined)
+    return listed != attendee_ids
 
 
 def _differs(
@@ -706,6 +732,7 @@ def _differs(
     snapshot: AppointmentSnapshot,
     mapping: EventMapping | None,
     attendee_ids: tuple[str, ...],
+    listed: tuple[str, ...],
 ) -> bool:
     """The mapped item, as a lookup found it, needs an update: new content, a time moved in
     Outlook (the booking platform is the system of record and wins), title or location edited
@@ -713,12 +740,12 @@ def _differs(
     if mapping is None:
         return True
     return (
-        _new_content(draft, booked, snapshot, mapping)
+        _new_content(draft, booked, snapshot, mapping, listed)
         or event.start != draft.start
         or event.end != draft.end
         or event.subject != draft.subject
         or (event.location or None) != (draft.location or None)
-        or tuple(mapping.attendee_staff_ids) != attendee_ids
+        or _attendees_differ(mapping, attendee_ids)
     )
 
 
@@ -864,6 +891,7 @@ def mapping_after(plan: ReconcilePlan, results: Sequence[ActionResult]) -> Event
             "last_error": problems,
             "in_doubt": False,
             "declined_staff_ids": _declines_after(plan, previous),
+            "answered_declines": _answered_after(plan, previous),
             **_booked_times(plan, previous, True),
         }
     )
@@ -910,6 +938,21 @@ def _declines_after(plan: ReconcilePlan, previous: EventMapping) -> list[str]:
     if plan.standing_declines is None:
         return list(previous.declined_staff_ids)
     return list(plan.standing_declines)
+
+
+def _answered_after(plan: ReconcilePlan, previous: EventMapping) -> list[str]:
+    """After a plan that wrote nothing: the declines the snapshot answered (it no longer names
+    them) whose decliners the organizer's item still lists."""
+    if plan.standing_declines is None:
+        return list(previous.answered_declines)
+    standing = set(plan.standing_declines)
+    return [
+        staff_id
+        for staff_id in dict.fromkeys([*previous.answered_declines, *previous.declined_staff_ids])
+        if staff_id not in standing
+        and staff_id not in plan.attendee_staff_ids
+        and staff_id in previous.attendee_staff_ids
+    ]
 
 
 def _known_uid(previous: EventMapping | None, action: CreateEvent | UpdateEvent) -> str | None:

@@ -562,25 +562,71 @@ def test_a_decline_the_platform_has_not_answered_keeps_them_off_the_next_write()
     assert plan_for(again, after, seen={}).actions == ()
 
 
-def test_a_decline_the_platform_answered_is_forgotten_and_a_new_booking_invites_them() -> None:
-    dropped = plan_for(snapshot(2), declined("ben", by=("ben",)), seen={})
+def written_with(*secondaries: str, declined_by: tuple[str, ...] = ()) -> EventMapping:
+    """The mapping after calbridge created the event for ``secondaries`` (with the digest of
+    what it wrote, as every write stores), then the declines ``declined_by`` the sync read."""
+    first = plan_for(snapshot(1, secondaries=secondaries), None, seen=[])
+    created = mapping_after(first, succeed(first, "item-1"))
+    assert created is not None
+    return created.model_copy(update={"declined_staff_ids": list(declined_by)})
 
-    [update] = dropped.actions
-    assert isinstance(update, UpdateEvent)
-    assert update.draft.required_attendees == ()
-    answered = mapping_after(dropped, succeed(dropped, "item-1"))
+
+def test_a_decline_alone_writes_nothing_while_the_platform_still_names_them() -> None:
+    # Any write would reach ben as a new invitation: the item shows his decline meanwhile.
+    declined_ben = written_with("ben", "cai", declined_by=("ben",))
+    plan = plan_for(snapshot(2, secondaries=("ben", "cai")), declined_ben, seen={})
+
+    assert plan.actions == ()
+    after = mapping_after(plan, succeed(plan))
+    assert after is not None
+    assert after.declined_staff_ids == ["ben"]
+    assert after.attendee_staff_ids == ["ben", "cai"]  # the item still lists him, declined
+
+
+def test_a_decline_the_platform_answers_by_dropping_them_writes_nothing() -> None:
+    # The issue's rule: the organizer's item still shows the decline after the platform sends
+    # the snapshot without that staff member, and nothing reaches the one who declined.
+    declined_ben = written_with("ben", "cai", declined_by=("ben",))
+    dropped = plan_for(snapshot(2, secondaries=("cai",)), declined_ben, seen={})
+
+    assert dropped.actions == ()
+    answered = mapping_after(dropped, succeed(dropped))
     assert answered is not None
     assert answered.declined_staff_ids == []
+    assert answered.answered_declines == ["ben"]
+    assert answered.attendee_staff_ids == ["ben", "cai"]
+    assert answered.applied_version == 2
+    # The same snapshot again writes nothing either.
+    again = plan_for(snapshot(2, secondaries=("cai",)), answered, seen={})
+    assert again.reason is PlanReason.STALE or again.actions == ()
+    # The next change the appointment needs anyway leaves him off the item.
+    moved = snapshot(3, secondaries=("cai",), start=START + timedelta(hours=1))
+    plan = plan_for(moved, answered, seen={})
+    [update] = plan.actions
+    assert isinstance(update, UpdateEvent)
+    assert update.draft.required_attendees == (address("cai"),)
+    after = mapping_after(plan, succeed(plan, "item-1"))
+    assert after is not None
+    assert (after.attendee_staff_ids, after.answered_declines) == (["cai"], [])
+
+
+def test_named_again_after_the_platform_dropped_them_they_are_invited_afresh() -> None:
+    declined_ben = written_with("ben", declined_by=("ben",))
+    dropped = plan_for(snapshot(2), declined_ben, seen={})
+    answered = mapping_after(dropped, succeed(dropped))
+    assert answered is not None
+    assert answered.answered_declines == ["ben"]
     [invite] = plan_for(snapshot(3, secondaries=("ben",)), answered, seen={}).actions
     assert isinstance(invite, UpdateEvent)
     assert invite.draft.required_attendees == (address("ben"),)
 
 
-def test_a_decline_is_answered_even_when_nothing_is_written() -> None:
+def test_a_decline_answered_after_a_write_left_them_off_is_forgotten() -> None:
     moved = snapshot(2, secondaries=("ben", "cai"), start=START + timedelta(hours=1))
-    first = plan_for(moved, declined("ben", "cai", by=("ben",)), seen={})
+    first = plan_for(moved, written_with("ben", "cai", declined_by=("ben",)), seen={})
     left_off = mapping_after(first, succeed(first, "item-1"))
     assert left_off is not None
+    assert left_off.attendee_staff_ids == ["cai"]
     # The platform drops ben, nothing else changes: he is off the meeting already, nothing is
     # written, and his decline is forgotten.
     plan = plan_for(snapshot(3, secondaries=("cai",), start=moved.start), left_off, seen={})
@@ -588,7 +634,7 @@ def test_a_decline_is_answered_even_when_nothing_is_written() -> None:
     assert plan.actions == ()
     after = mapping_after(plan, succeed(plan))
     assert after is not None
-    assert after.declined_staff_ids == []
+    assert (after.declined_staff_ids, after.answered_declines) == ([], [])
     assert after.applied_version == 3
 
 
