@@ -230,8 +230,10 @@ class EventMapping(CamelModel):
     # them); the next write the appointment needs anyway leaves them off.
     answered_declines: list[str] = []
     # An Outlook change the mailbox sync had not read when a newer snapshot met it (its change
-    # key, or "gone" and the item id): that write waited once for the sync to report the change.
+    # key, or "gone" and the item id): that write waits for the sync to report the change.
     read_first: str | None = None
+    # How many times a newer snapshot came back for that change (see ``READ_FIRST_WAITS``).
+    read_first_waits: int = 0
     # A digest of the last draft written (``shared.engine.content.draft_digest``): a snapshot
     # whose draft is the same needs no write, whatever its version.
     draft_digest: str | None = None

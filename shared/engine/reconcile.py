@@ -37,7 +37,9 @@ The algorithm
      the sync reports it. A newer snapshot is the platform's word and is written — but not
      before the sync has had the chance to read the change (``OUTLOOK_CHANGE_READ_FIRST``: the
      worker asks for the organizer's mailbox to be read and comes back), or calbridge's write
-     would hide the move, decline or deletion from it for good. It waits once per change.
+     would hide the move, decline or deletion from it for good. It comes back until the sync
+     has read the change (the mapping then holds its change key), at most ``READ_FIRST_WAITS``
+     times per change: a mailbox that cannot be read does not hold the booking back for ever.
    - Handover: the organizer changed (removed themselves, or was reassigned, or their mailbox
      moved to another address): cancel the old event in the old mailbox first (Exchange cancels
      its copies), then create (or adopt) the event in the new organizer's mailbox with the
@@ -238,6 +240,10 @@ class Failed:
 ActionResult = Written | Completed | Failed
 
 # --- decisions ---------------------------------------------------------------------------------
+
+# How many times a newer snapshot comes back for one Outlook change the mailbox sync has not
+# read (``READ_FIRST_DELAY`` apart in the apply worker: about two minutes in all).
+READ_FIRST_WAITS: Final = 8
 
 _TRANSACTION_NAMESPACE = uuid.UUID("3b0f6a52-9d4e-4f1b-8c27-5e90a1d3c6f8")
 
@@ -602,7 +608,7 @@ def _booking(
             if not newer:
                 return plan(PlanReason.OUTLOOK_CHANGE_UNSEEN, actions, generation)
             unseen = keep.change_key or f"changed\n{keep.item_id}"
-            if mapping.read_first != unseen:
+            if _read_first(mapping, unseen):
                 # A newer snapshot will be written; the staff member's change is read (and
                 # reported) first, or it would pass for calbridge's own write.
                 return plan(PlanReason.OUTLOOK_CHANGE_READ_FIRST, actions, generation, unseen)
@@ -624,7 +630,7 @@ def _booking(
             if not newer:
                 return plan(PlanReason.OUTLOOK_CHANGE_UNSEEN, actions, mapping.generation)
             unseen = f"gone\n{mapping.item_id}"
-            if mapping.read_first != unseen:
+            if _read_first(mapping, unseen):
                 return plan(
                     PlanReason.OUTLOOK_CHANGE_READ_FIRST, actions, mapping.generation, unseen
                 )
@@ -647,6 +653,14 @@ def _shows_otherwise(event: ExchangeEvent, draft: EventDraft) -> bool:
         or event.subject != draft.subject
         or (event.location or None) != (draft.location or None)
     )
+
+
+def _read_first(mapping: EventMapping, unseen: str) -> bool:
+    """Whether a newer snapshot waits (again) for the mailbox sync to read the Outlook change
+    ``unseen``: a change it has not waited for yet, or one it waited for fewer than
+    ``READ_FIRST_WAITS`` times (the sync that was asked may not have run yet: a message behind
+    others, a worker that died holding it, throttling)."""
+    return mapping.read_first != unseen or mapping.read_first_waits < READ_FIRST_WAITS
 
 
 def _standing_declines(
@@ -831,7 +845,10 @@ def mapping_after(plan: ReconcilePlan, results: Sequence[ActionResult]) -> Event
     if plan.reason is PlanReason.OUTLOOK_CHANGE_READ_FIRST:
         assert previous is not None
         # Not applied yet: looked at again (in doubt) once the mailbox sync has read the change.
-        return previous.model_copy(update={"read_first": plan.read_first, "in_doubt": True})
+        waits = previous.read_first_waits + 1 if previous.read_first == plan.read_first else 1
+        return previous.model_copy(
+            update={"read_first": plan.read_first, "read_first_waits": waits, "in_doubt": True}
+        )
 
     if plan.status is AppointmentStatus.CANCELLED:
         if previous is not None:

@@ -19,6 +19,7 @@ from shared.engine.content import draft_digest
 from shared.engine.marker import marker_for
 from shared.engine.reconcile import (
     _BOOKED,
+    READ_FIRST_WAITS,
     ActionResult,
     CancelEvent,
     Completed,
@@ -228,7 +229,7 @@ def test_a_newer_version_updates_the_mapped_event_with_its_current_change_key() 
     # The change behind "ck-7" was read first (see the next tests): now it is written over.
     plan = plan_for(
         snapshot(2, title="Mortgage review (moved)"),
-        mapping(applied_version=1).model_copy(update={"read_first": "ck-7"}),
+        mapping(applied_version=1).model_copy(update={"change_key": "ck-7"}),
         [observed(change_key="ck-7")],
     )
 
@@ -303,7 +304,7 @@ def test_an_unread_outlook_move_is_not_moved_back_by_a_snapshot_that_is_not_newe
     assert (after.change_key, after.in_doubt, after.applied_version) == (MAPPED_KEY, False, 1)
 
 
-def test_a_newer_snapshot_waits_once_for_an_outlook_change_nobody_has_read_yet() -> None:
+def test_a_newer_snapshot_waits_for_the_sync_to_read_an_outlook_change_nobody_has_read() -> None:
     # Written at once, the newer snapshot would leave the sync the change key of calbridge's own
     # write: the organizer's move (or an attendee's decline) would never be reported.
     doubted = mapping(applied_version=1, in_doubt=True)
@@ -323,12 +324,23 @@ def test_a_newer_snapshot_waits_once_for_an_outlook_change_nobody_has_read_yet()
     )
     assert waiting.change_key == MAPPED_KEY  # the sync still sees the change as new
 
-    # The next pass: the sync has not read it (same change key): written anyway.
-    plan = plan_for(newer, waiting, [moved])
-
-    [update] = plan.actions
+    # Once the sync has read (and reported) it, the mapping holds its change key: written.
+    read = waiting.model_copy(update={"change_key": "ck-outlook"})
+    [update] = plan_for(newer, read, [moved]).actions
     assert isinstance(update, UpdateEvent)
     assert update.change_key == "ck-outlook"
+    assert update.draft.start == START + timedelta(days=1)
+
+    # The sync asked for has not run yet (a message behind others, a worker that died holding
+    # it): the snapshot waits again, up to READ_FIRST_WAITS times, then is written anyway.
+    for waits in range(2, READ_FIRST_WAITS + 1):
+        again = plan_for(newer, waiting, [moved])
+        assert again.reason is PlanReason.OUTLOOK_CHANGE_READ_FIRST
+        waiting = mapping_after(again, [])
+        assert waiting is not None
+        assert waiting.read_first_waits == waits
+    [update] = plan_for(newer, waiting, [moved]).actions
+    assert isinstance(update, UpdateEvent)
     assert update.draft.start == START + timedelta(days=1)
 
 
@@ -354,8 +366,10 @@ def test_a_missing_event_is_created_again_as_a_new_generation() -> None:
     assert first.reason is PlanReason.OUTLOOK_CHANGE_READ_FIRST  # the deletion is read first
     waiting = mapping_after(first, [])
     assert waiting is not None
+    # The sync has not said so after every wait: re-created all the same.
+    waited = waiting.model_copy(update={"read_first_waits": READ_FIRST_WAITS})
 
-    plan = plan_for(snapshot(2), waiting, [])
+    plan = plan_for(snapshot(2), waited, [])
 
     assert plan.reason is PlanReason.RECREATE
     [create] = plan.actions
@@ -375,7 +389,9 @@ def test_an_event_deleted_in_outlook_and_not_read_yet_is_not_recreated_at_the_sa
 
 def test_an_event_observed_cancelled_counts_as_missing() -> None:
     cancelled = [observed(cancelled=True)]
-    waiting = mapping(applied_version=1).model_copy(update={"read_first": "gone\nitem-1"})
+    waiting = mapping(applied_version=1).model_copy(
+        update={"read_first": "gone\nitem-1", "read_first_waits": READ_FIRST_WAITS}
+    )
     assert plan_for(snapshot(2), mapping(applied_version=1), cancelled).reason is (
         PlanReason.OUTLOOK_CHANGE_READ_FIRST
     )

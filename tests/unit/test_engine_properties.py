@@ -158,10 +158,12 @@ class AppointmentPipeline:
     def mailbox_sync(self) -> bool:
         """The read path reads the mapped organizer's item; True when the booking platform's
         409 to a reported move queued the appointment again."""
-        self.unread_outlook_change = False
         mapping = self.mapping
         if mapping is None or mapping.item_id is None or mapping.cancelled:
+            # Nothing mapped to read (a pending create whose worker died: the next delivery
+            # adopts the event as the organizer left it, and a later read reports the change).
             return False
+        self.unread_outlook_change = False
         item = self.exchange.get_event(mapping.mailbox, mapping.item_id)
         if item is None:
             return False  # no Outlook deletions in this model: calbridge's own cancellation
