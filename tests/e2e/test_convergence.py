@@ -1474,6 +1474,34 @@ def test_a_worker_killed_at_each_point_loses_nothing_and_repeats_nothing(
     assert reached == set(KILL_POINTS)
 
 
+def died_meanwhile(
+    world: World,
+    network: Network,
+    instances: InstancePool,
+    point: str,
+    start: Callable[[], None],
+    meanwhile: Callable[[], None],
+    never: str,
+) -> None:
+    """Another instance takes the work ``start`` queues and is killed at ``point`` (``never``:
+    the failure message should it not get there); ``meanwhile`` runs before its message comes
+    back (this runner takes it once its queues resume)."""
+    instance = instances.take()
+    try:
+        with world.runner.queues_paused():
+            network.arm(KILL_POINTS[point].hold(world.queue_prefix))
+            instance.go()
+            start()
+            assert network.wait_held(KILL_WAIT_S) is not None, never
+            instance.kill()
+            network.release()
+            meanwhile()
+    finally:
+        instance.kill()
+        network.release()
+        instance.replay_logs()
+
+
 def test_an_outlook_move_after_a_worker_died_between_its_create_and_its_mapping_is_reported(
     world: World, network: Network, instances: InstancePool
 ) -> None:
@@ -1482,22 +1510,15 @@ def test_an_outlook_move_after_a_worker_died_between_its_create_and_its_mapping_
     # event it found by its marker and wrote the booked time over the move, which was then
     # never reported (the sync saw calbridge's own write).
     machine = machine_in(world, network, instances)
-    kill = KILL_POINTS["apply: Exchange written, mapping not stored"]
-    instance = instances.take()
-    try:
-        with world.runner.queues_paused():
-            network.arm(kill.hold(world.queue_prefix))
-            instance.go()
-            machine.book("ann", ["bob"], 1, 10)
-            assert network.wait_held(KILL_WAIT_S) is not None, "the create was never sent"
-            instance.kill()
-            network.release()
-            # Before the message comes back (this runner takes it once resumed).
-            machine.organizer_moves_it(hours=2, index=0)
-    finally:
-        instance.kill()
-        network.release()
-        instance.replay_logs()
+    died_meanwhile(
+        world,
+        network,
+        instances,
+        "apply: Exchange written, mapping not stored",
+        lambda: machine.book("ann", ["bob"], 1, 10),
+        lambda: machine.organizer_moves_it(hours=2, index=0),
+        never="the create was never sent",
+    )
     [appointment] = machine.appointments.values()
     assert [action.kind for action in appointment.outlook] == ["move"]
     machine.teardown()
@@ -1516,24 +1537,22 @@ def test_an_own_event_read_by_a_sync_that_died_and_deleted_since_leaves_no_busy_
     # busy block stayed for good.
     machine = machine_in(world, network, instances)
     machine.sync_everyone()  # cara's mailbox has a cursor: the sync is an incremental one
-    instance = instances.take()
-    try:
-        with world.runner.queues_paused():
-            network.arm(KILL_POINTS[point].hold(world.queue_prefix))
-            instance.go()
-            machine.staff_creates_own_event("cara", "plain", 1, 9)
-            bootstrap.services().queue.send(
-                MailboxSyncRequested(org=ORG, staff_id="cara", reason="poll")
-            )
-            assert network.wait_held(KILL_WAIT_S) is not None, "the sync never got there"
-            instance.kill()
-            network.release()
-            # Before the message comes back (this runner takes it once resumed).
-            machine.staff_moves_or_deletes_own_event(index=0, hours=1, delete=True)
-    finally:
-        instance.kill()
-        network.release()
-        instance.replay_logs()
+
+    def new_event_synced() -> None:
+        machine.staff_creates_own_event("cara", "plain", 1, 9)
+        bootstrap.services().queue.send(
+            MailboxSyncRequested(org=ORG, staff_id="cara", reason="poll")
+        )
+
+    died_meanwhile(
+        world,
+        network,
+        instances,
+        point,
+        new_event_synced,
+        lambda: machine.staff_moves_or_deletes_own_event(index=0, hours=1, delete=True),
+        never="the sync never got there",
+    )
     machine.teardown()
 
 
@@ -1555,24 +1574,17 @@ def test_an_outlook_cancel_after_a_worker_died_between_its_create_and_its_mappin
     # back; the next pass found no event with the marker and created it again: the
     # cancellation was never reported and the appointment came back in Outlook.
     machine = machine_in(world, network, instances)
-    kill = KILL_POINTS["apply: Exchange written, mapping not stored"]
-    instance = instances.take()
-    try:
-        with world.runner.queues_paused():
-            network.arm(kill.hold(world.queue_prefix))
-            instance.go()
-            machine.book("cara", ["dan", "ann"], 0, 10)
-            assert network.wait_held(KILL_WAIT_S) is not None, "the create was never sent"
-            instance.kill()
-            network.release()
-            # Before the message comes back (this runner takes it once resumed).
-            machine.organizer_cancels_it(
-                index=0, send_cancellations=send_cancellations, in_the_gap=True
-            )
-    finally:
-        instance.kill()
-        network.release()
-        instance.replay_logs()
+    died_meanwhile(
+        world,
+        network,
+        instances,
+        "apply: Exchange written, mapping not stored",
+        lambda: machine.book("cara", ["dan", "ann"], 0, 10),
+        lambda: machine.organizer_cancels_it(
+            index=0, send_cancellations=send_cancellations, in_the_gap=True
+        ),
+        never="the create was never sent",
+    )
     [appointment] = machine.appointments.values()
     assert [action.kind for action in appointment.outlook] == ["cancel"]
     machine.teardown()
