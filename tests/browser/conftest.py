@@ -13,18 +13,14 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
-import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 
-from devhost.azurite import Azurite, free_port
-from devhost.hostconfig import HostConfig
-from devhost.runner import FunctionsRunner
+from devhost.azurite import Azurite
 from shared.config import connection_secret_name, environment_variable_for
 from sim.server import start_simulator
 from tests.e2e.conftest import (
@@ -38,7 +34,7 @@ from tests.e2e.conftest import (
     simulator_config,
 )
 from tests.e2e.privacy import Sensitive
-from tests.functions_harness import app_environment
+from tests.local_app import local_app
 
 CHROMIUM = Path(os.environ.get("CALBRIDGE_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("CALBRIDGE_CHROMEDRIVER", "/usr/bin/chromedriver"))
@@ -89,37 +85,20 @@ def world(azurite: Azurite) -> Iterator[World]:
     two connections (EWS and Graph) and six staff, set up through the admin API."""
     sim = start_simulator(simulator_config())
     prefix = "br" + str(int(time.time() * 1000) % 10**8)
-    http_port = free_port()
     secrets = {
         environment_variable_for(connection_secret_name(ORG, "e2e-ews-password")): SERVICE_PASSWORD,
         environment_variable_for(connection_secret_name(ORG, "e2e-graph-secret")): CLIENT_SECRET,
     }
     try:
-        with app_environment(
+        with local_app(
             azurite.connection_string,
             prefix,
+            sim,
             {ORG: SIGNING_SECRET},
-            CALBRIDGE_ADMIN_KEY=OPERATOR_KEY,
-            CALBRIDGE_ALLOW_LOOPBACK_EXCHANGE="true",
-            CALBRIDGE_GRAPH_URL=sim.urls["graph"],
-            CALBRIDGE_GRAPH_AUTHORITY=sim.urls["token"],
-            CALBRIDGE_GRAPH_CA_BUNDLE=sim.urls["caBundle"],
-            CALBRIDGE_PUBLIC_URL=f"http://127.0.0.1:{http_port}/api",
-            **secrets,
-        ):
-            import function_app
-
-            host = HostConfig.load()
-            config = replace(
-                host,
-                queues=replace(host.queues, max_polling_interval=0.2, visibility_timeout=0.5),
-            )
-            with (
-                FunctionsRunner(function_app.app, config, http_port=http_port) as runner,
-                httpx.Client(timeout=30) as client,
-            ):
-                world = World(sim, runner, client, azurite.connection_string, prefix, Sensitive())
-                _administer(world, sim)
-                yield world
+            {"CALBRIDGE_ADMIN_KEY": OPERATOR_KEY, **secrets},
+        ) as (runner, client):
+            world = World(sim, runner, client, azurite.connection_string, prefix, Sensitive())
+            _administer(world, sim)
+            yield world
     finally:
         sim.stop()
