@@ -1,7 +1,7 @@
-"""The app as the end-to-end, security and browser suites run it: ``function_app.app`` under the local
-runner (HTTP on a free loopback port, queue triggers polling Azurite), its settings pointing at
-a running simulator — Graph, its token authority and CA bundle, EWS on loopback — with fast
-queue polling and retries, since the scenarios wait on the workers."""
+"""The app as the end-to-end, security and browser suites run it: ``function_app.app`` under
+the local runner (HTTP on a free loopback port, queue triggers polling Azurite), its settings
+pointing at a running simulator — Graph, its token authority and CA bundle, EWS on loopback —
+with fast queue polling and retries, since the scenarios wait on the workers."""
 
 from __future__ import annotations
 
