@@ -704,10 +704,13 @@ def _new_content(
     digested: a newer snapshot."""
     if mapping.draft_digest is None:
         return snapshot.version > mapping.applied_version
-    drafts = (draft, booked)
-    digests = {draft_digest(d) for d in drafts}
-    digests |= {draft_digest(d.model_copy(update={"required_attendees": listed})) for d in drafts}
-    return mapping.draft_digest not in digests
+    drafts = (draft,) if booked is draft else (draft, booked)
+    as_listed = [
+        d.model_copy(update={"required_attendees": listed})
+        for d in drafts
+        if d.required_attendees != listed
+    ]
+    return mapping.draft_digest not in {draft_digest(d) for d in (*drafts, *as_listed)}
 
 
 def _trusted_differs(
