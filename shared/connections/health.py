@@ -35,7 +35,7 @@ from shared.queues import (
     SubscriptionWork,
     WebhookDeliveryDue,
 )
-from shared.store import ConcurrencyConflict, Repositories, Versioned
+from shared.store import ConcurrencyConflict, Repositories, Versioned, decided_afresh
 from shared.store.records import ConnectionRecord
 from shared.webhooks.events import health_row
 
@@ -181,20 +181,18 @@ def _rewrite(
 ) -> tuple[ConnectionRecord, ConnectionRecord] | None:
     """Write ``change`` onto the connection's row under its ETag (read again on a conflict);
     None when there is no such connection. Returns (before, after)."""
-    for _ in range(_ATTEMPTS):
+
+    def attempt() -> tuple[ConnectionRecord, ConnectionRecord] | None:
         current = repos.connections.get(org, connection_id)
         if current is None:
             return None
         before = current.value
         after = before.model_copy(update=change)
-        if after == before:
-            return before, after
-        try:
+        if after != before:
             repos.connections.put(org, connection_id, after, current.etag)
-        except ConcurrencyConflict:
-            continue
         return before, after
-    raise ConcurrencyConflict(f"connection {connection_id!r} kept changing")
+
+    return decided_afresh(attempt, _ATTEMPTS)
 
 
 def set_enabled(
