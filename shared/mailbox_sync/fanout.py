@@ -36,7 +36,7 @@ from shared.connections import (
 from shared.mailbox_sync.pending import PENDING_EXPIRY, claim_many
 from shared.mailbox_sync.service import FULL_READ
 from shared.models import Health
-from shared.queues import MailboxSyncRequested, QueueSender
+from shared.queues import ListedMailbox, MailboxSyncRequested, QueueSender, message_body
 from shared.store import ConcurrencyConflict, Repositories, Versioned
 from shared.store.records import ConnectionRecord, MailboxRecord
 from shared.store.threads import storage_executor
@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 __all__ = ["FULL_READ_EVERY", "PENDING_EXPIRY", "FanOutReport", "GraphSweep", "PollFanOut"]
 
 FULL_READ_EVERY: Final = timedelta(days=1)
+# A message carries its mailbox's row only while it stays this small (a sync state can be
+# large; a queue message holds at most 64 KiB, base64-encoded).
+LISTED_MESSAGE_LIMIT: Final = 16 * 1024
 # A mailbox synced a little less than an interval ago is due: the timer's minute has jitter.
 _SLACK: Final = timedelta(seconds=5)
 
@@ -85,6 +88,7 @@ class PollFanOut:
         skipped = 0
         mailboxes_of: dict[str, dict[str, Versioned[MailboxRecord]]] = {}
         due: dict[str, dict[str, Versioned[MailboxRecord]]] = {}
+        connection_etags: dict[tuple[str, str], str] = {}
         synced_within: dict[str, timedelta | None] = {}
         retries: list[tuple[str, str]] = []
         for org, row in self._repos.connections.every_org():
@@ -95,6 +99,7 @@ class PollFanOut:
                     retries.append((org, connection.connection_id))
                 skipped += 1
                 continue
+            connection_etags[org, connection.connection_id] = row.etag
             if org not in mailboxes_of:
                 mailboxes_of[org] = self._repos.mailboxes.list_by_org(org)
                 synced_within[org] = self._synced_within(org)
@@ -107,10 +112,17 @@ class PollFanOut:
         # rows, under the ETags they were listed with), then their messages sent side by side:
         # thousands of mailboxes fit well inside the timer's minute.
         messages = [
-            self._message(org, staff_id, due[org][staff_id].value, now)
+            self._message(
+                org,
+                claimed,
+                connection_etags[org, claimed.value.connection_id],
+                now,
+            )
             for org in due
-            for staff_id in sorted(
-                claim_many(self._repos, org, due[org], now, synced_within=synced_within[org])
+            for _, claimed in sorted(
+                claim_many(
+                    self._repos, org, due[org], now, synced_within=synced_within[org]
+                ).items()
             )
         ]
         for _ in storage_executor().map(self._queue.send, messages):
@@ -122,16 +134,24 @@ class PollFanOut:
         return FanOutReport(queued, skipped)
 
     def _message(
-        self, org: str, staff_id: str, mailbox: MailboxRecord, now: datetime
+        self, org: str, claimed: Versioned[MailboxRecord], connection_etag: str, now: datetime
     ) -> MailboxSyncRequested:
-        """The sync a claimed mailbox is due: a full read once a day, else this fan-out's."""
+        """The sync a claimed mailbox is due: a full read once a day, else this fan-out's. The
+        row as claimed rides along as a read hint, unless it would make a large message."""
+        mailbox = claimed.value
         reason = (
             FULL_READ
             if mailbox.last_full_read_at is None
             or now - mailbox.last_full_read_at >= FULL_READ_EVERY
             else self.reason
         )
-        return MailboxSyncRequested(org=org, staff_id=staff_id, reason=reason)
+        listed = ListedMailbox(etag=claimed.etag, connection_etag=connection_etag, row=mailbox)
+        message = MailboxSyncRequested(
+            org=org, staff_id=mailbox.staff_id, reason=reason, listed=listed
+        )
+        if len(message_body(message)) > LISTED_MESSAGE_LIMIT:
+            return MailboxSyncRequested(org=org, staff_id=mailbox.staff_id, reason=reason)
+        return message
 
     def _retry_due(self, org: str, row: Versioned[ConnectionRecord], now: datetime) -> bool:
         """An ``auth_failed`` connection of this fan-out's kind whose slow retry is due: the

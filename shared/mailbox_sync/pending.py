@@ -70,16 +70,19 @@ def claim_many(
     now: datetime,
     *,
     synced_within: timedelta | None = None,
-) -> set[str]:
+) -> dict[str, Versioned[MailboxRecord]]:
     """``claim_sync`` for many mailboxes of one organization, each under the ETag it was
-    listed with, in as few round trips as the table allows. Returns the staff ids claimed (and
-    whose messages the caller must send)."""
-    claims = [
-        (staff_id, row.value.model_copy(update={"sync_pending_since": now}), row.etag)
+    listed with, in as few round trips as the table allows. Returns the rows claimed (whose
+    messages the caller must send), each as written, under its new ETag."""
+    claims = {
+        staff_id: row.value.model_copy(update={"sync_pending_since": now})
         for staff_id, row in listed.items()
         if _claimable(row.value, now, synced_within)
-    ]
-    return repositories.mailboxes.put_many(org, claims)
+    }
+    written = repositories.mailboxes.put_many(
+        org, [(staff_id, claim, listed[staff_id].etag) for staff_id, claim in claims.items()]
+    )
+    return {staff_id: Versioned(claims[staff_id], etag) for staff_id, etag in written.items()}
 
 
 def _claimable(mailbox: MailboxRecord, now: datetime, synced_within: timedelta | None) -> bool:

@@ -55,6 +55,17 @@ as cancelled (two at least), or a full read that finds the calendar empty while 
 two events or more in it (a series counts once), is not acted on: the mailbox is held
 (``MailboxRecord.held``) for a person to look at, and nothing is written or sent.
 
+**Reads an idle poll saves**: the poll fan-out's message carries the mailbox's row as the
+fan-out wrote it setting the pending mark, with that write's ETag, and the ETag of the
+connection row it listed (``ListedMailbox``). While the mark is recent
+(``LISTED_ROW_TRUSTED_FOR``) the sync takes that row for read: every write of it is
+conditional on the ETag, so a row changed since (a notification counted, an administrator's
+move) is read again and decided afresh at the end, as when it changes while a sync runs. The
+connection row is kept per process for ``CONNECTION_REUSED_FOR`` and used for a message that
+names that very version; any other is read, and a refusal of its credentials forgets it. An
+idle poll then costs two storage round trips: the query for calbridge's unconfirmed writes and
+the row written back.
+
 **Faults**: throttling re-queues the message after Exchange's delay; a mailbox the service
 account may not open (or that Exchange does not know) is marked ``access_denied`` with the reason
 and read again at the next poll; refused credentials mark the connection ``auth_failed`` (its
@@ -126,6 +137,14 @@ log = logging.getLogger(__name__)
 FULL_READ: Final = "full"
 # Settings change rarely and every sync needs them: each process reads them at most this often.
 SETTINGS_TTL: Final = timedelta(seconds=30)
+# A poll fan-out's message carries the mailbox's row: taken for read while its pending mark is
+# this recent (a message that waited longer reads the row).
+LISTED_ROW_TRUSTED_FOR: Final = timedelta(minutes=2)
+# A connection row read this recently is used again for a message naming that very version (a
+# change of the row reaches every sync within this, and at once those the fan-out queues next).
+CONNECTION_REUSED_FOR: Final = timedelta(seconds=10)
+# Connection rows kept per process (a process past this many starts afresh).
+_CONNECTIONS_KEPT: Final = 1024
 # Why a sync is queued again at its end: notifications came in while it ran.
 NOTIFIED_DURING_SYNC: Final = "notified during sync"
 # Changes one page holds: what is decided and stored together before the cursor moves on. EWS
@@ -188,6 +207,8 @@ class MailboxSyncer:
         self._secrets = secrets
         self._now = now
         self._settings: dict[str, tuple[float, OrgSettings]] = {}
+        # (org, connection id) → (when read, monotonic; the row as read).
+        self._connections: dict[tuple[str, str], tuple[float, Versioned[ConnectionRecord]]] = {}
 
     async def _settings_of(self, org: str) -> OrgSettings:
         read_at = time.monotonic()
@@ -198,13 +219,57 @@ class MailboxSyncer:
         self._settings[org] = (read_at, settings)
         return settings
 
+    def _listed_row(self, message: MailboxSyncRequested) -> Versioned[MailboxRecord] | None:
+        """The row the poll fan-out's message carries, while its pending mark is recent."""
+        listed = message.listed
+        if listed is None or listed.row.staff_id != message.staff_id:
+            return None
+        claimed_at = listed.row.sync_pending_since
+        if claimed_at is None or abs(self._now() - claimed_at) > LISTED_ROW_TRUSTED_FOR:
+            return None
+        return Versioned(listed.row, listed.etag)
+
+    async def _connection(
+        self, org: str, connection_id: str, listed_etag: str | None
+    ) -> Versioned[ConnectionRecord] | None:
+        """The connection row: the one this process read within ``CONNECTION_REUSED_FOR`` when
+        the message names that version, else read (and kept)."""
+        key = (org, connection_id)
+        kept = self._connections.get(key)
+        read_at = time.monotonic()
+        if (
+            kept is not None
+            and listed_etag == kept[1].etag
+            and read_at - kept[0] < CONNECTION_REUSED_FOR.total_seconds()
+        ):
+            return kept[1]
+        found = await in_storage_thread(self._repos.connections.get, org, connection_id)
+        if found is None:
+            self._connections.pop(key, None)
+            return None
+        if len(self._connections) >= _CONNECTIONS_KEPT:
+            self._connections.clear()
+        self._connections[key] = (read_at, found)
+        return found
+
+    def _forget_connection(self, org: str, connection_id: str) -> None:
+        """This process wrote the row or Exchange refused it: the next sync reads it."""
+        self._connections.pop((org, connection_id), None)
+
     async def sync(self, message: MailboxSyncRequested) -> SyncReport:
         org, staff_id = message.org, message.staff_id
-        found = await in_storage_thread(self._repos.mailboxes.get, org, staff_id)
+        found = self._listed_row(message)
+        if found is None:
+            found = await in_storage_thread(self._repos.mailboxes.get, org, staff_id)
         if found is None:
             return SyncReport(SyncOutcome.SKIPPED, "no such staff member")
-        connection = await in_storage_thread(
-            self._repos.connections.get, org, found.value.connection_id
+        listed = message.listed
+        connection = await self._connection(
+            org,
+            found.value.connection_id,
+            listed.connection_etag
+            if listed is not None and listed.row.connection_id == found.value.connection_id
+            else None,
         )
         if connection is None or not connection.value.enabled:
             await self._finish(org, staff_id, found, pending_only=True)
@@ -269,6 +334,7 @@ class MailboxSyncer:
             return SyncReport(SyncOutcome.REQUEUED, str(throttled))
         if retrying:
             # The slow retry read the mailbox: the credentials work again.
+            self._forget_connection(org, connection.value.connection_id)
             await in_storage_thread(
                 recover, self._repos, self._queue, org, connection.value.connection_id, self._now()
             )
@@ -363,6 +429,7 @@ class MailboxSyncer:
         self, org: str, connection: Versioned[ConnectionRecord], detail: str
     ) -> None:
         """Mark the connection and tell the booking platform, once per failure."""
+        self._forget_connection(org, connection.value.connection_id)
         await in_storage_thread(
             mark_auth_failed,
             self._repos,

@@ -1,4 +1,5 @@
-"""Queues: their names, the messages they carry (ids only), and the senders that put them there.
+"""Queues: their names, the messages they carry (ids, and read hints), and the senders that put
+them there.
 
 Shaped like ``shared.store``: the port and its in-memory implementation are importable from
 here; the Azure implementation is in :mod:`azure` (the only module of this package that imports
@@ -10,8 +11,11 @@ the Azure SDK), loaded by ``shared.bootstrap`` when it builds real clients.
 - :mod:`azure` — ``AzureQueueSender`` (Azure Storage queues, Azurite locally);
 - :mod:`memory` — ``MemoryQueueSender`` (tests).
 
-Messages carry ids, never state: workers read the latest stored state, so a duplicate or
-reordered message is harmless. Bodies are JSON (camelCase), sent base64-encoded because the
+Messages carry ids: workers decide from the latest stored state, so a duplicate or reordered
+message is harmless. A message may add a read hint (the staff an appointment names; a mailbox's
+row as the poll fan-out wrote it, with its ETag), which saves a worker a read and never a
+decision: every write it leads to is conditional on the ETag, and a row changed since is read
+again. Bodies are JSON (camelCase), sent base64-encoded because the
 Functions host decodes base64 by default (host.json ``messageEncoding: base64``).
 """
 
@@ -20,6 +24,7 @@ from shared.queues.messages import (
     QUEUE_OF_MESSAGE,
     AppointmentChanged,
     InvalidQueueMessage,
+    ListedMailbox,
     MailboxSyncRequested,
     MessageBody,
     QueueMessageModel,
@@ -57,6 +62,7 @@ __all__ = [
     "WEBHOOK_DELIVERIES",
     "AppointmentChanged",
     "InvalidQueueMessage",
+    "ListedMailbox",
     "MailboxSyncRequested",
     "MemoryPoisonQueues",
     "MemoryQueueSender",

@@ -14,6 +14,7 @@ from shared.queues.names import (
     MAILBOX_SYNC,
     WEBHOOK_DELIVERIES,
 )
+from shared.store.records import MailboxRecord
 
 
 class AppointmentChanged(CamelModel):
@@ -32,13 +33,27 @@ class AppointmentChanged(CamelModel):
     ] = []
 
 
+class ListedMailbox(CamelModel):
+    """A read hint for ``mailbox-sync`` from the poll fan-out: the mailbox's row as the fan-out
+    wrote it when it set the pending mark, under the ETag that write got, and the ETag of the
+    connection row it listed. The worker may take the row for read (every write of it is
+    conditional on that ETag: a row changed since is read again and decided afresh) while the
+    mark is recent, and skips reading the connection when it holds that very version."""
+
+    etag: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    connection_etag: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    row: MailboxRecord
+
+
 class MailboxSyncRequested(CamelModel):
     """``mailbox-sync``: read what changed in one staff member's mailbox (the Exchange → booking
-    direction); ``reason`` says who asked (the poll fan-out, a full read, the apply worker)."""
+    direction); ``reason`` says who asked (the poll fan-out, a full read, the apply worker);
+    ``listed``: the poll fan-out's read hint (absent from every other sender)."""
 
     org: OrgId
     staff_id: Identifier
     reason: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    listed: Annotated[ListedMailbox | None, Field(exclude_if=lambda listed: listed is None)] = None
 
 
 class WebhookDeliveryDue(CamelModel):

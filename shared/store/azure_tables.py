@@ -273,7 +273,9 @@ class AzureTable:
         for chunk in _chunks(operations):
             self._call("upsert_many", functools.partial(self._client.submit_transaction, chunk))
 
-    def replace_many(self, partition_key: str, rows: Sequence[tuple[str, Properties, str]]) -> None:
+    def replace_many(
+        self, partition_key: str, rows: Sequence[tuple[str, Properties, str]]
+    ) -> list[str]:
         check_transaction(rows)
         operations: list[Any] = [
             (
@@ -288,18 +290,18 @@ class AzureTable:
             for row_key, properties, etag in rows
         ]
 
-        def replace() -> None:
+        def replace() -> list[str]:
             try:
-                self._client.submit_transaction(operations)
+                answers = self._client.submit_transaction(operations)
             except TableTransactionError as exc:
                 if exc.status_code in (404, 412):
                     raise ConcurrencyConflict(
                         f"table {self.name}: a row changed or vanished since it was read"
                     ) from exc
                 raise
+            return [str(answer["etag"]) for answer in answers]
 
-        if operations:
-            self._call("replace_many", replace)
+        return self._call("replace_many", replace) if operations else []
 
     def delete_many(self, partition_key: str, row_keys: Sequence[str]) -> None:
         keys = list(dict.fromkeys(row_keys))

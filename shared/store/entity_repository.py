@@ -186,11 +186,12 @@ class OrgScopedRepository(EntityRepository[M]):
         self._check_id(row_id, value)
         return self.write(EntityKey.of((org,), (row_id,)), value, etag)
 
-    def put_many(self, org: str, rows: Sequence[tuple[str, M, str]]) -> set[str]:
+    def put_many(self, org: str, rows: Sequence[tuple[str, M, str]]) -> dict[str, str]:
         """Replace each (id, value, ETag) row last read with that ETag, up to
-        ``TRANSACTION_LIMIT`` rows a round trip. Returns the ids written: a row changed or gone
-        since it was read is not, and the rest of its batch is then written row by row."""
-        written: set[str] = set()
+        ``TRANSACTION_LIMIT`` rows a round trip. Returns the ids written, each with its new
+        ETag: a row changed or gone since it was read is not, and the rest of its batch is then
+        written row by row."""
+        written: dict[str, str] = {}
         for start in range(0, len(rows), TRANSACTION_LIMIT):
             batch = rows[start : start + TRANSACTION_LIMIT]
             encoded = []
@@ -201,15 +202,14 @@ class OrgScopedRepository(EntityRepository[M]):
                 partition_key = key.partition_key
                 encoded.append((key.row_key, self._properties(key, value), etag))
             try:
-                self._table.replace_many(partition_key, encoded)
-                written.update(row_id for row_id, _, _ in batch)
+                etags = self._table.replace_many(partition_key, encoded)
+                written.update(zip((row_id for row_id, _, _ in batch), etags, strict=True))
                 continue
             except ConcurrencyConflict:
                 pass
             for row_id, value, etag in batch:
                 with suppress(ConcurrencyConflict):
-                    self.put(org, row_id, value, etag)
-                    written.add(row_id)
+                    written[row_id] = self.put(org, row_id, value, etag)
         return written
 
     def _check_id(self, row_id: str, value: M) -> None:

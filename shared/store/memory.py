@@ -103,7 +103,9 @@ class MemoryTable:
             for row in stored:
                 self._rows[(partition_key, row.row_key)] = row
 
-    def replace_many(self, partition_key: str, rows: Sequence[tuple[str, Properties, str]]) -> None:
+    def replace_many(
+        self, partition_key: str, rows: Sequence[tuple[str, Properties, str]]
+    ) -> list[str]:
         check_transaction(rows)
         with self._lock:  # all or nothing, as one transaction
             for row_key, _, etag in rows:
@@ -112,10 +114,12 @@ class MemoryTable:
                     raise ConcurrencyConflict(
                         f"table {self._name}: a row changed or vanished since it was read"
                     )
+            etags = []
             for row_key, properties, _ in rows:
-                self._rows[(partition_key, row_key)] = self._stored(
-                    partition_key, row_key, properties
-                )
+                stored = self._stored(partition_key, row_key, properties)
+                self._rows[(partition_key, row_key)] = stored
+                etags.append(stored.etag)
+            return etags
 
     def delete_many(self, partition_key: str, row_keys: Sequence[str]) -> None:
         with self._lock:

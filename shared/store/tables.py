@@ -86,10 +86,13 @@ class EntityTable(Protocol):
         the service allows (a row key given twice: the last wins)."""
         ...
 
-    def replace_many(self, partition_key: str, rows: Sequence[tuple[str, Properties, str]]) -> None:
+    def replace_many(
+        self, partition_key: str, rows: Sequence[tuple[str, Properties, str]]
+    ) -> list[str]:
         """``replace`` every (row key, properties, ETag) of one partition in one round trip, all
         or nothing: if any row changed or vanished, none is written (ConcurrencyConflict). At
-        most ``TRANSACTION_LIMIT`` rows, each row key once."""
+        most ``TRANSACTION_LIMIT`` rows, each row key once. Returns the rows' new ETags, in
+        order."""
         ...
 
     def delete_many(self, partition_key: str, row_keys: Sequence[str]) -> None:

@@ -140,11 +140,13 @@ def test_many_rows_are_replaced_together_each_under_the_etag_it_was_read_with(
     repos.event_map.put("acme", "apt-007", mapping(5), etag=etags["apt-007"])  # changed since
     repos.event_map.delete("acme", "apt-120")  # gone since
     written = repos.event_map.put_many("acme", [(i, mapping(2), etags[i]) for i in ids])
-    assert written == set(ids) - {"apt-007", "apt-120"}
+    assert set(written) == set(ids) - {"apt-007", "apt-120"}
     stored = repos.event_map.list_by_org("acme")
     assert stored["apt-007"].value.applied_version == 5
     assert "apt-120" not in stored
-    assert {i for i, row in stored.items() if row.value.applied_version == 2} == written
+    assert {i for i, row in stored.items() if row.value.applied_version == 2} == set(written)
+    # Each id comes with its row's new ETag: a write under it succeeds.
+    assert {i: stored[i].etag for i in written} == written
 
 
 def test_a_transaction_is_all_or_nothing(tables: TableService) -> None:
@@ -158,6 +160,11 @@ def test_a_transaction_is_all_or_nothing(tables: TableService) -> None:
         ("a", 1),
         ("b", 2),
     ]
+    # Written together, each row's new ETag comes back in order.
+    third = table.get("p", "b")
+    assert third is not None
+    etags = table.replace_many("p", [("a", {"n": 4}, first), ("b", {"n": 4}, third.etag)])
+    assert etags == [row.etag for row in table.query("p")]
 
 
 def test_rows_are_scoped_by_organization(repos: Repositories) -> None:

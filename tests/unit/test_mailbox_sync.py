@@ -24,15 +24,21 @@ from shared.exchange.port import (
     Sensitivity,
     SyncStateInvalid,
 )
-from shared.mailbox_sync.fanout import PENDING_EXPIRY, PollFanOut
+from shared.mailbox_sync.fanout import LISTED_MESSAGE_LIMIT, PENDING_EXPIRY, PollFanOut
 from shared.mailbox_sync.pending import claim_many, claim_sync
-from shared.mailbox_sync.service import FULL_READ, MailboxSyncer, SyncOutcome
+from shared.mailbox_sync.service import (
+    FULL_READ,
+    LISTED_ROW_TRUSTED_FOR,
+    MailboxSyncer,
+    SyncOutcome,
+)
 from shared.models import ConnectionConfig, Health, OrgSettings
 from shared.queues import (
     MAILBOX_SYNC,
     AppointmentChanged,
     MailboxSyncRequested,
     MemoryQueueSender,
+    parse_message,
 )
 from shared.store.memory import memory_repositories
 from shared.store.records import ConnectionRecord, MailboxRecord
@@ -341,7 +347,9 @@ def test_a_mailbox_claimed_between_the_fan_outs_listing_and_its_claim_is_not_que
     listed = world.repos.mailboxes.list_by_org(ORG)
     assert claim_sync(world.repos, ORG, "ann", world.clock[0])  # a racing claim wins ann
     claimed = claim_many(world.repos, ORG, listed, world.clock[0])
-    assert claimed == {"bob"}
+    assert set(claimed) == {"bob"}
+    stored = world.repos.mailboxes.get(ORG, "bob")
+    assert claimed["bob"] == stored  # the row as written, under its new ETag
     assert world.mailbox("bob").sync_pending_since == world.clock[0]
     assert world.fanout.run().queued == 0  # both pending now
 
@@ -363,6 +371,130 @@ def test_the_fan_out_skips_disabled_connections_and_follows_the_poll_interval(
     )
     world.clock[0] += PENDING_EXPIRY + timedelta(minutes=10)
     assert world.fanout.run().queued == 0
+
+
+def _fanned_out(world: World) -> dict[str, MailboxSyncRequested]:
+    """The messages of one poll fan-out, by staff id."""
+    world.queue.sent.clear()
+    world.fanout.run()
+    messages = [
+        parse_message(MailboxSyncRequested, sent.body)
+        for sent in world.queue.sent
+        if sent.queue == MAILBOX_SYNC
+    ]
+    return {message.staff_id: message for message in messages}
+
+
+class _Reads:
+    """Counts the reads of the mailbox and connection rows."""
+
+    def __init__(self, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.counts = {"mailbox": 0, "connection": 0}
+        for name, repository in (
+            ("mailbox", world.repos.mailboxes),
+            ("connection", world.repos.connections),
+        ):
+            monkeypatch.setattr(repository, "get", self._counted(name, repository.get))
+
+    def _counted(self, name: str, read: Any) -> Any:
+        def get(*args: Any) -> Any:
+            self.counts[name] += 1
+            return read(*args)
+
+        return get
+
+
+def test_a_polled_idle_mailbox_is_synced_from_the_row_its_message_carries(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fan-out's message carries the row as the claim wrote it (and the listed connection
+    row's ETag): an idle sync reads neither row, and writes the mailbox's under that ETag."""
+    world.sync("ann", FULL_READ)
+    world.sync("bob", FULL_READ)
+    world.clock[0] += timedelta(minutes=2)
+    messages = _fanned_out(world)
+    listed = messages["ann"].listed
+    assert listed is not None
+    stored = world.repos.mailboxes.get(ORG, "ann")
+    assert stored is not None
+    assert (listed.row, listed.etag) == (stored.value, stored.etag)
+    reads = _Reads(world, monkeypatch)
+    assert asyncio.run(world.syncer.sync(messages["ann"])).outcome is SyncOutcome.SYNCED
+    assert reads.counts == {"mailbox": 0, "connection": 0}
+    after = world.repos.mailboxes.get(ORG, "ann")
+    assert after is not None
+    assert after.value.sync_pending_since is None
+    assert after.value.last_sync_at == world.clock[0]
+    assert after.etag != listed.etag  # written under the claim's ETag, not read again first
+    assert reads.counts["mailbox"] == 1  # the read just above
+
+
+def test_a_row_changed_after_the_claim_is_read_again_and_decided_afresh(world: World) -> None:
+    """A mailbox moved to another address between the fan-out's claim and its sync: the sync's
+    end finds the row changed, reads it again, and stores no cursor read from the old one."""
+    world.sync("ann", FULL_READ)
+    world.clock[0] += timedelta(minutes=2)
+    message = _fanned_out(world)["ann"]
+    moved = world.repos.mailboxes.get(ORG, "ann")
+    assert moved is not None
+    world.repos.mailboxes.put(
+        ORG,
+        "ann",
+        moved.value.model_copy(update={"address": "ann.new@bank.test", "rebaseline": True}),
+        moved.etag,
+    )
+    before = world.mailbox("ann")
+    asyncio.run(world.syncer.sync(message))
+    after = world.mailbox("ann")
+    assert after.sync_pending_since is None
+    assert (after.sync_state, after.last_sync_at, after.rebaseline) == (
+        before.sync_state,
+        before.last_sync_at,
+        True,
+    )
+
+
+def test_a_message_that_waited_longer_than_the_listing_is_trusted_reads_the_row(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.sync("ann", FULL_READ)
+    world.clock[0] += timedelta(minutes=2)
+    message = _fanned_out(world)["ann"]
+    world.clock[0] += LISTED_ROW_TRUSTED_FOR + timedelta(seconds=1)
+    reads = _Reads(world, monkeypatch)
+    assert asyncio.run(world.syncer.sync(message)).outcome is SyncOutcome.SYNCED
+    assert reads.counts["mailbox"] == 1
+
+
+def test_a_large_sync_state_leaves_the_row_out_of_the_message(world: World) -> None:
+    world.sync("ann", FULL_READ)
+    world.sync("bob", FULL_READ)
+    row = world.repos.mailboxes.get(ORG, "bob")
+    assert row is not None
+    large = row.value.model_copy(update={"sync_state": "s" * LISTED_MESSAGE_LIMIT})
+    world.repos.mailboxes.put(ORG, "bob", large, row.etag)
+    world.clock[0] += timedelta(minutes=2)
+    messages = _fanned_out(world)
+    assert messages["ann"].listed is not None
+    assert messages["bob"].listed is None
+    assert all(len(s.body) <= LISTED_MESSAGE_LIMIT for s in world.queue.sent)
+
+
+def test_after_refused_credentials_a_message_naming_the_old_connection_row_makes_no_call(
+    world: World,
+) -> None:
+    """Messages queued before Exchange refused the connection's credentials name the row as it
+    was: the process forgets the row it kept, so the next sync reads it and makes no call (a
+    round of refused logins could lock the service account)."""
+    world.sync("ann", FULL_READ)
+    world.sync("bob", FULL_READ)
+    world.clock[0] += timedelta(minutes=2)
+    messages = _fanned_out(world)
+    world.exchange.fail_next("*", AuthenticationFailed("HTTP 401"), times=1_000)
+    assert asyncio.run(world.syncer.sync(messages["ann"])).outcome is SyncOutcome.AUTH_FAILED
+    calls = world.exchange.request_count()
+    assert asyncio.run(world.syncer.sync(messages["bob"])).outcome is SyncOutcome.SKIPPED
+    assert world.exchange.request_count() == calls
 
 
 def _refuse_credentials(world: World) -> None:
