@@ -77,9 +77,10 @@ def rss_mib() -> float:
     return 0.0
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, *, descendants: bool = True) -> float:
     """CPU time (user + system) a process and its descendants have used so far (Linux
-    ``/proc``; 0.0 elsewhere)."""
+    ``/proc``; 0.0 elsewhere). ``descendants=False``: the process's own (for a script that
+    started Azurite and the simulator as its children and measures itself beside them)."""
     ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     stats: dict[int, tuple[int, float]] = {}  # pid → (parent, seconds)
     for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
@@ -96,5 +97,6 @@ def cpu_seconds(pid: int) -> float:
     while todo:
         current = todo.pop()
         total += stats.get(current, (0, 0.0))[1]
-        todo += [child for child, (parent, _) in stats.items() if parent == current]
+        if descendants:
+            todo += [child for child, (parent, _) in stats.items() if parent == current]
     return total

@@ -499,7 +499,10 @@ class LoadRun:
         watcher.start()
         self.sim.control("DELETE", "counters")
         AZURITE_OPS.clear()
-        cpu_before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        # The worker started the simulator and Azurite: its figure is its own process's.
+        cpu_before = {
+            name: cpu_seconds(pid, descendants=name != "worker") for name, pid in self.pids.items()
+        }
         self.faulting = options.faults
         began = self.began = time.time()
         with ThreadPoolExecutor(PUT_THREADS) as pool:
@@ -522,7 +525,10 @@ class LoadRun:
         self.stop.set()
         watcher.join(timeout=5)
         elapsed = drained - began
-        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in self.pids.items()}
+        cpu = {
+            name: cpu_seconds(pid, descendants=name != "worker") - cpu_before[name]
+            for name, pid in self.pids.items()
+        }
         counters: dict[str, dict[str, int]] = self.sim.control("GET", "counters")
         storage = Counter(AZURITE_OPS)
         progress("checking")

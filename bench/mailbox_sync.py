@@ -117,6 +117,16 @@ class PollRound:
     rss_mib: float = 0.0  # the worker's resident memory after the round
 
 
+@dataclass
+class BodiesRound:
+    """A round whose sync functions ran as the host hands them messages (see bodies_round)."""
+
+    messages: int
+    seconds: float
+    cpu: float  # the worker process's CPU seconds while the functions ran
+    fan_out_cpu: float  # ... while the fan-out claimed and queued the round
+
+
 class Bench:
     def __init__(
         self, sim: SimProcess, staff: list[str], options: argparse.Namespace, azurite_pid: int
@@ -157,11 +167,12 @@ class Bench:
                 f"{dict(first.requests)}"
             )
             rounds = [self.poll_all() for _ in range(self.options.rounds)]
+            bodies = [self.bodies_round() for _ in range(self.options.rounds)]
             baseline_rounds = [self.calendar_view_all() for _ in range(self.options.rounds)]
             changes = [self.changes(n) for n in CHANGES]
             latency = self.latency()
         self.loop.close()
-        self.report(rounds, baseline_rounds, changes, latency)
+        self.report(rounds, bodies, baseline_rounds, changes, latency)
 
     def create_events(self, staff_id: str, count: int, *, series: bool = False) -> None:
         """``count`` events of the staff member's own, spread over the horizon (and a weekly
@@ -231,7 +242,11 @@ class Bench:
             waiting = {s for s in waiting if now.get(s) is None or now[s] == before.get(s)}
 
     def cpu(self) -> dict[str, float]:
-        return {name: cpu_seconds(pid) for name, pid in self.processes.items()}
+        # The worker started the simulator and Azurite: its figure is its own process's.
+        return {
+            name: cpu_seconds(pid, descendants=name != "worker")
+            for name, pid in self.processes.items()
+        }
 
     def poll_all(self, *, full: bool = False) -> PollRound:
         """One fan-out round over every mailbox (the clock moved past the poll interval), until
@@ -261,6 +276,57 @@ class Bench:
         seconds = time.perf_counter() - began
         used = {name: after - cpu[name] for name, after in self.cpu().items()}
         return PollRound(seconds, self.requests(self.idle), fanned_out, used, rss_mib())
+
+    def bodies_round(self) -> BodiesRound:
+        """One poll round with the ``mailbox-sync`` messages handed to the registered function
+        as the host hands them to the Python worker (up to 24 at once): receiving the messages
+        and deleting them after, the host's own work (in Azure outside the Python process),
+        happen outside the measured time. The fan-out's CPU is measured apart."""
+        from azure.storage.queue import QueueClient
+
+        from devhost.queue_triggers import connection_string_for
+        from functions.mailbox_sync import SYNC_FUNCTION
+        from shared.mailbox_sync.fanout import PollFanOut
+
+        poller = next(p for p in self.runner.pollers if p.function.name == SYNC_FUNCTION)
+        connection = connection_string_for(poller.function.trigger.get("connection"), os.environ)
+        client = QueueClient.from_connection_string(connection, poller.queue_name)
+        self.clock_offset += timedelta(minutes=2)
+        offset = self.clock_offset
+        fan_out = PollFanOut(
+            self.services.repositories,
+            self.services.queue,
+            self.services.secrets,
+            now=lambda: datetime.now(UTC) + offset,
+        )
+        worker = os.getpid()
+        poller.pause()
+        try:
+            before = cpu_seconds(worker, descendants=False)
+            queued = fan_out.run().queued
+            fan_out_cpu = cpu_seconds(worker, descendants=False) - before
+            messages: list[Any] = []
+            while len(messages) < queued:
+                page = list(
+                    client.receive_messages(
+                        max_messages=32, messages_per_page=32, visibility_timeout=600
+                    )
+                )
+                messages += page
+                if not page:
+                    time.sleep(0.1)
+            before = cpu_seconds(worker, descendants=False)
+            began = time.perf_counter()
+            with ThreadPoolExecutor(CONCURRENCY) as pool:
+                for _ in pool.map(poller.invoke, messages):
+                    pass
+            seconds = time.perf_counter() - began
+            bodies_cpu = cpu_seconds(worker, descendants=False) - before
+            for message in messages:
+                client.delete_message(message)
+        finally:
+            poller.resume()
+        return BodiesRound(len(messages), seconds, bodies_cpu, fan_out_cpu)
 
     def calendar_view_all(self) -> PollRound:
         """The baseline: one CalendarView of the horizon per mailbox, CONCURRENCY at a time."""
@@ -448,6 +514,7 @@ class Bench:
     def report(
         self,
         rounds: list[PollRound],
+        bodies: list[BodiesRound],
         baseline: list[PollRound],
         changes: list[tuple[int, Counter[str], Counter[str]]],
         latency: dict[str, list[float]],
@@ -484,6 +551,15 @@ class Bench:
                     f"  {'':<10} one worker process on one core: "
                     f"{60_000 / worker:.0f} idle mailboxes/min (its own CPU only: storage and "
                     "Exchange elsewhere, as in Azure; the local runner's queue polling included)"
+                )
+                body = 1000 * statistics.median(b.cpu / b.messages for b in bodies)
+                fan_out = 1000 * statistics.median(b.fan_out_cpu / b.messages for b in bodies)
+                wall = statistics.median(b.messages / b.seconds for b in bodies)
+                print(
+                    f"  {'':<10} as the host runs it ({len(bodies)} more rounds, the host's "
+                    f"receive and delete not in the worker): sync function {body:.1f}, "
+                    f"fan-out {fan_out:.1f}: {60_000 / (body + fan_out):.0f} idle mailboxes/min "
+                    f"on one core ({60 * wall:.0f}/min of wall time here)"
                 )
         print(
             "  of each calbridge round, the fan-out (claim and queue every mailbox): "

@@ -278,6 +278,20 @@ class QueuePoller:
             return base64.b64decode(content, validate=True)
         return content.encode("utf-8")
 
+    def invoke(self, message: QueueMessage) -> None:
+        """Run the function on one received message as the host hands it to the language
+        worker (decoded, its queue outputs sent after), settling nothing: raises what the
+        function raised."""
+        try:
+            body = self._decode(str(message.content))
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError(
+                f"message {message.id} is not valid base64 (messageEncoding is base64)"
+            ) from exc
+        outputs = [QueueOutput(binding) for binding in self.function.queue_outputs]
+        self._invoker.call(self.function, self._functions_message(message, body), outputs)
+        self._output_sender.send(outputs)
+
     def process(self, message: QueueMessage) -> None:
         """Run the function on one received message and settle it (delete, retry or poison)."""
         dequeue_count = int(message.dequeue_count or 1)
@@ -291,15 +305,7 @@ class QueuePoller:
             return
         timer = InvocationTimer(self.function.name, "queue")
         try:
-            try:
-                body = self._decode(raw)
-            except (binascii.Error, ValueError) as exc:
-                raise ValueError(
-                    f"message {message.id} is not valid base64 (messageEncoding is base64)"
-                ) from exc
-            outputs = [QueueOutput(binding) for binding in self.function.queue_outputs]
-            self._invoker.call(self.function, self._functions_message(message, body), outputs)
-            self._output_sender.send(outputs)
+            self.invoke(message)
         except Exception as error:
             if dequeue_count >= max_count:
                 self._to_poison(message, raw)

@@ -145,7 +145,9 @@ class PollFanOut:
             or now - mailbox.last_full_read_at >= FULL_READ_EVERY
             else self.reason
         )
-        listed = ListedMailbox(etag=claimed.etag, connection_etag=connection_etag, row=mailbox)
+        listed = ListedMailbox(
+            etag=claimed.etag, connection_etag=connection_etag, row=mailbox.model_dump_json()
+        )
         message = MailboxSyncRequested(
             org=org, staff_id=mailbox.staff_id, reason=reason, listed=listed
         )

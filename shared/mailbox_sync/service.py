@@ -87,6 +87,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
+from pydantic import ValidationError
+
 from shared.config import SecretResolver
 from shared.connections import AUTH_RETRY, mark_auth_failed, recover
 from shared.engine.busy import busy_block, changed_window, content_changed_window
@@ -222,12 +224,20 @@ class MailboxSyncer:
     def _listed_row(self, message: MailboxSyncRequested) -> Versioned[MailboxRecord] | None:
         """The row the poll fan-out's message carries, while its pending mark is recent."""
         listed = message.listed
-        if listed is None or listed.row.staff_id != message.staff_id:
+        if listed is None:
             return None
-        claimed_at = listed.row.sync_pending_since
-        if claimed_at is None or abs(self._now() - claimed_at) > LISTED_ROW_TRUSTED_FOR:
+        try:
+            row = MailboxRecord.model_validate_json(listed.row)
+        except ValidationError:
             return None
-        return Versioned(listed.row, listed.etag)
+        claimed_at = row.sync_pending_since
+        if (
+            row.staff_id != message.staff_id
+            or claimed_at is None
+            or abs(self._now() - claimed_at) > LISTED_ROW_TRUSTED_FOR
+        ):
+            return None
+        return Versioned(row, listed.etag)
 
     async def _connection(
         self, org: str, connection_id: str, listed_etag: str | None
@@ -259,18 +269,17 @@ class MailboxSyncer:
     async def sync(self, message: MailboxSyncRequested) -> SyncReport:
         org, staff_id = message.org, message.staff_id
         found = self._listed_row(message)
+        # The connection's ETag as listed, for the row as listed (a row read is read afresh).
+        connection_etag = (
+            message.listed.connection_etag
+            if found is not None and message.listed is not None
+            else None
+        )
         if found is None:
             found = await in_storage_thread(self._repos.mailboxes.get, org, staff_id)
         if found is None:
             return SyncReport(SyncOutcome.SKIPPED, "no such staff member")
-        listed = message.listed
-        connection = await self._connection(
-            org,
-            found.value.connection_id,
-            listed.connection_etag
-            if listed is not None and listed.row.connection_id == found.value.connection_id
-            else None,
-        )
+        connection = await self._connection(org, found.value.connection_id, connection_etag)
         if connection is None or not connection.value.enabled:
             await self._finish(org, staff_id, found, pending_only=True)
             return SyncReport(SyncOutcome.SKIPPED, "the connection is disabled or missing")

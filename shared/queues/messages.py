@@ -14,7 +14,6 @@ from shared.queues.names import (
     MAILBOX_SYNC,
     WEBHOOK_DELIVERIES,
 )
-from shared.store.records import MailboxRecord
 
 
 class AppointmentChanged(CamelModel):
@@ -34,15 +33,16 @@ class AppointmentChanged(CamelModel):
 
 
 class ListedMailbox(CamelModel):
-    """A read hint for ``mailbox-sync`` from the poll fan-out: the mailbox's row as the fan-out
-    wrote it when it set the pending mark, under the ETag that write got, and the ETag of the
-    connection row it listed. The worker may take the row for read (every write of it is
-    conditional on that ETag: a row changed since is read again and decided afresh) while the
-    mark is recent, and skips reading the connection when it holds that very version."""
+    """A read hint for ``mailbox-sync`` from the poll fan-out: the mailbox's row (its JSON, a
+    ``MailboxRecord``) as the fan-out wrote it when it set the pending mark, under the ETag
+    that write got, and the ETag of the connection row it listed. The worker may take the row
+    for read (every write of it is conditional on that ETag: a row changed since is read again
+    and decided afresh) while the mark is recent, and skips reading the connection when it
+    holds that very version."""
 
     etag: Annotated[str, StringConstraints(min_length=1, max_length=256)]
     connection_etag: Annotated[str, StringConstraints(min_length=1, max_length=256)]
-    row: MailboxRecord
+    row: Annotated[str, StringConstraints(min_length=2, max_length=32 * 1024)]
 
 
 class MailboxSyncRequested(CamelModel):

@@ -417,7 +417,10 @@ def test_a_polled_idle_mailbox_is_synced_from_the_row_its_message_carries(
     assert listed is not None
     stored = world.repos.mailboxes.get(ORG, "ann")
     assert stored is not None
-    assert (listed.row, listed.etag) == (stored.value, stored.etag)
+    assert (MailboxRecord.model_validate_json(listed.row), listed.etag) == (
+        stored.value,
+        stored.etag,
+    )
     reads = _Reads(world, monkeypatch)
     assert asyncio.run(world.syncer.sync(messages["ann"])).outcome is SyncOutcome.SYNCED
     assert reads.counts == {"mailbox": 0, "connection": 0}
