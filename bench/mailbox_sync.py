@@ -144,12 +144,18 @@ class Bench:
         self.staff = staff
         self.options = options
         self.idle = idle_staff(options.mailboxes)
-        self.services = bootstrap.services()
+        # The script's clock moves past the poll interval each round (see poll_all): the
+        # services (the fan-out, the sync worker, the intake's signature check) all go by it.
+        self.clock_offset = timedelta(0)
+        self.services = bootstrap.build_services(clock=self.clock)
+        bootstrap.install(self.services)
         self.runner = FunctionsRunner(function_app.app, environ=os.environ)
         # The script runs the poll fan-out itself, with its own clock.
         self.runner.timers = []
-        self.clock_offset = timedelta(0)
         self.loop = asyncio.Runner()
+
+    def clock(self) -> float:
+        return time.time() + self.clock_offset.total_seconds()
 
     # --- setup ----------------------------------------------------------------------------------
 
@@ -251,17 +257,10 @@ class Bench:
     def poll_all(self, *, full: bool = False) -> PollRound:
         """One fan-out round over every mailbox (the clock moved past the poll interval), until
         every idle mailbox has synced."""
-        from shared.mailbox_sync.fanout import PollFanOut
 
         if not full:
             self.clock_offset += timedelta(minutes=2)
-        offset = self.clock_offset
-        fan_out = PollFanOut(
-            self.services.repositories,
-            self.services.queue,
-            self.services.secrets,
-            now=lambda: datetime.now(UTC) + offset,
-        )
+        fan_out = self.services.poll_fanout
         before = self.last_syncs()
         self.sim.control("DELETE", "counters")
         cpu = self.cpu()
@@ -286,19 +285,12 @@ class Bench:
 
         from devhost.queue_triggers import connection_string_for
         from functions.mailbox_sync import SYNC_FUNCTION
-        from shared.mailbox_sync.fanout import PollFanOut
 
         poller = next(p for p in self.runner.pollers if p.function.name == SYNC_FUNCTION)
         connection = connection_string_for(poller.function.trigger.get("connection"), os.environ)
         client = QueueClient.from_connection_string(connection, poller.queue_name)
         self.clock_offset += timedelta(minutes=2)
-        offset = self.clock_offset
-        fan_out = PollFanOut(
-            self.services.repositories,
-            self.services.queue,
-            self.services.secrets,
-            now=lambda: datetime.now(UTC) + offset,
-        )
+        fan_out = self.services.poll_fanout
         worker = os.getpid()
         poller.pause()
         try:
@@ -426,7 +418,7 @@ class Bench:
             headers={
                 "Content-Type": "application/json",
                 SIGNATURE_HEADER: sign_request(
-                    SIGNING_SECRET, "PUT", target, body, int(time.time())
+                    SIGNING_SECRET, "PUT", target, body, int(self.clock())
                 ),
             },
         )

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -141,23 +142,29 @@ class Services:
             secrets=self.secrets,
         )
 
+    def now(self) -> datetime:
+        """``clock`` as an aware UTC time: what the sync's fan-outs and worker go by."""
+        return datetime.fromtimestamp(self.clock(), UTC)
+
     @cached_property
     def mailbox_syncer(self) -> MailboxSyncer:
         from shared.mailbox_sync.service import MailboxSyncer
 
-        return MailboxSyncer(self.repositories, self.queue, self.gateways, self.secrets)
+        return MailboxSyncer(
+            self.repositories, self.queue, self.gateways, self.secrets, now=self.now
+        )
 
     @cached_property
     def poll_fanout(self) -> PollFanOut:
         from shared.mailbox_sync.fanout import PollFanOut
 
-        return PollFanOut(self.repositories, self.queue, self.secrets)
+        return PollFanOut(self.repositories, self.queue, self.secrets, now=self.now)
 
     @cached_property
     def graph_sweep(self) -> GraphSweep:
         from shared.mailbox_sync.fanout import GraphSweep
 
-        return GraphSweep(self.repositories, self.queue, self.secrets)
+        return GraphSweep(self.repositories, self.queue, self.secrets, now=self.now)
 
     @cached_property
     def notification_intake(self) -> NotificationIntake:
