@@ -207,6 +207,19 @@ def report(runs: dict[str, dict[str, Any]], options: argparse.Namespace) -> None
                     f"{statistics.median(apply):9.1f} {percentile(apply, 0.99):9.1f}"
                 )
     print()
+    print("the slowest apply pass of each operation: ms, of which garbage collection (generation)")
+    for side in SIDES:
+        for name, run in runs.items():
+            cells = []
+            for operation in OPERATIONS:
+                slowest = max(run["latency"][side][operation], key=lambda s: s["apply"])
+                generation = slowest.get("gc_generation", -1)
+                collected = f", gc {slowest.get('gc', 0.0):.1f}" + (
+                    f" (gen {generation})" if generation >= 0 else ""
+                )
+                cells.append(f"{operation} {slowest['apply']:.1f}{collected}")
+            print(f"{side:<6} {name:<18} " + "; ".join(cells))
+    print()
     print("where the apply pass's time goes: median ms per pass over every operation")
     phase_names = ("store reads", "store writes", "exchange", "rest")
     print(f"{'side':<6} {'run':<18} " + " ".join(f"{p:>12}" for p in phase_names))
@@ -413,6 +426,19 @@ class Harness:
         # (phase, started, ended) of the wrapped calls during the current pass
         self._pass_phases: list[tuple[str, float, float]] | None = None
         self.day = 0
+        # Garbage collections, (generation, started, ended): a pass's slowest cause may be one.
+        self._collections: list[tuple[int, float, float]] = []
+        self._collecting: float | None = None
+        import gc
+
+        gc.callbacks.append(self._on_collection)
+
+    def _on_collection(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._collecting = time.perf_counter()
+        elif self._collecting is not None:
+            self._collections.append((info["generation"], self._collecting, time.perf_counter()))
+            self._collecting = None
 
     # --- set-up -------------------------------------------------------------------------------
 
@@ -514,8 +540,10 @@ class Harness:
         change = parse_message(AppointmentChanged, message.content)
         received = time.perf_counter()
         self._pass_phases = []
+        self._collections = []
         report = self.runner.run(self.services.appointment_applier.apply(change))
         applied = time.perf_counter()
+        collected = [(g, a, b) for g, a, b in self._collections if a >= received]
         intervals, self._pass_phases = self._pass_phases or [], None
         self.queue.delete_message(message)
         assert report.disposition == "done", report
@@ -537,6 +565,9 @@ class Harness:
         return {
             "whole": (applied - started) * 1000 - sim_ms,
             "apply": apply_ms,
+            # Garbage collection inside the apply pass: ms, and the oldest generation collected.
+            "gc": covered([(a, b) for _, a, b in collected]) * 1000,
+            "gc_generation": max((g for g, _, _ in collected), default=-1),
             "requests": sum(n for per_mailbox in counters.values() for n in per_mailbox.values()),
         }
 

@@ -849,6 +849,9 @@ class _Run:
                     self.repos.appointment_uids.appointment_of, org, event.uid
                 )
             if copy_of is not None:
+                # Read as busy time before its UID was known (the create's mapping not yet
+                # stored): what it blocked is busy time no more.
+                _drop_blocks(effects, event.item_id, blocks_by_event)
                 effects.item_puts.append(
                     MailboxItemRecord(
                         item_id=event.item_id,
@@ -868,11 +871,7 @@ class _Run:
             if status is None:
                 continue
             if status.kind is MailboxItemKind.BUSY:
-                old = blocks_by_event.get(item_id, [])
-                effects.block_removals += [(item_id, b.occurrence_id) for b in old]
-                window = changed_window(old, [])
-                if window:
-                    effects.windows.append(window)
+                _drop_blocks(effects, item_id, blocks_by_event)
             elif status.kind is MailboxItemKind.APPOINTMENT and status.appointment_id:
                 mapping, snapshot = await self._appointment(status.appointment_id)
                 verdict = organizer_item_deleted(status.appointment_id, item_id, mapping, snapshot)
@@ -1166,6 +1165,17 @@ class _Run:
         )
         if written is not None:
             self.row = written
+
+
+def _drop_blocks(
+    effects: PageEffects, item_id: str, blocks_by_event: Mapping[str, list[BusyBlock]]
+) -> None:
+    """Remove the busy blocks an item wrote, and tell the window they covered."""
+    old = blocks_by_event.get(item_id, [])
+    effects.block_removals += [(item_id, block.occurrence_id) for block in old]
+    window = changed_window(old, [])
+    if window:
+        effects.windows.append(window)
 
 
 def _span(event: ExchangeEvent) -> dict[str, datetime | None]:

@@ -41,7 +41,7 @@ from shared.queues import (
     parse_message,
 )
 from shared.store.memory import memory_repositories
-from shared.store.records import ConnectionRecord, MailboxRecord
+from shared.store.records import ConnectionRecord, MailboxItemKind, MailboxRecord
 from tests.builders import snapshot
 
 ORG = "acme"
@@ -371,6 +371,38 @@ def test_the_fan_out_skips_disabled_connections_and_follows_the_poll_interval(
     )
     world.clock[0] += PENDING_EXPIRY + timedelta(minutes=10)
     assert world.fanout.run().queued == 0
+
+
+def test_an_attendee_copy_read_as_busy_before_its_uid_was_known_stops_blocking_once_known(
+    world: World,
+) -> None:
+    """Found by the convergence machine: the worker that created a meeting died before storing
+    its mapping and UID, the secondary's sync read their copy meanwhile as busy time of their
+    own, and when the copy changed again (the meeting moved) and was known by its UID the
+    busy block stayed. Now the block goes, and the booking platform is told."""
+    world.book("apt-1", 10)
+    uid = world.repos.event_map.get(ORG, "apt-1")
+    assert uid is not None
+    assert uid.value.uid is not None
+    world.repos.appointment_uids.delete(ORG, uid.value.uid)  # as if never stored
+    world.sync("bob", FULL_READ)
+    assert [b.subject for b in world.blocks("bob")] != []
+    world.repos.appointment_uids.remember(ORG, uid.value.uid, "apt-1")  # the retry stored it
+    moved = snapshot(
+        2,
+        organizer="ann",
+        secondaries=("bob",),
+        start=DAY + timedelta(days=1, hours=12),
+        time_zone="Europe/Berlin",
+    )
+    world.repos.appointments.save_snapshot(ORG, "apt-1", moved)
+    asyncio.run(world.applier.apply(AppointmentChanged(org=ORG, appointment_id="apt-1", version=2)))
+    told = len(world.events("busy_time.changed"))
+    world.sync("bob")
+    assert world.blocks("bob") == []
+    item = world.repos.mailbox_items.items_of(ORG, "bob")
+    assert [row.kind for row in item.values()] == [MailboxItemKind.COPY]
+    assert len(world.events("busy_time.changed")) == told + 1
 
 
 def _fanned_out(world: World) -> dict[str, MailboxSyncRequested]:
