@@ -14,7 +14,10 @@ The rules
 - **Cancelled or deleted** by the organizer: ``appointment.cancelled``, and the secondary staff's
   copies are cancelled too (the organizer may have deleted the item without sending
   cancellations). Not when the snapshot itself is cancelled or names another organizer: then the
-  deletion is calbridge's own cancellation or hand-over.
+  deletion is calbridge's own cancellation or hand-over — but a cancelled snapshot's copies are
+  still made sure of (no event told): the organizer may have deleted the item without sending
+  cancellations just before the booking platform cancelled, and calbridge's cancellation then
+  found nothing left to send them from.
 - **Declined** by a secondary staff member: ``appointment.staff_declined``, once per staff
   member; the appointment stays booked.
 - Other edits (title, location, body) are not reported: the next snapshot restores them.
@@ -62,6 +65,8 @@ class OutlookVerdict:
     mapping: EventMapping | None = None
     cancel_copies: bool = False
     reason: str = "unchanged"
+    # The appointment's copies to make sure are cancelled, nothing told (see the rules).
+    ensure_copies_cancelled: EventMapping | None = None
 
 
 NOTHING = OutlookVerdict()
@@ -163,6 +168,10 @@ def organizer_item_deleted(
     if mapping is None or mapping.item_id != item_id:
         return OutlookVerdict(reason="not the mapped item")
     if not _booked_by_organizer(snapshot, mapping):
+        if snapshot is not None and snapshot.status is AppointmentStatus.CANCELLED:
+            return OutlookVerdict(
+                reason="cancelled by the booking platform", ensure_copies_cancelled=mapping
+            )
         return OutlookVerdict(reason="calbridge cancelled or handed it over")
     return _cancelled(appointment_id, mapping)
 

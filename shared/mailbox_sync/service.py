@@ -1000,6 +1000,9 @@ class _Run:
         if verdict.cancel_copies and verdict.mapping is not None:
             effects.copies_to_cancel.append((appointment_id, verdict.mapping))
             effects.cancellations += 1
+        if verdict.ensure_copies_cancelled is not None:
+            # Not an Outlook cancellation: the mass-cancellation guard does not count it.
+            effects.copies_to_cancel.append((appointment_id, verdict.ensure_copies_cancelled))
 
     async def _expand(self, series: list[ExchangeEvent]) -> dict[str, list[ExchangeEvent]]:
         """Each changed series' occurrences over the horizon, by the series' UID: one calendar

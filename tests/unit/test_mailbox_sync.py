@@ -405,6 +405,44 @@ def test_an_attendee_copy_read_as_busy_before_its_uid_was_known_stops_blocking_o
     assert len(world.events("busy_time.changed")) == told + 1
 
 
+def test_copies_of_a_meeting_deleted_without_cancellations_then_cancelled_are_cancelled(
+    world: World,
+) -> None:
+    """Found by the convergence machine: the organizer deleted the meeting in Outlook without
+    sending cancellations, and the booking platform cancelled the appointment before the
+    organizer's mailbox was read. calbridge's cancellation found nothing left to cancel, and
+    the sync then took the deletion for calbridge's own: the secondary's copy stayed on their
+    calendar. Now their copies are made sure of; nothing is told (the platform cancelled it)."""
+    world.book("apt-1", 10)
+    world.sync("ann", FULL_READ)
+    item_id = world.item_of("apt-1")
+    mapping = world.repos.event_map.get(ORG, "apt-1")
+    assert mapping is not None
+    assert mapping.value.uid is not None
+    world.exchange.delete_permanently(ANN, item_id)  # deleted, no cancellation sent
+    copy = world.exchange.find_by_uid(BOB, mapping.value.uid)
+    assert copy is not None
+    assert copy.is_live
+    cancelled = snapshot(
+        2,
+        status="cancelled",
+        organizer="ann",
+        secondaries=("bob",),
+        start=DAY + timedelta(days=1, hours=10),
+        time_zone="Europe/Berlin",
+    )
+    world.repos.appointments.save_snapshot(ORG, "apt-1", cancelled)
+    asyncio.run(world.applier.apply(AppointmentChanged(org=ORG, appointment_id="apt-1", version=2)))
+    copy = world.exchange.find_by_uid(BOB, mapping.value.uid)
+    assert copy is not None
+    assert copy.is_live  # calbridge's cancellation had nothing to send it from
+    assert world.sync("ann").outcome is SyncOutcome.SYNCED
+    copy = world.exchange.find_by_uid(BOB, mapping.value.uid)
+    assert copy is None or not copy.is_live
+    assert world.events("appointment.cancelled") == []
+    assert world.mailbox("ann").held is None
+
+
 def _fanned_out(world: World) -> dict[str, MailboxSyncRequested]:
     """The messages of one poll fan-out, by staff id."""
     world.queue.sent.clear()
