@@ -371,6 +371,10 @@ def run_child(code_root: Path) -> None:
         sim.wait(timeout=10)
 
 
+def _nothing() -> None:
+    pass
+
+
 class Harness:
     """The measurements of one run (see the module docstring)."""
 
@@ -432,6 +436,13 @@ class Harness:
         import gc
 
         gc.callbacks.append(self._on_collection)
+        # What the function's invocation scope does at its end (the passes call the service
+        # directly); a tree without it (the baseline) has nothing to call.
+        try:
+            from shared.observability.heap import invocation_ended
+        except ImportError:
+            invocation_ended = _nothing
+        self.invocation_ended = invocation_ended
 
     def _on_collection(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
@@ -543,6 +554,7 @@ class Harness:
         self._collections = []
         report = self.runner.run(self.services.appointment_applier.apply(change))
         applied = time.perf_counter()
+        self.invocation_ended()
         collected = [(g, a, b) for g, a, b in self._collections if a >= received]
         intervals, self._pass_phases = self._pass_phases or [], None
         self.queue.delete_message(message)

@@ -41,7 +41,7 @@ from types import MappingProxyType
 from typing import Any, Final, ParamSpec, Protocol, TypeVar
 
 from shared.models import ID_PATTERN
-from shared.observability import export
+from shared.observability import export, heap
 
 log = logging.getLogger("shared.observability")
 
@@ -209,6 +209,7 @@ def invocation(
                 raise
     finally:
         _current.reset(token)
+        heap.invocation_ended()
 
 
 def carried(call: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Callable[[], T]:
