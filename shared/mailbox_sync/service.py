@@ -221,8 +221,9 @@ class MailboxSyncer:
         self._settings[org] = (read_at, settings)
         return settings
 
-    def _listed_row(self, message: MailboxSyncRequested) -> Versioned[MailboxRecord] | None:
-        """The row the poll fan-out's message carries, while its pending mark is recent."""
+    def _listed(self, message: MailboxSyncRequested) -> tuple[Versioned[MailboxRecord], str] | None:
+        """The row the poll fan-out's message carries, while its pending mark is recent, and
+        the ETag of the connection row listed with it."""
         listed = message.listed
         if listed is None:
             return None
@@ -237,7 +238,7 @@ class MailboxSyncer:
             or abs(self._now() - claimed_at) > LISTED_ROW_TRUSTED_FOR
         ):
             return None
-        return Versioned(row, listed.etag)
+        return Versioned(row, listed.etag), listed.connection_etag
 
     async def _connection(
         self, org: str, connection_id: str, listed_etag: str | None
@@ -268,13 +269,9 @@ class MailboxSyncer:
 
     async def sync(self, message: MailboxSyncRequested) -> SyncReport:
         org, staff_id = message.org, message.staff_id
-        found = self._listed_row(message)
-        # The connection's ETag as listed, for the row as listed (a row read is read afresh).
-        connection_etag = (
-            message.listed.connection_etag
-            if found is not None and message.listed is not None
-            else None
-        )
+        listed = self._listed(message)
+        # A row read afresh has its connection read afresh too.
+        found, connection_etag = listed if listed is not None else (None, None)
         if found is None:
             found = await in_storage_thread(self._repos.mailboxes.get, org, staff_id)
         if found is None:

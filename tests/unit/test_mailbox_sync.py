@@ -125,16 +125,20 @@ class World:
         assert mapping.value.item_id is not None
         return mapping.value.item_id
 
-    def book(self, appointment_id: str, hour: int) -> None:
+    def book(
+        self, appointment_id: str, hour: int, *, version: int = 1, status: str = "booked"
+    ) -> None:
+        """The platform's snapshot (ann organizes, bob attends), stored and applied."""
         body = snapshot(
-            1,
+            version,
+            status=status,
             organizer="ann",
             secondaries=("bob",),
             start=DAY + timedelta(days=1, hours=hour),
             time_zone="Europe/Berlin",
         )
         self.repos.appointments.save_snapshot(ORG, appointment_id, body)
-        message = AppointmentChanged(org=ORG, appointment_id=appointment_id, version=1)
+        message = AppointmentChanged(org=ORG, appointment_id=appointment_id, version=version)
         asyncio.run(self.applier.apply(message))
 
 
@@ -388,15 +392,7 @@ def test_an_attendee_copy_read_as_busy_before_its_uid_was_known_stops_blocking_o
     world.sync("bob", FULL_READ)
     assert [b.subject for b in world.blocks("bob")] != []
     world.repos.appointment_uids.remember(ORG, uid.value.uid, "apt-1")  # the retry stored it
-    moved = snapshot(
-        2,
-        organizer="ann",
-        secondaries=("bob",),
-        start=DAY + timedelta(days=1, hours=12),
-        time_zone="Europe/Berlin",
-    )
-    world.repos.appointments.save_snapshot(ORG, "apt-1", moved)
-    asyncio.run(world.applier.apply(AppointmentChanged(org=ORG, appointment_id="apt-1", version=2)))
+    world.book("apt-1", 12, version=2)  # moved by the platform
     told = len(world.events("busy_time.changed"))
     world.sync("bob")
     assert world.blocks("bob") == []
@@ -423,16 +419,7 @@ def test_copies_of_a_meeting_deleted_without_cancellations_then_cancelled_are_ca
     copy = world.exchange.find_by_uid(BOB, mapping.value.uid)
     assert copy is not None
     assert copy.is_live
-    cancelled = snapshot(
-        2,
-        status="cancelled",
-        organizer="ann",
-        secondaries=("bob",),
-        start=DAY + timedelta(days=1, hours=10),
-        time_zone="Europe/Berlin",
-    )
-    world.repos.appointments.save_snapshot(ORG, "apt-1", cancelled)
-    asyncio.run(world.applier.apply(AppointmentChanged(org=ORG, appointment_id="apt-1", version=2)))
+    world.book("apt-1", 10, version=2, status="cancelled")
     copy = world.exchange.find_by_uid(BOB, mapping.value.uid)
     assert copy is not None
     assert copy.is_live  # calbridge's cancellation had nothing to send it from
