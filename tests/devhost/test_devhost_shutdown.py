@@ -60,11 +60,19 @@ def port_open(port: int) -> bool:
 
 
 def process_alive(pid: int) -> bool:
+    """Whether ``pid`` still runs. A zombie has ended: it holds no port, file or memory and
+    waits only to be reaped, which for an orphan is the machine's init process's job, done
+    when it gets round to it (seconds, on some machines)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return not Path("/proc").is_dir()  # gone meanwhile, or no /proc (macOS): trust kill
+    state = stat.rpartition(")")[2].split()[0]
+    return state not in ("Z", "X")
 
 
 def test_runner_stop_releases_the_port_and_stops_pollers_and_timers(
