@@ -638,20 +638,38 @@ class _Run:
         under the new connection's ids. What calbridge knew under the old ids is forgotten, not
         reported deleted; calbridge's appointments are adopted by their marker (only a real
         Outlook change made meanwhile is told); busy time is told only where it differs from
-        what the booking platform already has."""
+        what the booking platform already has. An appointment whose organizer item the read
+        did not see is looked up by its marker (a windowed reader's item after the window is
+        adopted so); one found nowhere was deleted or cancelled in Outlook before the first
+        read on this connection, and is told as such a deletion is on any read."""
         fresh = [
             event
             for event in changed.values()
             if (record := known.get(event.item_id)) is None or record.change_key != event.change_key
         ]
-        effects = await self._decide(fresh, [], known=known, looked_up=True)
+        searched = gone
         if self.windowed:
-            # Items after the window are not read yet under their new ids: kept, and
-            # calbridge's appointments among them adopted by their marker now.
+            # Items after the window are not read yet under their new ids: kept, but for
+            # calbridge's appointments among them, adopted by their marker now. Those that
+            # ended before it are forgotten.
             inside, past = await self._outside_window(gone, known)
             later = [item_id for item_id in gone if item_id not in inside and item_id not in past]
-            gone = inside + past
-            await self._adopt(later, known, effects)
+            gone, searched = inside + past, inside + later
+        seen = {self._appointment_of(event) for event in changed.values()}
+        unseen = [
+            item_id
+            for item_id in searched
+            if known[item_id].kind is MailboxItemKind.APPOINTMENT
+            and known[item_id].appointment_id not in seen
+        ]
+        adoptions = PageEffects()
+        missing = await self._adopt(unseen, known, adoptions)
+        effects = await self._decide(fresh, missing, known=known, looked_up=True)
+        effects.mappings.update(adoptions.mappings)
+        effects.item_puts += adoptions.item_puts
+        effects.item_removals += adoptions.item_removals
+        settled = set(missing) | set(adoptions.item_removals)
+        gone = [item_id for item_id in gone if item_id not in settled]
         org, staff_id = self.org, self.mailbox.staff_id
         before = [
             row.value
@@ -684,10 +702,11 @@ class _Run:
 
     async def _adopt(
         self, item_ids: list[str], known: Mapping[str, MailboxItemRecord], effects: PageEffects
-    ) -> None:
+    ) -> list[str]:
         """Calbridge's appointments among ``item_ids`` (known under the old connection's ids),
         found on this connection by their marker: their mappings and item rows take the new
-        ids."""
+        ids. Returns the items whose appointment has no live item with its marker here."""
+        missing: list[str] = []
         for item_id in item_ids:
             record = known[item_id]
             if record.kind is not MailboxItemKind.APPOINTMENT or not record.appointment_id:
@@ -700,6 +719,7 @@ class _Run:
                 if event.is_live
             ]
             if not found:
+                missing.append(item_id)
                 continue
             event = found[0]
             adopted = adopted_after_move(
@@ -718,6 +738,7 @@ class _Run:
                     }
                 )
             )
+        return missing
 
     async def _outside_window(
         self, gone: list[str], known: Mapping[str, MailboxItemRecord]

@@ -1556,6 +1556,36 @@ def test_an_own_event_read_by_a_sync_that_died_and_deleted_since_leaves_no_busy_
     machine.teardown()
 
 
+@pytest.mark.parametrize(
+    ("organizer", "send_cancellations"), [("eve", True), ("ann", False)], ids=["to-ews", "to-graph"]
+)
+def test_a_meeting_cancelled_in_outlook_just_before_its_mailbox_moved_is_reported(
+    world: World,
+    network: Network,
+    instances: InstancePool,
+    organizer: str,
+    send_cancellations: bool,
+) -> None:
+    # Found by the machine: the organizer cancelled the meeting in Outlook (or deleted it
+    # without sending cancellations) and the administrator moved the mailbox to the other
+    # connection before the cancellation was read. The first read there, a new baseline, took
+    # the organizer's item missing under its old id for one forgotten with the old ids: the
+    # cancellation was never reported and the appointment stayed booked.
+    machine = machine_in(world, network, instances)
+    try:
+        machine.book(organizer, ["cara" if organizer == "eve" else "fay"], 1, 10)
+        machine.settle()
+        with world.runner.queues_paused():
+            machine.organizer_cancels_it(index=0, send_cancellations=send_cancellations)
+            machine.mailbox_moved(organizer)
+        [appointment] = machine.appointments.values()
+        assert [action.kind for action in appointment.outlook] == ["cancel"]
+        machine.teardown()
+        assert appointment.status == "cancelled"
+    finally:
+        move_home(world)
+
+
 @pytest.mark.xfail(
     strict=True,
     reason=(

@@ -430,6 +430,44 @@ def test_copies_of_a_meeting_deleted_without_cancellations_then_cancelled_are_ca
     assert world.mailbox("ann").held is None
 
 
+def test_a_meeting_deleted_in_outlook_before_the_first_read_after_a_move_is_reported(
+    world: World,
+) -> None:
+    """Found by the convergence machine: the organizer deleted a meeting in Outlook and the
+    mailbox moved to another connection before that was read. The new baseline forgot what it
+    did not see under the old ids, so the cancellation was never told. Now an appointment the
+    read did not see is looked up by its marker; one found nowhere is told as deleted, and one
+    found is adopted without a word."""
+    world.book("apt-kept", 10)
+    world.book("apt-deleted", 12)
+    world.sync("ann", FULL_READ)
+    world.exchange.delete_as_owner(ANN, world.item_of("apt-deleted"))
+    cloud = world.repos.connections.get(ORG, "onprem")
+    assert cloud is not None
+    world.repos.connections.put(
+        ORG, "cloud", cloud.value.model_copy(update={"connection_id": "cloud"}), None
+    )
+    row = world.repos.mailboxes.get(ORG, "ann")
+    assert row is not None
+    world.repos.mailboxes.put(
+        ORG,
+        "ann",
+        row.value.model_copy(
+            update={"connection_id": "cloud", "rebaseline": True, "sync_state": None}
+        ),
+        row.etag,
+    )
+    assert world.sync("ann", FULL_READ).outcome is SyncOutcome.SYNCED
+    [cancelled] = world.events("appointment.cancelled")
+    assert cancelled["data"] == {"appointmentId": "apt-deleted", "by": "ann"}
+    kept = world.repos.event_map.get(ORG, "apt-kept")
+    assert kept is not None
+    assert not kept.value.cancelled
+    assert world.mailbox("ann").rebaseline is False
+    world.sync("ann")
+    assert len(world.events("appointment.cancelled")) == 1
+
+
 def _fanned_out(world: World) -> dict[str, MailboxSyncRequested]:
     """The messages of one poll fan-out, by staff id."""
     world.queue.sent.clear()
