@@ -991,6 +991,46 @@ class ConvergenceMachine(RuleBasedStateMachine):
         self.check_privacy()
         self.check_nothing_poisoned()
 
+    def story(self, appointment: Appointment) -> str:
+        """What happened to an appointment, for a failure's message: the model, what calbridge
+        stores of it, every item of it the simulator holds (deleted ones too) with its changes,
+        and the webhooks about it."""
+        store = self.world.sim.store
+        repositories = bootstrap.services().repositories
+        mapping = repositories.event_map.get(ORG, appointment.appointment_id)
+        outlook = [(a.kind, a.at, a.staff_id) for a in appointment.outlook]
+        lines = [
+            f"model: {appointment.status} v{appointment.version} booked at step "
+            f"{appointment.last_put_at}; Outlook: {outlook}",
+            f"mapping: {mapping.value.model_dump(exclude_none=True) if mapping else None}",
+        ]
+        for item in store.items.copy().values():
+            if appointment.tag not in (item.subject or ""):
+                continue
+            changes = [
+                (change.seq, change.kind.value)
+                for change in store.changes_since(item.mailbox, 0)
+                if change.item_id == item.id
+            ]
+            lines.append(
+                f"item {item.id[-12:]} in {item.mailbox}: organizer={item.is_organizer} "
+                f"deleted={item.deleted} cancelled={item.is_cancelled} {item.start}; {changes}"
+            )
+        for staff_id in {appointment.organizer, *appointment.secondaries}:
+            rows = repositories.mailbox_items.items_of(ORG, staff_id).values()
+            known = [
+                (row.item_id[-12:], row.kind.value)
+                for row in rows
+                if row.appointment_id == appointment.appointment_id
+            ]
+            lines.append(f"calbridge knows in {staff_id}'s mailbox: {known}")
+        for hook in self.world.sim.booking.received:
+            body = hook.body if isinstance(hook.body, dict) else {}
+            data = body.get("data") or {}
+            if data.get("appointmentId") == appointment.appointment_id:
+                lines.append(f"webhook {body.get('type')} answered {hook.status}: {data}")
+        return "\n".join(lines)
+
     def check_calendars(self) -> None:
         for appointment in self.appointments.values():
             where = {
@@ -1000,12 +1040,14 @@ class ConvergenceMachine(RuleBasedStateMachine):
             label = f"{appointment.appointment_id} {appointment.tag} v{appointment.version}"
             if appointment.status == "cancelled":
                 alive = {s: len(items) for s, items in where.items() if items}
-                assert not alive, f"{label}: cancelled, still live in {alive}"
+                assert not alive, (
+                    f"{label}: cancelled, still live in {alive}\n{self.story(appointment)}"
+                )
                 continue
             organizer_items = where[appointment.organizer]
             assert len(organizer_items) == 1, (
                 f"{label}: {len(organizer_items)} live items in the organizer "
-                f"{appointment.organizer}'s calendar"
+                f"{appointment.organizer}'s calendar\n{self.story(appointment)}"
             )
             [item] = organizer_items
             assert item.is_organizer, f"{label}: the organizer's item is an invitation"
