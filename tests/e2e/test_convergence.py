@@ -1089,59 +1089,65 @@ class ConvergenceMachine(RuleBasedStateMachine):
             }
 
         for appointment in self.appointments.values():
-            actions = appointment.outlook
-            aid = appointment.appointment_id
-            cancels = sum(1 for a in actions if a.kind == "cancel")
-            reported = ids("appointment.cancelled", appointmentId=aid)
-            assert len(reported) <= max(cancels, 0), (
-                f"{aid}: {len(reported)} cancellations reported for {cancels} in Outlook"
-            )
-            for staff_id in {a.staff_id for a in actions if a.kind == "decline"}:
-                declines = sum(1 for a in actions if a.kind == "decline" and a.staff_id == staff_id)
-                reported = ids("appointment.staff_declined", appointmentId=aid, staffId=staff_id)
-                assert len(reported) <= declines, f"{aid}: {staff_id}'s decline reported twice"
-            moves: dict[str, int] = {}
-            for action in actions:
-                if action.kind == "move" and action.start is not None:
-                    moves[action.start.isoformat()] = moves.get(action.start.isoformat(), 0) + 1
-            for hook in self.webhooks_of("appointment.rescheduled"):
-                if hook.body["data"]["appointmentId"] == aid:
-                    start = datetime.fromisoformat(hook.body["data"]["start"]).isoformat()
-                    if start not in moves and start in appointment.booked_starts and not STRICT:
-                        # calbridge's own write taken for a move (see ECHOES)
-                        ECHOES.append(f"{aid} to {start}")
-                        continue
-                    assert start in moves, f"{aid}: a reschedule to {start} nobody made"
-            for start, made in moves.items():
-                reported = {
-                    hook.body["id"]
-                    for hook in self.webhooks_of("appointment.rescheduled")
-                    if hook.body["data"]["appointmentId"] == aid
-                    and datetime.fromisoformat(hook.body["data"]["start"]).isoformat() == start
-                }
-                assert len(reported) <= made, f"{aid}: the move to {start} reported twice"
-            # The last thing that happened to the appointment, when it was an Outlook change,
-            # must have been reported: nothing overtook it.
-            if actions and actions[-1].at > appointment.last_put_at:
-                last = actions[-1]
-                if last.kind == "cancel":
-                    assert ids("appointment.cancelled", appointmentId=aid), (
-                        f"{aid}: the organizer's cancellation in Outlook was lost"
+            try:
+                actions = appointment.outlook
+                aid = appointment.appointment_id
+                cancels = sum(1 for a in actions if a.kind == "cancel")
+                reported = ids("appointment.cancelled", appointmentId=aid)
+                assert len(reported) <= max(cancels, 0), (
+                    f"{aid}: {len(reported)} cancellations reported for {cancels} in Outlook"
+                )
+                for staff_id in {a.staff_id for a in actions if a.kind == "decline"}:
+                    declines = sum(
+                        1 for a in actions if a.kind == "decline" and a.staff_id == staff_id
                     )
-                elif last.kind == "decline":
-                    assert ids(
-                        "appointment.staff_declined", appointmentId=aid, staffId=last.staff_id
-                    ), f"{aid}: {last.staff_id}'s decline was never reported"
-                elif last.kind == "move" and last.start is not None:
-                    assert last.start.isoformat() in {
-                        datetime.fromisoformat(h.body["data"]["start"]).isoformat()
-                        for h in self.webhooks_of("appointment.rescheduled")
-                        if h.body["data"]["appointmentId"] == aid
-                    }, (
-                        f"{aid}: the organizer's move to {last.start} was never reported; "
-                        f"mapping {self.world.mapping(aid)}; problem {self.world.problem(aid)}; "
-                        f"model {appointment}"
+                    reported = ids(
+                        "appointment.staff_declined", appointmentId=aid, staffId=staff_id
                     )
+                    assert len(reported) <= declines, f"{aid}: {staff_id}'s decline reported twice"
+                moves: dict[str, int] = {}
+                for action in actions:
+                    if action.kind == "move" and action.start is not None:
+                        moves[action.start.isoformat()] = moves.get(action.start.isoformat(), 0) + 1
+                for hook in self.webhooks_of("appointment.rescheduled"):
+                    if hook.body["data"]["appointmentId"] == aid:
+                        start = datetime.fromisoformat(hook.body["data"]["start"]).isoformat()
+                        if start not in moves and start in appointment.booked_starts and not STRICT:
+                            # calbridge's own write taken for a move (see ECHOES)
+                            ECHOES.append(f"{aid} to {start}")
+                            continue
+                        assert start in moves, f"{aid}: a reschedule to {start} nobody made"
+                for start, made in moves.items():
+                    reported = {
+                        hook.body["id"]
+                        for hook in self.webhooks_of("appointment.rescheduled")
+                        if hook.body["data"]["appointmentId"] == aid
+                        and datetime.fromisoformat(hook.body["data"]["start"]).isoformat() == start
+                    }
+                    assert len(reported) <= made, f"{aid}: the move to {start} reported twice"
+                # The last thing that happened to the appointment, when it was an Outlook change,
+                # must have been reported: nothing overtook it.
+                if actions and actions[-1].at > appointment.last_put_at:
+                    last = actions[-1]
+                    if last.kind == "cancel":
+                        assert ids("appointment.cancelled", appointmentId=aid), (
+                            f"{aid}: the organizer's cancellation in Outlook was lost"
+                        )
+                    elif last.kind == "decline":
+                        assert ids(
+                            "appointment.staff_declined", appointmentId=aid, staffId=last.staff_id
+                        ), f"{aid}: {last.staff_id}'s decline was never reported"
+                    elif last.kind == "move" and last.start is not None:
+                        assert last.start.isoformat() in {
+                            datetime.fromisoformat(h.body["data"]["start"]).isoformat()
+                            for h in self.webhooks_of("appointment.rescheduled")
+                            if h.body["data"]["appointmentId"] == aid
+                        }, (
+                            f"{aid}: the organizer's move to {last.start} was never reported; "
+                            f"problem {self.world.problem(aid)}"
+                        )
+            except AssertionError as failure:
+                raise AssertionError(f"{failure}\n{self.story(appointment)}") from None
 
     def check_busy_time(self) -> None:
         start = self.when(-1, 0)
