@@ -70,9 +70,10 @@ The algorithm
    mailbox with no item id yet — and a failed create leaves that same pending mapping. The
    next pass then looks in that mailbox: it adopts the event there, or, if the organizer has
    changed meanwhile, cancels it. No event is ever written where the mapping does not point.
-   An event adopted for the very snapshot it was created from that shows another time, title
-   or location was changed in Outlook since: it is adopted as it is, without a write and
-   without a change key, so the mailbox sync reports the change (``OUTLOOK_CHANGE_ADOPTED``).
+   An event found for the very snapshot it was created from is adopted as it is, without a
+   write and without a change key (``ADOPTED_AS_IT_IS``): whatever differs from the draft — a
+   time, a title, an attendee's decline — was changed in Outlook since, and the mailbox sync
+   reports it; writing the draft again would undo it unseen.
 
 Echo rule: every write's new change key lands in the mapping; the Exchange → booking direction
 treats a change whose change key equals the stored one as our own write, never as a user's. The
@@ -165,9 +166,9 @@ class PlanReason(StrEnum):
     # The same, and the snapshot is newer: it is written once the mailbox sync has read (and
     # reported) the change, or on the next pass if the sync still has not (``read_first``).
     OUTLOOK_CHANGE_READ_FIRST = "outlook_change_read_first"
-    # A pending create's event found changed in Outlook since it was created (from this very
-    # snapshot): adopted as it is, without a write, for the mailbox sync to report.
-    OUTLOOK_CHANGE_ADOPTED = "outlook_change_adopted"
+    # A pending create's event found for the very snapshot it was created from: adopted as it
+    # is, without a write; whatever Outlook changed since is the mailbox sync's to report.
+    ADOPTED_AS_IT_IS = "adopted_as_it_is"
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ class ReconcilePlan:
     read_first: str | None = None
     # A booked plan: the declines the snapshot has not answered yet (None: as recorded).
     standing_declines: tuple[str, ...] | None = None
-    # OUTLOOK_CHANGE_ADOPTED: the event adopted, and the digest of the draft it was made from.
+    # ADOPTED_AS_IT_IS: the event adopted, and the digest of the draft it was made from.
     adopted: ExchangeEvent | None = None
     adopted_digest: str | None = None
 
@@ -637,11 +638,13 @@ def _booking(
         create_id = transaction_id(org, appointment_id, organizer.staff_id, generation)
         actions.append(CreateEvent(organizer, draft, create_id))
         return plan(reason, actions, generation)
-    if situation is Situation.PENDING_CREATE and not newer and _shows_otherwise(keep, draft):
+    if situation is Situation.PENDING_CREATE and not newer:
         # The pending create made this very draft there (its answer was lost, or its worker
-        # died before storing it): what differs was changed in Outlook since. Writing the draft
-        # would undo it unseen; adopted as it is, the mailbox sync reports it.
-        return plan(PlanReason.OUTLOOK_CHANGE_ADOPTED, actions, generation, adopted=keep)
+        # died before storing it, or it is storing it now): what differs was changed in Outlook
+        # since — a time, a title, or an attendee's answer that the event's time and title do
+        # not show. Writing the draft again would undo it unseen (an update invites an attendee
+        # who declined afresh); adopted as it is, the mailbox sync reports it.
+        return plan(PlanReason.ADOPTED_AS_IT_IS, actions, generation, adopted=keep)
     actions.append(UpdateEvent(organizer, keep.item_id, keep.change_key, draft))
     return plan(reason, actions, generation)
 
@@ -878,7 +881,7 @@ def mapping_after(plan: ReconcilePlan, results: Sequence[ActionResult]) -> Event
     if wrote:
         assert current is not None
         return current.model_copy(update={"last_error": problems})
-    if plan.reason is PlanReason.OUTLOOK_CHANGE_ADOPTED:
+    if plan.reason is PlanReason.ADOPTED_AS_IT_IS:
         assert plan.adopted is not None
         assert plan.organizer is not None
         # No change key: calbridge has not written the item since it changed, so the mailbox

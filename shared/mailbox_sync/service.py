@@ -570,6 +570,11 @@ class _Run:
         return await self._carry_out(effects, f"confirm\n{change}")
 
     async def full_read(self) -> SyncReport:
+        # What calbridge knew before the read began: an item the apply worker creates while the
+        # pages are read (and records at once) is not one the read missed, so not a deletion.
+        known = await in_storage_thread(
+            self.repos.mailbox_items.items_of, self.org, self.mailbox.staff_id
+        )
         cursor: str | None = None
         changed: dict[str, ExchangeEvent] = {}
         pages = 0
@@ -583,9 +588,6 @@ class _Run:
             cursor = changes.cursor
             if changes.complete:
                 break
-        known = await in_storage_thread(
-            self.repos.mailbox_items.items_of, self.org, self.mailbox.staff_id
-        )
         gone = [item_id for item_id in known if item_id not in changed]
         if self.mailbox.rebaseline:
             return await self._rebaseline(changed, gone, known, cursor, pages)

@@ -41,7 +41,14 @@ from shared.engine.reconcile import (
     reconcile_appointment,
     transaction_id,
 )
-from shared.exchange.port import Attendee, EventRef, ExchangeEvent, ExchangeUnavailable, RetryAfter
+from shared.exchange.port import (
+    Attendee,
+    EventRef,
+    ExchangeEvent,
+    ExchangeUnavailable,
+    ResponseType,
+    RetryAfter,
+)
 from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
 from tests.builders import directory
 from tests.builders import snapshot as build_snapshot
@@ -793,16 +800,38 @@ def test_a_failed_create_leaves_a_pending_mapping_where_the_event_may_now_be() -
     assert retry.actions == (create,)
 
 
-def test_a_pending_create_is_adopted_in_its_mailbox() -> None:
+def test_a_pending_create_is_adopted_in_its_mailbox_without_a_write() -> None:
+    # The create made this very draft there: nothing to write again. No change key is kept,
+    # so the mailbox sync reads the event once more and judges whatever Outlook changed.
     pending = mapping(item_id=None, applied_version=1, generation=4)
 
     plan = plan_for(snapshot(1), pending, [observed("made-after-all")])
 
-    assert plan.reason is PlanReason.ADOPT
-    [update] = plan.actions
-    assert isinstance(update, UpdateEvent)
-    assert update.item_id == "made-after-all"
+    assert plan.reason is PlanReason.ADOPTED_AS_IT_IS
+    assert plan.actions == ()
     assert plan.generation == 4
+    after = mapping_after(plan, succeed(plan))
+    assert after is not None
+    assert (after.item_id, after.change_key, after.applied_version) == ("made-after-all", None, 1)
+
+
+def test_a_pending_create_an_attendee_declined_before_it_was_recorded_is_not_written_again() -> (
+    None
+):
+    # Found by the convergence machine: the worker created the meeting; the attendee declined
+    # it before the mapping was stored; a second pass over the same snapshot found the event
+    # (time and title as created) and wrote the draft again, which invited the attendee afresh:
+    # the decline was undone in Exchange and never reported.
+    pending = mapping(item_id=None, applied_version=1, generation=1, attendees=("ben",))
+    declined = observed("made", attendees=("ben",), change_key="ck-declined")
+    declined = declined.model_copy(
+        update={"attendees": (Attendee(address=address("ben"), response=ResponseType.DECLINED),)}
+    )
+
+    plan = plan_for(snapshot(1, secondaries=("ben",)), pending, [declined])
+
+    assert plan.actions == ()
+    assert plan.adopted == declined
 
 
 def test_a_pending_create_moved_in_outlook_before_it_was_recorded_is_adopted_as_it_is() -> None:
@@ -813,7 +842,7 @@ def test_a_pending_create_moved_in_outlook_before_it_was_recorded_is_adopted_as_
 
     plan = plan_for(snapshot(1), pending, [moved])
 
-    assert plan.reason is PlanReason.OUTLOOK_CHANGE_ADOPTED
+    assert plan.reason is PlanReason.ADOPTED_AS_IT_IS
     assert plan.actions == ()
     after = mapping_after(plan, succeed(plan))
     assert after is not None

@@ -81,8 +81,9 @@ def test_a_create_whose_answer_was_lost_is_adopted_not_repeated() -> None:
 
     assert first.failure is not None
     assert second.plan is not None
-    assert second.plan.reason is PlanReason.ADOPT
+    assert second.plan.reason is PlanReason.ADOPTED_AS_IT_IS
     assert exchange.request_count("create_event") == 1
+    assert exchange.request_count("update_event") == 0  # the create made this very draft
     [event] = exchange.calendar(address("ana"))
     assert second.mapping is not None
     assert second.mapping.item_id == event.item_id
@@ -142,9 +143,10 @@ def test_a_create_whose_answer_was_lost_is_found_by_marker_and_adopted() -> None
 
     assert again.failure is None
     assert again.plan is not None
-    assert again.plan.reason is PlanReason.ADOPT
+    assert again.plan.reason is PlanReason.ADOPTED_AS_IT_IS
     assert exchange.request_count("find_by_marker") == 1
     assert exchange.request_count("create_event") == 1
+    assert exchange.request_count("update_event") == 0
     assert [e.item_id for e in exchange.calendar(address("ana")) if e.is_live] == [event.item_id]
     assert again.mapping is not None
     assert again.mapping.item_id == event.item_id

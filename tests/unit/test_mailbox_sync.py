@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -466,6 +467,39 @@ def test_a_meeting_deleted_in_outlook_before_the_first_read_after_a_move_is_repo
     assert world.mailbox("ann").rebaseline is False
     world.sync("ann")
     assert len(world.events("appointment.cancelled")) == 1
+
+
+def test_a_meeting_created_while_a_full_read_pages_is_not_taken_for_deleted(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the convergence machine: a full read paged through the calendar, the apply
+    worker created a meeting and recorded it meanwhile, and the read, comparing what it saw
+    with what calbridge knew at its end, took the new meeting for one deleted in Outlook: a
+    cancellation nobody made was told and the attendees' copies were removed."""
+    world.sync("ann", FULL_READ)
+    read = world.exchange.changes_since
+    booked: list[str] = []
+
+    def read_then_book(*args: Any, **kwargs: Any) -> Any:
+        changes = read(*args, **kwargs)
+        if not booked:
+            booked.append("apt-1")
+            worker = threading.Thread(target=world.book, args=("apt-1", 10))
+            worker.start()
+            worker.join()
+        return changes
+
+    monkeypatch.setattr(world.exchange, "changes_since", read_then_book)
+    assert world.sync("ann", FULL_READ).outcome is SyncOutcome.SYNCED
+    assert booked == ["apt-1"]
+    assert world.events("appointment.cancelled") == []
+    mapping = world.repos.event_map.get(ORG, "apt-1")
+    assert mapping is not None
+    assert not mapping.value.cancelled
+    monkeypatch.undo()
+    world.sync("ann")
+    assert world.events("appointment.cancelled") == []
+    assert [e.is_live for e in world.exchange.calendar(BOB)] == [True]
 
 
 def _fanned_out(world: World) -> dict[str, MailboxSyncRequested]:
