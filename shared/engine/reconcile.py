@@ -638,15 +638,25 @@ def _booking(
         create_id = transaction_id(org, appointment_id, organizer.staff_id, generation)
         actions.append(CreateEvent(organizer, draft, create_id))
         return plan(reason, actions, generation)
-    if situation is Situation.PENDING_CREATE and not newer:
+    if (
+        situation is Situation.PENDING_CREATE
+        and not newer
+        and (_shows_otherwise(keep, draft) or _same_attendees(mapping, attendee_ids))
+    ):
         # The pending create made this very draft there (its answer was lost, or its worker
         # died before storing it, or it is storing it now): what differs was changed in Outlook
         # since — a time, a title, or an attendee's answer that the event's time and title do
         # not show. Writing the draft again would undo it unseen (an update invites an attendee
-        # who declined afresh); adopted as it is, the mailbox sync reports it.
+        # who declined afresh); adopted as it is, the mailbox sync reports it. (Attendees known
+        # since the create, a staff member's mailbox found meanwhile, still need the write.)
         return plan(PlanReason.ADOPTED_AS_IT_IS, actions, generation, adopted=keep)
     actions.append(UpdateEvent(organizer, keep.item_id, keep.change_key, draft))
     return plan(reason, actions, generation)
+
+
+def _same_attendees(mapping: EventMapping | None, attendee_ids: tuple[str, ...]) -> bool:
+    """Whether the pending create invited exactly the staff this pass would invite."""
+    return mapping is not None and tuple(mapping.attendee_staff_ids) == attendee_ids
 
 
 def _shows_otherwise(event: ExchangeEvent, draft: EventDraft) -> bool:

@@ -834,6 +834,19 @@ def test_a_pending_create_an_attendee_declined_before_it_was_recorded_is_not_wri
     assert plan.adopted == declined
 
 
+def test_a_pending_create_made_before_an_attendee_was_known_is_written_with_them() -> None:
+    # The create invited nobody (ben's mailbox was not known yet); the retry knows it: the
+    # event found is the create's, but the draft now names ben, so it is written.
+    pending = mapping(item_id=None, applied_version=1, generation=2, attendees=())
+
+    plan = plan_for(snapshot(1, secondaries=("ben",)), pending, [observed("made")])
+
+    assert plan.reason is PlanReason.ADOPT
+    [update] = plan.actions
+    assert isinstance(update, UpdateEvent)
+    assert update.draft.required_attendees == (address("ben"),)
+
+
 def test_a_pending_create_moved_in_outlook_before_it_was_recorded_is_adopted_as_it_is() -> None:
     # The worker created the event and died before storing it; the organizer moved it; the
     # message comes back. Writing the draft would undo the move unseen.
