@@ -11,6 +11,7 @@ connection test's answers name conditions, never credentials.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -176,7 +177,7 @@ class ConnectionAdmin:
         try:
             self._api._authenticate(org, admin_key, body)
             self._connection(org, connection_id)
-            if body.strip() not in (b"", b"{}"):
+            if not _no_body(body):
                 raise refuse(400, "unexpected_body", "this route takes no body (or {})")
             try:
                 with storage_refusals(f"connection {connection_id!r}"):
@@ -212,7 +213,7 @@ class ConnectionAdmin:
         def look_up() -> tuple[ConnectionRecord, list[tuple[str, MailboxRecord]]]:
             self._api._authenticate(org, admin_key, body)
             record = self._connection(org, connection_id)
-            if body.strip() not in (b"", b"{}"):
+            if not _no_body(body):
                 raise refuse(400, "unexpected_body", "this route takes no body (or {})")
             with storage_refusals("the mailboxes"):
                 assigned = sorted(
@@ -344,7 +345,7 @@ class ConnectionAdmin:
         try:
             self._api._authenticate(org, admin_key, body)
             check_id("staffId", staff_id)
-            if body.strip() not in (b"", b"{}"):
+            if not _no_body(body):
                 raise refuse(400, "unexpected_body", "this route takes no body (or {})")
             with storage_refusals(f"staff member {staff_id!r}"):
                 found = self._repos.mailboxes.get(org, staff_id)
@@ -370,7 +371,7 @@ class ConnectionAdmin:
         try:
             self._api._authenticate(org, admin_key, body)
             self._connection(org, connection_id)
-            if body.strip() not in (b"", b"{}"):
+            if not _no_body(body):
                 raise refuse(400, "unexpected_body", "this route takes no body (or {})")
             with storage_refusals(f"connection {connection_id!r}"):
                 staff = sorted(
@@ -398,7 +399,7 @@ class ConnectionAdmin:
             self._api._authenticate(org, admin_key, body)
             request = (
                 ReplayRequest()
-                if not body.strip()
+                if not body
                 else parse_json_body(body, ReplayRequest, "the replay request")
             )
             with storage_refusals("the dead letters"):
@@ -508,3 +509,14 @@ def _gateway_problem(error: Exception) -> str:
     if isinstance(error, EndpointRefused | CalendarError):
         return f"the connection cannot be set up: {error}"
     return f"the connection cannot be set up ({type(error).__name__})"
+
+
+def _no_body(body: bytes) -> bool:
+    """What a route that takes no body accepts: none at all, or an empty JSON object.
+    Whitespace alone is no JSON document: refused like any other body."""
+    if body == b"":
+        return True
+    try:
+        return bool(json.loads(body) == {})
+    except (ValueError, RecursionError):
+        return False

@@ -231,6 +231,27 @@ def test_resync_of_a_mailbox_and_of_a_connection(app: str, azurite: Azurite) -> 
     assert "nobody" in answer(missing)["message"]
 
 
+@pytest.mark.parametrize("body", [b"\n", b"  ", b"{} x", b"[]"])
+@pytest.mark.parametrize("path", ["replay", "staff/ann/resync", "connections/onprem/disable"])
+def test_a_body_that_is_neither_none_nor_json_is_refused_and_changes_nothing(
+    app: str, azurite: Azurite, path: str, body: bytes
+) -> None:
+    # Found by schemathesis: a replay with the body "\n" (no JSON document) was accepted as if
+    # it had none. No body at all, or {}, is what these routes take.
+    clear(azurite, app + MAILBOX_SYNC, app + APPOINTMENT_CHANGES)
+    refused = admin("POST", path, body)
+    assert refused.status_code in (400, 422), refused.get_body()
+    assert answer(refused)["message"]
+    assert queued(azurite, app + MAILBOX_SYNC) == []
+    assert queued(azurite, app + APPOINTMENT_CHANGES) == []
+    connection = bootstrap.services().repositories.connections.get(ORG, "onprem")
+    assert connection is not None
+    assert connection.value.enabled
+    assert admin("POST", path, b"{ }").status_code in (200, 202)
+    if path.endswith("disable"):
+        assert admin("POST", "connections/onprem/enable").status_code == 200
+
+
 def _dead_letter(queue: str, subject: str, message: dict[str, Any]) -> DeadLetterRecord:
     return DeadLetterRecord(
         queue=queue,
