@@ -177,8 +177,7 @@ class ConnectionAdmin:
         try:
             self._api._authenticate(org, admin_key, body)
             self._connection(org, connection_id)
-            if not _no_body(body):
-                raise refuse(400, "unexpected_body", "this route takes no body (or {})")
+            _refuse_a_body(body)
             try:
                 with storage_refusals(f"connection {connection_id!r}"):
                     change = set_enabled(
@@ -213,8 +212,7 @@ class ConnectionAdmin:
         def look_up() -> tuple[ConnectionRecord, list[tuple[str, MailboxRecord]]]:
             self._api._authenticate(org, admin_key, body)
             record = self._connection(org, connection_id)
-            if not _no_body(body):
-                raise refuse(400, "unexpected_body", "this route takes no body (or {})")
+            _refuse_a_body(body)
             with storage_refusals("the mailboxes"):
                 assigned = sorted(
                     (staff_id, row)
@@ -345,8 +343,7 @@ class ConnectionAdmin:
         try:
             self._api._authenticate(org, admin_key, body)
             check_id("staffId", staff_id)
-            if not _no_body(body):
-                raise refuse(400, "unexpected_body", "this route takes no body (or {})")
+            _refuse_a_body(body)
             with storage_refusals(f"staff member {staff_id!r}"):
                 found = self._repos.mailboxes.get(org, staff_id)
                 if found is None:
@@ -371,8 +368,7 @@ class ConnectionAdmin:
         try:
             self._api._authenticate(org, admin_key, body)
             self._connection(org, connection_id)
-            if not _no_body(body):
-                raise refuse(400, "unexpected_body", "this route takes no body (or {})")
+            _refuse_a_body(body)
             with storage_refusals(f"connection {connection_id!r}"):
                 staff = sorted(
                     staff_id
@@ -511,12 +507,14 @@ def _gateway_problem(error: Exception) -> str:
     return f"the connection cannot be set up ({type(error).__name__})"
 
 
-def _no_body(body: bytes) -> bool:
-    """What a route that takes no body accepts: none at all, or an empty JSON object.
-    Whitespace alone is no JSON document: refused like any other body."""
+def _refuse_a_body(body: bytes) -> None:
+    """A route that takes no body accepts none at all, or an empty JSON object; anything else
+    is a 400 (whitespace alone is no JSON document)."""
     if body == b"":
-        return True
+        return
     try:
-        return bool(json.loads(body) == {})
+        empty = json.loads(body) == {}
     except (ValueError, RecursionError):
-        return False
+        empty = False
+    if not empty:
+        raise refuse(400, "unexpected_body", "this route takes no body (or {})")

@@ -664,14 +664,11 @@ class _Run:
             if known[item_id].kind is MailboxItemKind.APPOINTMENT
             and known[item_id].appointment_id not in seen
         ]
-        adoptions = PageEffects()
-        missing = await self._adopt(unseen, known, adoptions)
-        effects = await self._decide(fresh, missing, known=known, looked_up=True)
-        effects.mappings.update(adoptions.mappings)
-        effects.item_puts += adoptions.item_puts
-        effects.item_removals += adoptions.item_removals
-        settled = set(missing) | set(adoptions.item_removals)
+        effects = PageEffects()
+        missing = await self._adopt(unseen, known, effects)
+        settled = set(missing) | set(effects.item_removals)
         gone = [item_id for item_id in gone if item_id not in settled]
+        await self._decide(fresh, missing, known=known, looked_up=True, into=effects)
         org, staff_id = self.org, self.mailbox.staff_id
         before = [
             row.value
@@ -832,10 +829,12 @@ class _Run:
         *,
         known: Mapping[str, MailboxItemRecord] | None = None,
         looked_up: bool = False,
+        into: PageEffects | None = None,
     ) -> PageEffects:
-        """``looked_up``: the deletions were each read again already (``get_event``)."""
+        """``looked_up``: the deletions were each read again already (``get_event``);
+        ``into``: effects already decided, which these are added to."""
         changed, deleted = list(changed), list(deleted)
-        effects = PageEffects()
+        effects = into if into is not None else PageEffects()
         if not changed and not deleted:
             return effects
         org, staff_id = self.org, self.mailbox.staff_id
