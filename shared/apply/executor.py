@@ -7,10 +7,14 @@ observe (marker lookups, only where the mapping cannot be trusted), decide
 stores the mapping (with its ETag) and decides about redelivery from ``ApplyOutcome.failure``
 (``CalendarError.retry_after_seconds`` / ``look_again``).
 
-``before_create`` is how the caller makes creates crash-safe: it is awaited with
-``pending_create(plan, action)`` right before each create and must store that mapping durably
-(an exception from it aborts the pass before anything is created). A worker that dies after the
-create but before storing the outcome then leaves a mapping that points where the event is.
+``before_write`` is how the caller makes writes crash-safe and race-safe: it must store the
+mapping it is given durably, under the ETag of the mapping the pass read (an exception from it,
+an ETag conflict say, aborts the pass before the write). It is awaited with
+``pending_create(plan, action)`` right before each create: a worker that dies after the create
+but before storing the outcome then leaves a mapping that points where the event is. A pass that
+looked at Exchange (the mapping could not be trusted) also stores ``write_intent(plan)`` before
+its first write that is not a create: a pass that read the mapping before another stored
+anything writes nothing from that stale read.
 
 Execution stops at the first failed action: actions are ordered so that stopping early never
 leaves two live events (a handover cancels the old event before creating the new one), and every
@@ -39,6 +43,7 @@ from shared.engine.reconcile import (
     observation_for,
     pending_create,
     reconcile_appointment,
+    write_intent,
 )
 from shared.exchange.port import CalendarError, CalendarGateway, ExchangeEvent
 from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
@@ -46,8 +51,8 @@ from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
 MailboxGateway = Callable[[MailboxRef], CalendarGateway]
 """The gateway of the connection a mailbox is on (``MailboxRef.connection_id``)."""
 
-BeforeCreate = Callable[[EventMapping], Awaitable[None]]
-"""Stores the pending mapping durably before a create (see the module docstring)."""
+BeforeWrite = Callable[[EventMapping], Awaitable[None]]
+"""Stores a mapping durably before a write (see the module docstring)."""
 
 
 async def observe(gateway_for: MailboxGateway, lookups: tuple[MarkerLookup, ...]) -> Observation:
@@ -61,15 +66,24 @@ async def observe(gateway_for: MailboxGateway, lookups: tuple[MarkerLookup, ...]
 
 
 async def execute_plan(
-    gateway_for: MailboxGateway, plan: ReconcilePlan, before_create: BeforeCreate | None = None
+    gateway_for: MailboxGateway,
+    plan: ReconcilePlan,
+    before_write: BeforeWrite | None = None,
+    *,
+    looked: bool = False,
 ) -> tuple[ActionResult, ...]:
     """Run the plan's actions in order; one result per action attempted, ending at the first
-    ``Failed``. Errors other than ``CalendarError`` (bugs, a failing ``before_create``)
-    propagate."""
+    ``Failed``. ``looked``: the plan was decided from a look at Exchange. Errors other than
+    ``CalendarError`` (bugs, a failing ``before_write``) propagate."""
     results: list[ActionResult] = []
+    guarded = not looked  # a write decided from the mapping alone is guarded by change keys
     for action in plan.actions:
-        if isinstance(action, CreateEvent) and before_create is not None:
-            await before_create(pending_create(plan, action))
+        if before_write is not None and not isinstance(action, RecordProblem):
+            if isinstance(action, CreateEvent):
+                await before_write(pending_create(plan, action))
+            elif not guarded and (intent := write_intent(plan)) is not None:
+                await before_write(intent)
+            guarded = True
         try:
             if isinstance(action, RecordProblem):
                 results.append(Completed())
@@ -119,7 +133,7 @@ async def apply_appointment(
     snapshot: AppointmentSnapshot,
     mapping: EventMapping | None,
     directory: Mapping[str, MailboxRef],
-    before_create: BeforeCreate | None = None,
+    before_write: BeforeWrite | None = None,
     *,
     look_first: bool = False,
 ) -> ApplyOutcome:
@@ -137,7 +151,7 @@ async def apply_appointment(
             noted = mapping.model_copy(update={"last_error": describe_error(error)})
         return ApplyOutcome(plan=None, results=(), mapping=noted, failure=error)
     plan = reconcile_appointment(org, appointment_id, snapshot, mapping, observed, directory)
-    results = await execute_plan(gateway_for, plan, before_create)
+    results = await execute_plan(gateway_for, plan, before_write, looked=bool(lookups))
     failure = next((r.error for r in results if isinstance(r, Failed)), None)
     return ApplyOutcome(
         plan=plan, results=results, mapping=mapping_after(plan, results), failure=failure

@@ -6,7 +6,8 @@ coroutine that shares its event loop with every other invocation. This facade is
 meet, so the service reads as a sequence of steps, not of thread hand-offs.
 
 ``MappingWriter`` holds the EventMap row's current ETag across the writes of one pass (the
-pending-create note before a create, then the outcome): each write is guarded by the ETag the
+pending-create note before a create, the intent before a write decided from a look, then the
+outcome): each write is guarded by the ETag the
 previous one returned, so a concurrent worker's write makes ours fail with
 ``ConcurrencyConflict`` instead of overwriting it.
 """

@@ -91,7 +91,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
 from shared.engine.content import attendee_mailboxes, draft_digest, event_draft
 from shared.engine.marker import marker_for
@@ -792,20 +792,53 @@ def _describe(failure: Failed) -> str:
     return describe_error(failure.error)
 
 
+def _mapping_in(mailbox: MailboxRef, **fields: Any) -> EventMapping:
+    """A mapping to an event (to be) in ``mailbox``, reached through its connection."""
+    return EventMapping(
+        organizer_staff_id=mailbox.staff_id,
+        mailbox=mailbox.address,
+        connection_id=mailbox.connection_id,
+        **fields,
+    )
+
+
 def pending_create(plan: ReconcilePlan, action: CreateEvent) -> EventMapping:
     """The mapping to store right before ``action`` runs: it points at the mailbox the event is
     about to be created in, without an item id. Should the answer be lost (or the worker die),
     the next pass looks there and adopts or cancels what it finds."""
     previous = plan.previous
-    return EventMapping(
-        organizer_staff_id=action.mailbox.staff_id,
-        mailbox=action.mailbox.address,
-        connection_id=action.mailbox.connection_id,
+    return _mapping_in(
+        action.mailbox,
         item_id=None,
         applied_version=max(plan.version, previous.applied_version if previous else 0),
         attendee_staff_ids=list(plan.attendee_staff_ids),
         generation=plan.generation,
         last_error=previous.last_error if previous else None,
+    )
+
+
+def write_intent(plan: ReconcilePlan) -> EventMapping | None:
+    """The mapping a pass that looked at Exchange stores before its first write, under the ETag
+    of the mapping it decided from. Another pass that stored anything since (a pending create,
+    its outcome) makes that store fail, so this pass looks again instead of writing what it
+    decided from a stale read: over an event that pass made and a staff member changed since,
+    say, which would then pass for calbridge's own write. Should the worker die after it, the
+    mapping still names every event it named, and is looked at (``in_doubt``) on the next pass.
+    None: no mapping and no organizer to point at (nothing to guard)."""
+    previous = plan.previous
+    if previous is not None:
+        return previous.model_copy(update={"in_doubt": True})
+    if plan.organizer is None:
+        return None
+    # Nothing was ever stored: a pending note where the plan writes, applying no version yet
+    # (the next pass looks there and writes the snapshot).
+    return _mapping_in(
+        plan.organizer,
+        item_id=None,
+        applied_version=0,
+        attendee_staff_ids=list(plan.attendee_staff_ids),
+        generation=plan.generation,
+        in_doubt=True,
     )
 
 
@@ -831,10 +864,8 @@ def mapping_after(plan: ReconcilePlan, results: Sequence[ActionResult]) -> Event
             break
         if isinstance(action, CreateEvent | UpdateEvent) and isinstance(result, Written):
             wrote = True
-            current = EventMapping(
-                organizer_staff_id=action.mailbox.staff_id,
-                mailbox=action.mailbox.address,
-                connection_id=action.mailbox.connection_id,
+            current = _mapping_in(
+                action.mailbox,
                 item_id=result.ref.item_id,
                 change_key=result.ref.change_key,
                 uid=result.ref.uid or _known_uid(previous, action),
@@ -878,10 +909,8 @@ def mapping_after(plan: ReconcilePlan, results: Sequence[ActionResult]) -> Event
             )
         if plan.organizer is None:
             return None
-        return EventMapping(
-            organizer_staff_id=plan.organizer.staff_id,
-            mailbox=plan.organizer.address,
-            connection_id=plan.organizer.connection_id,
+        return _mapping_in(
+            plan.organizer,
             item_id=cancelled_item,
             applied_version=plan.version,
             cancelled=True,
@@ -896,10 +925,8 @@ def mapping_after(plan: ReconcilePlan, results: Sequence[ActionResult]) -> Event
         assert plan.organizer is not None
         # No change key: calbridge has not written the item since it changed, so the mailbox
         # sync judges it as the staff member's change (an adopted key would pass for an echo).
-        return EventMapping(
-            organizer_staff_id=plan.organizer.staff_id,
-            mailbox=plan.organizer.address,
-            connection_id=plan.organizer.connection_id,
+        return _mapping_in(
+            plan.organizer,
             item_id=plan.adopted.item_id,
             change_key=None,
             uid=plan.adopted.uid,

@@ -438,3 +438,65 @@ def test_a_problem_is_cleared_even_after_a_pass_that_died_before_its_create(
     assert setup.repos.problems.get(ORG, "apt-1") is not None
     assert setup.apply(message).disposition is ApplyDisposition.DONE
     assert setup.repos.problems.get(ORG, "apt-1") is None
+
+
+class _RaceGateways(FakeGateways):
+    """Runs ``meanwhile`` once, right before the first marker lookup any gateway makes: another
+    worker's whole pass (and what a staff member does next) between this pass's read of the
+    mapping and its look at Exchange."""
+
+    def __init__(self, exchange: FakeExchange, meanwhile: Any) -> None:
+        super().__init__(exchange)
+        self._meanwhile = meanwhile
+
+    def for_connection(self, org: str, connection: ConnectionRecord) -> CalendarGateway:
+        gateway = super().for_connection(org, connection)
+        look = gateway.find_by_marker
+
+        async def find_by_marker(mailbox: str, marker: str) -> Any:
+            if self._meanwhile is not None:
+                meanwhile, self._meanwhile = self._meanwhile, None
+                await meanwhile()
+            return await look(mailbox, marker)
+
+        gateway.find_by_marker = find_by_marker  # type: ignore[method-assign]
+        return gateway
+
+
+def test_a_pass_that_looked_from_a_stale_mapping_does_not_write_over_an_outlook_move(
+    setup: Setup,
+) -> None:
+    # Two deliveries of one hand-over run at once. The second read the mapping (in doubt, so it
+    # looks) before the first stored anything; the first cancels olga's meeting and makes sam's;
+    # sam moves it in Outlook; only then does the second look, and finds the moved meeting. It
+    # must not write the booked time over the move: calbridge would take its own write for the
+    # answer to sam's move, which then is never reported.
+    setup.apply(setup.store(1))
+    stored = setup.repos.event_map.get(ORG, "apt-1")
+    assert stored is not None
+    setup.repos.event_map.put(
+        ORG, "apt-1", stored.value.model_copy(update={"in_doubt": True}), stored.etag
+    )
+    handover = setup.store(2, organizer="sam", secondaries=())
+    moved_to = datetime(2027, 1, 4, 11, tzinfo=UTC)
+
+    async def first_worker_then_sam_moves_it() -> None:
+        report = await setup.applier.apply(handover)
+        assert report.disposition is ApplyDisposition.DONE
+        [made] = setup.live(SECONDARY)
+        setup.exchange.move_as_organizer(
+            SECONDARY, made.item_id, moved_to, moved_to + timedelta(hours=1)
+        )
+
+    second = AppointmentApplier(
+        setup.repos, setup.queue, _RaceGateways(setup.exchange, first_worker_then_sam_moves_it)
+    )
+    updates_before = setup.exchange.request_count("update_event")
+
+    report = asyncio.run(second.apply(handover))
+
+    assert report.disposition is ApplyDisposition.DONE
+    assert setup.live(ORGANIZER) == []
+    [event] = setup.live(SECONDARY)
+    assert event.start == moved_to
+    assert setup.exchange.request_count("update_event") == updates_before

@@ -290,7 +290,7 @@ def test_a_worker_dying_right_after_a_create_leaves_a_mapping_that_finds_the_eve
             snapshot(1, secondaries=("cai",)),
             None,
             DIRECTORY,
-            before_create=store,
+            before_write=store,
         )
     )
     [pending] = stored
@@ -320,3 +320,114 @@ def test_a_failing_store_before_a_create_stops_the_pass_before_anything_is_creat
             )
         )
     assert exchange.request_count("create_event") == 0
+
+
+def _stored_by(
+    gateway: CalendarGateway, snap: AppointmentSnapshot, mapping: EventMapping | None
+) -> tuple[ApplyOutcome, list[EventMapping]]:
+    stored: list[EventMapping] = []
+
+    async def store(written: EventMapping) -> None:
+        stored.append(written)
+
+    outcome = asyncio.run(
+        apply_appointment(lambda ref: gateway, ORG, APPOINTMENT, snap, mapping, DIRECTORY, store)
+    )
+    return outcome, stored
+
+
+def test_a_pass_that_looked_stores_its_intent_before_its_first_write() -> None:
+    _, gateway = setup()
+    booked = apply(gateway, snapshot(1), None)
+    assert booked.mapping is not None
+    doubtful = booked.mapping.model_copy(update={"in_doubt": True})
+
+    handover, stored = _stored_by(gateway, snapshot(2, organizer="ben"), doubtful)
+
+    assert handover.plan is not None
+    assert handover.plan.reason is PlanReason.HANDOVER
+    # Before the old meeting is cancelled: the mapping as read, still naming it, in doubt; then
+    # the pending create.
+    intent, pending = stored
+    assert intent == doubtful
+    assert (pending.mailbox, pending.item_id) == (address("ben"), None)
+
+
+def test_a_write_refused_by_the_store_before_it_changes_nothing_in_exchange() -> None:
+    # Another pass stored the mapping since this one read it: the intent's ETag conflict stops
+    # this pass before its first write (the old organizer's meeting is not cancelled either).
+    exchange, gateway = setup()
+    booked = apply(gateway, snapshot(1), None)
+    assert booked.mapping is not None
+    doubtful = booked.mapping.model_copy(update={"in_doubt": True})
+
+    async def conflict(mapping: EventMapping) -> None:
+        raise RuntimeError("etag conflict")
+
+    with pytest.raises(RuntimeError, match="etag conflict"):
+        asyncio.run(
+            apply_appointment(
+                lambda ref: gateway,
+                ORG,
+                APPOINTMENT,
+                snapshot(2, organizer="ben"),
+                doubtful,
+                DIRECTORY,
+                conflict,
+            )
+        )
+    assert [e.is_live for e in exchange.calendar(address("ana"))] == [True]
+    assert exchange.request_count("cancel_event") == 0
+    assert exchange.request_count("update_event") == 0
+
+
+def test_a_write_decided_from_a_trusted_mapping_stores_nothing_before_it() -> None:
+    # The change key guards it; the intent would cost a storage round on every change.
+    _, gateway = setup()
+    booked = apply(gateway, snapshot(1), None)
+
+    updated, stored = _stored_by(gateway, snapshot(2, title="Advice (new)"), booked.mapping)
+
+    assert updated.plan is not None
+    assert updated.plan.reason is PlanReason.UPDATE
+    assert [type(r) for r in updated.results] == [Written]
+    assert stored == []
+
+
+def test_an_adoption_without_a_mapping_stores_a_pending_note_that_writes_the_snapshot() -> None:
+    # A look without any mapping (it vanished) finds the meeting: before it is adopted, a note
+    # points at the organizer's mailbox without applying any version, so a worker dying there
+    # leaves a mapping whose next pass looks and writes the snapshot.
+    exchange, gateway = setup()
+    booked = apply(gateway, snapshot(1), None)
+    assert booked.mapping is not None
+
+    stored: list[EventMapping] = []
+
+    async def store(written: EventMapping) -> None:
+        stored.append(written)
+
+    adopted = asyncio.run(
+        apply_appointment(
+            lambda ref: gateway,
+            ORG,
+            APPOINTMENT,
+            snapshot(2, title="Advice (new)"),
+            None,
+            DIRECTORY,
+            store,
+            look_first=True,
+        )
+    )
+
+    assert adopted.plan is not None
+    assert adopted.plan.reason is PlanReason.ADOPT
+    [note] = stored
+    assert (note.mailbox, note.item_id, note.applied_version, note.in_doubt) == (
+        address("ana"),
+        None,
+        0,
+        True,
+    )
+    [event] = exchange.calendar(address("ana"))
+    assert event.subject == "Advice (new)"

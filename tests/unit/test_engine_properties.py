@@ -125,7 +125,7 @@ class AppointmentPipeline:
                 self.snapshots[index],
                 self.mapping,
                 DIRECTORY,
-                before_create=self._store_pending,
+                before_write=self._store_pending,
             )
         )
 
