@@ -45,11 +45,15 @@ from shared.engine.reconcile import (
     reconcile_appointment,
     write_intent,
 )
-from shared.exchange.port import CalendarError, CalendarGateway, ExchangeEvent
+from shared.exchange.port import CalendarError, CalendarGateway, ExchangeEvent, cancel_copy
 from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
 
 MailboxGateway = Callable[[MailboxRef], CalendarGateway]
 """The gateway of the connection a mailbox is on (``MailboxRef.connection_id``)."""
+
+CopyGateway = Callable[[MailboxRef], CalendarGateway | None]
+"""The gateway to reach an attendee's copy through (None: its connection may not be called
+now — disabled, refusing its credentials — and the copy is left)."""
 
 BeforeWrite = Callable[[EventMapping], Awaitable[None]]
 """Stores a mapping durably before a write (see the module docstring)."""
@@ -71,6 +75,7 @@ async def execute_plan(
     before_write: BeforeWrite | None = None,
     *,
     looked: bool = False,
+    copy_gateway_for: CopyGateway | None = None,
 ) -> tuple[ActionResult, ...]:
     """Run the plan's actions in order; one result per action attempted, ending at the first
     ``Failed``. ``looked``: the plan was decided from a look at Exchange. Errors other than
@@ -101,12 +106,24 @@ async def execute_plan(
                 results.append(Written(ref))
             elif isinstance(action, CancelEvent):
                 gateway = gateway_for(action.mailbox)
-                await gateway.cancel_event(action.mailbox.address, action.item_id)
+                if not await gateway.cancel_event(action.mailbox.address, action.item_id):
+                    await _cancel_copies(action, copy_gateway_for or gateway_for)
                 results.append(Completed())
         except CalendarError as error:
             results.append(Failed(error))
             break
     return tuple(results)
+
+
+async def _cancel_copies(action: CancelEvent, gateway_for: CopyGateway) -> None:
+    """The cancelled meeting was gone already (deleted in Outlook, perhaps without sending
+    cancellations): its attendees' copies are made sure of."""
+    if action.uid is None:
+        return
+    for mailbox in action.copies:
+        gateway = gateway_for(mailbox)
+        if gateway is not None:
+            await cancel_copy(gateway, mailbox.address, action.uid)
 
 
 @dataclass(frozen=True)
@@ -136,6 +153,7 @@ async def apply_appointment(
     before_write: BeforeWrite | None = None,
     *,
     look_first: bool = False,
+    copy_gateway_for: CopyGateway | None = None,
 ) -> ApplyOutcome:
     """Observe (only where the mapping cannot be trusted, or ``look_first``), decide, execute
     and record for one appointment snapshot."""
@@ -151,7 +169,9 @@ async def apply_appointment(
             noted = mapping.model_copy(update={"last_error": describe_error(error)})
         return ApplyOutcome(plan=None, results=(), mapping=noted, failure=error)
     plan = reconcile_appointment(org, appointment_id, snapshot, mapping, observed, directory)
-    results = await execute_plan(gateway_for, plan, before_write, looked=bool(lookups))
+    results = await execute_plan(
+        gateway_for, plan, before_write, looked=bool(lookups), copy_gateway_for=copy_gateway_for
+    )
     failure = next((r.error for r in results if isinstance(r, Failed)), None)
     return ApplyOutcome(
         plan=plan, results=results, mapping=mapping_after(plan, results), failure=failure

@@ -42,7 +42,7 @@ from typing import Final
 from shared.apply.executor import ApplyOutcome, apply_appointment
 from shared.apply.store import ApplyStore, MappingWriter, StoredState
 from shared.config import SecretResolver
-from shared.engine.reconcile import PlanReason, ReconcilePlan, mailboxes_called
+from shared.engine.reconcile import PlanReason, ReconcilePlan, copy_holders, mailboxes_called
 from shared.exchange.gateways import Gateways
 from shared.exchange.port import (
     AuthenticationFailed,
@@ -221,6 +221,12 @@ class AppointmentApplier:
         def gateway_for(mailbox: MailboxRef) -> CalendarGateway:
             return self._gateways.for_connection(org, connections[mailbox.connection_id])
 
+        def copy_gateway_for(mailbox: MailboxRef) -> CalendarGateway | None:
+            record = state.connections.get(mailbox.connection_id)
+            if record is None or not record.enabled or record.health is Health.AUTH_FAILED:
+                return None
+            return self._gateways.for_connection(org, record)
+
         outcome = await apply_appointment(
             gateway_for,
             org,
@@ -230,6 +236,7 @@ class AppointmentApplier:
             directory,
             writer.write,
             look_first=look_first,
+            copy_gateway_for=copy_gateway_for,
         )
         await self._record(org, appointment_id, snapshot, mapping, writer, outcome)
         refusing = (
@@ -416,10 +423,11 @@ def _staff_to_look_up(snapshot: AppointmentSnapshot, mapping: EventMapping | Non
     """Everyone the snapshot names, and whom the mapping still involves."""
     wanted = [s.staff_id for s in snapshot.staff]
     if mapping is not None:
-        # The mapping's organizer (a handover reaches them) and who declined (still listed on
-        # the organizer's item until the next write).
+        # The mapping's organizer (a handover reaches them), who declined (still listed on the
+        # organizer's item until the next write), and the attendees of a meeting this pass
+        # cancels (their copies, should it be gone already).
         declined = [*mapping.declined_staff_ids, *mapping.answered_declines]
-        for staff_id in [mapping.organizer_staff_id, *declined]:
+        for staff_id in [mapping.organizer_staff_id, *declined, *copy_holders(snapshot, mapping)]:
             if staff_id not in wanted:
                 wanted.append(staff_id)
     return wanted

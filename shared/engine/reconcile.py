@@ -128,10 +128,14 @@ class UpdateEvent:
 
 @dataclass(frozen=True)
 class CancelEvent:
-    """Cancel (meeting) or delete (no attendees) an item; quiet when it is already gone."""
+    """Cancel (meeting) or delete (no attendees) an item; quiet when it is already gone. Found
+    gone, the meeting ``uid``'s copies in ``copies`` are made sure of: the organizer may have
+    deleted it in Outlook without sending cancellations."""
 
     mailbox: MailboxRef
     item_id: str
+    uid: str | None = None
+    copies: tuple[MailboxRef, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -361,11 +365,15 @@ def _live(observed: Observation, address: str) -> list[ExchangeEvent]:
 
 
 def _cancel_mapped_and_found(
-    mapping: EventMapping, where: MailboxRef, observed: Observation
+    mapping: EventMapping,
+    where: MailboxRef,
+    observed: Observation,
+    directory: Mapping[str, MailboxRef],
 ) -> list[Action]:
     """Cancel everything of ours in the mapping's mailbox: each live marker event found there,
-    and the mapped item itself if the lookup did not list it (quiet if it is gone). The mapped
-    id is only named on the connection that issued it."""
+    and the mapped item itself if the lookup did not list it (quiet if it is gone; then its
+    attendees' copies are made sure of). The mapped id is only named on the connection that
+    issued it."""
     found = _live(observed, where.address)
     actions: list[Action] = [CancelEvent(where, event.item_id) for event in found]
     if (
@@ -373,8 +381,22 @@ def _cancel_mapped_and_found(
         and where.connection_id == mapping.connection_id
         and all(event.item_id != mapping.item_id for event in found)
     ):
-        actions.insert(0, CancelEvent(where, mapping.item_id))
+        copies = tuple(directory[s] for s in mapping.attendee_staff_ids if s in directory)
+        actions.insert(0, CancelEvent(where, mapping.item_id, mapping.uid, copies))
     return actions
+
+
+def copy_holders(snapshot: AppointmentSnapshot, mapping: EventMapping | None) -> list[str]:
+    """The staff whose copies of the mapping's meeting a pass over ``snapshot`` may have to
+    cancel: its attendees, when the pass cancels it (a cancellation or a hand-over)."""
+    if mapping is None or mapping.cancelled:
+        return []
+    if (
+        snapshot.status is AppointmentStatus.BOOKED
+        and snapshot.organizer_staff_id == mapping.organizer_staff_id
+    ):
+        return []
+    return list(mapping.attendee_staff_ids)
 
 
 def reconcile_appointment(
@@ -426,7 +448,9 @@ def _cancellation(
     actions: list[Action] = []
     if mapping is not None and not mapping.cancelled:
         actions.extend(
-            _cancel_mapped_and_found(mapping, _mapping_mailbox(mapping, directory), observed)
+            _cancel_mapped_and_found(
+                mapping, _mapping_mailbox(mapping, directory), observed, directory
+            )
         )
     if organizer is not None and not _same_mailbox_live(mapping, organizer):
         actions.extend(
@@ -566,7 +590,9 @@ def _booking(
     if situation is Situation.HANDOVER:
         assert mapping is not None
         actions.extend(
-            _cancel_mapped_and_found(mapping, _mapping_mailbox(mapping, directory), observed)
+            _cancel_mapped_and_found(
+                mapping, _mapping_mailbox(mapping, directory), observed, directory
+            )
         )
     mapped_id = mapping.item_id if situation is Situation.CONTINUING and mapping else None
     keep: ExchangeEvent | None = None

@@ -463,12 +463,14 @@ class FakeExchange:
         """Gone for good, nothing sent (this fake keeps no Deleted Items either way)."""
         self._remove(mailbox, item_id)
 
-    def cancel_event(self, mailbox: str, item_id: str) -> None:
+    def cancel_event(self, mailbox: str, item_id: str) -> bool:
         item = self._remove(mailbox, item_id)
-        if item is None or not item.is_organizers:
-            return
-        for attendee in item.attendees:
-            self._cancel_copy(attendee.address, item.uid)
+        if item is None:
+            return False
+        if item.is_organizers:
+            for attendee in item.attendees:
+                self._cancel_copy(attendee.address, item.uid)
+        return True
 
     @staticmethod
     def _ref(item: _Item) -> EventRef:
@@ -691,8 +693,10 @@ class FakeCalendarGateway:
             lambda: self.exchange.update_event(mailbox, item_id, draft, change_key),
         )
 
-    async def cancel_event(self, mailbox: str, item_id: str) -> None:
-        self._perform("cancel_event", mailbox, lambda: self.exchange.cancel_event(mailbox, item_id))
+    async def cancel_event(self, mailbox: str, item_id: str) -> bool:
+        return self._perform(
+            "cancel_event", mailbox, lambda: self.exchange.cancel_event(mailbox, item_id)
+        )
 
     async def delete_permanently(self, mailbox: str, item_id: str) -> None:
         self._perform(

@@ -405,9 +405,10 @@ class CalendarGateway(Protocol):
         the adapter cannot know it without another request (the item's UID never changes)."""
         ...
 
-    async def cancel_event(self, mailbox: str, item_id: str) -> None:
+    async def cancel_event(self, mailbox: str, item_id: str) -> bool:
         """A meeting with attendees: cancel it, sending cancellations (copies are cancelled, the
-        organizer's item goes). Without attendees: delete it. Already gone: no error."""
+        organizer's item goes). Without attendees: delete it. Already gone: no error, and False
+        (nothing was sent: an organizer who deleted it in Outlook may have sent nothing either)."""
         ...
 
     async def list_events(
@@ -494,3 +495,12 @@ class ChangeSubscriptions(Protocol):
     async def unsubscribe(self, subscription_id: str) -> None:
         """Delete the subscription; one the server no longer has is no error."""
         ...
+
+
+async def cancel_copy(gateway: CalendarGateway, mailbox: str, uid: str) -> None:
+    """Make sure an attendee's copy of the meeting ``uid`` is cancelled in ``mailbox``: for an
+    organizer's meeting that went without sending cancellations (deleted in Outlook so), whose
+    copies Exchange would otherwise leave on the attendees' calendars."""
+    copy = await gateway.find_by_uid(mailbox, uid)
+    if copy is not None and copy.is_live:
+        await gateway.cancel_event(mailbox, copy.item_id)

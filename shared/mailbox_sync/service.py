@@ -113,6 +113,7 @@ from shared.exchange.port import (
     ReadWindow,
     RetryAfter,
     SyncStateInvalid,
+    cancel_copy,
     mailbox_refusal,
 )
 from shared.models import AppointmentSnapshot, BusyBlock, EventMapping, Health, OrgSettings
@@ -1164,9 +1165,7 @@ class _Run:
             if connection is None or not connection.value.enabled:
                 continue
             gateway = self.service._gateways.for_connection(self.org, connection.value)
-            copy = await gateway.find_by_uid(row.value.address, mapping.uid)
-            if copy is not None and copy.is_live:
-                await gateway.cancel_event(row.value.address, copy.item_id)
+            await cancel_copy(gateway, row.value.address, mapping.uid)
 
     async def _mark_written_past(self, digest: str) -> None:
         def mark(record: MailboxRecord) -> MailboxRecord:

@@ -213,7 +213,7 @@ def test_cancelling_an_event_without_attendees_deletes_it(calendar_world: Calend
     world = calendar_world
     ref = create(world, draft(marker=new_marker()))
 
-    world.run(world.gateway.cancel_event(world.organizer, ref.item_id))
+    assert world.run(world.gateway.cancel_event(world.organizer, ref.item_id)) is True
 
     assert live(world, world.organizer) == []
     assert world.run(world.gateway.get_event(world.organizer, ref.item_id)) is None
@@ -223,9 +223,10 @@ def test_cancelling_an_event_that_is_already_gone_is_quiet(calendar_world: Calen
     world = calendar_world
     ava = world.attendees[0]
     ref = create(world, draft(marker=new_marker(), attendees=(ava,)))
-    world.run(world.gateway.cancel_event(world.organizer, ref.item_id))
+    assert world.run(world.gateway.cancel_event(world.organizer, ref.item_id)) is True
 
-    world.run(world.gateway.cancel_event(world.organizer, ref.item_id))
+    # False: nothing was there to cancel, so nothing was sent (the copies may need seeing to).
+    assert world.run(world.gateway.cancel_event(world.organizer, ref.item_id)) is False
 
     assert live(world, world.organizer) == []
     assert [copy.is_cancelled for copy in with_uid(world, ava, ref.uid)] == [True]

@@ -1634,6 +1634,32 @@ def test_a_meeting_cancelled_in_outlook_just_before_its_mailbox_moved_is_reporte
         move_home(world)
 
 
+@pytest.mark.parametrize(
+    ("organizer", "secondaries"),
+    [("ann", ["cara", "bob"]), ("dan", ["eve", "fay"])],
+    ids=["ews", "graph"],
+)
+def test_the_copies_of_a_meeting_deleted_without_cancellations_go_when_it_is_handed_over(
+    world: World,
+    network: Network,
+    instances: InstancePool,
+    organizer: str,
+    secondaries: list[str],
+) -> None:
+    # Found by the machine: the organizer deleted the meeting in Outlook without sending
+    # cancellations, and the booking platform handed the appointment over to a secondary before
+    # calbridge had read that. The hand-over's cancellation found the old meeting gone (nothing
+    # was sent), and the attendees kept its copies: the new organizer had the old meeting's copy
+    # beside the new meeting, and the other secondary two copies.
+    machine = machine_in(world, network, instances)
+    machine.book(organizer, secondaries, 1, 10)
+    machine.settle()
+    with world.runner.queues_paused():
+        machine.organizer_cancels_it(index=0, send_cancellations=False)
+        machine.reassign(index=0, organizer=secondaries[0], others=[], hand_over=True)
+    machine.teardown()
+
+
 @pytest.mark.xfail(
     strict=True,
     reason=(

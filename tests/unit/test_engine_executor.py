@@ -431,3 +431,42 @@ def test_an_adoption_without_a_mapping_stores_a_pending_note_that_writes_the_sna
     )
     [event] = exchange.calendar(address("ana"))
     assert event.subject == "Advice (new)"
+
+
+def test_a_handover_of_a_meeting_deleted_without_cancellations_cancels_its_copies() -> None:
+    # The organizer deleted the meeting in Outlook sending nothing; the booking platform handed
+    # it over before calbridge read that. The hand-over's cancellation finds it gone, so the
+    # attendees' copies (the new organizer's among them) are cancelled by calbridge.
+    exchange, gateway = setup()
+    booked = apply(gateway, snapshot(1, secondaries=("ben", "cai")), None)
+    assert booked.mapping is not None
+    [meeting] = exchange.calendar(address("ana"))
+    exchange.delete_permanently(address("ana"), meeting.item_id)
+
+    def live_copies() -> list[str]:
+        return [
+            staff
+            for staff in ("ben", "cai")
+            for copy in exchange.calendar(address(staff))
+            if copy.uid == meeting.uid and copy.is_live
+        ]
+
+    assert live_copies() == ["ben", "cai"]
+
+    handed = apply(gateway, snapshot(2, organizer="ben", secondaries=("cai",)), booked.mapping)
+
+    assert handed.failure is None
+    assert live_copies() == []
+    [new] = [e for e in exchange.calendar(address("ben")) if e.is_live]
+    assert new.organizer == address("ben")
+    assert [e.organizer for e in exchange.calendar(address("cai")) if e.is_live] == [address("ben")]
+
+
+def test_a_handover_of_a_live_meeting_costs_no_copy_lookups() -> None:
+    _, gateway = setup()
+    exchange = gateway.exchange
+    booked = apply(gateway, snapshot(1, secondaries=("ben",)), None)
+
+    apply(gateway, snapshot(2, organizer="ben"), booked.mapping)
+
+    assert exchange.request_count("find_by_uid") == 0

@@ -497,18 +497,21 @@ class EwsCalendarGateway:
         self._remember_uid(new_id, uid)
         return EventRef(item_id=new_id, change_key=new_change_key, uid=uid)
 
-    async def cancel_event(self, mailbox: str, item_id: str) -> None:
-        await self._delete(mailbox, item_id, MOVE_TO_DELETED_ITEMS, SEND_TO_ALL_AND_SAVE_COPY)
+    async def cancel_event(self, mailbox: str, item_id: str) -> bool:
+        return await self._delete(
+            mailbox, item_id, MOVE_TO_DELETED_ITEMS, SEND_TO_ALL_AND_SAVE_COPY
+        )
 
     async def delete_permanently(self, mailbox: str, item_id: str) -> None:
         await self._delete(mailbox, item_id, HARD_DELETE, SEND_TO_NONE)
 
     async def _delete(
         self, mailbox: str, item_id: str, delete_type: str, cancellations: str
-    ) -> None:
-        """DeleteItem of one item; an item already gone is fine (deleting is idempotent)."""
+    ) -> bool:
+        """DeleteItem of one item; an item already gone is fine (deleting is idempotent), and
+        False."""
 
-        def work(connection: EwsConnection) -> None:
+        def work(connection: EwsConnection) -> bool:
             try:
                 DeleteItem(account=connection.account(mailbox)).get(
                     items=[ItemId(id=item_id)],
@@ -519,7 +522,9 @@ class EwsCalendarGateway:
                     expect_result=None,
                 )
             except ErrorItemNotFound:
-                return
+                return False
+            return True
 
-        await self._call("DeleteItem", mailbox, work)
+        found = await self._call("DeleteItem", mailbox, work)
         self._uids.pop(item_id, None)
+        return found

@@ -321,13 +321,16 @@ class GraphCalendarGateway:
         reply = await self._expect_ok(session, info, operation="update_event", mailbox=mailbox)
         return self._ref(reply, operation="update_event", mailbox=mailbox)
 
-    async def cancel_event(self, mailbox: str, item_id: str) -> None:
+    async def cancel_event(self, mailbox: str, item_id: str) -> bool:
         session = self._pool.session()
         item = session.users.by_user_id(mailbox).events.by_event_id(item_id)
         info = self._json_request("DELETE", item, None)
         reply = await self._send(session, info, operation="cancel_event", mailbox=mailbox)
-        if not reply.ok and not is_missing_item(reply):
-            raise reply_error(reply, operation="cancel_event", mailbox=mailbox)
+        if reply.ok:
+            return True
+        if is_missing_item(reply):
+            return False
+        raise reply_error(reply, operation="cancel_event", mailbox=mailbox)
 
     async def delete_permanently(self, mailbox: str, item_id: str) -> None:
         session = self._pool.session()
