@@ -42,7 +42,14 @@ from typing import Final
 from shared.apply.executor import ApplyOutcome, apply_appointment
 from shared.apply.store import ApplyStore, MappingWriter, StoredState
 from shared.config import SecretResolver
-from shared.engine.reconcile import PlanReason, ReconcilePlan, copy_holders, mailboxes_called
+from shared.engine.reconcile import (
+    CreateEvent,
+    PlanReason,
+    ReconcilePlan,
+    Written,
+    copy_holders,
+    mailboxes_called,
+)
 from shared.exchange.gateways import Gateways
 from shared.exchange.port import (
     AuthenticationFailed,
@@ -282,11 +289,13 @@ class AppointmentApplier:
         """Store what the pass did: the mapping, and the problem row (noted, or cleared once
         the pass had none), independent rows written in one round."""
         writes = []
+        learned: str | None = None  # the UID of a meeting an earlier pass made
         if outcome.mapping is not None and outcome.mapping != mapping:
             writes.append(writer.write(outcome.mapping))
             uid = outcome.mapping.uid
             if uid and (mapping is None or mapping.uid != uid):
                 writes.append(self._store.remember_uid(org, uid, appointment_id))
+                learned = None if _created(outcome) else uid
             if outcome.mapping.item_id is not None and not outcome.mapping.cancelled:
                 writes.append(self._store.note_organizer_item(org, appointment_id, outcome.mapping))
         if outcome.failure is None and outcome.problems:
@@ -302,6 +311,8 @@ class AppointmentApplier:
         elif outcome.failure is None and _may_have_problem_row(mapping):
             writes.append(self._store.clear_problem(org, appointment_id))
         await asyncio.gather(*writes)
+        if learned is not None and outcome.mapping is not None:
+            await self._store.recheck_copies(org, learned, outcome.mapping.attendee_staff_ids)
 
     async def _connection_unavailable(
         self,
@@ -446,6 +457,16 @@ def _connection_refusing(
             return ref.connection_id
     organizer = directory.get(snapshot.organizer_staff_id)
     return organizer.connection_id if organizer is not None else None
+
+
+def _created(outcome: ApplyOutcome) -> bool:
+    """The pass created its event (its UID came with the create's answer)."""
+    if outcome.plan is None:
+        return False
+    return any(
+        isinstance(action, CreateEvent) and isinstance(result, Written)
+        for action, result in zip(outcome.plan.actions, outcome.results, strict=False)
+    )
 
 
 def _may_have_problem_row(mapping: EventMapping | None) -> bool:

@@ -161,6 +161,25 @@ class ApplyStore:
         """The meeting's UID names this appointment (attendees' copies are known by it)."""
         await in_storage_thread(self._repos.appointment_uids.remember, org, uid, appointment_id)
 
+    async def recheck_copies(self, org: str, uid: str, staff_ids: Iterable[str]) -> None:
+        """The UID of a meeting an earlier pass made, learned only now (its worker died before
+        storing it): a sync that read an attendee's copy meanwhile took it for the attendee's
+        own busy time. Each such item is marked for its mailbox's next sync to look at again
+        (as an item calbridge wrote and no sync has read: it is known for a copy then), and
+        that sync is asked for."""
+
+        def mark(staff_id: str) -> bool:
+            items = self._repos.mailbox_items.with_uid(org, staff_id, uid)
+            busy = [item for item in items if item.kind is MailboxItemKind.BUSY]
+            if busy:
+                marked = [item.model_copy(update={"confirmed": False}) for item in busy]
+                self._repos.mailbox_items.put_items(org, staff_id, marked)
+            return bool(busy)
+
+        for staff_id in staff_ids:
+            if await in_storage_thread(mark, staff_id):
+                await self.request_sync(org, staff_id, "a copy read as busy time")
+
     async def note_organizer_item(
         self, org: str, appointment_id: str, mapping: EventMapping
     ) -> None:

@@ -348,7 +348,9 @@ class AzureTable:
         for condition in conditions:
             operator = _ODATA_OPERATORS[condition.comparison]
             clauses.append(f"{condition.property} {operator} {_odata_literal(condition.value)}")
-        parameters = {"$filter": " and ".join(clauses)} if clauses else {}
+        # azure-core puts query parameters into the URL as they are: the filter is encoded
+        # here, or a value holding "+", "&" or "#" would reach the service as something else.
+        parameters = {"$filter": quote(" and ".join(clauses), safe="")} if clauses else {}
         if select:
             # The keys are always wanted: a row is named by them.
             parameters["$select"] = ",".join(["PartitionKey", "RowKey", *select])

@@ -163,6 +163,11 @@ class MailboxItemRepository(EntityRepository[MailboxItemRecord]):
         rows = self.read_partition((org, staff_id), [Condition("confirmed", "eq", False)])
         return [row.value.item_id for _, row in rows]
 
+    def with_uid(self, org: str, staff_id: str, uid: str) -> list[MailboxItemRecord]:
+        """The mailbox's items with this iCalendar UID (a filtered query)."""
+        rows = self.read_partition((org, staff_id), [Condition("uid", "eq", uid)])
+        return [row.value for _, row in rows]
+
     def read_after(self, org: str, staff_id: str, cursor_digest: str) -> list[str]:
         """Ids of the items whose rows an incremental read from that cursor wrote."""
         rows = self.read_partition((org, staff_id), [Condition("readAfter", "eq", cursor_digest)])

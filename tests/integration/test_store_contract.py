@@ -416,6 +416,26 @@ def test_mailbox_items_are_written_and_removed_together(repos: Repositories) -> 
     assert sorted(items.items_of("acme", "s1")) == sorted(r.item_id for r in records[100:])
 
 
+def test_mailbox_items_are_found_by_their_meetings_uid(repos: Repositories) -> None:
+    items = repos.mailbox_items
+    # URL-special characters too: the filter is a query parameter.
+    uid = "040000008200E00074C5B7101A82E008+/=&#%'\"?"
+    items.put_items(
+        "acme",
+        "s1",
+        [
+            MailboxItemRecord(item_id="a", kind=MailboxItemKind.BUSY, uid=uid),
+            MailboxItemRecord(item_id="b", kind=MailboxItemKind.COPY, uid=uid),
+            MailboxItemRecord(item_id="c", kind=MailboxItemKind.BUSY, uid=uid + "0"),
+            MailboxItemRecord(item_id="d", kind=MailboxItemKind.BUSY),
+        ],
+    )
+    items.put_item("acme", "s2", MailboxItemRecord(item_id="e", kind=MailboxItemKind.BUSY, uid=uid))
+
+    assert sorted(item.item_id for item in items.with_uid("acme", "s1", uid)) == ["a", "b"]
+    assert items.with_uid("acme", "s1", "nothing") == []
+
+
 # --- the generic base and racing writers -----------------------------------------------------
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from shared.apply.service import AppointmentApplier
+from shared.apply.service import AppointmentApplier, AppointmentApplyFailed
 from shared.config import connection_secret_name
 from shared.connections import AUTH_RETRY, AUTH_RETRY_EVERY
 from shared.exchange.fake import FakeCalendarGateway, FakeExchange
@@ -21,6 +21,7 @@ from shared.exchange.port import (
     AuthenticationFailed,
     CalendarError,
     CalendarGateway,
+    ExchangeUnavailable,
     RetryAfter,
     Sensitivity,
     SyncStateInvalid,
@@ -399,6 +400,40 @@ def test_an_attendee_copy_read_as_busy_before_its_uid_was_known_stops_blocking_o
     assert world.blocks("bob") == []
     item = world.repos.mailbox_items.items_of(ORG, "bob")
     assert [row.kind for row in item.values()] == [MailboxItemKind.COPY]
+    assert len(world.events("busy_time.changed")) == told + 1
+
+
+def test_a_copy_read_as_busy_while_a_create_was_unrecorded_stops_blocking_when_adopted(
+    world: World,
+) -> None:
+    """Found by the convergence machine: the worker created the meeting and died (its answer
+    lost) before storing the mapping and UID; the secondary's sync read the copy meanwhile as
+    busy time of their own; the retry adopted the meeting, and nothing ever changed the copy
+    again: the busy block stayed for good. Now adopting a meeting whose UID was not known
+    marks the copies read as busy for the next sync, which asks for it, to look at again."""
+    world.exchange.fail_next(
+        "create_event", ExchangeUnavailable("worker killed"), after_effect=True
+    )
+    with pytest.raises(AppointmentApplyFailed):
+        world.book("apt-1", 10)
+    pending = world.repos.event_map.get(ORG, "apt-1")
+    assert pending is not None
+    assert pending.value.item_id is None
+    world.sync("bob", FULL_READ)
+    assert world.blocks("bob") != []  # the copy, taken for bob's own time
+    world.queue.sent.clear()
+    told = len(world.events("busy_time.changed"))
+
+    asyncio.run(world.applier.apply(AppointmentChanged(org=ORG, appointment_id="apt-1", version=1)))
+
+    mapping = world.repos.event_map.get(ORG, "apt-1")
+    assert mapping is not None
+    assert mapping.value.item_id is not None
+    assert [body["staffId"] for body in world.queue.bodies(MAILBOX_SYNC)] == ["bob"]
+    world.sync("bob")
+    assert world.blocks("bob") == []
+    items = world.repos.mailbox_items.items_of(ORG, "bob")
+    assert [row.kind for row in items.values()] == [MailboxItemKind.COPY]
     assert len(world.events("busy_time.changed")) == told + 1
 
 
