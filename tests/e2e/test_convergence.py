@@ -150,6 +150,12 @@ CONVERGE_WITHIN_S = 120.0
 OUTLOOK_WAIT_S = 3.0
 # A worker killed mid-invocation: at most this many per example, each waiting this long at most
 # for the dying instance to reach its point.
+# Failed requests one mailbox may have waiting at once: the host tries a message
+# maxDequeueCount (5) times, back to back in this world, and a failure that outlasts every try
+# is the dead-letter path (tested on its own), not the passing outage ``exchange_fails`` plays.
+# Two such rules in a row on one mailbox once made six: a sync of it failed five times.
+FAILING_KINDS = frozenset({"http_500", "http_503", "reset"})
+MAX_WAITING_FAILURES = 3
 KILLS_PER_EXAMPLE = 1
 KILL_WAIT_S = 8.0
 
@@ -649,6 +655,15 @@ class ConvergenceMachine(RuleBasedStateMachine):
     def exchange_fails(self, staff_id: str, kind: str, hits: int) -> None:
         """ErrorServerBusy (EWS) or 429 (Graph) with a short back-off, 5xx, a dropped connection
         or a slow answer, for the next few requests on one mailbox."""
+        if kind in FAILING_KINDS:
+            waiting = sum(
+                fault.remaining or 0
+                for fault in list(self.world.sim.store.faults)
+                if fault.mailbox == ADDRESS[staff_id] and fault.kind in FAILING_KINDS
+            )
+            hits = min(hits, MAX_WAITING_FAILURES - waiting)
+            if hits < 1:
+                return
         body: dict[str, Any] = {"kind": kind, "mailbox": ADDRESS[staff_id], "remaining": hits}
         if kind == "busy":
             body.update(
