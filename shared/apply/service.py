@@ -42,6 +42,7 @@ from typing import Final
 from shared.apply.executor import ApplyOutcome, apply_appointment
 from shared.apply.store import ApplyStore, MappingWriter, StoredState
 from shared.config import SecretResolver
+from shared.connections import calls_allowed
 from shared.engine.reconcile import (
     CreateEvent,
     PlanReason,
@@ -230,7 +231,7 @@ class AppointmentApplier:
 
         def copy_gateway_for(mailbox: MailboxRef) -> CalendarGateway | None:
             record = state.connections.get(mailbox.connection_id)
-            if record is None or not record.enabled or record.health is Health.AUTH_FAILED:
+            if record is None or not calls_allowed(record):
                 return None
             return self._gateways.for_connection(org, record)
 

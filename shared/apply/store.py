@@ -176,9 +176,12 @@ class ApplyStore:
                 self._repos.mailbox_items.put_items(org, staff_id, marked)
             return bool(busy)
 
-        for staff_id in staff_ids:
+        async def recheck(staff_id: str) -> None:
             if await in_storage_thread(mark, staff_id):
                 await self.request_sync(org, staff_id, "a copy read as busy time")
+
+        # Each attendee's mailbox on its own: one round for all of them.
+        await asyncio.gather(*(recheck(staff_id) for staff_id in staff_ids))
 
     async def note_organizer_item(
         self, org: str, appointment_id: str, mapping: EventMapping
