@@ -6,7 +6,11 @@ the newest snapshot → the events to tell the booking platform and the mapping 
 The rules
 ---------
 - **Echo**: an item whose change key is the one the mapping stored after calbridge's last write
-  is calbridge's own write: nothing to tell.
+  is calbridge's own write: nothing to tell. So is an item at the times calbridge's last write
+  stamped on it (``ExchangeEvent.shows_written``) that the mapping has not recorded yet — a
+  write whose mapping is still being stored, or one for an older snapshot that a concurrent
+  delivery overtook: no move is told, and when the newest snapshot wants other times the mapping
+  is marked ``in_doubt`` so the apply worker looks at the item before trusting it.
 - **Moved** by the organizer: ``appointment.rescheduled`` with the new time, once per move. The
   mapping remembers the move (``outlook_start``/``outlook_end``) until the booking platform
   answers with a newer snapshot, so a redelivered or older snapshot does not move it back
@@ -111,8 +115,17 @@ def organizer_item_changed(
     )
     reported = (mapping.outlook_start, mapping.outlook_end) if mapping.outlook_start else booked
     now = (event.start, event.end)
+    # calbridge's own write the mapping has not recorded yet: the item shows the times of
+    # calbridge's last write (an Outlook move would not), and they are neither the booked nor
+    # the reported ones. Two deliveries at once can leave a write for an older snapshot there
+    # while the mapping names another; the apply worker is told to look (``in_doubt``).
+    unrecorded = event.shows_written and now not in (booked, reported)
     # Where a newer snapshot puts it: the apply worker's write, its mapping not stored yet.
-    writing = snapshot.version > mapping.applied_version and now == (snapshot.start, snapshot.end)
+    writing = unrecorded or (
+        snapshot.version > mapping.applied_version and now == (snapshot.start, snapshot.end)
+    )
+    if unrecorded and now != (snapshot.start, snapshot.end):
+        updates["in_doubt"] = True
     if now != reported and not writing:
         events.append(
             AppointmentRescheduled(

@@ -76,7 +76,10 @@ The algorithm
    reports it; writing the draft again would undo it unseen.
 
 Echo rule: every write's new change key lands in the mapping; the Exchange → booking direction
-treats a change whose change key equals the stored one as our own write, never as a user's. The
+treats a change whose change key equals the stored one as our own write, never as a user's.
+Every write also stamps its times on the item (``EventDraft.written``, in the same request), so
+a write whose mapping is not stored yet (or was overtaken by a concurrent delivery) is known as
+calbridge's too (``shared.engine.outlook``). The
 write path never stores a change key it did not write itself (a key seen in a lookup would hide
 that change from the mailbox sync).
 

@@ -99,6 +99,7 @@ class _Item:
     body_text: str = ""
     attendees: list[Attendee] = field(default_factory=list)
     marker: str | None = None
+    written: str | None = None
     show_as: ShowAs = ShowAs.BUSY
     sensitivity: Sensitivity = Sensitivity.NORMAL
     is_all_day: bool = False
@@ -123,6 +124,7 @@ class _Item:
             attendees=tuple(self.attendees),
             is_cancelled=self.is_cancelled,
             marker=self.marker,
+            written=self.written,
             show_as=self.show_as,
             sensitivity=self.sensitivity,
             item_type=ItemType.SINGLE,
@@ -486,6 +488,7 @@ class FakeExchange:
         item.body_text = draft.body_text
         item.show_as = draft.show_as
         item.marker = draft.marker
+        item.written = draft.written
         item.attendees = [
             Attendee(
                 address=address,

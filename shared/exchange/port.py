@@ -44,6 +44,7 @@ from typing import Annotated, ClassVar, Protocol, runtime_checkable
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from shared.exchange.marker_property import written_stamp
 from shared.models import EmailAddress, TimeZoneName
 
 
@@ -149,6 +150,12 @@ class EventDraft(PortModel):
             raise ValueError("end must be after start")
         return self
 
+    @property
+    def written(self) -> str:
+        """The ``CalbridgeWritten`` value every write of this draft sets on the item (its
+        times), in the same request as the rest."""
+        return written_stamp(self.start, self.end)
+
     def invitees(self, mailbox: str) -> tuple[str, ...]:
         """The attendees to invite when the event is written to ``mailbox``: the draft's
         required attendees (lower case, once each, in draft order), never the mailbox's owner,
@@ -203,6 +210,8 @@ class ExchangeEvent(PortModel):
     attendees: tuple[Attendee, ...] = ()
     is_cancelled: bool = False
     marker: str | None = None
+    # The times calbridge's last write gave the item (``EventDraft.written``), as read back.
+    written: str | None = None
     show_as: ShowAs = ShowAs.BUSY
     sensitivity: Sensitivity = Sensitivity.NORMAL
     item_type: ItemType = ItemType.SINGLE
@@ -214,6 +223,12 @@ class ExchangeEvent(PortModel):
     @property
     def attendee_addresses(self) -> tuple[str, ...]:
         return tuple(attendee.address for attendee in self.attendees)
+
+    @property
+    def shows_written(self) -> bool:
+        """The item is at the times calbridge's last write gave it (an Outlook move since would
+        show other times; the write's stamp stays as it was)."""
+        return self.written is not None and self.written == written_stamp(self.start, self.end)
 
     @property
     def is_recurring(self) -> bool:

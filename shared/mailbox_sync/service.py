@@ -1143,6 +1143,10 @@ class _Run:
             if base.item_id != decided.item_id:
                 return  # a new event of the appointment: what was decided is about the old one
             merged = base.model_copy(update={name: getattr(decided, name) for name in fields})
+            if decided.in_doubt:
+                # The item holds a write of calbridge's the mapping does not record: the apply
+                # worker looks before it trusts the mapping again (never cleared here).
+                merged = merged.model_copy(update={"in_doubt": True})
             try:
                 self.repos.event_map.put(self.org, appointment_id, merged, current.etag)
                 return

@@ -112,6 +112,7 @@ def test_calbridges_events_carry_their_marker_and_no_read_asks_for_a_body(
 
     [mine] = [e for e in organizer.changed if e.item_id == ref.item_id]
     assert mine.marker == marker
+    assert mine.shows_written  # the stamp comes with the marker in the same $batch read
     [copy] = attendee.changed
     assert (copy.marker, copy.uid) == (None, mine.uid)  # the copy is known by its UID
     shapes = simulator.store.requested_shapes

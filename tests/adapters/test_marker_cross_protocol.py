@@ -127,6 +127,7 @@ def assert_same_event(first: ExchangeEvent, second: ExchangeEvent) -> None:
     assert first.subject == second.subject
     assert first.location == second.location
     assert first.marker == second.marker
+    assert first.written == second.written  # the stamp too: one named property set for both
     assert first.is_cancelled == second.is_cancelled
 
 

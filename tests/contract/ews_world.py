@@ -27,7 +27,11 @@ from shared.exchange.common import (
     event_show_as,
 )
 from shared.exchange.ews import EwsCalendarGateway, EwsEndpoint
-from shared.exchange.marker_property import MARKER_PROPERTY_NAME, MARKER_PROPERTY_SET_ID
+from shared.exchange.marker_property import (
+    MARKER_PROPERTY_NAME,
+    MARKER_PROPERTY_SET_ID,
+    WRITTEN_PROPERTY_NAME,
+)
 from shared.exchange.oauth import ClientCredentials, TokenAuthority
 from shared.exchange.port import Attendee, CalendarGateway, ExchangeEvent
 from sim.ews.calendar_items import ews_item_id
@@ -46,6 +50,7 @@ ORGANIZER = "olivia.organizer@bank.example"
 ATTENDEES = ("ava.attendee@bank.example", "bo.attendee@bank.example", "cy.attendee@bank.example")
 MISSING_MAILBOX = "nobody@bank.example"
 MARKER_KEY = ExtendedPropertyKey(MARKER_PROPERTY_SET_ID.lower(), MARKER_PROPERTY_NAME, "String")
+WRITTEN_KEY = ExtendedPropertyKey(MARKER_PROPERTY_SET_ID.lower(), WRITTEN_PROPERTY_NAME, "String")
 
 AccessMode = Literal["impersonation", "delegate"]
 OAUTH_TENANT = "2b3c4d5e-6f70-4182-93a4-b5c6d7e8f901"
@@ -106,6 +111,7 @@ def event_from_store(
         ),
         is_cancelled=item.is_cancelled,
         marker=item.extended_properties.get(MARKER_KEY),
+        written=item.extended_properties.get(WRITTEN_KEY),
         show_as=event_show_as(item.free_busy.value),
         sensitivity=event_sensitivity(item.sensitivity.value),
         item_type=event_item_type(item.item_type.value),
@@ -156,6 +162,9 @@ class SimulatorWorld:
 
     def delete_as_owner(self, mailbox: str, item_id: str) -> None:
         Outlook(self.sim.store, mailbox).delete(self.internal_id(item_id))
+
+    def move_as_owner(self, mailbox: str, item_id: str, start: datetime, end: datetime) -> None:
+        Outlook(self.sim.store, mailbox).move(self.internal_id(item_id), start, end)
 
     def inject(self, fault: ExchangeFault, mailbox: str) -> None:
         injected = {

@@ -98,6 +98,35 @@ def test_a_created_event_is_visible_with_subject_time_marker_and_busy(
     assert (through_port.start, through_port.marker) == (START, marker)
 
 
+def test_every_write_stamps_its_times_and_an_outlook_move_leaves_the_stamp(
+    calendar_world: CalendarWorld,
+) -> None:
+    # The stamp (a named property beside the marker) tells calbridge's own write from an
+    # Outlook move whatever the stored mapping says yet: both read it back the same way.
+    world = calendar_world
+    marker = new_marker()
+    ref = create(world, draft(marker=marker))
+    [created] = world.run(world.gateway.find_by_marker(world.organizer, marker))
+    assert created.written == draft(marker=marker).written
+    assert created.shows_written
+
+    later = START + timedelta(hours=2)
+    moved = draft(marker=marker, start=later)
+    world.run(world.gateway.update_event(world.organizer, ref.item_id, moved, None))
+    updated = world.run(world.gateway.get_event(world.organizer, ref.item_id))
+    assert updated is not None
+    assert updated.written == moved.written != created.written
+    assert updated.shows_written
+
+    world.move_as_owner(world.organizer, ref.item_id, START, START + timedelta(minutes=45))
+    [after_move] = world.calendar(world.organizer)
+    assert after_move.written == moved.written  # Outlook keeps named properties as they were
+    assert not after_move.shows_written
+    read = world.run(world.gateway.get_event(world.organizer, ref.item_id))
+    assert read is not None
+    assert (read.written, read.shows_written) == (moved.written, False)
+
+
 def test_a_meeting_puts_a_copy_with_the_same_uid_in_each_attendees_calendar(
     calendar_world: CalendarWorld,
 ) -> None:

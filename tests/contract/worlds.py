@@ -80,6 +80,10 @@ class CalendarWorld(Protocol):
         """The owner deletes an item of their calendar in Outlook."""
         ...
 
+    def move_as_owner(self, mailbox: str, item_id: str, start: datetime, end: datetime) -> None:
+        """The owner moves an item of their calendar in Outlook (a meeting's copies follow)."""
+        ...
+
     def inject(self, fault: ExchangeFault, mailbox: str) -> None:
         """Make Exchange fail the next request on ``mailbox`` that way (UNAUTHORIZED: every
         request until ``clear_faults``)."""
@@ -123,6 +127,9 @@ class FakeWorld:
 
     def delete_as_owner(self, mailbox: str, item_id: str) -> None:
         self.exchange.delete_as_owner(mailbox, item_id)
+
+    def move_as_owner(self, mailbox: str, item_id: str, start: datetime, end: datetime) -> None:
+        self.exchange.move_as_organizer(mailbox, item_id, start, end)
 
     def inject(self, fault: ExchangeFault, mailbox: str) -> None:
         errors: dict[ExchangeFault, CalendarError] = {

@@ -10,8 +10,9 @@ from shared.engine.outlook import (
     StaffDeclined,
     organizer_item_changed,
 )
+from shared.exchange.marker_property import written_stamp
 from shared.exchange.port import Attendee, ExchangeEvent, ResponseType
-from shared.models import EventMapping
+from shared.models import AppointmentSnapshot, EventMapping
 from tests.builders import snapshot
 
 START = datetime(2031, 3, 3, 9, tzinfo=UTC)
@@ -32,14 +33,25 @@ def applied_mapping(version: int, start: datetime) -> EventMapping:
     )
 
 
-def item(start: datetime, *, ben: ResponseType = ResponseType.NONE) -> ExchangeEvent:
+def item(
+    start: datetime,
+    *,
+    ben: ResponseType = ResponseType.NONE,
+    written: datetime | None = None,
+) -> ExchangeEvent:
+    """The organizer's item at ``start``; ``written``: where calbridge's last write put it."""
     return ExchangeEvent(
         item_id="item-1",
         change_key="ck-outlook",
         start=start,
         end=start + timedelta(minutes=30),
         attendees=(Attendee(address="ben@bank.example", response=ben),),
+        written=written_stamp(written, written + timedelta(minutes=30)) if written else None,
     )
+
+
+def booked(version: int, start: datetime) -> AppointmentSnapshot:
+    return snapshot(version, organizer="ana", secondaries=("ben",), start=start, time_zone="UTC")
 
 
 def test_a_decline_while_a_newer_snapshot_waits_is_not_reported_as_a_move() -> None:
@@ -81,3 +93,86 @@ def test_a_mapping_without_applied_times_falls_back_to_the_snapshot() -> None:
     verdict = organizer_item_changed("appt-1", item(START), mapping, newest, STAFF)
 
     assert verdict.events == ()
+
+
+def test_an_unrecorded_own_write_for_an_overtaken_snapshot_is_no_move() -> None:
+    # Two deliveries at once: the worker of version 2 wrote 11:00 and has not stored the
+    # mapping (still version 1, 09:00); version 3 (13:00) is stored meanwhile. The item shows the
+    # times calbridge's last write stamped on it: calbridge's own write, not the organizer's.
+    mapping = applied_mapping(1, START)
+    written = START + timedelta(hours=2)
+
+    verdict = organizer_item_changed(
+        "appt-1",
+        item(written, written=written),
+        mapping,
+        booked(3, START + timedelta(hours=4)),
+        STAFF,
+    )
+
+    assert verdict.events == ()
+    assert verdict.mapping is not None
+    assert verdict.mapping.outlook_start is None
+    # The newest snapshot wants other times: the worker must look before it trusts the mapping.
+    assert verdict.mapping.in_doubt
+
+
+def test_an_unrecorded_own_write_of_the_newest_snapshot_leaves_the_mapping_trusted() -> None:
+    mapping = applied_mapping(1, START)
+    written = START + timedelta(hours=2)
+
+    verdict = organizer_item_changed(
+        "appt-1", item(written, written=written), mapping, booked(2, written), STAFF
+    )
+
+    assert verdict.events == ()
+    assert verdict.mapping is not None
+    assert not verdict.mapping.in_doubt
+
+
+def test_a_move_away_from_calbridges_last_write_is_reported() -> None:
+    mapping = applied_mapping(1, START)
+    moved = START + timedelta(hours=5)
+
+    verdict = organizer_item_changed(
+        "appt-1", item(moved, written=START), mapping, booked(1, START), STAFF
+    )
+
+    assert verdict.events == (
+        AppointmentRescheduled("appt-1", moved, moved + timedelta(minutes=30), by="ana"),
+    )
+
+
+def test_a_held_outlook_move_calbridge_wrote_again_stays_recorded() -> None:
+    # The organizer moved it to 14:00 (told); a new title from the platform was written keeping
+    # the move (the stamp says 14:00). The move is still the organizer's, and told once only.
+    moved = START + timedelta(hours=5)
+    mapping = applied_mapping(2, START).model_copy(
+        update={"outlook_start": moved, "outlook_end": moved + timedelta(minutes=30)}
+    )
+
+    verdict = organizer_item_changed(
+        "appt-1", item(moved, written=moved), mapping, booked(2, START), STAFF
+    )
+
+    assert verdict.events == ()
+    assert verdict.mapping is not None
+    assert verdict.mapping.outlook_start == moved
+    assert not verdict.mapping.in_doubt
+
+
+def test_a_move_back_to_calbridges_last_write_is_reported_as_a_move_back() -> None:
+    moved = START + timedelta(hours=5)
+    mapping = applied_mapping(2, START).model_copy(
+        update={"outlook_start": moved, "outlook_end": moved + timedelta(minutes=30)}
+    )
+
+    verdict = organizer_item_changed(
+        "appt-1", item(START, written=START), mapping, booked(2, START), STAFF
+    )
+
+    assert verdict.events == (
+        AppointmentRescheduled("appt-1", START, START + timedelta(minutes=30), by="ana"),
+    )
+    assert verdict.mapping is not None
+    assert verdict.mapping.outlook_start is None

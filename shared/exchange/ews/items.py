@@ -47,7 +47,7 @@ from shared.exchange.common import (
     series_recurrence,
     utc,
 )
-from shared.exchange.ews.properties import MARKER_FIELD
+from shared.exchange.ews.properties import MARKER_FIELD, WRITTEN_FIELD
 from shared.exchange.port import (
     WEEK_INDEXES,
     WEEKDAYS,
@@ -75,6 +75,7 @@ _FIND_FIELD_NAMES: Final = (
     "uid",
     "location",
     MARKER_FIELD,
+    WRITTEN_FIELD,
 )
 _GET_ONLY_FIELD_NAMES: Final = (
     "organizer",
@@ -94,6 +95,7 @@ DRAFT_FIELDS: Final = (
     "legacy_free_busy_status",
     "required_attendees",
     MARKER_FIELD,
+    WRITTEN_FIELD,
 )
 
 
@@ -150,6 +152,7 @@ def draft_values(draft: EventDraft, mailbox: str) -> dict[str, Any]:
         "legacy_free_busy_status": ews_free_busy(draft.show_as),
         "required_attendees": staff_attendees(draft, mailbox) or None,
         MARKER_FIELD: draft.marker,
+        WRITTEN_FIELD: draft.written,
     }
 
 
@@ -286,6 +289,7 @@ def event_from_item(item: CalendarItem, mailbox: str) -> ExchangeEvent:
         attendees=_attendees(item),
         is_cancelled=bool(item.is_cancelled),
         marker=_text(getattr(item, MARKER_FIELD, None)),
+        written=_text(getattr(item, WRITTEN_FIELD, None)),
         show_as=event_show_as(item.legacy_free_busy_status),
         sensitivity=event_sensitivity(item.sensitivity),
         item_type=event_item_type(item.type),

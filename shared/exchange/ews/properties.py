@@ -4,6 +4,8 @@ the iCalendar UID ↔ global object id rules that go with them.
 - ``CalbridgeMarker``: the marker (``shared.exchange.marker_property``), a named String property in
   calbridge's own property set. Registered on exchangelib's ``CalendarItem`` as
   ``MARKER_FIELD`` once, when this module is imported.
+- ``CalbridgeWritten``: the times of calbridge's last write (``written_stamp``), beside the
+  marker in the same property set, registered as ``WRITTEN_FIELD``.
 - ``CleanGlobalObjectId``: PidLidCleanGlobalObjectId (Meeting property set, id 0x23, Binary),
   the identity Exchange gives a meeting in every attendee's calendar. EWS refuses restrictions
   on ``calendar:UID``, so an attendee's copy is found by this property instead (MS-OXOCAL
@@ -27,9 +29,11 @@ from shared.exchange.marker_property import (
     MARKER_PROPERTY_NAME,
     MARKER_PROPERTY_SET_ID,
     MARKER_PROPERTY_TYPE,
+    WRITTEN_PROPERTY_NAME,
 )
 
 MARKER_FIELD: Final = "calbridge_marker"
+WRITTEN_FIELD: Final = "calbridge_written"
 CLEAN_GLOBAL_OBJECT_ID_FIELD: Final = "calbridge_clean_global_object_id"
 
 # The class id every Exchange global object id starts with (MS-OXOCAL 2.2.1.27).
@@ -45,6 +49,14 @@ class CalbridgeMarker(ExtendedProperty):
 
     property_set_id = MARKER_PROPERTY_SET_ID
     property_name = MARKER_PROPERTY_NAME
+    property_type = MARKER_PROPERTY_TYPE
+
+
+class CalbridgeWritten(ExtendedProperty):
+    """The times of calbridge's last write: ``PropertyName=CalbridgeWritten``, same set."""
+
+    property_set_id = MARKER_PROPERTY_SET_ID
+    property_name = WRITTEN_PROPERTY_NAME
     property_type = MARKER_PROPERTY_TYPE
 
 
@@ -69,6 +81,7 @@ def _register(name: str, property_class: type[ExtendedProperty]) -> None:
 
 
 _register(MARKER_FIELD, CalbridgeMarker)
+_register(WRITTEN_FIELD, CalbridgeWritten)
 _register(CLEAN_GLOBAL_OBJECT_ID_FIELD, CleanGlobalObjectId)
 
 

@@ -12,9 +12,9 @@ past it). An expired token is 410 ``syncStateNotFound`` → ``SyncStateInvalid``
 
 Requests per page: 1 delta GET, asking only for ``events.EVENT_FIELDS`` (``$select``, never the
 body) with ``Prefer: odata.maxpagesize`` = ``max_changes``; an idle mailbox costs that one GET.
-Delta cannot ``$expand``, so the marker (a single-value extended property) of the organizer's
-single events on the page — the only items that can be calbridge's — is read with one
-``$batch`` of up to 20 GETs (``graph.batch``), none when the page has no such event.
+Delta cannot ``$expand``, so the marker and written stamp (single-value extended properties) of
+the organizer's single events on the page — the only items that can be calbridge's — are read
+with one ``$batch`` of up to 20 GETs (``graph.batch``), none when the page has no such event.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from shared.exchange.graph.events import (
     PREFER_UTC,
     UnreadableEvent,
     event_from_graph,
-    marker_of,
+    extended_fields,
 )
 from shared.exchange.port import (
     CalendarChanges,
@@ -120,7 +120,7 @@ async def read_changes(
             continue
         event = event_from_graph(value)
         if item_id in markers:
-            event = event.model_copy(update={"marker": markers[item_id]})
+            event = event.model_copy(update=markers[item_id])
         events.append(event)
     cursor_after = following or finished
     assert cursor_after is not None
@@ -182,9 +182,9 @@ async def _markers(
     session: GraphSession,
     mailbox: str,
     changed: Mapping[str, Mapping[str, Any]],
-) -> tuple[dict[str, str | None], set[str]]:
-    """The marker of each changed event that may carry one (by id), and the ids found deleted
-    since the delta page was made."""
+) -> tuple[dict[str, dict[str, str | None]], set[str]]:
+    """The named properties (marker, written) of each changed event that may carry them (by
+    id), and the ids found deleted since the delta page was made."""
     wanted = [item_id for item_id, value in changed.items() if _needs_marker(value)]
     if not wanted:
         return {}, set()
@@ -194,12 +194,12 @@ async def _markers(
         item_id: f"/users/{user}/events/{quote(item_id, safe='')}?{query}" for item_id in wanted
     }
     answers = await get_many(gateway, session, mailbox, paths, operation="delta markers")
-    markers: dict[str, str | None] = {}
+    markers: dict[str, dict[str, str | None]] = {}
     gone: set[str] = set()
     for item_id, answer in answers.items():
         if answer.ok:
             document = answer.document if isinstance(answer.document, dict) else {}
-            markers[item_id] = marker_of(document)
+            markers[item_id] = extended_fields(document)
         elif is_missing_item(answer):
             gone.add(item_id)
         else:

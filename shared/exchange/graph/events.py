@@ -26,7 +26,7 @@ from shared.exchange.common import (
     series_recurrence,
     wall_clock,
 )
-from shared.exchange.marker_property import MARKER_GRAPH_ID
+from shared.exchange.marker_property import MARKER_GRAPH_ID, WRITTEN_GRAPH_ID
 from shared.exchange.port import (
     WEEK_INDEXES,
     WEEKDAYS,
@@ -63,7 +63,10 @@ EVENT_FIELDS: Final = (
     "originalStartTimeZone",
     "originalEndTimeZone",
 )
-MARKER_EXPANSION: Final = f"singleValueExtendedProperties($filter=id eq '{MARKER_GRAPH_ID}')"
+MARKER_EXPANSION: Final = (
+    "singleValueExtendedProperties("
+    f"$filter=id eq '{MARKER_GRAPH_ID}' or id eq '{WRITTEN_GRAPH_ID}')"
+)
 PREFER_UTC: Final = 'outlook.timezone="UTC"'
 
 _UTC_NAMES: Final = frozenset({"utc", "etc/utc", "gmt", "z", "coordinated universal time"})
@@ -112,7 +115,10 @@ def draft_fields(draft: EventDraft, mailbox: str) -> dict[str, Any]:
         "location": {"displayName": draft.location or ""},
         "attendees": _attendees(draft, mailbox),
         "showAs": graph_show_as(draft.show_as),
-        "singleValueExtendedProperties": [{"id": MARKER_GRAPH_ID, "value": draft.marker}],
+        "singleValueExtendedProperties": [
+            {"id": MARKER_GRAPH_ID, "value": draft.marker},
+            {"id": WRITTEN_GRAPH_ID, "value": draft.written},
+        ],
     }
 
 
@@ -249,12 +255,26 @@ def _text(value: object) -> str:
 
 
 def marker_of(document: Mapping[str, Any]) -> str | None:
-    """The marker value among the event's expanded extended properties (ids compared without
-    regard to case, as Graph may spell the GUID either way)."""
+    """The marker value among the event's expanded extended properties."""
+    return _extended_value(document, MARKER_GRAPH_ID)
+
+
+def extended_fields(document: Mapping[str, Any]) -> dict[str, str | None]:
+    """The ``ExchangeEvent`` fields calbridge keeps in named properties (marker, written), from
+    the event's expanded extended properties."""
+    return {
+        "marker": marker_of(document),
+        "written": _extended_value(document, WRITTEN_GRAPH_ID),
+    }
+
+
+def _extended_value(document: Mapping[str, Any], property_id: str) -> str | None:
+    """One expanded single-value extended property's value (ids compared without regard to
+    case, as Graph may spell the GUID either way)."""
     properties = document.get("singleValueExtendedProperties")
     if not isinstance(properties, Sequence):
         return None
-    wanted = MARKER_GRAPH_ID.lower()
+    wanted = property_id.lower()
     for entry in properties:
         if isinstance(entry, Mapping) and str(entry.get("id", "")).lower() == wanted:
             value = entry.get("value")
@@ -299,7 +319,7 @@ def event_from_graph(document: Mapping[str, Any]) -> ExchangeEvent:
         organizer=_address(document.get("organizer")),
         attendees=tuple(attendees),
         is_cancelled=bool(document.get("isCancelled")),
-        marker=marker_of(document),
+        **extended_fields(document),
         show_as=event_show_as(document.get("showAs")),
         sensitivity=event_sensitivity(document.get("sensitivity")),
         item_type=event_item_type(document.get("type")),
