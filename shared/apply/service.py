@@ -44,6 +44,7 @@ from shared.apply.store import ApplyStore, MappingWriter, StoredState
 from shared.config import SecretResolver
 from shared.connections import calls_allowed
 from shared.engine.reconcile import (
+    CancelEvent,
     CreateEvent,
     PlanReason,
     ReconcilePlan,
@@ -229,9 +230,12 @@ class AppointmentApplier:
         def gateway_for(mailbox: MailboxRef) -> CalendarGateway:
             return self._gateways.for_connection(org, connections[mailbox.connection_id])
 
+        unreachable: list[str] = []  # staff whose copies could not be reached
+
         def copy_gateway_for(mailbox: MailboxRef) -> CalendarGateway | None:
             record = state.connections.get(mailbox.connection_id)
             if record is None or not calls_allowed(record):
+                unreachable.append(mailbox.staff_id)
                 return None
             return self._gateways.for_connection(org, record)
 
@@ -247,6 +251,9 @@ class AppointmentApplier:
             copy_gateway_for=copy_gateway_for,
         )
         await self._record(org, appointment_id, snapshot, mapping, writer, outcome)
+        if unreachable and outcome.plan is not None:
+            uids = [a.uid for a in outcome.plan.actions if isinstance(a, CancelEvent) and a.uid]
+            await self._store.copies_left(org, uids, unreachable)
         refusing = (
             _connection_refusing(outcome.failure, directory, snapshot)
             if isinstance(outcome.failure, AuthenticationFailed)
@@ -295,7 +302,9 @@ class AppointmentApplier:
             writes.append(writer.write(outcome.mapping))
             uid = outcome.mapping.uid
             if uid and (mapping is None or mapping.uid != uid):
-                writes.append(self._store.remember_uid(org, uid, appointment_id))
+                writes.append(
+                    self._store.remember_uid(org, uid, appointment_id, outcome.mapping.generation)
+                )
                 learned = None if _created(outcome) else uid
             if outcome.mapping.item_id is not None and not outcome.mapping.cancelled:
                 writes.append(self._store.note_organizer_item(org, appointment_id, outcome.mapping))

@@ -157,9 +157,12 @@ class ApplyStore:
         """The staff member's mailbox refused the connection (``Health.ACCESS_DENIED``)."""
         await in_storage_thread(self._repos.mailboxes.note_refused, org, staff_id, reason)
 
-    async def remember_uid(self, org: str, uid: str, appointment_id: str) -> None:
-        """The meeting's UID names this appointment (attendees' copies are known by it)."""
-        await in_storage_thread(self._repos.appointment_uids.remember, org, uid, appointment_id)
+    async def remember_uid(self, org: str, uid: str, appointment_id: str, generation: int) -> None:
+        """The meeting's UID names this appointment's meeting of that generation (attendees'
+        copies are known by it)."""
+        await in_storage_thread(
+            self._repos.appointment_uids.remember, org, uid, appointment_id, generation
+        )
 
     async def recheck_copies(self, org: str, uid: str, staff_ids: Iterable[str]) -> None:
         """The UID of a meeting an earlier pass made, learned only now (its worker died before
@@ -168,20 +171,27 @@ class ApplyStore:
         (as an item calbridge wrote and no sync has read: it is known for a copy then), and
         that sync is asked for."""
 
-        def mark(staff_id: str) -> bool:
-            items = self._repos.mailbox_items.with_uid(org, staff_id, uid)
-            busy = [item for item in items if item.kind is MailboxItemKind.BUSY]
-            if busy:
-                marked = [item.model_copy(update={"confirmed": False}) for item in busy]
-                self._repos.mailbox_items.put_items(org, staff_id, marked)
-            return bool(busy)
+        recheck = self._repos.mailbox_items.recheck
 
-        async def recheck(staff_id: str) -> None:
-            if await in_storage_thread(mark, staff_id):
+        async def one(staff_id: str) -> None:
+            if await in_storage_thread(recheck, org, staff_id, uid, MailboxItemKind.BUSY):
                 await self.request_sync(org, staff_id, "a copy read as busy time")
 
         # Each attendee's mailbox on its own: one round for all of them.
-        await asyncio.gather(*(recheck(staff_id) for staff_id in staff_ids))
+        await asyncio.gather(*(one(staff_id) for staff_id in staff_ids))
+
+    async def copies_left(self, org: str, uids: Iterable[str], staff_ids: Iterable[str]) -> None:
+        """Copies of these meetings that could not be cancelled (their mailbox's connection
+        cannot be called now): each one read before is marked for the mailbox's next sync to
+        look at again once the connection is back, which cancels what outlived its meeting."""
+        recheck = self._repos.mailbox_items.recheck
+        await asyncio.gather(
+            *(
+                in_storage_thread(recheck, org, staff_id, uid, MailboxItemKind.COPY)
+                for staff_id in staff_ids
+                for uid in uids
+            )
+        )
 
     async def note_organizer_item(
         self, org: str, appointment_id: str, mapping: EventMapping

@@ -25,6 +25,11 @@ The rules
 - **Declined** by a secondary staff member: ``appointment.staff_declined``, once per staff
   member; the appointment stays booked.
 - Other edits (title, location, body) are not reported: the next snapshot restores them.
+- **A copy that outlived its meeting** (``copy_outlived``): a secondary's live copy of a meeting
+  calbridge no longer keeps — an earlier generation's (handed over, or made again after the
+  organizer deleted it), or the mapping's own meeting cancelled — is cancelled when the
+  secondary's mailbox is read. Its cancellation may never have come: the organizer deleted the
+  meeting without sending any while that mailbox's connection could not be called.
 """
 
 from __future__ import annotations
@@ -196,3 +201,15 @@ def _cancelled(appointment_id: str, mapping: EventMapping) -> OutlookVerdict:
         cancel_copies=True,
         reason="cancelled in Outlook",
     )
+
+
+def copy_outlived(uid: str, generation: int | None, mapping: EventMapping | None) -> bool:
+    """Whether a live copy of the appointment's meeting ``uid`` (made by the mapping generation
+    ``generation``) belongs to a meeting calbridge no longer keeps. Never while the mapping is
+    unsettled (a create or a write whose outcome is not recorded: the copy may be of the meeting
+    being made), nor for a meeting whose generation is not known."""
+    if mapping is None or generation is None or mapping.item_id is None or mapping.in_doubt:
+        return False
+    if generation < mapping.generation:
+        return True
+    return generation == mapping.generation and mapping.uid == uid and mapping.cancelled

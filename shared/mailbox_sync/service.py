@@ -90,13 +90,14 @@ from typing import Final
 from pydantic import ValidationError
 
 from shared.config import SecretResolver
-from shared.connections import AUTH_RETRY, mark_auth_failed, recover
+from shared.connections import AUTH_RETRY, calls_allowed, mark_auth_failed, recover
 from shared.engine.busy import busy_block, changed_window, content_changed_window
 from shared.engine.marker import marker_for, parse_marker
 from shared.engine.outlook import (
     OutlookEvent,
     OutlookVerdict,
     adopted_after_move,
+    copy_outlived,
     organizer_item_changed,
     organizer_item_deleted,
 )
@@ -188,6 +189,7 @@ class PageEffects:
     )  # appointment → (mapping, the item it was read from, the change it names)
     outlook: list[tuple[OutlookEvent, str]] = field(default_factory=list)
     copies_to_cancel: list[tuple[str, EventMapping]] = field(default_factory=list)
+    outlived_copies: list[str] = field(default_factory=list)  # UIDs of this mailbox's copies
     windows: list[tuple[datetime, datetime]] = field(default_factory=list)
     cancellations: int = 0
 
@@ -872,6 +874,8 @@ class _Run:
                 # Read as busy time before its UID was known (the create's mapping not yet
                 # stored): what it blocked is busy time no more.
                 _drop_blocks(effects, event.item_id, blocks_by_event)
+                if event.is_live and event.uid and await self._outlived(copy_of, event.uid):
+                    effects.outlived_copies.append(event.uid)
                 effects.item_puts.append(
                     MailboxItemRecord(
                         item_id=event.item_id,
@@ -919,6 +923,18 @@ class _Run:
             else:
                 changed.append(event)
         return changed, still_deleted
+
+    async def _outlived(self, appointment_id: str, uid: str) -> bool:
+        """Whether this mailbox's live copy of the appointment's meeting ``uid`` outlived its
+        meeting (``copy_outlived``): the mapping is read, and the UID's row only when the copy
+        is not of the mapping's own live meeting (as nearly every copy read is)."""
+        found = await in_storage_thread(self.repos.event_map.get, self.org, appointment_id)
+        mapping = found.value if found is not None else None
+        if mapping is None or (mapping.uid == uid and not mapping.cancelled):
+            return False
+        row = await in_storage_thread(self.repos.appointment_uids.get, self.org, uid)
+        generation = row.value.generation if row is not None else None
+        return copy_outlived(uid, generation, mapping)
 
     def _appointment_of(self, event: ExchangeEvent) -> str | None:
         marker = parse_marker(event.marker)
@@ -1096,6 +1112,8 @@ class _Run:
                 await self._mark_written_past(digest)
         for appointment_id, mapping in effects.copies_to_cancel:
             await self._cancel_copies(appointment_id, mapping)
+        for uid in effects.outlived_copies:
+            await cancel_copy(self.gateway, self.mailbox.address, uid)
         for appointment_id, (mapping, event, _) in effects.mappings.items():
             await in_storage_thread(self._store_mapping, appointment_id, mapping, event)
 
@@ -1166,7 +1184,15 @@ class _Run:
             connection = await in_storage_thread(
                 self.repos.connections.get, self.org, row.value.connection_id
             )
-            if connection is None or not connection.value.enabled:
+            if connection is None or not calls_allowed(connection.value):
+                # Looked at again by that mailbox's own sync once its connection is back.
+                await in_storage_thread(
+                    self.repos.mailbox_items.recheck,
+                    self.org,
+                    staff_id,
+                    mapping.uid,
+                    MailboxItemKind.COPY,
+                )
                 continue
             gateway = self.service._gateways.for_connection(self.org, connection.value)
             await cancel_copy(gateway, row.value.address, mapping.uid)

@@ -123,6 +123,9 @@ class AppointmentUidRecord(CamelModel):
 
     uid: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
     appointment_id: Identifier
+    # The mapping's generation that made the meeting (``EventMapping.generation``): a copy of an
+    # earlier generation's meeting outlived it (None: a row written before generations were kept).
+    generation: int | None = None
 
 
 class SubscriptionRecord(CamelModel):

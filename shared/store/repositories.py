@@ -28,6 +28,7 @@ from shared.store.records import (
     AppointmentUidRecord,
     ConnectionRecord,
     DeadLetterRecord,
+    MailboxItemKind,
     MailboxItemRecord,
     MailboxRecord,
     OutboxRecord,
@@ -168,6 +169,16 @@ class MailboxItemRepository(EntityRepository[MailboxItemRecord]):
         rows = self.read_partition((org, staff_id), [Condition("uid", "eq", uid)])
         return [row.value for _, row in rows]
 
+    def recheck(self, org: str, staff_id: str, uid: str, kind: MailboxItemKind) -> bool:
+        """Mark the mailbox's items of that kind with this UID for its next sync to look at
+        again (as items calbridge wrote and no sync has read); True when there was any."""
+        found = [item for item in self.with_uid(org, staff_id, uid) if item.kind is kind]
+        if found:
+            self.put_items(
+                org, staff_id, [item.model_copy(update={"confirmed": False}) for item in found]
+            )
+        return bool(found)
+
     def read_after(self, org: str, staff_id: str, cursor_digest: str) -> list[str]:
         """Ids of the items whose rows an incremental read from that cursor wrote."""
         rows = self.read_partition((org, staff_id), [Condition("readAfter", "eq", cursor_digest)])
@@ -185,10 +196,12 @@ class AppointmentUidRepository(OrgScopedRepository[AppointmentUidRecord]):
         found = self.get(org, uid)
         return found.value.appointment_id if found is not None else None
 
-    def remember(self, org: str, uid: str, appointment_id: str) -> None:
+    def remember(
+        self, org: str, uid: str, appointment_id: str, generation: int | None = None
+    ) -> None:
         self.upsert(
             EntityKey.of((org,), (uid,)),
-            AppointmentUidRecord(uid=uid, appointment_id=appointment_id),
+            AppointmentUidRecord(uid=uid, appointment_id=appointment_id, generation=generation),
         )
 
 

@@ -1663,6 +1663,35 @@ def test_the_copies_of_a_meeting_deleted_without_cancellations_go_when_it_is_han
     machine.teardown()
 
 
+@pytest.mark.parametrize("read_before", [False, True], ids=["unread", "read-before"])
+def test_a_copy_left_while_its_mailbox_was_paused_is_cancelled_when_it_comes_back(
+    world: World, network: Network, instances: InstancePool, read_before: bool
+) -> None:
+    # Found by the machine: the organizer deleted the meeting without sending cancellations
+    # while the on-premises connection was paused. calbridge reported the cancellation and
+    # cancelled the copy of the secondary it could reach; the other secondary's copy was left
+    # (no call to a paused connection) and nothing came back for it: once the connection
+    # resumed, that copy stayed on their calendar for good (with the appointment re-booked
+    # meanwhile, beside the new meeting's copy). Read before the pause or not, it goes now.
+    machine = machine_in(world, network, instances)
+    if read_before:
+        machine.book("eve", ["fay", "bob"], 3, 14)
+        machine.settle()
+        machine.pause_connection("ews")
+    else:
+        machine.pause_connection("ews")
+        machine.book("eve", ["fay", "bob"], 3, 14)
+        machine.settle()
+    machine.organizer_cancels_it(index=0, send_cancellations=False)
+    machine.graph_sweep()
+    machine.settle()
+    machine.reschedule(index=0, hours=-2)  # before the platform read the cancellation
+    machine.settle()
+    machine.cancel(index=0)
+    machine.settle()
+    machine.teardown()
+
+
 @pytest.mark.xfail(
     strict=True,
     reason=(

@@ -436,6 +436,24 @@ def test_mailbox_items_are_found_by_their_meetings_uid(repos: Repositories) -> N
     assert items.with_uid("acme", "s1", "nothing") == []
 
 
+def test_items_of_a_meeting_are_marked_for_the_next_sync_by_kind(repos: Repositories) -> None:
+    items = repos.mailbox_items
+    items.put_items(
+        "acme",
+        "s1",
+        [
+            MailboxItemRecord(item_id="a", kind=MailboxItemKind.BUSY, uid="u1"),
+            MailboxItemRecord(item_id="b", kind=MailboxItemKind.COPY, uid="u1"),
+            MailboxItemRecord(item_id="c", kind=MailboxItemKind.COPY, uid="u2"),
+        ],
+    )
+
+    assert items.recheck("acme", "s1", "u1", MailboxItemKind.COPY)
+    assert not items.recheck("acme", "s1", "u3", MailboxItemKind.COPY)
+
+    assert items.unconfirmed_of("acme", "s1") == ["b"]
+
+
 # --- the generic base and racing writers -----------------------------------------------------
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from shared.engine.outlook import (
     AppointmentRescheduled,
     StaffDeclined,
+    copy_outlived,
     organizer_item_changed,
 )
 from shared.exchange.marker_property import written_stamp
@@ -176,3 +177,20 @@ def test_a_move_back_to_calbridges_last_write_is_reported_as_a_move_back() -> No
     )
     assert verdict.mapping is not None
     assert verdict.mapping.outlook_start is None
+
+
+def test_a_copy_outlives_an_earlier_generations_meeting_and_a_cancelled_one_only() -> None:
+    current = applied_mapping(2, START).model_copy(update={"generation": 2, "uid": "uid-2"})
+    # An earlier generation's meeting (handed over, or made again after a deletion).
+    assert copy_outlived("uid-1", 1, current)
+    # The mapping's own live meeting, and a copy whose generation is not known.
+    assert not copy_outlived("uid-2", 2, current)
+    assert not copy_outlived("uid-1", None, current)
+    # The organizer cancelled the mapping's meeting in Outlook.
+    cancelled = current.model_copy(update={"cancelled": True})
+    assert copy_outlived("uid-2", 2, cancelled)
+    # Never while the mapping is unsettled: the copy may be of the meeting being made.
+    assert not copy_outlived("uid-1", 1, current.model_copy(update={"in_doubt": True}))
+    assert not copy_outlived("uid-1", 1, current.model_copy(update={"item_id": None}))
+    # A copy of a newer generation than the mapping records (its create not stored yet).
+    assert not copy_outlived("uid-3", 3, current)
