@@ -803,3 +803,53 @@ def test_an_own_write_for_a_snapshot_overtaken_meanwhile_is_not_taken_for_a_move
     assert world.events("appointment.rescheduled") == []
     [event] = [e for e in world.exchange.calendar(ANN) if not e.is_cancelled]
     assert event.start == DAY + timedelta(days=1, hours=12)
+
+
+class _WorkerKilled(BaseException):
+    """The process ends where it is raised: nothing of the worker's own handling runs."""
+
+
+def test_an_own_write_a_concurrent_pass_took_for_up_to_date_is_undone_after_its_worker_died(
+    world: World,
+) -> None:
+    # The platform moved the appointment and moved it back at once. The first move's worker
+    # wrote 11:00 to Exchange; meanwhile the second snapshot (back at 10:00) was applied as up
+    # to date (the mapping still said 10:00); then the first worker died before its mapping
+    # write. The item shows calbridge's own 11:00 while everything stored says 10:00: the sync
+    # tells nothing and marks the mapping in doubt, and the redelivered message puts it back.
+    world.book("apt-1", 10)
+    world.sync()
+
+    def at(version: int, hour: int) -> Any:
+        return snapshot(
+            version,
+            organizer="ann",
+            secondaries=("bob",),
+            start=DAY + timedelta(days=1, hours=hour),
+            time_zone="Europe/Berlin",
+        )
+
+    world.repos.appointments.save_snapshot(ORG, "apt-1", at(2, 11))
+
+    async def moved_back_then_died() -> None:
+        world.repos.appointments.save_snapshot(ORG, "apt-1", at(3, 10))
+        await world.applier.apply(AppointmentChanged(org=ORG, appointment_id="apt-1", version=3))
+        raise _WorkerKilled
+
+    racing = AppointmentApplier(
+        world.repos, world.queue, _AfterFirstUpdate(world.exchange, moved_back_then_died)
+    )
+    with pytest.raises(_WorkerKilled):
+        asyncio.run(racing.apply(AppointmentChanged(org=ORG, appointment_id="apt-1", version=2)))
+    world.sync()
+    assert world.events("appointment.rescheduled") == []
+    mapping = world.repos.event_map.get(ORG, "apt-1")
+    assert mapping is not None
+    assert mapping.value.in_doubt
+
+    asyncio.run(world.applier.apply(AppointmentChanged(org=ORG, appointment_id="apt-1", version=2)))
+    world.sync()
+
+    assert world.events("appointment.rescheduled") == []
+    [event] = [e for e in world.exchange.calendar(ANN) if not e.is_cancelled]
+    assert event.start == DAY + timedelta(days=1, hours=10)
