@@ -159,6 +159,12 @@ PAGE_CHANGES: Final = 2560
 _EXPANSION_LOOKBACK: Final = timedelta(days=1)
 
 
+class MailboxMovedMeanwhile(Exception):
+    """The mailbox was assigned to another connection or address while this sync read it: what
+    it read is under the old connection's ids, and the new assignment's first read is the
+    truth now (a new baseline)."""
+
+
 class SyncOutcome(StrEnum):
     SYNCED = "synced"
     REQUEUED = "requeued"  # throttled: comes back after Exchange's delay
@@ -329,6 +335,10 @@ class MailboxSyncer:
                 extra={"org": org, "staff": staff_id, "outcome": SyncOutcome.ACCESS_DENIED},
             )
             return SyncReport(SyncOutcome.ACCESS_DENIED, reason)
+        except MailboxMovedMeanwhile as moved:
+            await self._finish(org, staff_id, run.row, pending_only=True)
+            log.info("mailbox %s/%s moved during its sync: nothing written", org, staff_id)
+            return SyncReport(SyncOutcome.SKIPPED, str(moved))
         except RetryAfter as throttled:
             # Throttled on any request of the sync (the page, a look-up, an expansion): the
             # message comes back after Exchange's delay; what was stored so far stays.
@@ -482,9 +492,12 @@ class _Run:
     notices_seen: int = field(init=False)
     # Staff id → mailbox address (None: no mailbox), read as appointments' staff need them.
     addresses: dict[str, str | None] = field(init=False, default_factory=dict)
+    # Where the mailbox was assigned when the sync began: (address, connection id).
+    assigned: tuple[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
         self.notices_seen = self.row.value.notices
+        self.assigned = (self.row.value.address.lower(), self.connection.connection_id)
 
     @property
     def repos(self) -> Repositories:
@@ -1101,6 +1114,7 @@ class _Run:
         from (its rows say so, and so does the mailbox row until the cursor moves on)."""
         org, staff_id = self.org, self.mailbox.staff_id
         repos = self.repos
+        await self._still_assigned(effects)
         if read_after is not None and (
             effects.item_puts or effects.mappings or effects.outlook or effects.windows
         ):
@@ -1138,6 +1152,35 @@ class _Run:
         if rows:
             await self.service._tell(org, rows)
         return len(rows)
+
+    async def _still_assigned(self, effects: PageEffects) -> None:
+        """Before a page's effects are written: the mailbox is still where this sync read it.
+        An administrator who moved it meanwhile queued a new baseline on the new connection;
+        rows written now under the old connection's ids would stay beside (or remove) that
+        baseline's, as duplicated or missing busy time. One row read, only for a page with
+        something to write."""
+        if not any(
+            (
+                effects.block_puts,
+                effects.block_removals,
+                effects.item_puts,
+                effects.item_removals,
+                effects.mappings,
+                effects.outlook,
+                effects.copies_to_cancel,
+                effects.outlived_copies,
+                effects.windows,
+            )
+        ):
+            return
+        current = await in_storage_thread(self.repos.mailboxes.get, self.org, self.mailbox.staff_id)
+        if current is None or self.assigned != (
+            current.value.address.lower(),
+            current.value.connection_id,
+        ):
+            raise MailboxMovedMeanwhile(
+                "the mailbox was assigned elsewhere while it was read: nothing written"
+            )
 
     def _store_mapping(
         self, appointment_id: str, decided: EventMapping, event: ExchangeEvent | None = None

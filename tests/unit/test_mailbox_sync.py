@@ -853,3 +853,63 @@ def test_an_own_write_a_concurrent_pass_took_for_up_to_date_is_undone_after_its_
     assert world.events("appointment.rescheduled") == []
     [event] = [e for e in world.exchange.calendar(ANN) if not e.is_cancelled]
     assert event.start == DAY + timedelta(days=1, hours=10)
+
+
+class _MovedWhileRead(Gateways):
+    """Runs ``meanwhile`` once, right after the first page any gateway reads."""
+
+    def __init__(self, exchange: FakeExchange, meanwhile: Any) -> None:
+        super().__init__(exchange)
+        self._meanwhile = meanwhile
+
+    def for_connection(self, org: str, connection: ConnectionRecord) -> CalendarGateway:
+        gateway = super().for_connection(org, connection)
+        read = gateway.changes_since
+
+        async def changes_since(*args: Any, **kwargs: Any) -> Any:
+            page = await read(*args, **kwargs)
+            if self._meanwhile is not None:
+                meanwhile, self._meanwhile = self._meanwhile, None
+                meanwhile()
+            return page
+
+        gateway.changes_since = changes_since  # type: ignore[method-assign]
+        return gateway
+
+
+def test_a_sync_of_a_mailbox_moved_while_it_read_writes_nothing(world: World) -> None:
+    # Found by the convergence machine (busy time doubled and lost after two quick moves): a
+    # sync still reading through the old connection wrote its rows, under the old ids, after
+    # the administrator had moved the mailbox and the new connection's baseline had begun. Its
+    # blocks stayed beside the new ones, and its removals took some of them away.
+    world.sync()
+    world.exchange.add_personal_event(ANN, "Dentist", DAY.replace(hour=9), DAY.replace(hour=10))
+    config = world.repos.connections.get(ORG, "onprem")
+    assert config is not None
+    world.repos.connections.put(
+        ORG, "cloud", config.value.model_copy(update={"connection_id": "cloud"}), None
+    )
+
+    def moved() -> None:
+        row = world.repos.mailboxes.get(ORG, "ann")
+        assert row is not None
+        reassigned = row.value.model_copy(update={"connection_id": "cloud", "rebaseline": True})
+        world.repos.mailboxes.put(ORG, "ann", reassigned, row.etag)
+
+    syncer = MailboxSyncer(
+        world.repos,
+        world.queue,
+        _MovedWhileRead(world.exchange, moved),
+        world.secrets,
+        now=lambda: world.clock[0],
+    )
+    told = len(world.events())
+
+    report = asyncio.run(syncer.sync(MailboxSyncRequested(org=ORG, staff_id="ann", reason="poll")))
+
+    assert report.outcome is SyncOutcome.SKIPPED
+    assert world.blocks() == []
+    assert world.repos.mailbox_items.items_of(ORG, "ann") == {}
+    assert len(world.events()) == told
+    assert world.mailbox().connection_id == "cloud"
+    assert world.mailbox().rebaseline
