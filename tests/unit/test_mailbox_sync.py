@@ -864,6 +864,7 @@ class _MovedWhileRead(Gateways):
 
     def for_connection(self, org: str, connection: ConnectionRecord) -> CalendarGateway:
         gateway = super().for_connection(org, connection)
+        assert isinstance(gateway, FakeCalendarGateway)
         read = gateway.changes_since
 
         async def changes_since(*args: Any, **kwargs: Any) -> Any:
