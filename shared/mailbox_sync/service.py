@@ -195,9 +195,25 @@ class PageEffects:
     )  # appointment → (mapping, the item it was read from, the change it names)
     outlook: list[tuple[OutlookEvent, str]] = field(default_factory=list)
     copies_to_cancel: list[tuple[str, EventMapping]] = field(default_factory=list)
-    outlived_copies: list[str] = field(default_factory=list)  # UIDs of this mailbox's copies
+    outlived_copies: list[str] = field(default_factory=list)  # ids of this mailbox's copies
     windows: list[tuple[datetime, datetime]] = field(default_factory=list)
     cancellations: int = 0
+
+    def writes_anything(self) -> bool:
+        """Whether carrying the page out writes or sends anything at all."""
+        return any(
+            (
+                self.block_puts,
+                self.block_removals,
+                self.item_puts,
+                self.item_removals,
+                self.mappings,
+                self.outlook,
+                self.copies_to_cancel,
+                self.outlived_copies,
+                self.windows,
+            )
+        )
 
 
 class MailboxSyncer:
@@ -888,7 +904,7 @@ class _Run:
                 # stored): what it blocked is busy time no more.
                 _drop_blocks(effects, event.item_id, blocks_by_event)
                 if event.is_live and event.uid and await self._outlived(copy_of, event.uid):
-                    effects.outlived_copies.append(event.uid)
+                    effects.outlived_copies.append(event.item_id)
                 effects.item_puts.append(
                     MailboxItemRecord(
                         item_id=event.item_id,
@@ -1126,8 +1142,9 @@ class _Run:
                 await self._mark_written_past(digest)
         for appointment_id, mapping in effects.copies_to_cancel:
             await self._cancel_copies(appointment_id, mapping)
-        for uid in effects.outlived_copies:
-            await cancel_copy(self.gateway, self.mailbox.address, uid)
+        for item_id in effects.outlived_copies:
+            # The live copy was just read: cancelled by its id, no look-up by UID first.
+            await self.gateway.cancel_event(self.mailbox.address, item_id)
         for appointment_id, (mapping, event, _) in effects.mappings.items():
             await in_storage_thread(self._store_mapping, appointment_id, mapping, event)
 
@@ -1159,19 +1176,7 @@ class _Run:
         rows written now under the old connection's ids would stay beside (or remove) that
         baseline's, as duplicated or missing busy time. One row read, only for a page with
         something to write."""
-        if not any(
-            (
-                effects.block_puts,
-                effects.block_removals,
-                effects.item_puts,
-                effects.item_removals,
-                effects.mappings,
-                effects.outlook,
-                effects.copies_to_cancel,
-                effects.outlived_copies,
-                effects.windows,
-            )
-        ):
+        if not effects.writes_anything():
             return
         current = await in_storage_thread(self.repos.mailboxes.get, self.org, self.mailbox.staff_id)
         if current is None or self.assigned != (

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -131,17 +132,22 @@ class World:
         self, appointment_id: str, hour: int, *, version: int = 1, status: str = "booked"
     ) -> None:
         """The platform's snapshot (ann organizes, bob attends), stored and applied."""
-        body = snapshot(
-            version,
-            status=status,
-            organizer="ann",
-            secondaries=("bob",),
-            start=DAY + timedelta(days=1, hours=hour),
-            time_zone="Europe/Berlin",
-        )
+        body = booked_at(version, hour, status=status)
         self.repos.appointments.save_snapshot(ORG, appointment_id, body)
         message = AppointmentChanged(org=ORG, appointment_id=appointment_id, version=version)
         asyncio.run(self.applier.apply(message))
+
+
+def booked_at(version: int, hour: int, *, status: str = "booked") -> Any:
+    """The platform's snapshot: ann organizes, bob attends, tomorrow at ``hour``."""
+    return snapshot(
+        version,
+        status=status,
+        organizer="ann",
+        secondaries=("bob",),
+        start=DAY + timedelta(days=1, hours=hour),
+        time_zone="Europe/Berlin",
+    )
 
 
 @pytest.fixture
@@ -743,26 +749,30 @@ def test_an_outlook_move_read_before_the_worker_recorded_its_create_is_still_rep
     assert datetime.fromisoformat(moved["data"]["start"]) == start
 
 
-class _AfterFirstUpdate(Gateways):
-    """Runs ``meanwhile`` once, right after the first update any gateway makes: between the
-    worker's write to Exchange and its write of the mapping."""
+class _Meanwhile(Gateways):
+    """Runs ``meanwhile`` once, right after the first ``operation`` any gateway carries out
+    (``update_event``: between the worker's write to Exchange and its mapping write;
+    ``changes_since``: between a sync's read and its writes)."""
 
-    def __init__(self, exchange: FakeExchange, meanwhile: Any) -> None:
+    def __init__(
+        self, exchange: FakeExchange, operation: str, meanwhile: Callable[[], Awaitable[None]]
+    ) -> None:
         super().__init__(exchange)
-        self._meanwhile = meanwhile
+        self._operation = operation
+        self._meanwhile: Callable[[], Awaitable[None]] | None = meanwhile
 
     def for_connection(self, org: str, connection: ConnectionRecord) -> CalendarGateway:
         gateway = super().for_connection(org, connection)
-        update = gateway.update_event
+        carry_out = getattr(gateway, self._operation)
 
-        async def update_event(*args: Any, **kwargs: Any) -> Any:
-            written = await update(*args, **kwargs)
+        async def then_meanwhile(*args: Any, **kwargs: Any) -> Any:
+            answer = await carry_out(*args, **kwargs)
             if self._meanwhile is not None:
                 meanwhile, self._meanwhile = self._meanwhile, None
                 await meanwhile()
-            return written
+            return answer
 
-        gateway.update_event = update_event  # type: ignore[method-assign]
+        setattr(gateway, self._operation, then_meanwhile)
         return gateway
 
 
@@ -777,24 +787,16 @@ def test_an_own_write_for_a_snapshot_overtaken_meanwhile_is_not_taken_for_a_move
     # write for the organizer's move: the platform was told of a reschedule it had asked for.
     world.book("apt-1", 10)
     world.sync()
-
-    def moved(version: int, hour: int) -> Any:
-        return snapshot(
-            version,
-            organizer="ann",
-            secondaries=("bob",),
-            start=DAY + timedelta(days=1, hours=hour),
-            time_zone="Europe/Berlin",
-        )
-
-    world.repos.appointments.save_snapshot(ORG, "apt-1", moved(2, 11))
+    world.repos.appointments.save_snapshot(ORG, "apt-1", booked_at(2, 11))
 
     async def moved_again_and_read() -> None:
-        world.repos.appointments.save_snapshot(ORG, "apt-1", moved(3, 12))
+        world.repos.appointments.save_snapshot(ORG, "apt-1", booked_at(3, 12))
         await world.syncer.sync(MailboxSyncRequested(org=ORG, staff_id="ann", reason="poll"))
 
     racing = AppointmentApplier(
-        world.repos, world.queue, _AfterFirstUpdate(world.exchange, moved_again_and_read)
+        world.repos,
+        world.queue,
+        _Meanwhile(world.exchange, "update_event", moved_again_and_read),
     )
     asyncio.run(racing.apply(AppointmentChanged(org=ORG, appointment_id="apt-1", version=2)))
     asyncio.run(world.applier.apply(AppointmentChanged(org=ORG, appointment_id="apt-1", version=3)))
@@ -819,25 +821,17 @@ def test_an_own_write_a_concurrent_pass_took_for_up_to_date_is_undone_after_its_
     # tells nothing and marks the mapping in doubt, and the redelivered message puts it back.
     world.book("apt-1", 10)
     world.sync()
-
-    def at(version: int, hour: int) -> Any:
-        return snapshot(
-            version,
-            organizer="ann",
-            secondaries=("bob",),
-            start=DAY + timedelta(days=1, hours=hour),
-            time_zone="Europe/Berlin",
-        )
-
-    world.repos.appointments.save_snapshot(ORG, "apt-1", at(2, 11))
+    world.repos.appointments.save_snapshot(ORG, "apt-1", booked_at(2, 11))
 
     async def moved_back_then_died() -> None:
-        world.repos.appointments.save_snapshot(ORG, "apt-1", at(3, 10))
+        world.repos.appointments.save_snapshot(ORG, "apt-1", booked_at(3, 10))
         await world.applier.apply(AppointmentChanged(org=ORG, appointment_id="apt-1", version=3))
         raise _WorkerKilled
 
     racing = AppointmentApplier(
-        world.repos, world.queue, _AfterFirstUpdate(world.exchange, moved_back_then_died)
+        world.repos,
+        world.queue,
+        _Meanwhile(world.exchange, "update_event", moved_back_then_died),
     )
     with pytest.raises(_WorkerKilled):
         asyncio.run(racing.apply(AppointmentChanged(org=ORG, appointment_id="apt-1", version=2)))
@@ -855,29 +849,6 @@ def test_an_own_write_a_concurrent_pass_took_for_up_to_date_is_undone_after_its_
     assert event.start == DAY + timedelta(days=1, hours=10)
 
 
-class _MovedWhileRead(Gateways):
-    """Runs ``meanwhile`` once, right after the first page any gateway reads."""
-
-    def __init__(self, exchange: FakeExchange, meanwhile: Any) -> None:
-        super().__init__(exchange)
-        self._meanwhile = meanwhile
-
-    def for_connection(self, org: str, connection: ConnectionRecord) -> CalendarGateway:
-        gateway = super().for_connection(org, connection)
-        assert isinstance(gateway, FakeCalendarGateway)
-        read = gateway.changes_since
-
-        async def changes_since(*args: Any, **kwargs: Any) -> Any:
-            page = await read(*args, **kwargs)
-            if self._meanwhile is not None:
-                meanwhile, self._meanwhile = self._meanwhile, None
-                meanwhile()
-            return page
-
-        gateway.changes_since = changes_since  # type: ignore[method-assign]
-        return gateway
-
-
 def test_a_sync_of_a_mailbox_moved_while_it_read_writes_nothing(world: World) -> None:
     # Found by the convergence machine (busy time doubled and lost after two quick moves): a
     # sync still reading through the old connection wrote its rows, under the old ids, after
@@ -891,7 +862,7 @@ def test_a_sync_of_a_mailbox_moved_while_it_read_writes_nothing(world: World) ->
         ORG, "cloud", config.value.model_copy(update={"connection_id": "cloud"}), None
     )
 
-    def moved() -> None:
+    async def moved() -> None:
         row = world.repos.mailboxes.get(ORG, "ann")
         assert row is not None
         reassigned = row.value.model_copy(update={"connection_id": "cloud", "rebaseline": True})
@@ -900,7 +871,7 @@ def test_a_sync_of_a_mailbox_moved_while_it_read_writes_nothing(world: World) ->
     syncer = MailboxSyncer(
         world.repos,
         world.queue,
-        _MovedWhileRead(world.exchange, moved),
+        _Meanwhile(world.exchange, "changes_since", moved),
         world.secrets,
         now=lambda: world.clock[0],
     )

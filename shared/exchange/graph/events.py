@@ -254,16 +254,11 @@ def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
-def marker_of(document: Mapping[str, Any]) -> str | None:
-    """The marker value among the event's expanded extended properties."""
-    return _extended_value(document, MARKER_GRAPH_ID)
-
-
 def extended_fields(document: Mapping[str, Any]) -> dict[str, str | None]:
     """The ``ExchangeEvent`` fields calbridge keeps in named properties (marker, written), from
     the event's expanded extended properties."""
     return {
-        "marker": marker_of(document),
+        "marker": _extended_value(document, MARKER_GRAPH_ID),
         "written": _extended_value(document, WRITTEN_GRAPH_ID),
     }
 
