@@ -40,6 +40,11 @@ The algorithm
      would hide the move, decline or deletion from it for good. It comes back until the sync
      has read the change (the mapping then holds its change key), at most ``READ_FIRST_WAITS``
      times per change: a mailbox that cannot be read does not hold the booking back for ever.
+     A mailbox moved to another connection: the mapped item is found by its meeting's UID
+     under the new connection's id, and the change key the mapping holds is the old
+     connection's; what the sync would tell of the item (a move, a decline: the sync's own rule)
+     is the unseen change there, so one made around the administrator's move is told before a
+     newer snapshot is written, never overwritten unseen.
    - Handover: the organizer changed (removed themselves, or was reassigned, or their mailbox
      moved to another address): cancel the old event in the old mailbox first (Exchange cancels
      its copies), then create (or adopt) the event in the new organizer's mailbox with the
@@ -98,6 +103,7 @@ from typing import Any, Final
 
 from shared.engine.content import attendee_mailboxes, draft_digest, event_draft
 from shared.engine.marker import marker_for
+from shared.engine.outlook import organizer_item_changed
 from shared.exchange.port import (
     CalendarError,
     EventDraft,
@@ -481,8 +487,10 @@ class Situation(StrEnum):
     """How the stored mapping stands to the organizer's mailbox: named before deciding."""
 
     FRESH = "fresh"  # nothing of ours known there: no mapping, a re-booking after a
-    # cancellation, or item ids from the connection the mailbox has left
+    # cancellation, or a pending create through the connection the mailbox has left
     CONTINUING = "continuing"  # the mapping's item, written there through this connection
+    MOVED = "moved"  # the mapping's item, known by the ids of the connection the mailbox has
+    # left (an administrator moved it); found again by the meeting's UID under its new id
     PENDING_CREATE = "pending_create"  # a create there whose outcome is unknown (no item id)
     HANDOVER = "handover"  # the mapping's event is live in another mailbox
     CANCELLED_IN_OUTLOOK = "cancelled_in_outlook"  # cancelled in Outlook at this very version
@@ -513,6 +521,8 @@ def classify(
         return Situation.HANDOVER
     if _same_mailbox_live(mapping, organizer) and mapping.connection_id == organizer.connection_id:
         return Situation.PENDING_CREATE if mapping.item_id is None else Situation.CONTINUING
+    if _same_mailbox_live(mapping, organizer) and mapping.item_id is not None:
+        return Situation.MOVED
     return Situation.FRESH
 
 
@@ -526,6 +536,9 @@ _BOOKED: Final[Mapping[tuple[Situation, Found], tuple[PlanReason, Generation]]] 
     (Situation.CONTINUING, Found.MAPPED): (PlanReason.UPDATE, Generation.SAME),
     (Situation.CONTINUING, Found.OTHER): (PlanReason.ADOPT, Generation.NEXT),
     (Situation.CONTINUING, Found.NOTHING): (PlanReason.RECREATE, Generation.NEXT),
+    (Situation.MOVED, Found.MAPPED): (PlanReason.UPDATE, Generation.SAME),
+    (Situation.MOVED, Found.OTHER): (PlanReason.ADOPT, Generation.NEXT),
+    (Situation.MOVED, Found.NOTHING): (PlanReason.RECREATE, Generation.NEXT),
     (Situation.PENDING_CREATE, Found.OTHER): (PlanReason.ADOPT, Generation.SAME),
     (Situation.PENDING_CREATE, Found.NOTHING): (PlanReason.CREATE, Generation.SAME),
     (Situation.HANDOVER, Found.OTHER): (PlanReason.HANDOVER, Generation.NEXT),
@@ -598,6 +611,11 @@ def _booking(
             )
         )
     mapped_id = mapping.item_id if situation is Situation.CONTINUING and mapping else None
+    if situation is Situation.MOVED:
+        assert mapping is not None
+        # The mapped item under the id the mailbox's new connection gives it: the live event of
+        # the mapping's meeting (its UID is the same through every connection).
+        mapped_id = next((e.item_id for e in here if mapping.uid and e.uid == mapping.uid), None)
     keep: ExchangeEvent | None = None
     if mapped_id is not None and not looked:
         # A trusted mapping: its item is there as calbridge wrote it, plus what the mailbox
@@ -633,8 +651,10 @@ def _booking(
     if found is Found.MAPPED:
         assert mapping is not None
         assert mapped_id is not None
-        if keep is not None and keep.change_key != mapping.change_key:
-            # Changed in Outlook since the change key we hold, and the sync has not said so yet.
+        if keep is not None and _unread_change(
+            appointment_id, situation, keep, mapping, snapshot, directory
+        ):
+            # Changed in Outlook since the sync last read it, and the sync has not said so yet.
             if not newer:
                 return plan(PlanReason.OUTLOOK_CHANGE_UNSEEN, actions, generation)
             unseen = keep.change_key or f"changed\n{keep.item_id}"
@@ -652,7 +672,7 @@ def _booking(
         actions.append(UpdateEvent(organizer, mapped_id, change_key, draft))
         return plan(reason, actions, generation)
     if keep is None:
-        if situation is Situation.CONTINUING:
+        if situation in (Situation.CONTINUING, Situation.MOVED):
             # The mapped item is gone and the sync has not said so (an Outlook deletion): a
             # snapshot that is not newer does not re-create it; a newer one does, once the sync
             # has read (and reported) the deletion.
@@ -681,6 +701,29 @@ def _booking(
         return plan(PlanReason.ADOPTED_AS_IT_IS, actions, generation, adopted=keep)
     actions.append(UpdateEvent(organizer, keep.item_id, keep.change_key, draft))
     return plan(reason, actions, generation)
+
+
+def _unread_change(
+    appointment_id: str,
+    situation: Situation,
+    event: ExchangeEvent,
+    mapping: EventMapping,
+    snapshot: AppointmentSnapshot,
+    directory: Mapping[str, MailboxRef],
+) -> bool:
+    """Whether the mapped item as looked up holds an Outlook change the mailbox sync has not
+    read: a change key other than the one the mapping holds. For a mailbox moved to another
+    connection, whose change keys are not the old connection's, a change the sync would tell,
+    judged by the sync's own rule (a move, a decline)."""
+    if situation is not Situation.MOVED:
+        return event.change_key != mapping.change_key
+    attendees = {
+        directory[staff_id].address: staff_id
+        for staff_id in snapshot.secondary_staff_ids
+        if staff_id in directory
+    }
+    adopted = mapping.model_copy(update={"item_id": event.item_id})
+    return bool(organizer_item_changed(appointment_id, event, adopted, snapshot, attendees).events)
 
 
 def _same_attendees(mapping: EventMapping | None, attendee_ids: tuple[str, ...]) -> bool:

@@ -1637,6 +1637,51 @@ def test_a_meeting_cancelled_in_outlook_just_before_its_mailbox_moved_is_reporte
         move_home(world)
 
 
+@pytest.mark.parametrize("organizer", ["ann", "eve"])
+def test_an_outlook_move_around_a_mailbox_move_is_told_before_a_newer_snapshot_is_written(
+    world: World, network: Network, instances: InstancePool, organizer: str
+) -> None:
+    # Found by the machine: the organizer's mailbox moved to the other connection, the booking
+    # platform rescheduled the appointment, and she moved it in Outlook before the worker took
+    # the change, and before the mailbox was read through its new connection. The worker found
+    # the event by its marker under a new id, took it for another event of calbridge's and wrote
+    # the platform's time over the move: the move was never told. The worker is held until the
+    # move is made, the mailbox's reads until the worker has taken the change.
+    machine = machine_in(world, network, instances)
+    held = [p for p in world.runner.pollers if p.queue_name.endswith("appointment-changes")]
+    syncs = [p for p in world.runner.pollers if p.queue_name.endswith("mailbox-sync")]
+    assert held
+    assert syncs
+    try:
+        machine.book(organizer, [], 2, 10)
+        machine.settle()
+        [appointment] = machine.appointments.values()
+        for poller in held + syncs:
+            poller.pause()
+        try:
+            machine.mailbox_moved(organizer)
+            machine.reschedule(index=0, hours=3)
+            machine.organizer_moves_it(index=0, hours=5)
+            for poller in held:
+                poller.resume()
+            event_map = bootstrap.services().repositories.event_map
+
+            def taken() -> bool:
+                found = event_map.get(ORG, appointment.appointment_id)
+                assert found is not None
+                mapping = found.value
+                return mapping.read_first is not None or mapping.applied_version > 1
+
+            wait_until(taken, timeout=30, what="the apply worker to take the newer snapshot")
+        finally:
+            for poller in held + syncs:
+                poller.resume()
+        assert [action.kind for action in appointment.outlook] == ["move"]
+        machine.teardown()
+    finally:
+        move_home(world)
+
+
 @pytest.mark.parametrize(
     ("organizer", "secondaries"),
     [("ann", ["cara", "bob"]), ("dan", ["eve", "fay"])],

@@ -501,10 +501,93 @@ def test_organizer_change_adopts_an_event_already_created_in_the_new_mailbox() -
     assert (update.mailbox, update.item_id) == (DIRECTORY["ben"], "item-b")
 
 
-def test_a_mailbox_moved_to_another_connection_adopts_the_event_under_its_new_id() -> None:
-    moved = {**DIRECTORY, "ana": DIRECTORY["ana"].model_copy(update={"connection_id": "conn-2"})}
+MOVED_TO_CONN_2 = {
+    **DIRECTORY,
+    "ana": DIRECTORY["ana"].model_copy(update={"connection_id": "conn-2"}),
+}
 
-    plan = plan_for(snapshot(1), mapping(connection_id="conn-1"), [observed("graph-id")], moved)
+
+def under_new_id(**fields: Any) -> ExchangeEvent:
+    """The mapped item (``uid-item-1``) as the connection the mailbox moved to names it."""
+    return observed("graph-id", change_key="graph-ck", **fields).model_copy(
+        update={"uid": "uid-item-1"}
+    )
+
+
+def test_a_mailbox_moved_to_another_connection_is_written_once_the_sync_adopted_its_item() -> None:
+    # Found by its meeting's UID under the new connection's id: the change key the mapping holds
+    # is the old connection's, so whether the organizer changed it around the move is known only
+    # once the sync has read it there. A redelivered snapshot writes nothing meanwhile; a newer
+    # one waits for that read (a move made around the administrator's would be overwritten
+    # unseen, and never told).
+    moved_in_outlook = under_new_id(start=START + timedelta(hours=4))
+    stored = mapping(connection_id="conn-1")
+
+    same = plan_for(snapshot(1), stored, [moved_in_outlook], MOVED_TO_CONN_2)
+    assert (same.reason, same.actions) == (PlanReason.OUTLOOK_CHANGE_UNSEEN, ())
+
+    newer = snapshot(2, start=START + timedelta(days=1))
+    waits = plan_for(newer, stored, [moved_in_outlook], MOVED_TO_CONN_2)
+    assert (waits.reason, waits.actions) == (PlanReason.OUTLOOK_CHANGE_READ_FIRST, ())
+    waiting = mapping_after(waits, [])
+    assert waiting is not None
+    assert (waiting.connection_id, waiting.item_id) == ("conn-1", "item-1")
+
+    # The sync read the item through the new connection: the mapping names it there.
+    adopted = waiting.model_copy(
+        update={"connection_id": "conn-2", "item_id": "graph-id", "change_key": "graph-ck"}
+    )
+    plan = plan_for(newer, adopted, [moved_in_outlook], MOVED_TO_CONN_2)
+    assert plan.reason is PlanReason.UPDATE
+    [update] = plan.actions
+    assert isinstance(update, UpdateEvent)
+    assert (update.mailbox.connection_id, update.item_id) == ("conn-2", "graph-id")
+    assert update.draft.start == START + timedelta(days=1)
+
+    # A sync that cannot read the mailbox does not hold the booking back for ever.
+    exhausted = waiting.model_copy(update={"read_first_waits": READ_FIRST_WAITS})
+    plan = plan_for(newer, exhausted, [moved_in_outlook], MOVED_TO_CONN_2)
+    [update] = plan.actions
+    assert isinstance(update, UpdateEvent)
+    assert (update.mailbox.connection_id, update.item_id) == ("conn-2", "graph-id")
+    after = mapping_after(plan, succeed(plan, "graph-id"))
+    assert after is not None
+    assert (after.connection_id, after.item_id, after.generation) == ("conn-2", "graph-id", 1)
+
+
+def test_a_mailbox_moved_with_its_item_as_calbridge_left_it_is_written_at_once() -> None:
+    # Nothing there the sync would tell: the newer snapshot is written through the new
+    # connection without waiting, and the mapping names the item there from then on.
+    stored = mapping(connection_id="conn-1")
+
+    same = plan_for(snapshot(1), stored, [under_new_id()], MOVED_TO_CONN_2)
+    assert (same.reason, same.actions) == (PlanReason.UP_TO_DATE, ())
+
+    plan = plan_for(snapshot(2, title="Advice"), stored, [under_new_id()], MOVED_TO_CONN_2)
+    assert plan.reason is PlanReason.UPDATE
+    [update] = plan.actions
+    assert isinstance(update, UpdateEvent)
+    assert (update.item_id, update.change_key) == ("graph-id", "graph-ck")
+    after = mapping_after(plan, succeed(plan, "graph-id"))
+    assert after is not None
+    assert (after.connection_id, after.item_id, after.generation) == ("conn-2", "graph-id", 1)
+
+
+def test_a_mailbox_moved_with_a_decline_nobody_has_read_waits_for_the_sync() -> None:
+    stored = mapping(connection_id="conn-1", attendees=("ben",))
+    answer = Attendee(address=address("ben"), response=ResponseType.DECLINED)
+    declined = under_new_id().model_copy(update={"attendees": (answer,)})
+
+    plan = plan_for(snapshot(2, secondaries=("ben",)), stored, [declined], MOVED_TO_CONN_2)
+
+    assert (plan.reason, plan.actions) == (PlanReason.OUTLOOK_CHANGE_READ_FIRST, ())
+
+
+def test_a_mailbox_moved_to_another_connection_adopts_another_event_of_ours_found_there() -> None:
+    # Not the mapped meeting (another UID): adopted as a new event, as on any connection.
+    plan = plan_for(
+        snapshot(2), mapping(connection_id="conn-1"), [observed("graph-id")], MOVED_TO_CONN_2
+    )
 
     assert plan.reason is PlanReason.ADOPT
     [update] = plan.actions
@@ -513,6 +596,17 @@ def test_a_mailbox_moved_to_another_connection_adopts_the_event_under_its_new_id
     after = mapping_after(plan, succeed(plan, "graph-id"))
     assert after is not None
     assert (after.connection_id, after.item_id) == ("conn-2", "graph-id")
+
+
+def test_a_mailbox_moved_without_its_item_waits_for_the_sync_to_read_the_deletion() -> None:
+    stored = mapping(connection_id="conn-1")
+
+    same = plan_for(snapshot(1), stored, [], MOVED_TO_CONN_2)
+    newer = plan_for(snapshot(2), stored, [], MOVED_TO_CONN_2)
+
+    assert (same.reason, same.actions) == (PlanReason.OUTLOOK_CHANGE_UNSEEN, ())
+    assert newer.reason is PlanReason.OUTLOOK_CHANGE_READ_FIRST
+    assert newer.read_first == "gone\nitem-1"
 
 
 def test_extra_live_events_with_the_marker_are_cancelled_keeping_the_mapped_one() -> None:
@@ -969,7 +1063,8 @@ def test_a_logged_plan_shows_no_client_details() -> None:
         (mapping(organizer="ben"), 2, Situation.HANDOVER),
         (mapping(cancelled=True, applied_version=2), 2, Situation.CANCELLED_IN_OUTLOOK),
         (mapping(cancelled=True, applied_version=2), 3, Situation.FRESH),  # booked again
-        (mapping(connection_id="conn-old"), 2, Situation.FRESH),  # the mailbox moved connections
+        (mapping(connection_id="conn-old"), 2, Situation.MOVED),  # the mailbox moved connections
+        (mapping(connection_id="conn-old", item_id=None), 2, Situation.FRESH),
     ],
 )
 def test_the_situation_is_named_before_deciding(
@@ -984,8 +1079,8 @@ def test_every_situation_and_finding_the_engine_can_meet_has_a_row() -> None:
         for situation in Situation
         if situation is not Situation.CANCELLED_IN_OUTLOOK
         for found in Found
-        # Only a continuing mapping names an item that can be found as itself.
-        if found is not Found.MAPPED or situation is Situation.CONTINUING
+        # Only a mapping with an item of this mailbox names one that can be found as itself.
+        if found is not Found.MAPPED or situation in (Situation.CONTINUING, Situation.MOVED)
     }
     assert reachable == set(_BOOKED)
 
