@@ -1,7 +1,8 @@
 """Carry out a ``ReconcilePlan`` through the calendar port; no storage, no queues.
 
 ``apply_appointment`` is one pass of the booking → Exchange direction for one appointment:
-observe (marker lookups, only where the mapping cannot be trusted), decide
+observe (marker lookups, only where the mapping cannot be trusted; then, for a pending create
+whose meeting the marker did not find, its attendees' copies by UID), decide
 (``reconcile_appointment``), execute the actions in order, and compute the mapping to store
 (``mapping_after``). The caller — the apply worker, or a test —
 stores the mapping (with its ETag) and decides about redelivery from ``ApplyOutcome.failure``
@@ -30,6 +31,8 @@ from shared.engine.reconcile import (
     ActionResult,
     CancelEvent,
     Completed,
+    Copies,
+    CopyLookup,
     CreateEvent,
     Failed,
     MarkerLookup,
@@ -38,6 +41,7 @@ from shared.engine.reconcile import (
     RecordProblem,
     UpdateEvent,
     Written,
+    copy_lookups,
     describe_error,
     mapping_after,
     observation_for,
@@ -45,7 +49,13 @@ from shared.engine.reconcile import (
     reconcile_appointment,
     write_intent,
 )
-from shared.exchange.port import CalendarError, CalendarGateway, ExchangeEvent, cancel_copy
+from shared.exchange.port import (
+    CalendarError,
+    CalendarGateway,
+    ChosenUids,
+    ExchangeEvent,
+    cancel_copy,
+)
 from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
 
 MailboxGateway = Callable[[MailboxRef], CalendarGateway]
@@ -69,6 +79,27 @@ async def observe(gateway_for: MailboxGateway, lookups: tuple[MarkerLookup, ...]
     return found
 
 
+async def observe_copies(gateway_for: CopyGateway, lookups: tuple[CopyLookup, ...]) -> Copies:
+    """Carry out the engine's copy lookups: attendee's address → their copy of the meeting (an
+    attendee whose connection may not be called now is not looked at)."""
+    found: dict[str, ExchangeEvent] = {}
+    for lookup in lookups:
+        gateway = gateway_for(lookup.mailbox)
+        if gateway is None:
+            continue
+        copy = await gateway.find_by_uid(lookup.mailbox.address, lookup.uid)
+        if copy is not None:
+            found[lookup.mailbox.address] = copy
+    return found
+
+
+def planned_uid(gateway: CalendarGateway, action: CreateEvent) -> str | None:
+    """The UID the create gives its event, where the protocol lets calbridge choose it."""
+    if isinstance(gateway, ChosenUids):
+        return gateway.planned_uid(action.mailbox.address, action.transaction_id)
+    return None
+
+
 async def execute_plan(
     gateway_for: MailboxGateway,
     plan: ReconcilePlan,
@@ -83,9 +114,14 @@ async def execute_plan(
     results: list[ActionResult] = []
     guarded = not looked  # a write decided from the mapping alone is guarded by change keys
     for action in plan.actions:
+        uid = (
+            planned_uid(gateway_for(action.mailbox), action)
+            if isinstance(action, CreateEvent)
+            else None
+        )
         if before_write is not None and not isinstance(action, RecordProblem):
             if isinstance(action, CreateEvent):
-                await before_write(pending_create(plan, action))
+                await before_write(pending_create(plan, action, uid))
             elif not guarded and (intent := write_intent(plan)) is not None:
                 await before_write(intent)
             guarded = True
@@ -110,7 +146,7 @@ async def execute_plan(
                     await _cancel_copies(action, copy_gateway_for or gateway_for)
                 results.append(Completed())
         except CalendarError as error:
-            results.append(Failed(error))
+            results.append(Failed(error, planned_uid=uid))
             break
     return tuple(results)
 
@@ -162,13 +198,18 @@ async def apply_appointment(
     )
     try:
         observed = await observe(gateway_for, lookups)
+        copies = await observe_copies(
+            copy_gateway_for or gateway_for, copy_lookups(snapshot, mapping, observed, directory)
+        )
     except CalendarError as error:
         # Nothing was decided or written; the mapping stays, noting why (as after a failed action).
         noted = None
         if mapping is not None:
             noted = mapping.model_copy(update={"last_error": describe_error(error)})
         return ApplyOutcome(plan=None, results=(), mapping=noted, failure=error)
-    plan = reconcile_appointment(org, appointment_id, snapshot, mapping, observed, directory)
+    plan = reconcile_appointment(
+        org, appointment_id, snapshot, mapping, observed, directory, copies
+    )
     results = await execute_plan(
         gateway_for, plan, before_write, looked=bool(lookups), copy_gateway_for=copy_gateway_for
     )

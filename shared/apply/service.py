@@ -250,7 +250,11 @@ class AppointmentApplier:
             look_first=look_first,
             copy_gateway_for=copy_gateway_for,
         )
+        told = outcome.plan.told if outcome.plan is not None and outcome.failure is None else ()
+        rows = await self._store.keep_told(org, told, _change_told(outcome)) if told else []
         await self._record(org, appointment_id, snapshot, mapping, writer, outcome)
+        if rows:
+            await self._store.deliver(org, rows)
         if unreachable and outcome.plan is not None:
             uids = [a.uid for a in outcome.plan.actions if isinstance(a, CancelEvent) and a.uid]
             await self._store.copies_left(org, uids, unreachable)
@@ -301,7 +305,8 @@ class AppointmentApplier:
         if outcome.mapping is not None and outcome.mapping != mapping:
             writes.append(writer.write(outcome.mapping))
             uid = outcome.mapping.uid
-            if uid and (mapping is None or mapping.uid != uid):
+            # A pending create's note may carry its planned UID: not in the index until now.
+            if uid and (mapping is None or mapping.uid != uid or mapping.item_id is None):
                 writes.append(
                     self._store.remember_uid(org, uid, appointment_id, outcome.mapping.generation)
                 )
@@ -438,6 +443,12 @@ class AppointmentApplier:
         if failure.look_again:
             return LOOK_AGAIN
         raise AppointmentApplyFailed(f"{type(failure).__name__}: {failure}")
+
+
+def _change_told(outcome: ApplyOutcome) -> str:
+    """What a pass's told changes were read from: the meeting it learned was removed."""
+    uid = outcome.mapping.uid if outcome.mapping is not None else None
+    return f"removed\n{uid}"
 
 
 def _staff_to_look_up(snapshot: AppointmentSnapshot, mapping: EventMapping | None) -> list[str]:

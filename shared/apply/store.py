@@ -21,12 +21,14 @@ from datetime import datetime, timedelta
 
 from shared.config import SecretResolver
 from shared.connections import calls_allowed, mark_auth_failed
+from shared.engine.outlook import OutlookEvent
 from shared.models import AppointmentSnapshot, EventMapping, MailboxRef
 from shared.queues import (
     APPOINTMENT_CHANGES,
     AppointmentChanged,
     MailboxSyncRequested,
     QueueSender,
+    WebhookDeliveryDue,
 )
 from shared.store import Repositories, Versioned
 from shared.store.records import (
@@ -35,9 +37,11 @@ from shared.store.records import (
     DeadLetterRecord,
     MailboxItemKind,
     MailboxItemRecord,
+    OutboxRecord,
     ParkedChangeRecord,
 )
 from shared.store.threads import in_storage_thread
+from shared.webhooks.events import outlook_event_row
 
 # A problem's text as stored (the column holds at most this much).
 _MAX_TEXT = 2000
@@ -279,6 +283,29 @@ class ApplyStore:
     async def requeue(self, message: AppointmentChanged, delay: timedelta) -> None:
         """Send the change again, invisible for ``delay``."""
         await in_storage_thread(self._queue.send, message, visibility_delay=delay)
+
+    async def keep_told(
+        self, org: str, events: Iterable[OutlookEvent], change: str
+    ) -> list[OutboxRecord]:
+        """Keep the Outlook-side changes a pass learned in the outbox (before the mapping that
+        records them: a worker that dies between the two tells them on the message's next
+        pass, under the same ids); their deliveries are queued by ``deliver``."""
+        now = self._now()
+        rows = [outlook_event_row(org, event, change, now) for event in events]
+        await asyncio.gather(*(in_storage_thread(self._repos.outbox.add, org, r) for r in rows))
+        return rows
+
+    async def deliver(self, org: str, rows: Iterable[OutboxRecord]) -> None:
+        """Queue the deliveries of rows kept in the outbox (one lost is queued again by the
+        outbox sweep)."""
+        await asyncio.gather(
+            *(
+                in_storage_thread(
+                    self._queue.send, WebhookDeliveryDue(org=org, event_id=row.event_id)
+                )
+                for row in rows
+            )
+        )
 
     async def request_sync(self, org: str, staff_id: str, reason: str) -> None:
         """Ask for the staff member's mailbox to be read now (``mailbox-sync``)."""

@@ -207,8 +207,12 @@ def copy_outlived(uid: str, generation: int | None, mapping: EventMapping | None
     """Whether a live copy of the appointment's meeting ``uid`` (made by the mapping generation
     ``generation``) belongs to a meeting calbridge no longer keeps. Never while the mapping is
     unsettled (a create or a write whose outcome is not recorded: the copy may be of the meeting
-    being made), nor for a meeting whose generation is not known."""
-    if mapping is None or generation is None or mapping.item_id is None or mapping.in_doubt:
+    being made), nor for a meeting whose generation is not known. A cancelled mapping is
+    settled with or without an item id (a pending create's meeting removed in Outlook before
+    its outcome was stored keeps only its UID)."""
+    if mapping is None or generation is None or mapping.in_doubt:
+        return False
+    if mapping.item_id is None and not mapping.cancelled:
         return False
     if generation < mapping.generation:
         return True

@@ -45,6 +45,14 @@ The algorithm
      connection's; what the sync would tell of the item (a move, a decline: the sync's own rule)
      is the unseen change there, so one made around the administrator's move is told before a
      newer snapshot is written, never overwritten unseen.
+   - **A meeting removed before its create was recorded**: a worker that dies between its create
+     and storing the outcome leaves the pending note; should the organizer cancel or delete the
+     meeting in Outlook before the message comes back, the marker finds nothing. Where the
+     protocol lets calbridge choose the UID (EWS: ``ChosenUids``), the note keeps it, and the
+     attendees invited are asked for a copy by it (``copy_lookups``): a copy says the create
+     happened, so the removal is told as the organizer's cancellation and nothing is
+     re-created (``REMOVED_IN_OUTLOOK``). Without attendees, or over Graph (which chooses the
+     UID itself and lists no deleted event), nothing tells the two apart: created again.
    - Handover: the organizer changed (removed themselves, or was reassigned, or their mailbox
      moved to another address): cancel the old event in the old mailbox first (Exchange cancels
      its copies), then create (or adopt) the event in the new organizer's mailbox with the
@@ -103,7 +111,7 @@ from typing import Any, Final
 
 from shared.engine.content import attendee_mailboxes, draft_digest, event_draft
 from shared.engine.marker import marker_for
-from shared.engine.outlook import organizer_item_changed
+from shared.engine.outlook import AppointmentCancelled, OutlookEvent, organizer_item_changed
 from shared.exchange.port import (
     CalendarError,
     EventDraft,
@@ -182,6 +190,10 @@ class PlanReason(StrEnum):
     # A pending create's event found for the very snapshot it was created from: adopted as it
     # is, without a write; whatever Outlook changed since is the mailbox sync's to report.
     ADOPTED_AS_IT_IS = "adopted_as_it_is"
+    # A pending create made its meeting (its attendees hold copies by the UID it was given)
+    # and the organizer's item is gone: cancelled or deleted in Outlook before the create's
+    # outcome was stored. Told as the organizer's cancellation; nothing is re-created.
+    REMOVED_IN_OUTLOOK = "removed_in_outlook"
 
 
 @dataclass(frozen=True)
@@ -211,6 +223,9 @@ class ReconcilePlan:
     # ADOPTED_AS_IT_IS: the event adopted, and the digest of the draft it was made from.
     adopted: ExchangeEvent | None = None
     adopted_digest: str | None = None
+    # Outlook-side changes this pass learned and the booking platform is told of, once the
+    # mapping is stored (REMOVED_IN_OUTLOOK: no mailbox sync can tell it, the item is gone).
+    told: tuple[OutlookEvent, ...] = ()
 
     @property
     def exchange_actions(self) -> tuple[ExchangeAction, ...]:
@@ -227,6 +242,15 @@ class MarkerLookup:
 
     mailbox: MailboxRef
     marker: str
+
+
+@dataclass(frozen=True)
+class CopyLookup:
+    """A second look, after the marker's: the copy of the meeting ``uid`` in an attendee's
+    mailbox (see ``copy_lookups``)."""
+
+    mailbox: MailboxRef
+    uid: str
 
 
 # --- executor results ---------------------------------------------------------------------------
@@ -246,9 +270,11 @@ class Completed:
 
 @dataclass(frozen=True)
 class Failed:
-    """The action raised; the executor stops at the first failure."""
+    """The action raised; the executor stops at the first failure. ``planned_uid``: the UID a
+    failed create would have given its event (``ChosenUids``), kept while it may have made it."""
 
     error: CalendarError
+    planned_uid: str | None = None
 
 
 ActionResult = Written | Completed | Failed
@@ -265,6 +291,10 @@ Observation = Mapping[str, Sequence[ExchangeEvent]]
 """What the ``observation_for`` lookups found: mailbox address → marker events there. A mailbox
 that was not looked at is absent (an empty list means: looked, found nothing); a trusted mapping's
 mailbox is not looked at."""
+
+Copies = Mapping[str, ExchangeEvent]
+"""What the ``copy_lookups`` found: attendee's address → their copy of the meeting (live or
+cancelled); an attendee without one, or not looked at, is absent."""
 
 
 def transaction_id(org: str, appointment_id: str, organizer_staff_id: str, generation: int) -> str:
@@ -349,6 +379,33 @@ def observation_for(
     return tuple(lookups)
 
 
+def copy_lookups(
+    snapshot: AppointmentSnapshot,
+    mapping: EventMapping | None,
+    observed: Observation,
+    directory: Mapping[str, MailboxRef],
+) -> tuple[CopyLookup, ...]:
+    """Where to look next when the marker's lookup found nothing of a pending create whose UID
+    is known (``ChosenUids``): the attendees it invited, for a copy of its meeting. A copy
+    says the create happened and its organizer removed the meeting in Outlook before its
+    outcome was stored (``REMOVED_IN_OUTLOOK``); no copy, that it never happened (or made
+    nothing but the organizer's item, which is gone too: a meeting without attendees leaves no
+    trace to tell it by). Nothing in every other case: this is the one path that costs a
+    request per attendee, and it follows only a create whose outcome is unknown."""
+    if snapshot.status is not AppointmentStatus.BOOKED or mapping is None or mapping.uid is None:
+        return ()
+    organizer = directory.get(snapshot.organizer_staff_id)
+    if organizer is None or classify(snapshot, mapping, organizer) is not Situation.PENDING_CREATE:
+        return ()
+    if organizer.address not in observed or _live(observed, organizer.address):
+        return ()
+    return tuple(
+        CopyLookup(directory[staff_id], mapping.uid)
+        for staff_id in mapping.attendee_staff_ids
+        if staff_id in directory
+    )
+
+
 def mailboxes_called(
     snapshot: AppointmentSnapshot,
     mapping: EventMapping | None,
@@ -415,11 +472,13 @@ def reconcile_appointment(
     mapping: EventMapping | None,
     observed: Observation,
     directory: Mapping[str, MailboxRef],
+    copies: Copies | None = None,
 ) -> ReconcilePlan:
     """The actions that make Exchange show ``snapshot`` (see the module docstring for the rules).
 
     ``observed``: what the ``observation_for`` lookups found.
     ``directory``: staff id → mailbox, for every staff member whose mailbox is known.
+    ``copies``: what the ``copy_lookups`` found (none asked for: None).
     """
     if _is_stale(snapshot, mapping):
         return ReconcilePlan(
@@ -442,7 +501,9 @@ def reconcile_appointment(
             PlanReason.ORGANIZER_UNKNOWN,
             (problem,),
         )
-    return _booking(org, appointment_id, snapshot, mapping, observed, organizer, directory)
+    return _booking(
+        org, appointment_id, snapshot, mapping, observed, organizer, directory, copies or {}
+    )
 
 
 def _cancellation(
@@ -554,6 +615,7 @@ def _booking(
     observed: Observation,
     organizer: MailboxRef,
     directory: Mapping[str, MailboxRef],
+    copies: Copies,
 ) -> ReconcilePlan:
     def plan(
         reason: PlanReason,
@@ -561,6 +623,7 @@ def _booking(
         generation: int,
         read_first: str | None = None,
         adopted: ExchangeEvent | None = None,
+        told: tuple[OutlookEvent, ...] = (),
     ) -> ReconcilePlan:
         return ReconcilePlan(
             org,
@@ -578,6 +641,7 @@ def _booking(
             standing_declines=declined,
             adopted=adopted,
             adopted_digest=draft_digest(draft) if adopted is not None else None,
+            told=told,
         )
 
     declined = _standing_declines(snapshot, mapping)
@@ -684,6 +748,15 @@ def _booking(
                 return plan(
                     PlanReason.OUTLOOK_CHANGE_READ_FIRST, actions, mapping.generation, unseen
                 )
+        if situation is Situation.PENDING_CREATE and _made_meeting(mapping, copies):
+            # The create happened (its attendees hold copies) and the organizer's item is gone:
+            # the organizer cancelled or deleted it in Outlook. Creating it again would bring
+            # back the appointment she removed, and no mailbox sync can tell of an item whose id
+            # calbridge never stored: told here. The copies a deletion without cancellations
+            # left go through their mailboxes' syncs (a copy that outlived its meeting).
+            assert mapping is not None
+            cancelled = AppointmentCancelled(appointment_id, by=mapping.organizer_staff_id)
+            return plan(PlanReason.REMOVED_IN_OUTLOOK, actions, generation, told=(cancelled,))
         create_id = transaction_id(org, appointment_id, organizer.staff_id, generation)
         actions.append(CreateEvent(organizer, draft, create_id))
         return plan(reason, actions, generation)
@@ -724,6 +797,15 @@ def _unread_change(
     }
     adopted = mapping.model_copy(update={"item_id": event.item_id})
     return bool(organizer_item_changed(appointment_id, event, adopted, snapshot, attendees).events)
+
+
+def _made_meeting(mapping: EventMapping | None, copies: Copies) -> bool:
+    """An attendee holds a copy of the meeting the mapping's pending create was to make."""
+    return (
+        mapping is not None
+        and mapping.uid is not None
+        and any(copy.uid == mapping.uid for copy in copies.values())
+    )
 
 
 def _same_attendees(mapping: EventMapping | None, attendee_ids: tuple[str, ...]) -> bool:
@@ -874,14 +956,18 @@ def _mapping_in(mailbox: MailboxRef, **fields: Any) -> EventMapping:
     )
 
 
-def pending_create(plan: ReconcilePlan, action: CreateEvent) -> EventMapping:
+def pending_create(
+    plan: ReconcilePlan, action: CreateEvent, uid: str | None = None
+) -> EventMapping:
     """The mapping to store right before ``action`` runs: it points at the mailbox the event is
-    about to be created in, without an item id. Should the answer be lost (or the worker die),
-    the next pass looks there and adopts or cancels what it finds."""
+    about to be created in, without an item id (with the UID the create gives its event, when
+    the protocol lets calbridge choose it). Should the answer be lost (or the worker die), the
+    next pass looks there and adopts or cancels what it finds."""
     previous = plan.previous
     return _mapping_in(
         action.mailbox,
         item_id=None,
+        uid=uid,
         applied_version=max(plan.version, previous.applied_version if previous else 0),
         attendee_staff_ids=list(plan.attendee_staff_ids),
         generation=plan.generation,
@@ -931,8 +1017,10 @@ def mapping_after(plan: ReconcilePlan, results: Sequence[ActionResult]) -> Event
         if isinstance(result, Failed):
             failure = result
             if isinstance(action, CreateEvent):
-                # The create may have happened even though it failed: remember where.
-                current = pending_create(plan, action)
+                # The create may have happened even though it failed: remember where (and the
+                # UID it gave its event, unless it certainly made nothing).
+                doubtful = _leaves_doubt(result.error)
+                current = pending_create(plan, action, result.planned_uid if doubtful else None)
             break
         if isinstance(action, CreateEvent | UpdateEvent) and isinstance(result, Written):
             wrote = True
@@ -1012,6 +1100,18 @@ def mapping_after(plan: ReconcilePlan, results: Sequence[ActionResult]) -> Event
         )
     if previous is None:
         return None
+    if plan.reason is PlanReason.REMOVED_IN_OUTLOOK:
+        # As a cancellation the mailbox sync read: nothing is re-created at this version; a
+        # newer one (the booking platform booking it again) makes a new event. The UID stays:
+        # the copies a deletion without cancellations left are known by it.
+        return previous.model_copy(
+            update={
+                "cancelled": True,
+                "applied_version": max(previous.applied_version, plan.version),
+                "last_error": problems,
+                "in_doubt": False,
+            }
+        )
     if plan.reason is PlanReason.ORGANIZER_UNKNOWN:
         # Nothing was written: the snapshot is not applied yet.
         return previous.model_copy(update={"last_error": problems})

@@ -456,6 +456,19 @@ class CalendarReader(Protocol):
 
 
 @runtime_checkable
+class ChosenUids(Protocol):
+    """The protocol lets calbridge choose a new event's iCalendar UID (EWS sets it on
+    CreateItem; Graph assigns its own): a create repeated with the same ``transaction_id``
+    carries the UID its first attempt did. So the meeting a create may have made before its
+    answer was lost (or its worker died) can be known by its UID, in its attendees' copies,
+    even once the organizer has removed it. Implemented by the EWS adapter."""
+
+    def planned_uid(self, mailbox: str, transaction_id: str) -> str:
+        """The UID ``create_event(mailbox, draft, transaction_id)`` gives the event."""
+        ...
+
+
+@runtime_checkable
 class PermanentDeletion(Protocol):
     """Deleting an item for good rather than to Deleted Items (EWS DeleteItem ``HardDelete``,
     Graph ``permanentDelete``): the connection test writes a test event and must leave nothing

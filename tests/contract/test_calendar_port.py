@@ -17,6 +17,7 @@ from shared.exchange.port import (
     AuthenticationFailed,
     CalendarError,
     ChangeKeyConflict,
+    ChosenUids,
     EventDraft,
     EventNotFound,
     EventRef,
@@ -303,6 +304,30 @@ def test_a_create_retried_after_a_lost_answer_makes_no_second_event(
 
     assert len(live(world, world.organizer)) == 1
     assert len(with_uid(world, ava, first.uid)) == 1
+
+
+def test_a_uid_planned_before_the_create_is_the_one_its_meeting_and_copies_carry(
+    calendar_world: CalendarWorld,
+) -> None:
+    # Where the protocol lets calbridge choose the UID (EWS), it is known before the create:
+    # the meeting a create made before its outcome was stored is known by it even once the
+    # organizer removed it, in the copies its attendees keep (cancelled or not).
+    world = calendar_world
+    if not isinstance(world.gateway, ChosenUids):
+        pytest.skip("the protocol chooses the UID itself (Graph, the fake)")
+    ava = world.attendees[0]
+    event = draft(marker=new_marker(), attendees=(ava,))
+    planned = world.gateway.planned_uid(world.organizer, "tx-planned-1")
+    assert planned == world.gateway.planned_uid(world.organizer.upper(), "tx-planned-1")
+    assert planned != world.gateway.planned_uid(world.organizer, "tx-planned-2")
+
+    ref = create(world, event, transaction_id="tx-planned-1")
+    world.run(world.gateway.cancel_event(world.organizer, ref.item_id))
+
+    assert ref.uid == planned
+    copy = world.run(world.gateway.find_by_uid(ava, planned))
+    assert copy is not None
+    assert copy.is_cancelled
 
 
 def test_a_stale_change_key_is_refused_and_changes_nothing(calendar_world: CalendarWorld) -> None:

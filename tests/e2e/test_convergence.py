@@ -1737,30 +1737,47 @@ def test_a_copy_left_while_its_mailbox_was_paused_is_cancelled_when_it_comes_bac
     machine.teardown()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known gap: a create whose answer was lost, then the organizer's cancellation before "
-        "the retry, leaves no event with the marker in the calendar; telling that apart from a "
-        "create that never happened needs the organizer's Deleted Items (both protocols move a "
-        "cancelled meeting there) or the attendees' copies"
-    ),
+@pytest.mark.parametrize(
+    ("organizer", "send_cancellations"),
+    [
+        ("cara", True),
+        ("cara", False),
+        pytest.param(
+            "eve",
+            True,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason=(
+                    "known gap over Exchange Online: Graph chooses a new event's UID itself, so "
+                    "a create whose outcome was never stored leaves nothing to find its "
+                    "meeting's copies by, and Graph lists no deleted event"
+                ),
+            ),
+        ),
+    ],
+    ids=["ews-cancelled", "ews-deleted", "graph-cancelled"],
 )
-@pytest.mark.parametrize("send_cancellations", [True, False])
 def test_an_outlook_cancel_after_a_worker_died_between_its_create_and_its_mapping_is_reported(
-    world: World, network: Network, instances: InstancePool, send_cancellations: bool
+    world: World,
+    network: Network,
+    instances: InstancePool,
+    organizer: str,
+    send_cancellations: bool,
 ) -> None:
     # Found by the machine: the worker created the event and died before storing the mapping;
     # the organizer cancelled the meeting in Outlook (or deleted it) before the message came
     # back; the next pass found no event with the marker and created it again: the
-    # cancellation was never reported and the appointment came back in Outlook.
+    # cancellation was never reported and the appointment came back in Outlook. The pending
+    # note now keeps the UID an EWS create gives its meeting, and the attendees' copies tell
+    # that it was made.
     machine = machine_in(world, network, instances)
+    secondaries = ["dan", "ann"] if organizer == "cara" else ["fay", "bob"]
     died_meanwhile(
         world,
         network,
         instances,
         "apply: Exchange written, mapping not stored",
-        lambda: machine.book("cara", ["dan", "ann"], 0, 10),
+        lambda: machine.book(organizer, secondaries, 0, 10),
         lambda: machine.organizer_cancels_it(
             index=0, send_cancellations=send_cancellations, in_the_gap=True
         ),

@@ -17,12 +17,14 @@ import pytest
 
 from shared.engine.content import draft_digest
 from shared.engine.marker import marker_for
+from shared.engine.outlook import AppointmentCancelled
 from shared.engine.reconcile import (
     _BOOKED,
     READ_FIRST_WAITS,
     ActionResult,
     CancelEvent,
     Completed,
+    CopyLookup,
     CreateEvent,
     Failed,
     Found,
@@ -35,6 +37,7 @@ from shared.engine.reconcile import (
     UpdateEvent,
     Written,
     classify,
+    copy_lookups,
     mapping_after,
     observation_for,
     pending_create,
@@ -892,6 +895,102 @@ def test_a_failed_create_leaves_a_pending_mapping_where_the_event_may_now_be() -
     # Nothing there yet: the same create again, with the same transaction id.
     retry = plan_for(snapshot(2, organizer="ben"), after, [])
     assert retry.actions == (create,)
+
+
+def test_a_failed_create_keeps_the_uid_it_planned_only_while_it_may_have_made_the_event() -> None:
+    plan = plan_for(snapshot(1, secondaries=("ben",)), None, [])
+    [create] = plan.actions
+    assert isinstance(create, CreateEvent)
+
+    lost = mapping_after(plan, [Failed(ExchangeUnavailable("timeout"), planned_uid="uid-planned")])
+    refused = mapping_after(plan, [Failed(RetryAfter(5), planned_uid="uid-planned")])
+
+    assert lost is not None
+    assert (lost.item_id, lost.uid) == (None, "uid-planned")
+    assert refused is not None
+    assert (refused.item_id, refused.uid) == (None, None)  # throttled: nothing was made
+    assert pending_create(plan, create, "uid-planned").uid == "uid-planned"
+
+
+def pending_meeting(**fields: Any) -> EventMapping:
+    """A create of ana's meeting with ben and cai whose outcome was never stored; its UID known."""
+    values: dict[str, Any] = {
+        "item_id": None,
+        "applied_version": 1,
+        "attendees": ("ben", "cai"),
+    }
+    return mapping(**(values | fields)).model_copy(update={"uid": "uid-planned"})
+
+
+def copy_in(staff_id: str, *, cancelled: bool) -> ExchangeEvent:
+    return observed(f"copy-{staff_id}", cancelled=cancelled).model_copy(
+        update={"uid": "uid-planned", "marker": None, "organizer": address("ana")}
+    )
+
+
+def test_a_pending_creates_attendees_are_looked_at_only_when_its_meeting_is_not_found() -> None:
+    booked = snapshot(1, secondaries=("ben", "cai"))
+    nothing: Observation = {address("ana"): []}
+
+    assert copy_lookups(booked, pending_meeting(), nothing, DIRECTORY) == (
+        CopyLookup(DIRECTORY["ben"], "uid-planned"),
+        CopyLookup(DIRECTORY["cai"], "uid-planned"),
+    )
+    # Found by its marker; no planned UID (Graph); not a pending create; not looked at at all.
+    found = {address("ana"): [observed()]}
+    assert copy_lookups(booked, pending_meeting(), found, DIRECTORY) == ()
+    unknown = pending_meeting().model_copy(update={"uid": None})
+    assert copy_lookups(booked, unknown, nothing, DIRECTORY) == ()
+    assert copy_lookups(booked, mapping(attendees=("ben",)), nothing, DIRECTORY) == ()
+    assert copy_lookups(booked, pending_meeting(), {}, DIRECTORY) == ()
+    cancelled = snapshot(2, secondaries=("ben", "cai"), status="cancelled")
+    assert copy_lookups(cancelled, pending_meeting(), nothing, DIRECTORY) == ()
+
+
+@pytest.mark.parametrize("cancelled", [True, False], ids=["cancelled", "deleted"])
+def test_a_pending_creates_meeting_removed_in_outlook_is_told_and_not_made_again(
+    cancelled: bool,
+) -> None:
+    # The create made the meeting (an attendee holds a copy by the UID it gave it), and the
+    # organizer cancelled it in Outlook (the copy cancelled too) or deleted it without sending
+    # cancellations (the copy live) before the create's outcome was stored.
+    booked = snapshot(1, secondaries=("ben", "cai"))
+    copies = {address("cai"): copy_in("cai", cancelled=cancelled)}
+
+    plan = reconcile_appointment(
+        ORG, APPOINTMENT, booked, pending_meeting(), {address("ana"): []}, DIRECTORY, copies
+    )
+
+    assert plan.reason is PlanReason.REMOVED_IN_OUTLOOK
+    assert plan.actions == ()
+    assert plan.told == (AppointmentCancelled(APPOINTMENT, by="ana"),)
+    after = mapping_after(plan, [])
+    assert after is not None
+    assert (after.cancelled, after.applied_version, after.uid, after.in_doubt) == (
+        True,
+        1,
+        "uid-planned",
+        False,
+    )
+    # The message again: the booking platform has not answered; nothing is made again.
+    again = plan_for(booked, after, [])
+    assert (again.reason, again.actions) == (PlanReason.CANCELLED_IN_EXCHANGE, ())
+    # Booked again by a newer snapshot: a new meeting.
+    rebooked = plan_for(snapshot(2, secondaries=("ben", "cai")), after, [])
+    assert kinds(rebooked) == ["CreateEvent"]
+    assert rebooked.generation == 2
+
+
+def test_a_pending_create_without_copies_of_its_meeting_is_made() -> None:
+    booked = snapshot(1, secondaries=("ben", "cai"))
+    other = {address("cai"): copy_in("cai", cancelled=False).model_copy(update={"uid": "uid-x"})}
+
+    for copies in ({}, other):
+        plan = reconcile_appointment(
+            ORG, APPOINTMENT, booked, pending_meeting(), {address("ana"): []}, DIRECTORY, copies
+        )
+        assert kinds(plan) == ["CreateEvent"]
+        assert plan.told == ()
 
 
 def test_a_pending_create_is_adopted_in_its_mailbox_without_a_write() -> None:

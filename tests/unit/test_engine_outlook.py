@@ -194,3 +194,8 @@ def test_a_copy_outlives_an_earlier_generations_meeting_and_a_cancelled_one_only
     assert not copy_outlived("uid-1", 1, current.model_copy(update={"item_id": None}))
     # A copy of a newer generation than the mapping records (its create not stored yet).
     assert not copy_outlived("uid-3", 3, current)
+    # A pending create's meeting its organizer removed before its outcome was stored: the
+    # mapping is cancelled with only the UID the create gave it.
+    removed = cancelled.model_copy(update={"item_id": None})
+    assert copy_outlived("uid-2", 2, removed)
+    assert not copy_outlived("uid-2", 2, removed.model_copy(update={"cancelled": False}))

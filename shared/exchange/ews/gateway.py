@@ -21,7 +21,10 @@ changes_since       SyncFolderItems (ids only, 512 changes a call, Exchange's ma
 create_event        1 CreateItem. The UID is set by calbridge (``calbridge_uid``), so CreateItem's
                     answer (id, change key) completes the ``EventRef``. EWS has no transaction
                     id: a create whose answer may have been lost is found by its marker before
-                    it is tried again (the engine looks before every pending create).
+                    it is tried again (the engine looks before every pending create). The UID
+                    is known before the create (``planned_uid``, no request): the pending note
+                    keeps it, so a meeting its organizer removed before the create's outcome
+                    was stored is still known by its attendees' copies.
 update_event        1 UpdateItem, by item id and change key. The UID comes back when this gateway
                     has seen the item (UIDs never change, so they are remembered per item id),
                     otherwise None: the caller keeps the one it stored.
@@ -448,8 +451,11 @@ class EwsCalendarGateway:
         return changes
 
     # --- writing ------------------------------------------------------------------------------
+    def planned_uid(self, mailbox: str, transaction_id: str) -> str:
+        return calbridge_uid(mailbox, transaction_id)
+
     async def create_event(self, mailbox: str, draft: EventDraft, transaction_id: str) -> EventRef:
-        uid = calbridge_uid(mailbox, transaction_id)
+        uid = self.planned_uid(mailbox, transaction_id)
 
         def work(connection: EwsConnection) -> EventRef:
             calendar = connection.calendar(mailbox)
