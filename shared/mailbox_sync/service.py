@@ -60,7 +60,10 @@ fan-out wrote it setting the pending mark, with that write's ETag, and the ETag 
 connection row it listed (``ListedMailbox``). While the mark is recent
 (``LISTED_ROW_TRUSTED_FOR``) the sync takes that row for read: every write of it is
 conditional on the ETag, so a row changed since (a notification counted, an administrator's
-move) is read again and decided afresh at the end, as when it changes while a sync runs. The
+move) is read again and decided afresh at the end, as when it changes while a sync runs. A row
+whose position another sync moved on since (a cursor stored, rows written past one by a sync
+that then died) is not written over: the sync queues one more, which reads the row and goes on
+from where it says (``SyncedMeanwhile``). The
 connection row is kept per process for ``CONNECTION_REUSED_FOR`` and used for a message that
 names that very version; any other is read, and a refusal of its credentials forgets it. An
 idle poll then costs two storage round trips: the query for calbridge's unconfirmed writes and
@@ -151,6 +154,8 @@ CONNECTION_REUSED_FOR: Final = timedelta(seconds=10)
 _CONNECTIONS_KEPT: Final = 1024
 # Why a sync is queued again at its end: notifications came in while it ran.
 NOTIFIED_DURING_SYNC: Final = "notified during sync"
+# ... or another sync of the mailbox stored a cursor or wrote rows past one meanwhile.
+SYNCED_MEANWHILE: Final = "synced meanwhile"
 # Changes one page holds: what is decided and stored together before the cursor moves on. EWS
 # reads them 512 a SyncFolderItems call and fetches their details in one GetItem, so n changes
 # up to this cost ceil(n / 512) + 1 requests.
@@ -163,6 +168,21 @@ class MailboxMovedMeanwhile(Exception):
     """The mailbox was assigned to another connection or address while this sync read it: what
     it read is under the old connection's ids, and the new assignment's first read is the
     truth now (a new baseline)."""
+
+
+class SyncedMeanwhile(Exception):
+    """Another sync of the mailbox stored a cursor, or wrote rows past one, after the row this
+    sync read from (a fan-out's message carries the row as it was claimed): the position this
+    sync read from is not the mailbox's, so nothing of it is stored over the row."""
+
+
+# Where an incremental sync reads from: the cursor, and the cursor a sync that died left rows
+# past (``MailboxRecord.written_past``).
+_Position = tuple[str | None, str | None]
+
+
+def _position(record: MailboxRecord) -> _Position:
+    return (record.sync_state, record.written_past)
 
 
 class SyncOutcome(StrEnum):
@@ -355,6 +375,10 @@ class MailboxSyncer:
             await self._finish(org, staff_id, run.row, pending_only=True)
             log.info("mailbox %s/%s moved during its sync: nothing written", org, staff_id)
             return SyncReport(SyncOutcome.SKIPPED, str(moved))
+        except SyncedMeanwhile as overtaken:
+            await self._finish(org, staff_id, run.row, read_from=run.read_from)
+            log.info("mailbox %s/%s synced by another sync meanwhile: read again", org, staff_id)
+            return SyncReport(SyncOutcome.SKIPPED, str(overtaken))
         except RetryAfter as throttled:
             # Throttled on any request of the sync (the page, a look-up, an expansion): the
             # message comes back after Exchange's delay; what was stored so far stays.
@@ -392,18 +416,22 @@ class MailboxSyncer:
         full: bool = False,
         held: str | None = None,
         notices_seen: int | None = None,
+        read_from: _Position | None = None,
     ) -> None:
         """Clear the pending mark; after a sync also the cursor, times and health. ``known``:
         the row as this sync last read or wrote it (written under its ETag when nobody changed
         it meanwhile, read again when somebody did). With ``notices_seen`` (a sync that read the
         mailbox): when more notifications have come in since it began, the mark stays and one
-        more sync is queued."""
+        more sync is queued. With ``read_from`` (an incremental sync's position, as last
+        stored): a row another sync moved on meanwhile keeps its cursor, and one more sync,
+        queued with the mark kept, reads the row and goes on from there."""
         now = self._now()
         synced = known.value
         again = False
+        reason = NOTIFIED_DURING_SYNC
 
         def update(record: MailboxRecord) -> MailboxRecord:
-            nonlocal again
+            nonlocal again, reason
             moved = (record.address, record.connection_id) != (
                 synced.address,
                 synced.connection_id,
@@ -411,6 +439,9 @@ class MailboxSyncer:
             if pending_only or moved:
                 # Moved to another mailbox meanwhile: this sync's cursor is not the new one's.
                 return record.model_copy(update={"sync_pending_since": None})
+            if read_from is not None and _position(record) != read_from:
+                again, reason = True, SYNCED_MEANWHILE
+                return record.model_copy(update={"sync_pending_since": now})
             again = notices_seen is not None and held is None and record.notices > notices_seen
             changes: dict[str, object] = {
                 "sync_pending_since": now if again else None,
@@ -434,7 +465,7 @@ class MailboxSyncer:
         if again:
             await in_storage_thread(
                 self._queue.send,
-                MailboxSyncRequested(org=org, staff_id=staff_id, reason=NOTIFIED_DURING_SYNC),
+                MailboxSyncRequested(org=org, staff_id=staff_id, reason=reason),
             )
 
     def _update_mailbox(
@@ -524,6 +555,11 @@ class _Run:
         return self.row.value
 
     @property
+    def read_from(self) -> _Position:
+        """The position the read goes on from, as this sync last read or wrote the row."""
+        return _position(self.mailbox)
+
+    @property
     def window(self) -> ReadWindow:
         """What a windowed reader covers when it starts afresh: the recurrence horizon, from a
         day back (an event in progress still blocks)."""
@@ -562,6 +598,7 @@ class _Run:
             self.row,
             cursor=cursor,
             notices_seen=self.notices_seen,
+            read_from=self.read_from,
         )
         return SyncReport(SyncOutcome.SYNCED, pages=pages, events=events)
 
@@ -1246,21 +1283,26 @@ class _Run:
             await cancel_copy(gateway, row.value.address, mapping.uid)
 
     async def _mark_written_past(self, digest: str) -> None:
-        def mark(record: MailboxRecord) -> MailboxRecord:
-            return record.model_copy(update={"written_past": digest})
-
-        written = await in_storage_thread(
-            self.service._update_mailbox, self.org, self.mailbox.staff_id, mark, self.row
-        )
-        if written is not None:
-            self.row = written
+        await self._move_position(sync_state=self.mailbox.sync_state, written_past=digest)
 
     async def _store_cursor(self, cursor: str) -> None:
-        def advance(record: MailboxRecord) -> MailboxRecord:
-            return record.model_copy(update={"sync_state": cursor, "written_past": None})
+        await self._move_position(sync_state=cursor, written_past=None)
+
+    async def _move_position(self, *, sync_state: str | None, written_past: str | None) -> None:
+        """Store where the read is (see ``MailboxRecord.written_past``) over the position it
+        read from, and only over that: a row another sync moved on meanwhile raises
+        ``SyncedMeanwhile``."""
+        read_from = self.read_from
+
+        def move(record: MailboxRecord) -> MailboxRecord:
+            if _position(record) != read_from:
+                raise SyncedMeanwhile("another sync of the mailbox stored its position meanwhile")
+            return record.model_copy(
+                update={"sync_state": sync_state, "written_past": written_past}
+            )
 
         written = await in_storage_thread(
-            self.service._update_mailbox, self.org, self.mailbox.staff_id, advance, self.row
+            self.service._update_mailbox, self.org, self.mailbox.staff_id, move, self.row
         )
         if written is not None:
             self.row = written

@@ -32,6 +32,7 @@ from shared.mailbox_sync.pending import claim_many, claim_sync
 from shared.mailbox_sync.service import (
     FULL_READ,
     LISTED_ROW_TRUSTED_FOR,
+    SYNCED_MEANWHILE,
     MailboxSyncer,
     SyncOutcome,
 )
@@ -150,6 +151,22 @@ def booked_at(version: int, hour: int, *, status: str = "booked") -> Any:
     )
 
 
+def _dies_before_its_cursor(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sync of ann's mailbox writes its page's rows and dies before storing its cursor (here:
+    the write of the mailbox row that would store it fails)."""
+    put = world.repos.mailboxes.put
+
+    def dies_at_the_cursor(org: str, staff_id: str, record: MailboxRecord, etag: Any) -> Any:
+        if record.sync_state != world.mailbox().sync_state:
+            raise RuntimeError("the worker died")
+        return put(org, staff_id, record, etag)
+
+    monkeypatch.setattr(world.repos.mailboxes, "put", dies_at_the_cursor)
+    with pytest.raises(RuntimeError):
+        world.sync()
+    monkeypatch.undo()
+
+
 @pytest.fixture
 def world() -> World:
     return World()
@@ -203,17 +220,7 @@ def test_an_item_read_by_a_sync_that_died_before_its_cursor_and_deleted_since_is
     )
     # The sync writes the busy block, the item row and the event, then dies before storing
     # its cursor (here: the write of the mailbox row fails).
-    put = world.repos.mailboxes.put
-
-    def dies_at_the_cursor(org: str, staff_id: str, record: MailboxRecord, etag: Any) -> Any:
-        if record.sync_state != world.mailbox().sync_state:
-            raise RuntimeError("the worker died")
-        return put(org, staff_id, record, etag)
-
-    monkeypatch.setattr(world.repos.mailboxes, "put", dies_at_the_cursor)
-    with pytest.raises(RuntimeError):
-        world.sync()
-    monkeypatch.undo()
+    _dies_before_its_cursor(world, monkeypatch)
     assert len(world.blocks()) == 1
     # Deleted before the message comes back: read from the old cursor, Exchange reports
     # nothing of an item made and deleted since.
@@ -625,6 +632,66 @@ def test_a_row_changed_after_the_claim_is_read_again_and_decided_afresh(world: W
         before.last_sync_at,
         True,
     )
+
+
+def test_a_message_carrying_the_row_from_before_a_sync_died_still_forgets_what_that_sync_wrote(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fan-out's message carries the row as claimed; another sync of the mailbox wrote rows
+    after that and died before its cursor, and the item was deleted since: the row the message
+    carries does not say so (and its cursor may be an older one), so the sync that finds the
+    row moved on when it writes it stores nothing over it and queues a sync that reads it."""
+    world.sync("ann", FULL_READ)
+    world.sync("bob", FULL_READ)
+    world.clock[0] += timedelta(minutes=2)
+    message = _fanned_out(world)["ann"]
+    item = world.exchange.add_personal_event(
+        ANN, "Dentist", DAY.replace(hour=9), DAY.replace(hour=10)
+    )
+    _dies_before_its_cursor(world, monkeypatch)
+    assert len(world.blocks()) == 1
+    world.exchange.delete_as_owner(ANN, item.item_id)
+    world.queue.sent.clear()
+    asyncio.run(world.syncer.sync(message))
+    again = [
+        parse_message(MailboxSyncRequested, sent.body)
+        for sent in world.queue.sent
+        if sent.queue == MAILBOX_SYNC
+    ]
+    assert [(m.reason, m.listed) for m in again] == [(SYNCED_MEANWHILE, None)]
+    assert asyncio.run(world.syncer.sync(again[0])).outcome is SyncOutcome.SYNCED
+    assert world.blocks() == []
+    assert world.repos.mailbox_items.items_of(ORG, "ann") == {}
+    assert world.mailbox().written_past is None
+
+
+def test_a_message_carrying_a_row_whose_cursor_moved_on_writes_nothing_from_the_old_one(
+    world: World,
+) -> None:
+    """Another sync stored a newer cursor after the claim: a page read from the cursor the
+    message carries is not written (its position would overwrite the newer one); the sync
+    queued in its place reads the row and goes on from the stored cursor."""
+    world.sync("ann", FULL_READ)
+    world.sync("bob", FULL_READ)
+    world.clock[0] += timedelta(minutes=2)
+    message = _fanned_out(world)["ann"]
+    world.exchange.add_personal_event(ANN, "Dentist", DAY.replace(hour=9), DAY.replace(hour=10))
+    world.sync()
+    stored = world.mailbox()
+    world.exchange.add_personal_event(ANN, "Gym", DAY.replace(hour=12), DAY.replace(hour=13))
+    world.queue.sent.clear()
+    assert asyncio.run(world.syncer.sync(message)).outcome is SyncOutcome.SKIPPED
+    assert len(world.blocks()) == 1
+    assert (world.mailbox().sync_state, world.mailbox().written_past) == (
+        stored.sync_state,
+        None,
+    )
+    again = [parse_message(MailboxSyncRequested, sent.body) for sent in world.queue.sent]
+    assert [(m.reason, m.listed) for m in again] == [(SYNCED_MEANWHILE, None)]
+    assert world.mailbox().sync_pending_since is not None
+    assert asyncio.run(world.syncer.sync(again[0])).outcome is SyncOutcome.SYNCED
+    assert len(world.blocks()) == 2
+    assert world.mailbox().sync_pending_since is None
 
 
 def test_a_message_that_waited_longer_than_the_listing_is_trusted_reads_the_row(
