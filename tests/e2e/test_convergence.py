@@ -1579,21 +1579,32 @@ def test_an_outlook_move_after_a_worker_died_between_its_create_and_its_mapping_
     "point",
     ["sync: rows written, cursor not stored", "sync: outbox rows written, deliveries not queued"],
 )
+@pytest.mark.parametrize("asked", ["directly", "by-the-poll-fan-out"])
 def test_an_own_event_read_by_a_sync_that_died_and_deleted_since_leaves_no_busy_time(
-    world: World, network: Network, instances: InstancePool, point: str
+    world: World, network: Network, instances: InstancePool, point: str, asked: str
 ) -> None:
     # Found by the machine: the sync wrote the busy block of a new event and died before
     # storing its cursor; the event was deleted before the message came back; read again from
     # the old cursor, Exchange reported nothing of an event made and deleted since, and the
-    # busy block stayed for good.
+    # busy block stayed for good. Asked by the poll fan-out, the message that comes back
+    # carries the mailbox's row as claimed, from before the sync that died wrote anything.
     machine = machine_in(world, network, instances)
     machine.sync_everyone()  # cara's mailbox has a cursor: the sync is an incremental one
+    services = bootstrap.services()
 
     def new_event_synced() -> None:
         machine.staff_creates_own_event("cara", "plain", 1, 9)
-        bootstrap.services().queue.send(
-            MailboxSyncRequested(org=ORG, staff_id="cara", reason="poll")
+        if asked == "directly":
+            services.queue.send(MailboxSyncRequested(org=ORG, staff_id="cara", reason="poll"))
+            return
+        row = services.repositories.mailboxes.get(ORG, "cara")
+        assert row is not None
+        assert row.value.last_sync_at is not None
+        due = row.value.model_copy(
+            update={"last_sync_at": row.value.last_sync_at - timedelta(minutes=5)}
         )
+        services.repositories.mailboxes.put(ORG, "cara", due, row.etag)
+        assert services.poll_fanout.run().queued == 1
 
     died_meanwhile(
         world,
