@@ -292,6 +292,12 @@ class RunningSimulator:
         """Act as a member of staff in Outlook (``sim.people.Outlook``)."""
         return Outlook(self.store, address)
 
+    def serve_graph_behind(self, public_url: str) -> None:
+        """Graph is reached at ``public_url`` (a proxy in front of the listener): ``urls`` and
+        every nextLink, deltaLink and ``@odata`` link from here on name it."""
+        self.graph.serve_behind(public_url)
+        self.urls["graph"] = self.graph.base_url
+
     def stop(self) -> None:
         if self._stopped:
             return

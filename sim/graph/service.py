@@ -119,6 +119,11 @@ def json_response(
     return SimResponse(status, json.dumps(payload).encode(), dict(headers or {}), JSON_TYPE)
 
 
+def _service_root(public_url: str) -> str:
+    base = public_url.rstrip("/")
+    return base if base.endswith("/v1.0") else base + "/v1.0"
+
+
 class GraphService:
     """Microsoft Graph over one ExchangeStore. ``public_url`` is the base clients see (with or
     without the trailing ``/v1.0``) and the base of every nextLink/deltaLink.
@@ -138,8 +143,7 @@ class GraphService:
         concurrency_retry_after_s: int = 1,
     ) -> None:
         self.store = store
-        base = public_url.rstrip("/")
-        self.base_url = base if base.endswith("/v1.0") else base + "/v1.0"
+        self.base_url = _service_root(public_url)
         self.client_tenants = dict(client_tenants or {})
         self.max_concurrent = max_concurrent
         self.concurrency_retry_after_s = concurrency_retry_after_s
@@ -160,6 +164,12 @@ class GraphService:
 
     def close(self) -> None:
         self.subscriptions.close()
+
+    def serve_behind(self, public_url: str) -> None:
+        """Clients reach the service at ``public_url`` now (a proxy in front of it): every
+        link it gives from here on names that root, as Graph's name the root clients call."""
+        self.base_url = _service_root(public_url)
+        self.subscriptions.base_url = self.base_url
 
     def configure_delivery(self, policy: DeliveryPolicy) -> None:
         """Change how notifications are retried (tests use short delays)."""

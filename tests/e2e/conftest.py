@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -287,10 +287,23 @@ def world_simulator_config() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
+def world_graph_front() -> Callable[[RunningSimulator], str] | None:
+    """Where a module's world reaches the simulator's Graph, given the started simulator (a
+    relay in front of it); None: at its listener. A module may override this: every instance
+    of the app then calls Graph there, and Graph's links name it."""
+    return None
+
+
+@pytest.fixture(scope="module")
 def world(
-    azurite: Azurite, sensitive: Sensitive, world_simulator_config: dict[str, Any]
+    azurite: Azurite,
+    sensitive: Sensitive,
+    world_simulator_config: dict[str, Any],
+    world_graph_front: Callable[[RunningSimulator], str] | None,
 ) -> Iterator[World]:
     sim = start_simulator(world_simulator_config)
+    if world_graph_front is not None:
+        sim.serve_graph_behind(world_graph_front(sim))
     sensitive.watch(sim.store)
     issue = sim.issuer._issue
 

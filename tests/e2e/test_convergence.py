@@ -97,6 +97,7 @@ from shared.queues import (
 )
 from shared.queues.names import POISON_SUFFIX
 from sim.booking import ReceivedWebhook
+from sim.server import RunningSimulator
 from sim.store import CalendarItem, ExtendedPropertyKey, FreeBusy, Recurrence, iter_attendees
 from tests.builders import snapshot_document
 from tests.e2e.conftest import (
@@ -1282,24 +1283,41 @@ def connection_settings_here(world: World, network: Network) -> dict[str, dict[s
 
 
 @pytest.fixture(scope="module")
-def network(world: World) -> Iterator[Network]:
-    """Relays in front of the simulator's EWS and Graph endpoints and Azurite's tables and
-    queues, where a request can be held while a worker is killed. Every EWS call of this
-    module goes through its relay (the connection's URL is the relay's); Graph and storage
-    only for the dying instances (their settings name the relays)."""
+def relays() -> Iterator[Network]:
     found = Network()
-    found.relay("ews", port_of(world.sim.urls["ews"]))
-    found.relay("graph", port_of(world.sim.urls["graph"]))
-    storage = dict(part.split("=", 1) for part in world.storage.split(";") if "=" in part)
-    found.relay("tables", port_of(storage["TableEndpoint"]))
-    found.relay("queues", port_of(storage["QueueEndpoint"]))
-    ews = connection_settings_here(world, found)["onprem"]
-    response = world.admin_put("connections/onprem", ews)
-    assert response.status_code == 200, response.text
     try:
         yield found
     finally:
         found.close()
+
+
+@pytest.fixture(scope="module")
+def world_graph_front(relays: Network) -> Callable[[RunningSimulator], str]:
+    """Every instance of the app reaches Graph through its relay, made before the runner
+    starts: Graph's links (a stored deltaLink) name the root each instance calls, as they all
+    name https://graph.microsoft.com in Azure."""
+
+    def front(sim: RunningSimulator) -> str:
+        relay = relays.relay("graph", port_of(sim.urls["graph"]))
+        return relay.url + urllib.parse.urlsplit(sim.urls["graph"]).path
+
+    return front
+
+
+@pytest.fixture(scope="module")
+def network(world: World, relays: Network) -> Network:
+    """Relays in front of the simulator's EWS and Graph endpoints and Azurite's tables and
+    queues, where a request can be held while a worker is killed. Every EWS and Graph call of
+    this module goes through its relay (the connection's URL is the relay's, and so is the
+    app's Graph URL); storage only for the dying instances (their settings name the relays)."""
+    relays.relay("ews", port_of(world.sim.urls["ews"]))
+    storage = dict(part.split("=", 1) for part in world.storage.split(";") if "=" in part)
+    relays.relay("tables", port_of(storage["TableEndpoint"]))
+    relays.relay("queues", port_of(storage["QueueEndpoint"]))
+    ews = connection_settings_here(world, relays)["onprem"]
+    response = world.admin_put("connections/onprem", ews)
+    assert response.status_code == 200, response.text
+    return relays
 
 
 @pytest.fixture(scope="module")
@@ -1308,19 +1326,18 @@ def instances(
 ) -> Iterator[InstancePool]:
     """Other instances of the app for the machine to kill: the app's settings, with storage
     and Graph reached through the relays."""
-    relays = {relay.name: relay for relay in network.relays}
+    by_name = {relay.name: relay for relay in network.relays}
     storage = world.storage
     for name, endpoint in (("tables", "TableEndpoint"), ("queues", "QueueEndpoint")):
         for part in storage.split(";"):
             if part.startswith(endpoint + "="):
                 upstream = part.split("=", 1)[1]
                 split = urllib.parse.urlsplit(upstream)
-                storage = storage.replace(part, f"{endpoint}={relays[name].url}{split.path}")
-    graph = urllib.parse.urlsplit(world.sim.urls["graph"])
+                storage = storage.replace(part, f"{endpoint}={by_name[name].url}{split.path}")
     environ = {
         **os.environ,
         "AzureWebJobsStorage": storage,
-        "CALBRIDGE_GRAPH_URL": relays["graph"].url + graph.path,
+        "CALBRIDGE_GRAPH_URL": world.sim.urls["graph"],  # the relay's (``world_graph_front``)
     }
     pool = InstancePool(environ, Path(tmp_path_factory.mktemp("instances")))
     try:
@@ -1579,32 +1596,41 @@ def test_an_outlook_move_after_a_worker_died_between_its_create_and_its_mapping_
     "point",
     ["sync: rows written, cursor not stored", "sync: outbox rows written, deliveries not queued"],
 )
-@pytest.mark.parametrize("asked", ["directly", "by-the-poll-fan-out"])
+@pytest.mark.parametrize("asked", ["directly", "by-the-fan-out"])
+@pytest.mark.parametrize("staff_id", ["cara", "eve"], ids=["ews", "graph"])
 def test_an_own_event_read_by_a_sync_that_died_and_deleted_since_leaves_no_busy_time(
-    world: World, network: Network, instances: InstancePool, point: str, asked: str
+    world: World,
+    network: Network,
+    instances: InstancePool,
+    point: str,
+    asked: str,
+    staff_id: str,
 ) -> None:
     # Found by the machine: the sync wrote the busy block of a new event and died before
     # storing its cursor; the event was deleted before the message came back; read again from
     # the old cursor, Exchange reported nothing of an event made and deleted since, and the
-    # busy block stayed for good. Asked by the poll fan-out, the message that comes back
-    # carries the mailbox's row as claimed, from before the sync that died wrote anything.
+    # busy block stayed for good. Asked by the poll fan-out (EWS) or the sweep (Graph), the
+    # message that comes back carries the mailbox's row as claimed, from before the sync that
+    # died wrote anything.
     machine = machine_in(world, network, instances)
-    machine.sync_everyone()  # cara's mailbox has a cursor: the sync is an incremental one
+    machine.sync_everyone()  # the mailbox has a cursor: the sync is an incremental one
     services = bootstrap.services()
 
     def new_event_synced() -> None:
-        machine.staff_creates_own_event("cara", "plain", 1, 9)
+        machine.staff_creates_own_event(staff_id, "plain", 1, 9)
         if asked == "directly":
-            services.queue.send(MailboxSyncRequested(org=ORG, staff_id="cara", reason="poll"))
-            return
-        row = services.repositories.mailboxes.get(ORG, "cara")
-        assert row is not None
-        assert row.value.last_sync_at is not None
-        due = row.value.model_copy(
-            update={"last_sync_at": row.value.last_sync_at - timedelta(minutes=5)}
-        )
-        services.repositories.mailboxes.put(ORG, "cara", due, row.etag)
-        assert services.poll_fanout.run().queued == 1
+            services.queue.send(MailboxSyncRequested(org=ORG, staff_id=staff_id, reason="poll"))
+        elif staff_id in GRAPH_STAFF:
+            assert services.graph_sweep.run().queued >= 1
+        else:
+            row = services.repositories.mailboxes.get(ORG, staff_id)
+            assert row is not None
+            assert row.value.last_sync_at is not None
+            due = row.value.model_copy(
+                update={"last_sync_at": row.value.last_sync_at - timedelta(minutes=5)}
+            )
+            services.repositories.mailboxes.put(ORG, staff_id, due, row.etag)
+            assert services.poll_fanout.run().queued == 1
 
     died_meanwhile(
         world,

@@ -259,3 +259,31 @@ def test_a_window_is_required(graph: GraphSession) -> None:
 
     assert backwards.response_status_code == 400
     assert "endDateTime" in backwards.error.message
+
+
+def test_links_name_the_root_clients_reach_the_service_at() -> None:
+    """nextLink and deltaLink are URLs the client calls as given ("include the entire URL ...
+    in the next call", https://learn.microsoft.com/graph/delta-query-overview), under the
+    service root it reaches (Graph's name https://graph.microsoft.com): behind a proxy, the
+    proxy's."""
+    proxy = "http://proxy.contoso.test:8443/v1.0"
+    with graph_simulator() as simulator, graph_session(simulator) as graph:
+        listener = simulator.urls["graph"]
+        cara = Outlook(simulator.store, CARA)
+        for day in (1, 2, 3):
+            cara.create_event(f"Proxied {day}", at(8, day, 9), at(8, day, 10))
+        simulator.serve_graph_behind(proxy)
+        assert simulator.urls["graph"] == proxy
+        query = DeltaRequestBuilder.DeltaRequestBuilderGetQueryParameters(
+            start_date_time="2028-08-01T00:00:00Z", end_date_time="2028-09-01T00:00:00Z"
+        )
+        delta = graph.app.users.by_user_id(CARA).calendar_view.delta
+        whole = graph.run(
+            delta.get(request_configuration=RequestConfiguration(query_parameters=query))
+        )
+        paged = RequestConfiguration(query_parameters=query)
+        paged.headers.add("Prefer", "odata.maxpagesize=2")
+        first = graph.run(delta.get(request_configuration=paged))
+        for link in (whole.odata_delta_link, first.odata_next_link):
+            assert link.startswith(proxy + "/users/")
+            assert not link.startswith(listener)
