@@ -16,9 +16,11 @@ page by page (``CalendarReader.changes_since``) and, for each page:
 4. and only then stores the cursor. A crash in between re-reads the page: busy blocks and item
    rows are upserted, outbox rows keep ids derived from the change, so nothing is duplicated.
    Exchange does not report an item made and deleted since a cursor, so the rows a page wrote
-   carry the digest of the cursor it was read from, and the mailbox row says so until the
-   cursor moves on (``MailboxRecord.written_past``): a sync that starts from that cursor looks
-   up the items of those rows its own read does not report, and what is gone is deleted.
+   carry the digest of the stored cursor it was read past (a full read's too), and the mailbox
+   row says so until the cursor moves on (``MailboxRecord.written_past``): a sync that starts
+   from that cursor looks up the items of those rows its own read does not report, and what is
+   gone is deleted. A sync that finds the cursor or that mark moved on by another sync when it
+   stores its own stores nothing over them and queues one more (``SyncedMeanwhile``).
 
 A **full read** (a cursor Exchange no longer knows, the first sync, once a day to repair drift
 and roll the horizon forward, and after the staff member's busy-time switch changed) reads every
@@ -686,7 +688,9 @@ class _Run:
             return SyncReport(SyncOutcome.HELD, held, pages)
         await self._forget(past)
         assert cursor is not None
-        events = await self._carry_out(effects, cursor)
+        # Its rows say they were written past the stored cursor, as an incremental page's do:
+        # should this read die, a sync from that cursor may come before it is read again.
+        events = await self._carry_out(effects, cursor, read_after=self.mailbox.sync_state)
         await self.service._finish(
             self.org,
             self.mailbox.staff_id,
@@ -694,6 +698,7 @@ class _Run:
             cursor=cursor,
             full=True,
             notices_seen=self.notices_seen,
+            read_from=self.read_from,
         )
         return SyncReport(SyncOutcome.SYNCED, "full read", pages, events)
 
@@ -1163,8 +1168,8 @@ class _Run:
     async def _carry_out(
         self, effects: PageEffects, change: str, *, read_after: str | None = None
     ) -> int:
-        """Write what a page comes to; ``read_after``: the cursor an incremental page was read
-        from (its rows say so, and so does the mailbox row until the cursor moves on)."""
+        """Write what a page comes to; ``read_after``: the stored cursor the page was read past
+        (its rows say so, and so does the mailbox row until the cursor moves on)."""
         org, staff_id = self.org, self.mailbox.staff_id
         repos = self.repos
         await self._still_assigned(effects)

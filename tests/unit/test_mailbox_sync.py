@@ -151,7 +151,9 @@ def booked_at(version: int, hour: int, *, status: str = "booked") -> Any:
     )
 
 
-def _dies_before_its_cursor(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def _dies_before_its_cursor(
+    world: World, monkeypatch: pytest.MonkeyPatch, reason: str = "poll"
+) -> None:
     """A sync of ann's mailbox writes its page's rows and dies before storing its cursor (here:
     the write of the mailbox row that would store it fails)."""
     put = world.repos.mailboxes.put
@@ -163,7 +165,7 @@ def _dies_before_its_cursor(world: World, monkeypatch: pytest.MonkeyPatch) -> No
 
     monkeypatch.setattr(world.repos.mailboxes, "put", dies_at_the_cursor)
     with pytest.raises(RuntimeError):
-        world.sync()
+        world.sync(reason=reason)
     monkeypatch.undo()
 
 
@@ -231,6 +233,26 @@ def test_an_item_read_by_a_sync_that_died_before_its_cursor_and_deleted_since_is
     assert world.mailbox().written_past is None
     # The next sync has nothing left to look up.
     assert world.sync().outcome is SyncOutcome.SYNCED
+
+
+def test_an_item_a_full_read_wrote_before_it_died_and_deleted_since_is_forgotten_incrementally(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daily full read writes a new item's rows and dies before its cursor; the item is
+    deleted, and a sync from the stored cursor comes first (a notification, a poll): Exchange
+    reports nothing of it after that cursor, so the full read's rows say they were written
+    past it, as an incremental page's do."""
+    world.sync()  # the first (full) read
+    item = world.exchange.add_personal_event(
+        ANN, "Dentist", DAY.replace(hour=9), DAY.replace(hour=10)
+    )
+    _dies_before_its_cursor(world, monkeypatch, FULL_READ)
+    assert len(world.blocks()) == 1
+    world.exchange.delete_as_owner(ANN, item.item_id)
+    assert world.sync().outcome is SyncOutcome.SYNCED
+    assert world.blocks() == []
+    assert world.repos.mailbox_items.items_of(ORG, "ann") == {}
+    assert world.mailbox().written_past is None
 
 
 def test_a_lost_cursor_reads_everything_again_without_duplicates_or_new_events(
