@@ -213,19 +213,20 @@ def test_an_idle_mailbox_tells_nothing_and_a_re_read_page_tells_nothing_twice(
     assert len(world.blocks()) == 1
 
 
+@pytest.mark.parametrize("reason", ["poll", FULL_READ])
 def test_an_item_read_by_a_sync_that_died_before_its_cursor_and_deleted_since_is_forgotten(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    world: World, monkeypatch: pytest.MonkeyPatch, reason: str
 ) -> None:
+    """A sync (an incremental one, or the daily full read) writes a new item's busy block, row
+    and event, then dies before storing its cursor; the item is deleted before the message
+    comes back, and a sync from the stored cursor (the message, a notification, a poll) reports
+    nothing of an item made and deleted since: the rows say they were written past it."""
     world.sync()  # the first (full) read
     item = world.exchange.add_personal_event(
         ANN, "Dentist", DAY.replace(hour=9), DAY.replace(hour=10)
     )
-    # The sync writes the busy block, the item row and the event, then dies before storing
-    # its cursor (here: the write of the mailbox row fails).
-    _dies_before_its_cursor(world, monkeypatch)
+    _dies_before_its_cursor(world, monkeypatch, reason)
     assert len(world.blocks()) == 1
-    # Deleted before the message comes back: read from the old cursor, Exchange reports
-    # nothing of an item made and deleted since.
     world.exchange.delete_as_owner(ANN, item.item_id)
     assert world.sync().outcome is SyncOutcome.SYNCED
     assert world.blocks() == []
@@ -233,26 +234,6 @@ def test_an_item_read_by_a_sync_that_died_before_its_cursor_and_deleted_since_is
     assert world.mailbox().written_past is None
     # The next sync has nothing left to look up.
     assert world.sync().outcome is SyncOutcome.SYNCED
-
-
-def test_an_item_a_full_read_wrote_before_it_died_and_deleted_since_is_forgotten_incrementally(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The daily full read writes a new item's rows and dies before its cursor; the item is
-    deleted, and a sync from the stored cursor comes first (a notification, a poll): Exchange
-    reports nothing of it after that cursor, so the full read's rows say they were written
-    past it, as an incremental page's do."""
-    world.sync()  # the first (full) read
-    item = world.exchange.add_personal_event(
-        ANN, "Dentist", DAY.replace(hour=9), DAY.replace(hour=10)
-    )
-    _dies_before_its_cursor(world, monkeypatch, FULL_READ)
-    assert len(world.blocks()) == 1
-    world.exchange.delete_as_owner(ANN, item.item_id)
-    assert world.sync().outcome is SyncOutcome.SYNCED
-    assert world.blocks() == []
-    assert world.repos.mailbox_items.items_of(ORG, "ann") == {}
-    assert world.mailbox().written_past is None
 
 
 def test_a_lost_cursor_reads_everything_again_without_duplicates_or_new_events(
