@@ -178,8 +178,8 @@ class SyncedMeanwhile(Exception):
     sync read from is not the mailbox's, so nothing of it is stored over the row."""
 
 
-# Where an incremental sync reads from: the cursor, and the cursor a sync that died left rows
-# past (``MailboxRecord.written_past``).
+# Where a sync reads from: the stored cursor, and the cursor a sync that died left rows past
+# (``MailboxRecord.written_past``).
 _Position = tuple[str | None, str | None]
 
 
@@ -424,8 +424,8 @@ class MailboxSyncer:
         the row as this sync last read or wrote it (written under its ETag when nobody changed
         it meanwhile, read again when somebody did). With ``notices_seen`` (a sync that read the
         mailbox): when more notifications have come in since it began, the mark stays and one
-        more sync is queued. With ``read_from`` (an incremental sync's position, as last
-        stored): a row another sync moved on meanwhile keeps its cursor, and one more sync,
+        more sync is queued. With ``read_from`` (the position the sync read from, as it last
+        stored it): a row another sync moved on meanwhile keeps its cursor, and one more sync,
         queued with the mark kept, reads the row and goes on from there."""
         now = self._now()
         synced = known.value
