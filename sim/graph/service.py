@@ -155,7 +155,6 @@ class GraphService:
         self.delta = DeltaTracker(store)
         self.subscriptions = SubscriptionBook(
             store,
-            base_url=self.base_url,
             resolve_user=self._resolve_user,
             policy=delivery or DeliveryPolicy(),
         )
@@ -169,7 +168,6 @@ class GraphService:
         """Clients reach the service at ``public_url`` now (a proxy in front of it): every
         link it gives from here on names that root, as Graph's name the root clients call."""
         self.base_url = _service_root(public_url)
-        self.subscriptions.base_url = self.base_url
 
     def configure_delivery(self, policy: DeliveryPolicy) -> None:
         """Change how notifications are retried (tests use short delays)."""

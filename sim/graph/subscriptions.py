@@ -333,14 +333,12 @@ class SubscriptionBook:
         self,
         store: ExchangeStore,
         *,
-        base_url: str,
         resolve_user: Callable[[str], str],
         policy: DeliveryPolicy,
     ) -> None:
         """``resolve_user`` maps a user id/UPN in a resource to a mailbox address (or raises
         GraphError); access checks are the caller's."""
         self.store = store
-        self.base_url = base_url
         self.policy = policy
         self._resolve_user = resolve_user
         self._lock = threading.Lock()

@@ -1324,8 +1324,8 @@ def network(world: World, relays: Network) -> Network:
 def instances(
     world: World, network: Network, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[InstancePool]:
-    """Other instances of the app for the machine to kill: the app's settings, with storage
-    and Graph reached through the relays."""
+    """Other instances of the app for the machine to kill: the app's settings (Graph already
+    at its relay, ``world_graph_front``), with storage reached through the relays."""
     by_name = {relay.name: relay for relay in network.relays}
     storage = world.storage
     for name, endpoint in (("tables", "TableEndpoint"), ("queues", "QueueEndpoint")):
@@ -1334,11 +1334,7 @@ def instances(
                 upstream = part.split("=", 1)[1]
                 split = urllib.parse.urlsplit(upstream)
                 storage = storage.replace(part, f"{endpoint}={by_name[name].url}{split.path}")
-    environ = {
-        **os.environ,
-        "AzureWebJobsStorage": storage,
-        "CALBRIDGE_GRAPH_URL": world.sim.urls["graph"],  # the relay's (``world_graph_front``)
-    }
+    environ = {**os.environ, "AzureWebJobsStorage": storage}
     pool = InstancePool(environ, Path(tmp_path_factory.mktemp("instances")))
     try:
         yield pool

@@ -557,12 +557,15 @@ def _fanned_out(world: World) -> dict[str, MailboxSyncRequested]:
     """The messages of one poll fan-out, by staff id."""
     world.queue.sent.clear()
     world.fanout.run()
-    messages = [
+    return {message.staff_id: message for message in _syncs_queued(world)}
+
+
+def _syncs_queued(world: World) -> list[MailboxSyncRequested]:
+    return [
         parse_message(MailboxSyncRequested, sent.body)
         for sent in world.queue.sent
         if sent.queue == MAILBOX_SYNC
     ]
-    return {message.staff_id: message for message in messages}
 
 
 class _Reads:
@@ -656,11 +659,7 @@ def test_a_message_carrying_the_row_from_before_a_sync_died_still_forgets_what_t
     world.exchange.delete_as_owner(ANN, item.item_id)
     world.queue.sent.clear()
     asyncio.run(world.syncer.sync(message))
-    again = [
-        parse_message(MailboxSyncRequested, sent.body)
-        for sent in world.queue.sent
-        if sent.queue == MAILBOX_SYNC
-    ]
+    again = _syncs_queued(world)
     assert [(m.reason, m.listed) for m in again] == [(SYNCED_MEANWHILE, None)]
     assert asyncio.run(world.syncer.sync(again[0])).outcome is SyncOutcome.SYNCED
     assert world.blocks() == []
@@ -689,7 +688,7 @@ def test_a_message_carrying_a_row_whose_cursor_moved_on_writes_nothing_from_the_
         stored.sync_state,
         None,
     )
-    again = [parse_message(MailboxSyncRequested, sent.body) for sent in world.queue.sent]
+    again = _syncs_queued(world)
     assert [(m.reason, m.listed) for m in again] == [(SYNCED_MEANWHILE, None)]
     assert world.mailbox().sync_pending_since is not None
     assert asyncio.run(world.syncer.sync(again[0])).outcome is SyncOutcome.SYNCED
