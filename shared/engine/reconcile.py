@@ -86,7 +86,10 @@ The algorithm
    An event found for the very snapshot it was created from is adopted as it is, without a
    write and without a change key (``ADOPTED_AS_IT_IS``): whatever differs from the draft — a
    time, a title, an attendee's decline — was changed in Outlook since, and the mailbox sync
-   reports it; writing the draft again would undo it unseen.
+   reports it; writing the draft again would undo it unseen. Found for a newer snapshot, it is
+   adopted the same way at the version it was made for, and the newer snapshot waits for the
+   mailbox sync to read it (``OUTLOOK_CHANGE_READ_FIRST``): a lookup does not show attendees'
+   answers, and the newer draft would invite one who declined afresh.
 
 Echo rule: every write's new change key lands in the mapping; the Exchange → booking direction
 treats a change whose change key equals the stored one as our own write, never as a user's.
@@ -220,7 +223,8 @@ class ReconcilePlan:
     read_first: str | None = None
     # A booked plan: the declines the snapshot has not answered yet (None: as recorded).
     standing_declines: tuple[str, ...] | None = None
-    # ADOPTED_AS_IT_IS: the event adopted, and the digest of the draft it was made from.
+    # ADOPTED_AS_IT_IS: the event adopted, and the digest of the draft it was made from;
+    # OUTLOOK_CHANGE_READ_FIRST: a pending create's event, adopted at the version it was made for.
     adopted: ExchangeEvent | None = None
     adopted_digest: str | None = None
     # Outlook-side changes this pass learned and the booking platform is told of, once the
@@ -640,7 +644,7 @@ def _booking(
             read_first=read_first,
             standing_declines=declined,
             adopted=adopted,
-            adopted_digest=draft_digest(draft) if adopted is not None else None,
+            adopted_digest=draft_digest(draft) if reason is PlanReason.ADOPTED_AS_IT_IS else None,
             told=told,
         )
 
@@ -772,6 +776,19 @@ def _booking(
         # who declined afresh); adopted as it is, the mailbox sync reports it. (Attendees known
         # since the create, a staff member's mailbox found meanwhile, still need the write.)
         return plan(PlanReason.ADOPTED_AS_IT_IS, actions, generation, adopted=keep)
+    if situation is Situation.PENDING_CREATE and newer:
+        assert mapping is not None
+        unseen = keep.change_key or f"changed\n{keep.item_id}"
+        if mapping.booked_start is not None and _read_first(mapping, unseen):
+            # The pending create's event, found for a newer snapshot: whether an attendee
+            # answered it since (a lookup does not show answers) or the organizer moved it is
+            # known once the mailbox sync has read it, and the newer draft would undo either
+            # unseen (an update invites one who declined afresh). Adopted at the version it was
+            # made for, the sync judges it as the staff member's; the snapshot is written then.
+            # (A note stored before any create records no booked times: nothing of its pass.)
+            return plan(
+                PlanReason.OUTLOOK_CHANGE_READ_FIRST, actions, generation, unseen, adopted=keep
+            )
     actions.append(UpdateEvent(organizer, keep.item_id, keep.change_key, draft))
     return plan(reason, actions, generation)
 
@@ -972,6 +989,9 @@ def pending_create(
         attendee_staff_ids=list(plan.attendee_staff_ids),
         generation=plan.generation,
         last_error=previous.last_error if previous else None,
+        # The times the create gives its event: what the mailbox sync measures an Outlook move
+        # by, should the event be adopted for a newer snapshot (read first).
+        **_booked_times(plan, previous, True),
     )
 
 
@@ -1053,9 +1073,16 @@ def mapping_after(plan: ReconcilePlan, results: Sequence[ActionResult]) -> Event
         assert previous is not None
         # Not applied yet: looked at again (in doubt) once the mailbox sync has read the change.
         waits = previous.read_first_waits + 1 if previous.read_first == plan.read_first else 1
-        return previous.model_copy(
-            update={"read_first": plan.read_first, "read_first_waits": waits, "in_doubt": True}
-        )
+        waiting: dict[str, object] = {
+            "read_first": plan.read_first,
+            "read_first_waits": waits,
+            "in_doubt": True,
+        }
+        if plan.adopted is not None:
+            # A pending create's event, without a change key: the sync judges what it shows.
+            adopted = plan.adopted
+            waiting |= {"item_id": adopted.item_id, "uid": adopted.uid, "change_key": None}
+        return previous.model_copy(update=waiting)
 
     if plan.status is AppointmentStatus.CANCELLED:
         if previous is not None:

@@ -1546,13 +1546,18 @@ def died_meanwhile(
     start: Callable[[], None],
     meanwhile: Callable[[], None],
     never: str,
+    held: tuple[str, ...] = (),
 ) -> None:
     """Another instance takes the work ``start`` queues and is killed at ``point`` (``never``:
     the failure message should it not get there); ``meanwhile`` runs before its message comes
-    back (this runner takes it once its queues resume)."""
+    back (this runner takes it once its queues resume). The queues whose names end with one of
+    ``held`` stay paused: the caller resumes them (``resume_held``)."""
     instance = instances.take()
+    pollers = world.runner.pollers
     try:
-        with world.runner.queues_paused():
+        for poller in pollers:
+            poller.pause()
+        try:
             network.arm(KILL_POINTS[point].hold(world.queue_prefix))
             instance.go()
             start()
@@ -1560,10 +1565,33 @@ def died_meanwhile(
             instance.kill()
             network.release()
             meanwhile()
+        finally:
+            for poller in pollers:
+                if not poller.queue_name.endswith(held):
+                    poller.resume()
     finally:
         instance.kill()
         network.release()
         instance.replay_logs()
+
+
+def resume_held(world: World) -> None:
+    for poller in world.runner.pollers:
+        poller.resume()
+
+
+def newer_snapshot_taken(appointment_id: str) -> None:
+    """Wait until the apply worker has taken the appointment's second snapshot: written it, or
+    left it to wait for the mailbox sync to read an Outlook change first."""
+    event_map = bootstrap.services().repositories.event_map
+
+    def taken() -> bool:
+        found = event_map.get(ORG, appointment_id)
+        assert found is not None
+        mapping = found.value
+        return mapping.read_first is not None or mapping.applied_version > 1
+
+    wait_until(taken, timeout=30, what="the apply worker to take the newer snapshot")
 
 
 def test_an_outlook_move_after_a_worker_died_between_its_create_and_its_mapping_is_reported(
@@ -1585,6 +1613,49 @@ def test_an_outlook_move_after_a_worker_died_between_its_create_and_its_mapping_
     )
     [appointment] = machine.appointments.values()
     assert [action.kind for action in appointment.outlook] == ["move"]
+    machine.teardown()
+
+
+@pytest.mark.parametrize(
+    ("organizer", "secondaries"),
+    [("bob", ["cara", "eve"]), ("dan", ["fay", "ann"])],
+    ids=["ews", "graph"],
+)
+def test_a_decline_after_a_worker_died_between_create_and_mapping_is_told_before_a_newer_snapshot(
+    world: World,
+    network: Network,
+    instances: InstancePool,
+    organizer: str,
+    secondaries: list[str],
+) -> None:
+    # Found by the machine: the worker created the meeting and died before storing the mapping;
+    # the booking platform rescheduled, and a secondary declined her copy, before the message
+    # came back. The next pass found the event by its marker and wrote the newer snapshot over
+    # it, which invited her afresh: her decline was undone in Exchange and never reported.
+    # The organizer's mailbox is read only once the worker has taken the newer snapshot (a read
+    # before it tells the decline whatever the worker does).
+    machine = machine_in(world, network, instances)
+
+    def rescheduled_and_declined() -> None:
+        machine.reschedule(index=0, hours=2)
+        machine.secondary_declines(index=0)
+
+    try:
+        died_meanwhile(
+            world,
+            network,
+            instances,
+            "apply: Exchange written, mapping not stored",
+            lambda: machine.book(organizer, secondaries, 1, 10),
+            rescheduled_and_declined,
+            never="the create was never sent",
+            held=(MAILBOX_SYNC,),
+        )
+        [appointment] = machine.appointments.values()
+        newer_snapshot_taken(appointment.appointment_id)
+    finally:
+        resume_held(world)
+    assert [action.kind for action in appointment.outlook] == ["decline"]
     machine.teardown()
 
 
@@ -1697,15 +1768,7 @@ def test_an_outlook_move_around_a_mailbox_move_is_told_before_a_newer_snapshot_i
             machine.organizer_moves_it(index=0, hours=5)
             for poller in held:
                 poller.resume()
-            event_map = bootstrap.services().repositories.event_map
-
-            def taken() -> bool:
-                found = event_map.get(ORG, appointment.appointment_id)
-                assert found is not None
-                mapping = found.value
-                return mapping.read_first is not None or mapping.applied_version > 1
-
-            wait_until(taken, timeout=30, what="the apply worker to take the newer snapshot")
+            newer_snapshot_taken(appointment.appointment_id)
         finally:
             for poller in held + syncs:
                 poller.resume()

@@ -17,7 +17,12 @@ import pytest
 
 from shared.engine.content import draft_digest
 from shared.engine.marker import marker_for
-from shared.engine.outlook import AppointmentCancelled
+from shared.engine.outlook import (
+    AppointmentCancelled,
+    AppointmentRescheduled,
+    StaffDeclined,
+    organizer_item_changed,
+)
 from shared.engine.reconcile import (
     _BOOKED,
     READ_FIRST_WAITS,
@@ -1057,10 +1062,85 @@ def test_a_pending_create_moved_in_outlook_before_it_was_recorded_is_adopted_as_
     assert (after.booked_start, after.applied_version, after.in_doubt) == (START, 1, False)
     # The next pass trusts it and writes nothing: the move waits for the platform's answer.
     assert plan_for(snapshot(1), after, seen={}).actions == ()
-    # A newer snapshot is the platform's word: written over it, as for any adopted event.
-    newer = plan_for(snapshot(2), pending, [moved])
-    assert newer.reason is PlanReason.ADOPT
-    assert kinds(newer) == ["UpdateEvent"]
+
+
+def created_pending(snap: AppointmentSnapshot) -> tuple[CreateEvent, EventMapping]:
+    """The create a first pass over ``snap`` makes, and the note it stores before it."""
+    plan = plan_for(snap, None, [])
+    [create] = plan.actions
+    assert isinstance(create, CreateEvent)
+    return create, pending_create(plan, create)
+
+
+def test_a_pending_note_records_the_times_its_create_gives_the_event() -> None:
+    _, pending = created_pending(snapshot(1))
+
+    assert (pending.item_id, pending.applied_version) == (None, 1)
+    assert (pending.booked_start, pending.booked_end) == (START, START + timedelta(hours=1))
+
+
+def test_a_pending_create_moved_in_outlook_is_told_before_a_newer_snapshot_is_written() -> None:
+    # A newer snapshot is the platform's word, written over the move once the mailbox sync has
+    # read the move and told it (as for the mapped item of any appointment).
+    _, pending = created_pending(snapshot(1))
+    moved = observed("made-after-all", start=START + timedelta(hours=2), change_key="ck-moved")
+    newer = snapshot(2, start=START + timedelta(days=1))
+
+    waits = plan_for(newer, pending, [moved])
+
+    assert (waits.reason, waits.actions) == (PlanReason.OUTLOOK_CHANGE_READ_FIRST, ())
+    waiting = mapping_after(waits, [])
+    assert waiting is not None
+    assert (waiting.item_id, waiting.uid, waiting.change_key) == ("made-after-all", moved.uid, None)
+    assert (waiting.applied_version, waiting.booked_start, waiting.in_doubt) == (1, START, True)
+    # The sync reads it: a move, measured against the times the create gave it.
+    verdict = organizer_item_changed(APPOINTMENT, moved, waiting, newer, {})
+    assert verdict.events == (
+        AppointmentRescheduled(APPOINTMENT, moved.start, moved.end, by="ana"),
+    )
+    assert verdict.mapping is not None
+    plan = plan_for(newer, verdict.mapping, [moved])
+    assert plan.reason is PlanReason.UPDATE
+    [update] = plan.actions
+    assert isinstance(update, UpdateEvent)
+    assert (update.item_id, update.change_key) == ("made-after-all", "ck-moved")
+    assert update.draft.start == START + timedelta(days=1)
+
+
+def test_a_pending_create_declined_is_told_before_a_newer_snapshot_is_written() -> None:
+    # Found by the convergence machine: the worker created the meeting and died before storing
+    # the mapping; the platform rescheduled and ben declined before the message came back. The
+    # next pass found the event by its marker and wrote the newer draft over it, which invited
+    # ben afresh: his decline was undone in Exchange and never reported. A lookup shows no
+    # answers, so the event found is read by the mailbox sync first.
+    booked = snapshot(1, secondaries=("ben",))
+    create, pending = created_pending(booked)
+    found = observed("made", attendees=("ben",), change_key="ck-declined")
+    newer = snapshot(2, secondaries=("ben",), start=START + timedelta(days=1))
+
+    waits = plan_for(newer, pending, [found])
+
+    assert (waits.reason, waits.actions) == (PlanReason.OUTLOOK_CHANGE_READ_FIRST, ())
+    waiting = mapping_after(waits, [])
+    assert waiting is not None
+    # The sync reads the organizer's item with its answers: the decline is told once.
+    answer = Attendee(address=address("ben"), response=ResponseType.DECLINED)
+    read = found.model_copy(update={"attendees": (answer,)})
+    verdict = organizer_item_changed(APPOINTMENT, read, waiting, newer, {address("ben"): "ben"})
+    assert verdict.events == (StaffDeclined(APPOINTMENT, "ben"),)
+    assert verdict.mapping is not None
+    # Then the newer snapshot is written, leaving ben off (his decline stands).
+    plan = plan_for(newer, verdict.mapping, [read])
+    [update] = plan.actions
+    assert isinstance(update, UpdateEvent)
+    assert update.draft.start == START + timedelta(days=1)
+    assert update.draft.required_attendees == ()
+    # A sync that cannot read the mailbox does not hold the booking back for ever.
+    exhausted = waiting.model_copy(update={"read_first_waits": READ_FIRST_WAITS})
+    assert kinds(plan_for(newer, exhausted, [found])) == ["UpdateEvent"]
+    # The same snapshot the create was made for: adopted as it is (no wait, no write).
+    assert plan_for(booked, pending, [found]).reason is PlanReason.ADOPTED_AS_IT_IS
+    assert create.draft.required_attendees == (address("ben"),)
 
 
 def test_a_pending_create_is_cancelled_when_the_organizer_changed_meanwhile() -> None:
