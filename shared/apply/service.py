@@ -246,7 +246,7 @@ class AppointmentApplier:
             snapshot,
             mapping,
             directory,
-            writer.write,
+            writer.before_write,
             look_first=look_first,
             copy_gateway_for=copy_gateway_for,
         )
@@ -307,9 +307,12 @@ class AppointmentApplier:
             uid = outcome.mapping.uid
             # A pending create's note may carry its planned UID: not in the index until now.
             if uid and (mapping is None or mapping.uid != uid or mapping.item_id is None):
-                writes.append(
-                    self._store.remember_uid(org, uid, appointment_id, outcome.mapping.generation)
-                )
+                if uid != writer.remembered:
+                    writes.append(
+                        self._store.remember_uid(
+                            org, uid, appointment_id, outcome.mapping.generation
+                        )
+                    )
                 learned = None if _created(outcome) else uid
             if outcome.mapping.item_id is not None and not outcome.mapping.cancelled:
                 writes.append(self._store.note_organizer_item(org, appointment_id, outcome.mapping))

@@ -338,8 +338,25 @@ class MappingWriter:
         self._org = org
         self._appointment_id = appointment_id
         self.etag = etag
+        # The UID a pending create's note put in the index before the create was sent.
+        self.remembered: str | None = None
 
     async def write(self, mapping: EventMapping) -> None:
         self.etag = await self._store.put_mapping(
             self._org, self._appointment_id, mapping, self.etag
         )
+
+    async def before_write(self, mapping: EventMapping) -> None:
+        """``write``, right before a write to Exchange. The note of a create whose meeting's
+        UID calbridge chooses also puts that UID in the index: before the create is sent, so
+        no attendee's copy can be read before its UID names the appointment (a sync that read
+        one by a UID the index does not hold would take it for the attendee's own busy time)."""
+        uid = mapping.uid
+        if mapping.item_id is None and uid is not None and not mapping.cancelled:
+            await asyncio.gather(
+                self.write(mapping),
+                self._store.remember_uid(self._org, uid, self._appointment_id, mapping.generation),
+            )
+            self.remembered = uid
+        else:
+            await self.write(mapping)

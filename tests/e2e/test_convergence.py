@@ -111,8 +111,8 @@ from tests.e2e.conftest import (
     simulator_config,
 )
 from tests.e2e.dying_instance import InstancePool
-from tests.e2e.holding_proxy import Network
-from tests.e2e.kill_points import KILL_POINTS
+from tests.e2e.holding_proxy import HoldRule, Network
+from tests.e2e.kill_points import KILL_POINTS, table_write
 from tests.e2e.test_exchange_to_booking import busy
 from tests.waiting import wait_until
 
@@ -1656,6 +1656,48 @@ def test_a_decline_after_a_worker_died_between_create_and_mapping_is_told_before
     finally:
         resume_held(world)
     assert [action.kind for action in appointment.outlook] == ["decline"]
+    machine.teardown()
+
+
+def test_a_copy_read_while_its_meeting_is_being_created_is_not_taken_for_busy_time(
+    world: World, network: Network, instances: InstancePool
+) -> None:
+    # Found by the machine: the worker created a meeting over EWS and, before it had put the
+    # meeting's UID in the index, the secondary's sync read her copy; known by no UID, it was
+    # taken for her own busy time, and nothing read it again. The UID calbridge chooses for
+    # the meeting is in the index before the create is sent. The worker is held at its write to
+    # the index while her mailbox is read.
+    machine = machine_in(world, network, instances)
+    mailboxes = bootstrap.services().repositories.mailboxes
+    event_map = bootstrap.services().repositories.event_map
+
+    def read_at() -> object:
+        found = mailboxes.get(ORG, "cara")
+        assert found is not None
+        return found.value.last_sync_at
+
+    instance = instances.take()
+    try:
+        with world.runner.queues_paused():
+            network.arm(HoldRule("uid index", table_write(world.queue_prefix, "AppointmentUids")))
+            instance.go()
+            machine.book("bob", ["cara"], 1, 10)
+            assert network.wait_held(KILL_WAIT_S) is not None, "the UID was never indexed"
+            before = read_at()
+            machine.mailbox_synced("cara", times=1)
+            wait_until(lambda: read_at() != before, timeout=30, what="cara's mailbox to be read")
+            network.release()
+            [appointment] = machine.appointments.values()
+
+            def stored() -> bool:
+                found = event_map.get(ORG, appointment.appointment_id)
+                return found is not None and found.value.item_id is not None
+
+            wait_until(stored, timeout=30, what="the worker to store the meeting")
+    finally:
+        instance.kill()
+        network.release()
+        instance.replay_logs()
     machine.teardown()
 
 
