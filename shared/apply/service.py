@@ -45,10 +45,8 @@ from shared.config import SecretResolver
 from shared.connections import calls_allowed
 from shared.engine.reconcile import (
     CancelEvent,
-    CreateEvent,
     PlanReason,
     ReconcilePlan,
-    Written,
     copy_holders,
     mailboxes_called,
 )
@@ -299,21 +297,15 @@ class AppointmentApplier:
         outcome: ApplyOutcome,
     ) -> None:
         """Store what the pass did: the mapping, and the problem row (noted, or cleared once
-        the pass had none), independent rows written in one round."""
+        the pass had none), independent rows written in one round. A meeting's UID indexed only
+        now comes first (see ``_index_uid``)."""
         writes = []
-        learned: str | None = None  # the UID of a meeting an earlier pass made
         if outcome.mapping is not None and outcome.mapping != mapping:
-            writes.append(writer.write(outcome.mapping))
             uid = outcome.mapping.uid
-            # A pending create's note may carry its planned UID: not in the index until now.
-            if uid and (mapping is None or mapping.uid != uid or mapping.item_id is None):
-                if uid != writer.remembered:
-                    writes.append(
-                        self._store.remember_uid(
-                            org, uid, appointment_id, outcome.mapping.generation
-                        )
-                    )
-                learned = None if _created(outcome) else uid
+            new_uid = mapping is None or mapping.uid != uid or mapping.item_id is None
+            if uid and new_uid and uid != writer.remembered:
+                await self._index_uid(org, appointment_id, uid, outcome.mapping)
+            writes.append(writer.write(outcome.mapping))
             if outcome.mapping.item_id is not None and not outcome.mapping.cancelled:
                 writes.append(self._store.note_organizer_item(org, appointment_id, outcome.mapping))
         if outcome.failure is None and outcome.problems:
@@ -329,8 +321,18 @@ class AppointmentApplier:
         elif outcome.failure is None and _may_have_problem_row(mapping):
             writes.append(self._store.clear_problem(org, appointment_id))
         await asyncio.gather(*writes)
-        if learned is not None and outcome.mapping is not None:
-            await self._store.recheck_copies(org, learned, outcome.mapping.attendee_staff_ids)
+
+    async def _index_uid(
+        self, org: str, appointment_id: str, uid: str, mapping: EventMapping
+    ) -> None:
+        """A meeting's UID indexed only now, not before the create was sent (as an EWS create's
+        is, with its note): the meeting of an earlier pass whose worker died, or this pass's
+        own, whose UID came only with the create's answer (Graph chooses it). A sync may have
+        read an attendee's copy meanwhile and taken it for busy time: each such item is marked
+        for its mailbox's next sync, before the mapping is stored, so that a worker that dies
+        in between leaves the same work to the next pass (which still finds the UID new)."""
+        await self._store.remember_uid(org, uid, appointment_id, mapping.generation)
+        await self._store.recheck_copies(org, uid, mapping.attendee_staff_ids)
 
     async def _connection_unavailable(
         self,
@@ -481,16 +483,6 @@ def _connection_refusing(
             return ref.connection_id
     organizer = directory.get(snapshot.organizer_staff_id)
     return organizer.connection_id if organizer is not None else None
-
-
-def _created(outcome: ApplyOutcome) -> bool:
-    """The pass created its event (its UID came with the create's answer)."""
-    if outcome.plan is None:
-        return False
-    return any(
-        isinstance(action, CreateEvent) and isinstance(result, Written)
-        for action, result in zip(outcome.plan.actions, outcome.results, strict=False)
-    )
 
 
 def _may_have_problem_row(mapping: EventMapping | None) -> bool:

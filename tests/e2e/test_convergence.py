@@ -1659,20 +1659,25 @@ def test_a_decline_after_a_worker_died_between_create_and_mapping_is_told_before
     machine.teardown()
 
 
+@pytest.mark.parametrize(
+    ("organizer", "secondary"), [("bob", "cara"), ("dan", "fay")], ids=["ews", "graph"]
+)
 def test_a_copy_read_while_its_meeting_is_being_created_is_not_taken_for_busy_time(
-    world: World, network: Network, instances: InstancePool
+    world: World, network: Network, instances: InstancePool, organizer: str, secondary: str
 ) -> None:
     # Found by the machine: the worker created a meeting over EWS and, before it had put the
     # meeting's UID in the index, the secondary's sync read her copy; known by no UID, it was
-    # taken for her own busy time, and nothing read it again. The UID calbridge chooses for
-    # the meeting is in the index before the create is sent. The worker is held at its write to
-    # the index while her mailbox is read.
+    # taken for her own busy time, and nothing read it again. Over EWS the UID calbridge
+    # chooses is in the index before the create is sent; over Graph, which chooses it, the
+    # copies read as busy meanwhile are marked for their mailboxes' syncs before the mapping is
+    # stored. The worker is held at its write to the index while the copy's mailbox is read
+    # (and killed once the mapping is stored).
     machine = machine_in(world, network, instances)
     mailboxes = bootstrap.services().repositories.mailboxes
     event_map = bootstrap.services().repositories.event_map
 
     def read_at() -> object:
-        found = mailboxes.get(ORG, "cara")
+        found = mailboxes.get(ORG, secondary)
         assert found is not None
         return found.value.last_sync_at
 
@@ -1681,11 +1686,13 @@ def test_a_copy_read_while_its_meeting_is_being_created_is_not_taken_for_busy_ti
         with world.runner.queues_paused():
             network.arm(HoldRule("uid index", table_write(world.queue_prefix, "AppointmentUids")))
             instance.go()
-            machine.book("bob", ["cara"], 1, 10)
+            machine.book(organizer, [secondary], 1, 10)
             assert network.wait_held(KILL_WAIT_S) is not None, "the UID was never indexed"
             before = read_at()
-            machine.mailbox_synced("cara", times=1)
-            wait_until(lambda: read_at() != before, timeout=30, what="cara's mailbox to be read")
+            machine.mailbox_synced(secondary, times=1)
+            wait_until(
+                lambda: read_at() != before, timeout=30, what="the copy's mailbox to be read"
+            )
             network.release()
             [appointment] = machine.appointments.values()
 
