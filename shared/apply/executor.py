@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from shared.engine.reconcile import (
     ActionResult,
+    CancelCopy,
     CancelEvent,
     Completed,
     Copies,
@@ -144,6 +145,12 @@ async def execute_plan(
                 gateway = gateway_for(action.mailbox)
                 if not await gateway.cancel_event(action.mailbox.address, action.item_id):
                     await _cancel_copies(action, copy_gateway_for or gateway_for)
+                results.append(Completed())
+            elif isinstance(action, CancelCopy):
+                # A connection that may not be called now leaves it (the caller notes it).
+                copy_gateway = (copy_gateway_for or gateway_for)(action.mailbox)
+                if copy_gateway is not None:
+                    await copy_gateway.cancel_event(action.mailbox.address, action.item_id)
                 results.append(Completed())
         except CalendarError as error:
             results.append(Failed(error, planned_uid=uid))

@@ -44,6 +44,7 @@ from shared.apply.store import ApplyStore, MappingWriter, StoredState
 from shared.config import SecretResolver
 from shared.connections import calls_allowed
 from shared.engine.reconcile import (
+    CancelCopy,
     CancelEvent,
     PlanReason,
     ReconcilePlan,
@@ -254,7 +255,11 @@ class AppointmentApplier:
         if rows:
             await self._store.deliver(org, rows)
         if unreachable and outcome.plan is not None:
-            uids = [a.uid for a in outcome.plan.actions if isinstance(a, CancelEvent) and a.uid]
+            uids = [
+                a.uid
+                for a in outcome.plan.actions
+                if isinstance(a, CancelEvent | CancelCopy) and a.uid
+            ]
             await self._store.copies_left(org, uids, unreachable)
         refusing = (
             _connection_refusing(outcome.failure, directory, snapshot)

@@ -159,6 +159,17 @@ class CancelEvent:
 
 
 @dataclass(frozen=True)
+class CancelCopy:
+    """Cancel an attendee's copy of a meeting whose organizer's item is gone, deleted in Outlook
+    without sending cancellations before calbridge stored its id: Exchange leaves the copy on
+    the attendee's calendar. Through the attendee's own connection; quiet when it is gone."""
+
+    mailbox: MailboxRef
+    item_id: str
+    uid: str
+
+
+@dataclass(frozen=True)
 class RecordProblem:
     """Something that keeps the calendar from matching the snapshot fully; no Exchange call."""
 
@@ -166,7 +177,7 @@ class RecordProblem:
     message: str
 
 
-ExchangeAction = CreateEvent | UpdateEvent | CancelEvent
+ExchangeAction = CreateEvent | UpdateEvent | CancelEvent | CancelCopy
 Action = ExchangeAction | RecordProblem
 
 
@@ -195,7 +206,8 @@ class PlanReason(StrEnum):
     ADOPTED_AS_IT_IS = "adopted_as_it_is"
     # A pending create made its meeting (its attendees hold copies by the UID it was given)
     # and the organizer's item is gone: cancelled or deleted in Outlook before the create's
-    # outcome was stored. Told as the organizer's cancellation; nothing is re-created.
+    # outcome was stored. Told as the organizer's cancellation; nothing is re-created; the live
+    # copies a deletion without cancellations left are cancelled (``CancelCopy``).
     REMOVED_IN_OUTLOOK = "removed_in_outlook"
 
 
@@ -756,9 +768,19 @@ def _booking(
             # The create happened (its attendees hold copies) and the organizer's item is gone:
             # the organizer cancelled or deleted it in Outlook. Creating it again would bring
             # back the appointment she removed, and no mailbox sync can tell of an item whose id
-            # calbridge never stored: told here. The copies a deletion without cancellations
-            # left go through their mailboxes' syncs (a copy that outlived its meeting).
+            # calbridge never stored: told here. The live copies a deletion without
+            # cancellations left are cancelled here too, before the mapping says so (a sync
+            # that read one as the live meeting's copy would not read it again).
             assert mapping is not None
+            assert mapping.uid is not None
+            actions.extend(
+                CancelCopy(ref, copy.item_id, mapping.uid)
+                for staff_id in mapping.attendee_staff_ids
+                if (ref := directory.get(staff_id)) is not None
+                and (copy := copies.get(ref.address)) is not None
+                and copy.is_live
+                and copy.uid == mapping.uid
+            )
             cancelled = AppointmentCancelled(appointment_id, by=mapping.organizer_staff_id)
             return plan(PlanReason.REMOVED_IN_OUTLOOK, actions, generation, told=(cancelled,))
         create_id = transaction_id(org, appointment_id, organizer.staff_id, generation)

@@ -220,6 +220,8 @@ class PageEffects:
     outlived_copies: list[str] = field(default_factory=list)  # ids of this mailbox's copies
     windows: list[tuple[datetime, datetime]] = field(default_factory=list)
     cancellations: int = 0
+    # Meetings organized elsewhere, read as busy time: their UIDs named no appointment.
+    unknown_meetings: list[str] = field(default_factory=list)
 
     def writes_anything(self) -> bool:
         """Whether carrying the page out writes or sends anything at all."""
@@ -958,6 +960,8 @@ class _Run:
                     )
                 )
                 continue
+            if event.uid and event.is_live and event.organizer not in (None, self.assigned[0]):
+                effects.unknown_meetings.append(event.uid)
             self._busy_changed(effects, event, occurrences, blocks_by_event)
 
         for item_id in deleted:
@@ -1203,6 +1207,7 @@ class _Run:
             repos.mailbox_items.put_items(org, staff_id, effects.item_puts)
 
         await asyncio.gather(in_storage_thread(blocks), in_storage_thread(items))
+        await self._known_since(effects.unknown_meetings)
         now = self.service._now()
         rows = [outlook_event_row(org, event, key, now) for event, key in effects.outlook]
         if effects.windows:
@@ -1211,6 +1216,35 @@ class _Run:
         if rows:
             await self.service._tell(org, rows)
         return len(rows)
+
+    async def _known_since(self, uids: list[str]) -> None:
+        """Meetings organized elsewhere that this page wrote as busy time, their UIDs naming no
+        appointment when they were read: one may be a copy of a meeting calbridge was creating
+        just then. Graph gives a new meeting its UID, and the apply worker indexes it (then
+        marks the copies a sync read as busy meanwhile) once the create has answered; a row
+        written after that mark is one it missed. So each UID is looked up again once the rows
+        are written: one that names an appointment now marks its items for the next sync, which
+        is asked for, and which reads them as copies (one of the two always sees the other)."""
+        if not uids:
+            return
+        org, staff_id = self.org, self.mailbox.staff_id
+        unique = list(dict.fromkeys(uids))
+        found = await asyncio.gather(
+            *(
+                in_storage_thread(self.repos.appointment_uids.appointment_of, org, uid)
+                for uid in unique
+            )
+        )
+        known = [uid for uid, appointment in zip(unique, found, strict=True) if appointment]
+        for uid in known:
+            await in_storage_thread(
+                self.repos.mailbox_items.recheck, org, staff_id, uid, MailboxItemKind.BUSY
+            )
+        if known:
+            await in_storage_thread(
+                self.service._queue.send,
+                MailboxSyncRequested(org=org, staff_id=staff_id, reason="a copy read as busy time"),
+            )
 
     async def _still_assigned(self, effects: PageEffects) -> None:
         """Before a page's effects are written: the mailbox is still where this sync read it.

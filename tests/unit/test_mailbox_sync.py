@@ -453,6 +453,43 @@ def test_a_copy_read_as_busy_while_a_create_was_unrecorded_stops_blocking_when_a
     assert len(world.events("busy_time.changed")) == told + 1
 
 
+def test_a_copy_whose_uid_is_indexed_while_its_sync_writes_it_as_busy_is_read_again(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The apply worker indexes a new meeting's UID once the create has answered when the
+    protocol chooses it (Graph), then marks the copies a sync read as busy meanwhile. A sync
+    that looked the UID up just before it was indexed, and writes its rows just after that
+    mark, was missed by it: its busy block stayed for good. Now the sync looks such UIDs up
+    again once its rows are written, and a UID that names an appointment by then marks the
+    copy for the next sync, which is asked for."""
+    world.book("apt-1", 10)
+    mapping = world.repos.event_map.get(ORG, "apt-1")
+    assert mapping is not None
+    uid = mapping.value.uid
+    assert uid is not None
+    world.repos.appointment_uids.delete(ORG, uid)  # not indexed yet when bob's sync reads it
+    put_items = world.repos.mailbox_items.put_items
+
+    def indexed_meanwhile(org: str, staff_id: str, items: Any) -> None:
+        # The worker indexes the UID and marks the copies read as busy: none written yet.
+        if world.repos.appointment_uids.appointment_of(ORG, uid) is None:
+            world.repos.appointment_uids.remember(ORG, uid, "apt-1")
+            assert not world.repos.mailbox_items.recheck(ORG, "bob", uid, MailboxItemKind.BUSY)
+        put_items(org, staff_id, items)
+
+    monkeypatch.setattr(world.repos.mailbox_items, "put_items", indexed_meanwhile)
+    world.sync("bob", FULL_READ)
+    monkeypatch.undo()
+    assert world.blocks("bob") != []  # read as bob's own time, before the UID was indexed
+    assert [body["staffId"] for body in world.queue.bodies(MAILBOX_SYNC)] == ["bob"]
+
+    world.sync("bob")
+
+    assert world.blocks("bob") == []
+    items = world.repos.mailbox_items.items_of(ORG, "bob")
+    assert [row.kind for row in items.values()] == [MailboxItemKind.COPY]
+
+
 def test_copies_of_a_meeting_deleted_without_cancellations_then_cancelled_are_cancelled(
     world: World,
 ) -> None:
