@@ -1547,11 +1547,12 @@ def died_meanwhile(
     meanwhile: Callable[[], None],
     never: str,
     held: tuple[str, ...] = (),
+    while_held: Callable[[], None] = lambda: None,
 ) -> None:
     """Another instance takes the work ``start`` queues and is killed at ``point`` (``never``:
     the failure message should it not get there); ``meanwhile`` runs before its message comes
-    back (this runner takes it once its queues resume). The queues whose names end with one of
-    ``held`` stay paused: the caller resumes them (``resume_held``)."""
+    back (this runner takes it once its queues resume). ``while_held`` runs while the queues
+    whose names end with one of ``held`` are still paused and the others have resumed."""
     instance = instances.take()
     pollers = world.runner.pollers
     try:
@@ -1565,19 +1566,17 @@ def died_meanwhile(
             instance.kill()
             network.release()
             meanwhile()
-        finally:
             for poller in pollers:
                 if not poller.queue_name.endswith(held):
                     poller.resume()
+            while_held()
+        finally:
+            for poller in pollers:
+                poller.resume()
     finally:
         instance.kill()
         network.release()
         instance.replay_logs()
-
-
-def resume_held(world: World) -> None:
-    for poller in world.runner.pollers:
-        poller.resume()
 
 
 def mailboxes_read(machine: ConvergenceMachine, staff_ids: list[str]) -> None:
@@ -1659,21 +1658,18 @@ def test_a_decline_after_a_worker_died_between_create_and_mapping_is_told_before
         machine.reschedule(index=0, hours=2)
         machine.secondary_declines(index=0)
 
-    try:
-        died_meanwhile(
-            world,
-            network,
-            instances,
-            "apply: Exchange written, mapping not stored",
-            lambda: machine.book(organizer, secondaries, 1, 10),
-            rescheduled_and_declined,
-            never="the create was never sent",
-            held=(MAILBOX_SYNC,),
-        )
-        [appointment] = machine.appointments.values()
-        newer_snapshot_taken(appointment.appointment_id)
-    finally:
-        resume_held(world)
+    died_meanwhile(
+        world,
+        network,
+        instances,
+        "apply: Exchange written, mapping not stored",
+        lambda: machine.book(organizer, secondaries, 1, 10),
+        rescheduled_and_declined,
+        never="the create was never sent",
+        held=(MAILBOX_SYNC,),
+        while_held=lambda: newer_snapshot_taken(*machine.appointments),
+    )
+    [appointment] = machine.appointments.values()
     assert [action.kind for action in appointment.outlook] == ["decline"]
     machine.teardown()
 
@@ -1927,23 +1923,19 @@ def test_an_outlook_cancel_after_a_worker_died_between_its_create_and_its_mappin
     # and a copy the deletion left live was once left so, read as the live meeting's copy.
     machine = machine_in(world, network, instances)
     secondaries = ["dan", "ann"] if organizer == "cara" else ["fay", "bob"]
-    try:
-        died_meanwhile(
-            world,
-            network,
-            instances,
-            "apply: Exchange written, mapping not stored",
-            lambda: machine.book(organizer, secondaries, 0, 10),
-            lambda: machine.organizer_cancels_it(
-                index=0, send_cancellations=send_cancellations, in_the_gap=True
-            ),
-            never="the create was never sent",
-            held=(APPOINTMENT_CHANGES,),
-        )
-        if organizer == "cara":
-            mailboxes_read(machine, secondaries)
-    finally:
-        resume_held(world)
+    died_meanwhile(
+        world,
+        network,
+        instances,
+        "apply: Exchange written, mapping not stored",
+        lambda: machine.book(organizer, secondaries, 0, 10),
+        lambda: machine.organizer_cancels_it(
+            index=0, send_cancellations=send_cancellations, in_the_gap=True
+        ),
+        never="the create was never sent",
+        held=(APPOINTMENT_CHANGES,),
+        while_held=lambda: mailboxes_read(machine, secondaries if organizer == "cara" else []),
+    )
     [appointment] = machine.appointments.values()
     assert [action.kind for action in appointment.outlook] == ["cancel"]
     machine.teardown()
